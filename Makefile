@@ -1,0 +1,35 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch is installed pinned, and only when the interpreter cannot import it:
+# an unpinned torch makes pip fetch gigabytes of CUDA packages. A system torch
+# is reused through --system-site-packages.
+$(VENV)/.installed: pyproject.toml
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/diagnose demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/analysis_speed.py
+
+clean:
+	rm -rf $(VENV) diagnose-demo

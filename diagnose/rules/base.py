@@ -1,0 +1,274 @@
+"""What a rule is, what it returns, and the registry that lists them.
+
+A rule is one class, declared in one place::
+
+    @register
+    class LossDiverges(Rule):
+        '''
+        ## What it detects
+        ...
+        ## Why it matters
+        ...
+        ## How it decides
+        ...
+        ## What to do
+        ...
+        '''
+
+        code = "LR001"
+        name = "loss-diverges"
+        title = "Loss rises from the start"
+        category = Category.OPTIMIZATION
+        severity = Severity.ERROR
+        requires = ("loss",)
+        thresholds = (
+            Threshold("rise_ratio", 1.5, "last/first loss ratio that counts as rising",
+                      source="..."),
+        )
+
+        def check(self, run, t):
+            if ...:
+                yield self.finding(run, message=..., onset=..., evidence={...},
+                                   causes=[...], fixes=[...])
+
+The docstring is the documentation that ``diagnose rules``, ``diagnose
+explain CODE`` and the reports print; it is written nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from diagnose.run import Run
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Higher is worse."""
+        return {"error": 3, "warning": 2, "info": 1}[self.value]
+
+    @classmethod
+    def parse(cls, value: str | Severity) -> Severity:
+        try:
+            return cls(str(getattr(value, "value", value)).lower())
+        except ValueError:
+            raise ValueError(f"unknown severity {value!r} (expected error, warning or info)") from None
+
+
+class Category(str, enum.Enum):
+    NUMERICS = "numerics"  # NaN, Inf, overflow
+    OPTIMIZATION = "optimization"  # learning rate, divergence, stalls, spikes
+    GENERALIZATION = "generalization"  # overfitting, train/val gaps
+    GRADIENTS = "gradients"  # exploding, vanishing, update ratios
+    ACTIVATIONS = "activations"  # dead units, saturation, collapse
+    INITIALIZATION = "initialization"  # initial loss, chance level
+    RESOURCES = "resources"  # memory, skipped AMP steps, throughput
+    DISTRIBUTED = "distributed"  # cross-rank problems
+    PREFLIGHT = "preflight"  # checks run before training
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A named, documented number a rule decides with. ``source`` says where it comes from."""
+
+    name: str
+    default: float
+    description: str
+    source: str = ""
+
+
+DOC_SECTIONS = ("What it detects", "Why it matters", "How it decides", "What to do")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosed problem: plain data that every report format renders."""
+
+    code: str
+    name: str
+    title: str
+    severity: Severity
+    category: Category
+    message: str
+    run: str = ""
+    onset: int | None = None
+    end: int | None = None
+    steps: tuple[int, ...] = ()
+    module: str | None = None
+    rank: int | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    confidence: float = 1.0
+    causes: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
+    priority: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = self.severity.value
+        data["category"] = self.category.value
+        data["steps"] = list(self.steps)
+        data["causes"] = list(self.causes)
+        data["fixes"] = list(self.fixes)
+        data["evidence"] = dict(self.evidence)
+        return data
+
+    def sort_key(self) -> tuple[float, ...]:
+        """Worst first: severity, then the rule's priority, then confidence."""
+        return (-self.severity.rank, self.priority, -self.confidence, self.onset if self.onset is not None else 0)
+
+
+class Rule:
+    """Base class of every rule; subclasses declare the class attributes and ``check``."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    title: ClassVar[str]
+    category: ClassVar[Category]
+    severity: ClassVar[Severity]
+    requires: ClassVar[tuple[str, ...]] = ()
+    thresholds: ClassVar[tuple[Threshold, ...]] = ()
+    # Lower runs first in the report among findings of equal severity: the
+    # primary problem (NaN, divergence) before its consequences (spikes, stalls).
+    priority: ClassVar[int] = 50
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterable[Finding]:
+        raise NotImplementedError
+
+    # -- helpers for subclasses --------------------------------------------------
+
+    def finding(
+        self,
+        run: Run,
+        *,
+        message: str,
+        onset: float | None = None,
+        end: float | None = None,
+        steps: Iterable[float] = (),
+        module: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+        confidence: float = 1.0,
+        causes: Iterable[str] = (),
+        fixes: Iterable[str] = (),
+        severity: Severity | None = None,
+    ) -> Finding:
+        return Finding(
+            code=self.code,
+            name=self.name,
+            title=self.title,
+            severity=severity or self.severity,
+            category=self.category,
+            message=message,
+            run=run.name,
+            onset=_as_step(onset),
+            end=_as_step(end),
+            steps=tuple(int(s) for s in steps),
+            module=module,
+            rank=run.rank,
+            evidence=_plain(evidence or {}),
+            confidence=round(float(min(max(confidence, 0.0), 1.0)), 3),
+            causes=tuple(causes),
+            fixes=tuple(fixes),
+            priority=self.priority,
+        )
+
+    def missing(self, run: Run) -> list[str]:
+        """Required fields the run lacks (the rule is then not evaluated)."""
+        return [f for f in self.requires if not _run_has(run, f)]
+
+    @classmethod
+    def doc(cls) -> dict[str, str]:
+        """The documentation sections parsed from the class docstring."""
+        return parse_doc(inspect.getdoc(cls) or "")
+
+    @classmethod
+    def threshold_defaults(cls) -> dict[str, float]:
+        return {t.name: t.default for t in cls.thresholds}
+
+
+def _run_has(run: Run, field_name: str) -> bool:
+    """``layers.X`` asks for a per-layer column, ``events`` for any event, else a step/eval column."""
+    if field_name.startswith("layers."):
+        column = field_name.split(".", 1)[1]
+        return column in run.layers.columns and bool(run.layers[column].notna().any())
+    if field_name == "events":
+        return not run.events.empty
+    return run.has(field_name)
+
+
+def _as_step(value: float | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _plain(value: Any) -> Any:
+    """Evidence as JSON-friendly Python values (numpy scalars become floats, rounded)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    return value
+
+
+_SECTION = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
+
+
+def parse_doc(text: str) -> dict[str, str]:
+    parts = _SECTION.split(text)
+    sections = {}
+    for heading, body in zip(parts[1::2], parts[2::2], strict=False):
+        sections[heading.strip()] = body.strip()
+    return sections
+
+
+# -- registry -----------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: add a rule to the registry (codes and names are unique)."""
+    for other in _REGISTRY.values():
+        if other.code == cls.code and other is not cls:
+            raise ValueError(f"rule code {cls.code} is used twice ({other.__name__}, {cls.__name__})")
+        if other.name == cls.name and other is not cls:
+            raise ValueError(f"rule name {cls.name} is used twice")
+    _REGISTRY[cls.code] = cls
+    return cls
+
+
+def all_rules() -> list[type[Rule]]:
+    """Every registered rule, sorted by code."""
+    import diagnose.rules.catalog  # noqa: F401 - importing the catalogue registers its rules
+
+    return [_REGISTRY[code] for code in sorted(_REGISTRY)]
+
+
+def get_rule(code_or_name: str) -> type[Rule]:
+    wanted = code_or_name.strip()
+    for rule in all_rules():
+        if wanted.upper() == rule.code or wanted.lower() == rule.name:
+            return rule
+    raise KeyError(code_or_name)
+
+
+def iter_rule_docs() -> Iterator[tuple[type[Rule], dict[str, str]]]:
+    for rule in all_rules():
+        yield rule, rule.doc()

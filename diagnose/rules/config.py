@@ -1,0 +1,129 @@
+"""Which rules run and with which thresholds: defaults, pyproject.toml, command line.
+
+``[tool.diagnose]`` in pyproject.toml, like a linter's table::
+
+    [tool.diagnose]
+    select = ["LR", "NF001"]          # codes or code prefixes; default: all
+    ignore = ["SPK001"]
+    fail-on = "warning"                # default for `diagnose check`
+    [tool.diagnose.severity]
+    SPK001 = "info"
+    [tool.diagnose.thresholds]
+    "OVF001.min_rise" = 0.05
+
+Command-line options (``--select``, ``--ignore``, ``--set CODE.name=value``)
+are applied on top.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from diagnose.errors import ConfigError
+from diagnose.rules.base import Rule, Severity, all_rules
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    severity: Mapping[str, Severity] = field(default_factory=dict)
+    thresholds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    fail_on: Severity | None = None
+
+    def enabled(self, rule: type[Rule]) -> bool:
+        def matches(patterns: Iterable[str]) -> bool:
+            return any(rule.code.startswith(p.upper()) or rule.name == p.lower() for p in patterns)
+
+        if self.select and not matches(self.select):
+            return False
+        return not matches(self.ignore)
+
+    def thresholds_for(self, rule: type[Rule]) -> dict[str, float]:
+        values = rule.threshold_defaults()
+        values.update(self.thresholds.get(rule.code, {}))
+        return values
+
+    def severity_for(self, rule: type[Rule]) -> Severity:
+        return self.severity.get(rule.code, rule.severity)
+
+    def merged(self, *, select: Iterable[str] = (), ignore: Iterable[str] = (),
+               settings: Iterable[str] = (), fail_on: str | None = None) -> RuleConfig:
+        """This configuration with command-line options applied on top."""
+        thresholds = {code: dict(values) for code, values in self.thresholds.items()}
+        for setting in settings:
+            code, name, value = _parse_setting(setting)
+            thresholds.setdefault(code, {})[name] = value
+        _validate_thresholds(thresholds)
+        return replace(
+            self,
+            select=tuple(select) or self.select,
+            ignore=self.ignore + tuple(ignore),
+            thresholds=thresholds,
+            fail_on=Severity.parse(fail_on) if fail_on else self.fail_on,
+        )
+
+
+def _parse_setting(setting: str) -> tuple[str, str, float]:
+    try:
+        key, raw = setting.split("=", 1)
+        code, name = key.strip().split(".", 1)
+        return code.strip().upper(), name.strip(), float(raw)
+    except ValueError:
+        raise ConfigError(f"bad threshold setting {setting!r}: expected CODE.name=number, e.g. OVF001.min_rise=0.1") from None
+
+
+def _validate_thresholds(thresholds: Mapping[str, Mapping[str, float]]) -> None:
+    known = {rule.code: rule for rule in all_rules()}
+    for code, values in thresholds.items():
+        rule = known.get(code)
+        if rule is None:
+            raise ConfigError(f"unknown rule code {code!r} in a threshold setting")
+        for name in values:
+            if name not in rule.threshold_defaults():
+                names = ", ".join(rule.threshold_defaults()) or "none"
+                raise ConfigError(f"rule {code} has no threshold {name!r} (it has: {names})")
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(pyproject: Path | None = None) -> RuleConfig:
+    """Read ``[tool.diagnose]`` from the nearest pyproject.toml (defaults when absent)."""
+    path = pyproject or find_pyproject()
+    if path is None:
+        return RuleConfig()
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {}).get("diagnose", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [tool.diagnose] ({exc})") from None
+    return config_from_table(table, origin=str(path))
+
+
+def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -> RuleConfig:
+    try:
+        thresholds: dict[str, dict[str, float]] = {}
+        for key, value in (table.get("thresholds") or {}).items():
+            code, name, number = _parse_setting(f"{key}={value}")
+            thresholds.setdefault(code, {})[name] = number
+        _validate_thresholds(thresholds)
+        fail_on = table.get("fail-on") or table.get("fail_on")
+        return RuleConfig(
+            select=tuple(table.get("select") or ()),
+            ignore=tuple(table.get("ignore") or ()),
+            severity={code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()},
+            thresholds=thresholds,
+            fail_on=Severity.parse(fail_on) if fail_on else None,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{origin}: bad [tool.diagnose] table: {exc}") from None

@@ -1,0 +1,123 @@
+"""`Run`: one training run, whatever wrote it, as the rules and reports see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _empty_frame(*columns: str) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+
+
+@dataclass
+class Run:
+    """A training run read from a file.
+
+    ``steps``: one row per optimizer step, column ``step`` plus canonical
+    fields (``loss``, ``lr``, ``grad_norm``, ...; see
+    :mod:`diagnose.runfile.schema`) and any user scalar. ``evals``: one row
+    per evaluation, ``step`` plus ``val_*`` columns. ``layers``: one row per
+    module per sampled step. ``events``: non-finite values, skipped steps,
+    probe failures. All frames are sorted by step; missing values are NaN.
+
+    A NaN in a frame may mean "not logged" or "logged as NaN". The steps at
+    which the source really held a NaN are kept in ``nan_steps`` (column ->
+    sorted step array), so rules can tell a broken run from a sparse log.
+    """
+
+    name: str
+    source: str = ""
+    format: str = "diagnose"
+    meta: dict[str, Any] = field(default_factory=dict)
+    steps: pd.DataFrame = field(default_factory=lambda: _empty_frame("step"))
+    evals: pd.DataFrame = field(default_factory=lambda: _empty_frame("step"))
+    layers: pd.DataFrame = field(default_factory=lambda: _empty_frame("step", "module"))
+    events: pd.DataFrame = field(default_factory=lambda: _empty_frame("step", "event"))
+    nan_steps: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # For a per-rank run (torch.distributed): the rank, or None.
+    rank: int | None = None
+
+    # -- what the user told us about the task -------------------------------
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """User-given metadata (task, num_classes, loss_fn, ...)."""
+        return self.meta.get("metadata") or {}
+
+    @property
+    def num_classes(self) -> int | None:
+        value = self.metadata.get("num_classes")
+        return int(value) if isinstance(value, (int, float)) and value >= 2 else None
+
+    @property
+    def task(self) -> str | None:
+        value = self.metadata.get("task")
+        return str(value) if value else None
+
+    # -- series access -------------------------------------------------------
+
+    def has(self, column: str) -> bool:
+        """True when the run holds at least one value (finite or not) of ``column``."""
+        frame = self._frame_of(column)
+        if frame is None:
+            return False
+        return bool(frame[column].notna().any()) or len(self.nan_steps.get(column, ())) > 0
+
+    def series(self, column: str, *, keep_nan: bool = False) -> pd.Series:
+        """Values of a step or eval column indexed by step, unlogged points dropped.
+
+        Infinite values are kept. Real NaNs (logged as NaN) are kept only
+        with ``keep_nan=True``.
+        """
+        frame = self._frame_of(column)
+        if frame is None:
+            return pd.Series(dtype="float64", name=column)
+        values = pd.Series(frame[column].to_numpy(dtype="float64"), index=frame["step"].to_numpy(), name=column)
+        present = values.notna().to_numpy()
+        if keep_nan and column in self.nan_steps:
+            present |= np.isin(values.index.to_numpy(), self.nan_steps[column])
+        values = values[present]
+        values.index.name = "step"
+        return values
+
+    def _frame_of(self, column: str) -> pd.DataFrame | None:
+        for frame in (self.steps, self.evals):
+            if column in frame.columns and column != "step":
+                return frame
+        return None
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.steps["step"].nunique()) if len(self.steps) else 0
+
+    @property
+    def last_step(self) -> int | None:
+        candidates = [f["step"].max() for f in (self.steps, self.evals) if len(f)]
+        return int(max(candidates)) if candidates else None
+
+    def layer_series(self, column: str) -> pd.DataFrame:
+        """Per-layer values as a step x module table (NaN where not sampled)."""
+        if column not in self.layers.columns or self.layers.empty:
+            return pd.DataFrame()
+        data = self.layers[["step", "module", column]].dropna(subset=[column])
+        if data.empty:
+            return pd.DataFrame()
+        table = data.pivot_table(index="step", columns="module", values=column, aggfunc="last")
+        order = [m for m in self.module_order() if m in table.columns]
+        rest = [m for m in table.columns if m not in order]
+        return table[order + rest]
+
+    def module_order(self) -> list[str]:
+        """Module names in model definition order (input side first), when known."""
+        modules = (self.meta.get("model") or {}).get("modules") or []
+        names = [m[0] if isinstance(m, (list, tuple)) else m.get("name") for m in modules]
+        if names:
+            return [n for n in names if n is not None]
+        if "module" in self.layers.columns:
+            return list(dict.fromkeys(self.layers["module"].dropna()))
+        return []

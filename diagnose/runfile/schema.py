@@ -1,0 +1,179 @@
+"""The run file, format v1: one JSON object per line, append-only.
+
+This module is the contract between whatever writes a run (our probes, a
+user's script, another tool) and whatever reads it. It names the record kinds,
+the canonical field names, and how non-finite floats are spelled.
+
+Every native record carries ``"kind"``. A line without ``"kind"`` is the
+*minimal form* (``{"step": 10, "loss": 0.52}``, ``{"step": 10, "val_loss":
+0.61}``) and is sorted into step or evaluation records by its keys.
+
+Strict JSON has no NaN or Infinity, and a NaN loss is exactly what a user of
+this tool needs to see, so non-finite floats are written as the strings
+``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. Readers also accept the bare
+tokens ``NaN``/``Infinity`` that Python's ``json`` module writes by default.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SCHEMA = "diagnose.run/1"
+SCHEMA_VERSION = 1
+
+# Record kinds.
+META = "meta"
+STEP = "step"
+EVAL = "eval"
+LAYER = "layer"
+EVENT = "event"
+KINDS = (META, STEP, EVAL, LAYER, EVENT)
+
+# Canonical step-record fields. Any other numeric key is kept as a user scalar.
+STEP_FIELDS = {
+    "step": "optimizer step number (1-based by default)",
+    "loss": "training loss (mean over micro-batches when accumulating)",
+    "lr": "learning rate of the first parameter group",
+    "lrs": "learning rates of all parameter groups, when there is more than one",
+    "grad_norm": "global L2 norm of all gradients (as clip_grad_norm_ reports it)",
+    "step_time": "wall-clock seconds since the previous optimizer step",
+    "rss": "process resident memory, bytes",
+    "cuda_allocated": "bytes held by live tensors (torch.cuda.memory_allocated)",
+    "cuda_reserved": "bytes held by the caching allocator (torch.cuda.memory_reserved)",
+    "cuda_peak": "peak allocated bytes since start (torch.cuda.max_memory_allocated)",
+    "cuda_total": "device memory capacity, bytes",
+    "gpu_mem_used": "device memory in use as NVML sees it, bytes (all processes)",
+    "gpu_mem_total": "device memory capacity as NVML sees it, bytes",
+    "gpu_util": "GPU utilization percent from NVML",
+    "loss_scale": "AMP GradScaler scale",
+    "epoch": "epoch, when the source logs one",
+}
+
+# Canonical per-layer fields (one record per module per sampled step).
+LAYER_FIELDS = {
+    "module": "qualified module name as in model.named_modules()",
+    "type": "module class name",
+    "grad_norm": "L2 norm of the module's own parameter gradients",
+    "param_norm": "L2 norm of the module's own parameters",
+    "update_ratio": "||param after step - param before|| / ||param before||",
+    "act_mean": "mean of the module output",
+    "act_std": "standard deviation of the module output",
+    "act_zero_frac": "fraction of output elements that are exactly zero (ReLU-like modules)",
+    "act_dead_frac": "fraction of output units that are zero for every sample in the batch",
+    "act_neg_frac": "fraction of output elements <= 0 (what a following ReLU would zero)",
+    "act_sat_frac": "fraction of outputs saturated (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)",
+    "act_batch_std": "mean over features of the standard deviation across the batch",
+    "act_nonfinite": "1 when the output held NaN or Inf",
+}
+
+# Event names.
+EV_NONFINITE = "nonfinite"
+EV_SKIPPED_STEP = "skipped_step"
+EV_PROBE_ERROR = "probe_error"
+EV_OOM = "out_of_memory"
+EV_EXCEPTION = "exception"
+
+_NONFINITE_STRINGS = {
+    "nan": math.nan,
+    "+nan": math.nan,
+    "-nan": math.nan,
+    "inf": math.inf,
+    "+inf": math.inf,
+    "infinity": math.inf,
+    "+infinity": math.inf,
+    "-inf": -math.inf,
+    "-infinity": -math.inf,
+}
+
+
+def encode_float(value: float) -> float | str:
+    """Spell a float so that strict JSON can carry it."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def encode(obj: Any) -> Any:
+    """Make a record JSON-safe: non-finite floats become strings, recursively."""
+    if isinstance(obj, float):
+        return encode_float(obj)
+    if isinstance(obj, dict):
+        return {k: encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [encode(v) for v in obj]
+    return obj
+
+
+def to_number(value: Any) -> float | None:
+    """Read a value where a number belongs; None when it is not one.
+
+    Accepts numbers, booleans, numeric strings and the non-finite spellings
+    ("NaN", "Infinity", "inf", ...).
+    """
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        special = _NONFINITE_STRINGS.get(text.lower())
+        if special is not None:
+            return special
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+# Aliases that other tools and hand-written files use for the canonical names.
+# Keys are compared lower-cased with "/" and "-" turned into "_".
+_TRAIN_LOSS_ALIASES = {"loss", "train_loss", "training_loss", "train_loss_step", "trn_loss"}
+_VAL_LOSS_ALIASES = {
+    "val_loss",
+    "eval_loss",
+    "valid_loss",
+    "validation_loss",
+    "val_loss_epoch",
+    "dev_loss",
+}
+_LR_ALIASES = {"lr", "learning_rate", "train_lr", "lr_abs"}
+_GRAD_NORM_ALIASES = {"grad_norm", "gradient_norm", "norm", "grad_norm_total", "total_grad_norm"}
+_EVAL_PREFIXES = ("val_", "eval_", "valid_", "validation_", "test_", "dev_")
+
+
+def normalise_key(key: str) -> str:
+    return key.strip().lower().replace("/", "_").replace("-", "_").replace(" ", "_")
+
+
+def canonical_step_key(key: str) -> str:
+    """Map a step-record key to its canonical name (or its normalised self)."""
+    norm = normalise_key(key)
+    if norm in _TRAIN_LOSS_ALIASES:
+        return "loss"
+    if norm in _LR_ALIASES:
+        return "lr"
+    if norm in _GRAD_NORM_ALIASES:
+        return "grad_norm"
+    if norm.startswith("train_"):
+        return norm[len("train_") :]
+    return norm
+
+
+def canonical_eval_key(key: str) -> str:
+    """Map an evaluation key to ``val_*`` (``eval_loss`` -> ``val_loss``)."""
+    norm = normalise_key(key)
+    if norm in _VAL_LOSS_ALIASES:
+        return "val_loss"
+    for prefix in _EVAL_PREFIXES:
+        if norm.startswith(prefix):
+            return "val_" + norm[len(prefix) :]
+    return "val_" + norm
+
+
+def is_eval_key(key: str) -> bool:
+    norm = normalise_key(key)
+    return norm in _VAL_LOSS_ALIASES or norm.startswith(_EVAL_PREFIXES)
