@@ -78,7 +78,7 @@ class Run:
         if frame is None:
             return pd.Series(dtype="float64", name=column)
         values = pd.Series(frame[column].to_numpy(dtype="float64"), index=frame["step"].to_numpy(), name=column)
-        present = values.notna().to_numpy()
+        present = values.notna().to_numpy().copy()
         if keep_nan and column in self.nan_steps:
             present |= np.isin(values.index.to_numpy(), self.nan_steps[column])
         values = values[present]
