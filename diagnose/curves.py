@@ -1,0 +1,402 @@
+"""Robust primitives for reading training curves: smoothing, trends, spikes, stalls.
+
+Every function takes a ``pd.Series`` of values indexed by step (what
+``Run.series`` returns) and copes with what real logs hold: per-step noise,
+a handful of points, hundreds of thousands of points, NaN and Inf, negative
+losses, uneven logging intervals and step counters that restart. Nothing loops
+in Python over the points; long curves are reduced with :func:`downsample`
+before anything quadratic (Theil-Sen, segmentation) runs on them.
+
+Shape comparisons are scale-free: a positive curve is compared on a log scale
+(a drop from 2.0 to 1.0 weighs the same as one from 0.02 to 0.01); a curve that
+goes to zero or below is compared on its own range instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# 1.4826 * MAD estimates the standard deviation of normally distributed data.
+MAD_TO_STD = 1.4826
+# Theil-Sen is O(n^2) in memory and time; above this many points the curve is
+# reduced to bin medians first (the estimate barely moves, the cost is bounded).
+THEIL_SEN_MAX_POINTS = 400
+
+
+# -- cleaning -------------------------------------------------------------------
+
+
+def finite(series: pd.Series) -> pd.Series:
+    """Finite values as float, sorted by step, one value per step (the mean of repeats)."""
+    if series is None or len(series) == 0:
+        return pd.Series(dtype="float64")
+    values = pd.Series(np.asarray(series, dtype="float64"), index=np.asarray(series.index, dtype="float64"))
+    values = values[np.isfinite(values.to_numpy()) & np.isfinite(values.index.to_numpy())]
+    if values.index.has_duplicates:
+        values = values.groupby(level=0).mean()
+    values = values.sort_index()
+    values.index.name = "step"
+    return values
+
+
+def split_restarts(series: pd.Series) -> list[pd.Series]:
+    """Cut a series in logged order wherever the step counter goes backwards.
+
+    Logs that append several runs (or a resumed run that restarts its
+    counter) hold more than one curve; each piece comes back on its own.
+    """
+    if len(series) == 0:
+        return []
+    steps = np.asarray(series.index, dtype="float64")
+    cuts = np.flatnonzero(np.diff(steps) < 0) + 1
+    bounds = [0, *cuts.tolist(), len(series)]
+    return [series.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
+
+
+def downsample(series: pd.Series, max_points: int) -> pd.Series:
+    """At most ``max_points`` points: medians of equal-count bins, indexed by each bin's median step.
+
+    Medians keep the level of a noisy curve and ignore isolated spikes, so the
+    reduced curve is fit for trend and plateau tests. Short curves come back unchanged.
+    """
+    n = len(series)
+    if n <= max_points:
+        return series
+    bins = np.minimum((np.arange(n) * max_points) // n, max_points - 1)
+    values = pd.Series(series.to_numpy(), index=bins).groupby(level=0).median()
+    steps = pd.Series(np.asarray(series.index, dtype="float64"), index=bins).groupby(level=0).median()
+    reduced = pd.Series(values.to_numpy(), index=steps.to_numpy(), name=series.name)
+    reduced.index.name = "step"
+    return reduced
+
+
+# -- scale ------------------------------------------------------------------------
+
+
+def is_positive(series: pd.Series) -> bool:
+    """True when every value is above zero, so a log scale is meaningful."""
+    return len(series) > 0 and bool((series.to_numpy() > 0).all())
+
+
+def to_log(series: pd.Series) -> pd.Series | None:
+    """Natural log of a positive curve; None when any value is zero or negative."""
+    if not is_positive(series):
+        return None
+    return pd.Series(np.log(series.to_numpy()), index=series.index, name=series.name)
+
+
+def comparable(series: pd.Series) -> pd.Series:
+    """The curve on the scale shapes are compared on: log when positive, else divided by its range.
+
+    Either way a difference of 0.1 means about the same thing on any run:
+    about 10% on a log scale, a tenth of the travelled range otherwise.
+    """
+    logged = to_log(series)
+    if logged is not None:
+        return logged
+    spread = float(series.max() - series.min()) if len(series) else 0.0
+    return series / spread if spread > 0 else series - series
+
+
+def relative_change(before: float, after: float) -> float:
+    """(after - before) / |before|; infinite when ``before`` is zero and they differ."""
+    if before == 0:
+        return 0.0 if after == 0 else float(np.sign(after) * np.inf)
+    return (after - before) / abs(before)
+
+
+def log_ratio(numerator: float, denominator: float) -> float:
+    """log(numerator / denominator) for positive numbers, NaN otherwise."""
+    if numerator <= 0 or denominator <= 0:
+        return float("nan")
+    return float(np.log(numerator / denominator))
+
+
+# -- smoothing --------------------------------------------------------------------
+
+
+def ema(series: pd.Series, span: float) -> pd.Series:
+    """Exponential moving average, bias-corrected at the start (as TensorBoard's smoothing is not)."""
+    return series.ewm(span=max(span, 1.0), adjust=True).mean()
+
+
+def rolling_median(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:
+    """Median over ``window`` points: centred, or of the points before each one when ``causal``."""
+    window = max(int(window), 1)
+    if causal:
+        return series.shift(1).rolling(window, min_periods=1).median()
+    return series.rolling(window, center=True, min_periods=1).median()
+
+
+def rolling_mad(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:
+    """Scaled median absolute deviation from the rolling median (a robust local std)."""
+    deviation = (series - rolling_median(series, window, causal=causal)).abs()
+    return rolling_median(deviation, window, causal=causal) * MAD_TO_STD
+
+
+def default_window(n: int, fraction: float = 0.05, lo: int = 5, hi: int = 200) -> int:
+    """A smoothing window that scales with the curve: ``fraction`` of it, within [lo, hi] points."""
+    return int(np.clip(round(n * fraction), lo, hi))
+
+
+def smooth(series: pd.Series, window: int | None = None) -> pd.Series:
+    """Rolling median then a light EMA: robust to spikes, keeps the shape of drops."""
+    if len(series) < 3:
+        return series
+    window = window or default_window(len(series))
+    return ema(rolling_median(series, window), span=max(window / 2, 1.0))
+
+
+# -- levels and noise -------------------------------------------------------------
+
+
+def head(series: pd.Series, fraction: float = 0.1, min_points: int = 1) -> pd.Series:
+    """The first ``fraction`` of the points (at least ``min_points``)."""
+    return series.iloc[: max(min_points, int(np.ceil(len(series) * fraction)))]
+
+
+def tail(series: pd.Series, fraction: float = 0.1, min_points: int = 1) -> pd.Series:
+    """The last ``fraction`` of the points (at least ``min_points``)."""
+    return series.iloc[-max(min_points, int(np.ceil(len(series) * fraction))) :]
+
+
+def start_level(series: pd.Series, fraction: float = 0.05, max_points: int = 5) -> float:
+    """Median of the first few points: where the run started, robust to one odd value."""
+    count = max(1, min(max_points, int(np.ceil(len(series) * fraction))))
+    return float(series.iloc[:count].median())
+
+
+def end_level(series: pd.Series, fraction: float = 0.1, min_points: int = 3) -> float:
+    """Median of the last ``fraction`` of the run: where it ended up."""
+    return float(tail(series, fraction, min_points).median())
+
+
+def noise(series: pd.Series, window: int | None = None) -> float:
+    """Typical point-to-point scatter around the local level, on the comparable scale.
+
+    On a positive curve 0.1 means points scatter about 10% around their
+    rolling median. NaN for fewer than 5 points.
+    """
+    if len(series) < 5:
+        return float("nan")
+    scaled = comparable(series)
+    window = window or default_window(len(series), lo=5, hi=50)
+    residual = scaled - rolling_median(scaled, window)
+    return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
+
+
+# -- trend --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A robust straight-line fit: ``slope`` per step, with its 95% interval."""
+
+    slope: float
+    intercept: float
+    low: float
+    high: float
+    points: int
+
+    def change_over(self, steps: float) -> float:
+        """How much the fitted line moves over ``steps`` steps."""
+        return self.slope * steps
+
+    @property
+    def falling(self) -> bool:
+        """The whole 95% interval of the slope is below zero."""
+        return self.high < 0
+
+    @property
+    def rising(self) -> bool:
+        return self.low > 0
+
+
+def trend(series: pd.Series, max_points: int = THEIL_SEN_MAX_POINTS) -> Trend | None:
+    """Theil-Sen slope of a curve (median of pairwise slopes), None under 3 points."""
+    series = downsample(series, max_points)
+    if len(series) < 3:
+        return None
+    x = np.asarray(series.index, dtype="float64")
+    y = series.to_numpy(dtype="float64")
+    if np.ptp(x) == 0:
+        return None
+    slope, intercept, low, high = stats.theilslopes(y, x)
+    return Trend(float(slope), float(intercept), float(low), float(high), len(series))
+
+
+def linearity(series: pd.Series, max_points: int = THEIL_SEN_MAX_POINTS) -> float:
+    """R^2 of a straight line through the (downsampled) curve: 1 means it falls at a constant rate."""
+    series = downsample(series, max_points)
+    if len(series) < 3 or np.ptp(series.to_numpy()) == 0:
+        return float("nan")
+    result = stats.linregress(np.asarray(series.index, dtype="float64"), series.to_numpy(dtype="float64"))
+    return float(result.rvalue**2)
+
+
+# -- spikes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spike:
+    """An isolated jump above the local level.
+
+    ``step`` is where the jump starts, ``peak`` its highest value. ``height``
+    is how far the peak stands above the baseline on the comparable scale
+    (log units on a positive curve: 1.0 is e times the baseline).
+    ``recovered_step`` is the first later step back near the baseline, or None.
+    """
+
+    step: float
+    peak: float
+    baseline: float
+    height: float
+    points: int
+    recovered_step: float | None
+
+
+def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
+                min_z: float = 6.0) -> list[Spike]:
+    """Jumps far above the median of the ``window`` points before them.
+
+    A point is a spike when it stands ``min_height`` above that causal
+    baseline (on the comparable scale: 0.7 in log units is about 2x) and more
+    than ``min_z`` robust standard deviations of the local scatter. Neighbouring
+    spike points are merged into one spike. The baseline ignores the spike
+    itself, so a curve that jumps and stays up shows one unrecovered spike.
+    """
+    if len(series) < 5:
+        return []
+    scaled = comparable(series)
+    baseline = rolling_median(scaled, window, causal=True)
+    scatter = rolling_mad(scaled, window, causal=True)
+    floor = float(np.nanmedian(scatter.to_numpy())) if scatter.notna().any() else 0.0
+    scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
+    excess = (scaled - baseline).to_numpy()
+    is_spike = (excess > min_height) & (excess > min_z * scatter.to_numpy())
+    is_spike[:min(3, len(is_spike))] = False  # no baseline yet
+    return _group_spikes(series, scaled, baseline, is_spike, min_height)
+
+
+def _group_spikes(series: pd.Series, scaled: pd.Series, baseline: pd.Series,
+                  is_spike: np.ndarray, min_height: float) -> list[Spike]:
+    if not is_spike.any():
+        return []
+    positions = np.flatnonzero(is_spike)
+    starts = positions[np.r_[True, np.diff(positions) > 1]]
+    ends = positions[np.r_[np.diff(positions) > 1, True]]
+    steps = np.asarray(series.index, dtype="float64")
+    values = scaled.to_numpy()
+    spikes = []
+    for start, end in zip(starts, ends, strict=False):  # one iteration per spike, not per point
+        base = float(baseline.iloc[start])
+        peak_at = start + int(np.argmax(values[start : end + 1]))
+        back = np.flatnonzero(values[end + 1 :] - base < min_height / 2)
+        spikes.append(Spike(
+            step=float(steps[start]),
+            peak=float(series.iloc[peak_at]),
+            baseline=_unscale(series, base),
+            height=float(values[peak_at] - base),
+            points=int(end - start + 1),
+            recovered_step=float(steps[end + 1 + back[0]]) if back.size else None,
+        ))
+    return spikes
+
+
+def _unscale(series: pd.Series, value: float) -> float:
+    """A value on the comparable scale back in the curve's own units."""
+    if is_positive(series):
+        return float(np.exp(value))
+    spread = float(series.max() - series.min())
+    return value * spread if spread > 0 else float(series.iloc[0])
+
+
+# -- stalls and change points -----------------------------------------------------
+
+
+def stall_start(series: pd.Series, tolerance: float, *, max_points: int = 200) -> float | None:
+    """First step after which the curve never improves (falls) by more than ``tolerance`` again.
+
+    Works on bin medians of the comparable scale, so noise and spikes do not
+    count as improvement. A curve still improving finds its stall only in its
+    last few points: the caller judges how much of the run the stall covers.
+    None under 5 points.
+    """
+    if len(series) < 5:
+        return None
+    reduced = comparable(downsample(series, max_points))
+    values = reduced.to_numpy()
+    best_after = np.minimum.accumulate(values[::-1])[::-1]
+    still_improving = values - best_after > tolerance
+    improving_at = np.flatnonzero(still_improving)
+    first_flat = int(improving_at[-1]) + 1 if improving_at.size else 0
+    return float(reduced.index[first_flat])
+
+
+def change_points(series: pd.Series, *, max_changes: int = 3, min_gain: float = 0.2,
+                  min_size: int = 3, max_points: int = 300) -> list[float]:
+    """Steps where the level of the curve shifts, by binary segmentation.
+
+    The curve (comparable scale, bin medians) is split where a two-level fit
+    lowers the squared error most; a split is kept when it removes at least
+    ``min_gain`` of the segment's error. Sorted steps; empty for short curves.
+    """
+    reduced = comparable(downsample(series, max_points))
+    values = reduced.to_numpy()
+    found: list[int] = []
+    segments = [(0, len(values))]
+    while segments and len(found) < max_changes:
+        a, b = segments.pop(0)
+        split = _best_split(values[a:b], min_gain, min_size)
+        if split is None:
+            continue
+        found.append(a + split)
+        segments += [(a, a + split), (a + split, b)]
+    return sorted(float(reduced.index[i]) for i in found)
+
+
+def _best_split(values: np.ndarray, min_gain: float, min_size: int) -> int | None:
+    """Index that best splits ``values`` into two constant levels, if it helps enough."""
+    n = len(values)
+    if n < 2 * min_size:
+        return None
+    total_error = float(((values - values.mean()) ** 2).sum())
+    if total_error <= 0:
+        return None
+    sums = np.cumsum(values)
+    squares = np.cumsum(values**2)
+    left_n = np.arange(1, n)
+    left_error = squares[:-1] - sums[:-1] ** 2 / left_n
+    right_error = (squares[-1] - squares[:-1]) - (sums[-1] - sums[:-1]) ** 2 / (n - left_n)
+    error = left_error + right_error
+    error[: min_size - 1] = np.inf
+    error[n - min_size :] = np.inf
+    best = int(np.argmin(error))
+    if 1 - error[best] / total_error < min_gain:
+        return None
+    return best + 1
+
+
+# -- aligning curves logged at different intervals -------------------------------
+
+
+def value_at(series: pd.Series, steps: np.ndarray | pd.Index) -> np.ndarray:
+    """The curve's value at other steps, interpolated linearly (held flat beyond its ends).
+
+    For comparing a per-step training curve with a validation curve that is
+    logged every few hundred steps.
+    """
+    if len(series) == 0:
+        return np.full(len(steps), np.nan)
+    return np.interp(np.asarray(steps, dtype="float64"), np.asarray(series.index, dtype="float64"),
+                     series.to_numpy(dtype="float64"))
+
+
+def fraction_of_run(series: pd.Series, step: float) -> float:
+    """Where ``step`` lies in the span of the curve's steps: 0 at its first, 1 at its last."""
+    first, last = float(series.index[0]), float(series.index[-1])
+    return 0.0 if last == first else (step - first) / (last - first)
