@@ -1,0 +1,47 @@
+"""The ``diagnose`` command: one module per subcommand, assembled here.
+
+Exit codes, as linters use them: 0 success, 1 findings at or above
+``--fail-on`` (``check`` only), 2 a usage, input or configuration error, shown
+as one line ``diagnose: error: ...``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from diagnose.cli.explain import explain
+from diagnose.cli.report import report
+from diagnose.cli.rules import rules
+from diagnose.errors import DiagnoseError
+
+USAGE_ERROR = 2
+
+
+class _Commands(TyperGroup):
+    """Turns a `DiagnoseError` from any command into one line on stderr and exit 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DiagnoseError as exc:
+            typer.echo(f"diagnose: error: {exc}", err=True)
+            raise typer.Exit(USAGE_ERROR) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    name="diagnose",
+    help="Training diagnostics for PyTorch: find what went wrong in a run and what to do about it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for command in (report, rules, explain):
+    app.command(command.__name__)(command)
+
+
+def main() -> None:
+    app()

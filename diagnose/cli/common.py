@@ -1,0 +1,72 @@
+"""What several commands share: option types, reading runs, configuration, writing output."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diagnose.errors import InputError
+from diagnose.readers import load_all
+from diagnose.rules.config import RuleConfig, load_config
+from diagnose.rules.engine import Analysis, analyze
+from diagnose.run import Run
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Run files, or folders holding run files.", show_default=False)]
+FormatInOpt = Annotated[str | None, typer.Option(
+    "--format-in", help="Read the inputs with this reader instead of guessing from the file.", metavar="READER")]
+SelectOpt = Annotated[list[str] | None, typer.Option(
+    "--select", help="Run only these rules (codes, code prefixes or names); repeatable.", metavar="CODE")]
+IgnoreOpt = Annotated[list[str] | None, typer.Option(
+    "--ignore", help="Skip these rules (codes, code prefixes or names); repeatable.", metavar="CODE")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a rule threshold, e.g. --set OVF001.min_rise=0.1; repeatable.", metavar="CODE.name=value")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of standard output.")]
+
+
+def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
+    """Every run in the given files and folders, in the order given."""
+    runs: list[Run] = []
+    for path in paths:
+        for source in _sources(path, format_in):
+            runs.extend(load_all(source, format=format_in))
+    return runs
+
+
+def _sources(path: Path, format_in: str | None) -> list[Path]:
+    """A folder stands for the ``*.jsonl`` files in it; otherwise the reader gets it whole."""
+    if format_in or not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
+    return files or [path]
+
+
+def rule_config(select: list[str] | None = None, ignore: list[str] | None = None,
+                settings: list[str] | None = None, fail_on: str | None = None) -> RuleConfig:
+    """``[tool.diagnose]`` from pyproject.toml with the command-line options on top."""
+    return load_config().merged(select=select or (), ignore=ignore or (), settings=settings or (), fail_on=fail_on)
+
+
+def analyze_paths(paths: Sequence[Path], format_in: str | None, config: RuleConfig) -> list[Analysis]:
+    return [analyze(run, config) for run in load_runs(paths, format_in)]
+
+
+def write_output(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
+    """Print ``text``, or write it to ``output`` (never over one of the inputs)."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_file(output, text.encode("utf-8"), inputs)
+
+
+def write_file(output: Path, data: bytes, inputs: Sequence[Path] = ()) -> None:
+    if any(output.resolve() == p.resolve() for p in inputs):
+        raise InputError(f"{output}: is one of the inputs; choose another output file")
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"{output}: cannot write ({exc.strerror})") from None
+    typer.echo(f"wrote {output}", err=True)

@@ -1,0 +1,38 @@
+"""``diagnose report``: analyse runs and render the findings (exit 0 whatever they are)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from diagnose.cli import common
+from diagnose.report import render
+from diagnose.report.terminal import print_report
+
+
+class Format(str, enum.Enum):
+    terminal = "terminal"
+    json = "json"
+    md = "md"
+    html = "html"
+
+
+def report(
+    paths: common.PathsArg,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.terminal,
+    output: common.OutputOpt = None,
+    select: common.SelectOpt = None,
+    ignore: common.IgnoreOpt = None,
+    settings: common.SetOpt = None,
+    format_in: common.FormatInOpt = None,
+) -> None:
+    """Analyse one or more runs and report what went wrong and what to do about it."""
+    config = common.rule_config(select, ignore, settings)
+    analyses = common.analyze_paths(paths, format_in, config)
+    if format is Format.terminal and output is None:
+        print_report(analyses, Console(highlight=False))
+        return
+    common.write_output(render(analyses, format.value), output, paths)

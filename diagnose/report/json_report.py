@@ -1,0 +1,65 @@
+"""The JSON report (schema ``diagnose.report/1``, see diagnose/report/schema.py).
+
+Non-finite numbers are spelled as in run files ("NaN", "Infinity",
+"-Infinity") so the output is strict JSON that any parser reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from diagnose import __version__
+from diagnose.report import summary as s
+from diagnose.report.schema import REPORT_SCHEMA
+from diagnose.rules.base import Finding, Severity
+from diagnose.rules.engine import Analysis
+from diagnose.runfile.schema import encode
+
+
+def render_json(analyses: Sequence[Analysis]) -> str:
+    return json.dumps(report_dict(analyses), indent=2, allow_nan=False, default=_plain) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and other odd evidence values, as JSON can hold them."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def report_dict(analyses: Sequence[Analysis]) -> dict[str, Any]:
+    ordered = s.order_runs(analyses)
+    every = [f for a in ordered for f in a.findings]
+    return {
+        "schema": REPORT_SCHEMA,
+        "tool": {"name": "diagnose", "version": __version__},
+        "verdict": _verdict(ordered, every),
+        "runs": [_run(a) for a in ordered],
+    }
+
+
+def _verdict(analyses: Sequence[Analysis], findings: Sequence[Finding]) -> dict[str, Any]:
+    worst = s.worst_finding([a for a in analyses if not s.is_healthy(a)])
+    return {
+        "healthy": all(s.is_healthy(a) for a in analyses),
+        "text": s.verdict(analyses),
+        "counts": {sev.value: sum(1 for f in findings if f.severity is sev) for sev in Severity},
+        "worst": worst.code if worst else None,
+    }
+
+
+def _run(analysis: Analysis) -> dict[str, Any]:
+    run = analysis.run
+    return {
+        "name": run.name,
+        "source": run.source,
+        "format": run.format,
+        "rank": run.rank,
+        "summary": encode(asdict(s.summarize(run))),
+        "verdict": _verdict([analysis], analysis.findings),
+        "findings": [encode(f.to_dict()) for f in analysis.findings],
+        "not_evaluated": [{"code": code, "reason": reason} for code, reason in analysis.not_evaluated],
+        "errors": [{"code": code, "reason": error} for code, error in analysis.errors],
+        "warnings": list(run.warnings),
+    }

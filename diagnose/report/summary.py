@@ -1,0 +1,232 @@
+"""What every report format says the same way: verdicts, run summaries, where a finding is.
+
+Renderers (terminal, Markdown, JSON, HTML) take a list of `Analysis` objects
+and use these helpers, so that a verdict or a step range reads the same in
+every format.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from diagnose.rules.base import Finding, Severity
+from diagnose.rules.engine import Analysis
+from diagnose.run import Run
+
+# How many steps of a finding's step list a text report spells out.
+MAX_LISTED_STEPS = 6
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The few numbers a reader wants before the findings."""
+
+    steps: int
+    last_step: int | None
+    final_loss: float | None
+    best_loss: float | None
+    best_loss_step: int | None
+    final_val_loss: float | None
+    best_val_loss: float | None
+    best_val_step: int | None
+
+
+def summarize(run: Run) -> RunSummary:
+    final_loss, best_loss, best_step = _last_and_best(run, "loss")
+    final_val, best_val, best_val_step = _last_and_best(run, "val_loss")
+    return RunSummary(
+        steps=run.n_steps,
+        last_step=run.last_step,
+        final_loss=final_loss,
+        best_loss=best_loss,
+        best_loss_step=best_step,
+        final_val_loss=final_val,
+        best_val_loss=best_val,
+        best_val_step=best_val_step,
+    )
+
+
+def _last_and_best(run: Run, column: str) -> tuple[float | None, float | None, int | None]:
+    """The last logged value (NaN included) and the lowest finite one with its step."""
+    values = run.series(column, keep_nan=True)
+    if values.empty:
+        return None, None, None
+    last = float(values.iloc[-1])
+    finite = values[np.isfinite(values.to_numpy())]
+    if finite.empty:
+        return last, None, None
+    best_at = finite.idxmin()
+    return last, float(finite.loc[best_at]), int(best_at)
+
+
+# -- severity counts and verdicts ------------------------------------------------
+
+
+def problems(analysis: Analysis) -> list[Finding]:
+    """Findings that make a run unhealthy (warnings and errors; notes do not)."""
+    return [f for f in analysis.findings if f.severity.rank >= Severity.WARNING.rank]
+
+
+def is_healthy(analysis: Analysis) -> bool:
+    return not problems(analysis)
+
+
+def at_or_above(findings: Sequence[Finding], threshold: Severity) -> list[Finding]:
+    return [f for f in findings if f.severity.rank >= threshold.rank]
+
+
+def count_by_severity(findings: Sequence[Finding]) -> str:
+    """``"1 error, 2 warnings"`` (empty when there are none)."""
+    parts = []
+    for severity in Severity:
+        n = sum(1 for f in findings if f.severity is severity)
+        if n:
+            parts.append(plural(n, severity.value))
+    return ", ".join(parts)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def order_runs(analyses: Sequence[Analysis]) -> list[Analysis]:
+    """Worst run first: by its worst finding, then by how many problems it has."""
+
+    def key(analysis: Analysis) -> tuple[Any, ...]:
+        worst = analysis.worst
+        worst_key = worst.sort_key() if worst else (0,)
+        return (worst_key, -len(problems(analysis)), analysis.run.name)
+
+    return sorted(analyses, key=key)
+
+
+def worst_finding(analyses: Sequence[Analysis]) -> Finding | None:
+    found = [a.worst for a in analyses if a.worst is not None]
+    return min(found, key=Finding.sort_key) if found else None
+
+
+def verdict(analyses: Sequence[Analysis]) -> str:
+    """The one line a report opens with."""
+    if len(analyses) == 1:
+        return _run_verdict(analyses[0])
+    unhealthy = [a for a in analyses if not is_healthy(a)]
+    head = f"{plural(len(analyses), 'run')}: {len(analyses) - len(unhealthy)} healthy, {len(unhealthy)} with problems"
+    worst = worst_finding(unhealthy)
+    if worst is None:
+        return head
+    every = [f for a in unhealthy for f in problems(a)]
+    return f"{head} ({count_by_severity(every)}); worst: {describe(worst)} in run '{worst.run}'"
+
+
+def _run_verdict(analysis: Analysis) -> str:
+    found = problems(analysis)
+    name = analysis.run.name
+    if not found:
+        notes = len(analysis.findings)
+        extra = f" ({plural(notes, 'note')})" if notes else ""
+        return f"healthy: no problems found in run '{name}'{extra}"
+    return f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); worst: {describe(found[0])}"
+
+
+def describe(finding: Finding) -> str:
+    """``"LR001 Loss rises from the start (error, steps 10-80)"``."""
+    place = where(finding)
+    detail = f"{finding.severity.value}, {place}" if place else finding.severity.value
+    return f"{finding.code} {finding.title} ({detail})"
+
+
+RUN_COLUMNS = ("run", "steps", "final loss", "best loss (step)", "best val loss (step)", "findings")
+
+
+def run_row(analysis: Analysis) -> list[str]:
+    """One summary row: run, steps, final loss, best loss, best validation loss, findings."""
+    summary = summarize(analysis.run)
+    counts = count_by_severity(analysis.findings) or "healthy"
+    return [
+        analysis.run.name,
+        str(summary.steps),
+        number(summary.final_loss),
+        loss_cell(summary.best_loss, summary.best_loss_step),
+        loss_cell(summary.best_val_loss, summary.best_val_step),
+        counts,
+    ]
+
+
+def run_summary_line(analysis: Analysis) -> str:
+    """``"run 'x': 600 steps, final loss 0.12, best loss 0.1 (step 580), ..."``."""
+    summary = summarize(analysis.run)
+    parts = [f"run '{analysis.run.name}': {plural(summary.steps, 'step')}"]
+    if summary.final_loss is not None:
+        parts.append(f"final loss {number(summary.final_loss)}")
+        parts.append(f"best loss {loss_cell(summary.best_loss, summary.best_loss_step)}")
+    if summary.final_val_loss is not None:
+        parts.append(f"best validation loss {loss_cell(summary.best_val_loss, summary.best_val_step)}")
+    return ", ".join(parts)
+
+
+# -- where a finding is ------------------------------------------------------------
+
+
+def where(finding: Finding) -> str:
+    """Steps, module and rank of a finding in words (empty when it names none)."""
+    parts = [p for p in (_step_span(finding), _step_list(finding.steps)) if p]
+    if finding.module:
+        parts.append(f"in {finding.module}")
+    if finding.rank is not None:
+        parts.append(f"rank {finding.rank}")
+    return ", ".join(parts)
+
+
+def _step_span(finding: Finding) -> str:
+    if finding.onset is None:
+        return ""
+    if finding.end is None:
+        return f"from step {finding.onset}"
+    if finding.end == finding.onset:
+        return f"at step {finding.onset}"
+    return f"steps {finding.onset}-{finding.end}"
+
+
+def _step_list(steps: Sequence[int]) -> str:
+    if not steps:
+        return ""
+    shown = ", ".join(str(s) for s in steps[:MAX_LISTED_STEPS])
+    more = len(steps) - MAX_LISTED_STEPS
+    label = "step" if len(steps) == 1 else "steps"
+    return f"at {label} {shown}" + (f" (+{more} more)" if more > 0 else "")
+
+
+# -- numbers --------------------------------------------------------------------
+
+
+def number(value: Any) -> str:
+    """A number as a person reads it: 4 significant digits, NaN and inf spelled out."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "-"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(number(v) for v in value[:MAX_LISTED_STEPS])
+        return f"[{shown}{', ...' if len(value) > MAX_LISTED_STEPS else ''}]"
+    return str(value)
+
+
+def evidence_items(evidence: Mapping[str, Any]) -> list[str]:
+    """``["first_loss=2.303", "last_loss=9.1"]``."""
+    return [f"{key}={number(value)}" for key, value in evidence.items()]
+
+
+def loss_cell(value: float | None, step: int | None = None) -> str:
+    text = number(value)
+    return f"{text} (step {step})" if step is not None and value is not None else text

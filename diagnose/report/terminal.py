@@ -1,0 +1,107 @@
+"""The terminal report: a verdict line, a run summary, then each finding worst first.
+
+Built from rich ``Text`` objects, never from markup strings, so a run name or
+message holding ``[bold]`` prints as written. Colour follows the console:
+none when the output is not a terminal or ``NO_COLOR`` is set.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from diagnose.report import summary as s
+from diagnose.rules.base import Finding, Severity
+from diagnose.rules.engine import Analysis
+
+STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "cyan"}
+
+
+def print_report(analyses: Sequence[Analysis], console: Console) -> None:
+    console.print(report_renderable(analyses))
+
+
+def render_terminal(analyses: Sequence[Analysis], *, width: int = 100, color: bool = False) -> str:
+    """The report as text (for a file or a test); ANSI colours only when asked."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, highlight=False)
+    print_report(analyses, console)
+    return buffer.getvalue()
+
+
+def report_renderable(analyses: Sequence[Analysis]) -> RenderableType:
+    ordered = s.order_runs(analyses)
+    parts: list[RenderableType] = [_verdict(analyses)]
+    if len(ordered) > 1:
+        parts.append(runs_table(ordered))
+    for analysis in ordered:
+        parts.extend(_run_section(analysis, single=len(ordered) == 1))
+    return Group(*parts)
+
+
+def _verdict(analyses: Sequence[Analysis]) -> Text:
+    worst = s.worst_finding([a for a in analyses if not s.is_healthy(a)])
+    style = STYLES[worst.severity] if worst else "bold green"
+    return Text(s.verdict(analyses), style=style)
+
+
+def runs_table(ordered: Sequence[Analysis]) -> Table:
+    table = Table(title=None, show_edge=False, pad_edge=False, expand=False)
+    for header in s.RUN_COLUMNS:
+        table.add_column(header, overflow="fold")
+    for analysis in ordered:
+        table.add_row(*[Text(cell) for cell in s.run_row(analysis)])
+    return table
+
+
+def _run_section(analysis: Analysis, *, single: bool) -> list[RenderableType]:
+    parts: list[RenderableType] = [Text("")]
+    parts.append(Text(s.run_summary_line(analysis), style="bold" if not single else "dim"))
+    for index, finding in enumerate(analysis.findings, 1):
+        parts.append(finding_block(index, finding))
+    parts.extend(_footnotes(analysis))
+    return parts
+
+
+def finding_block(index: int, finding: Finding) -> Group:
+    head = Text.assemble(
+        f"{index}. ", (finding.severity.value.upper(), STYLES[finding.severity]), " ",
+        (finding.code, "bold"), f" {finding.title}", (f"  [{finding.name}]", "dim"),
+    )
+    lines: list[RenderableType] = [Text(""), head]
+    place = s.where(finding)
+    if place:
+        lines.append(_field("where", place))
+    lines.append(Text("   " + finding.message))
+    if finding.evidence:
+        lines.append(_field("evidence", ", ".join(s.evidence_items(finding.evidence))))
+    lines.extend(_bullets("likely causes", finding.causes))
+    lines.extend(_bullets("what to do", finding.fixes))
+    return Group(*lines)
+
+
+def _field(label: str, value: str) -> Text:
+    return Text.assemble(("   " + label + ": ", "dim"), value)
+
+
+def _bullets(label: str, items: Sequence[str]) -> list[Text]:
+    if not items:
+        return []
+    return [Text("   " + label + ":", style="dim")] + [Text(f"     - {item}") for item in items]
+
+
+def _footnotes(analysis: Analysis) -> list[Text]:
+    notes = []
+    if analysis.not_evaluated:
+        listed = "; ".join(f"{code} ({reason})" for code, reason in analysis.not_evaluated)
+        notes.append(Text(f"not evaluated: {listed}", style="dim"))
+    for code, error in analysis.errors:
+        notes.append(Text(f"rule error: {code} failed: {error}", style="red"))
+    for warning in analysis.run.warnings:
+        notes.append(Text(f"reading: {warning}", style="dim"))
+    return ([Text("")] + notes) if notes else []

@@ -1,0 +1,120 @@
+"""`diagnose report` through typer's CliRunner, on runs recorded by real training."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from diagnose.cli.app import app
+from diagnose.cli.common import load_runs
+from diagnose.report.schema import JSON_SCHEMA
+from diagnose.rules import RuleConfig, analyze
+from test_cli_runs import runs, test_rule  # noqa: F401 - fixtures
+from test_report_json import errors
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def expected_codes(path, config=RuleConfig()) -> list[str]:
+    return [code for run in load_runs([path]) for code in analyze(run, config).codes]
+
+
+def test_healthy_run_gives_a_healthy_verdict_first(runs):
+    result = invoke("report", runs["healthy"])
+    assert result.exit_code == 0, result.output
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith("healthy") == (expected_codes(runs["healthy"]) == [])
+    steps = load_runs([runs["healthy"]])[0].n_steps
+    assert f"run 'healthy': {steps} steps" in result.stdout
+
+
+def test_findings_are_named_with_what_to_do_and_exit_stays_zero(runs, test_rule):
+    result = invoke("report", runs["diverging"])
+    assert result.exit_code == 0
+    codes = expected_codes(runs["diverging"])
+    assert test_rule.code in codes
+    assert result.stdout.splitlines()[0].startswith(f"{len(codes)} problem")
+    for needle in (test_rule.code, test_rule.title, "what to do:", "lower the learning rate"):
+        assert needle in result.stdout
+
+
+def test_a_folder_gives_one_table_row_per_run_worst_first(runs, test_rule):
+    result = invoke("report", runs["healthy"].parent)
+    assert result.exit_code == 0
+    rows = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(("healthy ", "diverging "))]
+    assert rows == ["diverging", "healthy"]
+
+
+def test_json_validates_and_matches_the_analysis(runs, test_rule):
+    result = invoke("report", runs["diverging"], runs["healthy"], "--format", "json")
+    document = json.loads(result.stdout)
+    assert errors(document, JSON_SCHEMA) == []
+    by_name = {r["name"]: [f["code"] for f in r["findings"]] for r in document["runs"]}
+    assert by_name == {name: expected_codes(runs[name]) for name in ("diverging", "healthy")}
+
+
+def test_markdown_to_a_file(runs, test_rule, tmp_path):
+    out = tmp_path / "comment.md"
+    result = invoke("report", runs["diverging"], "-f", "md", "-o", out)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert out.read_text().startswith("### diagnose:") and test_rule.code in out.read_text()
+
+
+def test_select_ignore_and_set(runs, test_rule):
+    assert test_rule.code not in invoke("report", runs["diverging"], "--ignore", test_rule.code).stdout
+    assert test_rule.code not in invoke("report", runs["healthy"]).stdout
+    assert test_rule.code in invoke("report", runs["healthy"], "--set", "TST001.ratio=0").stdout
+    selected = invoke("report", runs["diverging"], "--select", "TST", "-f", "json").stdout
+    assert [f["code"] for f in json.loads(selected)["runs"][0]["findings"]] == [test_rule.code]
+
+
+def test_pyproject_configuration_applies(runs, test_rule, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text('[tool.diagnose]\nignore = ["TST001"]\n')
+    monkeypatch.chdir(tmp_path)
+    assert test_rule.code not in invoke("report", runs["diverging"]).stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("report", "missing.jsonl"),
+    ("report", "{garbage}", "--set", "TST001.nope=1"),
+    ("report", "{garbage}", "--format-in", "nonsense"),
+    ("report", "{garbage}"),
+    ("report", "{garbage}", "-o", "{garbage}"),
+])
+def test_bad_input_is_one_line_and_exit_2_and_leaves_files_alone(args, test_rule, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("this is not a run\n")
+    result = invoke(*[a.format(garbage=garbage) for a in args])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("diagnose: error: ") and len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert garbage.read_text() == "this is not a run\n"
+
+
+def test_usage_errors_exit_2():
+    assert invoke("report").exit_code == 2
+    assert invoke("report", "x.jsonl", "--format", "pdf").exit_code == 2
+
+
+def test_no_colour_when_not_a_terminal(runs, test_rule, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not re.search(r"\x1b\[", invoke("report", runs["diverging"]).stdout)
+
+
+def test_report_does_not_import_torch(runs):
+    code = ("import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
+            f"r = CliRunner().invoke(app, ['report', {str(runs['healthy'])!r}, '-f', 'json']); "
+            "print(r.exit_code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["0", "False"]

@@ -1,0 +1,88 @@
+"""The JSON report against its published schema, with a small validator (jsonschema is not a dependency)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from diagnose.report.json_report import render_json
+from diagnose.report.schema import JSON_SCHEMA, REPORT_SCHEMA
+from diagnose.rules.base import Severity
+from test_report_render import analysis, finding, make_run
+
+TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _type_ok(value, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, TYPES[name])
+
+
+def errors(value, schema, path="$") -> list[str]:
+    """What of the schema keywords this project's schema uses ``value`` breaks."""
+    found = []
+    types = schema.get("type")
+    if types is not None and not any(_type_ok(value, t) for t in ([types] if isinstance(types, str) else types)):
+        return [f"{path}: {value!r} is not {types}"]
+    if "const" in schema and value != schema["const"]:
+        found.append(f"{path}: {value!r} != {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        found.append(f"{path}: {value!r} not in {schema['enum']}")
+    if isinstance(value, dict):
+        found += [f"{path}: missing {key}" for key in schema.get("required", ()) if key not in value]
+        props = schema.get("properties", {})
+        for key, item in value.items():
+            if key in props:
+                found += errors(item, props[key], f"{path}.{key}")
+            elif schema.get("additionalProperties") is False:
+                found.append(f"{path}: unexpected {key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            found += errors(item, schema["items"], f"{path}[{index}]")
+    return found
+
+
+def sample() -> list:
+    run = make_run("exp", losses=(2.0, 1.0, math.nan), val={2: 1.5})
+    return [
+        analysis(run, finding("NF001", onset=3, module="net.2", evidence={"value": math.inf, "ratio": 2.5}),
+                 finding("SPK001", Severity.WARNING, steps=(1, 2)), not_evaluated=[("GRD001", "needs grad_norm")]),
+        analysis(make_run("clean")),
+    ]
+
+
+def test_report_validates_against_its_schema():
+    document = json.loads(render_json(sample()))
+    assert errors(document, JSON_SCHEMA) == []
+    assert document["schema"] == REPORT_SCHEMA
+
+
+def test_content_matches_the_analyses():
+    document = json.loads(render_json(sample()))
+    first, second = document["runs"]
+    assert [f["code"] for f in first["findings"]] == ["NF001", "SPK001"]
+    assert first["summary"]["final_loss"] == "NaN" and first["summary"]["best_loss_step"] == 2
+    assert first["findings"][0]["evidence"]["value"] == "Infinity"
+    assert first["not_evaluated"] == [{"code": "GRD001", "reason": "needs grad_norm"}]
+    assert document["verdict"] == {
+        "healthy": False, "text": document["verdict"]["text"], "worst": "NF001",
+        "counts": {"error": 1, "warning": 1, "info": 0},
+    }
+    assert second["verdict"]["healthy"] is True
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda d: d.pop("runs"),
+    lambda d: d.update(schema="diagnose.report/0"),
+    lambda d: d["runs"][0]["findings"][0].update(severity="fatal"),
+    lambda d: d["runs"][0]["summary"].update(steps="3"),
+])
+def test_the_validator_catches_a_broken_report(breakage):
+    document = json.loads(render_json(sample()))
+    breakage(document)
+    assert errors(document, JSON_SCHEMA)

@@ -1,0 +1,154 @@
+"""Text renderers (verdict, terminal, Markdown) on hand-made runs and findings."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnose.report import render
+from diagnose.report import summary as s
+from diagnose.report.markdown import escape, render_markdown
+from diagnose.report.terminal import render_terminal
+from diagnose.rules.base import Category, Finding, Severity
+from diagnose.rules.engine import Analysis
+from diagnose.run import Run
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def make_run(name: str = "exp", losses=(2.0, 1.5, 1.0, 0.8), val=None) -> Run:
+    steps = pd.DataFrame({"step": np.arange(1, len(losses) + 1, dtype=float), "loss": np.asarray(losses, float)})
+    evals = pd.DataFrame({"step": [float(k) for k in (val or {})], "val_loss": list((val or {}).values())})
+    logged_nan = {"loss": steps["step"][steps["loss"].isna()].to_numpy()}
+    return Run(name=name, steps=steps, evals=evals, nan_steps=logged_nan)
+
+
+def finding(code="LR001", severity=Severity.ERROR, run="exp", **kw) -> Finding:
+    base = dict(code=code, name=code.lower() + "-rule", title=f"Title of {code}", severity=severity,
+                category=Category.OPTIMIZATION, message=f"message of {code}", run=run)
+    return Finding(**{**base, **kw})
+
+
+def analysis(run: Run, *findings: Finding, **kw) -> Analysis:
+    return Analysis(run=run, findings=sorted(findings, key=Finding.sort_key), **kw)
+
+
+class TestSummary:
+    def test_final_best_and_best_validation_step(self):
+        run = make_run(losses=(3.0, 1.0, 2.0, math.nan), val={2: 1.4, 4: 1.1, 6: 1.3})
+        summary = s.summarize(run)
+        assert math.isnan(summary.final_loss)
+        assert (summary.best_loss, summary.best_loss_step) == (1.0, 2)
+        assert (summary.best_val_loss, summary.best_val_step) == (1.1, 4)
+
+    def test_run_without_loss_has_no_numbers(self):
+        summary = s.summarize(Run(name="empty"))
+        assert summary.final_loss is None and summary.best_val_step is None and summary.steps == 0
+
+    @pytest.mark.parametrize(("kw", "expected"), [
+        ({"onset": 10, "end": 80}, "steps 10-80"),
+        ({"onset": 10}, "from step 10"),
+        ({"onset": 7, "end": 7}, "at step 7"),
+        ({"steps": (3,)}, "at step 3"),
+        ({"steps": tuple(range(1, 10))}, "at steps 1, 2, 3, 4, 5, 6 (+3 more)"),
+        ({"onset": 5, "module": "net.0", "rank": 1}, "from step 5, in net.0, rank 1"),
+        ({}, ""),
+    ])
+    def test_where(self, kw, expected):
+        assert s.where(finding(**kw)) == expected
+
+    def test_verdict_names_the_worst_finding(self):
+        run = make_run()
+        found = analysis(run, finding("SPK001", Severity.WARNING), finding("NF001", Severity.ERROR, onset=4))
+        text = s.verdict([found])
+        assert text.startswith("2 problems in run 'exp'")
+        assert "worst: NF001 Title of NF001 (error, from step 4)" in text
+
+    def test_notes_alone_leave_a_run_healthy(self):
+        found = analysis(make_run(), finding("MEM001", Severity.INFO))
+        assert s.is_healthy(found)
+        assert s.verdict([found]) == "healthy: no problems found in run 'exp' (1 note)"
+
+    def test_several_runs_are_ordered_worst_first(self):
+        clean = analysis(make_run("clean"))
+        warned = analysis(make_run("warned"), finding("SPK001", Severity.WARNING, run="warned"))
+        broken = analysis(make_run("broken"), finding("NF001", Severity.ERROR, run="broken"))
+        ordered = s.order_runs([clean, warned, broken])
+        assert [a.run.name for a in ordered] == ["broken", "warned", "clean"]
+        assert s.verdict(ordered).startswith("3 runs: 1 healthy, 2 with problems (1 error, 1 warning)")
+
+    def test_numbers(self):
+        assert [s.number(v) for v in (math.nan, math.inf, -math.inf, 3, 0.123456, None, True)] == [
+            "NaN", "inf", "-inf", "3", "0.1235", "-", "true"]
+
+
+class TestTerminal:
+    def full(self) -> Analysis:
+        return analysis(
+            make_run(val={2: 1.6, 4: 1.2}),
+            finding("SPK001", Severity.WARNING, steps=(40, 90), evidence={"spikes": 2, "max_ratio": 4.56789}),
+            finding("LR001", onset=10, end=80, causes=("learning rate too high",), fixes=("divide the lr by 10",)),
+            not_evaluated=[("GRD001", "needs grad_norm")],
+            errors=[("ACT001", "ValueError: boom (x.py:1)")],
+        )
+
+    def test_verdict_first_then_findings_worst_first(self):
+        text = render_terminal([self.full()])
+        lines = text.splitlines()
+        assert lines[0].startswith("2 problems in run 'exp'")
+        assert text.index("LR001") < text.index("SPK001", text.index("LR001"))
+        for needle in ("steps 10-80", "at steps 40, 90", "max_ratio=4.568", "learning rate too high",
+                       "divide the lr by 10", "best validation loss 1.2 (step 4)"):
+            assert needle in text
+
+    def test_not_evaluated_and_rule_errors_are_listed(self):
+        text = render_terminal([self.full()])
+        assert "not evaluated: GRD001 (needs grad_norm)" in text
+        assert "rule error: ACT001 failed: ValueError: boom" in text
+
+    def test_colour_only_when_asked(self):
+        assert not ANSI.search(render_terminal([self.full()]))
+        assert ANSI.search(render_terminal([self.full()], color=True))
+
+    def test_width_is_respected(self):
+        text = render_terminal([self.full()], width=50)
+        assert max(len(line) for line in text.splitlines()) <= 50
+
+    def test_markup_in_a_run_name_prints_as_written(self):
+        run = make_run("[bold]x[/bold]")
+        text = render_terminal([analysis(run, finding(run=run.name))])
+        assert "'[bold]x[/bold]'" in text
+
+    def test_several_runs_get_a_table_worst_first(self):
+        clean = analysis(make_run("clean-run"))
+        broken = analysis(make_run("broken-run", losses=(2.0, math.nan)), finding("NF001", run="broken-run"))
+        text = render_terminal([clean, broken], width=120)
+        table_rows = [line for line in text.splitlines() if line.startswith(("clean-run", "broken-run"))]
+        assert [row.split()[0] for row in table_rows] == ["broken-run", "clean-run"]
+        assert "NaN" in table_rows[0]
+
+
+class TestMarkdown:
+    def test_escapes_names_and_messages(self):
+        run = make_run("<script>alert(1)</script>|x")
+        text = render_markdown([analysis(run, finding(run=run.name, message="*loud* <b>"))])
+        assert "<script>" not in text and "<b>" not in text
+        assert r"\<script\>" in text and r"\*loud\*" in text
+
+    def test_table_for_several_runs_has_one_row_each(self):
+        runs = [analysis(make_run(f"r{i}")) for i in range(3)]
+        text = render_markdown(runs)
+        assert len([line for line in text.splitlines() if line.startswith("| r") and "steps" not in line]) == 3
+
+    def test_escape_keeps_plain_text(self):
+        assert escape("loss rose 3x\nat step 5") == "loss rose 3x at step 5"
+
+    def test_render_dispatches_and_rejects_unknown_formats(self):
+        found = [analysis(make_run())]
+        assert render(found, "md") == render_markdown(found)
+        with pytest.raises(ValueError, match="unknown report format"):
+            render(found, "pdf")
