@@ -1,0 +1,99 @@
+"""The probe contract: small units that measure one quantity and never break training.
+
+A probe gets callbacks at fixed points of a training step (see `Probe`), puts
+what it measures into the step's `StepRecord` (tensors may stay on the
+device), and turns its raw data into fields once the values are on the host
+(`resolve`). Hooks a probe registers go through `ProbeHost.guard`, so an
+exception inside one is recorded as a ``probe_error`` event and switches that
+probe off instead of reaching the user's loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+if TYPE_CHECKING:
+    from diagnose.probes.presets import Preset
+    from diagnose.probes.record import StepRecord
+
+
+class ProbeHost(Protocol):
+    """What a probe may use of the `Watch` that runs it."""
+
+    model: nn.Module
+    optimizer: Any
+    preset: Preset
+    first_step: int
+    modules: list[tuple[str, nn.Module]]
+
+    @property
+    def record(self) -> StepRecord: ...
+
+    def guard(self, probe: Probe, fn: Callable[..., Any]) -> Callable[..., Any]: ...
+
+
+class Probe:
+    """Base class. Override only the callbacks the probe needs."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.host: ProbeHost | None = None
+        self.active = True
+        self._handles: list[RemovableHandle] = []
+
+    # -- lifecycle -----------------------------------------------------------
+    def attach(self, host: ProbeHost) -> None:
+        self.host = host
+
+    def detach(self) -> None:
+        self.active = False  # hooks on live tensors may still fire once; guard() drops them
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def keep(self, handle: RemovableHandle) -> None:
+        """Remember a hook handle so that `detach` removes it."""
+        self._handles.append(handle)
+
+    # -- step callbacks (all optional) ---------------------------------------
+    def on_forward_start(self, record: StepRecord) -> None:
+        """A training forward pass of the model begins (several per step when accumulating)."""
+
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        """The model's training forward pass returned ``output``."""
+
+    def before_step(self, record: StepRecord) -> None:
+        """The optimizer is about to step: gradients are final."""
+
+    def after_step(self, record: StepRecord) -> None:
+        """The optimizer has stepped."""
+
+    def finish(self, record: StepRecord) -> None:
+        """The step is over; stack per-step tensors here, still on the device."""
+
+    def resolve(self, record: StepRecord) -> None:
+        """Values are on the host now: turn ``record.private`` data into fields, layers, events."""
+
+
+def first_float_tensor(output: Any) -> Any:
+    """The first floating-point tensor in a module output (tensor, tuple, list or dict)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output if output.is_floating_point() else None
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = first_float_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(output, dict):
+        for item in output.values():
+            found = first_float_tensor(item)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,372 @@
+"""`watch()`: attach the probes to a model and optimizer and record the run.
+
+The `Watch` owns the step lifecycle. A step begins with the first training
+forward pass after the previous optimizer step and ends when the optimizer
+steps (or, without an optimizer, when a training loss is logged). Probes get
+callbacks at those points; what they measure goes into one `StepRecord` per
+step, and records reach the file in batches, with one host-device
+synchronisation per batch.
+
+Nothing here may break the user's training: every callback runs guarded, a
+failing probe is recorded as a ``probe_error`` event and switched off, and a
+failure of the watch itself switches the whole watch off.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diagnose.probes.activations import ActivationProbe
+from diagnose.probes.amp import GradScalerProbe
+from diagnose.probes.base import Probe
+from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
+from diagnose.probes.learning_rate import LearningRateProbe
+from diagnose.probes.memory import MemoryProbe, NvmlProbe
+from diagnose.probes.nonfinite import NonFiniteProbe
+from diagnose.probes.presets import Preset, get_preset
+from diagnose.probes.record import StepRecord, materialize
+from diagnose.probes.summary import describe_run
+from diagnose.probes.timing import StepTimeProbe
+from diagnose.runfile import RunWriter, schema
+
+# Records waiting for the host: bounded so that a run that never flushes by
+# time (very fast steps) still writes regularly and holds little memory.
+_MAX_PENDING = 500
+
+
+class Watch:
+    """Probes attached to one model; use `diagnose.watch` to create it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        path: str | Path = "diagnose-run.jsonl",
+        *,
+        preset: str | Preset = "default",
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        scaler: Any = None,
+        every: dict[str, int] | None = None,
+        start_step: int = 1,
+        flush_seconds: float = 1.0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.preset = get_preset(preset).with_overrides(every)
+        self.path = Path(path)
+        self.first_step = start_step
+        self.modules = list(model.named_modules())
+        self._module_types = {name or "(model)": type(module).__name__ for name, module in self.modules}
+        self.params = _owned_parameters(model)
+        self.training_pass = False
+        self.optimizer_steps = 0
+        self._record = StepRecord(start_step)
+        self._pending: list[StepRecord] = []
+        self._step_done = False
+        self._closed = False
+        self._handles: list[Any] = []
+        self._writer = RunWriter(self.path, flush_seconds=flush_seconds)
+        self._writer.write(describe_run(model, optimizer, name=name or self.path.stem, metadata=metadata,
+                                        preset=self.preset, rank=rank, world_size=world_size))
+        self._probes: list[Probe] = []
+        for probe in self._choose_probes(scaler):
+            self._attach(probe)
+        self._install_hooks()
+        atexit.register(self.close)
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def record(self) -> StepRecord:
+        """The record of the step in progress."""
+        return self._record
+
+    @property
+    def step(self) -> int:
+        return self._record.step
+
+    def log(self, step: int | None = None, **scalars: Any) -> None:
+        """Record the training loss (tensor or float) and any other scalar.
+
+        Keys starting with ``val_``, ``eval_``, ``test_`` (or ``valid``) go to
+        evaluation records; everything else belongs to the training step.
+        ``step`` defaults to the step in progress, counted in optimizer steps.
+        """
+        if self._closed:
+            return
+        try:
+            self._log(step, scalars)
+        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+            self._fail(exc)
+
+    def flush(self) -> None:
+        """Write everything measured so far (one host-device synchronisation)."""
+        try:
+            self._flush()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def close(self) -> None:
+        """Write what is left and remove every hook. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            if not self._record.empty:
+                self._finish_step()
+            self._flush()
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"diagnose: could not write the last records: {exc}", RuntimeWarning, stacklevel=2)
+        finally:
+            self._shutdown()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and not self._closed:
+            self._record_exception(exc)
+        self.close()
+
+    # -- probe host API (see probes.base.ProbeHost) ------------------------------
+
+    def guard(self, probe: Probe, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a probe callback so that its failure switches the probe off instead of raising."""
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not probe.active:
+                return None
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                self._probe_failed(probe, exc)
+                return None
+
+        return guarded
+
+    def end_step(self) -> None:
+        """Mark the step in progress as complete; the next training forward opens a new one."""
+        self._step_done = True
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _choose_probes(self, scaler: Any) -> list[Probe]:
+        preset = self.preset
+        probes: list[Probe] = [StepTimeProbe(), MemoryProbe(preset.memory)]
+        if self.optimizer is not None:
+            probes += [LearningRateProbe(), GradientProbe(preset.layer_grads)]
+            if preset.updates.every:
+                probes.append(UpdateRatioProbe(preset.updates))
+        if preset.activations.every:
+            probes.append(ActivationProbe(preset.activations))
+        if preset.nvml.every and NvmlProbe.available_for(self.model):
+            probes.append(NvmlProbe(preset.nvml))
+        if scaler is not None:
+            probes.append(GradScalerProbe(scaler, preset.memory))
+        # Last: it reads the loss and gradient norm the others have resolved.
+        probes.append(NonFiniteProbe(per_module=preset.nonfinite))
+        return probes
+
+    def _attach(self, probe: Probe) -> None:
+        try:
+            probe.attach(self)
+        except Exception as exc:  # noqa: BLE001 - e.g. NVML missing a driver
+            probe.detach()
+            self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, phase="attach",
+                               error=f"{type(exc).__name__}: {exc}")
+            return
+        self._probes.append(probe)
+
+    def _install_hooks(self) -> None:
+        self._handles.append(self.model.register_forward_pre_hook(self._safe(self._on_forward_start)))
+        self._handles.append(self.model.register_forward_hook(self._safe(self._on_forward_end)))
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._safe(self._before_step)))
+            self._handles.append(self.optimizer.register_step_post_hook(self._safe(self._after_step)))
+
+    def _safe(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        def safe(*args: Any) -> None:
+            if self._closed:
+                return
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(exc)
+
+        return safe
+
+    def _on_forward_start(self, module: nn.Module, args: Any) -> None:
+        self.training_pass = torch.is_grad_enabled() and self.model.training
+        if not self.training_pass:
+            return
+        if self._step_done:
+            self._finish_step()
+        self._each("on_forward_start", self._record)
+
+    def _on_forward_end(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.training_pass:
+            self._each("on_forward_end", self._record, output)
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._each("before_step", self._record)
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps += 1
+        self._each("after_step", self._record)
+        self.end_step()
+
+    def _finish_step(self) -> None:
+        record = self._record
+        self._each("finish", record)
+        self._pending.append(record)
+        self._record = StepRecord(record.step + 1)
+        self._step_done = False
+        if len(self._pending) >= _MAX_PENDING or self._writer.due():
+            self._flush()
+
+    def _each(self, callback: str, *args: Any) -> None:
+        for probe in list(self._probes):
+            self.guard(probe, getattr(probe, callback))(*args)
+
+    # -- logging ---------------------------------------------------------------
+
+    def _log(self, step: int | None, scalars: dict[str, Any]) -> None:
+        train = {k: v for k, v in scalars.items() if not schema.is_eval_key(k)}
+        evals = {schema.canonical_eval_key(k): v for k, v in scalars.items() if schema.is_eval_key(k)}
+        if train:
+            record = self._record_for_train(step)
+            for key, value in train.items():
+                canonical = schema.canonical_step_key(key)
+                if canonical == "loss":
+                    record.losses.append(_scalar(value))
+                else:
+                    record.fields[canonical] = _scalar(value)
+            if self.optimizer is None and "loss" in {schema.canonical_step_key(k) for k in train}:
+                self.end_step()
+        if evals:
+            target = self._record if step is None or int(step) == self._record.step else StepRecord(int(step))
+            target.private.setdefault("evals", {}).update({k: _scalar(v) for k, v in evals.items()})
+            if target is not self._record:
+                self._pending.append(target)
+
+    def _record_for_train(self, step: int | None) -> StepRecord:
+        """The record train scalars belong to; an explicit step renumbers the step in progress."""
+        if step is not None and int(step) != self._record.step:
+            if self._record.losses:  # already holds another step's loss: keep it, start a new one
+                self._finish_step()
+            self._record.step = int(step)
+        return self._record
+
+    # -- writing ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        records, self._pending = self._pending, []
+        if records:
+            materialize(records)
+            for record in records:
+                if record.losses:
+                    record.fields["loss"] = math.fsum(record.losses) / len(record.losses)
+                self._each("resolve", record)
+                self._write(record)
+        self._writer.flush()
+
+    def _write(self, record: StepRecord) -> None:
+        step = record.step
+        if record.fields:
+            self._writer.write({"kind": schema.STEP, "step": step, **record.fields})
+        evals = record.private.get("evals")
+        if evals:
+            self._writer.write({"kind": schema.EVAL, "step": step, **evals})
+        for module, values in record.layers.items():
+            self._writer.write({"kind": schema.LAYER, "step": step, "module": module,
+                                "type": self._module_types.get(module, "output"), **values})
+        for event in record.events:
+            self._writer.write({"kind": schema.EVENT, "step": step, **event})
+
+    # -- failures --------------------------------------------------------------
+
+    def _probe_failed(self, probe: Probe, exc: Exception) -> None:
+        probe.detach()
+        if probe in self._probes:
+            self._probes.remove(probe)
+        self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, error=f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"diagnose: probe {probe.name!r} failed and was switched off ({type(exc).__name__}: {exc})",
+                      RuntimeWarning, stacklevel=3)
+
+    def _fail(self, exc: Exception) -> None:
+        """The watch itself broke: say so once, record it if possible, and get out of the way."""
+        warnings.warn(f"diagnose: recording stopped after an internal error ({type(exc).__name__}: {exc})",
+                      RuntimeWarning, stacklevel=3)
+        try:
+            self._writer.write({"kind": schema.EVENT, "step": self._record.step, "event": schema.EV_PROBE_ERROR,
+                                "probe": "watch", "error": f"{type(exc).__name__}: {exc}"})
+        except Exception:  # noqa: BLE001, S110 - the file itself may be the problem
+            pass
+        self._shutdown()
+
+    def _record_exception(self, exc: BaseException) -> None:
+        is_oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+        detail: dict[str, Any] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        if is_oom and torch.cuda.is_available():
+            detail["cuda_allocated"] = torch.cuda.memory_allocated()
+            detail["cuda_reserved"] = torch.cuda.memory_reserved()
+        self._record.event(schema.EV_OOM if is_oom else schema.EV_EXCEPTION, **detail)
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for probe in self._probes:
+            probe.detach()
+        self._probes.clear()
+        self._writer.close()
+        atexit.unregister(self.close)
+
+
+def _owned_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(owning module name, parameter) for every trainable parameter, each once."""
+    seen: set[int] = set()
+    owned = []
+    for name, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                owned.append((name or "(model)", param))
+    return owned
+
+
+def _scalar(value: Any) -> Any:
+    """A logged value as something the record can hold: a detached 0-d tensor or a float."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().mean() if value.numel() > 1 else value.detach().reshape(())
+    return float(value)
+
+
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+          path: str | Path = "diagnose-run.jsonl", **options: Any) -> Watch:
+    """Attach the probes to ``model`` (and ``optimizer``) and record the run to ``path``.
+
+    Returns a `Watch`, also usable as a context manager::
+
+        with diagnose.watch(model, optimizer, "run.jsonl") as w:
+            for x, y in loader:
+                ...
+                w.log(loss=loss)
+
+    Options: ``preset`` ("minimal", "default", "full"), ``metadata`` (task,
+    num_classes, loss_fn, ...), ``name``, ``scaler`` (an AMP GradScaler, to
+    record skipped steps), ``every`` (override schedules, e.g.
+    ``{"activations": 10}``), ``start_step``, ``flush_seconds``.
+    """
+    return Watch(model, optimizer, path, **options)

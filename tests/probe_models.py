@@ -1,0 +1,53 @@
+"""Tiny models and loops shared by the probe tests (real training, a few steps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import diagnose
+
+
+class Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+class VectorNorm(nn.Module):
+    """L2 norm of each row: its gradient is NaN for an all-zero row (0/0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt((x * x).sum(-1, keepdim=True))
+
+
+def mlp(width: int = 16, classes: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def data(n: int = 32, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=generator)
+    return x, torch.randint(0, classes, (n,), generator=generator)
+
+
+def train(path: Path, model: nn.Module, steps: int = 12, *, lr: float = 0.05, perturb: Callable | None = None,
+          loss_fn: Callable = nn.functional.cross_entropy, clip: float | None = None, **options) -> list[float]:
+    """Train with the probes attached; returns what clip_grad_norm_ reported at each step."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    x, y = data()
+    reported = []
+    with diagnose.watch(model, optimizer, path, **options) as w:
+        for step in range(1, steps + 1):
+            inputs = perturb(step, model, x) if perturb else x
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), y)
+            loss.backward()
+            if clip is not None:
+                reported.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
+            optimizer.step()
+            w.log(loss=loss)
+    return reported
