@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from diagnose.cli.check import check
 from diagnose.cli.explain import explain
 from diagnose.cli.report import report
 from diagnose.cli.rules import rules
@@ -39,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (report, rules, explain):
+for command in (report, check, rules, explain):
     app.command(command.__name__)(command)
 
 
