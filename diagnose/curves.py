@@ -43,6 +43,34 @@ def finite(series: pd.Series) -> pd.Series:
     return values
 
 
+def first_nonfinite_step(series: pd.Series) -> float | None:
+    """Step of the first NaN or Inf in a series read with ``keep_nan=True``; None when all finite."""
+    bad = ~np.isfinite(series.to_numpy(dtype="float64"))
+    return float(series.index[np.argmax(bad)]) if bad.any() else None
+
+
+def before_nonfinite(series: pd.Series) -> pd.Series:
+    """The finite curve up to the first NaN or Inf (what the run did while it still worked).
+
+    Everything after a loss turns NaN is a consequence of it; rules that judge
+    the shape of a curve look only at this part.
+    """
+    cut = first_nonfinite_step(series)
+    return finite(series if cut is None else series[series.index < cut])
+
+
+def starts_midway(series: pd.Series, fraction: float = 0.25) -> bool:
+    """True when the first logged step is past ``fraction`` of the last: a resumed or continued run.
+
+    Such a log misses the start of training, so "where the loss started"
+    means nothing there.
+    """
+    if len(series) < 2:
+        return False
+    first, last = float(series.index[0]), float(series.index[-1])
+    return last > 0 and first > fraction * last
+
+
 def split_restarts(series: pd.Series) -> list[pd.Series]:
     """Cut a series in logged order wherever the step counter goes backwards.
 

@@ -31,6 +31,16 @@ class TestCleaning:
     def test_finite_of_empty_is_empty(self):
         assert curves.finite(pd.Series(dtype="float64")).empty
 
+    def test_before_nonfinite_keeps_what_came_before_the_first_nan(self):
+        raw = curve([3.0, 2.0, np.nan, 1.0, np.inf])
+        assert curves.first_nonfinite_step(raw) == 3.0
+        assert curves.before_nonfinite(raw).tolist() == [3.0, 2.0]
+        assert curves.first_nonfinite_step(curve([1.0, 2.0])) is None
+
+    def test_starts_midway_spots_a_continued_run(self):
+        assert curves.starts_midway(curve([3, 2, 1], steps=[19_000, 30_000, 38_000]))
+        assert not curves.starts_midway(curve([3, 2, 1], steps=[10, 500, 1000]))
+
     def test_split_restarts_cuts_where_the_counter_goes_back(self):
         pieces = curves.split_restarts(curve([5, 4, 3, 6, 5, 4, 3], steps=[0, 1, 2, 0, 1, 2, 3]))
         assert [len(p) for p in pieces] == [3, 4]

@@ -1,1 +1,3 @@
 """Imports every rule module so that each registers its rules."""
+
+from diagnose.rules import generalization, initialization, numerics, optimization  # noqa: F401

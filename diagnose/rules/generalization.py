@@ -1,0 +1,253 @@
+"""Rules that compare training and validation curves: overfitting and generalisation gaps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from diagnose import curves
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.run import Run
+
+_TRAIN_ACCURACY = ("accuracy", "acc")
+_VAL_ACCURACY = ("val_accuracy", "val_acc")
+
+
+def validation_loss(run: Run) -> tuple[str, pd.Series]:
+    """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
+    columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
+    for column in columns:
+        if run.has(column):
+            return column, curves.finite(run.series(column))
+    return "val_loss", pd.Series(dtype="float64")
+
+
+def _first_present(run: Run, columns: tuple[str, ...]) -> pd.Series:
+    for column in columns:
+        if run.has(column):
+            return curves.finite(run.series(column))
+    return pd.Series(dtype="float64")
+
+
+@register
+class Overfitting(Rule):
+    """
+    ## What it detects
+    The validation loss reaches its best value and then rises for good while
+    the training loss keeps falling. It reports the step of the best
+    validation loss (the checkpoint to keep), how far it has risen since and
+    the gap to the training loss.
+
+    ## Why it matters
+    From the turning point on, the model learns the training set by heart at
+    the expense of new data: every further step makes the model you would
+    deploy worse.
+
+    ## How it decides
+    Needs at least ``min_points`` evaluations. The best evaluation must not be
+    the last one, and at least two come after it. The median of the later half
+    of those must stand more than ``min_rise`` (log units) above the best and
+    more than twice the validation curve's own scatter, and a robust line from
+    the best evaluation to the last must rise (the 95% interval of its slope
+    above zero): one noisy evaluation, or a curve that bounces around a level,
+    is not enough. The smoothed training loss must have fallen more than
+    ``train_fall`` over the same stretch (a training loss that rises too is a
+    learning-rate problem, not overfitting).
+
+    ## What to do
+    Restore the checkpoint from the best step and stop there (early
+    stopping with patience of a few evaluations). Then, in order: more or
+    augmented data; regularisation (weight decay 0.01-0.1, dropout 0.1-0.3);
+    a smaller model or fewer epochs.
+    """
+
+    code = "OVF001"
+    name = "overfitting"
+    title = "Overfitting: validation loss rises while training loss falls"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    # The validation loss may be logged under another name (val_g0_loss), so it is looked up in check.
+    requires = ("loss",)
+    priority = 30
+    thresholds = (
+        Threshold("min_rise", 0.08, "log rise of the later validation losses over the best (0.08 = 8.3%)",
+                  source="the mildest labelled overfitting run in /work/shared/real_runs rises 9% (median of its "
+                         "later evaluations); healthy ones that flatten stay within 5%, or within 8% without a "
+                         "rising trend"),
+        Threshold("train_fall", 0.02, "log fall of the training loss over the same stretch (0.02 = 2%)",
+                  source="anything less is a flat training loss: noise, not learning"),
+        Threshold("min_points", 4, "fewest evaluations judged",
+                  source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
+                         "in /work/shared/real_runs rise at every evaluation"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        column, val = validation_loss(run)
+        train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if len(val) < t["min_points"] or len(train) < 3 or not curves.is_positive(val):
+            return
+        best_at = int(np.argmin(val.to_numpy()))
+        after = val.iloc[best_at + 1 :]
+        if len(after) < 2:
+            return
+        best, best_step = float(val.iloc[best_at]), float(val.index[best_at])
+        later = float(after.iloc[len(after) // 2 :].median())
+        rise = curves.log_ratio(later, best)
+        scatter = curves.noise(val)
+        train_smooth = curves.smooth(train)
+        train_at_best, train_end = curves.value_at(train_smooth, [best_step, float(val.index[-1])])
+        train_fall = curves.log_ratio(train_at_best, train_end) if min(train_at_best, train_end) > 0 else 0.0
+        turned = curves.trend(val.iloc[best_at:])
+        if not (rise > t["min_rise"] and not rise <= 2 * scatter and turned is not None and turned.rising
+                and train_fall > t["train_fall"]):
+            return
+        last = float(val.iloc[-1])
+        yield self.finding(
+            run,
+            message=(f"{column} was best at step {best_step:g} ({best:.4g}) and has risen since, to {last:.4g} "
+                     f"({np.exp(rise):.2f}x over the later evaluations), while the training loss fell from "
+                     f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"),
+            onset=best_step, steps=[best_step],
+            evidence={"best_step": best_step, "best_val_loss": best, "last_val_loss": last,
+                      "rise": float(np.exp(rise)), "train_at_best": train_at_best, "train_end": train_end,
+                      "gap": last - train_end, "evaluations": len(val)},
+            causes=["the model memorises the training set: too little data for its capacity",
+                    "too many epochs without early stopping", "too little regularisation"],
+            fixes=[f"restore the checkpoint from step {best_step:g} and use early stopping (patience 2-5 evaluations)",
+                   "add data or augmentation",
+                   "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
+                   "use a smaller model or fewer epochs"],
+        )
+
+
+@register
+class AccuracyGap(Rule):
+    """
+    ## What it detects
+    Training accuracy keeps climbing away from validation accuracy: the gap
+    between them grows over the run. A warning when validation accuracy has
+    also fallen from its best; a note when it has only stopped improving.
+
+    ## Why it matters
+    A growing gap is the accuracy view of overfitting; it often shows before
+    the validation loss turns, and on tasks where the loss is not logged for
+    validation it is the only view.
+
+    ## How it decides
+    Needs training and validation accuracy (``accuracy``/``acc`` and
+    ``val_accuracy``/``val_acc``) with at least ``min_points`` evaluations.
+    The gap (training accuracy at each evaluation minus validation accuracy)
+    must end above ``min_gap`` and have grown by more than ``min_growth``
+    since the first third of the run. Validation accuracy below its best by
+    more than ``max_val_drop`` at the end makes it a warning.
+
+    ## What to do
+    As for overfitting: keep the checkpoint with the best validation
+    accuracy, stop early, add data or augmentation, regularise (weight decay,
+    dropout), or use a smaller model.
+    """
+
+    code = "OVF002"
+    name = "accuracy-gap"
+    title = "Growing gap between training and validation accuracy"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ()
+    priority = 50
+    thresholds = (
+        Threshold("min_gap", 0.1, "final training minus validation accuracy (0.1 = 10 points)",
+                  source="a gap of a few points is normal on any held-out set"),
+        Threshold("min_growth", 0.05, "growth of the gap since the first third of the run",
+                  source="separates a gap that opens during training from one present from the start"),
+        Threshold("max_val_drop", 0.02, "fall of validation accuracy from its best that makes it a warning",
+                  source="two points: beyond the evaluation noise of a few thousand examples"),
+        Threshold("min_points", 5, "fewest evaluations judged", source="thirds of the run need points in them"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        train = _first_present(run, _TRAIN_ACCURACY)
+        val = _first_present(run, _VAL_ACCURACY)
+        if len(val) < t["min_points"] or len(train) < 3:
+            return
+        gap = pd.Series(curves.value_at(curves.smooth(train), val.index) - val.to_numpy(), index=val.index)
+        early, late = curves.head(gap, 1 / 3).median(), curves.end_level(gap, 1 / 3)
+        if not (late > t["min_gap"] and late - early > t["min_growth"]):
+            return
+        best_val = float(val.max())
+        val_end = curves.end_level(val, 1 / 3, min_points=2)
+        falling = best_val - val_end > t["max_val_drop"]
+        yield self.finding(
+            run,
+            message=(f"training accuracy leads validation accuracy by {late:.3f} at the end (was {early:.3f}); "
+                     f"validation accuracy {'fell' if falling else 'stays'} at {val_end:.3f} "
+                     f"against its best {best_val:.3f} at step {val.idxmax():g}"),
+            onset=float(val.idxmax()), severity=Severity.WARNING if falling else Severity.INFO,
+            evidence={"gap_end": late, "gap_start": early, "best_val_accuracy": best_val,
+                      "best_step": float(val.idxmax()), "val_accuracy_end": val_end},
+            causes=["the model memorises the training set", "too little regularisation or data"],
+            fixes=[f"keep the checkpoint from step {val.idxmax():g} (best validation accuracy)",
+                   "stop early; add data or augmentation",
+                   "regularise: weight decay 0.01-0.1, dropout 0.1-0.3; or use a smaller model"],
+        )
+
+
+@register
+class LossAtZero(Rule):
+    """
+    ## What it detects
+    The training loss is exactly zero for a stretch at the end of the run.
+
+    ## Why it matters
+    A real loss on real data gets small but not exactly zero: cross-entropy is
+    zero only for probability exactly 1. Exactly zero means the task is
+    trivial (the label is in the input: leakage), the loss is computed on
+    nothing (an empty mask, a reduction over zero elements), or it underflows
+    in low precision. Either way, nothing is learnt from these steps.
+
+    ## How it decides
+    The last ``min_points`` or more finite training losses, and at least
+    ``min_fraction`` of the run, are all exactly 0.
+
+    ## What to do
+    Check for label leakage (a feature that encodes the target, duplicates
+    shared between train and validation); check that the loss is computed on
+    the model's output and over a non-empty set of elements; compute the loss
+    in float32 under mixed precision.
+    """
+
+    code = "ZL001"
+    name = "loss-at-zero"
+    title = "Training loss exactly zero"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 12
+    thresholds = (
+        Threshold("min_points", 3, "fewest consecutive zero losses at the end",
+                  source="one or two exact zeros can be rounding in a log written with 4 decimals"),
+        Threshold("min_fraction", 0.1, "share of the run the zeros must cover",
+                  source="a tenth of the run: enough steps to rule out a few lucky batches"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        nonzero = np.flatnonzero(loss.to_numpy() != 0)
+        zeros = len(loss) - (int(nonzero[-1]) + 1 if nonzero.size else 0)
+        if zeros < t["min_points"] or zeros < t["min_fraction"] * len(loss):
+            return
+        since = float(loss.index[len(loss) - zeros])
+        yield self.finding(
+            run,
+            message=(f"training loss is exactly 0 from step {since:g} to the end ({zeros} of {len(loss)} logged "
+                     f"points): nothing is learnt from these batches"),
+            onset=since,
+            evidence={"zero_since": since, "zero_points": zeros, "points": len(loss)},
+            causes=["label leakage: the target can be read off the input",
+                    "the loss is computed over nothing (empty mask) or not on the model output",
+                    "underflow of the loss in low precision"],
+            fixes=["look for features that encode the label and for duplicates shared by train and validation",
+                   "check that the loss uses the model output and a non-empty set of elements",
+                   "compute the loss in float32 under mixed precision"],
+        )

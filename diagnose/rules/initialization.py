@@ -1,0 +1,253 @@
+"""Rules about where a classifier's loss starts and whether it ever leaves chance level."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from diagnose import curves
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.run import Run
+
+# Class counts whose chance-level cross-entropy is recognised from the level
+# alone, when the run does not say how many classes it has: binary, 4-way
+# multiple choice, the 10 of MNIST/CIFAR-10, CIFAR-100, ImageNet-1k.
+_COMMON_CLASS_COUNTS = (2, 4, 10, 100, 1000)
+# Mean squared error of a constant 0.5 prediction on 0/1 targets.
+_MSE_CHANCE = 0.25
+_MSE_NAMES = ("mse", "l2", "mean_squared_error")
+_ACCURACY_COLUMNS = ("val_accuracy", "val_acc", "accuracy", "acc")
+
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """A loss value that means 'predicts nothing better than the label frequencies'."""
+
+    value: float
+    meaning: str
+    classes: int | None
+    declared: bool  # from the run's metadata, not guessed from the level
+
+
+def declared_chance(run: Run) -> ChanceLevel | None:
+    """The chance level the run's metadata implies (class prior, class count, MSE on 0/1), if any."""
+    meta = run.metadata
+    loss_fn = str(meta.get("loss_fn", "")).lower()
+    prior = meta.get("class_prior")
+    if isinstance(prior, (list, tuple)) and len(prior) >= 2:
+        p = np.asarray(prior, dtype="float64")
+        p = p[p > 0] / p.sum()
+        return ChanceLevel(float(-(p * np.log(p)).sum()), "the entropy of the label prior", len(prior), True)
+    classes = run.num_classes or (2 if run.task == "binary" else None)
+    if any(name in loss_fn for name in _MSE_NAMES):
+        return ChanceLevel(_MSE_CHANCE, "MSE of a constant 0.5 on 0/1 targets", classes, True) if classes == 2 else None
+    if classes:
+        return ChanceLevel(math.log(classes), f"ln {classes}, uniform guessing over {classes} classes", classes, True)
+    return None
+
+
+def candidate_chance_levels(run: Run) -> list[ChanceLevel]:
+    """The declared level, or else the common levels a loss could be recognised by."""
+    declared = declared_chance(run)
+    if declared is not None:
+        return [declared]
+    guessed = [ChanceLevel(math.log(c), f"ln {c}, uniform guessing over {c} classes", c, False)
+               for c in _COMMON_CLASS_COUNTS]
+    return guessed + [ChanceLevel(_MSE_CHANCE, "MSE of a constant 0.5 on 0/1 targets", 2, False)]
+
+
+@dataclass(frozen=True)
+class ChanceStall:
+    level: ChanceLevel
+    column: str
+    onset: float
+    tail_level: float
+    accuracy: float | None
+
+
+def _accuracy_at_end(run: Run) -> float | None:
+    for column in _ACCURACY_COLUMNS:
+        if run.has(column):
+            values = curves.finite(run.series(column))
+            if len(values):
+                return curves.end_level(values, 0.3)
+    return None
+
+
+def _accuracy_near_chance(accuracy: float | None, classes: int | None) -> bool:
+    """Accuracy within 10 points of 1/C: it confirms a loss that only looks like chance."""
+    return accuracy is not None and classes is not None and abs(accuracy - 1 / classes) <= 0.1
+
+
+def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
+    """Onset step when the last third of the curve sits flat within ``tolerance`` (log units) of ``level``."""
+    tail = curves.tail(series, 1 / 3, min_points=3)
+    distance = abs(curves.log_ratio(float(tail.median()), level))
+    if not distance <= tolerance:
+        return None
+    fit = curves.trend(tail)
+    if fit is not None and abs(curves.log_ratio(fit.intercept + fit.slope * tail.index[-1],
+                                                fit.intercept + fit.slope * tail.index[0])) > tolerance:
+        return None  # still moving through the level, not sitting at it
+    smoothed = curves.smooth(series)
+    away = np.abs(np.log(np.maximum(smoothed.to_numpy(), 1e-12) / level)) > tolerance
+    return float(series.index[int(np.flatnonzero(away)[-1]) + 1]) if away.any() and not away[-1] else float(series.index[0])
+
+
+def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
+    """The loss (or validation loss) sitting flat at a chance level at the end of the run."""
+    accuracy = _accuracy_at_end(run)
+    for column in ("loss", "val_loss"):
+        series = curves.before_nonfinite(run.series(column, keep_nan=True))
+        if len(series) < t["min_points"] or not curves.is_positive(series):
+            continue
+        for level in candidate_chance_levels(run):
+            confirmed = level.declared or _accuracy_near_chance(accuracy, level.classes)
+            tolerance = t["tolerance"] if confirmed else t["guess_tolerance"]
+            onset = _sits_at(series, level.value, tolerance)
+            if onset is not None:
+                return ChanceStall(level, column, onset, curves.end_level(series, 1 / 3), accuracy)
+    return None
+
+
+@register
+class ChancePlateau(Rule):
+    """
+    ## What it detects
+    The loss sits at the value of a model that has learnt nothing about its
+    inputs: ln 2 for a binary classifier, ln C for C classes, the entropy of
+    the label prior for unbalanced classes, 0.25 for mean squared error on 0/1
+    targets. The class count comes from the run's metadata (``num_classes``,
+    ``class_prior``, ``loss_fn``); without it the common levels (2, 4, 10,
+    100, 1000 classes, MSE 0.25) are recognised from a tighter match.
+
+    ## Why it matters
+    At chance level the model predicts the label frequencies whatever the
+    input. Training longer does not help: something cuts the link between
+    inputs and labels or stops the gradient.
+
+    ## How it decides
+    The median of the last third of the loss (or of the validation loss)
+    lies within ``tolerance`` of the chance level (``guess_tolerance`` when
+    the level is only recognised and no accuracy near 1/C confirms it), and
+    a robust line through that third moves less than the same tolerance. The
+    onset is where the smoothed loss entered the band for good.
+
+    ## What to do
+    First check the data: that labels match their inputs after shuffling and
+    augmentation, and that inputs are not constant (all zeros, wrong
+    normalisation). Then check that the gradient reaches the model (no
+    ``detach``, no frozen parameters, optimizer built over the right
+    parameters, ``zero_grad`` and ``step`` called). Then try a learning rate
+    3-10x higher, and overfit one small batch to prove the model can learn.
+    """
+
+    code = "CH001"
+    name = "chance-level-plateau"
+    title = "Loss stuck at chance level"
+    category = Category.INITIALIZATION
+    severity = Severity.ERROR
+    requires = ("loss",)
+    priority = 10
+    thresholds = (
+        Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
+                  "(0.04 = 4%)",
+                  source="the labelled stuck_at_chance runs in /work/shared/real_runs sit within 0.1-3.7% of "
+                         "ln C; the healthy runs that pass through ln 2 or ln 10 leave it by more than 8%"),
+        Threshold("guess_tolerance", 0.015, "the same distance when the level is only recognised (no metadata, "
+                  "no accuracy near 1/C)",
+                  source="stricter, because a healthy loss can settle near 2.30 or 0.69 by coincidence; the "
+                         "unconfirmed stuck runs in /work/shared/real_runs sit within 0.5% of their level"),
+        Threshold("min_points", 5, "fewest finite points of a curve judged",
+                  source="a third of the curve must hold at least two points to be called flat"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        stall = find_chance_stall(run, t)
+        if stall is None:
+            return
+        curve = "training loss" if stall.column == "loss" else "validation loss"
+        accuracy = f"; accuracy {stall.accuracy:.3f}" if stall.accuracy is not None else ""
+        yield self.finding(
+            run,
+            message=(f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:g} to the end: "
+                     f"chance level {stall.level.value:.4g} ({stall.level.meaning}){accuracy}"),
+            onset=stall.onset,
+            evidence={"column": stall.column, "level": stall.tail_level, "chance_level": stall.level.value,
+                      "classes": stall.level.classes, "declared": stall.level.declared, "accuracy": stall.accuracy},
+            confidence=1.0 if stall.level.declared else 0.8,
+            causes=["labels do not match inputs (shuffled separately, wrong column, broken augmentation)",
+                    "inputs carry no signal (constant, all zeros, not normalised)",
+                    "no gradient reaches the weights (detach, frozen parameters, optimizer over other parameters)",
+                    "learning rate far too low, or so high that the output layer saturated"],
+            fixes=["check a few (input, label) pairs by eye after the data pipeline",
+                   "check that every trainable parameter has a non-zero .grad after backward()",
+                   "overfit a single batch of 8-32 examples: the loss must fall well below chance",
+                   "try a learning rate 3-10x higher"],
+        )
+
+
+@register
+class BadInitialLoss(Rule):
+    """
+    ## What it detects
+    A classifier whose first logged loss is far above ln C, the loss of a
+    model that spreads its probability evenly over C classes.
+
+    ## Why it matters
+    A freshly initialised classifier should be uncertain; a first loss
+    several times ln C means its last layer is confidently wrong from the
+    start (weights scaled up, a bias set badly, logits multiplied somewhere).
+    The first part of training is then spent undoing the initialisation, and
+    large early gradients can knock other layers into bad regions.
+
+    ## How it decides
+    Needs the class count (``num_classes``, ``class_prior`` or
+    ``task: binary`` in the metadata) and a log that starts at the start of
+    training. Fires when the first finite loss is more than ``max_ratio``
+    times the expected chance-level loss.
+
+    ## What to do
+    Initialise the last layer small: zero or ``std=0.01`` weights, and the
+    bias to log(class prior) for unbalanced classes. Check that nothing
+    scales the logits (a temperature of 0.01, a missing normalisation).
+    """
+
+    code = "INIT001"
+    name = "bad-initial-loss"
+    title = "Initial loss far above chance level"
+    category = Category.INITIALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 15
+    thresholds = (
+        Threshold("max_ratio", 2.0, "first loss over the expected ln C above which the initialisation is bad",
+                  source="PyTorch's default Linear init gives logits of std ~0.6, so the first loss is within "
+                         "~1.3x ln C; Karpathy, 'A Recipe for Training Neural Networks' (2019): 'verify loss @ init'"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        expected = declared_chance(run)
+        loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if expected is None or len(loss) < 2 or curves.starts_midway(loss, 0.05):
+            return
+        first = float(loss.iloc[0])
+        ratio = first / expected.value
+        if ratio <= t["max_ratio"]:
+            return
+        yield self.finding(
+            run,
+            message=(f"first loss {first:.4g} at step {loss.index[0]:g} is {ratio:.1f}x the {expected.value:.4g} "
+                     f"of an untrained classifier ({expected.meaning})"),
+            onset=loss.index[0],
+            evidence={"first_loss": first, "expected": expected.value, "ratio": ratio},
+            causes=["the last layer's weights or bias are initialised too large",
+                    "the logits are scaled up (temperature, missing normalisation)"],
+            fixes=["initialise the last layer with zeros or std=0.01 (nn.init.normal_(layer.weight, std=0.01))",
+                   "set the last bias to log(class prior) for unbalanced classes",
+                   "look for anything multiplying the logits before the loss"],
+        )

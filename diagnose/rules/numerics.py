@@ -1,0 +1,191 @@
+"""Rules about NaN and Inf in the loss and the gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from diagnose import curves
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.run import Run
+from diagnose.runfile import schema
+
+# Module names and types that point at a particular numerical edge case.
+_LOG_HINTS = ("log", "entropy", "nll", "bce")
+_EXP_HINTS = ("exp", "softmax", "softplus")
+_DIV_HINTS = ("div", "norm", "sqrt", "rsqrt", "std", "var")
+
+
+@dataclass(frozen=True)
+class _Episode:
+    """Where a series first turned non-finite and whether it came back."""
+
+    first_step: float
+    bad_points: int
+    recovered: bool
+
+
+def _episode(values: pd.Series) -> _Episode | None:
+    first = curves.first_nonfinite_step(values)
+    if first is None:
+        return None
+    bad = ~np.isfinite(values.to_numpy(dtype="float64"))
+    return _Episode(first_step=first, bad_points=int(bad.sum()), recovered=not bad[-1])
+
+
+def _origin(run: Run) -> dict[str, str] | None:
+    """The earliest ``nonfinite`` event the probes wrote: where the first NaN/Inf was made."""
+    events = run.events
+    if events.empty or "event" not in events.columns:
+        return None
+    found = events[events["event"] == schema.EV_NONFINITE]
+    if found.empty:
+        return None
+    first = found.sort_values("step", kind="stable").iloc[0]
+    return {key: str(first[key]) for key in ("where", "module", "type", "detail")
+            if key in found.columns and isinstance(first[key], str)}
+
+
+def _was_rising(finite_loss: pd.Series, rise: float) -> bool:
+    """True when the loss just before it broke stood ``rise`` (log units) above its best smoothed level."""
+    if len(finite_loss) < 5 or not curves.is_positive(finite_loss):
+        return False
+    before_break = float(finite_loss.iloc[-3:].median())
+    best = float(curves.smooth(finite_loss).min())
+    return curves.log_ratio(before_break, best) > rise
+
+
+@register
+class NonFiniteLoss(Rule):
+    """
+    ## What it detects
+    The training loss, or the gradient norm, became NaN or infinite. It
+    reports the first step, whether the run ever came back, the module where
+    the first non-finite value was made (from the probes' ``nonfinite``
+    events, with the pass: forward, backward or the loss itself) and the most
+    likely cause.
+
+    ## Why it matters
+    One NaN in a weight update poisons every weight it touches; from then on
+    nothing the run computes means anything, and every other symptom (spikes,
+    flat curves, dead layers) is a consequence. It is the first thing to fix.
+
+    ## How it decides
+    Any logged NaN or Inf in ``loss`` is an error. Non-finite gradient norms
+    while the loss stays finite are a warning when they persist to the end of
+    the run, and only a note when they are isolated (AMP's GradScaler skips
+    such steps on purpose). The cause is read from the evidence in order:
+    the module the probes blamed (a log, exp or division), a loss that was
+    climbing before it broke (learning rate too high), a ``loss_scale``
+    column (fp16 overflow), otherwise a numerical edge case in a smoothly
+    falling run.
+
+    ## What to do
+    Follow the cause: for a climbing loss lower the learning rate 3-10x and
+    clip gradients at 1.0; for log/division guard the argument (``clamp(min=1e-7)``
+    or an epsilon) or use the fused, stable form (``cross_entropy`` on logits,
+    ``BCEWithLogitsLoss``, ``log_softmax``); for fp16 overflow train in bf16
+    or keep the loss in fp32 with a ``GradScaler``. ``torch.autograd.set_detect_anomaly(True)``
+    finds the operation when the probes could not.
+    """
+
+    code = "NF001"
+    name = "non-finite-loss"
+    title = "Loss or gradients became NaN/Inf"
+    category = Category.NUMERICS
+    severity = Severity.ERROR
+    requires = ("loss",)
+    priority = 1
+    thresholds = (
+        Threshold("rise_before", 0.5, "log-ratio of the loss just before it broke over its best smoothed level "
+                  "that counts as 'it was climbing' (0.5 = 1.65x)",
+                  source="above the 0.2-0.3 scatter of the smoothed loss of the healthy runs in "
+                         "/work/shared/real_runs; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = run.series("loss", keep_nan=True)
+        broken = _episode(loss)
+        if broken is not None:
+            yield self._loss_finding(run, loss, broken, t)
+            return
+        if run.has("grad_norm"):
+            grads = _episode(run.series("grad_norm", keep_nan=True))
+            if grads is not None:
+                yield self._gradient_finding(run, grads)
+
+    def _loss_finding(self, run: Run, loss: pd.Series, broken: _Episode, t: Mapping[str, float]) -> Finding:
+        origin = _origin(run)
+        rising = _was_rising(curves.before_nonfinite(loss), t["rise_before"])
+        causes, fixes = _explain(origin, rising, amp=run.has("loss_scale"))
+        after = "came back later" if broken.recovered else "never came back"
+        where = f"; first made in {_describe(origin)}" if origin else ""
+        message = (f"loss became non-finite at step {broken.first_step:g} ({broken.bad_points} non-finite point(s), "
+                   f"{after}){where}. Likely cause: {causes[0]}")
+        return self.finding(
+            run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
+            evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
+                      "recovered": broken.recovered, "rising_before": rising, **(origin or {})},
+            causes=causes, fixes=fixes, severity=Severity.ERROR if not broken.recovered else Severity.WARNING,
+        )
+
+    def _gradient_finding(self, run: Run, grads: _Episode) -> Finding:
+        amp = run.has("loss_scale")
+        if grads.recovered:
+            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:g}, "
+                       "but the loss stayed finite: isolated overflow steps, which a GradScaler skips")
+            severity = Severity.INFO
+        else:
+            message = (f"gradient norm became non-finite at step {grads.first_step:g} and stayed so to the end "
+                       f"({grads.bad_points} points) while the loss was still finite")
+            severity = Severity.WARNING
+        causes, fixes = _explain(_origin(run), rising=False, amp=amp or grads.recovered)
+        return self.finding(
+            run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
+            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points, "recovered": grads.recovered},
+            causes=causes, fixes=fixes,
+        )
+
+
+def _describe(origin: dict[str, str]) -> str:
+    module = origin.get("module")
+    where = origin.get("where", "?")
+    if not module or module == "None":
+        return {"loss": "the loss computation", "backward": "the gradient of the loss"}.get(where, where)
+    kind = f" ({origin['type']})" if origin.get("type") else ""
+    return f"the {where} pass of {module}{kind}"
+
+
+def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[list[str], list[str]]:
+    """Causes, most likely first, and the fixes that go with them in the same order."""
+    causes: list[str] = []
+    fixes: list[str] = []
+    hint = " ".join(str(v) for k, v in (origin or {}).items() if k in ("module", "type")).lower()
+    if rising:
+        causes.append("divergence: the loss was climbing before it broke, so the learning rate is too high")
+        fixes += ["lower the learning rate 3-10x and restart from scratch (the weights are already poisoned)",
+                  "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+                  "add a learning-rate warm-up over the first 1-5% of steps"]
+    if any(h in hint for h in _LOG_HINTS) or (origin or {}).get("where") == "loss":
+        causes.append("log of zero or of a negative number (a probability or input reached 0)")
+        fixes += ["guard the argument: torch.log(x.clamp(min=1e-7)), or compute the loss from logits "
+                  "(F.cross_entropy, BCEWithLogitsLoss, log_softmax) instead of from probabilities"]
+    if any(h in hint for h in _EXP_HINTS):
+        causes.append("exp overflow: an input to exp/softmax grew past ~88 (fp32) or ~11 (fp16)")
+        fixes += ["subtract the maximum before exp (or use torch.logsumexp / log_softmax)"]
+    if any(h in hint for h in _DIV_HINTS):
+        causes.append("division by zero or sqrt of zero in a normalisation")
+        fixes += ["add an epsilon to the denominator or under the square root (x / (n + 1e-6))"]
+    if amp:
+        causes.append("fp16 overflow: a value exceeded 65504 under mixed precision")
+        fixes += ["train in bfloat16 instead of float16, or compute the loss in float32 with a GradScaler"]
+    if not causes:
+        causes.append("a numerical edge case (log/division of zero, exp overflow) or a bad input batch: "
+                      "the loss was not climbing before it broke")
+        fixes += ["check the inputs and targets of the failing step for NaN/Inf",
+                  "record with diagnose.watch(..., preset='default') to find the module that made the first NaN"]
+    fixes.append("run one step under torch.autograd.set_detect_anomaly(True) to see the failing operation")
+    return causes, fixes

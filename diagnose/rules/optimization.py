@@ -1,0 +1,609 @@
+"""Rules that read the shape of the training loss: learning rate, stalls, spikes, noise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from diagnose import curves
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.initialization import ChancePlateau, find_chance_stall
+from diagnose.run import Run
+
+
+def plain_loss(run: Run, min_points: float) -> pd.Series | None:
+    """The finite training loss before any NaN, when it is an ordinary objective worth reading.
+
+    None for fewer than ``min_points`` points, or for a loss that goes below
+    zero: policy-gradient and adversarial losses are not meant to fall.
+    """
+    loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
+    if len(loss) < min_points or (loss < 0).any():
+        return None
+    return loss
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The landmarks of a loss curve that the learning-rate rules compare."""
+
+    start: float
+    end: float
+    best: float
+    best_step: float
+    smoothed: pd.Series
+
+    @classmethod
+    def of(cls, loss: pd.Series) -> Shape:
+        smoothed = curves.smooth(loss)
+        best_at = int(np.argmin(smoothed.to_numpy()))
+        return cls(start=curves.start_level(loss), end=curves.end_level(loss), best=float(smoothed.iloc[best_at]),
+                   best_step=float(smoothed.index[best_at]), smoothed=smoothed)
+
+    @property
+    def rise_from_start(self) -> float:
+        """log(end / start): above zero when the run ends worse than it began."""
+        return curves.log_ratio(self.end, self.start)
+
+    @property
+    def rise_from_best(self) -> float:
+        """log(end / best smoothed level): how much of its progress the run gave back."""
+        return curves.log_ratio(self.end, self.best)
+
+    @property
+    def early_drop(self) -> float:
+        """log(start / best): how far the loss fell before its best point."""
+        return curves.log_ratio(self.start, self.best)
+
+
+def _tail_rising(loss: pd.Series, fraction: float = 0.3) -> bool:
+    fit = curves.trend(curves.comparable(loss).iloc[-max(3, int(len(loss) * fraction)):])
+    return fit is not None and fit.rising
+
+
+@register
+class LossDiverges(Rule):
+    """
+    ## What it detects
+    The training loss ends clearly above where it started, or climbs back
+    far above the best level it had reached, while staying finite.
+
+    ## Why it matters
+    Steps that make the loss worse on average mean the optimizer overshoots:
+    the learning rate is too high for this model and batch size. Left alone
+    such runs usually end in NaN; before that they waste all their compute.
+
+    ## How it decides
+    Levels are robust medians on a log scale: the start (first few points),
+    the end (last 10%) and the best point of the smoothed curve. It fires when
+    the end is more than ``rise`` above the start, or more than ``rebound``
+    above the best level while the last 30% still trends upwards. Losses that
+    go below zero (policy-gradient, adversarial) are not judged.
+
+    ## What to do
+    Lower the learning rate 3-10x and restart from scratch (the current
+    weights have been thrown far off); add a warm-up over the first 1-5% of
+    steps; clip the gradient norm at 1.0.
+    """
+
+    code = "LR001"
+    name = "loss-diverges"
+    title = "Loss rises: learning rate too high"
+    category = Category.OPTIMIZATION
+    severity = Severity.ERROR
+    requires = ("loss",)
+    priority = 5
+    thresholds = (
+        Threshold("rise", 0.3, "log(end/start) above which the run ends worse than it began (0.3 = 1.35x)",
+                  source="no healthy run in /work/shared/real_runs ends above 0.95x its start; the labelled "
+                         "diverging runs end 1.4x-6.3x above it"),
+        Threshold("rebound", 1.0, "log(end/best) above which a run that still rises has given its progress back "
+                  "(1.0 = 2.7x)",
+                  source="healthy runs in /work/shared/real_runs end within 1.6x of their best smoothed level "
+                         "(per-step losses near zero included)"),
+        Threshold("min_points", 4, "fewest finite points judged",
+                  source="a start, an end of at least three points; the real 10-point divergence in "
+                         "/work/shared/real_runs is unmistakable"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None:
+            return
+        shape = Shape.of(loss)
+        from_start = shape.rise_from_start > t["rise"]
+        late = shape.rise_from_best > t["rebound"] and _tail_rising(loss)
+        if not (from_start or late):
+            return
+        if from_start:
+            what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.1f}x where it started ({shape.start:.4g})"
+        else:
+            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:g}, then climbed back to {shape.end:.4g} "
+                    f"({np.exp(shape.rise_from_best):.1f}x) and is still rising")
+        lr = _lr_note(run)
+        yield self.finding(
+            run, message=what + lr, onset=shape.best_step,
+            evidence={"start": shape.start, "end": shape.end, "best": shape.best, "best_step": shape.best_step,
+                      "end_over_start": float(np.exp(shape.rise_from_start)),
+                      "end_over_best": float(np.exp(shape.rise_from_best))},
+            causes=["learning rate too high: updates overshoot", "no warm-up for an optimizer like Adam",
+                    "unclipped gradient bursts"],
+            fixes=["lower the learning rate 3-10x and restart from scratch",
+                   "add a linear warm-up over the first 1-5% of steps",
+                   "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)"],
+        )
+
+
+def _lr_note(run: Run) -> str:
+    if not run.has("lr"):
+        return ""
+    lr = curves.finite(run.series("lr"))
+    return f" (learning rate up to {lr.max():.3g})" if len(lr) else ""
+
+
+@register
+class LateLearningRateTooHigh(Rule):
+    """
+    ## What it detects
+    The loss falls fast, reaches a good level, then settles on a noisy
+    plateau clearly above that level for the rest of the run.
+
+    ## Why it matters
+    Early on a large learning rate makes quick progress; near a minimum the
+    same step size bounces the weights around it, so the loss can no longer
+    go down and even drifts back up. The run ends worse than its own best.
+
+    ## How it decides
+    On the smoothed loss (rolling median, log scale): the run first fell more
+    than ``min_drop`` to its best level, the best came before ``max_best_at``
+    of the run, and the last 10% sits more than ``rebound`` above that best
+    (but not so far that :ref:`LR001` applies).
+
+    ## What to do
+    Decay the learning rate: a cosine or step schedule to ~1-10% of the peak
+    over the run, or ReduceLROnPlateau with factor 0.1-0.5. Keep the
+    checkpoint of the best step.
+    """
+
+    code = "LR002"
+    name = "lr-too-high-late"
+    title = "Loss bounces above its best level: learning rate too high late in training"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 25
+    thresholds = (
+        Threshold("rebound", 0.2, "log(end/best) above which the run gave back its progress (0.2 = 1.22x)",
+                  source="healthy runs in /work/shared/real_runs end within 1.15x of their best smoothed level, "
+                         "except the per-step near-zero MNIST losses (0.2-0.5 log) that fail min_drop's noise test"),
+        Threshold("min_drop", 0.3, "log(start/best): the fast early drop that must come first (0.3 = 1.35x)",
+                  source="separates 'learnt, then bounced' from a curve that never fell (PLT001, CH001)"),
+        Threshold("max_best_at", 0.75, "latest fraction of the run at which the best level may lie",
+                  source="a best point in the last quarter is ordinary noise at the end of a converging run"),
+        Threshold("min_points", 20, "fewest finite points judged", source="a smoothed curve needs ~20 points"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None:
+            return
+        shape = Shape.of(loss)
+        best_at = curves.fraction_of_run(loss, shape.best_step)
+        if not (shape.early_drop > t["min_drop"] and best_at < t["max_best_at"] and shape.rise_from_best > t["rebound"]):
+            return
+        if LossDiverges.threshold_defaults()["rise"] < shape.rise_from_start:
+            return  # ends above its start: LR001's case
+        yield self.finding(
+            run,
+            message=(f"loss fell from {shape.start:.4g} to {shape.best:.4g} by step {shape.best_step:g} "
+                     f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
+                     f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)),
+            onset=shape.best_step,
+            evidence={"start": shape.start, "best": shape.best, "best_step": shape.best_step, "end": shape.end,
+                      "end_over_best": float(np.exp(shape.rise_from_best)), "noise": curves.noise(loss)},
+            causes=["the learning rate stays too high once the loss nears a minimum"],
+            fixes=["decay the learning rate: cosine or step schedule down to 1-10% of the peak",
+                   "or ReduceLROnPlateau(factor=0.1-0.5) on the validation loss",
+                   f"keep the checkpoint from step {shape.best_step:g}, the best so far"],
+        )
+
+
+@register
+class LearningRateTooLow(Rule):
+    """
+    ## What it detects
+    The loss declines slowly and steadily, almost a straight line, over the
+    whole run, and ends far from where such curves flatten out.
+
+    ## Why it matters
+    A healthy curve falls fast first and then bends towards a floor. A
+    straight, shallow decline means every step makes the same small
+    progress: the learning rate, not the problem, limits the speed. The run
+    needs many times its length to get anywhere.
+
+    ## How it decides
+    Needs a log that starts at the beginning of training. The loss falls over
+    the run (the 95% interval of its Theil-Sen slope is below zero), a straight
+    line explains at least ``min_linearity`` of its variance, the first half
+    drops less than ``max_bend`` times what the second half drops, and the
+    end is still above ``min_remaining`` of the start.
+
+    ## What to do
+    Raise the learning rate 3-10x (or run a learning-rate range test: raise
+    it exponentially over ~100 steps and take ~1/10 of the value where the
+    loss starts rising). With Adam, 1e-3 to 3e-4 is the usual range; with SGD,
+    0.01-0.1 with momentum 0.9.
+    """
+
+    code = "LR003"
+    name = "lr-too-low"
+    title = "Slow, straight decline: learning rate too low"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 40
+    thresholds = (
+        Threshold("min_linearity", 0.9, "R^2 of a straight line through the loss",
+                  source="healthy runs in /work/shared/real_runs bend: R^2 of a line is 0.2-0.85 on all of them"),
+        Threshold("max_bend", 2.0, "first-half drop over second-half drop below which the curve is not bending",
+                  source="an exponential approach with the run 2x its time constant drops 2.7x more in its "
+                         "first half; healthy runs in /work/shared/real_runs drop 3x-50x more"),
+        Threshold("min_remaining", 0.8, "end/start ratio above which the run is far from converged",
+                  source="the slowest healthy runs in /work/shared/real_runs (a slow-starting Keras classifier, "
+                         "a short fine-tune) end at 0.71x-0.78x their start"),
+        Threshold("min_points", 20, "fewest finite points judged", source="a line fit on fewer is not telling"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None or curves.starts_midway(loss):
+            return
+        fit = curves.trend(curves.comparable(loss))
+        linearity = curves.linearity(loss)
+        first_half, second_half = _half_drops(loss)
+        remaining = curves.end_level(loss) / curves.start_level(loss)
+        if not (fit is not None and fit.falling and linearity >= t["min_linearity"] and second_half > 0
+                and first_half < t["max_bend"] * second_half and remaining > t["min_remaining"]):
+            return
+        yield self.finding(
+            run,
+            message=(f"loss falls in a near-straight line (R^2 {linearity:.2f}) from {curves.start_level(loss):.4g} "
+                     f"to {curves.end_level(loss):.4g}: only {1 - remaining:.0%} lower, and the second half fell "
+                     f"as fast as the first" + _lr_note(run)),
+            onset=loss.index[0],
+            evidence={"linearity": linearity, "first_half_drop": first_half, "second_half_drop": second_half,
+                      "end_over_start": remaining},
+            causes=["learning rate too low", "gradients scaled down (loss divided by a large constant)"],
+            fixes=["raise the learning rate 3-10x",
+                   "or run a learning-rate range test and take ~1/10 of the rate where the loss starts rising",
+                   "Adam: 3e-4 to 1e-3 is the usual range; SGD: 0.01-0.1 with momentum 0.9"],
+        )
+
+
+def _half_drops(loss: pd.Series) -> tuple[float, float]:
+    """How much the smoothed loss falls in the first and in the second half of the run."""
+    smoothed = curves.smooth(loss).to_numpy()
+    middle = len(smoothed) // 2
+    return float(smoothed[0] - smoothed[middle]), float(smoothed[middle] - smoothed[-1])
+
+
+@register
+class LearningRateDecayedEarly(Rule):
+    """
+    ## What it detects
+    The learning-rate schedule reaches nearly zero long before the end of the
+    run, while the loss was still improving just before.
+
+    ## Why it matters
+    With the learning rate at ~0 the weights no longer move: every step after
+    that point is spent for nothing. Usually the schedule was set for fewer
+    steps than the run has (``T_max``/``total_steps`` counted in epochs while
+    ``scheduler.step()`` runs per batch, or the reverse).
+
+    ## How it decides
+    Needs ``lr``. After its peak, the learning rate falls below ``near_zero``
+    of the peak before ``max_at`` of the run and stays there. It fires only
+    when the loss fell by more than ``min_gain`` over the stretch just before
+    (a plateau scheduler lowering the rate after the loss stopped improving
+    is doing its job).
+
+    ## What to do
+    Make the schedule's length match the run: ``total_steps`` / ``T_max``
+    equal to the number of ``scheduler.step()`` calls; step a per-epoch
+    scheduler once per epoch. Or raise the floor (``eta_min`` ~1-10% of the peak).
+    """
+
+    code = "LR004"
+    name = "lr-decayed-too-early"
+    title = "Learning rate decays to ~0 long before the end"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss", "lr")
+    priority = 20
+    thresholds = (
+        Threshold("near_zero", 0.01, "fraction of the peak learning rate that counts as ~0",
+                  source="a cosine schedule is at 1% of its peak only in its last 6% of steps"),
+        Threshold("max_at", 0.75, "latest fraction of the run at which reaching ~0 counts as too early",
+                  source="a quarter of the run or more wasted"),
+        Threshold("min_gain", 0.05, "log drop of the loss over the stretch before the decay that shows it was "
+                  "still learning (0.05 = 5%)",
+                  source="healthy plateau-scheduled Keras runs in /work/shared/real_runs improve <2% before "
+                         "their rate is cut"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        lr = curves.finite(run.series("lr"))
+        loss = plain_loss(run, 10)
+        if len(lr) < 5 or loss is None or lr.max() <= 0:
+            return
+        dead_from = _dead_from(lr, t["near_zero"])
+        if dead_from is None or curves.fraction_of_run(loss, dead_from) >= t["max_at"]:
+            return
+        before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.25 * (loss.index[-1] - loss.index[0]))]
+        gain = curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2)) if len(before) >= 4 else 0
+        if not gain > t["min_gain"]:
+            return
+        wasted = 1 - curves.fraction_of_run(loss, dead_from)
+        yield self.finding(
+            run,
+            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} at step {dead_from:g} "
+                     f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
+                     f"loss fell {1 - np.exp(-gain):.0%} just before"),
+            onset=dead_from,
+            evidence={"peak_lr": float(lr.max()), "dead_from": dead_from, "wasted_fraction": wasted,
+                      "gain_before": gain},
+            causes=["the schedule is set for fewer steps than the run has (epochs vs batches mix-up)"],
+            fixes=["set total_steps / T_max to the number of scheduler.step() calls",
+                   "step a per-epoch scheduler once per epoch, not per batch",
+                   "or keep a floor: eta_min at 1-10% of the peak"],
+        )
+
+
+def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
+    """First step after the peak from which the rate stays below ``near_zero`` x peak; None if never."""
+    values = lr.to_numpy()
+    low = values < near_zero * values.max()
+    if not low[-1]:
+        return None
+    peak = int(np.argmax(values))
+    live = np.flatnonzero(~low[peak:])
+    first_dead = peak + (int(live[-1]) + 1 if live.size else 0)
+    return float(lr.index[first_dead])
+
+
+@register
+class TrainingStalled(Rule):
+    """
+    ## What it detects
+    The loss stops improving early and stays flat for most of the run, at a
+    level that is not chance (CH001 covers that) and with a learning rate
+    that is still alive.
+
+    ## Why it matters
+    A run that has not improved for most of its steps is wasting them: the
+    model is either too small for the task, stuck in a poor region, or its
+    updates are blocked (learning rate too low for this stage, vanishing
+    gradients, saturated or dead units).
+
+    ## How it decides
+    On bin medians of the log loss, the stall starts where the loss never
+    again falls more than ``tolerance``. It fires when that happens before
+    ``max_start`` of the run, the log starts at the beginning of training,
+    the validation loss (when logged) is not improving either, and the
+    learning rate during the stall (when logged) is above ``min_lr`` of its
+    peak (a schedule that decayed to zero is LR004's case).
+
+    ## What to do
+    Overfit one small batch first: if even that fails the model or the data
+    path is broken. Otherwise try, in order: a learning rate 3x higher or a
+    warm restart, a larger model, normalisation layers (BatchNorm/LayerNorm),
+    residual connections; check the gradient and activation rules for dead
+    or saturated layers.
+    """
+
+    code = "PLT001"
+    name = "training-stalled"
+    title = "Training stalled on a plateau"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 35
+    thresholds = (
+        Threshold("tolerance", 0.03, "log improvement below which the loss counts as flat (0.03 = 3%)",
+                  source="the plateau runs in /work/shared/real_runs move <2% after their stall; healthy "
+                         "runs keep improving >3% until their last third"),
+        Threshold("max_start", 0.35, "latest fraction of the run at which the stall may start",
+                  source="healthy runs in /work/shared/real_runs (nanoGPT included) improve by 3% or more "
+                         "until at least 48% of the run"),
+        Threshold("min_lr", 0.05, "learning rate during the stall, as a fraction of its peak, above which the "
+                  "stall is not the schedule's doing", source="a cosine schedule is at 5% in its last 14%"),
+        Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None or curves.starts_midway(loss) or not curves.is_positive(loss):
+            return  # a loss at exactly zero has nothing left to improve (ZL001's case)
+        stall = curves.stall_start(loss, t["tolerance"], max_points=50)
+        if stall is None or curves.fraction_of_run(loss, stall) > t["max_start"]:
+            return
+        if find_chance_stall(run, ChancePlateau.threshold_defaults()) is not None:
+            return
+        if _val_improving(run, stall, t["tolerance"]) or _lr_dead(run, stall, t["min_lr"]):
+            return
+        level = curves.end_level(loss, 0.5)
+        yield self.finding(
+            run,
+            message=(f"loss has stayed flat at about {level:.4g} since step {stall:g} "
+                     f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
+                     f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"),
+            onset=stall,
+            evidence={"stall_step": stall, "level": level, "start": curves.start_level(loss)},
+            causes=["model too small or badly conditioned for the task", "learning rate too low for this stage",
+                    "updates blocked by dead or saturated units or vanishing gradients"],
+            fixes=["overfit one small batch: if that fails too, the model or data path is broken",
+                   "try a learning rate 3x higher, or a warm restart of the schedule",
+                   "add normalisation (BatchNorm/LayerNorm) or residual connections; try a larger model"],
+        )
+
+
+def _val_improving(run: Run, since: float, tolerance: float) -> bool:
+    val = curves.finite(run.series("val_loss"))
+    val = val[val.index >= since]
+    if len(val) < 3 or not curves.is_positive(val):
+        return False
+    return curves.log_ratio(float(val.iloc[:max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
+
+
+def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
+    lr = curves.finite(run.series("lr"))
+    if len(lr) == 0 or lr.max() <= 0:
+        return False
+    during = lr[lr.index >= since]
+    return len(during) > 0 and float(during.median()) < min_lr * float(lr.max())
+
+
+@register
+class LossSpikes(Rule):
+    """
+    ## What it detects
+    Isolated jumps of the training loss far above its local level: how many,
+    where, how high, and whether the loss came back down.
+
+    ## Why it matters
+    A spike that throws the loss back above where training began, or that
+    never recovers, undoes real progress. Typical causes are a bad batch
+    (corrupt sample, wrong label scale), a learning rate too high for a
+    sharp region, or an optimizer state (Adam's second moment) that decayed
+    while gradients were small.
+
+    ## How it decides
+    A point is a spike when it stands more than ``min_height`` (log units)
+    above the median of the 20 points before it and more than ``min_z``
+    robust standard deviations of the local scatter; consecutive spike
+    points count as one. Only the finite part of the run before any NaN is
+    read (what follows a NaN is NF001's). A warning when a spike reaches
+    above the run's starting level or does not recover; otherwise a note,
+    because per-batch losses near zero jump by large factors in healthy runs.
+
+    ## What to do
+    Clip the gradient norm at 1.0; lower the learning rate 2-3x or lengthen
+    the warm-up; look at the batches at the spike steps for corrupt samples;
+    with Adam raise ``eps`` (1e-8 to 1e-6) or lower ``beta2`` (0.999 to 0.95).
+    """
+
+    code = "SPK001"
+    name = "loss-spikes"
+    title = "Loss spikes"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 45
+    thresholds = (
+        Threshold("min_height", 0.7, "log height above the local median that makes a spike (0.7 = 2x)",
+                  source="the labelled spikes in /work/shared/real_runs stand 4x-2500x above their baseline"),
+        Threshold("min_z", 5.0, "height in robust standard deviations of the local scatter",
+                  source="5 sigma: about one false point in 3.5 million for normal noise"),
+        Threshold("min_points", 20, "fewest finite points judged", source="the local median needs 20 points"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if len(loss) < t["min_points"]:
+            return
+        spikes = curves.find_spikes(loss, min_height=t["min_height"], min_z=t["min_z"])
+        if curves.first_nonfinite_step(run.series("loss", keep_nan=True)) is not None:
+            spikes = [s for s in spikes if s.recovered_step is not None]  # the last climb is NF001's story
+        if not spikes:
+            return
+        start = curves.start_level(loss)
+        harmful = [s for s in spikes if s.peak >= start or s.recovered_step is None]
+        worst = max(spikes, key=lambda s: s.height)
+        unrecovered = [s for s in spikes if s.recovered_step is None]
+        yield self.finding(
+            run,
+            message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:g}: {worst.peak:.4g} against a "
+                     f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
+                     f"{start:.4g} or never recovered" + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
+            onset=spikes[0].step, steps=[s.step for s in spikes],
+            severity=Severity.WARNING if harmful else Severity.INFO,
+            evidence={"count": len(spikes), "harmful": len(harmful), "unrecovered": len(unrecovered),
+                      "spikes": [{"step": s.step, "peak": s.peak, "baseline": s.baseline,
+                                  "recovered_step": s.recovered_step} for s in spikes[:20]]},
+            causes=["a bad batch (corrupt sample, wrong scale)", "learning rate too high for sharp regions",
+                    "Adam's second-moment estimate too small after a quiet stretch"],
+            fixes=["clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+                   "lower the learning rate 2-3x or lengthen the warm-up",
+                   f"inspect the batches at steps {', '.join(f'{s.step:g}' for s in spikes[:5])}",
+                   "with Adam, raise eps to 1e-6 or lower beta2 to 0.95"],
+        )
+
+
+@register
+class NoisyLoss(Rule):
+    """
+    ## What it detects
+    A training loss whose step-to-step scatter is as large as the progress
+    the run makes: the trend is buried in noise.
+
+    ## Why it matters
+    Each step's gradient is estimated from one batch; with very small batches
+    the estimate is so noisy that most of each update is random. The run
+    learns slowly and ends at a worse level than the same model with a larger
+    batch (or a lower learning rate) would reach.
+
+    ## How it decides
+    Needs per-step logging (``min_points`` or more points). The scatter is the
+    robust standard deviation of the loss around its rolling median. It fires
+    when the scatter is more than ``max_relative`` of the loss level and more
+    than ``max_share`` of what the smoothed loss fell over the whole run.
+
+    ## What to do
+    Raise the batch size (or accumulate gradients over several batches);
+    otherwise lower the learning rate 2-3x. Log a running mean of the loss
+    to read the trend.
+    """
+
+    code = "NOI001"
+    name = "noisy-loss"
+    title = "Loss too noisy: batch too small"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 55
+    thresholds = (
+        Threshold("max_relative", 0.5, "scatter as a fraction of the loss level",
+                  source="the cross-entropy of one sample scatters ~100% of its mean; a batch of 16 brings it "
+                         "to ~25%, and batches of 1-2 stay above 50%"),
+        Threshold("max_share", 0.5, "scatter as a fraction of the run's total (smoothed) drop",
+                  source="keeps noisy losses near zero on runs that fell a long way (per-step MNIST logs in "
+                         "/work/shared/real_runs scatter <5% of their drop)"),
+        Threshold("min_points", 50, "fewest finite points judged", source="per-step logs; epoch means average noise away"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None:
+            return
+        window = curves.default_window(len(loss), lo=5, hi=50)
+        local = curves.rolling_median(loss, window)
+        scatter = float(np.median(np.abs((loss - local).to_numpy())) * curves.MAD_TO_STD)
+        level = float(local.median())
+        smoothed = curves.smooth(loss)
+        drop = max(float(smoothed.iloc[0] - smoothed.iloc[-1]), 0.0)
+        if level <= 0 or scatter < t["max_relative"] * level or scatter < t["max_share"] * drop:
+            return
+        yield self.finding(
+            run,
+            message=(f"step-to-step scatter of the loss ({scatter:.3g}) is {scatter / level:.0%} of its level "
+                     f"and {'more than' if drop <= 0 else f'{scatter / drop:.0%} of'} the whole run's drop"
+                     + ("" if drop <= 0 else f" ({drop:.3g})")),
+            evidence={"scatter": scatter, "level": level, "drop": drop},
+            causes=["batch too small for a stable gradient estimate", "learning rate high for this batch size"],
+            fixes=["raise the batch size 4-16x, or accumulate gradients over several batches",
+                   "lower the learning rate 2-3x",
+                   "log a running mean of the loss to read the trend"],
+        )

@@ -1,0 +1,55 @@
+"""Every rule documents itself: the four doc sections, sourced thresholds, fixes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from diagnose.rules.base import DOC_SECTIONS, Category, Severity, all_rules
+
+RULES = all_rules()
+MINE = {"LR001", "LR002", "LR003", "LR004", "OVF001", "OVF002", "CH001", "PLT001", "SPK001", "NF001",
+        "INIT001", "NOI001", "ZL001"}
+
+
+def test_the_loss_curve_rules_are_registered():
+    assert MINE <= {rule.code for rule in RULES}
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_doc_has_the_four_sections_in_order(rule):
+    doc = rule.doc()
+    assert list(doc)[: len(DOC_SECTIONS)] == list(DOC_SECTIONS)
+    assert all(len(doc[section].split()) >= 10 for section in DOC_SECTIONS)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_identity_is_well_formed(rule):
+    assert re.fullmatch(r"[A-Z]+\d{3}", rule.code)
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", rule.name)
+    assert rule.title and isinstance(rule.category, Category) and isinstance(rule.severity, Severity)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_every_threshold_says_where_its_number_comes_from(rule):
+    for threshold in rule.thresholds:
+        assert threshold.description, f"{rule.code}.{threshold.name} has no description"
+        assert len(threshold.source) >= 20, f"{rule.code}.{threshold.name} has no source"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_thresholds_used_in_the_doc_exist(rule):
+    named = set(re.findall(r"``([a-z_]+)``", rule.doc()["How it decides"]))
+    declared = {t.name for t in rule.thresholds}
+    fields = {"loss", "lr", "val_loss", "nonfinite", "loss_scale", "num_classes", "class_prior", "loss_fn",
+              "accuracy", "acc", "val_accuracy", "val_acc", "task"}
+    unknown = {n for n in named if n not in declared and n not in fields and "_" in n and n.islower()}
+    assert not unknown - fields, f"{rule.code} doc names thresholds it does not declare: {unknown}"
+
+
+def test_primary_problems_sort_before_their_consequences():
+    priority = {rule.code: rule.priority for rule in RULES}
+    assert priority["NF001"] < priority["LR001"] < priority["SPK001"]
+    assert priority["LR001"] < priority["PLT001"] and priority["CH001"] < priority["PLT001"]
+    assert priority["OVF001"] < priority["OVF002"]
