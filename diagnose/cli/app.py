@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from diagnose.cli.check import check
 from diagnose.cli.explain import explain
+from diagnose.cli.plot import plot
 from diagnose.cli.report import report
 from diagnose.cli.rules import rules
 from diagnose.errors import DiagnoseError
@@ -40,7 +41,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (report, check, rules, explain):
+for command in (report, check, plot, rules, explain):
     app.command(command.__name__)(command)
 
 

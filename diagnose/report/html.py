@@ -1,0 +1,102 @@
+"""The HTML report: one self-contained file, plots embedded as base64 PNG, nothing fetched.
+
+Every string from a run or a rule goes through ``html.escape``, and a
+Content-Security-Policy forbids scripts and any network access, so a run named
+``<script>...`` is shown, never run.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from html import escape
+
+from diagnose import __version__
+from diagnose.report import summary as s
+from diagnose.rules.base import Finding
+from diagnose.rules.engine import Analysis
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
+.verdict { font-size: 1.3em; font-weight: bold; }
+.error { color: #b00; } .warning { color: #b60; } .info { color: #06c; } .healthy { color: #080; }
+table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
+section { border-top: 2px solid #ddd; margin-top: 2em; } img { max-width: 100%; }
+.finding { margin: 1em 0; padding: .5em 1em; border-left: 4px solid #ccc; background: #fafafa; }
+.finding.error { border-color: #b00; } .finding.warning { border-color: #b60; } .finding.info { border-color: #06c; }
+.finding p, .finding ul { color: #222; } .dim { color: #777; font-size: .9em; }
+"""
+
+
+def render_html(analyses: Sequence[Analysis], *, plots: bool = True) -> str:
+    ordered = s.order_runs(analyses)
+    worst = s.worst_finding([a for a in ordered if not s.is_healthy(a)])
+    verdict_class = worst.severity.value if worst else "healthy"
+    body = [f'<h1>diagnose report</h1>\n<p class="verdict {verdict_class}">{escape(s.verdict(ordered))}</p>']
+    if len(ordered) > 1:
+        body.append(runs_table(ordered))
+    body += [_run_section(a, plots) for a in ordered]
+    body.append(f'<p class="dim">diagnose {escape(__version__)}</p>')
+    return _page(s.verdict(ordered), "\n".join(body))
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+            f"<title>diagnose: {escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+            f"<body>\n{body}\n</body>\n</html>\n")
+
+
+def runs_table(ordered: Sequence[Analysis]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in s.RUN_COLUMNS)
+    rows = ["<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in s.run_row(a)) + "</tr>" for a in ordered]
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _run_section(analysis: Analysis, plots: bool) -> str:
+    parts = [f"<section>\n<h2>{escape(analysis.run.name)}</h2>", f"<p>{escape(s.run_summary_line(analysis))}</p>"]
+    if plots:
+        parts.append(plot_img(analysis))
+    parts += [finding_html(i, f) for i, f in enumerate(analysis.findings, 1)]
+    parts += _footnotes(analysis)
+    return "\n".join(parts) + "\n</section>"
+
+
+def plot_img(analysis: Analysis) -> str:
+    from diagnose.report.plots import figure, image_bytes
+
+    data = base64.b64encode(image_bytes(figure([analysis]))).decode("ascii")
+    alt = escape(f"curves of run {analysis.run.name} with its findings marked")
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+
+def finding_html(index: int, finding: Finding) -> str:
+    sev = finding.severity.value
+    place = s.where(finding)
+    lines = [f'<div class="finding {sev}">',
+             f'<h3>{index}. <span class="{sev}">{sev.upper()}</span> {escape(finding.code)} {escape(finding.title)} '
+             f'<span class="dim">{escape(finding.name)}</span></h3>']
+    if place:
+        lines.append(f"<p><b>Where:</b> {escape(place)}</p>")
+    lines.append(f"<p>{escape(finding.message)}</p>")
+    if finding.evidence:
+        lines.append(f"<p><b>Evidence:</b> {escape(', '.join(s.evidence_items(finding.evidence)))}</p>")
+    lines += _list("Likely causes", finding.causes) + _list("What to do", finding.fixes)
+    return "\n".join(lines + ["</div>"])
+
+
+def _list(label: str, items: Sequence[str]) -> list[str]:
+    if not items:
+        return []
+    return [f"<p><b>{label}:</b></p>\n<ul>" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"]
+
+
+def _footnotes(analysis: Analysis) -> list[str]:
+    notes = []
+    if analysis.not_evaluated:
+        listed = "; ".join(f"{code} ({reason})" for code, reason in analysis.not_evaluated)
+        notes.append(f'<p class="dim">Not evaluated: {escape(listed)}</p>')
+    notes += [f'<p class="error">Rule error: {escape(code)} failed: {escape(err)}</p>' for code, err in analysis.errors]
+    notes += [f'<p class="dim">Reading: {escape(w)}</p>' for w in analysis.run.warnings]
+    return notes

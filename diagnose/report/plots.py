@@ -1,0 +1,185 @@
+"""Figures of a run with its findings drawn where they happen (matplotlib, Agg, no pyplot).
+
+One column per run, one row per kind of panel the runs hold: loss and
+validation curves, learning rate, gradient norm, memory, and per-layer heat
+maps of gradient norms and activation spread. Each finding is drawn on the
+loss panel and on the panel of its own category: a shaded band from onset to
+end, ticks at its listed steps, a line at a single step (the first NaN, with
+its module), a dotted line at a best step named in its evidence.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from diagnose.rules.base import Category, Finding, Severity
+from diagnose.rules.engine import Analysis
+from diagnose.run import Run
+
+# More points than this per curve are thinned to the min and max of buckets,
+# so spikes survive and a million-step run still draws in well under a second.
+MAX_POINTS = 4000
+MAX_HEAT_ROWS = 600
+COLOURS = {Severity.ERROR: "#d62728", Severity.WARNING: "#ff7f0e", Severity.INFO: "#1f77b4"}
+MEMORY_FIELDS = ("rss", "cuda_allocated", "cuda_reserved", "cuda_peak", "gpu_mem_used")
+PANEL_WIDTH, PANEL_HEIGHT = 7.0, 2.4
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str
+    title: str
+    has: Callable[[Run], bool]
+    draw: Callable[[Axes, Run], None]
+    categories: tuple[Category, ...] = ()
+
+
+# -- curves ----------------------------------------------------------------------
+
+
+def thin(values: pd.Series, max_points: int = MAX_POINTS) -> pd.Series:
+    """Finite points of a curve, at most about ``max_points``, keeping each bucket's min and max."""
+    values = values[np.isfinite(values.to_numpy(dtype="float64"))]
+    buckets = max_points // 2
+    if len(values) <= max_points:
+        return values
+    size = len(values) // buckets
+    body = values.to_numpy()[: buckets * size].reshape(buckets, size)
+    base = np.arange(buckets) * size
+    keep = np.unique(np.concatenate([base + body.argmin(1), base + body.argmax(1), np.arange(buckets * size, len(values))]))
+    return values.iloc[keep]
+
+
+def wants_log(values: pd.Series) -> bool:
+    """Log scale helps when a curve is positive and spans more than one decade."""
+    finite = values[np.isfinite(values.to_numpy(dtype="float64"))]
+    return bool(len(finite)) and finite.min() > 0 and finite.max() / finite.min() > 10
+
+
+def _curves(ax: Axes, run: Run, columns: Sequence[str], scale: float = 1.0) -> None:
+    drawn = [c for c in columns if run.has(c)]
+    for column in drawn:
+        curve = thin(run.series(column)) / scale
+        ax.plot(curve.index, curve.to_numpy(), lw=1, marker="o" if len(curve) < 30 else None, ms=3, label=column)
+    every = pd.concat([run.series(c) for c in drawn])
+    if wants_log(every):
+        ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False)
+    if len(drawn) > 1:
+        ax.legend(loc="upper right", fontsize="small")
+
+
+def _has_any(*columns: str) -> Callable[[Run], bool]:
+    return lambda run: any(run.has(c) for c in columns)
+
+
+def _heat(column: str) -> Callable[[Axes, Run], None]:
+    def draw(ax: Axes, run: Run) -> None:
+        table = run.layer_series(column).dropna(axis=1, how="all")
+        table = table.iloc[:: max(1, len(table) // MAX_HEAT_ROWS)]
+        values = table.to_numpy(dtype="float64")
+        logged = np.log10(np.where(values > 0, values, np.nan))
+        mesh = ax.pcolormesh(_edges(table.index.to_numpy(dtype="float64")), np.arange(len(table.columns) + 1) - 0.5,
+                             np.ma.masked_invalid(logged.T), cmap="viridis", shading="flat")
+        ax.set_yticks(range(len(table.columns)), [str(m) for m in table.columns], fontsize="x-small")
+        ax.set_ylim(len(table.columns) - 0.5, -0.5)
+        ax.figure.colorbar(mesh, ax=ax, label=f"log10 {column}", pad=0.01)
+
+    return draw
+
+
+def _edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges around sampled steps: halfway between neighbours, half a gap beyond the ends."""
+    if len(steps) == 1:
+        return np.array([steps[0] - 0.5, steps[0] + 0.5])
+    middle = (steps[1:] + steps[:-1]) / 2
+    return np.concatenate([[steps[0] - (middle[0] - steps[0])], middle, [steps[-1] + (steps[-1] - middle[-1])]])
+
+
+def _has_layers(column: str) -> Callable[[Run], bool]:
+    return lambda run: not run.layer_series(column).empty
+
+
+PANELS = (
+    Panel("loss", "loss", _has_any("loss", "val_loss"), lambda ax, run: _curves(ax, run, ("loss", "val_loss"))),
+    Panel("lr", "learning rate", _has_any("lr"), lambda ax, run: _curves(ax, run, ("lr",)), (Category.OPTIMIZATION,)),
+    Panel("grad_norm", "gradient norm", _has_any("grad_norm"), lambda ax, run: _curves(ax, run, ("grad_norm",)),
+          (Category.GRADIENTS,)),
+    Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _curves(ax, run, MEMORY_FIELDS, 2**30),
+          (Category.RESOURCES,)),
+    Panel("layer_grad", "per-layer gradient norm", _has_layers("grad_norm"), _heat("grad_norm"), (Category.GRADIENTS,)),
+    Panel("layer_act", "per-layer activation std", _has_layers("act_std"), _heat("act_std"), (Category.ACTIVATIONS,)),
+)
+
+
+# -- findings --------------------------------------------------------------------
+
+
+def draw_finding(ax: Axes, finding: Finding) -> None:
+    """Mark a finding on an axis whose x is the step."""
+    colour = COLOURS[finding.severity]
+    label = finding.code + (f" ({finding.module})" if finding.module else "")
+    if finding.onset is not None and finding.end is not None and finding.end != finding.onset:
+        ax.axvspan(finding.onset, finding.end, color=colour, alpha=0.12, label=label)
+    elif finding.onset is not None:
+        ax.axvline(finding.onset, color=colour, ls="--", lw=1.2, label=label)
+        ax.annotate(f" {label}", (finding.onset, 0.97), xycoords=ax.get_xaxis_transform(), color=colour,
+                    fontsize="x-small", va="top")
+    if finding.steps:
+        ax.plot(list(finding.steps), [0.98] * len(finding.steps), "v", color=colour, ms=5,
+                transform=ax.get_xaxis_transform(), label=None if finding.onset is not None else label)
+    for key, value in finding.evidence.items():
+        if "best" in key and key.endswith("step") and isinstance(value, (int, float)):
+            ax.axvline(value, color="#2ca02c", ls=":", lw=1.2, label=f"{key} ({finding.code})")
+
+
+def _findings_for(panel: Panel, findings: Sequence[Finding]) -> list[Finding]:
+    if panel.key == "loss":
+        return list(findings)
+    return [f for f in findings if f.category in panel.categories]
+
+
+# -- figures ---------------------------------------------------------------------
+
+
+def figure(analyses: Sequence[Analysis]) -> Figure:
+    """One column per run, one row per panel kind that any of the runs holds."""
+    panels = [p for p in PANELS if any(p.has(a.run) for a in analyses)] or [PANELS[0]]
+    fig = Figure(figsize=(PANEL_WIDTH * len(analyses), PANEL_HEIGHT * len(panels)), layout="constrained")
+    grid = fig.subplots(len(panels), len(analyses), squeeze=False, sharex="col")
+    for column, analysis in enumerate(analyses):
+        grid[0][column].set_title(analysis.run.name, fontweight="bold", loc="left")
+        for row, panel in enumerate(panels):
+            _draw_panel(grid[row][column], panel, analysis)
+        grid[-1][column].set_xlabel("step")
+    return fig
+
+
+def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
+    ax.set_ylabel(panel.title, fontsize="small")
+    if not panel.has(analysis.run):
+        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
+        return
+    panel.draw(ax, analysis.run)
+    findings = _findings_for(panel, analysis.findings)
+    for finding in findings:
+        draw_finding(ax, finding)
+    if findings:
+        ax.legend(loc="upper right", fontsize="x-small")
+    ax.grid(alpha=0.3)
+
+
+def image_bytes(fig: Figure, format: str = "png") -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format=format, dpi=90)
+    return buffer.getvalue()
