@@ -3,13 +3,15 @@
 Tolerant by design: a cut last line, a line that is not JSON, unknown keys and
 strings where numbers belong are skipped or converted with a warning on the
 ``Run``; only a file with nothing usable in it is an error.
+
+Built for long runs: lines are parsed in batches, records are sorted by kind
+in one pass, and everything after that works on whole columns.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,300 +19,263 @@ import numpy as np
 import pandas as pd
 
 from diagnose.errors import InputError
+from diagnose.readers import frames
 from diagnose.run import Run
 from diagnose.runfile import schema
 
+_BATCH = 20_000
+_TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail",
+                 "phase")
 
-def _parse_std(line: bytes) -> Any:
+
+def _loads_std(data: bytes) -> Any:
     # Bare NaN/Infinity tokens (Python's default output) are kept as strings so
     # that a logged NaN stays distinguishable from a value that was not logged.
-    return json.loads(line, parse_constant=str)
+    return json.loads(data, parse_constant=str)
 
 
-try:  # orjson is an optional speed-up for very long runs
-    import orjson
-
-    def _parse(line: bytes) -> Any:
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return _parse_std(line)  # orjson rejects bare NaN/Infinity tokens
-
-except ImportError:  # pragma: no cover - depends on the environment
-    _parse = _parse_std
-
-_MAX_WARNINGS_PER_KIND = 3
+def _fast_loads() -> Callable[[bytes], Any] | None:
+    try:  # orjson is an optional speed-up for very long runs
+        import orjson
+    except ImportError:
+        return None
+    return orjson.loads
 
 
-class _Segment:
-    """Records of one run inside a file (a file may hold several appended runs)."""
-
-    def __init__(self) -> None:
-        self.meta: dict[str, Any] = {}
-        self.steps: list[dict[str, Any]] = []
-        self.evals: list[dict[str, Any]] = []
-        self.layers: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-        self.last_step: float | None = None
-        self.first_step: float | None = None
-
-    def empty(self) -> bool:
-        return not (self.steps or self.evals or self.layers or self.events)
+_loads_fast = _fast_loads()
 
 
-class _Warnings:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self._counts: dict[str, int] = {}
-
-    def add(self, kind: str, message: str) -> None:
-        count = self._counts.get(kind, 0) + 1
-        self._counts[kind] = count
-        if count <= _MAX_WARNINGS_PER_KIND:
-            self.messages.append(message)
-
-    def summary(self) -> list[str]:
-        extra = [
-            f"... and {count - _MAX_WARNINGS_PER_KIND} more like it ({kind})"
-            for kind, count in self._counts.items()
-            if count > _MAX_WARNINGS_PER_KIND
-        ]
-        return self.messages + extra
-
-
-def read_jsonl(path: str | Path, *, name: str | None = None) -> list[Run]:
+def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """Read every run in a JSON Lines file (several when runs were appended)."""
     path = Path(path)
-    warnings = _Warnings()
-    segments = _split_segments(_records(path, warnings), warnings)
-    runs = [s for s in segments if not s.empty()]
-    if not runs:
+    warnings = frames.WarningLog()
+    kinds = _by_kind(_records(frames.read_bytes(path), warnings), warnings)
+    parts = _parts(kinds, mapping, path)
+    if all(part.empty for part in parts.values()):
         raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "
                          '{"step": 1, "loss": 0.5})')
-    base = name or path.stem
-    result = []
-    for index, segment in enumerate(runs):
-        run_name = base if len(runs) == 1 else f"{base}#{index + 1}"
-        result.append(_build_run(segment, run_name, str(path), warnings.summary()))
-    if len(runs) > 1:
-        for run in result:
-            run.warnings.append(f"{path.name} holds {len(runs)} runs appended one after another "
-                                "(the step counter restarts); they are read as separate runs")
-    return result
+    boundaries = _run_boundaries(parts["steps"])
+    runs = [_build_run(parts, kinds[schema.META], boundaries, index, path, warnings)
+            for index in range(len(boundaries) + 1)]
+    return frames.name_runs(runs, path, name)
 
 
-def _records(path: Path, warnings: _Warnings) -> Iterator[dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, expected a run file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if not raw.strip():
-        raise InputError(f"{path}: file is empty")
+# -- lines -> records --------------------------------------------------------------
+
+
+def _records(raw: bytes, warnings: frames.WarningLog) -> list[Any]:
+    """Parsed lines, a batch at a time; a batch with a bad line is parsed line by line."""
     lines = raw.split(b"\n")
-    last_index = len(lines) - 1
-    for number, line in enumerate(lines, start=1):
+    records: list[Any] = []
+    for start in range(0, len(lines), _BATCH):
+        batch = [line for line in lines[start:start + _BATCH] if line and not line.isspace()]
+        joined = b"[" + b",".join(batch) + b"]"
+        parsed = _try_loads(_loads_fast, joined) or _try_loads(_loads_std, joined)
+        if parsed is None:
+            parsed = _parse_each(lines, start, _last_line(lines), warnings)
+        records.extend(parsed)
+    return records
+
+
+def _try_loads(loads: Callable[[bytes], Any] | None, data: bytes) -> list[Any] | None:
+    if loads is None:
+        return None
+    try:
+        return loads(data)
+    except (ValueError, UnicodeDecodeError):  # orjson's error derives from ValueError
+        return None
+
+
+def _last_line(lines: list[bytes]) -> int:
+    return next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip()), 0)
+
+
+def _parse_each(lines: list[bytes], start: int, last_index: int, warnings: frames.WarningLog) -> list[Any]:
+    parsed = []
+    for index in range(start, min(start + _BATCH, len(lines))):
+        line = lines[index]
         if not line.strip():
             continue
         try:
-            record = _parse(line)
+            parsed.append(_loads_std(line))
         except (ValueError, UnicodeDecodeError):
-            if number >= last_index:
-                warnings.add("truncated", f"line {number}: cut off (the writer was probably killed); ignored")
+            if index == last_index:
+                warnings.add("truncated", f"line {index + 1}: cut off (the writer was probably killed); ignored")
             else:
-                warnings.add("not-json", f"line {number}: not JSON; ignored")
-            continue
+                warnings.add("not-json", f"line {index + 1}: not JSON; ignored")
+    return parsed
+
+
+def _by_kind(records: list[Any], warnings: frames.WarningLog) -> dict[Any, tuple[list[dict], list[int]]]:
+    """Records of each kind (None: the minimal form) with their positions in the file."""
+    kinds: dict[Any, tuple[list[dict], list[int]]] = {kind: ([], []) for kind in (None, *schema.KINDS)}
+    for position, record in enumerate(records):
         if not isinstance(record, dict):
-            warnings.add("not-object", f"line {number}: not a JSON object; ignored")
+            warnings.add("not-object", f"record {position + 1}: not a JSON object; ignored")
             continue
-        yield record
-
-
-def _split_segments(records: Iterable[dict[str, Any]], warnings: _Warnings) -> list[_Segment]:
-    segments = [_Segment()]
-    for record in records:
-        kind = record.get("kind")
-        current = segments[-1]
-        if kind == schema.META:
-            # A meta record opens a session. Whether it is a new run or a
-            # resumed one is decided by the step counter (below).
-            if not current.meta:
-                current.meta = dict(record)
-            else:
-                current.meta.setdefault("resumed", []).append(record.get("started"))
+        bucket = kinds.get(record.get("kind"))
+        if bucket is None:
+            warnings.add("unknown-kind", f"record kind {record.get('kind')!r} is not known; ignored")
             continue
-        step = schema.to_number(record.get("step"))
-        if step is not None and not math.isfinite(step):
-            step = None
-        if kind in (None, schema.STEP) and step is not None and _restarts(current, step):
-            fresh = _Segment()
-            fresh.meta = dict(current.meta)
-            segments.append(fresh)
-            current = fresh
-        _add(current, kind, record, step, warnings)
-    return segments
+        bucket[0].append(record)
+        bucket[1].append(position)
+    return kinds
 
 
-def _restarts(segment: _Segment, step: float) -> bool:
-    """A step counter that goes back to (or below) the segment's first step starts a new run."""
-    if not segment.steps or segment.first_step is None or segment.last_step is None:
-        return False
-    return step <= segment.first_step and segment.last_step > segment.first_step
+# -- records -> ordered frames ---------------------------------------------------------
 
 
-def _add(segment: _Segment, kind: Any, record: dict[str, Any], step: float | None, warnings: _Warnings) -> None:
-    if kind is None:
-        _add_minimal(segment, record, step, warnings)
-        return
-    if kind not in schema.KINDS:
-        warnings.add("unknown-kind", f"record kind {kind!r} is not known; ignored")
-        return
-    if step is None and kind != schema.EVENT:
-        warnings.add("no-step", f"a {kind} record has no usable step; ignored")
-        return
-    body = {k: v for k, v in record.items() if k != "kind"}
-    body["step"] = step
-    if kind == schema.STEP:
-        segment.steps.append(body)
-        segment.first_step = step if segment.first_step is None else segment.first_step
-        segment.last_step = step
-    elif kind == schema.EVAL:
-        segment.evals.append({schema.canonical_eval_key(k) if k != "step" else k: v for k, v in body.items()})
-    elif kind == schema.LAYER:
-        segment.layers.append(body)
-    else:
-        segment.events.append(body)
+def _parts(kinds: dict, mapping: Mapping[str, str] | None, path: Path) -> dict[str, pd.DataFrame]:
+    """Frames of step, evaluation, layer and event rows, each with its file position in ``_pos``."""
+    minimal_train, minimal_eval = _minimal(kinds[None], mapping, path)
+    steps = _kind_frame(kinds[schema.STEP])
+    if "lrs" in steps.columns:
+        first_lr = steps["lrs"].map(lambda v: v[0] if isinstance(v, list) and v else None)
+        steps["lr"] = steps["lr"].where(steps["lr"].notna(), first_lr) if "lr" in steps.columns else first_lr
+    evals = _kind_frame(kinds[schema.EVAL])
+    evals = evals.rename(columns={c: schema.canonical_eval_key(c) for c in evals.columns if c not in ("step", "_pos")})
+    return {
+        "steps": _stack(steps, minimal_train),
+        "evals": _stack(evals, minimal_eval),
+        "layers": _kind_frame(kinds[schema.LAYER]),
+        "events": _kind_frame(kinds[schema.EVENT]),
+    }
 
 
-def _add_minimal(segment: _Segment, record: dict[str, Any], step: float | None, warnings: _Warnings) -> None:
-    if step is None:
-        step = float(segment.last_step + 1) if segment.last_step is not None else 0.0
-    train: dict[str, Any] = {}
-    evals: dict[str, Any] = {}
-    for key, value in record.items():
-        if key == "step":
-            continue
-        if schema.is_eval_key(key):
-            evals[schema.canonical_eval_key(key)] = value
-        else:
-            train[schema.canonical_step_key(key)] = value
-    if train:
-        train["step"] = step
-        segment.steps.append(train)
-        segment.first_step = step if segment.first_step is None else segment.first_step
-        segment.last_step = step
-    if evals:
-        evals["step"] = step
-        segment.evals.append(evals)
-    if not train and not evals:
-        warnings.add("empty-record", "a record holds only a step; ignored")
+def _kind_frame(bucket: tuple[list[dict], list[int]]) -> pd.DataFrame:
+    records, positions = bucket
+    frame = frames.records_frame(records, skip=("kind",))
+    frame["_pos"] = np.asarray(positions, dtype="int64")
+    if "step" not in frame.columns:
+        frame["step"] = np.nan
+    return frame
 
 
-_TEXT_COLUMNS = {"module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase"}
+def _minimal(bucket: tuple[list[dict], list[int]], mapping: Mapping[str, str] | None,
+             path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Minimal-form records split by their keys into training and evaluation rows."""
+    raw = _kind_frame(bucket)
+    rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
+    if mapping and "step" in mapping:
+        raw = raw.drop(columns="step").rename(columns={mapping["step"]: "step"})
+    frame = frames.rename_columns(raw.drop(columns=["step", "_pos"]), path, rest)
+    frame["step"] = _fill_steps(pd.to_numeric(raw["step"], errors="coerce"))
+    frame["_pos"] = raw["_pos"]
+    eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]
+    train_cols = [c for c in frame.columns if c not in eval_cols and c not in ("step", "_pos")]
+    has_train = frame[[c for c in train_cols if c not in frames.BOOKKEEPING]].notna().any(axis=1)
+    has_eval = frame[eval_cols].notna().any(axis=1)
+    return frame.loc[has_train, ["step", "_pos", *train_cols]], frame.loc[has_eval, ["step", "_pos", *eval_cols]]
 
 
-def _numeric_frame(rows: list[dict[str, Any]], warnings: _Warnings, label: str,
-                   nan_steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Rows to a frame whose number columns are float64, strings converted or dropped."""
-    if not rows:
-        return pd.DataFrame({"step": pd.Series(dtype="float64")})
-    frame = pd.DataFrame.from_records(rows)
-    for column in list(frame.columns):
-        if column in _TEXT_COLUMNS:
-            continue
-        values = frame[column]
-        if values.dtype.kind in "fiub":
-            numbers = values.astype("float64")
-        else:
-            numbers, bad = _coerce(values)
-            if bad:
-                warnings.add(f"not-number-{label}-{column}",
-                             f"{label} field {column!r}: {bad} value(s) are not numbers; read as missing")
-            if numbers.isna().all():
-                frame = frame.drop(columns=column)
-                continue
-        if nan_steps is not None and column != "step":
-            real_nan = _real_nans(values)
-            if real_nan.any():
-                nan_steps[column] = np.sort(frame.loc[real_nan, "step"].to_numpy(dtype="float64"))
-        frame[column] = numbers
-    return frame.sort_values("step", kind="stable").reset_index(drop=True)
+def _fill_steps(steps: pd.Series) -> pd.Series:
+    """A record without a step comes right after the one before it (the first at step 0)."""
+    if steps.notna().all():
+        return steps
+    known = steps.notna()
+    since = known.groupby(known.cumsum()).cumcount().astype("float64")
+    base = steps.ffill()
+    return base.where(known, base + since).fillna(since - 1)
 
 
-def _coerce(values: pd.Series) -> tuple[pd.Series, int]:
-    converted = []
-    bad = 0
-    for value in values:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            converted.append(math.nan)
-            continue
-        number = schema.to_number(value)
-        if number is None:
-            if not isinstance(value, (list, dict)):
-                bad += 1
-            converted.append(math.nan)
-        else:
-            converted.append(number)
-    return pd.Series(converted, index=values.index, dtype="float64"), bad
+def _stack(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    if second.empty:
+        return first
+    if first.empty:
+        return second
+    return pd.concat([first, second], ignore_index=True).sort_values("_pos", kind="stable")
 
 
-def _real_nans(values: pd.Series) -> np.ndarray:
-    """Mask of entries that were logged as NaN (not merely absent).
-
-    The parser keeps logged NaNs as strings, so a float column holds no
-    logged NaN and only object columns need a look per element.
-    """
-    if values.dtype.kind == "f":
-        return np.zeros(len(values), dtype=bool)
-    return np.array([
-        (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip().lower() in {"nan", "+nan", "-nan"})
-        for v in values
-    ], dtype=bool)
+# -- runs ----------------------------------------------------------------------------
 
 
-def _build_run(segment: _Segment, name: str, source: str, warnings: list[str]) -> Run:
-    w = _Warnings()
+def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
+    """File positions where another run begins (the step counter restarts)."""
+    if steps.empty:
+        return np.zeros(0, dtype="int64")
+    ordered = steps.sort_values("_pos", kind="stable")
+    numbers = pd.to_numeric(ordered["step"], errors="coerce")
+    usable = ordered[numbers.notna().to_numpy()]
+    values = numbers.dropna().to_numpy(dtype="float64")
+    return usable["_pos"].to_numpy()[frames.restart_positions(values)]
+
+
+def _build_run(parts: dict[str, pd.DataFrame], metas: tuple[list[dict], list[int]], boundaries: np.ndarray,
+               index: int, path: Path, warnings: frames.WarningLog) -> Run:
+    chosen = {key: _segment(frame, boundaries, index) for key, frame in parts.items()}
+    meta = _segment_meta(metas, parts, boundaries, index)
     nan_steps: dict[str, np.ndarray] = {}
-    steps = _numeric_frame([_flatten_lrs(r) for r in segment.steps], w, "step", nan_steps)
-    evals = _numeric_frame(segment.evals, w, "eval", nan_steps)
-    layers = _numeric_frame(segment.layers, w, "layer")
-    events = pd.DataFrame.from_records(segment.events) if segment.events else pd.DataFrame(
-        {"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
-    for frame in (steps, evals, layers, events):
-        if "step" in frame.columns:
-            frame["step"] = frame["step"].astype("float64")
-    steps = _merge_duplicate_steps(steps)
-    meta = dict(segment.meta)
-    run_name = str(meta.get("name") or name)
+    repeated: dict[str, int] = {}
+    local = frames.WarningLog()
+    for key in ("steps", "evals", "layers"):
+        frame = _with_step(chosen[key], key, local)
+        text = _TEXT_COLUMNS if key == "layers" else ()
+        tracked = nan_steps if key != "layers" else None
+        frame = frames.numeric_frame(frame, key[:-1], local, tracked, text_columns=text)
+        chosen[key] = frame if key == "layers" else frames.merge_duplicate_steps(frame, repeated)
+    events = chosen["events"]
+    if events.empty:
+        events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+    else:
+        events = events.assign(step=pd.to_numeric(events["step"], errors="coerce").astype("float64"))
+    if repeated:
+        meta["repeated_steps"] = repeated
     return Run(
-        name=run_name,
-        source=source,
+        name=str(meta.get("name") or ""),
+        source=str(path),
         format="diagnose" if meta else "jsonl",
         meta=meta,
-        steps=steps,
-        evals=evals,
-        layers=layers,
-        events=events,
+        steps=chosen["steps"],
+        evals=chosen["evals"],
+        layers=chosen["layers"],
+        events=events.reset_index(drop=True),
         nan_steps=nan_steps,
-        warnings=list(warnings) + w.summary(),
+        warnings=warnings.summary() + local.summary() + frames.repeated_warning(repeated),
         rank=meta.get("rank"),
     )
 
 
-def _flatten_lrs(record: dict[str, Any]) -> dict[str, Any]:
-    lrs = record.get("lrs")
-    if isinstance(lrs, list) and lrs and "lr" not in record:
-        record = dict(record, lr=lrs[0])
-    return record
+def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.DataFrame:
+    if frame.empty or not len(boundaries):
+        return frame.drop(columns="_pos")
+    ids = frames.segment_ids(frame["_pos"].to_numpy(), boundaries)
+    return frame.loc[ids == index].drop(columns="_pos")
 
 
-def _merge_duplicate_steps(steps: pd.DataFrame) -> pd.DataFrame:
-    """Several records for one step (values logged in separate calls) become one row."""
-    if steps.empty or not steps["step"].duplicated().any():
-        return steps
-    numeric = steps.select_dtypes(include="number")
-    merged = numeric.groupby("step", sort=True).last().reset_index()
-    return merged
+def _with_step(frame: pd.DataFrame, kind: str, warnings: frames.WarningLog) -> pd.DataFrame:
+    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
+    bad = ~np.isfinite(steps)
+    if bad.any():
+        warnings.add("no-step", f"{int(bad.sum())} {kind[:-1]} record(s) have no usable step; ignored")
+        frame = frame.loc[~bad]
+    return frame
+
+
+def _segment_meta(metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataFrame], boundaries: np.ndarray,
+                  index: int) -> dict[str, Any]:
+    """The meta record that opened this run; later ones in it are resumed sessions.
+
+    A meta record belongs to the run of the first record after it. A run
+    without one takes the one that opened the latest run before it.
+    """
+    records, positions = metas
+    if not records:
+        return {}
+    owner = frames.segment_ids(_next_positions(np.asarray(positions), parts), boundaries)
+    own = [record for record, run in zip(records, owner) if run == index]
+    if not own:
+        earlier = [record for record, run in zip(records, owner) if run < index]
+        own = earlier[-1:]
+    if not own:
+        return {}
+    meta = {k: v for k, v in own[0].items() if k != "kind"}
+    if len(own) > 1:
+        meta["resumed"] = [record.get("started") for record in own[1:]]
+    return meta
+
+
+def _next_positions(positions: np.ndarray, parts: dict[str, pd.DataFrame]) -> np.ndarray:
+    """For each meta record, the file position of the first data record after it."""
+    data = np.sort(np.concatenate([frame["_pos"].to_numpy() for frame in parts.values() if not frame.empty]))
+    after = np.searchsorted(data, positions)
+    return np.where(after < len(data), data[np.minimum(after, len(data) - 1)], positions)

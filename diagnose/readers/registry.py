@@ -1,29 +1,92 @@
-"""Choose a reader for a path and read it into `Run` objects."""
+"""Choose a reader for a path (by content, then by name) and read it into `Run` objects."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import warnings as _warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from diagnose.errors import InputError
-from diagnose.readers.native import read_jsonl
+from diagnose.readers import frames, hf, native, ranks, tables, text
 from diagnose.run import Run
+from diagnose.runfile import schema
+
+Reader = Callable[..., list[Run]]
+
+_SNIFF_BYTES = 64 * 1024
+_TFEVENTS = "events.out.tfevents"
+# Text files a folder may hold as logs; other suffixes (.py, .md, ...) are not read from folders.
+_LOG_SUFFIXES = {".log", ".txt", ".out", ""}
+# When the content says nothing clear, the name decides (the reader then says what is wrong).
+_BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".log": "text", ".txt": "text"}
+_JSON_HISTORY = re.compile(r'^\s*\{\s*"[^"]+"\s*:\s*\[')
+_NOT_RECOGNISED = ("not a training log diagnose can read (expected a run file of JSON lines, a trainer_state.json, "
+                   "a metrics CSV, a Keras history.json, TensorBoard event files, or a text log with lines like "
+                   "'step 10 | loss 0.52' or 'Epoch [1/10], Train Loss: 0.52')")
 
 
-def load_all(path: str | Path, *, format: str | None = None) -> list[Run]:
-    """Read every run held by ``path`` (a file may hold several appended runs)."""
+def _read_keras(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    reader = tables.read_keras_history if frames.read_bytes(Path(path)).lstrip()[:1] == b"{" else tables.read_keras_csv
+    return reader(path, mapping=mapping)
+
+
+def _read_tensorboard(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    from diagnose.readers import tensorboard  # needs the optional tensorboard package
+
+    return tensorboard.read_tensorboard(path, mapping=mapping)
+
+
+READERS: dict[str, Reader] = {
+    "diagnose": native.read_jsonl,
+    "jsonl": native.read_jsonl,
+    "huggingface": hf.read_trainer_state,
+    "lightning": tables.read_lightning_csv,
+    "keras": _read_keras,
+    "yolo": tables.read_yolo_results,
+    "csv": tables.read_generic_csv,
+    "nanogpt": text.read_nanogpt_log,
+    "text": text.read_text_log,
+    "tensorboard": _read_tensorboard,
+}
+ALIASES = {"hf": "huggingface", "transformers": "huggingface", "trainer_state": "huggingface",
+           "pytorch_lightning": "lightning", "ultralytics": "yolo", "tb": "tensorboard", "txt": "text",
+           "log": "text", "native": "diagnose"}
+FORMATS = tuple(READERS)
+
+
+def load_all(path: str | Path, *, format: str | None = None, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """Every run held by ``path``.
+
+    A file may hold several runs appended one after another (the step counter
+    restarts): each is its own `Run`. A folder stands for every run file found
+    in it and below it; a folder of TensorBoard event files is one run.
+    ``format`` forces a reader (one of `FORMATS`); ``mapping`` says which
+    column is which (``{"loss": "train/loss", "step": "iteration"}``).
+    """
     path = Path(path)
+    rank_sets = ranks.rank_sets(path) if format is None else []
+    if rank_sets:  # the per-rank files of a torch.distributed run: one run with a rank dimension
+        return [ranks.read_rank_set(files, mapping=mapping) for files in rank_sets]
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    chosen = format or "jsonl"
-    if chosen not in ("jsonl", "diagnose"):
-        raise InputError(f"{path}: unknown input format {chosen!r}")
-    return read_jsonl(path)
+    if path.is_dir() and not _has_tfevents(path) and _canonical(format) != "tensorboard":
+        return _load_folder(path, format, mapping)
+    if format is not None:
+        return _reader(format, path)(path, mapping=mapping)
+    found = detect(path) or _BY_SUFFIX.get(path.suffix.lower())
+    if found is None:
+        frames.read_bytes(path)  # an empty or unreadable file says so first
+        raise InputError(f"{path}: {_NOT_RECOGNISED}")
+    return READERS[found](path, mapping=mapping)
 
 
-def load(path: str | Path, *, format: str | None = None, index: int = -1) -> Run:
-    """Read one run. When the file holds several, take ``index`` (default: the last)."""
-    runs = load_all(path, format=format)
+def load(path: str | Path, *, format: str | None = None, mapping: Mapping[str, str] | None = None,
+         index: int = -1) -> Run:
+    """Read one run. When the path holds several, take ``index`` (default: the last) and warn."""
+    runs = load_all(path, format=format, mapping=mapping)
     if len(runs) > 1:
         _warnings.warn(
             f"{Path(path).name} holds {len(runs)} runs; using run {index % len(runs) + 1} "
@@ -31,3 +94,145 @@ def load(path: str | Path, *, format: str | None = None, index: int = -1) -> Run
             stacklevel=2,
         )
     return runs[index]
+
+
+def _canonical(format: str | None) -> str | None:
+    return None if format is None else ALIASES.get(format.lower(), format.lower())
+
+
+def _reader(format: str, path: Path) -> Reader:
+    name = _canonical(format)
+    if name not in READERS:
+        raise InputError(f"{path}: unknown input format {format!r} (known: {', '.join(FORMATS)})")
+    return READERS[name]
+
+
+# -- folders ---------------------------------------------------------------------
+
+
+def _load_folder(folder: Path, format: str | None, mapping: Mapping[str, str] | None) -> list[Run]:
+    runs: list[Run] = []
+    skipped: list[str] = []
+    for source, found in _folder_sources(folder):
+        reader = READERS[found] if format is None else _reader(format, source)
+        try:
+            runs.extend(reader(source, mapping=mapping))
+        except InputError as exc:
+            skipped.append(f"skipped {source.relative_to(folder)}: {exc}")
+    if not runs:
+        detail = f" ({skipped[0]})" if skipped else ""
+        raise InputError(f"{folder}: no run files found in this folder{detail}")
+    for run in runs[:1]:
+        run.warnings.extend(skipped)
+    return runs
+
+
+def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
+    """Recognised run files under ``folder`` in name order; a folder of event files counts once."""
+    sources = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        here = Path(root)
+        if any(f.startswith(_TFEVENTS) for f in files):
+            sources.append((here, "tensorboard"))
+        for name in sorted(files):
+            path = here / name
+            if name.startswith((".", _TFEVENTS)):
+                continue
+            found = detect(path, strict=True)
+            if found is not None:
+                sources.append((path, found))
+    return sources
+
+
+def _has_tfevents(folder: Path) -> bool:
+    return any(p.name.startswith(_TFEVENTS) for p in folder.iterdir())
+
+
+# -- detection -------------------------------------------------------------------
+
+
+def detect(path: str | Path, *, strict: bool = False) -> str | None:
+    """The reader for ``path`` by its content (and name), or None.
+
+    ``strict`` (used for folders) reads text logs only from files named like
+    logs (``.log``, ``.txt``, ``.out``), so that a README is never taken for one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "tensorboard" if _has_tfevents(path) else None
+    if path.name.startswith(_TFEVENTS):
+        return "tensorboard"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    if b"\x00" in head or not head.strip():
+        return None
+    sample = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = sample.splitlines()[:-1] if len(head) == _SNIFF_BYTES else sample.splitlines()
+    if path.name == "trainer_state.json":
+        return "huggingface"
+    if sample.lstrip()[:1] in ("{", "["):
+        return _detect_json(sample, lines)
+    table = _detect_table(lines)
+    if table is not None:
+        return table
+    if strict and path.suffix.lower() not in _LOG_SUFFIXES:
+        return None
+    if text.looks_like_nanogpt(lines):
+        return "nanogpt"
+    if text.looks_like_key_values(lines):
+        return "text"
+    return None
+
+
+def _detect_json(sample: str, lines: list[str]) -> str | None:
+    first = next((line for line in lines if line.strip()), "")
+    try:
+        record = json.loads(first, parse_constant=str)
+    except ValueError:
+        record = None
+    if isinstance(record, dict):
+        if "log_history" in record:
+            return "huggingface"
+        if record and all(isinstance(v, list) for v in record.values()):
+            return "keras"
+        return "jsonl" if _is_metric_record(record) else None
+    if '"log_history"' in sample:
+        return "huggingface"
+    return "keras" if _JSON_HISTORY.match(sample) else None
+
+
+def _is_metric_record(record: dict) -> bool:
+    """A native record, or a minimal one: a step, or something named like a loss."""
+    if record.get("kind") in schema.KINDS:
+        return True
+    keys = [schema.normalise_key(str(k)) for k in record]
+    return any(k in tables.STEP_COLUMNS or "loss" in k for k in keys)
+
+
+def _detect_table(lines: list[str]) -> str | None:
+    """A CSV whose first data row is mostly numbers, and which has a step or a loss column."""
+    rows = [line for line in lines if line.strip()][:2]
+    if len(rows) < 2:
+        return None
+    header = [h.strip() for h in rows[0].split(",")]
+    cells = [c.strip() for c in rows[1].split(",")]
+    if len(header) < 2 or len(cells) != len(header):
+        return None
+    numeric = sum(1 for c in cells if c == "" or schema.to_number(c) is not None)
+    if numeric < max(1, len(cells) / 2):
+        return None
+    norms = [schema.normalise_key(h) for h in header]
+    has_loss = any("loss" in n for n in norms)
+    if "epoch" in norms and any(h.lower().endswith("/box_loss") for h in header):
+        return "yolo"
+    if "step" in norms and "epoch" in norms:
+        return "lightning"
+    if has_loss and ("epoch" in norms or not set(norms) & set(tables.STEP_COLUMNS)):
+        return "keras"
+    if has_loss or set(norms) & set(tables.STEP_COLUMNS):
+        return "csv"
+    return None

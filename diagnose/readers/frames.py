@@ -1,0 +1,361 @@
+"""What every reader shares: numbers from raw values, NaN tracking, names,
+splitting appended runs, and turning a table of rows into `Run` objects.
+
+A reader's job ends with a *rows table*: a DataFrame in file order with a
+``step`` column and one column per metric under its canonical name (train
+fields like ``loss``/``lr``, evaluation fields ``val_*``). Values may still be
+raw (strings from a CSV, ``"NaN"`` from JSON); `build_runs` does the rest the
+same way for every format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from diagnose.errors import InputError
+from diagnose.run import Run
+from diagnose.runfile import schema
+
+MAX_WARNINGS_PER_KIND = 3
+NAN_WORDS = ("nan", "+nan", "-nan")
+# Columns that say where a row sits rather than what was measured: they never
+# make a row a training row on their own.
+BOOKKEEPING = ("step", "epoch")
+# Names that say nothing about the run: a run read from one takes its folder's name.
+GENERIC_STEMS = {"metrics", "trainer_state", "results", "log", "history", "training", "train",
+                 "training_log", "train_log", "events", "output", "outputs", "stdout"}
+
+
+class WarningLog:
+    """Warnings for one read, at most a few of each kind, then a count."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._counts: dict[str, int] = {}
+
+    def add(self, kind: str, message: str) -> None:
+        count = self._counts.get(kind, 0) + 1
+        self._counts[kind] = count
+        if count <= MAX_WARNINGS_PER_KIND:
+            self.messages.append(message)
+
+    def summary(self) -> list[str]:
+        extra = [
+            f"... and {count - MAX_WARNINGS_PER_KIND} more like it ({kind})"
+            for kind, count in self._counts.items()
+            if count > MAX_WARNINGS_PER_KIND
+        ]
+        return self.messages + extra
+
+
+# -- numbers -------------------------------------------------------------------
+
+
+def to_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """Raw values as float64, which entries were logged as NaN, and how many are not numbers.
+
+    Missing entries (None, empty) become NaN without counting as logged NaN.
+    Lists and dicts (e.g. per-group learning rates) are read as missing
+    without a complaint.
+    """
+    if values.dtype.kind in "fiub":
+        numbers = values.to_numpy(dtype="float64")
+        return numbers, np.zeros(len(values), dtype=bool), 0
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    unread = np.isnan(numbers) & values.notna().to_numpy()
+    logged_nan = np.zeros(len(values), dtype=bool)
+    if unread.any():
+        candidates = values[unread]
+        words = candidates.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
+        is_nan_word = words.isin(NAN_WORDS).to_numpy()
+        is_container = candidates.map(lambda v: isinstance(v, (list, dict))).to_numpy(dtype=bool)
+        is_float_nan = candidates.map(lambda v: isinstance(v, float)).to_numpy(dtype=bool)
+        logged_nan[np.flatnonzero(unread)] = is_nan_word | is_float_nan
+        bad = int((~(is_nan_word | is_container | is_float_nan)).sum())
+        return numbers, logged_nan, bad
+    return numbers, logged_nan, 0
+
+
+def records_frame(records: list[dict[str, Any]], skip: Iterable[str] = ()) -> pd.DataFrame:
+    """Dicts to a frame, built column by column (twice as fast as pandas' own for long runs).
+
+    Columns whose values are all numbers come out numeric; anything else stays as objects.
+    """
+    if not records:
+        return pd.DataFrame()
+    first = list(records[0])
+    keys = first + sorted(set().union(*records).difference(first), key=str)
+    return pd.DataFrame({key: pd.Series([record.get(key) for record in records]) for key in keys if key not in skip},
+                        index=pd.RangeIndex(len(records)))
+
+
+def numeric_frame(frame: pd.DataFrame, label: str, warnings: WarningLog,
+                  nan_steps: dict[str, np.ndarray] | None = None,
+                  text_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Every column but ``text_columns`` as float64; columns with no number at all are dropped.
+
+    Steps where a column was logged as NaN go into ``nan_steps`` when given.
+    The frame comes back sorted by step.
+    """
+    keep_text = set(text_columns)
+    columns: dict[str, Any] = {}
+    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
+    for column in frame.columns:
+        if column in keep_text:
+            columns[column] = frame[column].to_numpy()
+            continue
+        numbers, logged_nan, bad = to_numbers(frame[column])
+        if np.isnan(numbers).all() and not logged_nan.any():
+            if bad and _is_known_field(column):
+                warnings.add(f"not-number-{label}-{column}",
+                             f"{label} field {column!r}: no value is a number; column ignored")
+            continue
+        if bad:
+            warnings.add(f"not-number-{label}-{column}",
+                         f"{label} field {column!r}: {bad} value(s) are not numbers; read as missing")
+        if nan_steps is not None and column != "step" and logged_nan.any():
+            nan_steps[column] = np.sort(steps[logged_nan])
+        columns[column] = numbers
+    result = pd.DataFrame(columns, index=frame.index)
+    if "step" not in result.columns:
+        result["step"] = steps
+    return result.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def _is_known_field(column: str) -> bool:
+    """A canonical field: text there is a broken value; elsewhere it is a text column."""
+    return column in schema.STEP_FIELDS or column in schema.LAYER_FIELDS or column.startswith("val_loss")
+
+
+def merge_duplicate_steps(frame: pd.DataFrame, repeated: dict[str, int] | None = None) -> pd.DataFrame:
+    """Several rows for one step (values logged in separate calls, or again) become one row.
+
+    Per column the last value logged at that step wins. How many values of a
+    column were replaced that way (a step logged twice, or again after a resume
+    from a checkpoint) is added to ``repeated``.
+    """
+    if frame.empty or not frame["step"].duplicated().any():
+        return frame
+    numeric = frame.select_dtypes(include="number")
+    shared = numeric[numeric["step"].duplicated(keep=False)]
+    logged = shared.drop(columns="step").notna()
+    replaced = logged.sum() - logged.groupby(shared["step"]).any().sum()
+    if repeated is not None:
+        repeated.update({c: int(n) for c, n in replaced.items() if n})
+    return numeric.groupby("step", sort=True).last().reset_index()
+
+
+# -- names ---------------------------------------------------------------------
+
+
+def default_name(raw: str) -> str:
+    """Canonical name of a metric whose name says whether it is training or evaluation.
+
+    ``test_*`` metrics keep their prefix (``val_test_acc``) so that a test score
+    logged once at the end never passes for the validation curve.
+    """
+    norm = schema.normalise_key(raw)
+    if norm.startswith("test_"):
+        return "val_" + norm
+    if schema.is_eval_key(raw):
+        return schema.canonical_eval_key(raw)
+    return schema.canonical_step_key(raw)
+
+
+def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | None = None,
+                   namer: Callable[[str], str] = default_name) -> pd.DataFrame:
+    """Raw columns under canonical names.
+
+    ``mapping`` (canonical name -> raw column) wins over the guess; a mapping
+    that names a column the file does not have is the user's typo and gets one
+    clear line. Two columns that take one name are one series when they never
+    hold a value in the same row (``val_loss`` here, ``eval_loss`` there);
+    otherwise the later one keeps its own normalised name.
+    """
+    chosen = {column: target for target, column in (mapping or {}).items()}
+    missing = sorted(set(chosen) - set(raw.columns))
+    if missing:
+        shown = ", ".join(map(str, list(raw.columns)[:12])) + (", ..." if len(raw.columns) > 12 else "")
+        raise InputError(f"{path}: the mapping names column(s) {', '.join(map(repr, missing))}, "
+                         f"which the file does not have (it has: {shown})")
+    columns: dict[str, pd.Series] = {}
+    for column in raw.columns:
+        values = raw[column]
+        name = chosen.get(column) or namer(str(column))
+        if column not in chosen and name in chosen.values():
+            name = schema.normalise_key(str(column))
+        if name in columns and not (columns[name].notna() & values.notna()).any():
+            values = columns[name].where(columns[name].notna(), values)
+        elif name in columns:
+            name = schema.normalise_key(str(column))
+            while name in columns:
+                name += "_"
+        columns[name] = values
+    return pd.DataFrame(columns, index=raw.index)
+
+
+def is_eval_column(name: str) -> bool:
+    return name.startswith("val_")
+
+
+def add_primary_losses(rows: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """A file with no plain loss (``critic_loss``, ``eval_g0_loss``, ...): the first loss it has stands in.
+
+    Which column stood in is recorded in ``meta["loss_from"]`` / ``meta["val_loss_from"]``.
+    """
+    for target, candidates in (
+        ("loss", [c for c in rows.columns if c.endswith("_loss") and not is_eval_column(c)]),
+        ("val_loss", [c for c in rows.columns if c.endswith("_loss") and is_eval_column(c)]),
+    ):
+        if target in rows.columns or not candidates:
+            continue
+        rows = rows.assign(**{target: rows[candidates[0]]})
+        others = f"first of {len(candidates)} losses" if len(candidates) > 1 else "the only loss"
+        meta[f"{target}_from"] = f"{candidates[0]} ({others}; the file has no plain {target})"
+    return rows
+
+
+def run_name(path: Path) -> str:
+    """A run's name from its file, or its folder when the file name is generic."""
+    stem = path.name.split(".")[0] if path.name.startswith("events.out.tfevents") else path.stem
+    if stem.lower() in GENERIC_STEMS and path.parent.name:
+        return path.parent.name
+    return stem
+
+
+# -- appended runs ---------------------------------------------------------------
+
+
+def restart_positions(steps: np.ndarray) -> list[int]:
+    """Positions where the step counter restarts, i.e. where another run begins.
+
+    A step that goes back to (or below) the current run's first step, after that
+    run got past its first step, starts a new run. A step that goes back less
+    far is a resume from a checkpoint and stays in the same run.
+    """
+    if len(steps) < 2:
+        return []
+    drops = np.flatnonzero(steps[1:] < steps[:-1]) + 1
+    starts: list[int] = []
+    first = steps[0]
+    for pos in drops:
+        if steps[pos] <= first < steps[pos - 1]:
+            starts.append(int(pos))
+            first = steps[pos]
+    return starts
+
+
+def segment_ids(order: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """Which run each row belongs to, given the file positions where runs begin."""
+    return np.searchsorted(boundaries, order, side="right")
+
+
+# -- rows table -> runs ----------------------------------------------------------
+
+
+def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any] | None = None,
+               warnings: WarningLog | None = None, name: str | None = None) -> list[Run]:
+    """Turn a rows table (file order, canonical names) into one `Run` per appended run."""
+    warnings = warnings or WarningLog()
+    meta = dict(meta or {})
+    rows = add_primary_losses(_usable_steps(rows.reset_index(drop=True), warnings), meta)
+    train_cols = [c for c in rows.columns if not is_eval_column(c) and c not in BOOKKEEPING]
+    eval_cols = [c for c in rows.columns if is_eval_column(c)]
+    is_train = rows[train_cols].notna().any(axis=1).to_numpy() if train_cols else np.zeros(len(rows), bool)
+    is_eval = rows[eval_cols].notna().any(axis=1).to_numpy() if eval_cols else np.zeros(len(rows), bool)
+    counted = np.flatnonzero(is_train) if is_train.any() else np.arange(len(rows))
+    steps = rows["step"].to_numpy(dtype="float64")
+    starts = counted[restart_positions(steps[counted])]
+    seg = segment_ids(np.arange(len(rows)), starts)
+    step_cols = ["step"] + [c for c in rows.columns if c not in eval_cols and c != "step"]
+    runs = []
+    for index in range(len(starts) + 1):
+        in_seg = seg == index
+        runs.append(_run(rows.loc[in_seg & is_train, step_cols], rows.loc[in_seg & is_eval, ["step", *eval_cols]],
+                         path=path, format=format, meta=dict(meta), warnings=warnings))
+    runs = name_runs(runs, path, name)
+    if not runs:
+        raise InputError(f"{path}: no training or evaluation values found in this {format} file")
+    return runs
+
+
+def _usable_steps(rows: pd.DataFrame, warnings: WarningLog) -> pd.DataFrame:
+    steps = pd.to_numeric(rows["step"], errors="coerce")
+    bad = ~np.isfinite(steps.to_numpy(dtype="float64"))
+    if bad.any():
+        warnings.add("no-step", f"{int(bad.sum())} row(s) have no usable step; ignored")
+        rows = rows.loc[~bad]
+        steps = steps[~bad]
+    rows = rows.copy()
+    rows["step"] = steps.astype("float64")
+    return rows
+
+
+def _run(train: pd.DataFrame, evals: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any],
+         warnings: WarningLog) -> Run:
+    nan_steps: dict[str, np.ndarray] = {}
+    repeated: dict[str, int] = {}
+    steps = merge_duplicate_steps(numeric_frame(train, "step", warnings, nan_steps), repeated)
+    evals = merge_duplicate_steps(numeric_frame(evals, "eval", warnings, nan_steps), repeated)
+    notes = warnings.summary() + repeated_warning(repeated)
+    if repeated:
+        meta["repeated_steps"] = repeated
+    return Run(name="", source=str(path), format=format, meta=meta, steps=steps, evals=evals,
+               nan_steps=nan_steps, warnings=notes)
+
+
+def repeated_warning(repeated: dict[str, int]) -> list[str]:
+    if not repeated:
+        return []
+    worst = max(repeated, key=repeated.get)
+    return [f"{repeated[worst]} {worst} value(s) were logged again for a step already logged (logged twice, "
+            "or a resume from a checkpoint); the later value is kept"]
+
+
+def name_runs(runs: list[Run], path: Path, name: str | None = None) -> list[Run]:
+    """Name the runs read from one file and say so when the file held several."""
+    runs = [r for r in runs if len(r.steps) or len(r.evals) or len(r.layers) or len(r.events)]
+    base = name or run_name(path)
+    for index, run in enumerate(runs):
+        run.name = run.name or (base if len(runs) == 1 else f"{base}#{index + 1}")
+        if len(runs) > 1:
+            run.warnings.append(f"{path.name} holds {len(runs)} runs appended one after another "
+                                "(the step counter restarts); they are read as separate runs")
+    return runs
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, or one clear line when it is missing, a folder, unreadable or empty."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected a run file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if not raw.strip():
+        raise InputError(f"{path}: file is empty")
+    return raw
+
+
+def read_text(path: Path) -> str:
+    return read_bytes(path).decode("utf-8", errors="replace")
+
+
+def read_json_document(path: Path, expected: str) -> Any:
+    """A whole-file JSON document; NaN/Infinity tokens are kept as strings (see `to_numbers`)."""
+    import json
+
+    try:
+        return json.loads(read_text(path), parse_constant=str)
+    except ValueError:
+        raise InputError(f"{path}: not valid JSON (cut off or damaged?); expected {expected}") from None

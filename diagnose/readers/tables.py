@@ -1,0 +1,165 @@
+"""Tables of metrics: CSV files (Lightning CSVLogger, Keras CSVLogger, Ultralytics
+YOLO ``results.csv``, any CSV with a step column) and Keras ``history.json``.
+
+They differ only in which column is the step and how columns are named; the
+rest is `frames.build_runs`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diagnose.errors import InputError
+from diagnose.readers import frames
+from diagnose.run import Run
+from diagnose.runfile import schema
+
+# Column names that hold the step, most specific first (compared normalised).
+STEP_COLUMNS = ("step", "global_step", "_step", "iteration", "iter", "it", "steps", "epoch")
+
+
+def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
+    """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped."""
+    text = frames.read_text(path)
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
+                            skipinitialspace=True, on_bad_lines="skip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    data_lines = sum(1 for line in text.splitlines()[1:] if line.strip())
+    if data_lines > len(table):
+        warnings.add("bad-rows", f"{data_lines - len(table)} row(s) have more cells than the header; ignored")
+    if table.empty:
+        raise InputError(f"{path}: the CSV has a header but no rows")
+    return table
+
+
+def find_step_column(columns: list[str], mapping: Mapping[str, str] | None) -> str | None:
+    if mapping and "step" in mapping:
+        return mapping["step"]
+    by_norm = {schema.normalise_key(c): c for c in columns}
+    return next((by_norm[name] for name in STEP_COLUMNS if name in by_norm), None)
+
+
+def table_runs(raw: pd.DataFrame, path: Path, *, format: str, mapping: Mapping[str, str] | None,
+               warnings: frames.WarningLog, namer: Callable[[str], str] = frames.default_name,
+               step_column: str | None = None, meta: dict | None = None) -> list[Run]:
+    """Rows of a table to runs: the step column (or the row number), canonical names."""
+    meta = dict(meta or {})
+    step_column = step_column or find_step_column(list(raw.columns), mapping)
+    rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
+    if step_column is None:
+        rows = frames.rename_columns(raw, path, rest, namer)
+        rows.insert(0, "step", np.arange(len(rows), dtype="float64"))
+        meta["step_from"] = "row number (the file has no step or epoch column)"
+    else:
+        if step_column not in raw.columns:
+            raise InputError(f"{path}: the mapping names step column {step_column!r}, which the file does not have")
+        epoch = raw[step_column] if schema.normalise_key(step_column) == "epoch" else None
+        rows = frames.rename_columns(raw.drop(columns=step_column), path, rest, namer)
+        rows.insert(0, "step", raw[step_column])
+        if epoch is not None and "epoch" not in rows.columns:
+            rows["epoch"] = epoch
+        meta["step_from"] = step_column
+    return frames.build_runs(rows, path=path, format=format, meta=meta, warnings=warnings)
+
+
+# -- Lightning -------------------------------------------------------------------
+
+
+def lightning_namer(columns: list[str]) -> Callable[[str], str]:
+    """Lightning names: ``*_step`` is the per-step series and takes the plain name;
+    ``*_epoch`` keeps its suffix unless it is the only series of that metric;
+    ``lr-Adam`` (LearningRateMonitor) is the learning rate."""
+    norms = {schema.normalise_key(c) for c in columns}
+
+    def name(raw: str) -> str:
+        norm = schema.normalise_key(raw)
+        if raw.lower().startswith("lr-"):
+            return "lr"
+        if norm.endswith("_step") and norm[:-5] not in norms:
+            norm = norm[:-5]
+        elif norm.endswith("_epoch") and norm[:-6] not in norms and norm[:-6] + "_step" not in norms:
+            norm = norm[:-6]
+        return frames.default_name(norm)
+
+    return name
+
+
+def read_lightning_csv(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    path = Path(path)
+    warnings = frames.WarningLog()
+    raw = read_csv_table(path, warnings)
+    return table_runs(raw, path, format="lightning", mapping=mapping, warnings=warnings,
+                      namer=lightning_namer(list(raw.columns)))
+
+
+# -- Keras -----------------------------------------------------------------------
+
+
+def read_keras_csv(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    path = Path(path)
+    warnings = frames.WarningLog()
+    return table_runs(read_csv_table(path, warnings), path, format="keras", mapping=mapping, warnings=warnings)
+
+
+def read_generic_csv(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    path = Path(path)
+    warnings = frames.WarningLog()
+    return table_runs(read_csv_table(path, warnings), path, format="csv", mapping=mapping, warnings=warnings)
+
+
+def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """``{"loss": [...], "val_loss": [...], ...}``: one value per epoch, epochs counted from 0."""
+    path = Path(path)
+    doc = frames.read_json_document(path, 'a Keras history.json ({"loss": [...], "val_loss": [...]})')
+    series = {k: v for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
+    if not series:
+        raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
+    raw = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in series.items()})
+    if find_step_column(list(raw.columns), mapping) is None:
+        raw.insert(0, "epoch", np.arange(len(raw)))
+    return table_runs(raw, path, format="keras", mapping=mapping, warnings=frames.WarningLog())
+
+
+# -- Ultralytics YOLO ----------------------------------------------------------------
+
+
+def yolo_name(raw: str) -> str:
+    """``train/box_loss`` -> ``box_loss``, ``val/box_loss`` -> ``val_box_loss``,
+    ``metrics/mAP50(B)`` -> ``val_map50(b)`` (measured on the validation set),
+    ``lr/pg0`` or ``x/lr0`` -> ``lr``."""
+    group, _, leaf = raw.partition("/")
+    group = group.lower()
+    if group == "metrics":
+        return "val_" + schema.normalise_key(leaf)
+    if group in ("lr", "x") and leaf.lower() in ("pg0", "lr0"):
+        return "lr"
+    return frames.default_name(raw)
+
+
+def read_yolo_results(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """Ultralytics ``results.csv``, one row per epoch.
+
+    YOLO logs its loss in parts (box, cls, dfl, obj). The run's ``loss`` is
+    their sum, ``val_loss`` likewise; the parts are kept as ``box_loss``,
+    ``val_box_loss``, ...
+    """
+    path = Path(path)
+    warnings = frames.WarningLog()
+    raw = read_csv_table(path, warnings)
+    meta: dict = {}
+    for prefix, target in (("train/", "loss"), ("val/", "val_loss")):
+        parts = [c for c in raw.columns if c.lower().startswith(prefix) and c.lower().endswith("_loss")]
+        if parts and not (mapping and target in mapping):
+            numbers = np.column_stack([frames.to_numbers(raw[c])[0] for c in parts])
+            raw[f"{prefix}loss"] = numbers.sum(axis=1)
+            meta[f"{target}_from"] = "sum of " + ", ".join(parts)
+    return table_runs(raw, path, format="yolo", mapping=mapping, warnings=warnings, namer=yolo_name, meta=meta)

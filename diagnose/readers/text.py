@@ -1,0 +1,107 @@
+"""Plain-text training logs, where a pattern can be recognised:
+
+- nanoGPT ``log.txt``: ``<step> train|val|hella <value>`` per line;
+- key-value lines with a step or epoch marker, such as nanoGPT's stdout
+  ``step 10 | loss: 3.1 | lr 6e-4 | norm: 0.33`` or
+  ``Epoch [3/50], Train Loss: 1.94, Val Loss: 1.91``.
+
+A line with a loss but no marker (nanoGPT's ``validation loss: 3.07``) belongs
+to the next marked line's step: that is where the training loop goes on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from diagnose.errors import InputError
+from diagnose.readers import frames
+from diagnose.run import Run
+from diagnose.runfile import schema
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)\b"
+_NANOGPT_LINE = re.compile(rf"^\s*(\d+)\s+([A-Za-z_]\w*)\s+({_NUM})\s*$", re.IGNORECASE)
+_NANOGPT_NAMES = {"train": "loss", "val": "val_loss", "hella": "val_hellaswag"}
+_MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?", re.IGNORECASE)
+_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){{0,2}})\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])",
+                   re.IGNORECASE)
+_MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
+UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
+                "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')")
+
+
+def looks_like_nanogpt(lines: list[str]) -> bool:
+    """Most lines are ``<step> <name> <value>``."""
+    lines = [line for line in lines if line.strip()]
+    hits = sum(1 for line in lines if _NANOGPT_LINE.match(line))
+    return bool(lines) and hits >= 0.9 * len(lines)
+
+
+def looks_like_key_values(lines: list[str]) -> bool:
+    """Some line holds a step or epoch marker and a loss."""
+    return any(_marked_loss(line) for line in lines)
+
+
+def _marked_loss(line: str) -> bool:
+    return bool(_MARKER.search(line)) and any("loss" in key.lower() for key, _ in _PAIR.findall(line))
+
+
+def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    path = Path(path)
+    warnings = frames.WarningLog()
+    rows = []
+    for number, line in enumerate(frames.read_text(path).splitlines(), start=1):
+        match = _NANOGPT_LINE.match(line)
+        if match:
+            rows.append({"step": match.group(1), match.group(2): match.group(3)})
+        elif line.strip():
+            warnings.add("other-line", f"line {number}: not '<step> <name> <value>'; ignored")
+    if not rows:
+        raise InputError(f"{path}: {UNRECOGNISED}")
+    return _runs(rows, path, "nanogpt", mapping, warnings, lambda raw: _NANOGPT_NAMES.get(raw, frames.default_name(raw)))
+
+
+def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    path = Path(path)
+    rows: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for line in frames.read_text(path).splitlines():
+        marker = _markers(line)
+        values = {key: value for key, value in _PAIR.findall(line)
+                  if schema.normalise_key(key) not in _MARKER_KEYS}
+        if marker and values:
+            rows.extend(dict(p, step=marker["step"]) for p in pending)
+            pending = []
+            rows.append({**marker, **values})
+        elif values and any("loss" in key.lower() for key in values):
+            pending.append(values)
+    if not any(len(row) > 1 for row in rows):
+        raise InputError(f"{path}: {UNRECOGNISED}")
+    if pending:
+        rows.extend(dict(p, step=rows[-1]["step"]) for p in pending)
+    return _runs(rows, path, "text", mapping, frames.WarningLog(), frames.default_name)
+
+
+def _markers(line: str) -> dict[str, str]:
+    """``{"step": N}`` from the line's step (or iteration, or epoch) marker; the epoch too when both."""
+    found = {m.group(1).lower(): m.group(2) for m in _MARKER.finditer(line)}
+    for key in ("step", "iter", "iteration", "epoch"):
+        if key in found:
+            marker = {"step": found[key]}
+            if key != "epoch" and "epoch" in found:
+                marker["epoch"] = found["epoch"]
+            return marker
+    return {}
+
+
+def _runs(rows: list[dict[str, Any]], path: Path, format: str, mapping: Mapping[str, str] | None,
+          warnings: frames.WarningLog, namer) -> list[Run]:
+    raw = pd.DataFrame(rows)
+    step = raw.pop("step")
+    table = frames.rename_columns(raw, path, mapping, namer)
+    table.insert(0, "step", step)
+    return frames.build_runs(table, path=path, format=format, warnings=warnings)
