@@ -1,0 +1,132 @@
+"""`preflight()`: run every check on copies, record them as a run file, judge them with the rules."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diagnose.preflight.context import Batch, Context, OptimizerFactory, Skip, preserved_rng
+from diagnose.preflight.data import check_inputs, check_labels
+from diagnose.preflight.fitting import check_baseline, check_overfit
+from diagnose.preflight.gradients import check_gradients
+from diagnose.preflight.initial_loss import check_initial_loss
+from diagnose.preflight.lr_range import check_lr_range
+from diagnose.preflight.mixing import check_mixing
+from diagnose.preflight.outcome import Outcome
+from diagnose.probes.summary import describe_model, describe_optimizer
+from diagnose.runfile import RunWriter, schema
+
+DEFAULT_PATH = "diagnose-preflight.jsonl"
+EVENT = "preflight"
+SEED = 0
+
+# In order: checks on the data first, since a bad label makes every later check fail.
+CHECKS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
+    ("inputs", check_inputs),
+    ("labels", check_labels),
+    ("initial_loss", check_initial_loss),
+    ("gradients", check_gradients),
+    ("mixing", check_mixing),
+    ("overfit", check_overfit),
+    ("baseline", check_baseline),
+    ("lr_range", check_lr_range),
+)
+
+
+def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_loader: Any,
+              optimizer: OptimizerFactory | torch.optim.Optimizer, metadata: Mapping[str, Any] | None = None,
+              path: str | os.PathLike[str] | None = None, *, config: Any = None) -> Any:
+    """Check a model, loss and optimizer on one batch before training, and return the findings.
+
+    Every check works on a deep copy of ``model`` (and of ``loss_fn``) with a
+    fresh optimizer: ``optimizer`` is a factory (``lambda params:
+    torch.optim.AdamW(params, lr=1e-3)``) or an optimizer, rebuilt with its
+    class, per-group hyperparameters and state. The user's model, optimizer
+    and random-number generators are left as they were. ``batch_or_loader``:
+    an ``(inputs, targets)`` batch, or an iterable of them (its first batch is
+    checked; the learning-rate range test walks through it). ``metadata``:
+    ``{"task": "classification", "num_classes": C}`` enables the checks that
+    need the class count. The results go to the run file ``path`` (replaced
+    if it exists; default ``diagnose-preflight.jsonl``); the return value is
+    the `Analysis` of that run: the preflight findings, worst first.
+    """
+    from diagnose.readers import load
+    from diagnose.rules import analyze
+
+    ctx = _context(model, loss_fn, batch_or_loader, optimizer, dict(metadata or {}))
+    target = Path(path or DEFAULT_PATH)
+    target.unlink(missing_ok=True)
+    writer = RunWriter(target)
+    try:
+        with preserved_rng(SEED):
+            writer.write(_meta(ctx, target))
+            for record in run_checks(ctx):
+                writer.write(record)
+    finally:
+        writer.close()
+    return analyze(load(target), config)
+
+
+def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
+    """The records of every check in order: one event each, and the step records some add."""
+    blocked: str | None = None
+    for name, check in CHECKS:
+        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": EVENT, "check": name}
+        if blocked:
+            yield {**event, "skipped": blocked}
+            continue
+        try:
+            outcome = check(ctx)
+        except Skip as skip:
+            yield {**event, "skipped": str(skip)}
+            continue
+        except Exception as exc:  # noqa: BLE001 - a failing model is a finding, not a crash
+            yield {**event, "error": f"{type(exc).__name__}: {exc}", "where": _where(exc)}
+            continue
+        blocked = outcome.blocks
+        yield {**event, **outcome.fields}
+        yield from ({"kind": schema.STEP, **step} for step in outcome.steps)
+
+
+def _context(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_loader: Any,
+             optimizer: OptimizerFactory | torch.optim.Optimizer, metadata: dict[str, Any]) -> Context:
+    from diagnose.errors import InputError
+
+    loader = None if _is_batch(batch_or_loader) else batch_or_loader
+    first = batch_or_loader if loader is None else next(iter(loader), None)
+    if first is None:
+        raise InputError("the loader yields no batch")
+    if not (isinstance(optimizer, torch.optim.Optimizer) or callable(optimizer)):
+        raise InputError("optimizer: pass an optimizer or a factory (lambda params: torch.optim.SGD(params, lr=0.1))")
+    ctx = Context(model, loss_fn, Batch.of(first), optimizer, metadata, loader)
+    ctx.batch = ctx.batch.to(ctx.device)
+    return ctx
+
+
+def _is_batch(value: Any) -> bool:
+    """An (inputs, targets) pair or a dict of tensors, rather than a loader."""
+    if isinstance(value, Mapping):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) == 2 and not isinstance(value[0], (tuple, list, Mapping))
+
+
+def _meta(ctx: Context, path: Path) -> dict[str, Any]:
+    probe_optimizer = ctx.trial().optimizer
+    ctx.user_lr = float(probe_optimizer.param_groups[0]["lr"])
+    return {"kind": schema.META, "schema": schema.SCHEMA, "name": path.stem, "preflight": True,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "device": str(ctx.device), "model": describe_model(ctx.model),
+            "optimizer": describe_optimizer(probe_optimizer), "metadata": ctx.metadata,
+            "batch_size": ctx.batch.size}
+
+
+def _where(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
