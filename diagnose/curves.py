@@ -349,15 +349,16 @@ def _unscale(series: pd.Series, value: float) -> float:
 def stall_start(series: pd.Series, tolerance: float, *, max_points: int = 200) -> float | None:
     """First step after which the curve never improves (falls) by more than ``tolerance`` again.
 
-    Works on bin medians of the comparable scale, so noise and spikes do not
-    count as improvement. A curve still improving finds its stall only in its
-    last few points: the caller judges how much of the run the stall covers.
-    None under 5 points.
+    Works on bin medians of the comparable scale, each then replaced by the
+    median of itself and its neighbours, so noise, spikes and one lucky bin
+    do not count as improvement. A curve still improving finds its stall only
+    in its last few points: the caller judges how much of the run the stall
+    covers. None under 5 points.
     """
     if len(series) < 5:
         return None
     reduced = comparable(downsample(series, max_points))
-    values = reduced.to_numpy()
+    values = rolling_median(reduced, 3).to_numpy()
     best_after = np.minimum.accumulate(values[::-1])[::-1]
     still_improving = values - best_after > tolerance
     improving_at = np.flatnonzero(still_improving)

@@ -53,3 +53,4 @@ def test_primary_problems_sort_before_their_consequences():
     assert priority["NF001"] < priority["LR001"] < priority["SPK001"]
     assert priority["LR001"] < priority["PLT001"] and priority["CH001"] < priority["PLT001"]
     assert priority["OVF001"] < priority["OVF002"]
+    assert priority["NOI001"] < priority["OVF001"]

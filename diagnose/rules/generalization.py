@@ -50,9 +50,10 @@ class Overfitting(Rule):
     the last one, and at least two come after it. The median of the later half
     of those must stand more than ``min_rise`` (log units) above the best and
     more than twice the validation curve's own scatter, and a robust line from
-    the best evaluation to the last must rise (the 95% interval of its slope
-    above zero): one noisy evaluation, or a curve that bounces around a level,
-    is not enough. The smoothed training loss must have fallen more than
+    the best evaluation to the last must rise: the 95% interval of its slope
+    above zero, or at least its slope when the rise exceeds ``clear_rise``.
+    One noisy evaluation, or a curve that bounces around a level, is not
+    enough. The smoothed training loss must have fallen more than
     ``train_fall`` over the same stretch (a training loss that rises too is a
     learning-rate problem, not overfitting).
 
@@ -76,6 +77,10 @@ class Overfitting(Rule):
                   source="the mildest labelled overfitting run in /work/shared/real_runs rises 9% (median of its "
                          "later evaluations); healthy ones that flatten stay within 5%, or within 8% without a "
                          "rising trend"),
+        Threshold("clear_rise", 0.15, "log rise (0.15 = 16%) above which a positive slope is enough, without "
+                  "its 95% interval clearing zero",
+                  source="the short, noisy overfitting runs in /work/shared/real_runs rise 16%-86%; the healthy "
+                         "run whose validation loss steps up 9% and stays flat must not pass"),
         Threshold("train_fall", 0.02, "log fall of the training loss over the same stretch (0.02 = 2%)",
                   source="anything less is a flat training loss: noise, not learning"),
         Threshold("min_points", 4, "fewest evaluations judged",
@@ -100,8 +105,8 @@ class Overfitting(Rule):
         train_at_best, train_end = curves.value_at(train_smooth, [best_step, float(val.index[-1])])
         train_fall = curves.log_ratio(train_at_best, train_end) if min(train_at_best, train_end) > 0 else 0.0
         turned = curves.trend(val.iloc[best_at:])
-        if not (rise > t["min_rise"] and not rise <= 2 * scatter and turned is not None and turned.rising
-                and train_fall > t["train_fall"]):
+        trending = turned is not None and (turned.rising or (turned.slope > 0 and rise > t["clear_rise"]))
+        if not (rise > t["min_rise"] and not rise <= 2 * scatter and trending and train_fall > t["train_fall"]):
             return
         last = float(val.iloc[-1])
         yield self.finding(

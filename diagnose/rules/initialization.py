@@ -106,6 +106,8 @@ def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
         if len(series) < t["min_points"] or not curves.is_positive(series):
             continue
         for level in candidate_chance_levels(run):
+            if accuracy is not None and level.classes and accuracy > 1 / level.classes + 0.1:
+                continue  # the model predicts better than chance, whatever its loss looks like
             confirmed = level.declared or _accuracy_near_chance(accuracy, level.classes)
             tolerance = t["tolerance"] if confirmed else t["guess_tolerance"]
             onset = _sits_at(series, level.value, tolerance)
@@ -134,8 +136,9 @@ class ChancePlateau(Rule):
     The median of the last third of the loss (or of the validation loss)
     lies within ``tolerance`` of the chance level (``guess_tolerance`` when
     the level is only recognised and no accuracy near 1/C confirms it), and
-    a robust line through that third moves less than the same tolerance. The
-    onset is where the smoothed loss entered the band for good.
+    a robust line through that third moves less than the same tolerance. An
+    accuracy more than 10 points above 1/C rules it out. The onset is where
+    the smoothed loss entered the band for good.
 
     ## What to do
     First check the data: that labels match their inputs after shuffling and

@@ -1,0 +1,391 @@
+"""Record the example runs: tiny real models trained on CPU on generated data, probes attached.
+
+Each scenario is one function registered with ``@scenario(expect=CODE)``:
+``expect`` is the rule code that must come first when the run is analysed,
+or None for a healthy run, which must get no warning or error. Adding a
+scenario is adding one function.
+
+    python sample_runs/record.py                 # record every scenario into sample_runs/runs/
+    python sample_runs/record.py spikes nan_log  # only these
+    python sample_runs/record.py --out /tmp/runs
+
+Everything is seeded; each run takes a few seconds on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import diagnose
+
+RUNS_DIR = Path(__file__).resolve().parent / "runs"
+STEPS = 300
+BATCH = 32
+EVAL_EVERY = 20
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    expect: str | None
+    record: Callable[[Path], None]
+    about: str
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(expect: str | None) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+    """Register a recording function under its own name, with the finding it must produce first."""
+
+    def add(fn: Callable[[Path], None]) -> Callable[[Path], None]:
+        SCENARIOS[fn.__name__] = Scenario(fn.__name__, expect, fn, (fn.__doc__ or "").strip())
+        return fn
+
+    return add
+
+
+# -- data ----------------------------------------------------------------------------
+
+
+def teacher_classes(n: int, classes: int, seed: int, dim: int = 20, label_noise: float = 0.0, val: int = 512):
+    """Inputs N(0, 1) labelled by one random two-layer teacher: (train, validation) sets.
+
+    ``label_noise`` of the training labels are replaced at random; the
+    validation labels stay clean.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n + val, dim, generator=gen)
+    hidden = torch.tanh(x @ torch.randn(dim, 32, generator=gen))
+    y = (hidden @ torch.randn(32, classes, generator=gen)).argmax(1)
+    flip = torch.rand(n, generator=gen) < label_noise
+    y[:n][flip] = torch.randint(0, classes, (int(flip.sum()),), generator=gen)
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
+def random_labels(n: int, classes: int, seed: int, dim: int = 20):
+    """Labels drawn independently of the inputs: nothing to learn."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=gen), torch.randint(0, classes, (n,), generator=gen)
+
+
+def smooth_regression(n: int, seed: int, dim: int = 8, noise: float = 0.05, val: int = 512):
+    """A smooth nonlinear target with a little noise: (train, validation) sets."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n + val, dim, generator=gen)
+    y = torch.sin(x[:, :1] * 2) * torch.cos(x[:, 1:2]) + 0.5 * x[:, 2:3] * x[:, 3:4]
+    y = y + noise * torch.randn(n + val, 1, generator=gen)
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
+def bar_images(n: int, seed: int, size: int = 10):
+    """Noisy 1-channel images of a bar in one of four orientations."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    grid = torch.zeros(4, size, size)
+    idx = torch.arange(size)
+    grid[0, size // 2, :] = 1
+    grid[1, :, size // 2] = 1
+    grid[2, idx, idx] = 1
+    grid[3, idx, size - 1 - idx] = 1
+    x = grid[y] + 0.6 * torch.randn(n, size, size, generator=gen)
+    return x.unsqueeze(1), y
+
+
+def sign_sequences(n: int, seed: int, length: int = 12):
+    """Sequences of numbers; the label says whether their sum is positive."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, length, 1, generator=gen)
+    return x, (x.sum(dim=(1, 2)) > 0).long()
+
+
+# -- models and the training loop -------------------------------------------------------
+
+
+def mlp(dim_in: int, dim_out: int, hidden: int = 64, depth: int = 2) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(dim_in if i == 0 else hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, dim_out))
+
+
+class GRUClassifier(nn.Module):
+    def __init__(self, classes: int = 2, hidden: int = 16) -> None:
+        super().__init__()
+        self.gru = nn.GRU(1, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(x)[0][:, -1])
+
+
+class LogProbs(nn.Module):
+    """Log of softmax probabilities computed in two steps: log(0) once a probability underflows."""
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.softmax(logits, dim=1))
+
+
+@dataclass
+class Setup:
+    """What one training run is made of; the scenario functions fill it in."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    metadata: dict
+    steps: int = STEPS
+    batch: int = BATCH
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    # Called with (step, inputs) before the forward pass; returns the inputs to use.
+    corrupt: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+    seed: int = 0
+    # "minimal" keeps the files small; scenarios about layers or NaN origins need "default" or "full".
+    preset: str = "minimal"
+
+
+def run(setup: Setup, path: Path) -> None:
+    """Train with the probes attached and write the run file."""
+    torch.manual_seed(setup.seed)
+    x, y = setup.train
+    order = torch.Generator().manual_seed(setup.seed)
+    classify = setup.metadata.get("task") in ("binary", "multiclass")
+    with diagnose.watch(setup.model, setup.optimizer, path, preset=setup.preset, metadata=setup.metadata,
+                        name=path.stem, every={"memory": 0, "nvml": 0}) as w:
+        for step in range(1, setup.steps + 1):
+            pick = torch.randint(0, len(x), (min(setup.batch, len(x)),), generator=order)
+            inputs = x[pick] if setup.corrupt is None else setup.corrupt(step, x[pick])
+            setup.optimizer.zero_grad()
+            loss = setup.loss_fn(setup.model(inputs), y[pick])
+            loss.backward()
+            setup.optimizer.step()
+            if setup.scheduler is not None:
+                setup.scheduler.step()
+            w.log(loss=loss)
+            if setup.val is not None and step % EVAL_EVERY == 0:
+                w.log(**evaluate(setup, classify))
+
+
+@torch.no_grad()
+def evaluate(setup: Setup, classify: bool) -> dict[str, float]:
+    x, y = setup.val
+    setup.model.eval()
+    out = setup.model(x)
+    setup.model.train()
+    metrics = {"val_loss": float(setup.loss_fn(out, y))}
+    if classify:
+        metrics["val_accuracy"] = float((out.argmax(1) == y).float().mean())
+    return metrics
+
+
+def classifier_setup(classes: int = 4, *, lr: float = 3e-3, seed: int = 0, n: int = 2048, hidden: int = 64,
+                     optimizer: str = "adam", label_noise: float = 0.0, **options) -> Setup:
+    """A teacher-labelled classification task with an MLP; ``options`` override Setup fields."""
+    torch.manual_seed(seed)
+    model = mlp(20, classes, hidden)
+    opt = (torch.optim.Adam(model.parameters(), lr) if optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr, momentum=0.9 if optimizer == "momentum" else 0.0))
+    task = "binary" if classes == 2 else "multiclass"
+    train, val = teacher_classes(n, classes, seed, label_noise=label_noise)
+    return Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.cross_entropy,
+                 metadata={"task": task, "num_classes": classes, "loss_fn": "cross_entropy"}, seed=seed, **options)
+
+
+# -- healthy runs --------------------------------------------------------------------------
+
+
+@scenario(expect=None)
+def healthy_mlp(path: Path) -> None:
+    """4-class MLP with Adam 3e-3: the loss falls fast, then keeps improving slowly."""
+    run(classifier_setup(4), path)
+
+
+@scenario(expect=None)
+def healthy_binary(path: Path) -> None:
+    """Binary MLP with SGD and momentum."""
+    run(classifier_setup(2, lr=0.05, optimizer="momentum", seed=1), path)
+
+
+@scenario(expect=None)
+def healthy_regression(path: Path) -> None:
+    """MLP regression on a smooth target with Adam and a cosine schedule over the whole run."""
+    torch.manual_seed(2)
+    model = mlp(8, 1, 64)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    train, val = smooth_regression(2048, 2)
+    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss, metadata={"task": "regression", "loss_fn": "mse"},
+              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS), seed=2), path)
+
+
+@scenario(expect=None)
+def healthy_cnn(path: Path) -> None:
+    """Small CNN on noisy bar images, SGD with momentum."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    run(Setup(model=model, optimizer=torch.optim.SGD(model.parameters(), 0.05, momentum=0.9),
+              train=bar_images(2048, 3), val=bar_images(512, 1003), loss_fn=F.cross_entropy,
+              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"}, seed=3), path)
+
+
+@scenario(expect=None)
+def healthy_gru(path: Path) -> None:
+    """GRU classifying whether a sequence sums above zero."""
+    torch.manual_seed(4)
+    model = GRUClassifier()
+    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-2), train=sign_sequences(2048, 4),
+              val=sign_sequences(512, 1004), loss_fn=F.cross_entropy,
+              metadata={"task": "binary", "num_classes": 2, "loss_fn": "cross_entropy"}, seed=4), path)
+
+
+# -- one bad run per problem --------------------------------------------------------------
+
+
+@scenario(expect="LR001")
+def lr_too_high(path: Path) -> None:
+    """Adam at 0.5 from the first step: updates overshoot and the loss climbs."""
+    run(classifier_setup(4, lr=0.5, seed=5), path)
+
+
+@scenario(expect="LR002")
+def lr_too_high_late(path: Path) -> None:
+    """SGD with momentum at a rate that makes fast early progress, then bounces above its best."""
+    run(classifier_setup(4, lr=0.25, optimizer="momentum", seed=6), path)
+
+
+@scenario(expect="LR003")
+def lr_too_low(path: Path) -> None:
+    """Plain SGD at 0.02 on 10 classes: the loss creeps down in a straight line."""
+    run(classifier_setup(10, lr=0.02, optimizer="sgd", seed=7), path)
+
+
+@scenario(expect="LR004")
+def lr_decayed_early(path: Path) -> None:
+    """A linear decay set for a tenth of the steps: the rate is zero for the last 90%."""
+    setup = classifier_setup(4, lr=3e-3, seed=8)
+    setup.scheduler = torch.optim.lr_scheduler.LambdaLR(setup.optimizer, lambda s: max(0.0, 1 - s / (STEPS / 10)))
+    run(setup, path)
+
+
+@scenario(expect="OVF001")
+def overfitting(path: Path) -> None:
+    """A wide MLP on 64 examples with 30% wrong labels: it memorises them and validation loss turns up."""
+    run(classifier_setup(4, lr=3e-3, seed=9, n=64, hidden=256, label_noise=0.3, steps=400), path)
+
+
+def _chance(classes: int, seed: int, path: Path) -> None:
+    torch.manual_seed(seed)
+    model = mlp(20, classes, 32)
+    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
+              train=random_labels(8192, classes, seed), val=random_labels(512, classes, seed + 1000),
+              loss_fn=F.cross_entropy, seed=seed,
+              metadata={"task": "binary" if classes == 2 else "multiclass", "num_classes": classes,
+                        "loss_fn": "cross_entropy"}), path)
+
+
+@scenario(expect="CH001")
+def chance_binary(path: Path) -> None:
+    """Binary labels independent of the inputs: the loss stays at ln 2."""
+    _chance(2, 10, path)
+
+
+@scenario(expect="CH001")
+def chance_10_classes(path: Path) -> None:
+    """10-class labels independent of the inputs: the loss stays at ln 10."""
+    _chance(10, 11, path)
+
+
+@scenario(expect="PLT001")
+def stalled(path: Path) -> None:
+    """A linear model on a nonlinear target: it learns the little it can, then stays flat."""
+    torch.manual_seed(12)
+    model = nn.Linear(8, 1)
+    train, val = smooth_regression(2048, 12)
+    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 3e-2), train=train, val=val,
+              loss_fn=F.mse_loss,
+              metadata={"task": "regression", "loss_fn": "mse"}, seed=12), path)
+
+
+@scenario(expect="SPK001")
+def spikes(path: Path) -> None:
+    """A healthy classifier fed a corrupt batch (inputs scaled 30x) every 70 steps."""
+    run(classifier_setup(4, seed=13, corrupt=lambda step, x: x * 30 if step % 70 == 0 else x), path)
+
+
+@scenario(expect="NF001")
+def nan_log(path: Path) -> None:
+    """log(softmax) by hand on separable data at a high rate: a probability underflows to 0, log(0) follows."""
+    torch.manual_seed(14)
+    model = nn.Sequential(mlp(20, 4, 64), LogProbs())
+    train, val = teacher_classes(2048, 4, 14)
+    run(Setup(model=model, optimizer=torch.optim.SGD(model.parameters(), 0.5, momentum=0.9),
+              train=train, val=val, loss_fn=F.nll_loss, preset="default",
+              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "nll"}, seed=14), path)
+
+
+@scenario(expect="INIT001")
+def bad_init(path: Path) -> None:
+    """Last layer initialised 100x too large: the first loss is many times ln 4."""
+    setup = classifier_setup(4, seed=15)
+    with torch.no_grad():
+        setup.model[-1].weight.mul_(100)
+    run(setup, path)
+
+
+@scenario(expect="NOI001")
+def noisy_batch(path: Path) -> None:
+    """Batch size 1 with SGD: each step's loss is one example's, and the trend drowns in noise."""
+    run(classifier_setup(4, lr=0.01, optimizer="momentum", seed=16, batch=1), path)
+
+
+@scenario(expect="ZL001")
+def label_leak(path: Path) -> None:
+    """The label is also an input feature: the loss reaches exactly zero."""
+    setup = classifier_setup(4, lr=3e-2, seed=17)
+    x, y = setup.train
+    setup.train = (torch.cat([x[:, :-4], 50 * F.one_hot(y, 4).float()], dim=1), y)
+    vx, vy = setup.val
+    setup.val = (torch.cat([vx[:, :-4], 50 * F.one_hot(vy, 4).float()], dim=1), vy)
+    run(setup, path)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def record(names: list[str], out: Path) -> list[Path]:
+    """Record the named scenarios (all when empty) into ``out``; returns the files written."""
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    torch.set_num_threads(1)  # tiny models: more threads only add contention
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names or list(SCENARIOS):
+        path = out / f"{name}.jsonl"
+        path.unlink(missing_ok=True)  # a run file is appended to; start each recording afresh
+        SCENARIOS[name].record(path)
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="scenarios to record (default: all)")
+    parser.add_argument("--out", type=Path, default=RUNS_DIR, help="folder for the run files")
+    args = parser.parse_args()
+    for path in record(args.names, args.out):
+        print(f"{path} ({math.ceil(path.stat().st_size / 1024)} KB)")
+
+
+if __name__ == "__main__":
+    main()
