@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from diagnose.cli.check import check
 from diagnose.cli.explain import explain
 from diagnose.cli.plot import plot
+from diagnose.cli.preflight import preflight
 from diagnose.cli.report import report
 from diagnose.cli.rules import rules
 from diagnose.errors import DiagnoseError
@@ -41,7 +42,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (report, check, plot, rules, explain):
+for command in (report, check, plot, preflight, rules, explain):
     app.command(command.__name__)(command)
 
 

@@ -10,6 +10,7 @@ hyperparameters and state).
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -177,7 +178,9 @@ def rebuild_optimizer(optimizer: torch.optim.Optimizer, copies: Mapping[int, nn.
                              "function's; pass an optimizer factory instead (lambda params: ...)")
         groups.append({**{k: v for k, v in group.items() if k != "params"},
                        "params": [copies[id(p)] for p in group["params"]]})
-    fresh = type(optimizer)(groups, **optimizer.defaults)
+    # Every group carries its own hyperparameters; the defaults only fill required constructor arguments.
+    accepted = inspect.signature(type(optimizer)).parameters
+    fresh = type(optimizer)(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
     fresh.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     return fresh
 

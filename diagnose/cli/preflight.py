@@ -1,0 +1,46 @@
+"""``diagnose preflight module:function``: check a model before training, exit like ``diagnose check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from diagnose.checks import DEFAULT_FAIL_ON, evaluate
+from diagnose.cli import common
+from diagnose.report.terminal import print_report
+from diagnose.rules.base import Severity
+
+FINDINGS_FAILED = 1
+
+
+def preflight(
+    target: Annotated[str, typer.Argument(
+        help="MODULE:FUNCTION (or FILE.py:FUNCTION) returning model, loss_fn, batch or loader, optimizer "
+             "(or a factory) and metadata, as a dict or an object.", metavar="MODULE:FUNCTION", show_default=False)],
+    path: Annotated[Path, typer.Option("--path", help="Write the preflight run file here (replaced).")] = Path(
+        "diagnose-preflight.jsonl"),
+    fail_on: Annotated[Severity | None, typer.Option(
+        "--fail-on", help="Lowest severity that fails (default: [tool.diagnose] fail-on, else warning).",
+        case_sensitive=False)] = None,
+    select: common.SelectOpt = None,
+    ignore: common.IgnoreOpt = None,
+    settings: common.SetOpt = None,
+) -> None:
+    """Run the preflight checks on copies of a model; fail (exit 1) on findings at or above --fail-on."""
+    from diagnose.preflight.pieces import Pieces, load_function
+    from diagnose.preflight.runner import preflight as run_preflight
+
+    config = common.rule_config(select, ignore, settings, fail_on.value if fail_on else None)
+    pieces = Pieces.of(load_function(target)())
+    analysis = run_preflight(pieces.model, pieces.loss_fn, pieces.batch, pieces.optimizer, pieces.metadata,
+                             path, config=config)
+    result = evaluate([analysis], fail_on=config.fail_on or DEFAULT_FAIL_ON, config=config)
+    console = Console(highlight=False)
+    print_report([analysis], console)
+    console.print(result.summary().replace("check", "preflight", 1), style="bold green" if result.passed
+                  else "bold red", markup=False)
+    if not result.passed:
+        raise typer.Exit(FINDINGS_FAILED)
