@@ -1,0 +1,131 @@
+"""Step-time overhead of the probes, as a ratio to the same training step with no probes.
+
+Three workloads (an MLP 784-512-512-10, a small CNN, a small causal
+transformer) are trained with no probes and with each preset. Variants are
+interleaved in rounds, in a fresh random order each round, so that drift of
+the machine (thermal, other processes) hits all of them alike; the figure is
+the median step time of a variant over the median of the unprobed steps.
+
+    python benchmarks/overhead.py [--rounds 6] [--steps 40]
+
+Targets: default preset <= 1.05x, full preset <= 1.3x on every workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import diagnose
+
+VARIANTS = ("none", "minimal", "default", "full")
+TARGETS = {"default": 1.05, "full": 1.3}
+
+
+class CausalTransformer(nn.Module):
+    def __init__(self, vocab: int = 256, width: int = 128, layers: int = 2, heads: int = 4, context: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Embedding(context, width)
+        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        hidden = self.embed(tokens) + self.position(positions)
+        return self.head(self.blocks(hidden, mask=self.mask, is_causal=True))
+
+
+def mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    return model, torch.randn(128, 784), torch.randint(0, 10, (128,)), nn.functional.cross_entropy
+
+
+def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+    )
+    return model, torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)), nn.functional.cross_entropy
+
+
+def transformer() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
+    tokens = torch.randint(0, 256, (16, 65))
+
+    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    return CausalTransformer(), tokens[:, :-1], tokens[:, 1:], loss_fn
+
+
+WORKLOADS = {"mlp-784-512-512-10": mlp, "small-cnn": cnn, "causal-transformer": transformer}
+
+
+def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               loss_fn: Callable, variant: str, steps: int, folder: Path) -> list[float]:
+    probes = (nullcontext() if variant == "none"
+              else diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", preset=variant))
+    times = []
+    with probes as w:
+        for _ in range(steps):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if w is not None:
+                w.log(loss=loss)
+            times.append(time.perf_counter() - start)
+    return times[2:]  # the first steps of a round pay for hook installation and caches
+
+
+def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str, float]:
+    torch.manual_seed(0)
+    model, x, y, loss_fn = build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    time_steps(model, optimizer, x, y, loss_fn, "none", steps, folder)  # warm-up
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    order = list(VARIANTS)
+    for _ in range(rounds):
+        random.shuffle(order)
+        for variant in order:
+            samples[variant] += time_steps(model, optimizer, x, y, loss_fn, variant, steps, folder)
+    baseline = statistics.median(samples["none"])
+    return {"step_ms": baseline * 1e3, **{v: statistics.median(samples[v]) / baseline for v in VARIANTS[1:]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
+    print(f"{'workload':<22}{'step (ms)':>10}" + "".join(f"{v:>10}" for v in VARIANTS[1:]))
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build in WORKLOADS.items():
+            result = measure(build, args.rounds, args.steps, Path(tmp))
+            print(f"{name:<22}{result['step_ms']:>10.2f}" + "".join(f"{result[v]:>9.3f}x" for v in VARIANTS[1:]))
+            failed += [f"{name}/{v}" for v, limit in TARGETS.items() if result[v] > limit]
+    print("targets: " + ", ".join(f"{v} <= {limit}x" for v, limit in TARGETS.items())
+          + (" -- all met" if not failed else f" -- missed: {', '.join(failed)}"))
+
+
+if __name__ == "__main__":
+    main()
