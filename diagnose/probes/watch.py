@@ -27,6 +27,7 @@ from torch import nn
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
 from diagnose.probes.base import Probe
+from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
 from diagnose.probes.memory import MemoryProbe, NvmlProbe
@@ -60,11 +61,13 @@ class Watch:
         flush_seconds: float = 1.0,
         rank: int | None = None,
         world_size: int | None = None,
+        distributed: str | DistributedOptions = "files",
     ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.preset = get_preset(preset).with_overrides(every)
-        self.path = Path(path)
+        self.ranks = RankSetup.detect(distributed, rank, world_size, optimizer)
+        self.path = self.ranks.file_for(Path(path))
         self.first_step = start_step
         self.modules = list(model.named_modules())
         self._module_types = {name or "(model)": type(module).__name__ for name, module in self.modules}
@@ -77,12 +80,16 @@ class Watch:
         self._closed = False
         self._handles: list[Any] = []
         self._writer = RunWriter(self.path, flush_seconds=flush_seconds)
-        self._writer.write(describe_run(model, optimizer, name=name or self.path.stem, metadata=metadata,
-                                        preset=self.preset, rank=rank, world_size=world_size))
+        self._writer.write(describe_run(model, optimizer, name=name or Path(path).stem, metadata=metadata,
+                                        preset=self.preset, rank=self.ranks.rank, world_size=self.ranks.world_size)
+                           | self.ranks.describe(model))
         self._probes: list[Probe] = []
         for probe in self._choose_probes(scaler):
             self._attach(probe)
         self._install_hooks()
+        # Cross-rank gather (opt-in): its own hooks, removed only by close() so that it keeps
+        # every rank's schedule even after this watch failed.
+        self._gather = self.ranks.start_gather(self, self._probes)
         atexit.register(self.close)
 
     # -- public API ------------------------------------------------------------
@@ -119,6 +126,8 @@ class Watch:
 
     def close(self) -> None:
         """Write what is left and remove every hook. Safe to call twice."""
+        if self._gather is not None:
+            self._gather.remove()
         if self._closed:
             return
         try:
@@ -154,6 +163,11 @@ class Watch:
 
         return guarded
 
+    def add_record(self, record: StepRecord) -> None:
+        """Queue a record measured outside the step lifecycle; it is written with the next batch."""
+        if not self._closed:
+            self._pending.append(record)
+
     def end_step(self) -> None:
         """Mark the step in progress as complete; the next training forward opens a new one."""
         self._step_done = True
@@ -173,6 +187,7 @@ class Watch:
             probes.append(NvmlProbe(preset.nvml))
         if scaler is not None:
             probes.append(GradScalerProbe(scaler, preset.memory))
+        probes += self.ranks.probes()
         # Last: it reads the loss and gradient norm the others have resolved.
         probes.append(NonFiniteProbe(per_module=preset.nonfinite))
         return probes
@@ -367,6 +382,9 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     Options: ``preset`` ("minimal", "default", "full"), ``metadata`` (task,
     num_classes, loss_fn, ...), ``name``, ``scaler`` (an AMP GradScaler, to
     record skipped steps), ``every`` (override schedules, e.g.
-    ``{"activations": 10}``), ``start_step``, ``flush_seconds``.
+    ``{"activations": 10}``), ``start_step``, ``flush_seconds``,
+    ``distributed`` (under torch.distributed: ``"files"``, one file per rank,
+    the default; ``"gather"``, also a cross-rank summary on rank 0; ``"off"``;
+    or a `DistributedOptions`, see :mod:`diagnose.probes.distributed`).
     """
     return Watch(model, optimizer, path, **options)
