@@ -1,0 +1,112 @@
+"""A multi-process run: the per-rank files of one run read back as one `Run`.
+
+Under ``torch.distributed`` every rank writes its own file next to the path it
+was given: ``run.rank0.jsonl``, ``run.rank1.jsonl``, ... (see
+:mod:`diagnose.probes.distributed`). Any of these paths opens the whole set:
+``run.jsonl`` (even when no such file exists), ``run.rank0.jsonl``, or a
+folder whose run files are all rank files. ``run.rank2.jsonl`` on its own
+reads rank 2 alone.
+
+How ranks are represented: the result is a `RankedRun`, a `Run` whose own
+frames (``steps``, ``evals``, ``layers``, ``events``, ``nan_steps``) are those
+of rank 0 (the lowest rank present), with ``rank`` set to it. Every
+single-rank rule therefore reads it exactly as it reads a single-process run,
+and its findings name that rank. The other ranks are in ``ranks`` (rank ->
+that rank's own `Run`, with ``Run.rank`` set), which the cross-rank rules
+read; ``rank_frame("steps")`` gives every rank's rows in one frame with a
+``rank`` column. ``meta["ranks"]`` lists the files read (rank, source, steps)
+and ``meta["missing_ranks"]`` the ranks below ``world_size`` that wrote no file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+from diagnose.readers import native
+from diagnose.run import Run
+
+_RANK_NAME = re.compile(r"^(?P<base>.+)\.rank(?P<rank>\d+)$")
+
+
+@dataclass
+class RankedRun(Run):
+    """A `Run` that is rank 0's view of a multi-process run, with every rank in ``ranks``."""
+
+    ranks: dict[int, Run] = field(default_factory=dict)
+
+    def rank_frame(self, kind: str) -> pd.DataFrame:
+        """One of ``steps``, ``evals``, ``layers``, ``events`` for every rank, with a ``rank`` column."""
+        parts = [getattr(run, kind).assign(rank=rank) for rank, run in sorted(self.ranks.items())]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def split_rank_name(path: Path) -> tuple[str, int] | None:
+    """``run.rank3.jsonl`` -> (``run``, 3); None for a name without a rank."""
+    found = _RANK_NAME.match(path.stem)
+    return (found["base"], int(found["rank"])) if found else None
+
+
+def rank_sets(path: str | Path) -> list[list[Path]]:
+    """The per-rank file sets ``path`` stands for (empty when it is no rank set)."""
+    path = Path(path)
+    if path.is_dir():
+        return _folder_sets(path)
+    named = split_rank_name(path)
+    if named is not None and named[1] != 0:
+        return []  # one particular rank, read alone
+    base = named[0] if named else path.stem
+    files = _siblings(path.parent, base, path.suffix)
+    return [files] if files else []
+
+
+def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None) -> RankedRun:
+    """Read the files of one rank set into one `RankedRun`."""
+    ranks: dict[int, Run] = {}
+    notes: list[str] = []
+    for file in files:
+        runs = native.read_jsonl(file, mapping=mapping)
+        if len(runs) > 1:
+            notes.append(f"{file.name} holds {len(runs)} runs; the last one is used")
+        run = runs[-1]
+        rank = split_rank_name(file)[1]
+        run.rank = rank if run.rank is None else int(run.rank)
+        ranks[run.rank] = run
+    return _combine(ranks, files, notes)
+
+
+def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> RankedRun:
+    first = ranks[min(ranks)]
+    base = split_rank_name(files[0])[0]
+    own = {f.name: getattr(first, f.name) for f in fields(Run)}
+    meta = dict(first.meta)
+    meta["ranks"] = [{"rank": rank, "source": run.source, "steps": run.n_steps} for rank, run in sorted(ranks.items())]
+    world_size = max([int(r.meta.get("world_size") or 0) for r in ranks.values()] + [max(ranks) + 1])
+    meta["world_size"] = world_size
+    meta["missing_ranks"] = sorted(set(range(world_size)) - set(ranks))
+    warnings = list(first.warnings) + notes
+    if meta["missing_ranks"]:
+        warnings.append(f"no file for rank(s) {', '.join(map(str, meta['missing_ranks']))} of {world_size}")
+    own.update(name=str(first.meta.get("name") or base), source=str(files[0].parent / base), meta=meta,
+               warnings=warnings)
+    return RankedRun(**own, ranks=ranks)
+
+
+def _siblings(folder: Path, base: str, suffix: str) -> list[Path]:
+    """``base.rank<N><suffix>`` files in ``folder``, in rank order."""
+    found = [(split_rank_name(p), p) for p in folder.glob(f"*{suffix}") if p.is_file()]
+    return [p for named, p in sorted((n, p) for n, p in found if n is not None and n[0] == base)]
+
+
+def _folder_sets(folder: Path) -> list[list[Path]]:
+    """One set per base name, when every JSON Lines file directly in ``folder`` is a rank file."""
+    files = sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+    names = [split_rank_name(p) for p in files]
+    if not files or any(n is None for n in names):
+        return []
+    bases = sorted({n[0] for n in names})
+    return [_siblings(folder, base, ".jsonl") for base in bases]
