@@ -2,3 +2,4 @@
 
 from diagnose.rules import generalization, initialization, numerics, optimization  # noqa: F401
 import diagnose.rules.preflight  # noqa: E402,F401
+import diagnose.rules.distributed  # noqa: E402,F401
