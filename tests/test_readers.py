@@ -102,6 +102,14 @@ def test_a_test_score_never_passes_for_the_validation_curve(tmp_path: Path) -> N
     [
         ("hf_run/trainer_state.json", "huggingface"),
         ("hf_groups.json", "huggingface"),
+        ("keras_appended.csv", "keras"),
+        ("run_a/history.json", "keras"),
+        ("yolo/results.csv", "yolo"),
+        ("nanogpt/log.txt", "nanogpt"),
+        ("gpt2_stdout.log", "text"),
+        ("epochs.log", "text"),
+        ("wandb_export.csv", "csv"),
+        ("custom.jsonl", "jsonl"),
         ("lightning_logs/version_0/metrics.csv", "lightning"),
     ],
 )
@@ -121,3 +129,169 @@ def test_unknown_forced_format_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown input format") as error:
         load(path, format="excel")
     assert all(name in str(error.value) for name in FORMATS)
+
+
+# -- Keras ----------------------------------------------------------------------------------
+
+
+def test_keras_csv_with_runs_appended_is_split_at_each_epoch_restart(tmp_path: Path) -> None:
+    runs = load_all(fixture_copy(tmp_path, "keras_appended.csv"))
+    assert [r.name for r in runs] == ["keras_appended#1", "keras_appended#2"]
+    assert [r.series("loss").tolist() for r in runs] == [[1.20, 0.95, 0.80], [1.25, 1.10]]
+    assert [r.series("val_loss").tolist() for r in runs] == [[1.10, 1.02, 1.05], [1.15, 1.08]]
+    assert runs[1].series("lr").tolist() == [0.0001, 0.0001]
+    assert all("2 runs appended" in " ".join(r.warnings) for r in runs)
+
+
+def test_load_takes_the_last_of_several_runs_and_warns(tmp_path: Path) -> None:
+    path = fixture_copy(tmp_path, "keras_appended.csv")
+    with pytest.warns(UserWarning, match="holds 2 runs"):
+        run = load(path)
+    assert run.name == "keras_appended#2"
+
+
+def test_keras_history_json_counts_epochs_from_zero(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "run_a/history.json"))
+    history = json.loads((FIXTURES / "run_a/history.json").read_text())
+    assert (run.format, run.name) == ("keras", "run_a")
+    assert run.series("loss").to_dict() == dict(enumerate(history["loss"]))
+    assert run.series("val_accuracy").tolist() == history["val_accuracy"]
+
+
+def test_a_file_with_no_plain_loss_takes_its_first_loss_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "gan.json"
+    path.write_text(json.dumps({"critic_loss": [-0.5, -0.8, -0.9], "gen_loss": [1.0, 1.2, 1.1]}))
+    run = load(path)
+    assert run.series("loss").tolist() == run.series("critic_loss").tolist()
+    assert run.series("gen_loss").tolist() == [1.0, 1.2, 1.1]
+    assert "critic_loss" in run.meta["loss_from"]
+
+
+# -- Ultralytics YOLO ----------------------------------------------------------------------------
+
+
+def test_yolo_loss_is_the_sum_of_its_parts_which_are_kept(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "yolo/results.csv"))
+    assert (run.format, run.name) == ("yolo", "yolo")
+    parts = run.steps[["box_loss", "cls_loss", "dfl_loss"]].sum(axis=1)
+    assert run.series("loss").to_numpy() == pytest.approx(parts.to_numpy())
+    val_parts = run.evals[["val_box_loss", "val_cls_loss", "val_dfl_loss"]].sum(axis=1)
+    assert run.series("val_loss").to_numpy() == pytest.approx(val_parts.to_numpy())
+    assert run.series("val_map50(b)").tolist() == [0.20, 0.35, 0.48]
+    assert run.series("lr").tolist() == [0.07, 0.04, 0.01]
+    assert run.series("loss").index.tolist() == [1, 2, 3]  # the epoch column, space padding and all
+    assert "train/box_loss" in run.meta["loss_from"]
+
+
+# -- text logs ------------------------------------------------------------------------------------
+
+
+def test_nanogpt_log_txt(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "nanogpt/log.txt"))
+    assert (run.format, run.name) == ("nanogpt", "nanogpt")
+    assert run.series("loss").to_dict() == {0: 10.955011, 1: 10.935991, 2: 10.903013, 4: 10.70}
+    assert run.nan_steps["loss"].tolist() == [3]
+    assert run.series("val_loss").to_dict() == {0: 10.95, 4: 10.20}
+    assert run.series("val_hellaswag").to_dict() == {0: 0.2487}
+
+
+def test_nanogpt_stdout_with_validation_lines_between_steps(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "gpt2_stdout.log"))
+    assert run.format == "text"
+    assert run.series("loss").index.tolist() == [0, 1, 2, 3]
+    assert run.series("lr").iloc[0] == pytest.approx(8.3916e-07)
+    assert run.series("grad_norm").iloc[-1] == pytest.approx(9.6371)  # "norm" is the gradient norm
+    # a validation line comes before the step the loop goes on with
+    assert run.series("val_loss").to_dict() == {0: 10.9512, 3: 9.8}
+    assert not any("hellaswag" in c for c in run.evals.columns)  # no loss on that line, no marker
+
+
+def test_epoch_lines_with_train_and_val_losses_and_a_restart(tmp_path: Path) -> None:
+    runs = load_all(fixture_copy(tmp_path, "epochs.log"))
+    assert [r.format for r in runs] == ["text", "text"]
+    assert [r.series("loss").index.tolist() for r in runs] == [[1, 2, 3], [1, 2]]
+    assert runs[0].series("val_loss").tolist() == [1.9097, 1.8992, 1.8775]
+    assert runs[1].series("acc").tolist() == [18.66, 18.45]  # percent signs dropped, the number kept
+
+
+def test_text_without_a_recognisable_pattern_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("Training went fine.\nThe model converged after a while.\n")
+    with pytest.raises(InputError, match="no training log pattern") as error:
+        load(path)
+    assert "\n" not in str(error.value)
+
+
+# -- generic tables, and saying which column is which ---------------------------------------
+
+
+def test_generic_csv_with_an_iteration_column_and_a_mapping(tmp_path: Path) -> None:
+    path = fixture_copy(tmp_path, "wandb_export.csv")
+    guessed = load(path)
+    assert guessed.format == "csv" and not guessed.has("loss")
+    assert guessed.series("val_objective").to_dict() == {200: 2.3, 400: 1.9}
+    run = load(path, mapping={"loss": "train/objective", "val_loss": "eval/objective"})
+    assert run.series("loss").to_dict() == {100: 2.5, 200: 2.1, 300: 1.8, 400: 1.6}
+    assert run.series("val_loss").to_dict() == {200: 2.3, 400: 1.9}
+    assert run.meta["step_from"] == "iteration"
+    assert "note" not in run.steps.columns  # a text column is not a metric
+
+
+def test_jsonl_with_its_own_names_and_a_mapping(tmp_path: Path) -> None:
+    path = fixture_copy(tmp_path, "custom.jsonl")
+    run = load(path, mapping={"loss": "objective", "val_loss": "holdout", "step": "it"})
+    assert run.series("loss").to_dict() == {1: 0.9, 2: 0.7, 3: 0.6}
+    assert run.series("val_loss").to_dict() == {2: 0.8}
+
+
+def test_a_mapping_naming_a_missing_column_is_one_line(tmp_path: Path) -> None:
+    path = fixture_copy(tmp_path, "wandb_export.csv")
+    with pytest.raises(InputError, match="train/los'") as error:
+        load(path, mapping={"loss": "train/los"})
+    assert "\n" not in str(error.value)
+
+
+# -- folders --------------------------------------------------------------------------------
+
+
+def test_a_folder_reads_every_recognised_run_file_and_nothing_else(tmp_path: Path) -> None:
+    folder = tmp_path / "experiments"
+    for name in ("hf_run/trainer_state.json", "lightning_logs/version_0/metrics.csv", "keras_appended.csv",
+                 "nanogpt/log.txt"):
+        source = FIXTURES / name
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / name)
+    (folder / "README.md").write_text("Epoch [1/2], Train Loss: 0.5 - notes, not a log\n")
+    (folder / "config.json").write_text('{"hidden_size": 64, "layers": [1, 2]}')
+    (folder / "train.py").write_text("print('step 1 | loss: 0.5')\n")
+    runs = load_all(folder)
+    assert sorted(r.name for r in runs) == ["hf_run", "keras_appended#1", "keras_appended#2", "nanogpt", "version_0"]
+    assert sorted({r.format for r in runs}) == ["huggingface", "keras", "lightning", "nanogpt"]
+
+
+def test_an_empty_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.md").write_text("nothing here")
+    with pytest.raises(InputError, match="no run files") as error:
+        load_all(tmp_path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("input.dat", "", "empty"),
+        ("input.dat", "\x00\x01\x02binary", "not a training log"),
+        ("trainer_state.json", '{"log_history": [', "not valid JSON"),
+        ("metrics.csv", "epoch,loss\n", "no rows"),
+        ("run.jsonl", '{"step": 1, "loss": "high"}\n', "no value is a number"),
+        ("input.dat", "just some words\n", "not a training log"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(tmp_path: Path, name: str, content: str,
+                                                                 message: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(InputError, match=message) as error:
+        load(path)
+    assert "\n" not in str(error.value)
+    assert path.read_text() == content

@@ -26,6 +26,8 @@ NAN_WORDS = ("nan", "+nan", "-nan")
 # Columns that say where a row sits rather than what was measured: they never
 # make a row a training row on their own.
 BOOKKEEPING = ("step", "epoch")
+# Column names that hold the step, most specific first (compared normalised).
+STEP_COLUMNS = ("step", "global_step", "_step", "iteration", "iter", "it", "steps", "epoch")
 # Names that say nothing about the run: a run read from one takes its folder's name.
 GENERIC_STEMS = {"metrics", "trainer_state", "results", "log", "history", "training", "train",
                  "training_log", "train_log", "events", "output", "outputs", "stdout"}
@@ -199,6 +201,36 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
     return pd.DataFrame(columns, index=raw.index)
 
 
+def find_step_column(columns: list[str], mapping: Mapping[str, str] | None = None) -> str | None:
+    """The column that holds the step: the mapping's choice, else the first of `STEP_COLUMNS`."""
+    if mapping and "step" in mapping:
+        return mapping["step"]
+    by_norm = {schema.normalise_key(str(c)): c for c in columns}
+    return next((by_norm[name] for name in STEP_COLUMNS if name in by_norm), None)
+
+
+def name_table(raw: pd.DataFrame, path: Path, *, mapping: Mapping[str, str] | None = None,
+               namer: Callable[[str], str] = default_name, meta: dict[str, Any]) -> pd.DataFrame:
+    """A raw table as rows: ``step`` first (NaN when there is no step column), then canonical names.
+
+    Which column gave the step goes into ``meta["step_from"]``; an epoch column
+    used as the step is kept as ``epoch`` too.
+    """
+    step_column = find_step_column(list(raw.columns), mapping)
+    if step_column is not None and step_column not in raw.columns:
+        raise InputError(f"{path}: the mapping names step column {step_column!r}, which the file does not have")
+    rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
+    rows = rename_columns(raw.drop(columns=[step_column] if step_column else []), path, rest, namer)
+    if step_column is None:
+        rows.insert(0, "step", np.nan)
+        return rows
+    rows.insert(0, "step", raw[step_column])
+    if schema.normalise_key(str(step_column)) == "epoch" and "epoch" not in rows.columns:
+        rows["epoch"] = raw[step_column]
+    meta["step_from"] = str(step_column)
+    return rows
+
+
 def is_eval_column(name: str) -> bool:
     return name.startswith("val_")
 
@@ -280,7 +312,7 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
                          path=path, format=format, meta=dict(meta), warnings=warnings))
     runs = name_runs(runs, path, name)
     if not runs:
-        raise InputError(f"{path}: no training or evaluation values found in this {format} file")
+        raise no_values_error(path, f"training or evaluation values in this {format} file", warnings.summary())
     return runs
 
 
@@ -317,9 +349,20 @@ def repeated_warning(repeated: dict[str, int]) -> list[str]:
             "or a resume from a checkpoint); the later value is kept"]
 
 
+def _holds_values(run: Run) -> bool:
+    measured = [c for frame in (run.steps, run.evals) for c in frame.columns if c not in BOOKKEEPING]
+    return bool(measured or run.nan_steps or len(run.layers) or len(run.events))
+
+
+def no_values_error(path: Path, what: str, warnings: list[str]) -> InputError:
+    """The error for a file that parsed but held nothing usable, with the first reason found."""
+    reason = f" ({warnings[0]})" if warnings else ""
+    return InputError(f"{path}: no usable values found; expected {what}{reason}")
+
+
 def name_runs(runs: list[Run], path: Path, name: str | None = None) -> list[Run]:
     """Name the runs read from one file and say so when the file held several."""
-    runs = [r for r in runs if len(r.steps) or len(r.evals) or len(r.layers) or len(r.events)]
+    runs = [r for r in runs if _holds_values(r)]
     base = name or run_name(path)
     for index, run in enumerate(runs):
         run.name = run.name or (base if len(runs) == 1 else f"{base}#{index + 1}")

@@ -55,9 +55,12 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
         raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "
                          '{"step": 1, "loss": 0.5})')
     boundaries = _run_boundaries(parts["steps"])
-    runs = [_build_run(parts, kinds[schema.META], boundaries, index, path, warnings)
-            for index in range(len(boundaries) + 1)]
-    return frames.name_runs(runs, path, name)
+    built = [_build_run(parts, kinds[schema.META], boundaries, index, path, warnings)
+             for index in range(len(boundaries) + 1)]
+    runs = frames.name_runs(built, path, name)
+    if not runs:
+        raise frames.no_values_error(path, 'JSON lines like {"step": 1, "loss": 0.5}', built[0].warnings)
+    return runs
 
 
 # -- lines -> records --------------------------------------------------------------
@@ -153,14 +156,15 @@ def _kind_frame(bucket: tuple[list[dict], list[int]]) -> pd.DataFrame:
 
 def _minimal(bucket: tuple[list[dict], list[int]], mapping: Mapping[str, str] | None,
              path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Minimal-form records split by their keys into training and evaluation rows."""
-    raw = _kind_frame(bucket)
-    rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
-    if mapping and "step" in mapping:
-        raw = raw.drop(columns="step").rename(columns={mapping["step"]: "step"})
-    frame = frames.rename_columns(raw.drop(columns=["step", "_pos"]), path, rest)
-    frame["step"] = _fill_steps(pd.to_numeric(raw["step"], errors="coerce"))
-    frame["_pos"] = raw["_pos"]
+    """Minimal-form records split by their keys into training and evaluation rows.
+
+    The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
+    """
+    records, positions = bucket
+    raw = frames.records_frame(records)
+    frame = frames.name_table(raw, path, mapping=mapping, meta={})
+    frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
+    frame["_pos"] = np.asarray(positions, dtype="int64")
     eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]
     train_cols = [c for c in frame.columns if c not in eval_cols and c not in ("step", "_pos")]
     has_train = frame[[c for c in train_cols if c not in frames.BOOKKEEPING]].notna().any(axis=1)
@@ -175,7 +179,7 @@ def _fill_steps(steps: pd.Series) -> pd.Series:
     known = steps.notna()
     since = known.groupby(known.cumsum()).cumcount().astype("float64")
     base = steps.ffill()
-    return base.where(known, base + since).fillna(since - 1)
+    return base.where(known, base + since).fillna(since)
 
 
 def _stack(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:

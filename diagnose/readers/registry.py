@@ -210,7 +210,7 @@ def _is_metric_record(record: dict) -> bool:
     if record.get("kind") in schema.KINDS:
         return True
     keys = [schema.normalise_key(str(k)) for k in record]
-    return any(k in tables.STEP_COLUMNS or "loss" in k for k in keys)
+    return any(k in frames.STEP_COLUMNS or "loss" in k for k in keys)
 
 
 def _detect_table(lines: list[str]) -> str | None:
@@ -231,8 +231,8 @@ def _detect_table(lines: list[str]) -> str | None:
         return "yolo"
     if "step" in norms and "epoch" in norms:
         return "lightning"
-    if has_loss and ("epoch" in norms or not set(norms) & set(tables.STEP_COLUMNS)):
+    if has_loss and ("epoch" in norms or not set(norms) & set(frames.STEP_COLUMNS)):
         return "keras"
-    if has_loss or set(norms) & set(tables.STEP_COLUMNS):
+    if has_loss or set(norms) & set(frames.STEP_COLUMNS):
         return "csv"
     return None

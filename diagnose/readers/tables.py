@@ -20,8 +20,6 @@ from diagnose.readers import frames
 from diagnose.run import Run
 from diagnose.runfile import schema
 
-# Column names that hold the step, most specific first (compared normalised).
-STEP_COLUMNS = ("step", "global_step", "_step", "iteration", "iter", "it", "steps", "epoch")
 
 
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
@@ -41,33 +39,15 @@ def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
     return table
 
 
-def find_step_column(columns: list[str], mapping: Mapping[str, str] | None) -> str | None:
-    if mapping and "step" in mapping:
-        return mapping["step"]
-    by_norm = {schema.normalise_key(c): c for c in columns}
-    return next((by_norm[name] for name in STEP_COLUMNS if name in by_norm), None)
-
-
 def table_runs(raw: pd.DataFrame, path: Path, *, format: str, mapping: Mapping[str, str] | None,
                warnings: frames.WarningLog, namer: Callable[[str], str] = frames.default_name,
-               step_column: str | None = None, meta: dict | None = None) -> list[Run]:
+               meta: dict | None = None) -> list[Run]:
     """Rows of a table to runs: the step column (or the row number), canonical names."""
     meta = dict(meta or {})
-    step_column = step_column or find_step_column(list(raw.columns), mapping)
-    rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
-    if step_column is None:
-        rows = frames.rename_columns(raw, path, rest, namer)
-        rows.insert(0, "step", np.arange(len(rows), dtype="float64"))
+    rows = frames.name_table(raw, path, mapping=mapping, namer=namer, meta=meta)
+    if "step_from" not in meta:
+        rows["step"] = np.arange(len(rows), dtype="float64")
         meta["step_from"] = "row number (the file has no step or epoch column)"
-    else:
-        if step_column not in raw.columns:
-            raise InputError(f"{path}: the mapping names step column {step_column!r}, which the file does not have")
-        epoch = raw[step_column] if schema.normalise_key(step_column) == "epoch" else None
-        rows = frames.rename_columns(raw.drop(columns=step_column), path, rest, namer)
-        rows.insert(0, "step", raw[step_column])
-        if epoch is not None and "epoch" not in rows.columns:
-            rows["epoch"] = epoch
-        meta["step_from"] = step_column
     return frames.build_runs(rows, path=path, format=format, meta=meta, warnings=warnings)
 
 
@@ -124,7 +104,7 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     if not series:
         raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
     raw = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in series.items()})
-    if find_step_column(list(raw.columns), mapping) is None:
+    if frames.find_step_column(list(raw.columns), mapping) is None:
         raw.insert(0, "epoch", np.arange(len(raw)))
     return table_runs(raw, path, format="keras", mapping=mapping, warnings=frames.WarningLog())
 
