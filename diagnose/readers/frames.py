@@ -166,7 +166,8 @@ def default_name(raw: str) -> str:
         return "val_" + norm
     if schema.is_eval_key(raw):
         return schema.canonical_eval_key(raw)
-    return schema.canonical_step_key(raw)
+    # twice: "train/learning_rate" loses its prefix first, then becomes "lr"
+    return schema.canonical_step_key(schema.canonical_step_key(raw))
 
 
 def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | None = None,
