@@ -227,7 +227,7 @@ def _build_run(parts: dict[str, pd.DataFrame], metas: tuple[list[dict], list[int
     return Run(
         name=str(meta.get("name") or ""),
         source=str(path),
-        format="diagnose" if meta else "jsonl",
+        format="diagnose" if metas[0] else "jsonl",
         meta=meta,
         steps=chosen["steps"],
         evals=chosen["evals"],
