@@ -97,7 +97,8 @@ class RankOutlier(Rule):
                   source="per-batch gradient norms scatter about twice as much as losses"),
         Threshold("min_gap", 0.1, "smallest gap that counts, as a fraction of the run's starting loss",
                   source="keeps tiny, converged losses (1e-4 vs 3e-4) from counting as a ratio"),
-        Threshold("min_steps", 6, "fewest steps logged by every rank"),
+        Threshold("min_steps", 6, "fewest steps logged by every rank",
+                  source="the median over the second half needs a few points to outvote one odd batch"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -295,7 +296,8 @@ class StragglerRank(Rule):
                   source="with 2 ranks a rank is the slowest at half the steps by chance"),
         Threshold("min_excess", 0.15, "median excess over the other ranks, as a fraction of the median step time",
                   source="scheduling jitter of a few percent of a step is normal; 15% is a slowdown worth fixing"),
-        Threshold("min_steps", 5, "fewest steps timed on every rank"),
+        Threshold("min_steps", 5, "fewest steps timed on every rank",
+                  source="min_share over fewer steps is decided by one or two noisy steps"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
