@@ -48,8 +48,9 @@ class Overfitting(Rule):
     ## How it decides
     Needs at least ``min_points`` evaluations. The best evaluation must not be
     the last one, and at least two come after it. The median of the later half
-    of those must stand more than ``min_rise`` (log units) above the best and
-    more than twice the validation curve's own scatter, and a robust line from
+    of those must stand more than ``min_rise`` (log units) above the best,
+    and more than twice the validation curve's own scatter above the best
+    level (the lowest median of three neighbouring evaluations); a robust line from
     the best evaluation to the last must rise: the 95% interval of its slope
     above zero, or at least its slope when the rise exceeds ``clear_rise``.
     One noisy evaluation, or a curve that bounces around a level, is not
@@ -75,7 +76,7 @@ class Overfitting(Rule):
     thresholds = (
         Threshold("min_rise", 0.08, "log rise of the later validation losses over the best (0.08 = 8.3%)",
                   source="the mildest labelled overfitting run in /work/shared/real_runs rises 9% (median of its "
-                         "later evaluations); healthy ones that flatten stay within 5%, or within 8% without a "
+                         "later evaluations); healthy ones that flatten stay within 5%, or within 9% without a "
                          "rising trend"),
         Threshold("clear_rise", 0.15, "log rise (0.15 = 16%) above which a positive slope is enough, without "
                   "its 95% interval clearing zero",
@@ -100,13 +101,17 @@ class Overfitting(Rule):
         best, best_step = float(val.iloc[best_at]), float(val.index[best_at])
         later = float(after.iloc[len(after) // 2 :].median())
         rise = curves.log_ratio(later, best)
+        # The lowest point of a noisy curve is a lucky draw: against the noise, the
+        # rise is measured from the best level of three neighbouring evaluations.
+        rise_from_level = curves.log_ratio(later, float(curves.rolling_median(val, 3).min()))
         scatter = curves.noise(val)
         train_smooth = curves.smooth(train)
         train_at_best, train_end = curves.value_at(train_smooth, [best_step, float(val.index[-1])])
         train_fall = curves.log_ratio(train_at_best, train_end) if min(train_at_best, train_end) > 0 else 0.0
         turned = curves.trend(val.iloc[best_at:])
         trending = turned is not None and (turned.rising or (turned.slope > 0 and rise > t["clear_rise"]))
-        if not (rise > t["min_rise"] and not rise <= 2 * scatter and trending and train_fall > t["train_fall"]):
+        if not (rise > t["min_rise"] and not rise_from_level <= 2 * scatter and trending
+                and train_fall > t["train_fall"]):
             return
         last = float(val.iloc[-1])
         yield self.finding(

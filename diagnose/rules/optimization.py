@@ -351,7 +351,7 @@ class LearningRateDecayedEarly(Rule):
     ## How it decides
     Needs ``lr``. After its peak, the learning rate falls below ``near_zero``
     of the peak before ``max_at`` of the run and stays there. It fires only
-    when the loss fell by more than ``min_gain`` over the stretch just before
+    when the loss fell by more than ``min_gain`` over the tenth of the run just before
     (a plateau scheduler lowering the rate after the loss stopped improving
     is doing its job).
 
@@ -373,8 +373,8 @@ class LearningRateDecayedEarly(Rule):
                   source="a cosine schedule is at 1% of its peak only in its last 6% of steps"),
         Threshold("max_at", 0.75, "latest fraction of the run at which reaching ~0 counts as too early",
                   source="a quarter of the run or more wasted"),
-        Threshold("min_gain", 0.05, "log drop of the loss over the stretch before the decay that shows it was "
-                  "still learning (0.05 = 5%)",
+        Threshold("min_gain", 0.05, "log drop of the loss over the tenth of the run before the decay that shows "
+                  "it was still learning (0.05 = 5%)",
                   source="healthy plateau-scheduled Keras runs in /work/shared/real_runs improve <2% before "
                          "their rate is cut"),
     )
@@ -387,7 +387,7 @@ class LearningRateDecayedEarly(Rule):
         dead_from = _dead_from(lr, t["near_zero"])
         if dead_from is None or curves.fraction_of_run(loss, dead_from) >= t["max_at"]:
             return
-        before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.25 * (loss.index[-1] - loss.index[0]))]
+        before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.1 * (loss.index[-1] - loss.index[0]))]
         gain = curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2)) if len(before) >= 4 else 0
         if not gain > t["min_gain"]:
             return

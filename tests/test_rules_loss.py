@@ -1,0 +1,152 @@
+"""How the loss-curve rules decide, on recorded sample runs and on small logs with one known trait."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import diagnose
+from diagnose.rules import Severity, analyze, get_rule
+from diagnose.rules.config import RuleConfig
+
+RUNS = Path(__file__).resolve().parent.parent / "sample_runs" / "runs"
+
+
+def sample(name: str):
+    return diagnose.load(RUNS / f"{name}.jsonl")
+
+
+def write_log(tmp_path: Path, rows: list[dict], meta: dict | None = None) -> Path:
+    """A minimal-form log (one JSON object per line), non-finite values spelled as the schema says."""
+    path = tmp_path / "run.jsonl"
+    lines = []
+    if meta is not None:
+        lines.append(json.dumps({"kind": "meta", "metadata": meta}))
+    for row in rows:
+        lines.append(json.dumps({k: ("NaN" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def findings(run, code: str):
+    rule = get_rule(code)
+    return list(rule().check(run, RuleConfig().thresholds_for(rule)))
+
+
+def decaying(n: int, seed: int = 0, floor: float = 0.3, noise: float = 0.03) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.arange(n)
+    return (2.0 * np.exp(-x / (n / 6)) + floor) * np.exp(rng.normal(0, noise, n))
+
+
+class TestNonFinite:
+    def test_names_the_module_that_made_the_first_nan(self):
+        [finding] = findings(sample("nan_log"), "NF001")
+        assert finding.severity == Severity.ERROR
+        assert finding.module is not None and finding.evidence["where"] in ("forward", "backward", "loss")
+        assert finding.onset == finding.evidence["first_step"]
+
+    def test_a_climb_before_the_nan_blames_the_learning_rate(self, tmp_path):
+        loss = list(decaying(60)) + list(np.geomspace(0.4, 40, 20)) + [math.nan] * 5
+        [finding] = findings(diagnose.load(write_log(tmp_path, [{"step": i + 1, "loss": v} for i, v in enumerate(loss)])),
+                             "NF001")
+        assert "learning rate" in finding.causes[0] and finding.onset == 81
+        assert "lower the learning rate" in finding.fixes[0]
+
+    def test_a_smooth_fall_into_nan_points_at_a_numerical_edge_case(self, tmp_path):
+        loss = list(decaying(80)) + [math.nan] * 3
+        [finding] = findings(diagnose.load(write_log(tmp_path, [{"step": i + 1, "loss": v} for i, v in enumerate(loss)])),
+                             "NF001")
+        assert "not climbing" in finding.causes[0]
+
+    def test_isolated_nonfinite_gradient_norms_are_only_a_note(self, tmp_path):
+        rows = [{"step": i + 1, "loss": v, "grad_norm": math.nan if i in (3, 9) else 1.0}
+                for i, v in enumerate(decaying(50))]
+        [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "NF001")
+        assert finding.severity == Severity.INFO
+
+    def test_spikes_leading_into_the_nan_are_not_reported_again(self):
+        codes = analyze(sample("nan_log")).codes
+        assert codes[0] == "NF001" and "SPK001" not in codes
+
+
+class TestLearningRate:
+    def test_explosion_then_chance_level_is_blamed_on_the_learning_rate(self):
+        codes = analyze(sample("lr_too_high")).codes
+        assert codes.index("LR001") < codes.index("CH001")
+
+    def test_late_bounce_reports_the_best_step_to_keep(self):
+        [finding] = findings(sample("lr_too_high_late"), "LR002")
+        assert finding.evidence["end_over_best"] > 1.2
+        assert f"step {finding.onset:g}" in finding.fixes[-1]
+
+    def test_negative_losses_are_not_judged(self, tmp_path):
+        rng = np.random.default_rng(0)
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.linspace(-0.1, 0.5, 200) + rng.normal(0, 0.05, 200))]
+        run = diagnose.load(write_log(tmp_path, rows))
+        assert not findings(run, "LR001") and not findings(run, "PLT001")
+
+    def test_decay_that_follows_a_plateau_is_not_too_early(self, tmp_path):
+        loss = np.r_[decaying(40), np.full(160, decaying(40)[-1])]
+        lr = np.r_[np.full(60, 1e-3), np.full(140, 1e-6)]
+        rows = [{"step": i + 1, "loss": float(v), "lr": float(r)} for i, (v, r) in enumerate(zip(loss, lr, strict=True))]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "LR004") == []
+
+    def test_decay_too_early_says_how_much_of_the_run_was_wasted(self):
+        [finding] = findings(sample("lr_decayed_early"), "LR004")
+        assert finding.evidence["wasted_fraction"] > 0.8
+
+
+class TestChance:
+    def test_class_prior_sets_the_chance_level(self, tmp_path):
+        prior = [0.9, 0.1]
+        entropy = -sum(p * math.log(p) for p in prior)
+        rng = np.random.default_rng(1)
+        rows = [{"step": i + 1, "loss": float(entropy * math.exp(rng.normal(0, 0.01)))} for i in range(100)]
+        run = diagnose.load(write_log(tmp_path, rows, meta={"num_classes": 2, "class_prior": prior}))
+        [finding] = findings(run, "CH001")
+        assert finding.evidence["chance_level"] == pytest.approx(entropy, rel=1e-5)
+
+    def test_accuracy_well_above_chance_rules_it_out(self):
+        assert findings(sample("bad_init"), "CH001") == []
+
+    def test_slowly_falling_loss_near_chance_is_not_stuck(self):
+        assert findings(sample("lr_too_low"), "CH001") == []
+
+
+class TestOverfitting:
+    def test_reports_the_best_validation_step(self):
+        run = sample("overfitting")
+        [finding] = findings(run, "OVF001")
+        val = run.series("val_loss")
+        assert finding.onset == val.idxmin()
+        assert finding.evidence["last_val_loss"] > finding.evidence["best_val_loss"]
+
+    def test_a_noisy_validation_curve_around_a_level_is_not_overfitting(self, tmp_path):
+        rng = np.random.default_rng(3)
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(decaying(400))]
+        rows += [{"step": 20 * (k + 1), "val_loss": float(0.5 * math.exp(rng.normal(0, 0.2)))} for k in range(20)]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
+
+
+class TestOthers:
+    def test_bad_init_compares_the_first_loss_with_ln_c(self):
+        [finding] = findings(sample("bad_init"), "INIT001")
+        assert finding.evidence["expected"] == pytest.approx(math.log(4), rel=1e-5)
+        assert finding.evidence["ratio"] > 2
+
+    def test_spikes_give_their_steps_and_recovery(self):
+        [finding] = findings(sample("spikes"), "SPK001")
+        assert all(step % 70 == 0 for step in finding.steps)
+        assert finding.evidence["unrecovered"] == 0
+
+    def test_exact_zero_loss(self):
+        [finding] = findings(sample("label_leak"), "ZL001")
+        assert finding.evidence["zero_points"] >= 3
+
+    def test_healthy_per_step_noise_is_not_too_noisy(self):
+        assert findings(sample("healthy_regression"), "NOI001") == []

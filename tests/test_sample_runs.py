@@ -1,0 +1,66 @@
+"""The recorded sample runs are diagnosed as what they show; the healthy ones stay clean."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+import diagnose
+from diagnose.rules import Severity, analyze
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_runs"
+
+
+def _load_recorder():
+    spec = importlib.util.spec_from_file_location("sample_runs_record", SAMPLE_DIR / "record.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+record = _load_recorder()
+SCENARIOS = list(record.SCENARIOS.values())
+
+
+def alarms(path: Path) -> list[str]:
+    """Codes of the warnings and errors, most important first."""
+    findings = analyze(diagnose.load(path)).findings
+    return [f.code for f in findings if f.severity in (Severity.ERROR, Severity.WARNING)]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_recorded_run_is_diagnosed_as_what_it_shows(scenario):
+    path = record.RUNS_DIR / f"{scenario.name}.jsonl"
+    assert path.is_file(), f"{path} is missing: run python sample_runs/record.py {scenario.name}"
+    found = alarms(path)
+    if scenario.expect is None:
+        assert found == [], f"healthy run {scenario.name} got {found}"
+    else:
+        assert found and found[0] == scenario.expect, f"{scenario.name}: expected {scenario.expect} first, got {found}"
+
+
+def test_every_problem_has_a_healthy_counterpart_and_a_docstring():
+    assert sum(s.expect is None for s in SCENARIOS) >= 3
+    assert all(s.about for s in SCENARIOS)
+
+
+def test_recording_is_reproducible(tmp_path):
+    # A fresh recording of a short scenario reads back as the same diagnosis.
+    written = record.record(["spikes"], tmp_path)
+    assert alarms(written[0])[0] == "SPK001"
+    run = diagnose.load(written[0])
+    assert run.metadata["num_classes"] == 4 and run.n_steps == record.STEPS
+
+
+def test_unknown_scenario_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="unknown scenario"):
+        record.record(["no_such_run"], tmp_path)
+
+
+def test_sample_files_stay_small():
+    total = sum(p.stat().st_size for p in record.RUNS_DIR.glob("*.jsonl"))
+    assert total < 1_500_000
