@@ -43,10 +43,6 @@ class Recorder:
         self.options = options
         self.watch: Watch | None = None
 
-    @property
-    def active(self) -> bool:
-        return self.watch is not None
-
     def start(self, model: torch.nn.Module, optimizer: Any, first_step: int, **extra: Any) -> None:
         """Attach the probes; ``first_step`` is the number the next optimizer step will have."""
         if self.watch is None:
