@@ -31,9 +31,10 @@ def preflight(
 ) -> None:
     """Run the preflight checks on copies of a model; fail (exit 1) on findings at or above --fail-on."""
     from diagnose.preflight.pieces import Pieces, load_function
+    from diagnose.preflight.runner import RULES
     from diagnose.preflight.runner import preflight as run_preflight
 
-    config = common.rule_config(select, ignore, settings, fail_on.value if fail_on else None)
+    config = common.rule_config(select or [RULES], ignore, settings, fail_on.value if fail_on else None)
     pieces = Pieces.of(load_function(target)())
     analysis = run_preflight(pieces.model, pieces.loss_fn, pieces.batch, pieces.optimizer, pieces.metadata,
                              path, config=config)

@@ -25,6 +25,8 @@ from diagnose.runfile import RunWriter, schema
 
 DEFAULT_PATH = "diagnose-preflight.jsonl"
 EVENT = "preflight"
+# The code prefix of the preflight rules: the only ones that apply to a preflight run.
+RULES = "PRE"
 SEED = 0
 
 # In order: checks on the data first, since a bad label makes every later check fail.
@@ -55,10 +57,12 @@ def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_l
     ``{"task": "classification", "num_classes": C}`` enables the checks that
     need the class count. The results go to the run file ``path`` (replaced
     if it exists; default ``diagnose-preflight.jsonl``); the return value is
-    the `Analysis` of that run: the preflight findings, worst first.
+    the `Analysis` of that run: the preflight findings, worst first, judged
+    by the preflight rules (``PRE*``) configured from ``[tool.diagnose]``
+    unless ``config`` is given.
     """
     from diagnose.readers import load
-    from diagnose.rules import analyze
+    from diagnose.rules import analyze, load_config
 
     ctx = _context(model, loss_fn, batch_or_loader, optimizer, dict(metadata or {}))
     target = Path(path or DEFAULT_PATH)
@@ -71,7 +75,7 @@ def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_l
                 writer.write(record)
     finally:
         writer.close()
-    return analyze(load(target), config)
+    return analyze(load(target), config or load_config().merged(select=[RULES]))
 
 
 def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:

@@ -43,6 +43,11 @@ def _absent(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def measured(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's measurements, without the fields that only say which check it is."""
+    return {k: v for k, v in record.items() if k not in ("step", "event", "check")}
+
+
 def number(record: Mapping[str, Any], key: str) -> float:
     """A measurement as a float (NaN when missing or not a number; "Infinity" read back as inf)."""
     value = schema.to_number(record.get(key))
@@ -172,7 +177,7 @@ class LabelsOutOfRange(PreflightRule):
             message=(f"{outside} of {int(number(record, 'count'))} labels lie outside {low}..{high} "
                      f"(smallest {number(record, 'min'):g}, largest {number(record, 'max'):g}; e.g. {examples}) "
                      f"for {int(number(record, 'classes'))} classes"),
-            evidence=dict(record),
+            evidence=measured(record),
             causes=["labels start at 1 instead of 0", "num_classes (and the last layer) is one too small",
                     "a padding or 'unknown' label (-1, 255) that the loss does not ignore"],
             fixes=["subtract 1 from 1-based labels", "set num_classes to the largest label + 1",
@@ -213,7 +218,7 @@ class NonFiniteInputs(PreflightRule):
             yield self.finding(
                 run,
                 message=f"{bad} of {int(number(record, 'elements'))} input values are NaN or infinite",
-                evidence=dict(record),
+                evidence=measured(record),
                 causes=["missing values in the source data", "normalising by a zero standard deviation",
                         "log or division of zero in feature engineering"],
                 fixes=["fill or drop missing values before batching",
@@ -438,7 +443,7 @@ class SamplesMixedInBatch(PreflightRule):
             message=(f"the output for sample {sample} depends on {int(number(record, 'leaking_samples'))} other "
                      f"samples of the batch of {batch} (largest input gradient {other:.3g} against {own:.3g} "
                      "on its own input; model in eval mode)"),
-            evidence=dict(record),
+            evidence=measured(record),
             causes=["view()/reshape() where transpose()/permute() was meant (batch dimension swapped)",
                     "a reduction (mean, softmax, norm) over dimension 0",
                     "a custom layer that normalises across the batch"],
@@ -490,14 +495,16 @@ class CannotOverfitOneBatch(PreflightRule):
         if math.isfinite(last) and last <= first / t["min_fall"]:
             return
         lr = number(record, "lr")
+        blew_up = "; it turned non-finite: the learning rate or the initial scale is too large" \
+            if not math.isfinite(last) else ""
         yield self.finding(
             run,
             message=(f"trained alone on {int(number(record, 'samples'))} samples for {int(number(record, 'steps'))} "
                      f"steps at lr {lr:.3g}, the loss went from {first:.4g} to {last:.4g} "
-                     f"(it must fall {t['min_fall']:g}x)"),
-            evidence=dict(record),
+                     f"(it must fall {t['min_fall']:g}x){blew_up}"),
+            evidence=measured(record),
             causes=["layers frozen (requires_grad False) or left out of the optimizer",
-                    "the learning rate is far too low", "the loss compares the wrong output or targets",
+                    "the learning rate is far too low (or so high that the loss blows up)", "the loss compares the wrong output or targets",
                     "too little capacity (rare for a few examples)"],
             fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] and unfreeze what should train",
                    "try a 10x higher learning rate on this batch", "check loss_fn(output, targets) by hand",
@@ -549,7 +556,7 @@ class IgnoresInputs(PreflightRule):
             run,
             message=(f"after {int(number(record, 'steps'))} steps on one batch the loss is {real:.4g} with the real "
                      f"inputs and {zeroed:.4g} with zeroed inputs: no better than an input-independent baseline"),
-            evidence=dict(record),
+            evidence=measured(record),
             causes=["forward drops or overwrites the input", "the inputs carry no signal about the labels",
                     "the model cannot learn at all (see cannot-overfit-one-batch)"],
             fixes=["print the tensor that reaches the first layer", "check a few (input, label) pairs by eye"],
