@@ -41,6 +41,9 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     # For a per-rank run (torch.distributed): the rank, or None.
     rank: int | None = None
+    # For a multi-process run read from per-rank files: every rank's own run.
+    # The frames above are then rank 0's, so single-rank rules work unchanged.
+    ranks: dict[int, Run] = field(default_factory=dict)
 
     # -- what the user told us about the task -------------------------------
 
@@ -90,6 +93,11 @@ class Run:
             if column in frame.columns and column != "step":
                 return frame
         return None
+
+    def rank_frame(self, kind: str) -> pd.DataFrame:
+        """``steps``, ``evals``, ``layers`` or ``events`` of every rank in one frame with a ``rank`` column."""
+        parts = [getattr(run, kind).assign(rank=rank) for rank, run in sorted(self.ranks.items())]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     @property
     def n_steps(self) -> int:

@@ -7,7 +7,7 @@ was given: ``run.rank0.jsonl``, ``run.rank1.jsonl``, ... (see
 folder whose run files are all rank files. ``run.rank2.jsonl`` on its own
 reads rank 2 alone.
 
-How ranks are represented: the result is a `RankedRun`, a `Run` whose own
+How ranks are represented: the result is a `Run` whose own
 frames (``steps``, ``evals``, ``layers``, ``events``, ``nan_steps``) are those
 of rank 0 (the lowest rank present), with ``rank`` set to it. Every
 single-rank rule therefore reads it exactly as it reads a single-process run,
@@ -22,27 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 
-import pandas as pd
 
 from diagnose.readers import native
 from diagnose.run import Run
 
 _RANK_NAME = re.compile(r"^(?P<base>.+)\.rank(?P<rank>\d+)$")
-
-
-@dataclass
-class RankedRun(Run):
-    """A `Run` that is rank 0's view of a multi-process run, with every rank in ``ranks``."""
-
-    ranks: dict[int, Run] = field(default_factory=dict)
-
-    def rank_frame(self, kind: str) -> pd.DataFrame:
-        """One of ``steps``, ``evals``, ``layers``, ``events`` for every rank, with a ``rank`` column."""
-        parts = [getattr(run, kind).assign(rank=rank) for rank, run in sorted(self.ranks.items())]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def split_rank_name(path: Path) -> tuple[str, int] | None:
@@ -64,8 +51,8 @@ def rank_sets(path: str | Path) -> list[list[Path]]:
     return [files] if files else []
 
 
-def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None) -> RankedRun:
-    """Read the files of one rank set into one `RankedRun`."""
+def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None) -> Run:
+    """Read the files of one rank set into one `Run` with every rank in ``ranks``."""
     ranks: dict[int, Run] = {}
     notes: list[str] = []
     for file in files:
@@ -79,10 +66,10 @@ def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None
     return _combine(ranks, files, notes)
 
 
-def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> RankedRun:
+def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Run:
     first = ranks[min(ranks)]
     base = split_rank_name(files[0])[0]
-    own = {f.name: getattr(first, f.name) for f in fields(Run)}
+    own = {f.name: getattr(first, f.name) for f in fields(Run) if f.name != "ranks"}
     meta = dict(first.meta)
     meta["ranks"] = [{"rank": rank, "source": run.source, "steps": run.n_steps} for rank, run in sorted(ranks.items())]
     world_size = max([int(r.meta.get("world_size") or 0) for r in ranks.values()] + [max(ranks) + 1])
@@ -93,7 +80,7 @@ def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Rank
         warnings.append(f"no file for rank(s) {', '.join(map(str, meta['missing_ranks']))} of {world_size}")
     own.update(name=str(first.meta.get("name") or base), source=str(files[0].parent / base), meta=meta,
                warnings=warnings)
-    return RankedRun(**own, ranks=ranks)
+    return Run(**own, ranks=ranks)
 
 
 def _siblings(folder: Path, base: str, suffix: str) -> list[Path]:

@@ -23,8 +23,7 @@ from diagnose.runfile import schema
 
 def _ranks(run: Run) -> dict[int, Run]:
     """Every rank's own run, when there are at least two; else empty."""
-    ranks = getattr(run, "ranks", None) or {}
-    return ranks if len(ranks) >= 2 else {}
+    return run.ranks if len(run.ranks) >= 2 else {}
 
 
 def _table(ranks: dict[int, Run], column: str, *, keep_nan: bool = False) -> pd.DataFrame:
