@@ -7,27 +7,27 @@ import pytest
 from diagnose.checks import assert_healthy
 from diagnose.cli.common import load_runs
 from diagnose.rules import RuleConfig, Severity, analyze
-from test_cli_runs import runs, test_rule  # noqa: F401 - fixtures
+from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
 
 ONLY_TEST_RULE = RuleConfig(select=("TST",))
 
 
 def test_healthy_run_passes_and_returns_its_analysis(runs, test_rule):
     analyses = assert_healthy(runs["healthy"], config=ONLY_TEST_RULE)
-    assert [a.run.name for a in analyses] == ["healthy"] and analyses[0].findings == []
+    assert [a.run.name for a in analyses] == [run_name(runs["healthy"])] and analyses[0].findings == []
 
 
 def test_failure_lists_each_finding_with_what_to_do(runs, test_rule):
     with pytest.raises(AssertionError) as caught:
-        assert_healthy(runs["diverging"], config=ONLY_TEST_RULE)
+        assert_healthy(runs["broken"], config=ONLY_TEST_RULE)
     message = str(caught.value)
     assert message.startswith("check failed: 1 finding at or above warning")
-    assert "run 'diverging': TST001 Loss ends above where it started (error" in message
+    assert f"run '{run_name(runs['broken'])}': TST001 Loss ends above where it started (error" in message
     assert message.rstrip().endswith("-> lower the learning rate")
 
 
 def test_accepts_a_run_or_an_analysis(runs, test_rule):
-    run = load_runs([runs["diverging"]])[0]
+    run = load_runs([runs["broken"]])[0]
     with pytest.raises(AssertionError):
         assert_healthy(run, config=ONLY_TEST_RULE)
     demoted = analyze(run, RuleConfig(select=("TST",), severity={"TST001": Severity.INFO}))

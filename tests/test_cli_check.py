@@ -10,9 +10,12 @@ from typer.testing import CliRunner
 from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.summary import summarize
-from test_cli_runs import runs, test_rule  # noqa: F401 - fixtures
+from diagnose.checks import DEFAULT_FAIL_ON
+from diagnose.report.summary import at_or_above
+from diagnose.rules import analyze
+from test_cli_runs import SAMPLES, run_name, runs, test_rule  # noqa: F401 - fixtures
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "200"})
 ONLY_TEST_RULE = ("--select", "TST")
 
 
@@ -35,7 +38,7 @@ def test_clean_run_exits_0(runs, test_rule):
 
 
 def test_a_finding_at_the_threshold_exits_1(runs, test_rule):
-    result = invoke(runs["diverging"], runs["healthy"], *ONLY_TEST_RULE)
+    result = invoke(runs["broken"], runs["healthy"], *ONLY_TEST_RULE)
     assert result.exit_code == 1
     assert test_rule.code in result.stdout
     assert result.stdout.splitlines()[-1].startswith("check failed: 1 finding at or above warning")
@@ -43,14 +46,14 @@ def test_a_finding_at_the_threshold_exits_1(runs, test_rule):
 
 @pytest.mark.parametrize(("fail_on", "code"), [("error", 0), ("warning", 0), ("info", 1), ("INFO", 1)])
 def test_fail_on_threshold(runs, demoted, fail_on, code):
-    assert invoke(runs["diverging"], *ONLY_TEST_RULE, "--fail-on", fail_on).exit_code == code
+    assert invoke(runs["broken"], *ONLY_TEST_RULE, "--fail-on", fail_on).exit_code == code
 
 
 def test_fail_on_from_pyproject(runs, demoted, tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[tool.diagnose]\nfail-on = "info"\n[tool.diagnose.severity]\nTST001 = "info"\n')
-    assert invoke(runs["diverging"], *ONLY_TEST_RULE).exit_code == 1
-    assert invoke(runs["diverging"], *ONLY_TEST_RULE, "--fail-on", "error").exit_code == 0
+    assert invoke(runs["broken"], *ONLY_TEST_RULE).exit_code == 1
+    assert invoke(runs["broken"], *ONLY_TEST_RULE, "--fail-on", "error").exit_code == 0
 
 
 def test_expect_final_loss_below(runs, test_rule):
@@ -62,15 +65,15 @@ def test_expect_final_loss_below(runs, test_rule):
 
 
 def test_expect_final_loss_below_fails_on_a_nan_loss(runs, test_rule):
-    result = invoke(runs["diverging"], "--ignore", "TST", "--expect-final-loss-below", "1e30")
+    result = invoke(runs["broken"], "--ignore", "TST", "--expect-final-loss-below", "1e30")
     assert result.exit_code == 1 and "final loss is nan" in result.stdout.lower()
 
 
 def test_expect_no_fails_on_any_severity(runs, demoted):
-    assert invoke(runs["diverging"], *ONLY_TEST_RULE).exit_code == 0
-    result = invoke(runs["diverging"], *ONLY_TEST_RULE, "--expect-no", "TST001")
+    assert invoke(runs["broken"], *ONLY_TEST_RULE).exit_code == 0
+    result = invoke(runs["broken"], *ONLY_TEST_RULE, "--expect-no", "TST001")
     assert result.exit_code == 1
-    assert "expect no TST001 (run 'diverging'): not met" in result.stdout
+    assert f"expect no TST001 (run '{run_name(runs['broken'])}'): not met" in result.stdout
 
 
 @pytest.mark.parametrize("args", [("--expect-no", "NOPE999"), ("--fail-on", "fatal"), ("--junit", "{input}")])
@@ -83,24 +86,34 @@ def test_usage_errors_exit_2(runs, test_rule, args):
 
 
 def test_github_annotations_only_under_actions(runs, test_rule):
-    plain = invoke(runs["diverging"], *ONLY_TEST_RULE)
-    actions = invoke(runs["diverging"], *ONLY_TEST_RULE, env={"GITHUB_ACTIONS": "true"})
+    plain = invoke(runs["broken"], *ONLY_TEST_RULE)
+    actions = invoke(runs["broken"], *ONLY_TEST_RULE, env={"GITHUB_ACTIONS": "true"})
     assert "::error" not in plain.stdout
     lines = [line for line in actions.stdout.splitlines() if line.startswith("::")]
     assert len(lines) == 1
-    assert lines[0].startswith(f"::error title=diagnose {test_rule.code} {test_rule.title} (run diverging)::")
+    title = f"diagnose {test_rule.code} {test_rule.title} (run {run_name(runs['broken'])})"
+    assert lines[0].startswith(f"::error title={title}::")
     assert "%0AWhat to do: lower the learning rate" in lines[0]
 
 
 def test_junit_one_case_per_evaluated_rule_and_run(runs, test_rule, tmp_path):
     out = tmp_path / "junit.xml"
-    result = invoke(runs["diverging"], runs["healthy"], "--junit", out, "--expect-final-loss-below", "100")
+    result = invoke(runs["broken"], runs["healthy"], "--junit", out, "--expect-final-loss-below", "100")
     suites = {s.get("name"): s for s in ET.parse(out).getroot().findall("testsuite")}
-    assert set(suites) == {"diverging", "healthy"}
+    assert set(suites) == {run_name(runs["broken"]), run_name(runs["healthy"])}
     for name, suite in suites.items():
         cases = [c.get("name") for c in suite.findall("testcase")]
         assert f"{test_rule.code} {test_rule.name}" in cases and "expect final loss below 100" in cases
         assert int(suite.get("tests")) == len(cases)
-    failed = [c.get("name") for c in suites["diverging"].findall("testcase") if c.find("failure") is not None]
+    failed = [c.get("name") for c in suites[run_name(runs["broken"])].findall("testcase") if c.find("failure") is not None]
     assert f"{test_rule.code} {test_rule.name}" in failed
     assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES.glob("*.jsonl")), ids=lambda p: p.stem)
+def test_exit_code_follows_the_real_rules_on_every_sample(sample):
+    fails = any(at_or_above(analyze(run).findings, DEFAULT_FAIL_ON) for run in load_runs([sample]))
+    result = invoke(sample, env={"COLUMNS": "200"})
+    assert result.exit_code == int(fails), result.output
+    for run in load_runs([sample]):
+        assert all(code in result.stdout for code in analyze(run).codes)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
-from test_cli_runs import runs, test_rule  # noqa: F401 - fixtures
+from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
 from test_report_html import NETWORK
 
 runner = CliRunner()
@@ -21,7 +21,7 @@ def invoke(*args):
 @pytest.mark.parametrize(("suffix", "magic"), [(".png", b"\x89PNG"), (".svg", b"<?xml")])
 def test_plot_writes_the_figure(runs, test_rule, tmp_path, suffix, magic):
     out = tmp_path / f"curves{suffix}"
-    result = invoke("plot", runs["diverging"], runs["healthy"], "-o", out)
+    result = invoke("plot", runs["broken"], runs["healthy"], "-o", out)
     assert result.exit_code == 0, result.output
     assert out.read_bytes().startswith(magic)
     assert result.stdout == ""
@@ -37,7 +37,7 @@ def test_plot_refuses_an_unknown_image_type_and_an_input_as_output(runs, tmp_pat
 
 def test_html_report_is_self_contained_and_escapes_run_names(runs, test_rule, tmp_path):
     hostile = tmp_path / "hostile.jsonl"
-    hostile.write_text('{"kind": "meta", "name": "<script>alert(1)</script>"}\n' + runs["diverging"].read_text())
+    hostile.write_text('{"kind": "meta", "name": "<script>alert(1)</script>"}\n' + runs["broken"].read_text())
     out = tmp_path / "report.html"
     result = invoke("report", hostile, runs["healthy"], "--format", "html", "-o", out)
     assert result.exit_code == 0, result.output

@@ -14,10 +14,10 @@ from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.schema import JSON_SCHEMA
 from diagnose.rules import RuleConfig, analyze
-from test_cli_runs import runs, test_rule  # noqa: F401 - fixtures
+from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
 from test_report_json import errors
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "200"})
 
 
 def invoke(*args: str):
@@ -34,13 +34,13 @@ def test_healthy_run_gives_a_healthy_verdict_first(runs):
     first_line = result.stdout.splitlines()[0]
     assert first_line.startswith("healthy") == (expected_codes(runs["healthy"]) == [])
     steps = load_runs([runs["healthy"]])[0].n_steps
-    assert f"run 'healthy': {steps} steps" in result.stdout
+    assert f"run '{run_name(runs['healthy'])}': {steps} steps" in result.stdout
 
 
 def test_findings_are_named_with_what_to_do_and_exit_stays_zero(runs, test_rule):
-    result = invoke("report", runs["diverging"])
+    result = invoke("report", runs["broken"])
     assert result.exit_code == 0
-    codes = expected_codes(runs["diverging"])
+    codes = expected_codes(runs["broken"])
     assert test_rule.code in codes
     assert result.stdout.splitlines()[0].startswith(f"{len(codes)} problem")
     for needle in (test_rule.code, test_rule.title, "what to do:", "lower the learning rate"):
@@ -50,38 +50,39 @@ def test_findings_are_named_with_what_to_do_and_exit_stays_zero(runs, test_rule)
 def test_a_folder_gives_one_table_row_per_run_worst_first(runs, test_rule):
     result = invoke("report", runs["healthy"].parent)
     assert result.exit_code == 0
-    rows = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(("healthy ", "diverging "))]
-    assert rows == ["diverging", "healthy"]
+    names = [run_name(runs["broken"]), run_name(runs["healthy"])]
+    rows = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(tuple(f"{n} " for n in names))]
+    assert rows == names
 
 
 def test_json_validates_and_matches_the_analysis(runs, test_rule):
-    result = invoke("report", runs["diverging"], runs["healthy"], "--format", "json")
+    result = invoke("report", runs["broken"], runs["healthy"], "--format", "json")
     document = json.loads(result.stdout)
     assert errors(document, JSON_SCHEMA) == []
     by_name = {r["name"]: [f["code"] for f in r["findings"]] for r in document["runs"]}
-    assert by_name == {name: expected_codes(runs[name]) for name in ("diverging", "healthy")}
+    assert by_name == {run_name(runs[key]): expected_codes(runs[key]) for key in ("broken", "healthy")}
 
 
 def test_markdown_to_a_file(runs, test_rule, tmp_path):
     out = tmp_path / "comment.md"
-    result = invoke("report", runs["diverging"], "-f", "md", "-o", out)
+    result = invoke("report", runs["broken"], "-f", "md", "-o", out)
     assert result.exit_code == 0
     assert result.stdout == ""
     assert out.read_text().startswith("### diagnose:") and test_rule.code in out.read_text()
 
 
 def test_select_ignore_and_set(runs, test_rule):
-    assert test_rule.code not in invoke("report", runs["diverging"], "--ignore", test_rule.code).stdout
+    assert test_rule.code not in invoke("report", runs["broken"], "--ignore", test_rule.code).stdout
     assert test_rule.code not in invoke("report", runs["healthy"]).stdout
     assert test_rule.code in invoke("report", runs["healthy"], "--set", "TST001.ratio=0").stdout
-    selected = invoke("report", runs["diverging"], "--select", "TST", "-f", "json").stdout
+    selected = invoke("report", runs["broken"], "--select", "TST", "-f", "json").stdout
     assert [f["code"] for f in json.loads(selected)["runs"][0]["findings"]] == [test_rule.code]
 
 
 def test_pyproject_configuration_applies(runs, test_rule, tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text('[tool.diagnose]\nignore = ["TST001"]\n')
     monkeypatch.chdir(tmp_path)
-    assert test_rule.code not in invoke("report", runs["diverging"]).stdout
+    assert test_rule.code not in invoke("report", runs["broken"]).stdout
 
 
 @pytest.mark.parametrize("args", [
@@ -109,7 +110,7 @@ def test_usage_errors_exit_2():
 
 def test_no_colour_when_not_a_terminal(runs, test_rule, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not re.search(r"\x1b\[", invoke("report", runs["diverging"]).stdout)
+    assert not re.search(r"\x1b\[", invoke("report", runs["broken"]).stdout)
 
 
 def test_report_does_not_import_torch(runs):

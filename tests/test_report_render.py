@@ -55,7 +55,8 @@ class TestSummary:
         ({"onset": 7, "end": 7}, "at step 7"),
         ({"steps": (3,)}, "at step 3"),
         ({"steps": tuple(range(1, 10))}, "at steps 1, 2, 3, 4, 5, 6 (+3 more)"),
-        ({"onset": 5, "module": "net.0", "rank": 1}, "from step 5, in net.0, rank 1"),
+        ({"onset": 5, "module": "net.0", "rank": 1}, "from step 5, in module net.0, rank 1"),
+        ({"onset": 9, "steps": (9,)}, "from step 9"),
         ({}, ""),
     ])
     def test_where(self, kw, expected):
@@ -81,6 +82,13 @@ class TestSummary:
         assert [a.run.name for a in ordered] == ["broken", "warned", "clean"]
         assert s.verdict(ordered).startswith("3 runs: 1 healthy, 2 with problems (1 error, 1 warning)")
 
+    def test_not_evaluated_is_grouped_by_what_is_missing(self):
+        missing = [(f"PRE00{i}", f"needs preflight.part{i}") for i in range(1, 6)] + [
+            ("GRD001", "needs grad_norm"), ("ACT001", "needs layers.act_std"), ("ACT002", "needs layers.act_std")]
+        text = s.not_evaluated(analysis(make_run(), not_evaluated=missing))
+        assert text == ("PRE001-PRE005 (5 rules need preflight); GRD001 (needs grad_norm); "
+                        "ACT001, ACT002 (need layers.act_std)")
+
     def test_numbers(self):
         assert [s.number(v) for v in (math.nan, math.inf, -math.inf, 3, 0.123456, None, True)] == [
             "NaN", "inf", "-inf", "3", "0.1235", "-", "true"]
@@ -102,7 +110,7 @@ class TestTerminal:
         assert lines[0].startswith("2 problems in run 'exp'")
         assert text.index("LR001") < text.index("SPK001", text.index("LR001"))
         for needle in ("steps 10-80", "at steps 40, 90", "max_ratio=4.568", "learning rate too high",
-                       "divide the lr by 10", "best validation loss 1.2 (step 4)"):
+                       "divide the lr by 10", "best validation loss 1.2 at step 4"):
             assert needle in text
 
     def test_not_evaluated_and_rule_errors_are_listed(self):

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from diagnose.cli.check import check
+from diagnose.cli.demo import demo
 from diagnose.cli.explain import explain
 from diagnose.cli.plot import plot
 from diagnose.cli.preflight import preflight
@@ -42,7 +43,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (report, check, plot, preflight, rules, explain):
+for command in (report, check, plot, preflight, rules, explain, demo):
     app.command(command.__name__)(command)
 
 

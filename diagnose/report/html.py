@@ -95,7 +95,7 @@ def _list(label: str, items: Sequence[str]) -> list[str]:
 def _footnotes(analysis: Analysis) -> list[str]:
     notes = []
     if analysis.not_evaluated:
-        listed = "; ".join(f"{code} ({reason})" for code, reason in analysis.not_evaluated)
+        listed = s.not_evaluated(analysis)
         notes.append(f'<p class="dim">Not evaluated: {escape(listed)}</p>')
     notes += [f'<p class="error">Rule error: {escape(code)} failed: {escape(err)}</p>' for code, err in analysis.errors]
     notes += [f'<p class="dim">Reading: {escape(w)}</p>' for w in analysis.run.warnings]

@@ -44,7 +44,7 @@ def _run_section(analysis: Analysis) -> list[str]:
     for index, finding in enumerate(analysis.findings, 1):
         lines += finding_lines(index, finding) + [""]
     if analysis.not_evaluated:
-        listed = "; ".join(f"{code} ({reason})" for code, reason in analysis.not_evaluated)
+        listed = s.not_evaluated(analysis)
         lines += [f"<sub>Not evaluated: {escape(listed)}</sub>", ""]
     lines += [f"- **Rule error** {escape(code)}: {escape(error)}" for code, error in analysis.errors]
     return lines + [""] if analysis.errors else lines

@@ -173,7 +173,7 @@ def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
     findings = _findings_for(panel, analysis.findings)
     for finding in findings:
         draw_finding(ax, finding)
-    if findings:
+    if findings and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize="x-small")
     ax.grid(alpha=0.3)
 

@@ -140,7 +140,7 @@ def describe(finding: Finding) -> str:
     return f"{finding.code} {finding.title} ({detail})"
 
 
-RUN_COLUMNS = ("run", "steps", "final loss", "best loss (step)", "best val loss (step)", "findings")
+RUN_COLUMNS = ("run", "steps", "final loss", "best loss (step)", "best val (step)", "findings")
 
 
 def run_row(analysis: Analysis) -> list[str]:
@@ -163,10 +163,33 @@ def run_summary_line(analysis: Analysis) -> str:
     parts = [f"run '{analysis.run.name}': {plural(summary.steps, 'step')}"]
     if summary.final_loss is not None:
         parts.append(f"final loss {number(summary.final_loss)}")
-        parts.append(f"best loss {loss_cell(summary.best_loss, summary.best_loss_step)}")
-    if summary.final_val_loss is not None:
-        parts.append(f"best validation loss {loss_cell(summary.best_val_loss, summary.best_val_step)}")
+        parts.append(f"best loss {_at_step(summary.best_loss, summary.best_loss_step)}")
+    if summary.best_val_loss is not None:
+        parts.append(f"best validation loss {_at_step(summary.best_val_loss, summary.best_val_step)}")
+    elif summary.final_val_loss is not None:
+        parts.append(f"validation loss {number(summary.final_val_loss)}")
     return ", ".join(parts)
+
+
+def not_evaluated(analysis: Analysis) -> str:
+    """Rules that did not run, grouped by what they lack: ``"PRE001-PRE011 (11 rules, need preflight)"``."""
+    groups: dict[str, list[str]] = {}
+    for code, reason in analysis.not_evaluated:
+        groups.setdefault(_missing_root(reason), []).append(code)
+    return "; ".join(_codes(codes, what) for what, codes in groups.items())
+
+
+def _missing_root(reason: str) -> str:
+    """``"needs preflight.labels, loss"`` -> ``"preflight, loss"`` (``layers.x`` kept whole)."""
+    fields = reason.removeprefix("needs ").split(", ")
+    roots = [f if f.startswith("layers.") else f.split(".")[0] for f in fields]
+    return ", ".join(dict.fromkeys(roots))
+
+
+def _codes(codes: Sequence[str], missing: str) -> str:
+    if len(codes) > 3:
+        return f"{codes[0]}-{codes[-1]} ({len(codes)} rules need {missing})"
+    return f"{', '.join(codes)} ({'needs' if len(codes) == 1 else 'need'} {missing})"
 
 
 # -- where a finding is ------------------------------------------------------------
@@ -174,9 +197,10 @@ def run_summary_line(analysis: Analysis) -> str:
 
 def where(finding: Finding) -> str:
     """Steps, module and rank of a finding in words (empty when it names none)."""
-    parts = [p for p in (_step_span(finding), _step_list(finding.steps)) if p]
+    steps = _step_list(finding.steps) if tuple(finding.steps) != (finding.onset,) else ""
+    parts = [p for p in (_step_span(finding), steps) if p]
     if finding.module:
-        parts.append(f"in {finding.module}")
+        parts.append(f"in module {finding.module}")
     if finding.rank is not None:
         parts.append(f"rank {finding.rank}")
     return ", ".join(parts)
@@ -227,6 +251,10 @@ def evidence_items(evidence: Mapping[str, Any]) -> list[str]:
     return [f"{key}={number(value)}" for key, value in evidence.items()]
 
 
+def _at_step(value: float | None, step: int | None) -> str:
+    return f"{number(value)} at step {step}" if step is not None else number(value)
+
+
 def loss_cell(value: float | None, step: int | None = None) -> str:
     text = number(value)
-    return f"{text} (step {step})" if step is not None and value is not None else text
+    return f"{text} ({step})" if step is not None and value is not None else text

@@ -11,6 +11,7 @@ import io
 from collections.abc import Sequence
 
 from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -52,8 +53,10 @@ def _verdict(analyses: Sequence[Analysis]) -> Text:
 
 def runs_table(ordered: Sequence[Analysis]) -> Table:
     table = Table(title=None, show_edge=False, pad_edge=False, expand=False)
-    for header in s.RUN_COLUMNS:
-        table.add_column(header, overflow="fold")
+    longest = max(len(a.run.name) for a in ordered)
+    table.add_column(s.RUN_COLUMNS[0], overflow="fold", min_width=min(longest, 24))
+    for header in s.RUN_COLUMNS[1:]:
+        table.add_column(header, no_wrap=True)
     for analysis in ordered:
         table.add_row(*[Text(cell) for cell in s.run_row(analysis)])
     return table
@@ -77,7 +80,7 @@ def finding_block(index: int, finding: Finding) -> Group:
     place = s.where(finding)
     if place:
         lines.append(_field("where", place))
-    lines.append(Text("   " + finding.message))
+    lines.append(_indented(Text(finding.message), 3))
     if finding.evidence:
         lines.append(_field("evidence", ", ".join(s.evidence_items(finding.evidence))))
     lines.extend(_bullets("likely causes", finding.causes))
@@ -85,20 +88,25 @@ def finding_block(index: int, finding: Finding) -> Group:
     return Group(*lines)
 
 
-def _field(label: str, value: str) -> Text:
-    return Text.assemble(("   " + label + ": ", "dim"), value)
+def _indented(text: Text, left: int) -> Padding:
+    """Text whose wrapped lines keep the indent."""
+    return Padding(text, (0, 0, 0, left), expand=False)
 
 
-def _bullets(label: str, items: Sequence[str]) -> list[Text]:
+def _field(label: str, value: str) -> Padding:
+    return _indented(Text.assemble((label + ": ", "dim"), value), 3)
+
+
+def _bullets(label: str, items: Sequence[str]) -> list[RenderableType]:
     if not items:
         return []
-    return [Text("   " + label + ":", style="dim")] + [Text(f"     - {item}") for item in items]
+    return [_indented(Text(label + ":", style="dim"), 3)] + [_indented(Text(f"- {item}"), 5) for item in items]
 
 
 def _footnotes(analysis: Analysis) -> list[Text]:
     notes = []
     if analysis.not_evaluated:
-        listed = "; ".join(f"{code} ({reason})" for code, reason in analysis.not_evaluated)
+        listed = s.not_evaluated(analysis)
         notes.append(Text(f"not evaluated: {listed}", style="dim"))
     for code, error in analysis.errors:
         notes.append(Text(f"rule error: {code} failed: {error}", style="red"))
