@@ -21,10 +21,10 @@ from diagnose.preflight.lr_range import check_lr_range
 from diagnose.preflight.mixing import check_mixing
 from diagnose.preflight.outcome import Outcome
 from diagnose.probes.summary import describe_model, describe_optimizer
+from diagnose.rules.preflight import PREFLIGHT_EVENT
 from diagnose.runfile import RunWriter, schema
 
 DEFAULT_PATH = "diagnose-preflight.jsonl"
-EVENT = "preflight"
 # The code prefix of the preflight rules: the only ones that apply to a preflight run.
 RULES = "PRE"
 SEED = 0
@@ -82,7 +82,7 @@ def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
     """The records of every check in order: one event each, and the step records some add."""
     blocked: str | None = None
     for name, check in CHECKS:
-        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": EVENT, "check": name}
+        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": PREFLIGHT_EVENT, "check": name}
         if blocked:
             yield {**event, "skipped": blocked}
             continue
