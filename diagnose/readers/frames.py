@@ -83,19 +83,6 @@ def to_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
     return numbers, logged_nan, 0
 
 
-def records_frame(records: list[dict[str, Any]], skip: Iterable[str] = ()) -> pd.DataFrame:
-    """Dicts to a frame, built column by column (twice as fast as pandas' own for long runs).
-
-    Columns whose values are all numbers come out numeric; anything else stays as objects.
-    """
-    if not records:
-        return pd.DataFrame()
-    first = list(records[0])
-    keys = first + sorted(set().union(*records).difference(first), key=str)
-    return pd.DataFrame({key: pd.Series([record.get(key) for record in records]) for key in keys if key not in skip},
-                        index=pd.RangeIndex(len(records)))
-
-
 def numeric_frame(frame: pd.DataFrame, label: str, warnings: WarningLog,
                   nan_steps: dict[str, np.ndarray] | None = None,
                   text_columns: Iterable[str] = ()) -> pd.DataFrame:

@@ -113,16 +113,20 @@ def _by_kind(records: list[Any], warnings: frames.WarningLog) -> dict[Any, tuple
     """Records of each kind (None: the minimal form) with their positions in the file."""
     kinds: dict[Any, tuple[list[dict], list[int]]] = {kind: ([], []) for kind in (None, *schema.KINDS)}
     for position, record in enumerate(records):
-        if not isinstance(record, dict):
-            warnings.add("not-object", f"record {position + 1}: not a JSON object; ignored")
-            continue
-        bucket = kinds.get(record.get("kind"))
+        bucket = kinds.get(record.get("kind")) if isinstance(record, dict) else None
         if bucket is None:
-            warnings.add("unknown-kind", f"record kind {record.get('kind')!r} is not known; ignored")
+            _reject(record, position, warnings)
             continue
         bucket[0].append(record)
         bucket[1].append(position)
     return kinds
+
+
+def _reject(record: Any, position: int, warnings: frames.WarningLog) -> None:
+    if isinstance(record, dict):
+        warnings.add("unknown-kind", f"record kind {record.get('kind')!r} is not known; ignored")
+    else:
+        warnings.add("not-object", f"record {position + 1}: not a JSON object; ignored")
 
 
 # -- records -> ordered frames ---------------------------------------------------------
@@ -147,7 +151,7 @@ def _parts(kinds: dict, mapping: Mapping[str, str] | None, path: Path) -> dict[s
 
 def _kind_frame(bucket: tuple[list[dict], list[int]]) -> pd.DataFrame:
     records, positions = bucket
-    frame = frames.records_frame(records, skip=("kind",))
+    frame = pd.DataFrame.from_records(records).drop(columns="kind", errors="ignore")
     frame["_pos"] = np.asarray(positions, dtype="int64")
     if "step" not in frame.columns:
         frame["step"] = np.nan
@@ -161,7 +165,7 @@ def _minimal(bucket: tuple[list[dict], list[int]], mapping: Mapping[str, str] | 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
     records, positions = bucket
-    raw = frames.records_frame(records)
+    raw = pd.DataFrame.from_records(records)
     frame = frames.name_table(raw, path, mapping=mapping, meta={})
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = np.asarray(positions, dtype="int64")
