@@ -115,7 +115,7 @@ def test_each_rank_writes_its_own_file_with_its_rank(runs: Path) -> None:
     for rank in range(WORLD):
         run = diagnose.load(runs / "nan" / f"run.rank{rank}.jsonl") if rank else None
         if run is not None:  # a rank other than 0 opens alone
-            assert run.rank == rank and run.meta["world_size"] == WORLD and not hasattr(run, "ranks")
+            assert run.rank == rank and run.meta["world_size"] == WORLD and not run.ranks
 
 
 @pytest.mark.parametrize("path", ["run.jsonl", "run.rank0.jsonl", "."])

@@ -267,3 +267,69 @@ def test_ddp_wrapped_model_records_without_breaking(tmp_path: Path) -> None:
         assert run.series("loss").size == 4 and run.series("grad_norm").notna().all()
     finally:
         dist.destroy_process_group()
+
+
+def test_closure_steps_record_the_gradients_of_their_own_step(tmp_path: Path) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    path = tmp_path / "run.jsonl"
+    reported = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        reported.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)))
+        return loss
+
+    with diagnose.watch(model, optimizer, path) as w:
+        for _ in range(6):
+            w.log(loss=optimizer.step(closure))
+    recorded = diagnose.load(path).series("grad_norm")
+    assert recorded.to_numpy() == pytest.approx(reported, rel=1e-5)
+
+
+def test_amp_gradient_norm_is_unscaled_and_an_overflow_skip_is_not_a_nan(tmp_path: Path) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    path = tmp_path / "run.jsonl"
+    x, y = data()
+    reported = []
+    with diagnose.watch(model, optimizer, path, scaler=scaler) as w:
+        for step in range(1, 7):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss * (math.inf if step == 3 else 1.0)).backward()
+            scaler.unscale_(optimizer)
+            reported.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)))
+            scaler.step(optimizer)
+            scaler.update()
+            w.log(loss=loss)
+    run = diagnose.load(path)
+    finite = [r for r in reported if math.isfinite(r)]
+    assert run.series("grad_norm").to_numpy() == pytest.approx(finite, rel=1e-5)
+    assert run.events["event"].tolist() == ["skipped_step"]
+
+
+def test_a_loop_that_bypasses_the_watched_module_still_splits_steps(tmp_path: Path) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    path = tmp_path / "run.jsonl"
+    losses = []
+    with diagnose.watch(model, optimizer, path) as w:
+        for _ in range(5):
+            optimizer.zero_grad()
+            hidden = x
+            for layer in model:  # the Sequential's own forward (and its hooks) never runs
+                hidden = layer(hidden)
+            loss = nn.functional.cross_entropy(hidden, y)
+            loss.backward()
+            w.log(loss=loss)  # logged before the step, as many loops do
+            optimizer.step()
+            losses.append(loss.item())
+    run = diagnose.load(path)
+    assert run.series("loss").to_numpy() == pytest.approx(losses)
+    assert run.series("grad_norm").size == 5

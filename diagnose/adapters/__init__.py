@@ -53,6 +53,11 @@ class Recorder:
         if self.watch is not None:
             self.watch.log(step=step, **scalars(values))
 
+    def gradients_ready(self) -> None:
+        """Gradients are final and not yet clipped: record their norms now."""
+        if self.watch is not None:
+            self.watch.gradients_ready()
+
     def evaluate(self, step: int, metrics: Mapping[str, Any]) -> None:
         """The evaluation metrics (``val_*``, ``eval_*`` keys) measured after optimizer step ``step``."""
         evals = {k: v for k, v in scalars(metrics).items() if schema.is_eval_key(k)}

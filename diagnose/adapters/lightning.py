@@ -6,15 +6,16 @@ optimizer step it belongs to (``trainer.global_step + 1`` while the step is
 being accumulated), the ``val_*`` metrics of each validation run under the
 last finished step, and closes the run when fitting ends or fails.
 
-Lightning runs forward and backward inside ``optimizer.step(closure)``, after
-the optimizer's step pre-hooks; a pre-hook registered before the watch's runs
-the closure first, so that the probes see the gradients of the step they
-record. Under multi-process training only global rank zero records.
+Lightning runs forward and backward inside ``optimizer.step(closure)``; the
+watch reads gradients after the step, so they are the step's own. Lightning
+clips between backward and the step; ``on_before_optimizer_step`` comes before
+the clipping, so the gradient norm is read there. Under multi-process training
+only global rank zero records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +44,21 @@ class DiagnoseCallback(Callback):
         super().__init__()
         self.recorder = Recorder(path, **options)
         self._step = 0
-        self._closure_hook: Any = None
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.is_global_zero:
             return
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        if optimizer is not None:
-            self._closure_hook = optimizer.register_step_pre_hook(_run_closure_first)
         ranks = {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer.world_size > 1 else {}
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         self.recorder.start(pl_module, optimizer, trainer.global_step + 1, scaler=scaler, **ranks)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._step = trainer.global_step + 1
-        # An explicit step number closes the previous step even when the
-        # module's own forward is never called (training_step using submodules).
         self.recorder.train(self._step, epoch=trainer.current_epoch)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self.recorder.gradients_ready()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -73,39 +72,7 @@ class DiagnoseCallback(Callback):
             self.recorder.evaluate(trainer.global_step, trainer.callback_metrics)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        self._finish()
+        self.recorder.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._finish(exception)
-
-    def _finish(self, error: BaseException | None = None) -> None:
-        if self._closure_hook is not None:
-            self._closure_hook.remove()
-            self._closure_hook = None
-        self.recorder.close(error)
-
-
-def _run_closure_first(optimizer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-    """Optimizer step pre-hook: evaluate ``closure`` now and hand the optimizer its result.
-
-    Later calls of the closure (LBFGS evaluates it several times) run it again.
-    """
-    closure = kwargs.get("closure")
-    if closure is None:
-        return None
-    with torch.enable_grad():
-        result = closure()
-    return args, {**kwargs, "closure": _replay(result, closure)}
-
-
-def _replay(result: Any, closure: Callable[[], Any]) -> Callable[[], Any]:
-    fresh = True
-
-    def replayed() -> Any:
-        nonlocal fresh
-        if fresh:
-            fresh = False
-            return result
-        return closure()
-
-    return replayed
+        self.recorder.close(exception)

@@ -67,8 +67,11 @@ class Probe:
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         """The model's training forward pass returned ``output``."""
 
+    def on_gradients_ready(self, record: StepRecord) -> None:
+        """The caller says gradients are final and not yet clipped (see `Watch.gradients_ready`)."""
+
     def before_step(self, record: StepRecord) -> None:
-        """The optimizer is about to step: gradients are final."""
+        """The optimizer is about to step (with a closure, before its forward and backward)."""
 
     def after_step(self, record: StepRecord) -> None:
         """The optimizer has stepped."""

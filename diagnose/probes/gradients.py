@@ -49,9 +49,11 @@ def _layer_norms(norms: list[float], owners: list[str]) -> dict[str, float]:
 class GradientProbe(Probe):
     name = "gradients"
 
-    def __init__(self, layer_schedule: Schedule) -> None:
+    def __init__(self, layer_schedule: Schedule, scaler: Any = None) -> None:
         super().__init__()
         self.layer_schedule = layer_schedule
+        # Under AMP, backward produces gradients multiplied by the loss scale.
+        self.scaler = scaler
         self._captured: tuple[list[int], torch.Tensor] | None = None
         self._callback_queued = False
 
@@ -66,13 +68,22 @@ class GradientProbe(Probe):
             self._callback_queued = True
             Variable._execution_engine.queue_callback(self.host.guard(self, self._capture))
 
+    def on_gradients_ready(self, record: StepRecord) -> None:
+        self._capture()
+
     def _capture(self) -> None:
         """End of backward: gradients are accumulated and not yet clipped."""
         self._callback_queued = False
         present = [i for i, (_, p) in enumerate(self.host.params) if p.grad is not None]
-        self._captured = (present, _norms([self.host.params[i][1].grad.detach() for i in present]))
+        norms = _norms([self.host.params[i][1].grad.detach() for i in present])
+        scale = getattr(self.scaler, "_scale", None) if self.scaler is not None and self.scaler.is_enabled() else None
+        if scale is not None and norms.numel():
+            norms = norms / scale.to(norms.device, torch.float32)  # stays on the device: no sync
+        self._captured = (present, norms)
 
-    def before_step(self, record: StepRecord) -> None:
+    def after_step(self, record: StepRecord) -> None:
+        # Read after the step, not before: with optimizer.step(closure) the
+        # forward and backward run inside the step, after its pre-hooks.
         if self._captured is None:  # backward did not pass through the model output
             self._capture()
         present, norms = self._captured

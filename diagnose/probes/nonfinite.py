@@ -94,6 +94,8 @@ class NonFiniteProbe(Probe):
         self._in_episode = bool(events)
 
     def _origins(self, record: StepRecord) -> list[dict[str, Any]]:
+        if any(e["event"] == schema.EV_SKIPPED_STEP for e in record.events):
+            return []  # AMP overflow: the scaler skipped the step, as designed
         events = []
         forward = self._first_bad(record, "nf_forward")
         if forward is not None:

@@ -168,6 +168,12 @@ class Watch:
         if not self._closed:
             self._pending.append(record)
 
+    def gradients_ready(self) -> None:
+        """Read the gradient norms now: for loops that clip before the watched model's
+        backward hook could fire (e.g. a training step that calls submodules directly)."""
+        if not self._closed:
+            self._each("on_gradients_ready", self._record)
+
     def end_step(self) -> None:
         """Mark the step in progress as complete; the next training forward opens a new one."""
         self._step_done = True
@@ -178,7 +184,7 @@ class Watch:
         preset = self.preset
         probes: list[Probe] = [StepTimeProbe(), MemoryProbe(preset.memory)]
         if self.optimizer is not None:
-            probes += [LearningRateProbe(), GradientProbe(preset.layer_grads)]
+            probes += [LearningRateProbe(), GradientProbe(preset.layer_grads, scaler)]
             if preset.updates.every:
                 probes.append(UpdateRatioProbe(preset.updates))
         if preset.activations.every:
@@ -233,6 +239,8 @@ class Watch:
             self._each("on_forward_end", self._record, output)
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._step_done:  # a loop whose forward never goes through the watched module
+            self._finish_step()
         self._each("before_step", self._record)
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -259,6 +267,8 @@ class Watch:
         train = {k: v for k, v in scalars.items() if not schema.is_eval_key(k)}
         evals = {schema.canonical_eval_key(k): v for k, v in scalars.items() if schema.is_eval_key(k)}
         if train:
+            if step is None and self._step_done and self._record.losses:
+                self._finish_step()  # the step's loss is in: this one belongs to the next step
             record = self._record_for_train(step)
             for key, value in train.items():
                 canonical = schema.canonical_step_key(key)
