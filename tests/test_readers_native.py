@@ -1,0 +1,74 @@
+"""Our own run files: sessions, appended runs, resumes, and long files read in batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diagnose.readers import load, load_all
+from diagnose.readers.native import read_jsonl
+
+
+def write_lines(path: Path, records: list[dict | str]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def session(name: str, steps: range, *, loss_offset: float = 0.0) -> list[dict]:
+    records: list[dict] = [{"kind": "meta", "schema": "diagnose.run/1", "name": name, "started": f"{name}-start"}]
+    for step in steps:
+        records.append({"kind": "step", "step": step, "loss": 1.0 / step + loss_offset})
+        records.append({"kind": "layer", "step": step, "module": "fc", "grad_norm": float(step)})
+    records.append({"kind": "event", "step": steps[-1], "event": "nonfinite", "where": name})
+    return records
+
+
+def test_two_runs_appended_are_two_runs_each_with_its_own_meta_layers_and_events(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "runs.jsonl", session("first", range(1, 11)) + session("second", range(1, 6)))
+    runs = load_all(path)
+    assert [r.name for r in runs] == ["first", "second"]
+    assert [r.format for r in runs] == ["diagnose", "diagnose"]
+    assert [r.n_steps for r in runs] == [10, 5]
+    assert [r.layers["step"].max() for r in runs] == [10, 5]
+    assert [r.events["where"].tolist() for r in runs] == [["first"], ["second"]]
+    assert all("2 runs appended" in " ".join(r.warnings) for r in runs)
+
+
+def test_a_resumed_session_stays_one_run_and_later_values_win(tmp_path: Path) -> None:
+    records = session("exp", range(1, 11)) + session("exp", range(8, 16), loss_offset=1.0)
+    run = load(write_lines(tmp_path / "resumed.jsonl", records))
+    assert run.n_steps == 15
+    assert run.meta["resumed"] == ["exp-start"]
+    assert run.series("loss").loc[9] == pytest.approx(1.0 / 9 + 1.0)  # logged again after the resume
+    assert run.meta["repeated_steps"]["loss"] == 3  # steps 8, 9 and 10 were logged twice
+    assert any("logged again" in w for w in run.warnings)
+
+
+def test_minimal_records_without_a_step_follow_one_another(tmp_path: Path) -> None:
+    run = load(write_lines(tmp_path / "bare.jsonl", [{"loss": 0.9}, {"loss": 0.8}, {"step": 10, "loss": 0.7},
+                                                    {"loss": 0.6}]))
+    assert run.series("loss").index.tolist() == [0, 1, 10, 11]
+
+
+def test_a_record_holding_only_an_epoch_is_not_a_training_step(tmp_path: Path) -> None:
+    run = load(write_lines(tmp_path / "epochs.jsonl", [{"step": 1, "loss": 0.9}, {"step": 2, "val_loss": 0.8,
+                                                                                    "epoch": 1}]))
+    assert run.n_steps == 1
+    assert run.series("val_loss").to_dict() == {2: 0.8}
+
+
+def test_long_file_read_in_batches_keeps_every_record_and_skips_bad_lines(tmp_path: Path) -> None:
+    steps = 45_000  # more than two parsing batches
+    records: list[dict | str] = [{"kind": "step", "step": s, "loss": 1.0, "grad_norm": 0.5} for s in range(1, steps + 1)]
+    records.insert(30_000, "{this line is damaged")
+    records.append('{"kind": "step", "step": 45001, "lo')  # cut off by a killed writer
+    path = write_lines(tmp_path / "long.jsonl", records)
+    before = path.read_bytes()
+    [run] = read_jsonl(path)
+    assert run.n_steps == steps
+    assert run.series("loss").index[-1] == steps
+    assert any("line 30001: not JSON" in w for w in run.warnings)
+    assert any("cut off" in w for w in run.warnings)
+    assert path.read_bytes() == before
