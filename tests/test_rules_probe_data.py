@@ -69,7 +69,7 @@ def test_findings_name_the_layer_and_the_numbers() -> None:
 
 
 def healthy_samples() -> list[Path]:
-    return sorted(SAMPLES.glob("*healthy*.jsonl"))
+    return sorted(SAMPLES.rglob("*healthy*.jsonl"))
 
 
 @pytest.mark.parametrize("path", healthy_samples(), ids=lambda p: p.name)

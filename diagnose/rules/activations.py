@@ -9,7 +9,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
-from diagnose.rules.gradients import later_samples
+from diagnose.rules.gradients import later_samples, layer_table
 from diagnose.run import Run
 
 OUTPUT = "(output)"  # the probes' name for the model output
@@ -17,7 +17,7 @@ OUTPUT = "(output)"  # the probes' name for the model output
 
 def _settled(run: Run, column: str, min_samples: float) -> pd.Series:
     """Per module, the median of ``column`` over the later half of its samples (empty when too few samples)."""
-    table = run.layer_series(column)
+    table = layer_table(run, column)
     if len(table) < min_samples:
         return pd.Series(dtype="float64")
     return later_samples(table).median().dropna()
@@ -153,8 +153,8 @@ def _output_layer(run: Run) -> str | None:
 
 def spread(run: Run) -> pd.DataFrame:
     """Per module and sample: spread across the batch relative to the signal (act_batch_std / act_rms)."""
-    rms = run.layer_series("act_rms")
-    batch_std = run.layer_series("act_batch_std").reindex_like(rms)
+    rms = layer_table(run, "act_rms")
+    batch_std = layer_table(run, "act_batch_std").reindex_like(rms)
     return (batch_std / rms.where(rms > 0)).replace([np.inf, -np.inf], np.nan)
 
 

@@ -24,6 +24,15 @@ def later_samples(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
     return table.iloc[-count:]
 
 
+def layer_table(run: Run, column: str) -> pd.DataFrame:
+    """``run.layer_series(column)`` up to the first NaN/Inf loss: after it every layer statistic is a
+    consequence of the NaN (NF001's finding), not a problem of its own. (A non-finite gradient alone
+    does not cut: AMP skips such steps on purpose.)"""
+    table = run.layer_series(column)
+    cut = curves.first_nonfinite_step(run.series("loss", keep_nan=True))
+    return table if cut is None else table[table.index < cut]
+
+
 def weight_layers(run: Run, columns: pd.Index) -> list[str]:
     """Modules among ``columns`` that hold a weight matrix (Linear/Conv), in model order; all when types are unknown."""
     types = {name: kind for name, kind in ((m[0], m[1]) for m in (run.meta.get("model") or {}).get("modules", [])
@@ -38,22 +47,23 @@ def _names(modules: list[str], most: int = 4) -> str:
     return shown + (f" and {len(modules) - most} more" if len(modules) > most else "")
 
 
-def true_grad_norm(run: Run) -> pd.Series:
-    """The global gradient norm before any NaN, divided by the AMP loss scale in force when it was measured.
+def grad_norm_candidates(run: Run) -> list[pd.Series]:
+    """The global gradient norm as logged, and, under an AMP GradScaler, also divided by the loss scale.
 
-    Under a GradScaler the probes see scaled gradients; the scale in force at
-    a step is the last one recorded before it.
+    Depending on where the norm was read, it holds scaled or unscaled
+    gradients; a rule that wants growth takes the smaller growth of the two.
+    The scale in force at a step is the last one recorded before it; the
+    overflowing steps the scaler skips are dropped rather than ending the curve.
     """
-    norm = curves.before_nonfinite(run.series("grad_norm", keep_nan=True))
-    if not run.has("loss_scale") or norm.empty:
-        return norm
-    scale = curves.finite(run.series("loss_scale"))
+    raw = run.series("grad_norm", keep_nan=True)
+    scale = curves.finite(run.series("loss_scale")) if run.has("loss_scale") else pd.Series(dtype="float64")
     scale = scale[scale > 0]
     if scale.empty:
-        return norm
+        return [curves.before_nonfinite(raw)]
+    norm = curves.finite(raw)
     in_force = scale.reindex(norm.index - 1, method="ffill").to_numpy()
     in_force = np.where(np.isnan(in_force), scale.iloc[0], in_force)
-    return curves.finite(pd.Series(norm.to_numpy() / in_force, index=norm.index))
+    return [norm, curves.finite(pd.Series(norm.to_numpy() / in_force, index=norm.index))]
 
 
 @register
@@ -72,11 +82,12 @@ class ExplodingGradients(Rule):
 
     ## How it decides
     On a log scale (Theil-Sen trend, rolling medians, so single spikes do
-    not count): the global norm, divided by the AMP loss scale when there is
-    one, rises over the run (the 95% interval of its slope is above zero) and
+    not count): the global norm rises over the run (the 95% interval of its slope is above zero) and
     its highest smoothed level stands ``min_growth`` times above its start.
     Per layer, the same growth between the first and the last samples of a
-    layer's own norm. Only the part before any NaN is read.
+    layer's own norm. Only the part before any NaN is read. Under an AMP
+    GradScaler the norm may hold scaled gradients: the growth counted is the
+    smaller of the logged norm's and the norm divided by the loss scale.
 
     ## What to do
     Lower the learning rate (3-10x); clip the gradient norm
@@ -101,9 +112,8 @@ class ExplodingGradients(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        norm = true_grad_norm(run)
-        norm = norm[norm > 0]
-        global_growth = _growth(norm, t["min_points"])
+        candidates = [(n[n > 0], _growth(n[n > 0], t["min_points"])) for n in grad_norm_candidates(run)]
+        norm, global_growth = min(candidates, key=lambda c: c[1][0] if c[1] else 0.0)
         layers = _layer_growth(run, t["min_points"])
         worst = max(layers, key=layers.get) if layers else None
         layer_fires = worst is not None and layers[worst] >= t["min_growth"]
@@ -151,8 +161,7 @@ def _growth(norm: pd.Series, min_points: float) -> tuple[float, float] | None:
 
 def _layer_growth(run: Run, min_points: float) -> dict[str, float]:
     """For each layer with enough samples: its late median gradient norm over its early median."""
-    table = run.layer_series("grad_norm")
-    table = table[table.index < (curves.first_nonfinite_step(run.series("grad_norm", keep_nan=True)) or np.inf)]
+    table = layer_table(run, "grad_norm")
     if len(table) < min_points:
         return {}
     early = curves.head(table, 0.2).median()
@@ -204,7 +213,7 @@ class VanishingGradients(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        table = later_samples(run.layer_series("grad_norm"))
+        table = later_samples(layer_table(run, "grad_norm"))
         layers = [m for m in weight_layers(run, table.columns) if table[m].notna().any()]
         if len(layers) < t["min_layers"]:
             return
@@ -273,7 +282,7 @@ class UpdateRatioOffScale(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        ratios = later_samples(run.layer_series("update_ratio"))
+        ratios = later_samples(layer_table(run, "update_ratio"))
         medians = ratios[ratios > 0].median().dropna()
         if medians.empty:
             return
@@ -341,8 +350,8 @@ class LayerWithoutGradient(Rule):
     priority = 15
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        grads = run.layer_series("grad_norm")
-        trainable = list(run.layer_series("param_norm").columns)
+        grads = layer_table(run, "grad_norm")
+        trainable = list(layer_table(run, "param_norm").columns)
         peak = grads.max().reindex(trainable)
         without = [m for m in trainable if not (peak.get(m, 0) > 0)]
         if not without or not (peak > 0).any():
