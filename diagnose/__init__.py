@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from diagnose.probes import Watch
 
-__all__ = ["Run", "Watch", "analyze", "load", "load_all", "watch", "__version__"]
+__all__ = ["Run", "Watch", "analyze", "assert_healthy", "load", "load_all", "preflight", "watch", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +37,14 @@ def __getattr__(name: str) -> Any:
         from diagnose.rules import analyze
 
         return analyze
+    if name == "preflight":
+        from diagnose.preflight_checks import preflight
+
+        return preflight
+    if name == "assert_healthy":
+        from diagnose.checks import assert_healthy
+
+        return assert_healthy
     if name == "Run":
         from diagnose.run import Run
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-import diagnose.preflight
+import diagnose
 from diagnose.cli.app import app
-from diagnose.preflight import preflight
+from diagnose.preflight_checks import preflight
 from diagnose.readers import load
 from diagnose.rules import analyze
 from diagnose.rules.base import Severity

@@ -30,9 +30,9 @@ def preflight(
     settings: common.SetOpt = None,
 ) -> None:
     """Run the preflight checks on copies of a model; fail (exit 1) on findings at or above --fail-on."""
-    from diagnose.preflight.pieces import Pieces, load_function
-    from diagnose.preflight.runner import RULES
-    from diagnose.preflight.runner import preflight as run_preflight
+    from diagnose.preflight_checks.pieces import Pieces, load_function
+    from diagnose.preflight_checks.runner import RULES
+    from diagnose.preflight_checks.runner import preflight as run_preflight
 
     config = common.rule_config(select or [RULES], ignore, settings, fail_on.value if fail_on else None)
     pieces = Pieces.of(load_function(target)())

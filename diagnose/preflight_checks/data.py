@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight.context import Context, Skip, first_tensor
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context, Skip, first_tensor
+from diagnose.preflight_checks.outcome import Outcome
 
 _CLASSIFICATION_TASKS = (None, "classification", "multiclass", "binary", "multilabel")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight.context import Context, map_inputs
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context, map_inputs
+from diagnose.preflight_checks.outcome import Outcome
 
 SAMPLES = 16
 STEPS = 200

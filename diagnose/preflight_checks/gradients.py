@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from diagnose.preflight.context import Context
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context
+from diagnose.preflight_checks.outcome import Outcome
 
 
 def check_gradients(ctx: Context) -> Outcome:

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from diagnose.preflight.context import Context, Skip
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context, Skip
+from diagnose.preflight_checks.outcome import Outcome
 
 
 def expected_initial_loss(ctx: Context) -> tuple[float, str]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from diagnose.preflight.context import Context
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context
+from diagnose.preflight_checks.outcome import Outcome
 
 START_LR = 1e-7
 END_LR = 10.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight.context import Context, Skip, call_model, first_tensor
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Context, Skip, call_model, first_tensor
+from diagnose.preflight_checks.outcome import Outcome
 
 
 def check_mixing(ctx: Context) -> Outcome:

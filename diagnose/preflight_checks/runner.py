@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.preflight.context import Batch, Context, OptimizerFactory, Skip, preserved_rng
-from diagnose.preflight.data import check_inputs, check_labels
-from diagnose.preflight.fitting import check_baseline, check_overfit
-from diagnose.preflight.gradients import check_gradients
-from diagnose.preflight.initial_loss import check_initial_loss
-from diagnose.preflight.lr_range import check_lr_range
-from diagnose.preflight.mixing import check_mixing
-from diagnose.preflight.outcome import Outcome
+from diagnose.preflight_checks.context import Batch, Context, OptimizerFactory, Skip, preserved_rng
+from diagnose.preflight_checks.data import check_inputs, check_labels
+from diagnose.preflight_checks.fitting import check_baseline, check_overfit
+from diagnose.preflight_checks.gradients import check_gradients
+from diagnose.preflight_checks.initial_loss import check_initial_loss
+from diagnose.preflight_checks.lr_range import check_lr_range
+from diagnose.preflight_checks.mixing import check_mixing
+from diagnose.preflight_checks.outcome import Outcome
 from diagnose.probes.summary import describe_model, describe_optimizer
 from diagnose.rules.preflight import PREFLIGHT_EVENT
 from diagnose.runfile import RunWriter, schema
