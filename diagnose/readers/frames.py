@@ -10,6 +10,7 @@ same way for every format.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,8 @@ def to_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
         words = candidates.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
         is_nan_word = words.isin(NAN_WORDS).to_numpy()
         is_container = candidates.map(lambda v: isinstance(v, (list, dict))).to_numpy(dtype=bool)
-        is_float_nan = candidates.map(lambda v: isinstance(v, float)).to_numpy(dtype=bool)
-        logged_nan[np.flatnonzero(unread)] = is_nan_word | is_float_nan
-        bad = int((~(is_nan_word | is_container | is_float_nan)).sum())
-        return numbers, logged_nan, bad
+        logged_nan[np.flatnonzero(unread)] = is_nan_word
+        return numbers, logged_nan, int((~(is_nan_word | is_container)).sum())
     return numbers, logged_nan, 0
 
 
@@ -283,7 +282,7 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
     """Turn a rows table (file order, canonical names) into one `Run` per appended run."""
     warnings = warnings or WarningLog()
     meta = dict(meta or {})
-    rows = add_primary_losses(_usable_steps(rows.reset_index(drop=True), warnings), meta)
+    rows = add_primary_losses(usable_steps(rows.reset_index(drop=True), warnings), meta)
     train_cols = [c for c in rows.columns if not is_eval_column(c) and c not in BOOKKEEPING]
     eval_cols = [c for c in rows.columns if is_eval_column(c)]
     is_train = rows[train_cols].notna().any(axis=1).to_numpy() if train_cols else np.zeros(len(rows), bool)
@@ -304,16 +303,13 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
     return runs
 
 
-def _usable_steps(rows: pd.DataFrame, warnings: WarningLog) -> pd.DataFrame:
-    steps = pd.to_numeric(rows["step"], errors="coerce")
-    bad = ~np.isfinite(steps.to_numpy(dtype="float64"))
+def usable_steps(rows: pd.DataFrame, warnings: WarningLog, what: str = "row") -> pd.DataFrame:
+    """Rows whose step is a finite number (as float64); the others are dropped with a warning."""
+    steps = pd.to_numeric(rows["step"], errors="coerce").astype("float64")
+    bad = ~np.isfinite(steps.to_numpy())
     if bad.any():
-        warnings.add("no-step", f"{int(bad.sum())} row(s) have no usable step; ignored")
-        rows = rows.loc[~bad]
-        steps = steps[~bad]
-    rows = rows.copy()
-    rows["step"] = steps.astype("float64")
-    return rows
+        warnings.add(f"no-step-{what}", f"{int(bad.sum())} {what}(s) have no usable step; ignored")
+    return rows.loc[~bad].assign(step=steps[~bad])
 
 
 def _run(train: pd.DataFrame, evals: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any],
@@ -384,8 +380,6 @@ def read_text(path: Path) -> str:
 
 def read_json_document(path: Path, expected: str) -> Any:
     """A whole-file JSON document; NaN/Infinity tokens are kept as strings (see `to_numbers`)."""
-    import json
-
     try:
         return json.loads(read_text(path), parse_constant=str)
     except ValueError:

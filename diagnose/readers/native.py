@@ -216,11 +216,12 @@ def _build_run(parts: dict[str, pd.DataFrame], metas: tuple[list[dict], list[int
     repeated: dict[str, int] = {}
     local = frames.WarningLog()
     for key in ("steps", "evals", "layers"):
-        frame = _with_step(chosen[key], key, local)
-        text = _TEXT_COLUMNS if key == "layers" else ()
-        tracked = nan_steps if key != "layers" else None
-        frame = frames.numeric_frame(frame, key[:-1], local, tracked, text_columns=text)
-        chosen[key] = frame if key == "layers" else frames.merge_duplicate_steps(frame, repeated)
+        frame = frames.usable_steps(chosen[key], local, f"{key[:-1]} record")
+        if key == "layers":
+            chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=_TEXT_COLUMNS)
+            continue
+        frame = frames.numeric_frame(frame, key[:-1], local, nan_steps)
+        chosen[key] = frames.add_primary_losses(frames.merge_duplicate_steps(frame, repeated), meta)
     events = chosen["events"]
     if events.empty:
         events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
@@ -248,15 +249,6 @@ def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.Data
         return frame.drop(columns="_pos")
     ids = frames.segment_ids(frame["_pos"].to_numpy(), boundaries)
     return frame.loc[ids == index].drop(columns="_pos")
-
-
-def _with_step(frame: pd.DataFrame, kind: str, warnings: frames.WarningLog) -> pd.DataFrame:
-    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
-    bad = ~np.isfinite(steps)
-    if bad.any():
-        warnings.add("no-step", f"{int(bad.sum())} {kind[:-1]} record(s) have no usable step; ignored")
-        frame = frame.loc[~bad]
-    return frame
 
 
 def _segment_meta(metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataFrame], boundaries: np.ndarray,
