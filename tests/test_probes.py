@@ -333,3 +333,26 @@ def test_a_loop_that_bypasses_the_watched_module_still_splits_steps(tmp_path: Pa
     run = diagnose.load(path)
     assert run.series("loss").to_numpy() == pytest.approx(losses)
     assert run.series("grad_norm").size == 5
+
+
+@pytest.mark.parametrize(("error", "event"), [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"), "out_of_memory"),
+    (ValueError("shapes do not match"), "exception"),
+])
+def test_an_exception_in_the_loop_is_recorded_and_still_raised(tmp_path: Path, error, event) -> None:
+    path = tmp_path / "run.jsonl"
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with pytest.raises(type(error)), diagnose.watch(model, optimizer, path) as w:
+        for step in range(1, 5):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+            if step == 3:
+                raise error
+    run = diagnose.load(path)
+    assert run.events["event"].tolist() == [event]
+    assert run.series("loss").size == 3

@@ -340,7 +340,10 @@ class Watch:
         self._shutdown()
 
     def _record_exception(self, exc: BaseException) -> None:
-        is_oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+        text = str(exc).lower()
+        # CUDA says "out of memory"; the CPU allocator says "can't allocate memory".
+        is_oom = (isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
+                  or "out of memory" in text or "can't allocate memory" in text)
         detail: dict[str, Any] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         if is_oom and torch.cuda.is_available():
             detail["cuda_allocated"] = torch.cuda.memory_allocated()
