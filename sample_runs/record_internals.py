@@ -7,7 +7,7 @@ enough to keep each file at a few tens of KB::
     python sample_runs/record_internals.py            # all runs
     python sample_runs/record_internals.py dead-relu  # only the named ones
 
-Files are written next to this script as ``internals-<name>.jsonl``.
+Files are written to ``runs/`` beside this script as ``internals-<name>.jsonl``.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def record(name: str, scenario: Scenario, folder: Path = HERE) -> Path:
+def record(name: str, scenario: Scenario, folder: Path = HERE / "runs") -> Path:
     """Train ``scenario`` with the probes attached and return the run file."""
     torch.manual_seed(0)
     x, y = task()

@@ -15,7 +15,7 @@ import diagnose
 from diagnose.rules.resources import steady_growth
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_runs"
+SAMPLES = ROOT / "sample_runs" / "runs"
 REAL_RUNS = Path("/work/shared/real_runs")
 FAMILIES = ("GRD", "ACT", "MEM", "AMP")
 SERIOUS = ("warning", "error")
@@ -127,7 +127,7 @@ def test_memory_plateau_after_warmup_is_not_a_leak() -> None:
 
 
 def _load_recorder():
-    spec = importlib.util.spec_from_file_location("record_internals", SAMPLES / "record_internals.py")
+    spec = importlib.util.spec_from_file_location("record_internals", SAMPLES.parent / "record_internals.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["record_internals"] = module
     spec.loader.exec_module(module)

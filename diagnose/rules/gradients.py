@@ -47,23 +47,14 @@ def _names(modules: list[str], most: int = 4) -> str:
     return shown + (f" and {len(modules) - most} more" if len(modules) > most else "")
 
 
-def grad_norm_candidates(run: Run) -> list[pd.Series]:
-    """The global gradient norm as logged, and, under an AMP GradScaler, also divided by the loss scale.
+def global_grad_norm(run: Run) -> pd.Series:
+    """The global gradient norm up to the first NaN/Inf.
 
-    Depending on where the norm was read, it holds scaled or unscaled
-    gradients; a rule that wants growth takes the smaller growth of the two.
-    The scale in force at a step is the last one recorded before it; the
-    overflowing steps the scaler skips are dropped rather than ending the curve.
+    Under an AMP GradScaler (``loss_scale`` recorded) overflowing steps are
+    routine: the scaler skips them, so they are dropped instead of ending the curve.
     """
     raw = run.series("grad_norm", keep_nan=True)
-    scale = curves.finite(run.series("loss_scale")) if run.has("loss_scale") else pd.Series(dtype="float64")
-    scale = scale[scale > 0]
-    if scale.empty:
-        return [curves.before_nonfinite(raw)]
-    norm = curves.finite(raw)
-    in_force = scale.reindex(norm.index - 1, method="ffill").to_numpy()
-    in_force = np.where(np.isnan(in_force), scale.iloc[0], in_force)
-    return [norm, curves.finite(pd.Series(norm.to_numpy() / in_force, index=norm.index))]
+    return curves.finite(raw) if run.has("loss_scale") else curves.before_nonfinite(raw)
 
 
 @register
@@ -85,9 +76,8 @@ class ExplodingGradients(Rule):
     not count): the global norm rises over the run (the 95% interval of its slope is above zero) and
     its highest smoothed level stands ``min_growth`` times above its start.
     Per layer, the same growth between the first and the last samples of a
-    layer's own norm. Only the part before any NaN is read. Under an AMP
-    GradScaler the norm may hold scaled gradients: the growth counted is the
-    smaller of the logged norm's and the norm divided by the loss scale.
+    layer's own norm. Only the part before any NaN is read (under AMP, the
+    overflowing steps the scaler skipped are left out instead).
 
     ## What to do
     Lower the learning rate (3-10x); clip the gradient norm
@@ -112,8 +102,9 @@ class ExplodingGradients(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        candidates = [(n[n > 0], _growth(n[n > 0], t["min_points"])) for n in grad_norm_candidates(run)]
-        norm, global_growth = min(candidates, key=lambda c: c[1][0] if c[1] else 0.0)
+        norm = global_grad_norm(run)
+        norm = norm[norm > 0]
+        global_growth = _growth(norm, t["min_points"])
         layers = _layer_growth(run, t["min_points"])
         worst = max(layers, key=layers.get) if layers else None
         layer_fires = worst is not None and layers[worst] >= t["min_growth"]
