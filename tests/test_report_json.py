@@ -86,3 +86,19 @@ def test_the_validator_catches_a_broken_report(breakage):
     document = json.loads(render_json(sample()))
     breakage(document)
     assert errors(document, JSON_SCHEMA)
+
+
+def _property_names(schema) -> set[str]:
+    names = set()
+    for key, sub in schema.get("properties", {}).items():
+        names |= {key} | _property_names(sub)
+    if isinstance(schema.get("items"), dict):
+        names |= _property_names(schema["items"])
+    return names
+
+
+def test_every_field_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "report-schema.md").read_text()
+    assert [name for name in sorted(_property_names(JSON_SCHEMA)) if f"`{name}`" not in doc] == []

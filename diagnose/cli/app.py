@@ -42,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 for command in (report, check, plot, preflight, rules, explain, demo):
     app.command(command.__name__)(command)

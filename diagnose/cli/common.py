@@ -11,13 +11,15 @@ import typer
 
 from diagnose.errors import InputError
 from diagnose.readers import load_all
+from diagnose.readers.registry import FORMATS
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Run files, or folders holding run files.", show_default=False)]
 FormatInOpt = Annotated[str | None, typer.Option(
-    "--format-in", help="Read the inputs with this reader instead of guessing from the file.", metavar="READER")]
+    "--format-in", metavar="READER",
+    help=f"Read the inputs with this reader instead of recognising them ({', '.join(FORMATS)}).")]
 SelectOpt = Annotated[list[str] | None, typer.Option(
     "--select", help="Run only these rules (codes, code prefixes or names); repeatable.", metavar="CODE")]
 IgnoreOpt = Annotated[list[str] | None, typer.Option(
@@ -29,19 +31,7 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to
 
 def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
     """Every run in the given files and folders, in the order given."""
-    runs: list[Run] = []
-    for path in paths:
-        for source in _sources(path, format_in):
-            runs.extend(load_all(source, format=format_in))
-    return runs
-
-
-def _sources(path: Path, format_in: str | None) -> list[Path]:
-    """A folder stands for the ``*.jsonl`` files in it; otherwise the reader gets it whole."""
-    if format_in or not path.is_dir():
-        return [path]
-    files = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
-    return files or [path]
+    return [run for path in paths for run in load_all(path, format=format_in)]
 
 
 def rule_config(select: list[str] | None = None, ignore: list[str] | None = None,
