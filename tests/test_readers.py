@@ -108,6 +108,7 @@ def test_a_test_score_never_passes_for_the_validation_curve(tmp_path: Path) -> N
         ("nanogpt/log.txt", "nanogpt"),
         ("gpt2_stdout.log", "text"),
         ("epochs.log", "text"),
+        ("keras_stdout.txt", "text"),
         ("wandb_export.csv", "csv"),
         ("custom.jsonl", "jsonl"),
         ("lightning_logs/version_0/metrics.csv", "lightning"),
@@ -212,6 +213,15 @@ def test_epoch_lines_with_train_and_val_losses_and_a_restart(tmp_path: Path) -> 
     assert [r.series("loss").index.tolist() for r in runs] == [[1, 2, 3], [1, 2]]
     assert runs[0].series("val_loss").tolist() == [1.9097, 1.8992, 1.8775]
     assert runs[1].series("acc").tolist() == [18.66, 18.45]  # percent signs dropped, the number kept
+
+
+def test_keras_progress_output_under_an_epoch_line(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keras_stdout.txt"))
+    # the progress bar is redrawn with carriage returns: only its final state counts
+    assert run.series("loss").to_dict() == {1: 0.2975, 2: 0.1430, 3: 0.1071}
+    assert run.series("val_loss").to_dict() == {1: 0.1475, 2: 0.1065, 3: 0.0942}
+    assert list(run.steps.columns) == ["step", "loss", "accuracy"]  # "5s 2ms/step" is not a metric
+    assert not run.warnings
 
 
 def test_text_without_a_recognisable_pattern_is_one_line(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)\b"
 _NANOGPT_LINE = re.compile(rf"^\s*(\d+)\s+([A-Za-z_]\w*)\s+({_NUM})\s*$", re.IGNORECASE)
 _NANOGPT_NAMES = {"train": "loss", "val": "val_loss", "hella": "val_hellaswag"}
 _MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?", re.IGNORECASE)
-_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){{0,2}})\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])",
+_PAIR = re.compile(rf"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){{0,2}})\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])",
                    re.IGNORECASE)
 _MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
 UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
@@ -42,12 +42,18 @@ def looks_like_nanogpt(lines: list[str]) -> bool:
 
 
 def looks_like_key_values(lines: list[str]) -> bool:
-    """Some line holds a step or epoch marker and a loss."""
-    return any(_marked_loss(line) for line in lines)
+    """Some line holds a loss and a step or epoch marker, or comes right after a marker line."""
+    marked = False
+    for line in lines:
+        has_marker = bool(_MARKER.search(line))
+        if (has_marker or marked) and _has_loss(line):
+            return True
+        marked = has_marker or (marked and not line.strip())
+    return False
 
 
-def _marked_loss(line: str) -> bool:
-    return bool(_MARKER.search(line)) and any("loss" in key.lower() for key, _ in _PAIR.findall(line))
+def _has_loss(line: str) -> bool:
+    return any("loss" in key.lower() for key, _ in _PAIR.findall(line))
 
 
 def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
@@ -68,22 +74,31 @@ def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = No
 def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
     path = Path(path)
     rows: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    for line in frames.read_text(path).splitlines():
+    pending: list[dict[str, Any]] = []  # losses waiting for the next marked line
+    current: dict[str, str] = {}  # a marker on a line of its own ("Epoch 3/10" above Keras' progress line)
+    for line in _final_lines(frames.read_text(path)):
         marker = _markers(line)
         values = {key: value for key, value in _PAIR.findall(line)
                   if schema.normalise_key(key) not in _MARKER_KEYS}
-        if marker and values:
-            rows.extend(dict(p, step=marker["step"]) for p in pending)
-            pending = []
-            rows.append({**marker, **values})
-        elif values and any("loss" in key.lower() for key in values):
-            pending.append(values)
-    if not any(len(row) > 1 for row in rows):
+        if marker:
+            rows.extend(dict(p, **marker) for p in pending)
+            pending, current = [], ({} if values else marker)
+            if values:
+                rows.append({**marker, **values})
+        elif _has_loss(line) and values:
+            if current:
+                rows.append({**current, **values})
+            else:
+                pending.append(values)
+    if not rows:
         raise InputError(f"{path}: {UNRECOGNISED}")
-    if pending:
-        rows.extend(dict(p, step=rows[-1]["step"]) for p in pending)
+    rows.extend(dict(p, step=rows[-1]["step"]) for p in pending)
     return _runs(rows, path, "text", mapping, frames.WarningLog(), frames.default_name)
+
+
+def _final_lines(text: str) -> list[str]:
+    """Lines as the terminal showed them last: a progress bar redrawn with ``\r`` keeps its final state."""
+    return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
 
 
 def _markers(line: str) -> dict[str, str]:
