@@ -92,6 +92,7 @@ class TestSummary:
     def test_numbers(self):
         assert [s.number(v) for v in (math.nan, math.inf, -math.inf, 3, 0.123456, None, True)] == [
             "NaN", "inf", "-inf", "3", "0.1235", "-", "true"]
+        assert s.number({"fc1": 0.123456, "fc2": [1, 2.0]}) == "{fc1: 0.1235, fc2: [1, 2]}"
 
 
 class TestTerminal:
@@ -122,9 +123,18 @@ class TestTerminal:
         assert not ANSI.search(render_terminal([self.full()]))
         assert ANSI.search(render_terminal([self.full()], color=True))
 
-    def test_width_is_respected(self):
+    def test_width_is_respected_without_trailing_blanks(self):
         text = render_terminal([self.full()], width=50)
         assert max(len(line) for line in text.splitlines()) <= 50
+        assert all(line == line.rstrip() for line in text.splitlines())
+
+    def test_table_never_hides_a_finding_count(self):
+        runs = [analysis(make_run("a-rather-long-run-name")), analysis(
+            make_run("b"), finding("NF001", run="b"), finding("SPK001", Severity.WARNING, run="b"),
+            finding("MEM001", Severity.INFO, run="b"))]
+        lines = [line for line in render_terminal(runs, width=60).splitlines() if "\u2502" in line]
+        last_column = " ".join(line.split("\u2502")[-1].strip() for line in lines)
+        assert "1 error, 1 warning, 1 info" in " ".join(last_column.split())
 
     def test_markup_in_a_run_name_prints_as_written(self):
         run = make_run("[bold]x[/bold]")

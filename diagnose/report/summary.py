@@ -243,6 +243,8 @@ def number(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         shown = ", ".join(number(v) for v in value[:MAX_LISTED_STEPS])
         return f"[{shown}{', ...' if len(value) > MAX_LISTED_STEPS else ''}]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {number(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

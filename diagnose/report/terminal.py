@@ -32,7 +32,7 @@ def render_terminal(analyses: Sequence[Analysis], *, width: int = 100, color: bo
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False)
     print_report(analyses, console)
-    return buffer.getvalue()
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
 def report_renderable(analyses: Sequence[Analysis]) -> RenderableType:
@@ -53,10 +53,8 @@ def _verdict(analyses: Sequence[Analysis]) -> Text:
 
 def runs_table(ordered: Sequence[Analysis]) -> Table:
     table = Table(title=None, show_edge=False, pad_edge=False, expand=False)
-    longest = max(len(a.run.name) for a in ordered)
-    table.add_column(s.RUN_COLUMNS[0], overflow="fold", min_width=min(longest, 24))
-    for header in s.RUN_COLUMNS[1:]:
-        table.add_column(header, no_wrap=True)
+    for header in s.RUN_COLUMNS:
+        table.add_column(header, overflow="fold", min_width=len("healthy") if header == "findings" else None)
     for analysis in ordered:
         table.add_row(*[Text(cell) for cell in s.run_row(analysis)])
     return table
