@@ -261,6 +261,15 @@ def test_a_mapping_naming_a_missing_column_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(error.value)
 
 
+def test_csv_with_a_byte_order_mark_and_a_cut_last_row(tmp_path: Path) -> None:
+    path = tmp_path / "training_log.csv"
+    path.write_bytes(b"\xef\xbb\xbfepoch,loss,val_loss\n0,1.0,1.1\n1,0.8,0.9\n2,0.7")
+    run = load(path)
+    assert run.format == "keras"
+    assert run.series("loss").to_dict() == {0: 1.0, 1: 0.8, 2: 0.7}
+    assert run.series("val_loss").to_dict() == {0: 1.1, 1: 0.9}
+
+
 # -- folders --------------------------------------------------------------------------------
 
 

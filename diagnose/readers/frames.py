@@ -375,7 +375,8 @@ def read_bytes(path: Path) -> bytes:
 
 
 def read_text(path: Path) -> str:
-    return read_bytes(path).decode("utf-8", errors="replace")
+    """A text file as text; a byte-order mark goes, bytes that are not UTF-8 become U+FFFD."""
+    return read_bytes(path).decode("utf-8-sig", errors="replace")
 
 
 def read_json_document(path: Path, expected: str) -> Any:
