@@ -109,6 +109,7 @@ def test_a_test_score_never_passes_for_the_validation_curve(tmp_path: Path) -> N
         ("gpt2_stdout.log", "text"),
         ("epochs.log", "text"),
         ("keras_stdout.txt", "text"),
+        ("trainer_stdout.log", "trainer_stdout"),
         ("wandb_export.csv", "csv"),
         ("custom.jsonl", "jsonl"),
         ("lightning_logs/version_0/metrics.csv", "lightning"),
@@ -222,6 +223,17 @@ def test_keras_progress_output_under_an_epoch_line(tmp_path: Path) -> None:
     assert run.series("val_loss").to_dict() == {1: 0.1475, 2: 0.1065, 3: 0.0942}
     assert list(run.steps.columns) == ["step", "loss", "accuracy"]  # "5s 2ms/step" is not a metric
     assert not run.warnings
+
+
+def test_trainer_printed_log_counts_logging_steps(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "trainer_stdout.log"))
+    assert run.format == "huggingface"
+    assert run.series("loss").tolist() == [2.3026, 1.8741, 1.5120, 1.3303]
+    assert run.series("loss").index.tolist() == [1, 2, 3, 4]  # no step in the printed log: its order
+    assert run.series("val_loss").to_dict() == {2: 1.7012, 4: 1.4109}  # after the latest training entry
+    assert run.nan_steps["grad_norm"].tolist() == [3]
+    assert 1.75 not in run.series("loss").tolist()  # the closing summary is not a step
+    assert "printed log has no step" in run.meta["step_from"]
 
 
 def test_text_without_a_recognisable_pattern_is_one_line(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ READERS: dict[str, Reader] = {
     "csv": tables.read_generic_csv,
     "nanogpt": text.read_nanogpt_log,
     "text": text.read_text_log,
+    "trainer_stdout": text.read_trainer_stdout,
     "tensorboard": _read_tensorboard,
 }
 ALIASES = {"hf": "huggingface", "transformers": "huggingface", "trainer_state": "huggingface",
@@ -185,6 +186,8 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
         return "nanogpt"
     if text.looks_like_key_values(lines):
         return "text"
+    if text.looks_like_trainer_stdout(lines):
+        return "trainer_stdout"
     return None
 
 

@@ -7,6 +7,9 @@
 
 A line with a loss but no marker (nanoGPT's ``validation loss: 3.07``) belongs
 to the next marked line's step: that is where the training loop goes on.
+
+- the Hugging Face Trainer's printed log, ``{'loss': 0.52, 'learning_rate':
+  5e-05, 'epoch': 0.1}`` per logging step, ``{'eval_loss': ...}`` per evaluation.
 """
 
 from __future__ import annotations
@@ -54,6 +57,38 @@ def looks_like_key_values(lines: list[str]) -> bool:
 
 def _has_loss(line: str) -> bool:
     return any("loss" in key.lower() for key, _ in _PAIR.findall(line))
+
+
+_TRAINER_ENTRY = re.compile(r"\{\s*'[^']+'\s*:[^{}]*\}")
+_TRAINER_PAIR = re.compile(rf"'([^']+)'\s*:\s*'?({_NUM})'?")
+
+
+def looks_like_trainer_stdout(lines: list[str]) -> bool:
+    return any(_trainer_entry(line) for line in lines)
+
+
+def _trainer_entry(line: str) -> dict[str, str]:
+    """The logged dict on a line of the Trainer's output, when it holds a loss."""
+    match = _TRAINER_ENTRY.search(line)
+    pairs = dict(_TRAINER_PAIR.findall(match.group(0))) if match else {}
+    return pairs if any(k == "loss" or (k.startswith("eval_") and k.endswith("loss")) for k in pairs) else {}
+
+
+def read_trainer_stdout(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """The printed log has no step: the n-th logged training entry is step n, an evaluation takes the latest."""
+    path = Path(path)
+    rows = []
+    logged = 0
+    for line in _final_lines(frames.read_text(path)):
+        entry = _trainer_entry(line)
+        if not entry or "train_runtime" in entry:  # the summary at the end is not a step
+            continue
+        logged += "loss" in entry
+        rows.append({"step": logged, **entry})
+    if not rows:
+        raise InputError(f"{path}: {UNRECOGNISED}")
+    meta = {"step_from": "count of logged training entries (the printed log has no step)"}
+    return _runs(rows, path, "huggingface", mapping, frames.WarningLog(), frames.default_name, meta)
 
 
 def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
@@ -114,9 +149,9 @@ def _markers(line: str) -> dict[str, str]:
 
 
 def _runs(rows: list[dict[str, Any]], path: Path, format: str, mapping: Mapping[str, str] | None,
-          warnings: frames.WarningLog, namer) -> list[Run]:
+          warnings: frames.WarningLog, namer, meta: dict[str, Any] | None = None) -> list[Run]:
     raw = pd.DataFrame(rows)
     step = raw.pop("step")
     table = frames.rename_columns(raw, path, mapping, namer)
     table.insert(0, "step", step)
-    return frames.build_runs(table, path=path, format=format, warnings=warnings)
+    return frames.build_runs(table, path=path, format=format, warnings=warnings, meta=meta)
