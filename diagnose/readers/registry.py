@@ -175,11 +175,9 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
     lines = sample.splitlines()[:-1] if len(head) == _SNIFF_BYTES else sample.splitlines()
     if path.name == "trainer_state.json":
         return "huggingface"
-    if sample.lstrip()[:1] in ("{", "["):
-        return _detect_json(sample, lines)
-    table = _detect_table(lines)
-    if table is not None:
-        return table
+    found = _detect_json(sample, lines) if sample.lstrip()[:1] in ("{", "[") else _detect_table(lines)
+    if found is not None:
+        return found
     if strict and path.suffix.lower() not in _LOG_SUFFIXES:
         return None
     if text.looks_like_nanogpt(lines):
