@@ -61,7 +61,8 @@ def test_a_record_holding_only_an_epoch_is_not_a_training_step(tmp_path: Path) -
 
 def test_long_file_read_in_batches_keeps_every_record_and_skips_bad_lines(tmp_path: Path) -> None:
     steps = 45_000  # more than two parsing batches
-    records: list[dict | str] = [{"kind": "step", "step": s, "loss": 1.0, "grad_norm": 0.5} for s in range(1, steps + 1)]
+    records: list[dict | str] = [{"kind": "step", "step": s, "loss": 1.0, "grad_norm": 0.5}
+                                 for s in range(1, steps + 1)]
     records.insert(30_000, "{this line is damaged")
     records.append('{"kind": "step", "step": 45001, "lo')  # cut off by a killed writer
     path = write_lines(tmp_path / "long.jsonl", records)

@@ -21,7 +21,6 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 
-
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
     """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped."""
     text = frames.read_text(path)

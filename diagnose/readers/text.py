@@ -30,8 +30,9 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)\b"
 _NANOGPT_LINE = re.compile(rf"^\s*(\d+)\s+([A-Za-z_]\w*)\s+({_NUM})\s*$", re.IGNORECASE)
 _NANOGPT_NAMES = {"train": "loss", "val": "val_loss", "hella": "val_hellaswag"}
 _MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:\s*/\s*\d+)?\s*\]?", re.IGNORECASE)
-_PAIR = re.compile(rf"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){{0,2}})\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])",
-                   re.IGNORECASE)
+# "Train Loss: 1.94", "lr 6e-4", "acc=97.1%", "dt: 354.7ms": a key of up to three words, a number, a unit.
+_KEY = r"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){0,2})"
+_PAIR = re.compile(rf"{_KEY}\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])", re.IGNORECASE)
 _MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
 UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
                 "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')")
@@ -103,7 +104,11 @@ def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = No
             warnings.add("other-line", f"line {number}: not '<step> <name> <value>'; ignored")
     if not rows:
         raise InputError(f"{path}: {UNRECOGNISED}")
-    return _runs(rows, path, "nanogpt", mapping, warnings, lambda raw: _NANOGPT_NAMES.get(raw, frames.default_name(raw)))
+    return _runs(rows, path, "nanogpt", mapping, warnings, _nanogpt_name)
+
+
+def _nanogpt_name(raw: str) -> str:
+    return _NANOGPT_NAMES.get(raw) or frames.default_name(raw)
 
 
 def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
