@@ -11,7 +11,7 @@ in one pass, and everything after that works on whole columns.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 _BATCH = 20_000
+_DATA_KINDS = (schema.STEP, schema.EVAL, schema.LAYER, schema.EVENT)
 _TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail",
                  "phase")
 
@@ -49,13 +50,13 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
     """Read every run in a JSON Lines file (several when runs were appended)."""
     path = Path(path)
     warnings = frames.WarningLog()
-    kinds = _by_kind(_records(frames.read_bytes(path), warnings), warnings)
-    parts = _parts(kinds, mapping, path)
+    tables, metas = _tables(frames.read_bytes(path), warnings)
+    parts = _parts(tables, mapping, path)
     if all(part.empty for part in parts.values()):
         raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "
                          '{"step": 1, "loss": 0.5})')
     boundaries = _run_boundaries(parts["steps"])
-    built = [_build_run(parts, kinds[schema.META], boundaries, index, path, warnings)
+    built = [_build_run(parts, metas, boundaries, index, path, warnings)
              for index in range(len(boundaries) + 1)]
     runs = frames.name_runs(built, path, name)
     if not runs:
@@ -66,18 +67,38 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
 # -- lines -> records --------------------------------------------------------------
 
 
-def _records(raw: bytes, warnings: frames.WarningLog) -> list[Any]:
+def _tables(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
+    """Records in one frame per kind (None: the minimal form), each row's file position in ``_pos``;
+    and the meta records with theirs.
+
+    Each batch of lines becomes frames before the next is parsed, so that a
+    long file never holds all its records as dicts at once.
+    """
+    pieces: dict[Any, list[pd.DataFrame]] = {kind: [] for kind in (None, *_DATA_KINDS)}
+    metas: tuple[list[dict], list[int]] = ([], [])
+    offset = 0
+    for records in _batches(raw, warnings):
+        for kind, (found, positions) in _by_kind(records, offset, warnings).items():
+            if kind == schema.META:
+                metas[0].extend(found)
+                metas[1].extend(positions)
+            elif found:
+                frame = pd.DataFrame.from_records(found).drop(columns="kind", errors="ignore")
+                pieces[kind].append(frame.assign(_pos=np.asarray(positions, dtype="int64")))
+        offset += len(records)
+    empty = pd.DataFrame({"_pos": pd.Series(dtype="int64")})
+    tables = {kind: pd.concat(found, ignore_index=True) if found else empty for kind, found in pieces.items()}
+    return tables, metas
+
+
+def _batches(raw: bytes, warnings: frames.WarningLog) -> Iterator[list[Any]]:
     """Parsed lines, a batch at a time; a batch with a bad line is parsed line by line."""
     lines = raw.split(b"\n")
-    records: list[Any] = []
     for start in range(0, len(lines), _BATCH):
         batch = [line for line in lines[start:start + _BATCH] if line and not line.isspace()]
         joined = b"[" + b",".join(batch) + b"]"
         parsed = _try_loads(_loads_fast, joined) or _try_loads(_loads_std, joined)
-        if parsed is None:
-            parsed = _parse_each(lines, start, _last_line(lines), warnings)
-        records.extend(parsed)
-    return records
+        yield parsed if parsed is not None else _parse_each(lines, start, _last_line(lines), warnings)
 
 
 def _try_loads(loads: Callable[[bytes], Any] | None, data: bytes) -> list[Any] | None:
@@ -109,10 +130,10 @@ def _parse_each(lines: list[bytes], start: int, last_index: int, warnings: frame
     return parsed
 
 
-def _by_kind(records: list[Any], warnings: frames.WarningLog) -> dict[Any, tuple[list[dict], list[int]]]:
+def _by_kind(records: list[Any], offset: int, warnings: frames.WarningLog) -> dict[Any, tuple[list[dict], list[int]]]:
     """Records of each kind (None: the minimal form) with their positions in the file."""
     kinds: dict[Any, tuple[list[dict], list[int]]] = {kind: ([], []) for kind in (None, *schema.KINDS)}
-    for position, record in enumerate(records):
+    for position, record in enumerate(records, start=offset):
         bucket = kinds.get(record.get("kind")) if isinstance(record, dict) else None
         if bucket is None:
             _reject(record, position, warnings)
@@ -132,43 +153,30 @@ def _reject(record: Any, position: int, warnings: frames.WarningLog) -> None:
 # -- records -> ordered frames ---------------------------------------------------------
 
 
-def _parts(kinds: dict, mapping: Mapping[str, str] | None, path: Path) -> dict[str, pd.DataFrame]:
+def _parts(tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, path: Path) -> dict[str, pd.DataFrame]:
     """Frames of step, evaluation, layer and event rows, each with its file position in ``_pos``."""
-    minimal_train, minimal_eval = _minimal(kinds[None], mapping, path)
-    steps = _kind_frame(kinds[schema.STEP])
+    minimal_train, minimal_eval = _minimal(tables[None], mapping, path)
+    steps, evals, layers, events = (_with_step(tables[kind]) for kind in _DATA_KINDS)
     if "lrs" in steps.columns:
         first_lr = steps["lrs"].map(lambda v: v[0] if isinstance(v, list) and v else None)
         steps["lr"] = steps["lr"].where(steps["lr"].notna(), first_lr) if "lr" in steps.columns else first_lr
-    evals = _kind_frame(kinds[schema.EVAL])
     evals = evals.rename(columns={c: schema.canonical_eval_key(c) for c in evals.columns if c not in ("step", "_pos")})
-    return {
-        "steps": _stack(steps, minimal_train),
-        "evals": _stack(evals, minimal_eval),
-        "layers": _kind_frame(kinds[schema.LAYER]),
-        "events": _kind_frame(kinds[schema.EVENT]),
-    }
+    return {"steps": _stack(steps, minimal_train), "evals": _stack(evals, minimal_eval), "layers": layers,
+            "events": events}
 
 
-def _kind_frame(bucket: tuple[list[dict], list[int]]) -> pd.DataFrame:
-    records, positions = bucket
-    frame = pd.DataFrame.from_records(records).drop(columns="kind", errors="ignore")
-    frame["_pos"] = np.asarray(positions, dtype="int64")
-    if "step" not in frame.columns:
-        frame["step"] = np.nan
-    return frame
+def _with_step(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame if "step" in frame.columns else frame.assign(step=np.nan)
 
 
-def _minimal(bucket: tuple[list[dict], list[int]], mapping: Mapping[str, str] | None,
-             path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Minimal-form records split by their keys into training and evaluation rows.
 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
-    records, positions = bucket
-    raw = pd.DataFrame.from_records(records)
-    frame = frames.name_table(raw, path, mapping=mapping, meta={})
+    frame = frames.name_table(raw.drop(columns="_pos"), path, mapping=mapping, meta={})
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
-    frame["_pos"] = np.asarray(positions, dtype="int64")
+    frame["_pos"] = raw["_pos"]
     eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]
     train_cols = [c for c in frame.columns if c not in eval_cols and c not in ("step", "_pos")]
     has_train = frame[[c for c in train_cols if c not in frames.BOOKKEEPING]].notna().any(axis=1)
