@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.schema import JSON_SCHEMA
-from diagnose.rules import RuleConfig, analyze
+from diagnose.rules import RuleConfig, all_rules, analyze
 from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
 from test_report_json import errors
 
@@ -89,6 +89,8 @@ def test_pyproject_configuration_applies(runs, test_rule, tmp_path, monkeypatch)
     ("report", "missing.jsonl"),
     ("report", "{garbage}", "--set", "TST001.nope=1"),
     ("report", "{garbage}", "--format-in", "nonsense"),
+    ("report", "{garbage}", "--select", "NOSUCHRULE"),
+    ("report", "{garbage}", "--ignore", "nosuch-name"),
     ("report", "{garbage}"),
     ("report", "{garbage}", "-o", "{garbage}"),
 ])
@@ -113,9 +115,20 @@ def test_no_colour_when_not_a_terminal(runs, test_rule, monkeypatch):
     assert not re.search(r"\x1b\[", invoke("report", runs["broken"]).stdout)
 
 
-def test_report_does_not_import_torch(runs):
+def test_commands_other_than_demo_do_not_import_torch(runs, tmp_path):
+    run = str(runs["healthy"])
+    commands = [["report", run, "-f", "json"], ["check", run], ["rules"], ["plot", run, "-o", str(tmp_path / "p.png")],
+                ["explain", all_rules()[0].code]]
     code = ("import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
-            f"r = CliRunner().invoke(app, ['report', {str(runs['healthy'])!r}, '-f', 'json']); "
-            "print(r.exit_code, 'torch' in sys.modules)")
+            f"codes = [CliRunner().invoke(app, c).exit_code for c in {commands!r}]; "
+            "print(*codes, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["0", "False"]
+    *codes, torch_loaded = result.stdout.split()
+    assert codes[2:] == ["0", "0", "0"] and codes[0] == "0" and codes[1] in ("0", "1")
+    assert torch_loaded == "False"
+
+
+def test_unknown_rule_patterns_are_refused(runs):
+    result = invoke("report", runs["healthy"], "--select", "NOSUCH")
+    assert result.exit_code == 2
+    assert result.stderr == "diagnose: error: 'NOSUCH' matches no rule code, code prefix or name (`diagnose rules` lists them)\n"
