@@ -110,9 +110,15 @@ def test_usage_errors_exit_2():
     assert invoke("report", "x.jsonl", "--format", "pdf").exit_code == 2
 
 
-def test_no_colour_when_not_a_terminal(runs, test_rule, monkeypatch):
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert not re.search(r"\x1b\[", invoke("report", runs["broken"]).stdout)
+COLOUR = re.compile(r"\x1b\[[0-9;]*3[0-7]m")
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(runs, test_rule, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    piped = invoke("report", runs["broken"]).stdout
+    forced = runner.invoke(app, ["report", str(runs["broken"])], env={"FORCE_COLOR": "1"}).stdout
+    refused = runner.invoke(app, ["report", str(runs["broken"])], env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+    assert not COLOUR.search(piped) and COLOUR.search(forced) and not COLOUR.search(refused)
 
 
 def test_commands_other_than_demo_do_not_import_torch(runs, tmp_path):
