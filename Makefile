@@ -9,7 +9,8 @@ setup: $(VENV)/.installed
 
 # torch is installed pinned, and only when the interpreter cannot import it:
 # an unpinned torch makes pip fetch gigabytes of CUDA packages. A system torch
-# is reused through --system-site-packages.
+# is reused through --system-site-packages. Every later install is constrained
+# to the torch in place, so no dependency can pull another one.
 $(VENV)/.installed: pyproject.toml
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
 		$(PYTHON) -m venv --system-site-packages $(VENV); \
@@ -18,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-pin.txt -e ".[test]"
 	touch $@
 
 demo: setup
