@@ -229,7 +229,7 @@ def _build_run(parts: dict[str, pd.DataFrame], metas: tuple[list[dict], list[int
             chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=_TEXT_COLUMNS)
             continue
         frame = frames.numeric_frame(frame, key[:-1], local, nan_steps)
-        chosen[key] = frames.add_primary_losses(frames.merge_duplicate_steps(frame, repeated), meta)
+        chosen[key] = frames.merge_duplicate_steps(frame, repeated)
     events = chosen["events"]
     if events.empty:
         events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
