@@ -300,6 +300,27 @@ def test_a_folder_reads_every_recognised_run_file_and_nothing_else(tmp_path: Pat
     assert sorted({r.format for r in runs}) == ["huggingface", "keras", "lightning", "nanogpt"]
 
 
+def test_a_training_output_folder_is_read_once_not_once_per_checkpoint(tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    for checkpoint in ("checkpoint-20", "checkpoint-40"):
+        (output / checkpoint).mkdir(parents=True)
+        shutil.copy(FIXTURES / "hf_run/trainer_state.json", output / checkpoint / "trainer_state.json")
+    (output / "config.json").write_text('{"model_type": "bert"}')
+    runs = load_all(output)
+    assert [r.name for r in runs] == ["checkpoint-40"]
+    assert any("earlier checkpoint" in w for w in runs[0].warnings)
+    shutil.copy(FIXTURES / "hf_run/trainer_state.json", output / "trainer_state.json")  # written at the end
+    assert [r.name for r in load_all(output)] == ["output"]
+
+
+def test_a_broken_file_in_a_folder_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "keras_appended.csv", tmp_path / "good.csv")
+    (tmp_path / "bad.jsonl").write_text('{"step": 1, "loss": "high"}\n')
+    runs = load_all(tmp_path)
+    assert [r.name for r in runs] == ["good#1", "good#2"]
+    assert any(w.startswith("skipped bad.jsonl:") for w in runs[0].warnings)
+
+
 def test_an_empty_folder_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "notes.md").write_text("nothing here")
     with pytest.raises(InputError, match="no run files") as error:

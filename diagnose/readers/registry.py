@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import warnings as _warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ _TFEVENTS = "events.out.tfevents"
 _LOG_SUFFIXES = {".log", ".txt", ".out", ""}
 # When the content says nothing clear, the name decides (the reader then says what is wrong).
 _BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".log": "text", ".txt": "text"}
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 _JSON_HISTORY = re.compile(r'^\s*\{\s*"[^"]+"\s*:\s*\[')
 _NOT_RECOGNISED = ("not a training log diagnose can read (expected a run file of JSON lines, a trainer_state.json, "
                    "a metrics CSV, a Keras history.json, TensorBoard event files, or a text log with lines like "
@@ -113,18 +115,18 @@ def _reader(format: str, path: Path) -> Reader:
 
 def _load_folder(folder: Path, format: str | None, mapping: Mapping[str, str] | None) -> list[Run]:
     runs: list[Run] = []
-    skipped: list[str] = []
-    for source, found in _folder_sources(folder):
+    sources, notes = _latest_checkpoints(_folder_sources(folder))
+    failed: list[str] = []
+    for source, found in sources:
         reader = READERS[found] if format is None else _reader(format, source)
         try:
             runs.extend(reader(source, mapping=mapping))
         except InputError as exc:
-            skipped.append(f"skipped {source.relative_to(folder)}: {exc}")
+            failed.append(f"skipped {source.relative_to(folder)}: {exc}")
     if not runs:
-        detail = f" ({skipped[0]})" if skipped else ""
+        detail = f" ({failed[0]})" if failed else ""
         raise InputError(f"{folder}: no run files found in this folder{detail}")
-    for run in runs[:1]:
-        run.warnings.extend(skipped)
+    runs[0].warnings.extend(notes + failed)
     return runs
 
 
@@ -144,6 +146,27 @@ def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
             if found is not None:
                 sources.append((path, found))
     return sources
+
+
+def _latest_checkpoints(sources: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[str]]:
+    """One trainer_state.json per training output folder.
+
+    Every ``checkpoint-N/trainer_state.json`` holds the history up to N, so
+    the output folder's own file (written at the end), else the latest
+    checkpoint's, stands for the run; the others would repeat it.
+    """
+    chosen: dict[Path, tuple[int, Path]] = {}
+    for path, found in sources:
+        if path.name == "trainer_state.json":
+            match = _CHECKPOINT.fullmatch(path.parent.name)
+            root, rank = (path.parent.parent, int(match[1])) if match else (path.parent, sys.maxsize)
+            if root not in chosen or rank > chosen[root][0]:
+                chosen[root] = (rank, path)
+    keep = {path for _, path in chosen.values()}
+    kept = [(p, f) for p, f in sources if p.name != "trainer_state.json" or p in keep]
+    notes = [f"{len(sources) - len(kept)} earlier checkpoint trainer_state.json file(s) skipped: the latest one "
+             "holds their history"] if len(kept) < len(sources) else []
+    return kept, notes
 
 
 def _has_tfevents(folder: Path) -> bool:
