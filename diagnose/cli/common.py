@@ -9,10 +9,9 @@ from typing import Annotated
 
 import typer
 
-from diagnose.errors import ConfigError, InputError
+from diagnose.errors import InputError
 from diagnose.readers import load_all
 from diagnose.readers.registry import FORMATS
-from diagnose.rules.base import all_rules
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
@@ -38,9 +37,6 @@ def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
 def rule_config(select: list[str] | None = None, ignore: list[str] | None = None,
                 settings: list[str] | None = None, fail_on: str | None = None) -> RuleConfig:
     """``[tool.diagnose]`` from pyproject.toml with the command-line options on top."""
-    for pattern in (*(select or ()), *(ignore or ())):
-        if not any(r.code.startswith(pattern.upper()) or r.name == pattern.lower() for r in all_rules()):
-            raise ConfigError(f"{pattern!r} matches no rule code, code prefix or name (`diagnose rules` lists them)")
     return load_config().merged(select=select or (), ignore=ignore or (), settings=settings or (), fail_on=fail_on)
 
 

@@ -36,12 +36,9 @@ class RuleConfig:
     fail_on: Severity | None = None
 
     def enabled(self, rule: type[Rule]) -> bool:
-        def matches(patterns: Iterable[str]) -> bool:
-            return any(rule.code.startswith(p.upper()) or rule.name == p.lower() for p in patterns)
-
-        if self.select and not matches(self.select):
+        if self.select and not any(_matches(rule, p) for p in self.select):
             return False
-        return not matches(self.ignore)
+        return not any(_matches(rule, p) for p in self.ignore)
 
     def thresholds_for(self, rule: type[Rule]) -> dict[str, float]:
         values = rule.threshold_defaults()
@@ -54,6 +51,7 @@ class RuleConfig:
     def merged(self, *, select: Iterable[str] = (), ignore: Iterable[str] = (),
                settings: Iterable[str] = (), fail_on: str | None = None) -> RuleConfig:
         """This configuration with command-line options applied on top."""
+        _validate_patterns((*select, *ignore))
         thresholds = {code: dict(values) for code, values in self.thresholds.items()}
         for setting in settings:
             code, name, value = _parse_setting(setting)
@@ -66,6 +64,18 @@ class RuleConfig:
             thresholds=thresholds,
             fail_on=Severity.parse(fail_on) if fail_on else self.fail_on,
         )
+
+
+def _matches(rule: type[Rule], pattern: str) -> bool:
+    """A pattern is a code, a code prefix (``LR``) or a rule name."""
+    return rule.code.startswith(pattern.strip().upper()) or rule.name == pattern.strip().lower()
+
+
+def _validate_patterns(patterns: Iterable[str]) -> None:
+    rules = all_rules()
+    for pattern in patterns:
+        if not any(_matches(rule, pattern) for rule in rules):
+            raise ConfigError(f"{pattern!r} matches no rule code, code prefix or name (`diagnose rules` lists them)")
 
 
 def _parse_setting(setting: str) -> tuple[str, str, float]:
@@ -118,6 +128,7 @@ def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -
             thresholds.setdefault(code, {})[name] = number
         _validate_thresholds(thresholds)
         fail_on = table.get("fail-on") or table.get("fail_on")
+        _validate_patterns((*(table.get("select") or ()), *(table.get("ignore") or ())))
         return RuleConfig(
             select=tuple(table.get("select") or ()),
             ignore=tuple(table.get("ignore") or ()),

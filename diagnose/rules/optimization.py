@@ -160,10 +160,10 @@ class LossDiverges(Rule):
             what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:g} and never got "
                     f"back below its first value (ends at {shape.end:.4g})")
         elif from_start:
-            what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.1f}x where it started ({shape.start:.4g})"
+            what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started ({shape.start:.4g})"
         else:
             what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:g}, then climbed back to {shape.end:.4g} "
-                    f"({np.exp(shape.rise_from_best):.1f}x) and is still rising")
+                    f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
         lr = _lr_note(run)
         yield self.finding(
             run, message=what + lr, onset=loss.index[0] if exploded else shape.best_step,
