@@ -1,4 +1,28 @@
 import os
+import shutil
+from pathlib import Path
+
+import pytest
 
 # Keep the suite fast and deterministic on small CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def runs(tmp_path) -> dict[str, Path]:
+    """``{"healthy": path, "broken": path}``: fresh copies of two sample runs, so that
+    a test writing next to them never touches the committed samples."""
+    from cli_samples import CHOSEN, SAMPLES
+
+    return {key: Path(shutil.copy(SAMPLES / name, tmp_path / name)) for key, name in CHOSEN.items()}
+
+
+@pytest.fixture
+def test_rule(monkeypatch):
+    """Registers the test rule `FinalAboveFirst` (TST001) for one test."""
+    from cli_samples import FinalAboveFirst
+    from diagnose.rules import base
+
+    base.all_rules()
+    monkeypatch.setitem(base._REGISTRY, FinalAboveFirst.code, FinalAboveFirst)
+    return FinalAboveFirst

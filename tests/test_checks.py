@@ -7,7 +7,7 @@ import pytest
 from diagnose.checks import assert_healthy
 from diagnose.cli.common import load_runs
 from diagnose.rules import RuleConfig, Severity, analyze
-from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
+from cli_samples import run_name
 
 ONLY_TEST_RULE = RuleConfig(select=("TST",))
 

@@ -13,7 +13,7 @@ from diagnose.report.summary import summarize
 from diagnose.checks import DEFAULT_FAIL_ON
 from diagnose.report.summary import at_or_above
 from diagnose.rules import analyze
-from test_cli_runs import SAMPLES, run_name, runs, test_rule  # noqa: F401 - fixtures
+from cli_samples import SAMPLES, run_name
 
 runner = CliRunner(env={"COLUMNS": "200"})
 ONLY_TEST_RULE = ("--select", "TST")

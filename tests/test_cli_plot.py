@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
-from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
 from test_report_html import NETWORK
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.schema import JSON_SCHEMA
 from diagnose.rules import RuleConfig, all_rules, analyze
-from test_cli_runs import run_name, runs, test_rule  # noqa: F401 - fixtures
+from cli_samples import run_name
 from test_report_json import errors
 
 runner = CliRunner(env={"COLUMNS": "200"})

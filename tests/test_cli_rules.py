@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from diagnose.cli.app import app
 from diagnose.rules import all_rules
-from test_cli_runs import test_rule  # noqa: F401 - fixture
+
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from diagnose.checks import Expectation, evaluate
 from diagnose.report.annotations import annotations, escape_data, escape_property
 from diagnose.report.junit import render_junit
 from diagnose.rules.base import Severity
-from test_cli_runs import test_rule  # noqa: F401 - fixture
+
 from test_report_render import analysis, finding, make_run
 
 
