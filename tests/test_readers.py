@@ -266,6 +266,21 @@ def test_jsonl_with_its_own_names_and_a_mapping(tmp_path: Path) -> None:
     assert run.series("val_loss").to_dict() == {2: 0.8}
 
 
+def test_a_json_array_of_records_reads_like_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps([{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4, "val_loss": 0.6}], indent=2))
+    run = load(path)
+    assert run.format == "json"
+    assert run.series("loss").to_dict() == {1: 0.5, 2: 0.4}
+    assert run.series("val_loss").to_dict() == {2: 0.6}
+
+
+def test_a_json_array_of_other_things_is_not_taken_for_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([{"text": "a sentence", "label": 1}]))
+    assert detect(path) is None
+
+
 def test_a_mapping_naming_a_missing_column_is_one_line(tmp_path: Path) -> None:
     path = fixture_copy(tmp_path, "wandb_export.csv")
     with pytest.raises(InputError, match="train/los'") as error:
@@ -334,6 +349,7 @@ def test_an_empty_folder_is_one_line(tmp_path: Path) -> None:
         ("input.dat", "", "empty"),
         ("input.dat", "\x00\x01\x02binary", "not a training log"),
         ("trainer_state.json", '{"log_history": [', "not valid JSON"),
+        ("trainer_state.json", '{"log_history": [{"loss": 1.0}]}', "no usable step"),
         ("metrics.csv", "epoch,loss\n", "no rows"),
         ("run.jsonl", '{"step": 1, "loss": "high"}\n', "no value is a number"),
         ("input.dat", "just some words\n", "not a training log"),

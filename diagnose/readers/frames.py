@@ -282,7 +282,10 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
     """Turn a rows table (file order, canonical names) into one `Run` per appended run."""
     warnings = warnings or WarningLog()
     meta = dict(meta or {})
-    rows = add_primary_losses(usable_steps(rows.reset_index(drop=True), warnings), meta)
+    rows = rows.reset_index(drop=True)
+    if "step" not in rows.columns:
+        rows.insert(0, "step", np.nan)
+    rows = add_primary_losses(usable_steps(rows, warnings), meta)
     train_cols = [c for c in rows.columns if not is_eval_column(c) and c not in BOOKKEEPING]
     eval_cols = [c for c in rows.columns if is_eval_column(c)]
     is_train = rows[train_cols].notna().any(axis=1).to_numpy() if train_cols else np.zeros(len(rows), bool)

@@ -24,6 +24,8 @@ _LOG_SUFFIXES = {".log", ".txt", ".out", ""}
 # When the content says nothing clear, the name decides (the reader then says what is wrong).
 _BY_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".log": "text", ".txt": "text"}
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+_JSON_RECORDS = re.compile(r"^\s*\[\s*\{")
+_METRIC_KEY = re.compile(r'\{[^{}]*"(step|global_step|iteration|epoch|[^"]*loss)"\s*:', re.IGNORECASE)
 _JSON_HISTORY = re.compile(r'^\s*\{\s*"[^"]+"\s*:\s*\[')
 _NOT_RECOGNISED = ("not a training log diagnose can read (expected a run file of JSON lines, a trainer_state.json, "
                    "a metrics CSV, a Keras history.json, TensorBoard event files, or a text log with lines like "
@@ -49,6 +51,7 @@ READERS: dict[str, Reader] = {
     "keras": _read_keras,
     "yolo": tables.read_yolo_results,
     "csv": tables.read_generic_csv,
+    "json": tables.read_json_records,
     "nanogpt": text.read_nanogpt_log,
     "text": text.read_text_log,
     "trainer_stdout": text.read_trainer_stdout,
@@ -218,6 +221,8 @@ def _detect_json(sample: str, lines: list[str]) -> str | None:
         record = json.loads(first, parse_constant=str)
     except ValueError:
         record = None
+    if isinstance(record, list) or (record is None and _JSON_RECORDS.match(sample)):
+        return "json" if _METRIC_KEY.search(sample) else None
     if isinstance(record, dict):
         if "log_history" in record:
             return "huggingface"

@@ -108,6 +108,17 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     return table_runs(raw, path, format="keras", mapping=mapping, warnings=frames.WarningLog())
 
 
+def read_json_records(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """A JSON array of records, ``[{"step": 1, "loss": 0.5}, ...]``: JSON Lines in one document."""
+    path = Path(path)
+    doc = frames.read_json_document(path, 'a JSON array of records ([{"step": 1, "loss": 0.5}, ...])')
+    records = [r for r in doc if isinstance(r, dict)] if isinstance(doc, list) else []
+    if not records:
+        raise InputError(f'{path}: no records; expected a JSON array like [{{"step": 1, "loss": 0.5}}, ...]')
+    raw = pd.DataFrame.from_records(records)
+    return table_runs(raw, path, format="json", mapping=mapping, warnings=frames.WarningLog())
+
+
 # -- Ultralytics YOLO ----------------------------------------------------------------
 
 
