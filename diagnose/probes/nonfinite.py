@@ -2,10 +2,18 @@
 
 This has to run on every step: one step after the first NaN the weights are
 poisoned and every module reports non-finite values, so the trail is gone.
-It stays cheap by computing one L2 norm per module output in the forward pass
-and per output gradient in the backward pass (a NaN or Inf anywhere in a
-tensor makes its norm non-finite), keeping the norms on the device and
-looking at them only when the step's values come to the host.
+
+Forward: one L2 norm per module output (a NaN or Inf anywhere in a tensor
+makes its norm non-finite), kept on the device and looked at only when the
+step's values come to the host; the first module in call order whose output
+was non-finite made it.
+
+Backward: no hooks at all. The gradient probe already has one norm per
+parameter gradient each step. Backward visits modules in the reverse of their
+forward order, so a NaN created in backward shows in the parameters of every
+module before it (in forward order) and in none after it: it was made between
+the last module whose parameter gradients are non-finite and the next module,
+in forward order, that owns parameters, which is where the module is named.
 
 Modules that cannot turn finite inputs into non-finite outputs or gradients
 (ReLU, dropout, pooling, ...) and plain containers are not hooked: they would
@@ -50,7 +58,6 @@ class NonFiniteProbe(Probe):
         self._names: list[str] = []
         self._types: list[str] = []
         self._forward: list[tuple[int, torch.Tensor]] = []
-        self._backward: list[tuple[int, torch.Tensor]] = []
         self._in_episode = False
 
     def attach(self, host: Any) -> None:
@@ -72,19 +79,12 @@ class NonFiniteProbe(Probe):
         if tensor is None:
             return
         self._forward.append((index, _norm(tensor)))
-        if tensor.requires_grad:
-            tensor.register_hook(self.host.guard(self, partial(self._on_output_grad, index)))
-
-    def _on_output_grad(self, index: int, grad: torch.Tensor) -> None:
-        self._backward.append((index, _norm(grad)))
 
     def finish(self, record: StepRecord) -> None:
-        for key, pairs in (("nf_forward", self._forward), ("nf_backward", self._backward)):
-            if pairs:
-                record.private[key + "_index"] = [i for i, _ in pairs]
-                record.private[key] = torch.stack([n for _, n in pairs])
+        if self._forward:
+            record.private["nf_forward_index"] = [i for i, _ in self._forward]
+            record.private["nf_forward"] = torch.stack([n for _, n in self._forward])
         self._forward = []
-        self._backward = []
 
     def resolve(self, record: StepRecord) -> None:
         events = self._origins(record)
@@ -123,19 +123,27 @@ class NonFiniteProbe(Probe):
         return next((pos for pos, value in enumerate(norms) if not math.isfinite(value)), None)
 
     def _backward_origin(self, record: StepRecord) -> dict[str, Any] | None:
-        position = self._first_bad(record, "nf_backward")
-        if position is None:
+        norms, present = record.private.get("grad_norms"), record.private.get("grad_index")
+        if norms is None or "nf_forward_index" not in record.private:
             return None
-        order = record.private["nf_backward_index"]
-        if position == 0:
-            return {"where": "backward", "module": None,
-                    "detail": "the gradient of the model output was already NaN/Inf (loss function or its inputs)"}
-        # Output gradients arrive in backward order. The first non-finite one was
-        # produced by the backward of the module that received a finite gradient
-        # just before it: that module turned a finite gradient into NaN/Inf.
-        first_bad = self._names[order[position]]
-        detail = f"finite gradient at its output, non-finite at its input (first seen at {first_bad})"
-        return self._describe("backward", order[position - 1], detail)
+        norms = norms if isinstance(norms, list) else [norms]
+        owners = [self.host.params[i][0] for i in present]
+        poisoned = {owner for owner, norm in zip(owners, norms, strict=True) if not math.isfinite(norm)}
+        if not poisoned:
+            return None
+        order = [self._names[i] for i in dict.fromkeys(record.private["nf_forward_index"])]
+        last_bad = max((pos for pos, name in enumerate(order) if name in poisoned), default=None)
+        if last_bad is None:
+            return {"where": "backward", "module": None, "detail": "a parameter gradient held NaN/Inf"}
+        owning = set(owners)
+        following = next((pos for pos in range(last_bad + 1, len(order)) if order[pos] in owning), len(order))
+        between = order[last_bad + 1 : following]
+        culprit = between[-1] if len(between) == 1 else order[last_bad]
+        clean = f"finite at {order[following]}" if following < len(order) else "finite after it"
+        detail = f"parameter gradients {clean}, NaN/Inf from {order[last_bad]} back"
+        if len(between) > 1:
+            detail += f"; made in the backward of one of: {', '.join(between)}"
+        return self._describe("backward", self._names.index(culprit), detail)
 
     def _describe(self, where: str, index: int, detail: str) -> dict[str, Any]:
         return {"where": where, "module": self._names[index], "type": self._types[index], "detail": detail}
