@@ -38,6 +38,9 @@ from diagnose.probes.summary import describe_run
 from diagnose.probes.timing import StepTimeProbe
 from diagnose.runfile import RunWriter, schema
 
+_CALLBACKS = ("on_forward_start", "on_forward_end", "on_gradients_ready", "before_step", "after_step",
+              "finish", "resolve")
+
 # Records waiting for the host: bounded so that a run that never flushes by
 # time (very fast steps) still writes regularly and holds little memory.
 _MAX_PENDING = 500
@@ -84,6 +87,7 @@ class Watch:
                                         preset=self.preset, rank=self.ranks.rank, world_size=self.ranks.world_size)
                            | self.ranks.describe(model))
         self._probes: list[Probe] = []
+        self._implementers: dict[str, tuple[Probe, ...]] = {}
         for probe in self._choose_probes(scaler):
             self._attach(probe)
         self._install_hooks()
@@ -207,6 +211,7 @@ class Watch:
                                error=f"{type(exc).__name__}: {exc}")
             return
         self._probes.append(probe)
+        self._index_callbacks()
 
     def _install_hooks(self) -> None:
         self._handles.append(self.model.register_forward_pre_hook(self._safe(self._on_forward_start)))
@@ -258,8 +263,18 @@ class Watch:
             self._flush()
 
     def _each(self, callback: str, *args: Any) -> None:
-        for probe in list(self._probes):
-            self.guard(probe, getattr(probe, callback))(*args)
+        for probe in self._implementers.get(callback, ()):
+            try:
+                getattr(probe, callback)(*args)
+            except Exception as exc:  # noqa: BLE001 - a probe bug switches the probe off
+                self._probe_failed(probe, exc)
+
+    def _index_callbacks(self) -> None:
+        """Which probes implement each callback: the others are not called at all, every step."""
+        self._implementers = {
+            name: tuple(p for p in self._probes if getattr(type(p), name) is not getattr(Probe, name))
+            for name in _CALLBACKS
+        }
 
     # -- logging ---------------------------------------------------------------
 
@@ -324,6 +339,7 @@ class Watch:
         probe.detach()
         if probe in self._probes:
             self._probes.remove(probe)
+            self._index_callbacks()
         self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, error=f"{type(exc).__name__}: {exc}")
         warnings.warn(f"diagnose: probe {probe.name!r} failed and was switched off ({type(exc).__name__}: {exc})",
                       RuntimeWarning, stacklevel=3)
@@ -358,6 +374,7 @@ class Watch:
         for probe in self._probes:
             probe.detach()
         self._probes.clear()
+        self._implementers = {}
         self._writer.close()
         atexit.unregister(self.close)
 
