@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import ndimage, stats
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed data.
 MAD_TO_STD = 1.4826
@@ -153,11 +153,49 @@ def ema(series: pd.Series, span: float) -> pd.Series:
 
 
 def rolling_median(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:
-    """Median over ``window`` points: centred, or of the points before each one when ``causal``."""
+    """Median over ``window`` points: centred, or of the points before each one when ``causal``.
+
+    Windows cut short by the ends of the curve hold the points there are.
+    """
     window = max(int(window), 1)
+    values = series.to_numpy(dtype="float64")
+    if len(values) < 4 * window or np.isnan(values).any():
+        return _pandas_rolling_median(series, window, causal)
+    # Long curves: scipy's rank filters are several times faster than pandas'
+    # rolling median and exact wherever the window is whole; pandas computes
+    # the windows cut short at the ends, on short slices.
+    whole = _whole_window_medians(values, window)
+    result = np.empty_like(values)
+    n, half = len(values), window // 2
+    if causal:  # points i - window .. i - 1
+        result[window:] = whole[half : n - window + half]
+        result[:window] = _pandas_rolling_median(series.iloc[: window + 1], window, True).to_numpy()[:window]
+    else:
+        result[half : n - (window - 1) // 2] = whole[half : n - (window - 1) // 2]
+        result[:half] = _pandas_rolling_median(series.iloc[: 2 * window], window, False).to_numpy()[:half]
+        tail_count = (window - 1) // 2
+        if tail_count:
+            result[n - tail_count :] = _pandas_rolling_median(series.iloc[-2 * window :], window, False).to_numpy()[
+                -tail_count:
+            ]
+    return pd.Series(result, index=series.index, name=series.name)
+
+
+def _pandas_rolling_median(series: pd.Series, window: int, causal: bool) -> pd.Series:
     if causal:
         return series.shift(1).rolling(window, min_periods=1).median()
     return series.rolling(window, center=True, min_periods=1).median()
+
+
+def _whole_window_medians(values: np.ndarray, window: int) -> np.ndarray:
+    """Median of the window starting ``window // 2`` points before each point (pandas' centred window;
+    the mean of the two middle values for an even window). Entries whose window runs past an end are
+    padded, not meaningful."""
+    if window % 2:
+        return ndimage.median_filter(values, size=window, mode="nearest")
+    low = ndimage.rank_filter(values, window // 2 - 1, size=window, mode="nearest")
+    high = ndimage.rank_filter(values, window // 2, size=window, mode="nearest")
+    return (low + high) / 2
 
 
 def rolling_mad(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:

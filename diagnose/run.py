@@ -44,6 +44,7 @@ class Run:
     # For a multi-process run read from per-rank files: every rank's own run.
     # The frames above are then rank 0's, so single-rank rules work unchanged.
     ranks: dict[int, Run] = field(default_factory=dict)
+    _layer_tables: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- what the user told us about the task -------------------------------
 
@@ -109,13 +110,30 @@ class Run:
         return int(max(candidates)) if candidates else None
 
     def layer_series(self, column: str) -> pd.DataFrame:
-        """Per-layer values as a step x module table (NaN where not sampled)."""
+        """Per-layer values as a step x module table (NaN where not sampled), modules in model order."""
         if column not in self.layers.columns or self.layers.empty:
             return pd.DataFrame()
-        data = self.layers[["step", "module", column]].dropna(subset=[column])
-        if data.empty:
+        if column not in self._layer_tables:
+            self._layer_tables[column] = self._pivot_layers(column)
+        return self._layer_tables[column]
+
+    def _pivot_layers(self, column: str) -> pd.DataFrame:
+        # Rules ask for several columns of the same (long) table: factorise
+        # steps and module names once, then each column is one scatter.
+        if "codes" not in self._layer_tables:
+            steps, step_values = pd.factorize(self.layers["step"], sort=True)
+            modules, names = pd.factorize(self.layers["module"], sort=True)
+            self._layer_tables["codes"] = (steps, step_values, modules, names)
+        steps, step_values, modules, names = self._layer_tables["codes"]
+        values = self.layers[column].to_numpy(dtype="float64")
+        present = ~np.isnan(values) & (steps >= 0) & (modules >= 0)
+        if not present.any():
             return pd.DataFrame()
-        table = data.pivot_table(index="step", columns="module", values=column, aggfunc="last")
+        grid = np.full((len(step_values), len(names)), np.nan)
+        grid[steps[present], modules[present]] = values[present]  # a repeated (step, module): the last wins
+        table = pd.DataFrame(grid, index=pd.Index(step_values, name="step"), columns=pd.Index(names, name="module"))
+        table = table.loc[np.isin(np.arange(len(step_values)), np.unique(steps[present])),
+                          np.isin(np.arange(len(names)), np.unique(modules[present]))]
         order = [m for m in self.module_order() if m in table.columns]
         rest = [m for m in table.columns if m not in order]
         return table[order + rest]

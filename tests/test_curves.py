@@ -202,3 +202,15 @@ class TestAlignment:
     def test_fraction_of_run(self):
         series = curve([1, 2, 3], steps=[100, 150, 300])
         assert curves.fraction_of_run(series, 200) == 0.5
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 4, 50, 51, 200, 201])
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_rolling_median_equals_pandas_everywhere(window: int, causal: bool) -> None:
+    rng = np.random.default_rng(window)
+    series = pd.Series(rng.normal(size=5001) + np.linspace(0, 3, 5001), index=np.arange(5001) * 10.0)
+    shifted = series.shift(1) if causal else series
+    expected = shifted.rolling(window, center=not causal, min_periods=1).median()
+    got = curves.rolling_median(series, window, causal=causal)
+    assert np.allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert got.index.equals(series.index)

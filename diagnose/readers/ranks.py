@@ -69,7 +69,7 @@ def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None
 def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Run:
     first = ranks[min(ranks)]
     base = split_rank_name(files[0])[0]
-    own = {f.name: getattr(first, f.name) for f in fields(Run) if f.name != "ranks"}
+    own = {f.name: getattr(first, f.name) for f in fields(Run) if f.init and f.name != "ranks"}
     meta = dict(first.meta)
     meta["ranks"] = [{"rank": rank, "source": run.source, "steps": run.n_steps} for rank, run in sorted(ranks.items())]
     world_size = max([int(r.meta.get("world_size") or 0) for r in ranks.values()] + [max(ranks) + 1])
