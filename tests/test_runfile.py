@@ -104,3 +104,23 @@ def test_writer_appends_and_repairs_a_cut_last_line(tmp_path: Path) -> None:
     writer.close()
     run = diagnose.load(path)
     assert run.series("loss").to_dict() == {1: 1.0, 3: 0.5}
+
+
+@pytest.mark.parametrize(("key", "canonical"), [
+    ("loss", "loss"), ("train/loss", "loss"), ("train_loss_step", "loss"), ("learning_rate", "lr"),
+    ("train/learning_rate", "lr"), ("grad_norm", "grad_norm"), ("train/acc", "acc"),
+])
+def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
+    from diagnose.runfile import schema
+
+    assert not schema.is_eval_key(key) and schema.canonical_step_key(key) == canonical
+
+
+@pytest.mark.parametrize(("key", "canonical"), [
+    ("val_loss", "val_loss"), ("eval_loss", "val_loss"), ("validation/loss", "val_loss"),
+    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_acc"),
+])
+def test_eval_keys_take_their_canonical_names_and_test_scores_stay_apart(key: str, canonical: str) -> None:
+    from diagnose.runfile import schema
+
+    assert schema.is_eval_key(key) and schema.canonical_eval_key(key) == canonical

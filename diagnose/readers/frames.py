@@ -142,18 +142,10 @@ def merge_duplicate_steps(frame: pd.DataFrame, repeated: dict[str, int] | None =
 
 
 def default_name(raw: str) -> str:
-    """Canonical name of a metric whose name says whether it is training or evaluation.
-
-    ``test_*`` metrics keep their prefix (``val_test_acc``) so that a test score
-    logged once at the end never passes for the validation curve.
-    """
-    norm = schema.normalise_key(raw)
-    if norm.startswith("test_"):
-        return "val_" + norm
+    """Canonical name of a metric whose name says whether it is training or evaluation."""
     if schema.is_eval_key(raw):
         return schema.canonical_eval_key(raw)
-    # twice: "train/learning_rate" loses its prefix first, then becomes "lr"
-    return schema.canonical_step_key(schema.canonical_step_key(raw))
+    return schema.canonical_step_key(raw)
 
 
 def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | None = None,

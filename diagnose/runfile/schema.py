@@ -159,15 +159,21 @@ def canonical_step_key(key: str) -> str:
     if norm in _GRAD_NORM_ALIASES:
         return "grad_norm"
     if norm.startswith("train_"):
-        return norm[len("train_") :]
+        return canonical_step_key(norm[len("train_") :])  # "train/learning_rate" -> "lr"
     return norm
 
 
 def canonical_eval_key(key: str) -> str:
-    """Map an evaluation key to ``val_*`` (``eval_loss`` -> ``val_loss``)."""
+    """Map an evaluation key to ``val_*`` (``eval_loss`` -> ``val_loss``).
+
+    ``test_*`` keeps its prefix (``test_loss`` -> ``val_test_loss``): a test
+    score logged once at the end must not pass for the validation curve.
+    """
     norm = normalise_key(key)
     if norm in _VAL_LOSS_ALIASES:
         return "val_loss"
+    if norm.startswith("test_"):
+        return "val_" + norm
     for prefix in _EVAL_PREFIXES:
         if norm.startswith(prefix):
             return "val_" + norm[len(prefix) :]
