@@ -140,7 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
     "saturated-tanh": Scenario(lambda: scaled(mlp(3, 64, nn.Tanh), 6.0), sgd(0.01)),
     "collapse": Scenario(lambda: mlp(3, 64, nn.ReLU), decay_first_layer(0.1, 8.0)),
     "detached-branch": Scenario(TwoBranch, adam(0.01)),
-    "memory-leak": Scenario(lambda: mlp(4, 256, nn.ReLU), sgd(0.01), steps=80, batch=256, leak=True,
+    "memory-leak": Scenario(lambda: mlp(4, 256, nn.ReLU), adam(1e-3), steps=80, batch=256, leak=True,
                             every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1}),
     "amp-skips": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(0.05), steps=80, amp=True,
                           after_backward=inject_inf(4), every={**SPARSE, "memory": 2}),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from diagnose.rules.base import DOC_SECTIONS, Category, Severity, all_rules
 
 RULES = all_rules()
+SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
 MINE = {"LR001", "LR002", "LR003", "LR004", "OVF001", "OVF002", "CH001", "PLT001", "SPK001", "NF001",
         "INIT001", "NOI001", "ZL001"}
 
@@ -44,3 +46,17 @@ def test_primary_problems_sort_before_their_consequences():
     assert priority["LR001"] < priority["PLT001"] and priority["CH001"] < priority["PLT001"]
     assert priority["OVF001"] < priority["OVF002"]
     assert priority["NOI001"] < priority["OVF001"]
+
+
+def test_explained_codes_exist():
+    codes = {rule.code for rule in RULES}
+    for rule in RULES:
+        assert set(rule.explains) <= codes, f"{rule.code} explains unknown codes {set(rule.explains) - codes}"
+
+
+def test_a_cause_is_reported_before_what_it_explains():
+    import diagnose
+
+    run = diagnose.load(SAMPLE_RUNS / "internals-dead-relu.jsonl")
+    codes = diagnose.analyze(run).codes
+    assert "CH001" in codes and codes.index("ACT001") < codes.index("CH001")

@@ -78,6 +78,14 @@ def _curves(ax: Axes, run: Run, columns: Sequence[str], scale: float = 1.0) -> N
         ax.legend(loc="upper right", fontsize="small")
 
 
+def _memory(ax: Axes, run: Run) -> None:
+    """Memory from zero: a flat line must look flat, not like growth magnified a thousandfold."""
+    _curves(ax, run, MEMORY_FIELDS, 2**30)
+    if ax.get_yscale() == "linear":
+        highest = max(float(run.series(c).max()) for c in MEMORY_FIELDS if run.has(c)) / 2**30
+        ax.set_ylim(bottom=0, top=max(highest * 1.15, 1e-3))
+
+
 def _has_any(*columns: str) -> Callable[[Run], bool]:
     return lambda run: any(run.has(c) for c in columns)
 
@@ -114,7 +122,7 @@ PANELS = (
     Panel("lr", "learning rate", _has_any("lr"), lambda ax, run: _curves(ax, run, ("lr",)), (Category.OPTIMIZATION,)),
     Panel("grad_norm", "gradient norm", _has_any("grad_norm"), lambda ax, run: _curves(ax, run, ("grad_norm",)),
           (Category.GRADIENTS,)),
-    Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _curves(ax, run, MEMORY_FIELDS, 2**30),
+    Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _memory(ax, run),
           (Category.RESOURCES,)),
     Panel("layer_grad", "per-layer gradient norm", _has_layers("grad_norm"), _heat("grad_norm"), (Category.GRADIENTS,)),
     Panel("layer_act", "per-layer activation std", _has_layers("act_std"), _heat("act_std"), (Category.ACTIVATIONS,)),

@@ -62,6 +62,7 @@ class DeadReLUs(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_dead_frac", "layers.act_zero_frac")
     priority = 25
+    explains = ("CH001", "PLT001", "LR003")
     thresholds = (
         Threshold("max_dead", 0.5, "fraction of a layer's units dead across the batch",
                   source="CS231n (Karpathy) warns that 'as much as 40%' of a network can die with too high a "
@@ -122,6 +123,7 @@ class SaturatedUnits(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_sat_frac",)
     priority = 25
+    explains = ("CH001", "PLT001", "LR003")
     thresholds = (
         Threshold("max_saturated", 0.25, "fraction of a layer's outputs in the saturated tails",
                   source="Glorot & Bengio (2010) show training stall when top-layer sigmoids saturate; healthy "
@@ -199,6 +201,7 @@ class RepresentationCollapse(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_batch_std", "layers.act_rms")
     priority = 22
+    explains = ("CH001", "PLT001", "LR003")
     thresholds = (
         Threshold("min_spread", 0.01, "batch spread / rms below which a layer no longer tells inputs apart",
                   source="healthy sample runs keep 0.3-1.0 at every layer; 1% is two orders below"),

@@ -140,6 +140,9 @@ class Rule:
     # Lower runs first in the report among findings of equal severity: the
     # primary problem (NaN, divergence) before its consequences (spikes, stalls).
     priority: ClassVar[int] = 50
+    # Codes of findings this rule's finding is a cause of (dead units explain a
+    # loss stuck at chance): when both fire, this one is reported first.
+    explains: ClassVar[tuple[str, ...]] = ()
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterable[Finding]:
         raise NotImplementedError

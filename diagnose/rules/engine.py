@@ -47,8 +47,21 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     for rule_class in all_rules():
         if config.enabled(rule_class):
             _apply(rule_class(), run, config, analysis)
-    analysis.findings.sort(key=Finding.sort_key)
+    analysis.findings = causes_first(sorted(analysis.findings, key=Finding.sort_key))
     return analysis
+
+
+def causes_first(findings: list[Finding]) -> list[Finding]:
+    """Move each finding ahead of the findings its rule explains (see `Rule.explains`)."""
+    explains = {rule.code: set(rule.explains) for rule in all_rules()}
+    ordered = list(findings)
+    for finding in findings:
+        explained = [i for i, other in enumerate(ordered)
+                     if other.code in explains.get(finding.code, ()) and other.run == finding.run]
+        here = ordered.index(finding)
+        if explained and min(explained) < here:
+            ordered.insert(min(explained), ordered.pop(here))
+    return ordered
 
 
 def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None:

@@ -195,6 +195,7 @@ class VanishingGradients(Rule):
     severity = Severity.WARNING
     requires = ("layers.grad_norm",)
     priority = 15
+    explains = ("CH001", "PLT001", "LR003")
     thresholds = (
         Threshold("max_ratio", 1e-3, "first-layer / last-layer gradient norm below which gradients vanish",
                   source="three orders of magnitude; healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x; "
@@ -264,6 +265,7 @@ class UpdateRatioOffScale(Rule):
     severity = Severity.WARNING
     requires = ("layers.update_ratio",)
     priority = 18
+    explains = ("CH001", "PLT001", "LR003")
     thresholds = (
         Threshold("too_slow", 1e-5, "median update/weight ratio below which a layer barely learns",
                   source="two orders of magnitude below the ~1e-3 of Karpathy, 'A Recipe for Training Neural "
