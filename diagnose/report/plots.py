@@ -40,6 +40,7 @@ class Panel:
     has: Callable[[Run], bool]
     draw: Callable[[Axes, Run], None]
     categories: tuple[Category, ...] = ()
+    x: str = "step"  # what the horizontal axis holds: findings are marked by step, or by learning rate
 
 
 # -- curves ----------------------------------------------------------------------
@@ -113,13 +114,46 @@ def _edges(steps: np.ndarray) -> np.ndarray:
     return np.concatenate([[steps[0] - (middle[0] - steps[0])], middle, [steps[-1] + (steps[-1] - middle[-1])]])
 
 
+def _lr_range(ax: Axes, run: Run) -> None:
+    """The preflight learning-rate range test: loss against a learning rate rising exponentially."""
+    lr = run.series("lr")
+    for column, style in (("lr_test_loss", {"alpha": 0.35, "lw": 0.8}), ("lr_test_smoothed", {"lw": 1.5})):
+        if run.has(column):
+            loss = run.series(column)
+            shared = loss.index.intersection(lr.index)
+            ax.plot(lr.loc[shared].to_numpy(), loss.loc[shared].to_numpy(), label=column, **style)
+    start = run.series("lr_test_smoothed" if run.has("lr_test_smoothed") else "lr_test_loss")
+    if len(start) and np.isfinite(start.iloc[0]) and start.iloc[0] > 0:
+        top = 2.5 * float(start.iloc[0])  # past that the test has diverged: nothing to read
+        lowest = float(thin(start).min())
+        ax.set_ylim(lowest - 0.05 * (top - lowest), top)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate", fontsize="small")
+    ax.legend(loc="upper left", fontsize="x-small")
+
+
+# Evidence keys of the range-test findings that name a learning rate, and how to draw them.
+LR_MARKS = {"suggested": ("#2ca02c", "-"), "steepest": ("#9467bd", ":"), "lr_at_minimum": ("#7f7f7f", ":"),
+            "diverged_at": ("#d62728", "--"), "user_lr": ("#ff7f0e", "-.")}
+
+
+def mark_learning_rates(ax: Axes, findings: Sequence[Finding]) -> None:
+    for finding in findings:
+        for key, (colour, style) in LR_MARKS.items():
+            value = finding.evidence.get(key)
+            if isinstance(value, (int, float)) and value > 0:
+                ax.axvline(value, color=colour, ls=style, lw=1.2, label=f"{key} {value:.2g} ({finding.code})")
+
+
 def _has_layers(column: str) -> Callable[[Run], bool]:
     return lambda run: not run.layer_series(column).empty
 
 
 PANELS = (
     Panel("loss", "loss", _has_any("loss", "val_loss"), lambda ax, run: _curves(ax, run, ("loss", "val_loss"))),
-    Panel("lr", "learning rate", _has_any("lr"), lambda ax, run: _curves(ax, run, ("lr",)), (Category.OPTIMIZATION,)),
+    Panel("lr", "learning rate", lambda run: run.has("lr") and not run.has("lr_test_loss"),
+          lambda ax, run: _curves(ax, run, ("lr",)), (Category.OPTIMIZATION,)),
+    Panel("lr_range", "loss (range test)", _has_any("lr_test_loss"), _lr_range, (Category.PREFLIGHT,), x="lr"),
     Panel("grad_norm", "gradient norm", _has_any("grad_norm"), lambda ax, run: _curves(ax, run, ("grad_norm",)),
           (Category.GRADIENTS,)),
     Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _memory(ax, run),
@@ -163,12 +197,18 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
     """One column per run, one row per panel kind that any of the runs holds."""
     panels = [p for p in PANELS if any(p.has(a.run) for a in analyses)] or [PANELS[0]]
     fig = Figure(figsize=(PANEL_WIDTH * len(analyses), PANEL_HEIGHT * len(panels)), layout="constrained")
-    grid = fig.subplots(len(panels), len(analyses), squeeze=False, sharex="col")
+    # Step panels of a run share their x axis; a learning-rate panel keeps its own.
+    grid = fig.subplots(len(panels), len(analyses), squeeze=False)
+    for column in range(len(analyses)):
+        by_step = [grid[row][column] for row, panel in enumerate(panels) if panel.x == "step"]
+        for ax in by_step[1:]:
+            ax.sharex(by_step[0])
     for column, analysis in enumerate(analyses):
         grid[0][column].set_title(analysis.run.name, fontweight="bold", loc="left")
         for row, panel in enumerate(panels):
             _draw_panel(grid[row][column], panel, analysis)
-        grid[-1][column].set_xlabel("step")
+        if panels[-1].x == "step":
+            grid[-1][column].set_xlabel("step")
     return fig
 
 
@@ -179,8 +219,11 @@ def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
         return
     panel.draw(ax, analysis.run)
     findings = _findings_for(panel, analysis.findings)
-    for finding in findings:
-        draw_finding(ax, finding)
+    if panel.x == "lr":
+        mark_learning_rates(ax, findings)
+    else:
+        for finding in findings:
+            draw_finding(ax, finding)
     if findings and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize="x-small")
     ax.grid(alpha=0.3)
