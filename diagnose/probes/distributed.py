@@ -53,6 +53,7 @@ from diagnose.errors import ConfigError
 from diagnose.probes.base import Probe
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
+from diagnose.runfile import schema
 
 MODES = ("files", "gather", "off")
 # Payload of the gather, one row per rank.
@@ -114,7 +115,7 @@ class RankSetup:
 
     def file_for(self, path: Path) -> Path:
         """``run.jsonl`` -> ``run.rank3.jsonl`` for a rank of a multi-process run; else unchanged."""
-        return rank_file(path, self.rank) if self.active else path
+        return schema.rank_file(path, self.rank) if self.active else path
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         """The ``distributed`` block of the meta record."""
@@ -133,11 +134,6 @@ class RankSetup:
             return None
         probe = next((p for p in probes if isinstance(p, RankProbe)), None)
         return RankGather(watch, probe, self.options.gather_every, self.rank)
-
-
-def rank_file(path: Path, rank: int) -> Path:
-    """The file a rank writes (`diagnose.readers.ranks` reads the names back)."""
-    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
 def _group_ready() -> bool:

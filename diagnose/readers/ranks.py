@@ -20,7 +20,6 @@ and ``meta["missing_ranks"]`` the ranks below ``world_size`` that wrote no file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -28,15 +27,7 @@ from pathlib import Path
 
 from diagnose.readers import native
 from diagnose.run import Run
-
-_RANK_NAME = re.compile(r"^(?P<base>.+)\.rank(?P<rank>\d+)$")
-
-
-def split_rank_name(path: Path) -> tuple[str, int] | None:
-    """``run.rank3.jsonl`` -> (``run``, 3); None for a name without a rank."""
-    found = _RANK_NAME.match(path.stem)
-    return (found["base"], int(found["rank"])) if found else None
-
+from diagnose.runfile.schema import split_rank_name
 
 def rank_sets(path: str | Path) -> list[list[Path]]:
     """The per-rank file sets ``path`` stands for (empty when it is no rank set)."""

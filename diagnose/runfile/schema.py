@@ -17,6 +17,8 @@ tokens ``NaN``/``Infinity`` that Python's ``json`` module writes by default.
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 SCHEMA = "diagnose.run/1"
@@ -183,3 +185,18 @@ def canonical_eval_key(key: str) -> str:
 def is_eval_key(key: str) -> bool:
     norm = normalise_key(key)
     return norm in _VAL_LOSS_ALIASES or norm.startswith(_EVAL_PREFIXES)
+
+
+# Under torch.distributed each rank writes its own file: run.jsonl -> run.rank3.jsonl.
+_RANK_NAME = re.compile(r"^(?P<base>.+)\.rank(?P<rank>\d+)$")
+
+
+def rank_file(path: Path, rank: int) -> Path:
+    """The file rank ``rank`` writes for a run recorded to ``path``."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def split_rank_name(path: Path) -> tuple[str, int] | None:
+    """``run.rank3.jsonl`` -> (``run``, 3); None for a name without a rank."""
+    found = _RANK_NAME.match(path.stem)
+    return (found["base"], int(found["rank"])) if found else None
