@@ -101,7 +101,7 @@ def test_junit_one_case_per_evaluated_rule_and_run(runs, test_rule, tmp_path):
     result = invoke(runs["broken"], runs["healthy"], "--junit", out, "--expect-final-loss-below", "100")
     suites = {s.get("name"): s for s in ET.parse(out).getroot().findall("testsuite")}
     assert set(suites) == {run_name(runs["broken"]), run_name(runs["healthy"])}
-    for name, suite in suites.items():
+    for suite in suites.values():
         cases = [c.get("name") for c in suite.findall("testcase")]
         assert f"{test_rule.code} {test_rule.name}" in cases and "expect final loss below 100" in cases
         assert int(suite.get("tests")) == len(cases)

@@ -356,3 +356,25 @@ def test_an_exception_in_the_loop_is_recorded_and_still_raised(tmp_path: Path, e
     run = diagnose.load(path)
     assert run.events["event"].tolist() == [event]
     assert run.series("loss").size == 3
+
+
+def test_a_file_that_cannot_be_written_never_reaches_the_training_loop(tmp_path: Path, monkeypatch) -> None:
+    from diagnose.runfile.writer import RunWriter
+
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    w = diagnose.watch(model, optimizer, tmp_path / "run.jsonl", flush_seconds=0.0)
+    monkeypatch.setattr(RunWriter, "flush", disk_full)
+    with pytest.warns(RuntimeWarning, match="recording stopped"):
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+    w.close()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -15,6 +15,7 @@ failure of the watch itself switches the whole watch off.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -348,11 +349,9 @@ class Watch:
         """The watch itself broke: say so once, record it if possible, and get out of the way."""
         warnings.warn(f"diagnose: recording stopped after an internal error ({type(exc).__name__}: {exc})",
                       RuntimeWarning, stacklevel=3)
-        try:
+        with contextlib.suppress(Exception):  # the file itself may be the problem
             self._writer.write({"kind": schema.EVENT, "step": self._record.step, "event": schema.EV_PROBE_ERROR,
                                 "probe": "watch", "error": f"{type(exc).__name__}: {exc}"})
-        except Exception:  # noqa: BLE001, S110 - the file itself may be the problem
-            pass
         self._shutdown()
 
     def _record_exception(self, exc: BaseException) -> None:
@@ -375,8 +374,9 @@ class Watch:
             probe.detach()
         self._probes.clear()
         self._implementers = {}
-        self._writer.close()
         atexit.unregister(self.close)
+        with contextlib.suppress(OSError):  # a full disk must not reach the training loop
+            self._writer.close()
 
 
 def _owned_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -159,7 +159,7 @@ def _latest_checkpoints(sources: list[tuple[Path, str]]) -> tuple[list[tuple[Pat
     checkpoint's, stands for the run; the others would repeat it.
     """
     chosen: dict[Path, tuple[int, Path]] = {}
-    for path, found in sources:
+    for path, _ in sources:
         if path.name == "trainer_state.json":
             match = _CHECKPOINT.fullmatch(path.parent.name)
             root, rank = (path.parent.parent, int(match[1])) if match else (path.parent, sys.maxsize)
