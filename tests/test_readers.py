@@ -76,7 +76,7 @@ def test_lightning_prefers_the_per_step_loss_and_keeps_the_epoch_one(tmp_path: P
     assert (run.format, run.name) == ("lightning", "version_0")
     assert run.series("loss").to_dict() == {49: 2.10, 99: 1.85, 199: 1.40}
     assert run.series("loss_epoch").to_dict() == {124: 1.95, 249: 1.45}
-    assert run.series("acc").to_dict() == {49: 0.25, 99: 0.40, 149: 0.55, 199: 0.60}
+    assert run.series("accuracy").to_dict() == {49: 0.25, 99: 0.40, 149: 0.55, 199: 0.60}
     assert run.series("lr").to_dict() == {49: 0.001, 149: 0.0005}  # LearningRateMonitor's lr-Adam
     assert run.series("val_loss").to_dict() == {124: 1.70, 249: 1.35}
 
@@ -213,7 +213,7 @@ def test_epoch_lines_with_train_and_val_losses_and_a_restart(tmp_path: Path) -> 
     assert [r.format for r in runs] == ["text", "text"]
     assert [r.series("loss").index.tolist() for r in runs] == [[1, 2, 3], [1, 2]]
     assert runs[0].series("val_loss").tolist() == [1.9097, 1.8992, 1.8775]
-    assert runs[1].series("acc").tolist() == [18.66, 18.45]  # percent signs dropped, the number kept
+    assert runs[1].series("accuracy").tolist() == [18.66, 18.45]  # percent signs dropped, the number kept
 
 
 def test_keras_progress_output_under_an_epoch_line(tmp_path: Path) -> None:

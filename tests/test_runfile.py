@@ -108,7 +108,7 @@ def test_writer_appends_and_repairs_a_cut_last_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("key", "canonical"), [
     ("loss", "loss"), ("train/loss", "loss"), ("train_loss_step", "loss"), ("learning_rate", "lr"),
-    ("train/learning_rate", "lr"), ("grad_norm", "grad_norm"), ("train/acc", "acc"),
+    ("train/learning_rate", "lr"), ("grad_norm", "grad_norm"), ("train/acc", "accuracy"),
 ])
 def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
     from diagnose.runfile import schema
@@ -118,7 +118,7 @@ def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
 
 @pytest.mark.parametrize(("key", "canonical"), [
     ("val_loss", "val_loss"), ("eval_loss", "val_loss"), ("validation/loss", "val_loss"),
-    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_acc"),
+    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_accuracy"), ("val_acc", "val_accuracy"),
 ])
 def test_eval_keys_take_their_canonical_names_and_test_scores_stay_apart(key: str, canonical: str) -> None:
     from diagnose.runfile import schema

@@ -11,8 +11,6 @@ from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
 from diagnose.run import Run
 
-_TRAIN_ACCURACY = ("accuracy", "acc")
-_VAL_ACCURACY = ("val_accuracy", "val_acc")
 
 
 def validation_loss(run: Run) -> tuple[str, pd.Series]:
@@ -22,13 +20,6 @@ def validation_loss(run: Run) -> tuple[str, pd.Series]:
         if run.has(column):
             return column, curves.finite(run.series(column))
     return "val_loss", pd.Series(dtype="float64")
-
-
-def _first_present(run: Run, columns: tuple[str, ...]) -> pd.Series:
-    for column in columns:
-        if run.has(column):
-            return curves.finite(run.series(column))
-    return pd.Series(dtype="float64")
 
 
 @register
@@ -146,8 +137,9 @@ class AccuracyGap(Rule):
     validation it is the only view.
 
     ## How it decides
-    Needs training and validation accuracy (``accuracy``/``acc`` and
-    ``val_accuracy``/``val_acc``) with at least ``min_points`` evaluations.
+    Needs training and validation accuracy (``accuracy`` and
+    ``val_accuracy``; ``acc``/``val_acc`` are read as these) with at least
+    ``min_points`` evaluations.
     The gap (training accuracy at each evaluation minus validation accuracy)
     must end above ``min_gap`` and have grown by more than ``min_growth``
     since the first third of the run. Validation accuracy below its best by
@@ -164,7 +156,7 @@ class AccuracyGap(Rule):
     title = "Growing gap between training and validation accuracy"
     category = Category.GENERALIZATION
     severity = Severity.WARNING
-    requires = ()
+    requires = ("accuracy", "val_accuracy")
     priority = 50
     thresholds = (
         Threshold("min_gap", 0.1, "final training minus validation accuracy (0.1 = 10 points)",
@@ -177,8 +169,8 @@ class AccuracyGap(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        train = _first_present(run, _TRAIN_ACCURACY)
-        val = _first_present(run, _VAL_ACCURACY)
+        train = curves.finite(run.series("accuracy"))
+        val = curves.finite(run.series("val_accuracy"))
         if len(val) < t["min_points"] or len(train) < 3:
             return
         gap = pd.Series(curves.value_at(curves.smooth(train), val.index) - val.to_numpy(), index=val.index)

@@ -20,7 +20,7 @@ _COMMON_CLASS_COUNTS = (2, 4, 10, 100, 1000)
 # Mean squared error of a constant 0.5 prediction on 0/1 targets.
 _MSE_CHANCE = 0.25
 _MSE_NAMES = ("mse", "l2", "mean_squared_error")
-_ACCURACY_COLUMNS = ("val_accuracy", "val_acc", "accuracy", "acc")
+_ACCURACY_COLUMNS = ("val_accuracy", "accuracy")
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ _VAL_LOSS_ALIASES = {
 }
 _LR_ALIASES = {"lr", "learning_rate", "train_lr", "lr_abs"}
 _GRAD_NORM_ALIASES = {"grad_norm", "gradient_norm", "norm", "grad_norm_total", "total_grad_norm"}
+_ACCURACY_ALIASES = {"acc", "accuracy"}
 _EVAL_PREFIXES = ("val_", "eval_", "valid_", "validation_", "test_", "dev_")
 
 
@@ -160,6 +161,8 @@ def canonical_step_key(key: str) -> str:
         return "lr"
     if norm in _GRAD_NORM_ALIASES:
         return "grad_norm"
+    if norm in _ACCURACY_ALIASES:
+        return "accuracy"
     if norm.startswith("train_"):
         return canonical_step_key(norm[len("train_") :])  # "train/learning_rate" -> "lr"
     return norm
@@ -175,11 +178,15 @@ def canonical_eval_key(key: str) -> str:
     if norm in _VAL_LOSS_ALIASES:
         return "val_loss"
     if norm.startswith("test_"):
-        return "val_" + norm
+        return "val_test_" + _metric_name(norm[len("test_") :])
     for prefix in _EVAL_PREFIXES:
         if norm.startswith(prefix):
-            return "val_" + norm[len(prefix) :]
-    return "val_" + norm
+            return "val_" + _metric_name(norm[len(prefix) :])
+    return "val_" + _metric_name(norm)
+
+
+def _metric_name(name: str) -> str:
+    return "accuracy" if name in _ACCURACY_ALIASES else name
 
 
 def is_eval_key(key: str) -> bool:
