@@ -305,6 +305,18 @@ def chance_10_classes(path: Path) -> None:
     _chance(10, 11, path)
 
 
+@scenario(expect="CH002")
+def memorised_random_labels(path: Path) -> None:
+    """A wide MLP on 256 examples whose labels have nothing to do with the inputs: it memorises them,
+    and the validation set stays at chance (what inputs and labels shuffled separately look like)."""
+    torch.manual_seed(13)
+    model = mlp(20, 4, 256)
+    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 3e-3),
+              train=random_labels(256, 4, 13), val=random_labels(512, 4, 1013), loss_fn=F.cross_entropy,
+              seed=13, steps=400,
+              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"}), path)
+
+
 @scenario(expect="PLT001")
 def stalled(path: Path) -> None:
     """A linear model on a nonlinear target: it learns the little it can, then stays flat."""

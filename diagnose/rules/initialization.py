@@ -195,6 +195,98 @@ class ChancePlateau(Rule):
 
 
 @register
+class ValidationNeverBeatsChance(Rule):
+    """
+    ## What it detects
+    The training loss falls far below chance level while the validation loss
+    never gets below it: the model fits the training set and learns nothing
+    that holds on new data.
+
+    ## Why it matters
+    This is not ordinary overfitting, where the validation loss first falls
+    and then turns up. Here nothing learnt ever carried over: the labels do
+    not belong to their inputs (inputs and labels shuffled separately, a
+    misaligned join, the wrong label column), or the validation data is
+    processed differently from the training data. More epochs, regularisation
+    or early stopping cannot fix it.
+
+    ## How it decides
+    Needs the validation accuracy: a validation loss above ln C alone can
+    also mean a model that learnt but makes confident mistakes. Fires when,
+    over at least ``min_evals`` evaluations, the best validation accuracy
+    stays within ``max_accuracy_gain`` of 1/C and the lowest validation loss
+    stays within ``tolerance`` of the chance level or above it, while the
+    training loss ends below ``max_train_share`` of the chance level. The
+    class count comes from the metadata, or else from the common counts whose
+    1/C the validation accuracy sits at.
+
+    ## What to do
+    Print a few (input, label) pairs from the training and the validation
+    loader and check them by hand; check that the validation set goes through
+    the same preprocessing (normalisation statistics, tokenizer, resizing);
+    check that shuffling moves inputs and labels together. Then run
+    ``diagnose.preflight`` on one batch.
+    """
+
+    code = "CH002"
+    name = "validation-never-beats-chance"
+    title = "Validation loss never gets below chance level"
+    category = Category.INITIALIZATION
+    severity = Severity.ERROR
+    requires = ("loss", "val_loss", "val_accuracy")
+    priority = 9
+    explains = ("OVF001", "OVF002")
+    thresholds = (
+        Threshold("tolerance", 0.04, "log distance below chance level that the best validation loss must reach "
+                  "to count as having learnt something (0.04 = 4%)",
+                  source="the same band as CH001's: a validation loss within 4% of ln C is chance"),
+        Threshold("max_train_share", 0.7, "training loss at the end, as a fraction of chance level, below which "
+                  "the model clearly fits its training data",
+                  source="a fitted training set ends far below chance; 0.7 ln C keeps runs that learn "
+                         "nothing at all to CH001"),
+        Threshold("max_accuracy_gain", 0.05, "best validation accuracy above 1/C that still counts as chance",
+                  source="random-label runs in the held-out checks score within 3 points of 1/C on 512 "
+                         "validation examples; the overfitting sample run, which did learn, is 20 points above"),
+        Threshold("min_evals", 3, "fewest validation points judged", source="a best value needs a few evaluations"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        val = curves.finite(run.series("val_loss"))
+        accuracy = curves.finite(run.series("val_accuracy"))
+        train = curves.finite(run.series("loss"))
+        if min(len(val), len(accuracy)) < t["min_evals"] or len(train) < 3:
+            return
+        levels = [c for c in candidate_chance_levels(run)
+                  if c.classes and float(accuracy.max()) <= 1 / c.classes + t["max_accuracy_gain"]]
+        if not levels:
+            return
+        level = levels[0]
+        best, train_end = float(val.min()), curves.end_level(train, 0.2)
+        if best < level.value * math.exp(-t["tolerance"]) or train_end > t["max_train_share"] * level.value:
+            return
+        yield self.finding(
+            run,
+            message=(f"validation loss never got below chance level {level.value:.4g} ({level.meaning}): best "
+                     f"{best:.4g} at step {val.idxmin():g}, validation accuracy at most {accuracy.max():.3f} "
+                     f"(1/C = {1 / level.classes:.3f}), while the training loss fell to {train_end:.4g}"),
+            onset=float(val.index[0]),
+            end=float(val.index[-1]),
+            evidence={"best_val_loss": best, "best_val_step": float(val.idxmin()), "chance_level": level.value,
+                      "best_val_accuracy": float(accuracy.max()), "train_end": train_end,
+                      "classes": level.classes, "declared": level.declared},
+            confidence=1.0 if level.declared else 0.8,
+            causes=["labels do not belong to their inputs: shuffled separately, a misaligned join, the wrong "
+                    "label column",
+                    "the validation data is processed differently (normalisation, tokenizer, resizing)",
+                    "the labels cannot be predicted from the inputs at all (random or leaked-then-removed targets)"],
+            fixes=["print a few (input, label) pairs from both loaders and check them by hand",
+                   "make the validation pipeline the training pipeline minus augmentation",
+                   "check that any shuffle moves inputs and labels together",
+                   "run diagnose.preflight on one batch (it checks labels, inputs and that the model can learn)"],
+        )
+
+
+@register
 class BadInitialLoss(Rule):
     """
     ## What it detects
