@@ -249,7 +249,9 @@ class UpdateRatioOffScale(Rule):
     Per layer, the median update ratio over the later half of the samples
     (zero updates are left to GRD004). Below ``too_slow`` the layer learns
     too slowly, above ``too_fast`` too fast. One finding per direction,
-    naming the layers.
+    naming the layers. Ratios below ``gone`` are not a slow learning rate
+    but a gradient that has stopped arriving (dead units, a collapsed
+    network): they are left to the rules that name those.
 
     ## What to do
     Too slow: raise the learning rate (3-10x) or, for some layers only,
@@ -272,6 +274,9 @@ class UpdateRatioOffScale(Rule):
                          "Networks' (2019) and CS231n; healthy sample runs sit at 1e-3 to 3e-2"),
         Threshold("too_fast", 0.1, "median update/weight ratio above which a layer is rewritten every few steps",
                   source="two orders of magnitude above Karpathy's / CS231n's ~1e-3"),
+        Threshold("gone", 1e-9, "median ratio below which the layer gets no gradient to speak of",
+                  source="even Adam at a learning rate of 1e-9 moves weights of scale 0.05 by ~2e-8 a step; a "
+                         "network killed by a learning rate of 1.0 in the held-out checks shows 1e-11"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -279,7 +284,7 @@ class UpdateRatioOffScale(Rule):
         medians = ratios[ratios > 0].median().dropna()
         if medians.empty:
             return
-        slow = medians[medians < t["too_slow"]]
+        slow = medians[(medians < t["too_slow"]) & (medians >= t["gone"])]
         fast = medians[medians > t["too_fast"]]
         if len(slow):
             yield self._finding(run, slow, medians, "slow", t["too_slow"])
