@@ -230,6 +230,14 @@ class VanishingGradients(Rule):
         )
 
 
+def _still_far(run: Run, t: Mapping[str, float]) -> bool:
+    """True unless the training loss has already fallen below ``min_loss_left`` of its start."""
+    loss = curves.finite(run.series("loss"))
+    if len(loss) < 4 or not curves.is_positive(loss):
+        return True
+    return curves.end_level(loss) >= t["min_loss_left"] * curves.start_level(loss)
+
+
 @register
 class UpdateRatioOffScale(Rule):
     """
@@ -251,7 +259,10 @@ class UpdateRatioOffScale(Rule):
     too slowly, above ``too_fast`` too fast. One finding per direction,
     naming the layers. Ratios below ``gone`` are not a slow learning rate
     but a gradient that has stopped arriving (dead units, a collapsed
-    network): they are left to the rules that name those.
+    network): they are left to the rules that name those. Slow updates count
+    only while the training loss is still above ``min_loss_left`` of where it
+    started: near convergence updates shrink by design (Adam's second moment
+    still remembers the large early gradients).
 
     ## What to do
     Too slow: raise the learning rate (3-10x) or, for some layers only,
@@ -274,6 +285,10 @@ class UpdateRatioOffScale(Rule):
                          "Networks' (2019) and CS231n; healthy sample runs sit at 1e-3 to 3e-2"),
         Threshold("too_fast", 0.1, "median update/weight ratio above which a layer is rewritten every few steps",
                   source="two orders of magnitude above Karpathy's / CS231n's ~1e-3"),
+        Threshold("min_loss_left", 0.5, "training loss at the end over its start above which slow updates count",
+                  source="an overfitting held-out run that fell 99% shows 5e-6 in its first layer at the end; the "
+                         "runs that are really too slow (sample_runs/, held-out SGD at 1e-4) end within 2% of "
+                         "their start"),
         Threshold("gone", 1e-9, "median ratio below which the layer gets no gradient to speak of",
                   source="even Adam at a learning rate of 1e-9 moves weights of scale 0.05 by ~2e-8 a step; a "
                          "network killed by a learning rate of 1.0 in the held-out checks shows 1e-11"),
@@ -284,7 +299,7 @@ class UpdateRatioOffScale(Rule):
         medians = ratios[ratios > 0].median().dropna()
         if medians.empty:
             return
-        slow = medians[(medians < t["too_slow"]) & (medians >= t["gone"])]
+        slow = medians[(medians < t["too_slow"]) & (medians >= t["gone"])] if _still_far(run, t) else medians[:0]
         fast = medians[medians > t["too_fast"]]
         if len(slow):
             yield self._finding(run, slow, medians, "slow", t["too_slow"])

@@ -55,6 +55,11 @@ class Shape:
                    level_noise=_bin_median_noise(loss, len(levels)))
 
     @property
+    def given_back(self) -> float:
+        """Share of the fall from start to best that the end has undone (0: kept it all)."""
+        return (self.end - self.best) / max(self.start - self.best, 1e-12)
+
+    @property
     def rise_from_start(self) -> float:
         """log(end / start): above zero when the run ends worse than it began."""
         return curves.log_ratio(self.end, self.start)
@@ -158,8 +163,7 @@ class LossDiverges(Rule):
             return
         shape = Shape.of(loss)
         from_start = shape.rise_from_start > t["rise"]
-        given_back = (shape.end - shape.best) / max(shape.start - shape.best, 1e-12)
-        late = shape.rise_from_best > t["rebound"] and given_back >= t["min_given_back"] and _tail_rising(loss)
+        late = shape.rise_from_best > t["rebound"] and shape.given_back >= t["min_given_back"] and _tail_rising(loss)
         blowup, peak_step = _early_blowup(loss)
         exploded = blowup > t["blowup"] and curves.log_ratio(shape.first, shape.end) < t["min_gain"]
         if not (from_start or late or exploded):
@@ -210,8 +214,9 @@ class LateLearningRateTooHigh(Rule):
     first fell more than ``min_drop`` to its best level, the best came before
     ``max_best_at`` of the run, and the last 10% sits more than ``rebound``
     above that best and more than three standard errors of a bin median (so
-    per-step noise from tiny batches is not mistaken for it), but not so far
-    that LR001 applies.
+    per-step noise from tiny batches is not mistaken for it), undoing at
+    least ``min_given_back`` of the fall (a loss bouncing near zero after a
+    long fall is not it), but not so far that LR001 applies.
 
     ## What to do
     Decay the learning rate: a cosine or step schedule to ~1-10% of the peak
@@ -234,6 +239,9 @@ class LateLearningRateTooHigh(Rule):
                   source="separates 'learnt, then bounced' from a curve that never fell (PLT001, CH001)"),
         Threshold("max_best_at", 0.75, "latest fraction of the run at which the best level may lie",
                   source="a best point in the last quarter is ordinary noise at the end of a converging run"),
+        Threshold("min_given_back", 0.05, "share of the fall (start to best, in loss units) the end must undo",
+                  source="the late-LR sample run undoes 38%, its real counterpart in /work/shared/real_runs more; "
+                         "runs memorising their training set bounce near zero and undo 0.3%-0.4%"),
         Threshold("min_points", 20, "fewest finite points judged", source="a smoothed curve needs ~20 points"),
     )
 
@@ -244,7 +252,7 @@ class LateLearningRateTooHigh(Rule):
         shape = Shape.of(loss)
         best_at = curves.fraction_of_run(loss, shape.best_step)
         if not (shape.early_drop > t["min_drop"] and best_at < t["max_best_at"] and shape.rise_from_best > t["rebound"]
-                and shape.rise_from_best > 3 * shape.level_noise):
+                and shape.rise_from_best > 3 * shape.level_noise and shape.given_back >= t["min_given_back"]):
             return
         if LossDiverges.threshold_defaults()["rise"] < shape.rise_from_start:
             return  # ends above its start: LR001's case
