@@ -32,6 +32,8 @@ test: setup
 bench: setup
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/analysis_speed.py
+	$(PY) benchmarks/distributed_overhead.py
+	$(PY) benchmarks/heldout.py
 
 clean:
 	rm -rf $(VENV) diagnose-demo

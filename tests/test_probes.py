@@ -249,6 +249,7 @@ def test_activation_statistics_see_dead_relu_units(tmp_path: Path) -> None:
     relu = layers[(layers["module"] == "1") & (layers["step"] == 1)].iloc[0]
     assert relu["act_dead_frac"] == pytest.approx(0.5)
     assert relu["act_zero_frac"] >= 0.5
+    assert relu["act_unit_samples"] == 32  # the batch: each unit seen once per example
     output = layers[layers["module"] == "(output)"]
     assert len(output) == 3 and (output["act_std"] > 0).all()
 

@@ -25,7 +25,7 @@ _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 
 OUTPUT_MODULE = "(output)"  # the model's own output, recorded like a module
 STATS = ("act_mean", "act_std", "act_rms", "act_batch_std", "act_zero_frac", "act_dead_frac",
-         "act_neg_frac", "act_sat_frac", "act_nonfinite")
+         "act_neg_frac", "act_sat_frac", "act_nonfinite", "act_unit_samples")
 
 # Saturation bands: tanh beyond 0.99 in magnitude, sigmoid below 0.01 or above
 # 0.99, where the local derivative has fallen under ~2% of its maximum
@@ -48,10 +48,13 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     nan = torch.full((), math.nan, device=x.device)
     std = x.std(correction=0) if x.numel() > 1 else nan
     batch_std = x.reshape(x.shape[0], -1).std(dim=0, correction=0).mean() if x.dim() >= 2 and x.shape[0] > 1 else nan
-    zero_frac = dead_frac = neg_frac = sat_frac = nan
+    zero_frac = dead_frac = neg_frac = sat_frac = unit_samples = nan
     if kind in ("relu", "affine") and x.dim() >= 2:
-        never_positive = ~(x > 0).any(dim=_unit_dims(x))
+        dims = _unit_dims(x)
+        never_positive = ~(x > 0).any(dim=dims)
         dead_frac = never_positive.float().mean()
+        # How many values each unit was seen over: "never positive" means little over a batch of 2.
+        unit_samples = torch.full((), float(math.prod(x.shape[d] for d in dims)), device=x.device)
     if kind == "relu":
         zero_frac = (x == 0).float().mean()
     elif kind == "affine":
@@ -62,7 +65,7 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
         sat_frac = ((x < 1 - _SATURATION) | (x > _SATURATION)).float().mean()
     rms = torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
     return torch.stack([x.mean(), std, rms, batch_std, zero_frac, dead_frac, neg_frac, sat_frac,
-                        (~torch.isfinite(rms)).float()])
+                        (~torch.isfinite(rms)).float(), unit_samples])
 
 
 def module_kind(module: nn.Module) -> str:

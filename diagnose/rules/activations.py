@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -47,7 +49,8 @@ class DeadReLUs(Rule):
     positive across the batch), the median over the later half of the
     samples, so that a bad start the run recovers from does not count. It
     fires for every layer at or above ``max_dead``, with at least
-    ``min_samples`` samples.
+    ``min_samples`` samples, each seeing every unit at least
+    ``min_unit_samples`` times (when the probes recorded how often).
 
     ## What to do
     Lower the learning rate; initialise biases at zero (or a small positive
@@ -69,12 +72,16 @@ class DeadReLUs(Rule):
                          "learning rate; healthy sample runs stay under 10%"),
         Threshold("min_samples", 2, "fewest activation samples: one sample cannot show persistence",
                   source="practice: persistence needs a second look"),
+        Threshold("min_unit_samples", 16, "fewest values a unit is seen over for 'never positive' to mean dead",
+                  source="a healthy unit, positive half the time, shows no positive value in 16 draws with "
+                         "probability 2^-16; over a batch of 2, one time in four"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         relu_like = set(run.layer_series("act_zero_frac").columns)
         dead = _settled(run, "act_dead_frac", t["min_samples"])
-        dead = dead[[m for m in dead.index if m in relu_like]]
+        seen = run.layer_series("act_unit_samples").min()
+        dead = dead[[m for m in dead.index if m in relu_like and not seen.get(m, math.inf) < t["min_unit_samples"]]]
         bad = dead[dead >= t["max_dead"]].sort_values(ascending=False)
         if bad.empty:
             return

@@ -63,6 +63,7 @@ LAYER_FIELDS = {
     "act_std": "standard deviation of the module output",
     "act_zero_frac": "fraction of output elements that are exactly zero (ReLU-like modules)",
     "act_dead_frac": "fraction of output units that are zero for every sample in the batch",
+    "act_unit_samples": "how many values each unit was seen over for act_dead_frac (batch x positions)",
     "act_neg_frac": "fraction of output elements <= 0 (what a following ReLU would zero)",
     "act_sat_frac": "fraction of outputs saturated (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)",
     "act_batch_std": "mean over features of the standard deviation across the batch",
