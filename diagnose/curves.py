@@ -3,7 +3,8 @@
 Every function takes a ``pd.Series`` of values indexed by step (what
 ``Run.series`` returns) and copes with what real logs hold: per-step noise,
 a handful of points, hundreds of thousands of points, NaN and Inf, negative
-losses, uneven logging intervals and step counters that restart. Nothing loops
+losses, uneven logging intervals (appended runs whose step counter restarts
+are split apart by the readers, before any rule sees them). Nothing loops
 in Python over the points; long curves are reduced with :func:`downsample`
 before anything quadratic (Theil-Sen, segmentation) runs on them.
 
@@ -71,20 +72,6 @@ def starts_midway(series: pd.Series, fraction: float = 0.25) -> bool:
     return last > 0 and first > fraction * last
 
 
-def split_restarts(series: pd.Series) -> list[pd.Series]:
-    """Cut a series in logged order wherever the step counter goes backwards.
-
-    Logs that append several runs (or a resumed run that restarts its
-    counter) hold more than one curve; each piece comes back on its own.
-    """
-    if len(series) == 0:
-        return []
-    steps = np.asarray(series.index, dtype="float64")
-    cuts = np.flatnonzero(np.diff(steps) < 0) + 1
-    bounds = [0, *cuts.tolist(), len(series)]
-    return [series.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
-
-
 def downsample(series: pd.Series, max_points: int) -> pd.Series:
     """At most ``max_points`` points: medians of equal-count bins, indexed by each bin's median step.
 
@@ -128,13 +115,6 @@ def comparable(series: pd.Series) -> pd.Series:
         return logged
     spread = float(series.max() - series.min()) if len(series) else 0.0
     return series / spread if spread > 0 else series - series
-
-
-def relative_change(before: float, after: float) -> float:
-    """(after - before) / |before|; infinite when ``before`` is zero and they differ."""
-    if before == 0:
-        return 0.0 if after == 0 else float(np.sign(after) * np.inf)
-    return (after - before) / abs(before)
 
 
 def log_ratio(numerator: float, denominator: float) -> float:
@@ -267,10 +247,6 @@ class Trend:
     low: float
     high: float
     points: int
-
-    def change_over(self, steps: float) -> float:
-        """How much the fitted line moves over ``steps`` steps."""
-        return self.slope * steps
 
     @property
     def falling(self) -> bool:
