@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import inspect
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -270,8 +270,3 @@ def get_rule(code_or_name: str) -> type[Rule]:
         if wanted.upper() == rule.code or wanted.lower() == rule.name:
             return rule
     raise KeyError(code_or_name)
-
-
-def iter_rule_docs() -> Iterator[tuple[type[Rule], dict[str, str]]]:
-    for rule in all_rules():
-        yield rule, rule.doc()
