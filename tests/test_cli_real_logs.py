@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
+from real_corpus import corpus_folder
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "real_runs"
-FOLDERS = sorted(p for p in CORPUS.iterdir() if p.is_dir()) if CORPUS.is_dir() else []
+CORPUS = corpus_folder()
+FOLDERS = sorted(p for p in CORPUS.iterdir() if p.is_dir()) if CORPUS else []
 
 
 @pytest.mark.skipif(not FOLDERS, reason=f"the real-log corpus is not at {CORPUS}")

@@ -19,24 +19,17 @@ kept. The reader records how many values it replaced that way in
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from diagnose.readers import load_all
+from real_corpus import corpus_folder
 from diagnose.readers.registry import detect
 
 
-def _corpus() -> Path:
-    candidates = [os.environ.get("DIAGNOSE_REAL_RUNS", ""),
-                  Path(__file__).resolve().parents[2] / "shared" / "real_runs",
-                  "/work/shared/real_runs"]
-    return next((Path(c) for c in candidates if c and (Path(c) / "SOURCES.md").is_file()), Path("/nonexistent"))
-
-
-CORPUS = _corpus()
+CORPUS = corpus_folder() or Path("/nonexistent")
 pytestmark = pytest.mark.skipif(not CORPUS.exists(), reason="the real-run corpus (shared/real_runs) is not here")
 
 # The reader each folder of the corpus must be detected as.

@@ -13,10 +13,11 @@ import pytest
 
 import diagnose
 from diagnose.rules.resources import steady_growth
+from real_corpus import corpus_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs" / "runs"
-REAL_RUNS = Path("/work/shared/real_runs")
+REAL_RUNS = corpus_folder() or Path("/nonexistent")
 FAMILIES = ("GRD", "ACT", "MEM", "AMP")
 SERIOUS = ("warning", "error")
 

@@ -16,8 +16,9 @@ import pytest
 
 import diagnose
 from diagnose.rules import Severity, analyze
+from real_corpus import corpus_folder
 
-CORPUS = Path("/work/shared/real_runs")
+CORPUS = corpus_folder() or Path("/nonexistent")
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real-run corpus not present at {CORPUS}")
 
 # Label -> the rule that names that problem. A file with several labels must
