@@ -41,7 +41,7 @@ def check(
                       final_loss_below=final_loss_below, forbidden=expect_no or ())
     _print(result)
     if junit is not None:
-        from diagnose.report.junit import render_junit
+        from diagnose.checks.junit import render_junit
 
         common.write_file(junit, render_junit(result).encode("utf-8"), paths)
     if not result.passed:
@@ -56,6 +56,6 @@ def _print(result: CheckResult) -> None:
         console.print(f"expect {expectation.label} (run '{expectation.run}'): {mark}", markup=False)
     console.print(result.summary(), style="bold green" if result.passed else "bold red", markup=False)
     if os.environ.get("GITHUB_ACTIONS"):
-        from diagnose.report.annotations import annotations
+        from diagnose.checks.annotations import annotations
 
         typer.echo("\n".join(annotations(result)))
