@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from diagnose.checks import Expectation, evaluate
-from diagnose.report.annotations import annotations, escape_data, escape_property
-from diagnose.report.junit import render_junit
+from diagnose.checks.annotations import annotations, escape_data, escape_property
+from diagnose.checks.junit import render_junit
 from diagnose.rules.base import Severity
 
 from test_report_render import analysis, finding, make_run
