@@ -117,3 +117,32 @@ def test_exit_code_follows_the_real_rules_on_every_sample(sample):
     assert result.exit_code == int(fails), result.output
     for run in load_runs([sample]):
         assert all(code in result.stdout for code in analyze(run).codes)
+
+
+def test_a_run_too_short_to_judge_exits_3_unless_nothing_is_required():
+    from real_corpus import CORPUS
+
+    if CORPUS is None:
+        pytest.skip("the shared corpus of real logs is not beside this checkout")
+    three_steps = CORPUS / "hf_trainer_state" / "DrAliya_NLP-SPAM-FRAUD_final.json"  # a real 3-step Trainer run
+    result = invoke(three_steps)
+    assert result.exit_code == 3, result.output
+    assert "3 training-loss points: too short to judge" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("check not judged")
+    assert invoke(three_steps, "--require", "nothing").exit_code == 0
+
+
+@pytest.mark.parametrize(("bound", "code"), [("loss<1e9", 0), ("loss>1e9", 1), ("train_loss<1e9", 0)])
+def test_expect_final_bound_on_a_metric(runs, test_rule, bound, code):
+    result = invoke(runs["healthy"], *ONLY_TEST_RULE, "--expect-final", bound)
+    assert result.exit_code == code, result.output
+
+
+def test_expect_final_on_a_nan_metric_is_not_met(runs, demoted):
+    result = invoke(runs["broken"], *ONLY_TEST_RULE, "--fail-on", "error", "--expect-final", "loss<1e9")
+    assert result.exit_code == 1
+    assert "final loss is NaN" in result.stdout
+
+
+def test_a_malformed_bound_is_a_usage_error(runs):
+    assert invoke(runs["healthy"], "--expect-final", "val_loss about 3").exit_code == 2

@@ -22,5 +22,5 @@ def test_report_reads_one_log_of_each_format(folder: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(log), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["schema"] == "diagnose.report/1"
+    assert report["schema"] == "diagnose.report/2"
     assert report["runs"] and all(run["summary"]["steps"] > 0 for run in report["runs"])
