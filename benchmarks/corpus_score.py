@@ -53,9 +53,9 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "flat": ("PLT001", "LR003", "CH001"),
     "slow_start": ("PLT001", "CH001", "INIT001"),
     "spikes": ("SPK001", "LR002"),
-    "nan": ("NF001",),
+    "nan": ("NF001", "NF002", "NF003"),
     "nonfinite_grad_norm": ("NF001",),
-    "diverging": ("LR001", "LR002", "GRD001", "NF001"),
+    "diverging": ("LR001", "LR002", "GRD001", "NF001", "NF003"),
     "lr_too_high": ("LR001", "LR002", "NOI001"),
     "zero_loss": ("ZL001",),
 }

@@ -149,7 +149,15 @@ def read_yolo_results(path: str | Path, *, mapping: Mapping[str, str] | None = N
     for prefix, target in (("train/", "loss"), ("val/", "val_loss")):
         parts = [c for c in raw.columns if c.lower().startswith(prefix) and c.lower().endswith("_loss")]
         if parts and not (mapping and target in mapping):
-            numbers = np.column_stack([frames.to_numbers(raw[c])[0] for c in parts])
-            raw[f"{prefix}loss"] = numbers.sum(axis=1)
+            raw[f"{prefix}loss"] = _sum_of_parts(raw, parts)
             meta[f"{target}_from"] = "sum of " + ", ".join(parts)
     return table_runs(raw, path, format="yolo", mapping=mapping, warnings=warnings, namer=yolo_name, meta=meta)
+
+
+def _sum_of_parts(raw: pd.DataFrame, parts: list[str]) -> pd.Series:
+    """Row sums of the loss parts; a row where a part was logged as NaN stays a logged ``"NaN"``, never a gap."""
+    read = [frames.to_numbers(raw[c]) for c in parts]
+    total = pd.Series(np.column_stack([numbers for numbers, _, _ in read]).sum(axis=1), index=raw.index, dtype=object)
+    logged_nan = np.column_stack([nan for _, nan, _ in read]).any(axis=1)
+    total[logged_nan] = "NaN"
+    return total
