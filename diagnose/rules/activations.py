@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.gradients import later_samples, layer_table
 from diagnose.run import Run
 
@@ -30,7 +30,6 @@ def _listing(values: pd.Series, most: int = 4) -> str:
     return ", ".join(parts) + (f" and {len(values) - most} more" if len(values) > most else "")
 
 
-@register
 class DeadReLUs(Rule):
     """
     ## What it detects
@@ -97,7 +96,6 @@ class DeadReLUs(Rule):
         )
 
 
-@register
 class SaturatedUnits(Rule):
     """
     ## What it detects
@@ -167,7 +165,6 @@ def spread(run: Run) -> pd.DataFrame:
     return (batch_std / rms.where(rms > 0)).replace([np.inf, -np.inf], np.nan)
 
 
-@register
 class RepresentationCollapse(Rule):
     """
     ## What it detects

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -48,7 +48,6 @@ def _rank_list(ranks: list[int]) -> str:
     return ", ".join(str(r) for r in ranks)
 
 
-@register
 class RankOutlier(Rule):
     """
     ## What it detects
@@ -150,7 +149,6 @@ class RankOutlier(Rule):
         return _blame(finding, rank)
 
 
-@register
 class NonFiniteOnOneRank(Rule):
     """
     ## What it detects
@@ -255,7 +253,6 @@ def _nonfinite_events(run: Run) -> list[dict[str, Any]]:
     return result
 
 
-@register
 class StragglerRank(Rule):
     """
     ## What it detects
@@ -343,7 +340,6 @@ def _lead_times(ranks: dict[int, Run]) -> tuple[pd.DataFrame, str]:
     return lead.iloc[1:], measure
 
 
-@register
 class ParameterDesync(Rule):
     """
     ## What it detects
@@ -476,7 +472,6 @@ def _first_module(ranks: dict[int, Run], run: Run, step: float, rank: int, refer
     return None
 
 
-@register
 class UnevenSteps(Rule):
     """
     ## What it detects

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -58,7 +58,6 @@ def _was_rising(finite_loss: pd.Series, rise: float) -> bool:
     return curves.log_ratio(before_break, best) > rise
 
 
-@register
 class NonFiniteLoss(Rule):
     """
     ## What it detects

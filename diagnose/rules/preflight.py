@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -83,7 +83,6 @@ def _names(names: list[str], most: int = 5) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-@register
 class PreflightCheckFailed(Rule):
     """
     ## What it detects
@@ -134,7 +133,6 @@ class PreflightCheckFailed(Rule):
             )
 
 
-@register
 class LabelsOutOfRange(PreflightRule):
     """
     ## What it detects
@@ -185,7 +183,6 @@ class LabelsOutOfRange(PreflightRule):
         )
 
 
-@register
 class NonFiniteInputs(PreflightRule):
     """
     ## What it detects
@@ -227,7 +224,6 @@ class NonFiniteInputs(PreflightRule):
             )
 
 
-@register
 class InputsNotNormalised(PreflightRule):
     """
     ## What it detects
@@ -281,7 +277,6 @@ class InputsNotNormalised(PreflightRule):
         )
 
 
-@register
 class InitialLossOffChance(PreflightRule):
     """
     ## What it detects
@@ -337,7 +332,6 @@ class InitialLossOffChance(PreflightRule):
         )
 
 
-@register
 class ParametersWithoutGradient(PreflightRule):
     """
     ## What it detects
@@ -393,7 +387,6 @@ class ParametersWithoutGradient(PreflightRule):
         )
 
 
-@register
 class SamplesMixedInBatch(PreflightRule):
     """
     ## What it detects
@@ -452,7 +445,6 @@ class SamplesMixedInBatch(PreflightRule):
         )
 
 
-@register
 class CannotOverfitOneBatch(PreflightRule):
     """
     ## What it detects
@@ -512,7 +504,6 @@ class CannotOverfitOneBatch(PreflightRule):
         )
 
 
-@register
 class IgnoresInputs(PreflightRule):
     """
     ## What it detects
@@ -621,7 +612,6 @@ def _lr_text(s: LrSuggestion) -> str:
     return f"{low}, {steep}{end}"
 
 
-@register
 class LearningRateTooHigh(PreflightRule):
     """
     ## What it detects
@@ -672,7 +662,6 @@ class LearningRateTooHigh(PreflightRule):
         )
 
 
-@register
 class LearningRateSuggestion(PreflightRule):
     """
     ## What it detects
