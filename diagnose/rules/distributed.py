@@ -227,11 +227,11 @@ def _first_nonfinite(run: Run) -> dict[str, Any] | None:
     loss = run.series("loss", keep_nan=True)
     step = curves.first_nonfinite_step(loss)
     if step is not None:
-        candidates.append({"step": step, "where": "loss", "order": (step, 0)})
+        candidates.append({"step": step, "where": schema.WHERE_LOSS, "order": (step, 0)})
     grads = run.series("grad_norm", keep_nan=True)
     step = curves.first_nonfinite_step(grads)
     if step is not None:
-        candidates.append({"step": step, "where": "grad_norm", "order": (step, 1)})
+        candidates.append({"step": step, "where": schema.WHERE_GRAD_NORM, "order": (step, 1)})
     candidates += _nonfinite_events(run)
     # Among equals, the probes' event first: it names the module.
     return min(candidates, key=lambda c: (c["order"], c.get("module") is None)) if candidates else None
@@ -246,7 +246,7 @@ def _nonfinite_events(run: Run) -> list[dict[str, Any]]:
     for _, row in found.iterrows():
         where = str(row.get("where", "?"))
         module = row.get("module")
-        own = 1 if where == "grad_norm" else 0
+        own = 1 if where == schema.WHERE_GRAD_NORM else 0
         result.append({"step": float(row["step"]), "where": where, "order": (float(row["step"]), own),
                        "module": module if isinstance(module, str) else None,
                        "type": row.get("type") if isinstance(row.get("type"), str) else None})

@@ -20,7 +20,6 @@ from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
-PREFLIGHT_EVENT = "preflight"
 KARPATHY = "Karpathy, 'A Recipe for Training Neural Networks' (2019)"
 
 
@@ -29,7 +28,7 @@ def preflight_records(run: Run) -> list[dict[str, Any]]:
     events = run.events
     if events.empty or "check" not in events.columns:
         return []
-    rows = events[events["event"] == PREFLIGHT_EVENT].to_dict("records")
+    rows = events[events["event"] == schema.EV_PREFLIGHT].to_dict("records")
     return [{k: v for k, v in row.items() if not _absent(v)} for row in rows]
 
 
