@@ -41,6 +41,17 @@ def test_every_threshold_says_where_its_number_comes_from(rule):
         assert len(threshold.source) >= 20, f"{rule.code}.{threshold.name} has no source"
 
 
+MACHINE_PATH = re.compile(r"(^|[\s(])(/(work|tmp|home|root|Users|mnt)/|[A-Z]:\\)")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_user_facing_text_names_data_not_a_path_on_a_machine(rule):
+    texts = [rule.title, *rule.doc().values()]
+    texts += [f"{t.description} {t.source}" for t in rule.thresholds]
+    for text in texts:
+        assert not MACHINE_PATH.search(text), f"{rule.code}: {text!r}"
+
+
 def test_primary_problems_sort_before_their_consequences():
     priority = {rule.code: rule.priority for rule in RULES}
     assert priority["NF001"] < priority["LR001"] < priority["SPK001"]

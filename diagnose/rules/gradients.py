@@ -94,7 +94,7 @@ class ExplodingGradients(Rule):
     priority = 10
     thresholds = (
         Threshold("min_growth", 30.0, "how many times its start the smoothed norm must reach (30x = 1.5 orders)",
-                  source="healthy runs in /work/shared/real_runs and sample_runs grow at most ~10x (fine-tuning "
+                  source="healthy runs in the real-log corpus and sample_runs grow at most ~10x (fine-tuning "
                          "warm-ups); the recorded divergence grows >1000x before it overflows"),
         Threshold("min_points", 10, "fewest finite grad-norm points (or layer samples) judged",
                   source="a start level and a trend need ~10 points"),

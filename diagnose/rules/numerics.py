@@ -102,7 +102,7 @@ class NonFiniteLoss(Rule):
         Threshold("rise_before", 0.5, "log-ratio of the loss just before it broke over its best smoothed level "
                   "that counts as 'it was climbing' (0.5 = 1.65x)",
                   source="above the 0.2-0.3 scatter of the smoothed loss of the healthy runs in "
-                         "/work/shared/real_runs; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
+                         "the real-log corpus; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
