@@ -19,7 +19,7 @@ to the next marked line's step: that is where the training loop goes on.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,33 +114,38 @@ def read_trainer_stdout(path: str | Path, *, mapping: Mapping[str, str] | None =
 
 
 def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
-    path = Path(path)
-    warnings = frames.WarningLog()
-    rows = []
-    for number, line in enumerate(frames.read_text(path).splitlines(), start=1):
-        match = _NANOGPT_LINE.match(line)
-        if match:
-            rows.append({"step": match.group(1), match.group(2): match.group(3)})
-        elif line.strip():
-            warnings.add("other-line", f"line {number}: not '<step> <name> <value>'; ignored")
-    if not rows:
-        raise InputError(f"{path}: {UNRECOGNISED}")
-    return _runs(rows, path, "nanogpt", mapping, warnings, _nanogpt_name)
+    return _read_line_log(Path(path), mapping, "nanogpt", _nanogpt_row, "'<step> <name> <value>'", _nanogpt_name)
 
 
 def read_llmc_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
-    path = Path(path)
+    return _read_line_log(Path(path), mapping, "llmc", _llmc_row, "'s:<step> <name>:<value> ...'", _llmc_name)
+
+
+def _nanogpt_row(line: str) -> dict[str, str] | None:
+    match = _NANOGPT_LINE.match(line)
+    return {"step": match.group(1), match.group(2): match.group(3)} if match else None
+
+
+def _llmc_row(line: str) -> dict[str, str] | None:
+    match = _LLMC_LINE.match(line)
+    return {"step": match.group(1), **dict(_LLMC_PAIR.findall(match.group(2)))} if match else None
+
+
+def _read_line_log(path: Path, mapping: Mapping[str, str] | None, format: str,
+                   row_of: Callable[[str], dict[str, str] | None], shape: str,
+                   namer: Callable[[str], str]) -> list[Run]:
+    """A log of one fixed line shape: every line that has it is a row, any other line is skipped with a note."""
     warnings = frames.WarningLog()
     rows = []
     for number, line in enumerate(frames.read_text(path).splitlines(), start=1):
-        match = _LLMC_LINE.match(line)
-        if match:
-            rows.append({"step": match.group(1), **dict(_LLMC_PAIR.findall(match.group(2)))})
+        row = row_of(line)
+        if row is not None:
+            rows.append(row)
         elif line.strip():
-            warnings.add("other-line", f"line {number}: not 's:<step> <name>:<value> ...'; ignored")
+            warnings.add("other-line", f"line {number}: not {shape}; ignored")
     if not rows:
         raise InputError(f"{path}: {UNRECOGNISED}")
-    return _runs(rows, path, "llmc", mapping, warnings, _llmc_name)
+    return _runs(rows, path, format, mapping, warnings, namer)
 
 
 def _llmc_name(raw: str) -> str:
