@@ -371,6 +371,33 @@ def label_leak(path: Path) -> None:
     run(setup, path)
 
 
+
+@scenario(expect="NF002")
+def nan_validation(path: Path) -> None:
+    """Validation labels left at the padding index -100: cross-entropy averages over no target, NaN at every
+    evaluation while training is healthy."""
+    setup = classifier_setup(4)
+    x, y = setup.val
+    setup.val = (x, torch.full_like(y, -100))  # the ignore_index of F.cross_entropy
+    run(setup, path)
+
+
+@scenario(expect="NF003")
+def late_blow_up(path: Path) -> None:
+    """A healthy classifier whose learning rate is raised 3000x for its last 8 steps (a schedule restart gone
+    wrong): the per-step loss comes back down, the final evaluation is four orders of magnitude above the best."""
+    setup = classifier_setup(4)
+    optimizer = setup.optimizer
+
+    def restart(step: int, inputs: torch.Tensor) -> torch.Tensor:
+        if step == STEPS - 8:
+            for group in optimizer.param_groups:
+                group["lr"] *= 3000
+        return inputs
+
+    setup.corrupt = restart
+    run(setup, path)
+
 # -- command line ---------------------------------------------------------------------------
 
 

@@ -143,6 +143,9 @@ class Rule:
     # Codes of findings this rule's finding is a cause of (dead units explain a
     # loss stuck at chance): when both fire, this one is reported first.
     explains: ClassVar[tuple[str, ...]] = ()
+    # A rule that reads "the training loss should fall" (divergence, stalls, chance
+    # level, overfitting, spikes): not applied to adversarial or RL losses.
+    assumes_falling_loss: ClassVar[bool] = False
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterable[Finding]:
         raise NotImplementedError

@@ -70,6 +70,9 @@ def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None
     if missing:
         analysis.not_evaluated.append((rule.code, "needs " + ", ".join(missing)))
         return
+    if rule.assumes_falling_loss and run.objective != "supervised":
+        analysis.not_evaluated.append((rule.code, f"needs a falling loss ({run.objective} losses are not meant to fall)"))
+        return
     severity = config.severity_for(type(rule))
     try:
         for finding in rule.check(run, config.thresholds_for(type(rule))) or ():

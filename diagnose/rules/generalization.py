@@ -56,6 +56,7 @@ class Overfitting(Rule):
     """
 
     code = "OVF001"
+    assumes_falling_loss = True
     name = "overfitting"
     title = "Overfitting: validation loss rises while training loss falls"
     category = Category.GENERALIZATION
@@ -217,6 +218,7 @@ class LossAtZero(Rule):
     """
 
     code = "ZL001"
+    assumes_falling_loss = True
     name = "loss-at-zero"
     title = "Training loss exactly zero"
     category = Category.GENERALIZATION

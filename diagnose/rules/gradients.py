@@ -86,6 +86,7 @@ class ExplodingGradients(Rule):
     """
 
     code = "GRD001"
+    assumes_falling_loss = True
     name = "exploding-gradients"
     title = "Gradient norm grows by orders of magnitude"
     category = Category.GRADIENTS

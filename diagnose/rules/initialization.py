@@ -179,6 +179,7 @@ class ChancePlateau(Rule):
     """
 
     code = "CH001"
+    assumes_falling_loss = True
     name = "chance-level-plateau"
     title = "Loss stuck at chance level"
     category = Category.INITIALIZATION
@@ -255,6 +256,7 @@ class ValidationNeverBeatsChance(Rule):
     """
 
     code = "CH002"
+    assumes_falling_loss = True
     name = "validation-never-beats-chance"
     title = "Validation loss never gets below chance level"
     category = Category.INITIALIZATION
@@ -339,6 +341,7 @@ class BadInitialLoss(Rule):
     """
 
     code = "INIT001"
+    assumes_falling_loss = True
     name = "bad-initial-loss"
     title = "Initial loss far above chance level"
     category = Category.INITIALIZATION

@@ -127,6 +127,7 @@ class LossDiverges(Rule):
     """
 
     code = "LR001"
+    assumes_falling_loss = True
     name = "loss-diverges"
     title = "Loss rises: learning rate too high"
     category = Category.OPTIMIZATION
@@ -223,6 +224,7 @@ class LateLearningRateTooHigh(Rule):
     """
 
     code = "LR002"
+    assumes_falling_loss = True
     name = "lr-too-high-late"
     title = "Loss bounces above its best level: learning rate too high late in training"
     category = Category.OPTIMIZATION
@@ -297,6 +299,7 @@ class LearningRateTooLow(Rule):
     """
 
     code = "LR003"
+    assumes_falling_loss = True
     name = "lr-too-low"
     title = "Slow, straight decline: learning rate too low"
     category = Category.OPTIMIZATION
@@ -463,6 +466,7 @@ class TrainingStalled(Rule):
     """
 
     code = "PLT001"
+    assumes_falling_loss = True
     name = "training-stalled"
     title = "Training stalled on a plateau"
     category = Category.OPTIMIZATION
@@ -560,6 +564,7 @@ class LossSpikes(Rule):
     """
 
     code = "SPK001"
+    assumes_falling_loss = True
     name = "loss-spikes"
     title = "Loss spikes"
     category = Category.OPTIMIZATION
@@ -633,6 +638,7 @@ class NoisyLoss(Rule):
     """
 
     code = "NOI001"
+    assumes_falling_loss = True
     name = "noisy-loss"
     title = "Loss too noisy: batch too small"
     category = Category.OPTIMIZATION

@@ -1,0 +1,76 @@
+"""Every rule's bad and good example: ``sample_runs/examples/<CODE>/bad.*`` raises the rule, ``good.*`` does not.
+
+The examples are runs recorded by real training (``sample_runs/record.py``) or
+verbatim real logs. Real logs of the shared corpus beside the checkout are not
+copied into the repository; they are named here and read in place.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import diagnose
+from diagnose.rules import analyze, get_rule
+from real_corpus import CORPUS
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "examples"
+PAIRS = sorted((folder.name, kind, path) for folder in EXAMPLES.iterdir() if folder.is_dir()
+               for path in folder.iterdir() for kind in ("bad", "good") if path.stem == kind)
+# Real logs of the shared corpus, read in place: (code, bad or good, path in the corpus).
+SHARED = [
+    ("CH001", "bad", "keras_csv/DeepDiagnosis_ICSE2022_MNIST_Normal_double_random.csv"),  # pinned at ln 10
+    ("CH001", "good", "keras_csv/DeepDiagnosis_ICSE2022_Blob_config_random_22eb.csv"),  # near ln 3, 40% accuracy
+    ("CH001", "good", "hf_trainer_state/NijatZeynalov_mT5-azerbaijani-news_final.json"),
+    # A healthy WGAN: its critic and generator losses are not meant to fall.
+    ("LR001", "good", "keras_history_json/Maanasvee_wgan-cifar10_history.json"),
+    ("GRD001", "good", "keras_history_json/Maanasvee_wgan-cifar10_history.json"),
+]
+
+
+def codes_in(path: Path) -> set[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = diagnose.load_all(path)
+    return {f.code for run in runs for f in analyze(run).findings}
+
+
+def judge(code: str, kind: str, path: Path) -> None:
+    get_rule(code)  # the folder names a rule of the code table
+    found = codes_in(path)
+    if kind == "bad":
+        assert code in found, f"{path.name} should raise {code}, got {sorted(found)}"
+    else:
+        assert code not in found, f"{path.name} should not raise {code}"
+
+
+def test_every_example_folder_has_a_bad_and_a_good_run():
+    for folder in (f for f in EXAMPLES.iterdir() if f.is_dir()):
+        stems = {p.stem for p in folder.iterdir()}
+        assert {"bad", "good"} <= stems, f"{folder.name} lacks {sorted({'bad', 'good'} - stems)}"
+
+
+@pytest.mark.parametrize(("code", "kind", "path"), PAIRS, ids=lambda v: v if isinstance(v, str) else v.name)
+def test_example(code, kind, path):
+    judge(code, kind, path)
+
+
+@pytest.mark.skipif(CORPUS is None, reason="the shared corpus of real logs is not beside this checkout")
+@pytest.mark.parametrize(("code", "kind", "name"), SHARED)
+def test_real_example(code, kind, name):
+    judge(code, kind, CORPUS / name)
+
+
+@pytest.mark.skipif(CORPUS is None, reason="the shared corpus of real logs is not beside this checkout")
+@pytest.mark.parametrize(("name", "objective"), [
+    ("keras_history_json/Maanasvee_wgan-cifar10_history.json", "adversarial"),  # critic_loss + gen_loss
+    ("hf_trainer_state/Rusheel86_Chaos-Economy_grpo_training_logs.json", "reinforcement"),  # reward columns
+    ("hf_trainer_state/CoralReefFish_whisper-tiny-nbaiLab_final.json", "supervised"),
+])
+def test_the_kind_of_objective_is_recognised(name, objective):
+    run = diagnose.load(CORPUS / name)
+    assert run.objective == objective
+    skipped = {code for code, _ in analyze(run).not_evaluated}
+    assert ("LR001" in skipped) == (objective != "supervised")
