@@ -6,20 +6,29 @@ from typing import Annotated
 
 import typer
 from rich.console import Console, Group, RenderableType
+from rich.rule import Rule as Divider
 from rich.table import Table
 from rich.text import Text
 
 from diagnose.errors import ConfigError
-from diagnose.rules.base import DOC_SECTIONS, Rule, get_rule
+from diagnose.rules.base import DOC_SECTIONS, Rule
+from diagnose.rules.config import matching_rules, split_patterns
 
 
-def explain(code: Annotated[str, typer.Argument(help="Rule code (LR001) or name (loss-diverges).")]) -> None:
+def explain(code: Annotated[str, typer.Argument(
+        help="Rule code (LR001), code prefix (LR), name (loss-diverges), or several separated by commas.")]) -> None:
     """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds."""
-    try:
-        rule = get_rule(code)
-    except KeyError:
-        raise ConfigError(f"unknown rule {code!r} (`diagnose rules` lists them)") from None
-    Console(highlight=False).print(rule_renderable(rule))
+    rules: list[type[Rule]] = []
+    for pattern in split_patterns([code]) or [code]:
+        found = matching_rules(pattern)
+        if not found:
+            raise ConfigError(f"unknown rule {pattern!r} (`diagnose rules` lists them)")
+        rules += [rule for rule in found if rule not in rules]
+    console = Console(highlight=False)
+    for index, rule in enumerate(rules):
+        if index:
+            console.print(Divider())
+        console.print(rule_renderable(rule))
 
 
 def rule_renderable(rule: type[Rule]) -> Group:
@@ -31,9 +40,15 @@ def rule_renderable(rule: type[Rule]) -> Group:
     doc = rule.doc()
     for section in (*DOC_SECTIONS, *(k for k in doc if k not in DOC_SECTIONS)):
         if section in doc:
-            parts += [Text(""), Text(section, style="bold underline"), Text(doc[section])]
+            parts += [Text(""), Text(section, style="bold underline"), _prose(doc[section])]
     parts += [Text(""), _thresholds(rule)]
     return Group(*parts)
+
+
+def _prose(text: str) -> Text:
+    """Documentation text with `inline code` shown in bold instead of between backticks."""
+    pieces = text.split("`")
+    return Text.assemble(*((piece, "bold") if i % 2 else piece for i, piece in enumerate(pieces)))
 
 
 def _thresholds(rule: type[Rule]) -> RenderableType:

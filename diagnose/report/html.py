@@ -94,9 +94,9 @@ def _list(label: str, items: Sequence[str]) -> list[str]:
 
 def _footnotes(analysis: Analysis) -> list[str]:
     notes = []
-    if analysis.not_evaluated:
-        listed = s.not_evaluated(analysis)
-        notes.append(f'<p class="dim">Not evaluated: {escape(listed)}</p>')
+    if s.relevant_not_evaluated(analysis):
+        notes.append(f'<details class="dim"><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}'
+                     f'</summary><p>{escape(s.not_evaluated(analysis))}</p></details>')
     notes += [f'<p class="error">Rule error: {escape(code)} failed: {escape(err)}</p>' for code, err in analysis.errors]
     notes += [f'<p class="dim">Reading: {escape(w)}</p>' for w in analysis.run.warnings]
     return notes

@@ -50,7 +50,8 @@ class RuleConfig:
 
     def merged(self, *, select: Iterable[str] = (), ignore: Iterable[str] = (),
                settings: Iterable[str] = (), fail_on: str | None = None) -> RuleConfig:
-        """This configuration with command-line options applied on top."""
+        """This configuration with command-line options applied on top (``--select LR,NF001`` as two)."""
+        select, ignore = split_patterns(select), split_patterns(ignore)
         _validate_patterns((*select, *ignore))
         thresholds = {code: dict(values) for code, values in self.thresholds.items()}
         for setting in settings:
@@ -64,6 +65,16 @@ class RuleConfig:
             thresholds=thresholds,
             fail_on=Severity.parse(fail_on) if fail_on else self.fail_on,
         )
+
+
+def split_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
+    """Patterns as given, repeated or comma-separated: ``["LR,NF001", "CH"]`` -> ``("LR", "NF001", "CH")``."""
+    return tuple(p.strip() for item in patterns for p in str(item).split(",") if p.strip())
+
+
+def matching_rules(pattern: str) -> list[type[Rule]]:
+    """The rules a code, code prefix or name stands for, in code order."""
+    return [rule for rule in all_rules() if _matches(rule, pattern)]
 
 
 def _matches(rule: type[Rule], pattern: str) -> bool:
