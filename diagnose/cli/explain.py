@@ -6,29 +6,28 @@ from typing import Annotated
 
 import typer
 from rich.console import Console, Group, RenderableType
-from rich.rule import Rule as Divider
 from rich.table import Table
 from rich.text import Text
 
+from diagnose.cli.rules import print_rule_list
 from diagnose.errors import ConfigError
 from diagnose.rules.base import DOC_SECTIONS, Rule
-from diagnose.rules.config import matching_rules, split_patterns
+from diagnose.rules.codes import select_rules
 
 
 def explain(code: Annotated[str, typer.Argument(
-        help="Rule code (LR001), code prefix (LR), name (loss-diverges), or several separated by commas.")]) -> None:
-    """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds."""
-    rules: list[type[Rule]] = []
-    for pattern in split_patterns([code]) or [code]:
-        found = matching_rules(pattern)
-        if not found:
-            raise ConfigError(f"unknown rule {pattern!r} (`diagnose rules` lists them)")
-        rules += [rule for rule in found if rule not in rules]
-    console = Console(highlight=False)
-    for index, rule in enumerate(rules):
-        if index:
-            console.print(Divider())
-        console.print(rule_renderable(rule))
+        help="Rule code (LR001), name (loss-diverges), code prefix (LR) or a comma list of them.")]) -> None:
+    """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds.
+
+    A prefix or list that picks several rules lists them instead.
+    """
+    picked = select_rules(code)
+    if not picked:
+        raise ConfigError(f"unknown rule {code!r} (`diagnose rules` lists them)")
+    if len(picked) > 1:
+        print_rule_list(picked)
+        return
+    Console(highlight=False).print(rule_renderable(picked[0]))
 
 
 def rule_renderable(rule: type[Rule]) -> Group:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from diagnose.rules.base import all_rules
+from diagnose.rules.base import Rule
+from diagnose.rules.codes import all_rules
 
 COLUMNS = ("code", "name", "severity", "category", "title")
 
 
 def rules() -> None:
     """List every rule: code, name, severity, category and what it detects."""
-    rows = [(r.code, r.name, r.severity.value, r.category.value, r.title) for r in all_rules()]
+    print_rule_list(all_rules())
+
+
+def print_rule_list(listed: Sequence[type[Rule]]) -> None:
+    rows = [(r.code, r.name, r.severity.value, r.category.value, r.title) for r in listed]
     console = Console(highlight=False)
     if console.is_terminal:
         console.print(_table(rows))

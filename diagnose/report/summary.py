@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from diagnose.rules.base import Category, Finding, Severity, all_rules
+from diagnose.rules.base import Category, Finding, Severity
+from diagnose.rules.codes import all_rules
 from diagnose.rules.engine import Analysis
-from diagnose.rules.preflight import PREFLIGHT_EVENT
+from diagnose.runfile import schema
 from diagnose.run import Run
 
 # How many steps of a finding's step list a text report spells out.
@@ -180,7 +181,7 @@ def relevant_not_evaluated(analysis: Analysis) -> list[tuple[str, str]]:
     """
     preflight = {rule.code for rule in all_rules() if rule.category is Category.PREFLIGHT}
     events = analysis.run.events
-    is_preflight_run = "event" in events.columns and bool((events["event"] == PREFLIGHT_EVENT).any())
+    is_preflight_run = "event" in events.columns and bool((events["event"] == schema.EV_PREFLIGHT).any())
     return [(code, reason) for code, reason in analysis.not_evaluated if (code in preflight) == is_preflight_run]
 
 

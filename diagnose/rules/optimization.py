@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.initialization import ChancePlateau, find_chance_stall
 from diagnose.run import Run
 
@@ -98,7 +98,6 @@ def _tail_rising(loss: pd.Series, fraction: float = 0.3) -> bool:
     return fit is not None and fit.rising
 
 
-@register
 class LossDiverges(Rule):
     """
     ## What it detects
@@ -200,7 +199,6 @@ def _lr_note(run: Run) -> str:
     return f" (learning rate up to {lr.max():.3g})" if len(lr) else ""
 
 
-@register
 class LateLearningRateTooHigh(Rule):
     """
     ## What it detects
@@ -274,7 +272,6 @@ class LateLearningRateTooHigh(Rule):
         )
 
 
-@register
 class LearningRateTooLow(Rule):
     """
     ## What it detects
@@ -354,7 +351,6 @@ def _half_drops(loss: pd.Series) -> tuple[float, float]:
     return float(smoothed[0] - smoothed[middle]), float(smoothed[middle] - smoothed[-1])
 
 
-@register
 class LearningRateDecayedEarly(Rule):
     """
     ## What it detects
@@ -438,7 +434,6 @@ def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
     return float(lr.index[first_dead])
 
 
-@register
 class TrainingStalled(Rule):
     """
     ## What it detects
@@ -539,7 +534,6 @@ def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
     return len(during) > 0 and float(during.median()) < min_lr * float(lr.max())
 
 
-@register
 class LossSpikes(Rule):
     """
     ## What it detects
@@ -615,7 +609,6 @@ class LossSpikes(Rule):
         )
 
 
-@register
 class NoisyLoss(Rule):
     """
     ## What it detects
