@@ -126,3 +126,13 @@ def test_zero_is_drawn_apart_from_not_sampled(long_named):
 def test_the_step_axis_starts_at_the_first_step(demo):
     ax = figure([demo[0]]).axes[0]
     assert ax.get_xlim()[0] == demo[0].run.steps["step"].min()
+
+
+def test_a_run_that_broke_early_gets_readable_heat_maps(demo):
+    broken = next(a for a in demo if a.findings and a.findings[0].code == "NF001")
+    fig = figure([broken])
+    heat = [ax for ax in fig.axes if ax.get_ylabel().startswith("per-layer")]
+    assert heat and all("finite values only at steps" in ax.get_title(loc="right") for ax in heat)
+    for ax in heat:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)

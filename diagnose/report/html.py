@@ -75,11 +75,13 @@ def _module_key(analysis: Analysis) -> str:
     """The full name of every module whose heat-map label the figure had to shorten."""
     from diagnose.report.plots import module_labels
 
-    names = list(dict.fromkeys(analysis.run.layers["module"].dropna())) if "module" in analysis.run.layers else []
+    run = analysis.run
+    modules = list(dict.fromkeys(run.layers["module"].dropna())) if "module" in run.layers else []
+    names = [run.module_label(m).removeprefix("model.") for m in modules]
     shortened = [(short, name) for short, name in zip(module_labels(names), names, strict=True) if short != name]
     if not shortened:
         return ""
-    rows = "".join(f"<tr><td>{escape(short)}</td><td>{escape(analysis.run.module_label(name))}</td></tr>"
+    rows = "".join(f"<tr><td>{escape(short)}</td><td>model.{escape(name)}</td></tr>"
                    for short, name in shortened)
     return (f'\n<details><summary class="dim">Shortened module names in the heat maps ({len(shortened)})</summary>'
             f"<table><tr><th>label</th><th>module</th></tr>{rows}</table></details>")

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.engine import Analysis
@@ -114,7 +115,8 @@ def _heat(column: str) -> Callable[[Axes, Run], None]:
         mesh = ax.pcolormesh(_edges(table.index.to_numpy(dtype="float64")), np.arange(len(table.columns) + 1) - 0.5,
                              np.ma.masked_invalid(logged.T), cmap=cmap, vmin=low, vmax=max(high, low + 1e-9),
                              shading="flat")
-        ax.set_yticks(range(len(table.columns)), module_labels(list(table.columns)), fontsize="x-small")
+        names = [run.module_label(m).removeprefix("model.") for m in table.columns]
+        ax.set_yticks(range(len(table.columns)), module_labels(names), fontsize="x-small")
         ax.set_ylim(len(table.columns) - 0.5, -0.5)
         extend = "min" if (values == 0).any() else "neither"
         bar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
@@ -129,13 +131,20 @@ def module_labels(names: Sequence[str], most: int = MAX_LABEL_CHARS) -> list[str
 
 
 def _shorten(name: str, most: int) -> str:
+    """``transformer.layers.5.attention_output_projection`` -> ``…5.attention_ou…t_projection``.
+
+    The last part and the nearest index before it are what tell blocks apart; the rest goes.
+    """
     if len(name) <= most:
         return name
     parts = name.split(".")
-    kept: list[str] = []
-    while parts and len(".".join([parts[-1], *kept])) <= most - 1:
-        kept.insert(0, parts.pop())
-    return "\N{HORIZONTAL ELLIPSIS}" + (".".join(kept) if kept else name[-(most - 1):])
+    index = next((p for p in reversed(parts[:-1]) if p.isdigit()), None)
+    head = "\N{HORIZONTAL ELLIPSIS}" + (f"{index}." if index else "")
+    last, room = parts[-1], most - len(head)
+    if len(last) > room:
+        keep = room - 1
+        last = last[: keep // 2] + "\N{HORIZONTAL ELLIPSIS}" + last[len(last) - (keep - keep // 2):]
+    return head + last
 
 
 def heat_rows(run: Run, column: str) -> int:
@@ -209,7 +218,8 @@ PANELS = (
 def draw_finding(ax: Axes, finding: Finding) -> None:
     """Mark a finding on an axis whose x is the step."""
     colour = COLOURS[finding.severity]
-    label = finding.code + (f" ({finding.module})" if finding.module else "")
+    module = finding.module or ""
+    label = finding.code + (f" {module}" if module.startswith("(") else f" ({module})" if module else "")
     if finding.onset is not None and finding.end is not None and finding.end != finding.onset:
         ax.axvspan(finding.onset, finding.end, color=colour, alpha=0.12, label=label)
     elif finding.onset is not None:
@@ -239,8 +249,10 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
     fig = Figure(figsize=(PANEL_WIDTH * len(analyses), sum(heights)), layout="constrained")
     # Step panels of a run share their x axis; a learning-rate panel keeps its own.
     grid = fig.subplots(len(panels), len(analyses), squeeze=False, gridspec_kw={"height_ratios": heights})
-    for column in range(len(analyses)):
-        by_step = [grid[row][column] for row, panel in enumerate(panels) if panel.x == "step"]
+    for column, analysis in enumerate(analyses):
+        # A heat map whose finite values fill a sliver of the run (it broke early) keeps its own axis.
+        by_step = [grid[row][column] for row, panel in enumerate(panels)
+                   if panel.x == "step" and not _narrow_heat(panel, analysis.run)]
         for ax in by_step[1:]:
             ax.sharex(by_step[0])
     for column, analysis in enumerate(analyses):
@@ -259,6 +271,17 @@ def _panel_height(panel: Panel, analyses: Sequence[Analysis]) -> float:
         rows = max(heat_rows(a.run, panel.layer_column) for a in analyses)
         return max(PANEL_HEIGHT, 0.8 + HEAT_ROW_HEIGHT * rows)
     return PANEL_HEIGHT
+
+
+def _narrow_heat(panel: Panel, run: Run, share: float = 0.1) -> bool:
+    """True when the finite per-layer values of ``panel`` cover under ``share`` of the run's steps."""
+    if not panel.layer_column or heat_rows(run, panel.layer_column) == 0:
+        return False
+    table = run.layer_series(panel.layer_column)
+    sampled = table.index[np.isfinite(table.to_numpy(dtype="float64")).any(axis=1)]
+    steps = run.steps["step"] if len(run.steps) else pd.Series(sampled)
+    span = max(float(steps.max()) - float(steps.min()), 1.0)
+    return float(sampled[-1] - sampled[0]) < share * span
 
 
 def _steps_span_the_axis(ax: Axes | None, run: Run) -> None:
@@ -281,6 +304,14 @@ def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
         _say(ax, f"no finite per-layer values: the run broke or ended (step {analysis.run.last_step}) first")
         return
     panel.draw(ax, analysis.run)
+    if panel.x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    if _narrow_heat(panel, analysis.run):
+        sampled = analysis.run.layer_series(panel.layer_column).index.to_numpy()
+        sampled = sampled[sampled <= ax.get_xlim()[1]]
+        ax.set_xticks(sampled[:: max(1, len(sampled) // 8)])
+        ax.set_title(f"finite values only at steps {sampled[0]:.0f}-{sampled[-1]:.0f} of {analysis.run.last_step}",
+                     fontsize="x-small", loc="right", color="grey")
     findings = _findings_for(panel, analysis.findings)
     if panel.x == "lr":
         mark_learning_rates(ax, findings)
