@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bug-suite clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ bench: setup
 	$(PY) benchmarks/analysis_speed.py
 	$(PY) benchmarks/distributed_overhead.py
 	$(PY) benchmarks/heldout.py
+
+bug-suite: setup
+	$(PY) benchmarks/bug_suite.py
 
 clean:
 	rm -rf $(VENV) diagnose-demo
