@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bug-suite clean
+.PHONY: setup demo test bench corpus-score bug-suite clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ bench: setup
 	$(PY) benchmarks/distributed_overhead.py
 	$(PY) benchmarks/heldout.py
 
+# Recall, false alarms and read failures on the labelled real-log corpora, calibration and held-out halves.
+corpus-score: setup
+	$(PY) benchmarks/corpus_score.py
+
+# Symptom and root-cause recall, and false alarms on the healthy twins, over the scripts of sample_runs/bugs/.
 bug-suite: setup
 	$(PY) benchmarks/bug_suite.py
 
