@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import diagnose
-from diagnose.rules.base import all_rules
+from diagnose.rules.codes import all_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
