@@ -121,8 +121,8 @@ class NonFiniteLoss(Rule):
         rising = _was_rising(curves.before_nonfinite(loss), t["rise_before"])
         causes, fixes = _explain(origin, rising, amp=run.has("loss_scale"))
         after = "came back later" if broken.recovered else "never came back"
-        where = f"; first made in {_describe(origin)}" if origin else ""
-        message = (f"loss became non-finite at step {broken.first_step:g} ({broken.bad_points} non-finite point(s), "
+        where = f"; first made in {_describe(origin, run)}" if origin else ""
+        message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
                    f"{after}){where}. Likely cause: {causes[0]}")
         return self.finding(
             run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
@@ -136,11 +136,11 @@ class NonFiniteLoss(Rule):
         if grads.recovered:
             # The loss went on finite: the optimizer never applied those gradients (a GradScaler, or the
             # Trainer's fp16 scaler, skips such steps), so this is a note, as the labelled real runs agree.
-            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:g}, "
+            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
                        "but the loss stayed finite: isolated overflow steps, which a GradScaler skips")
             severity = Severity.INFO
         else:
-            message = (f"gradient norm became non-finite at step {grads.first_step:g} and stayed so to the end "
+            message = (f"gradient norm became non-finite at step {grads.first_step:.0f} and stayed so to the end "
                        f"({grads.bad_points} points) while the loss was still finite")
             severity = Severity.WARNING
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or grads.recovered)
@@ -155,13 +155,15 @@ class NonFiniteLoss(Rule):
 _NO_MODULE = {schema.WHERE_LOSS: "the loss computation", schema.WHERE_BACKWARD: "the gradient of the loss"}
 
 
-def _describe(origin: dict[str, str]) -> str:
+def _describe(origin: dict[str, str], run: Run) -> str:
     module = origin.get("module")
     where = origin.get("where", "?")
     if not module or module == "None":
         return _NO_MODULE.get(where, where)
-    kind = f" ({origin['type']})" if origin.get("type") else ""
-    return f"the {where} pass of {module}{kind}"
+    label = run.module_label(module)
+    if origin.get("type") and not label.endswith(")"):
+        label += f" ({origin['type']})"
+    return f"the {where} pass of {label}"
 
 
 def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[list[str], list[str]]:
@@ -274,7 +276,7 @@ class NonFiniteMetric(Rule):
         fatal = [b for b in broken if is_validation_loss(b.column) and b.at_end]
         first = broken[0]
         listed = "; ".join(
-            f"{b.column} from step {b.first_step:g} ({b.bad_points} of {b.points} points"
+            f"{b.column} from step {b.first_step:.0f} ({b.bad_points} of {b.points} points"
             f"{', to the end' if b.at_end else ''})" for b in broken[:6])
         more = f"; and {len(broken) - 6} more series" if len(broken) > 6 else ""
         yield self.finding(
@@ -289,7 +291,7 @@ class NonFiniteMetric(Rule):
             fixes=["evaluate in float32: disable autocast/half precision for the evaluation loop",
                    "check the validation loader for empty batches and samples without a target",
                    "guard divisions by counts: x / max(n, 1); clamp logs: torch.log(p.clamp(min=1e-7))",
-                   f"look at the batch at step {first.first_step:g}, where {first.column} first broke"],
+                   f"look at the batch at step {first.first_step:.0f}, where {first.column} first broke"],
         )
 
 
@@ -343,15 +345,15 @@ class FinalEvaluationBlowUp(Rule):
             if last <= t["ratio"] * best:
                 continue
             yield self.finding(
-                run, message=(f"{column} ends at {last:.4g} at step {values.index[-1]:g}, {last / best:.3g}x its "
-                              f"best {best:.4g} at step {values.idxmin():g}"),
+                run, message=(f"{column} ends at {last:.4g} at step {values.index[-1]:.0f}, {last / best:.3g}x its "
+                              f"best {best:.4g} at step {values.idxmin():.0f}"),
                 onset=float(values.idxmin()), end=float(values.index[-1]),
                 evidence={"column": column, "best": best, "best_step": float(values.idxmin()), "last": last,
                           "ratio": last / best},
                 causes=["a late divergence the logged training loss does not show",
                         "a checkpoint reload or resume that broke the weights or the optimizer state",
                         "evaluation in half precision overflowing"],
-                fixes=[f"keep the checkpoint of step {values.idxmin():g}, the best evaluation",
+                fixes=[f"keep the checkpoint of step {values.idxmin():.0f}, the best evaluation",
                        "look at what changed between the best and the last evaluation (resume, schedule restart)",
                        "evaluate in float32"],
             )
