@@ -24,6 +24,8 @@ SHARED = [
     ("CH001", "bad", "keras_csv/DeepDiagnosis_ICSE2022_MNIST_Normal_double_random.csv"),  # pinned at ln 10
     ("CH001", "good", "keras_csv/DeepDiagnosis_ICSE2022_Blob_config_random_22eb.csv"),  # near ln 3, 40% accuracy
     ("CH001", "good", "hf_trainer_state/NijatZeynalov_mT5-azerbaijani-news_final.json"),
+    ("ZL001", "bad", "hf_trainer_state/aryan1112003_hate_speech_detection_final.json"),  # 0.0 for the last third
+    ("ZL001", "good", "yolo_results_csv/Grafit-Kil_helmet-detection-yolov5_exp2_results.csv"),  # one-class cls_loss 0
     # A healthy WGAN: its critic and generator losses are not meant to fall.
     ("LR001", "good", "keras_history_json/Maanasvee_wgan-cifar10_history.json"),
     ("GRD001", "good", "keras_history_json/Maanasvee_wgan-cifar10_history.json"),

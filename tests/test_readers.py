@@ -374,7 +374,7 @@ def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(tmp_path: Path, 
     ("ce", "loss"), ("train/box_loss", "box_loss"), ("train_acc", "accuracy"), ("kl_loss", "kl_loss"),
     ("val_losses", "val_loss"), ("valid_nll", "val_loss"), ("Validation Loss", "val_loss"), ("valLoss", "val_loss"),
     ("eval_mean_nll", "val_loss"), ("val_box_loss", "val_box_loss"), ("test_loss", "val_test_loss"),
-    ("val_mAP50", "val_map50"),
+    ("val_mAP50", "val_map50"), ("train_step", "train_step"), ("train_epoch", "train_epoch"),
 ])
 def test_loss_and_metric_keys_resolve_under_the_names_people_use(key, canonical):
     from diagnose.readers.frames import default_name

@@ -291,6 +291,7 @@ _GRAD_NORM_ALIASES = {"grad_norm", "gradient_norm", "norm", "grad_norm_total", "
 _ACCURACY_ALIASES = {"acc", "accuracy"}
 _EVAL_PREFIXES = ("val_", "eval_", "valid_", "validation_", "test_", "dev_")
 _TRAIN_PREFIXES = ("train_", "training_", "trn_", "tr_")
+_POSITION_KEYS = {"step", "epoch", "_step", "iteration", "iter", "it", "global_step"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")  # TrainLoss, valLoss; not mAP50
 _SEPARATORS = re.compile(r"[\s/.\-_]+")
 
@@ -334,7 +335,9 @@ def canonical_step_key(key: str) -> str:
         return "grad_norm"
     if name in _ACCURACY_ALIASES:
         return "accuracy"
-    return name if norm.startswith("train_") else norm  # "train/box_loss" -> "box_loss", as the parts are named
+    if norm.startswith("train_") and name not in _POSITION_KEYS:  # "train_step" is a metric, not the step
+        return name  # "train/box_loss" -> "box_loss", as the parts are named
+    return norm
 
 
 def canonical_eval_key(key: str) -> str:
