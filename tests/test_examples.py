@@ -1,8 +1,8 @@
-"""Every rule's bad and good example: ``sample_runs/examples/<CODE>/bad.*`` raises the rule, ``good.*`` does not.
+"""Bad and good examples from real logs of the shared corpus beside the checkout, read in place (never copied).
 
-The examples are runs recorded by real training (``sample_runs/record.py``) or
-verbatim real logs. Real logs of the shared corpus beside the checkout are not
-copied into the repository; they are named here and read in place.
+The recorded examples under ``sample_runs/examples/`` are run by
+``test_rule_examples.py``; these are the real logs that back the rules changed
+for issue 10 (chance level only with evidence, zero losses, adversarial losses).
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import diagnose
 from diagnose.rules import analyze, get_rule
 from real_corpus import CORPUS
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "examples"
-PAIRS = sorted((folder.name, kind, path) for folder in EXAMPLES.iterdir() if folder.is_dir()
-               for path in folder.iterdir() for kind in ("bad", "good") if path.stem == kind)
 # Real logs of the shared corpus, read in place: (code, bad or good, path in the corpus).
 SHARED = [
     ("CH001", "bad", "keras_csv/DeepDiagnosis_ICSE2022_MNIST_Normal_double_random.csv"),  # pinned at ln 10
@@ -46,17 +43,6 @@ def judge(code: str, kind: str, path: Path) -> None:
         assert code in found, f"{path.name} should raise {code}, got {sorted(found)}"
     else:
         assert code not in found, f"{path.name} should not raise {code}"
-
-
-def test_every_example_folder_has_a_bad_and_a_good_run():
-    for folder in (f for f in EXAMPLES.iterdir() if f.is_dir()):
-        stems = {p.stem for p in folder.iterdir()}
-        assert {"bad", "good"} <= stems, f"{folder.name} lacks {sorted({'bad', 'good'} - stems)}"
-
-
-@pytest.mark.parametrize(("code", "kind", "path"), PAIRS, ids=lambda v: v if isinstance(v, str) else v.name)
-def test_example(code, kind, path):
-    judge(code, kind, path)
 
 
 @pytest.mark.skipif(CORPUS is None, reason="the shared corpus of real logs is not beside this checkout")
