@@ -76,6 +76,10 @@ EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
+# The operation that made the first non-finite loss (op, problem, input_min, input_max; probes.nan_ops).
+EV_NONFINITE_OP = "nonfinite_op"
+# A finding the live rules made while the run was going (code, severity, title, message, module, onset, fix).
+EV_FINDING = "finding"
 
 _NONFINITE_STRINGS = {
     "nan": math.nan,
