@@ -36,7 +36,8 @@ import torch
 
 from diagnose.live.policy import Sinks, StopPolicy, announcement
 from diagnose.live.sketch import Record, RunSketch
-from diagnose.rules.base import Finding, all_rules
+from diagnose.rules.base import Finding
+from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.engine import analyze
 from diagnose.runfile import schema

@@ -6,7 +6,8 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from diagnose.rules.base import Category, Finding, Rule, Severity, all_rules, get_rule
+from diagnose.rules.base import Category, Finding, Rule, Severity
+from diagnose.rules.codes import all_rules, get_rule
 from diagnose.rules.config import RuleConfig
 from diagnose.run import Run
 from diagnose.runfile import schema
