@@ -4,18 +4,20 @@ torch has no hook for "backward is about to start on this tensor", and that
 tensor is the training loss, with its whole graph still alive. So
 ``torch.Tensor.backward`` is wrapped while at least one listener is
 registered and restored when the last one goes. Frameworks call it too
-(Lightning, accelerate, a GradScaler's scaled loss). A listener must not
-raise; the wrapper drops any exception of its own so that backward runs.
+(Lightning, accelerate, a GradScaler's scaled loss). An exception from a
+listener is dropped so that backward runs, except `TrainingStopped`, which
+is meant for the training loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from diagnose.live.policy import TrainingStopped
 
 Listener = Callable[[torch.Tensor], None]
 
@@ -26,8 +28,12 @@ _original: Callable[..., Any] | None = None
 
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for listener in list(_listeners.values()):
-        with contextlib.suppress(Exception):
+        try:
             listener(self)
+        except TrainingStopped:  # stop_on's stop, meant for the training loop
+            raise
+        except Exception:  # noqa: BLE001, S110 - backward must run whatever a listener did
+            pass
     return _original(self, *args, **kwargs)
 
 
