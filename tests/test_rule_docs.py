@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diagnose.rules.base import DOC_SECTIONS, Category, Severity, all_rules
+from diagnose.rules.base import DOC_SECTIONS, Category, Severity
+from diagnose.rules.codes import all_rules
 
 RULES = all_rules()
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 
@@ -22,7 +22,6 @@ def validation_loss(run: Run) -> tuple[str, pd.Series]:
     return "val_loss", pd.Series(dtype="float64")
 
 
-@register
 class Overfitting(Rule):
     """
     ## What it detects
@@ -123,7 +122,6 @@ class Overfitting(Rule):
         )
 
 
-@register
 class AccuracyGap(Rule):
     """
     ## What it detects
@@ -195,7 +193,6 @@ class AccuracyGap(Rule):
         )
 
 
-@register
 class LossAtZero(Rule):
     """
     ## What it detects

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 # Module types whose gradient is a weight matrix: the layers depth is counted in.
@@ -57,7 +57,6 @@ def global_grad_norm(run: Run) -> pd.Series:
     return curves.finite(raw) if run.has("loss_scale") else curves.before_nonfinite(raw)
 
 
-@register
 class ExplodingGradients(Rule):
     """
     ## What it detects
@@ -161,7 +160,6 @@ def _layer_growth(run: Run, min_points: float) -> dict[str, float]:
     return {str(k): float(v) for k, v in ratio[early.reindex(ratio.index) > 0].items()}
 
 
-@register
 class VanishingGradients(Rule):
     """
     ## What it detects
@@ -238,7 +236,6 @@ def _still_far(run: Run, t: Mapping[str, float]) -> bool:
     return curves.end_level(loss) >= t["min_loss_left"] * curves.start_level(loss)
 
 
-@register
 class UpdateRatioOffScale(Rule):
     """
     ## What it detects
@@ -326,7 +323,6 @@ class UpdateRatioOffScale(Rule):
         )
 
 
-@register
 class LayerWithoutGradient(Rule):
     """
     ## What it detects

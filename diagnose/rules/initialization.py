@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 # Class counts whose chance-level cross-entropy is recognised from the level
@@ -116,7 +116,6 @@ def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
     return None
 
 
-@register
 class ChancePlateau(Rule):
     """
     ## What it detects
@@ -194,7 +193,6 @@ class ChancePlateau(Rule):
         )
 
 
-@register
 class ValidationNeverBeatsChance(Rule):
     """
     ## What it detects
@@ -286,7 +284,6 @@ class ValidationNeverBeatsChance(Rule):
         )
 
 
-@register
 class BadInitialLoss(Rule):
     """
     ## What it detects

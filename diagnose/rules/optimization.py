@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.initialization import ChancePlateau, find_chance_stall
 from diagnose.run import Run
 
@@ -95,7 +95,6 @@ def _tail_rising(loss: pd.Series, fraction: float = 0.3) -> bool:
     return fit is not None and fit.rising
 
 
-@register
 class LossDiverges(Rule):
     """
     ## What it detects
@@ -197,7 +196,6 @@ def _lr_note(run: Run) -> str:
     return f" (learning rate up to {lr.max():.3g})" if len(lr) else ""
 
 
-@register
 class LateLearningRateTooHigh(Rule):
     """
     ## What it detects
@@ -271,7 +269,6 @@ class LateLearningRateTooHigh(Rule):
         )
 
 
-@register
 class LearningRateTooLow(Rule):
     """
     ## What it detects
@@ -351,7 +348,6 @@ def _half_drops(loss: pd.Series) -> tuple[float, float]:
     return float(smoothed[0] - smoothed[middle]), float(smoothed[middle] - smoothed[-1])
 
 
-@register
 class LearningRateDecayedEarly(Rule):
     """
     ## What it detects
@@ -435,7 +431,6 @@ def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
     return float(lr.index[first_dead])
 
 
-@register
 class TrainingStalled(Rule):
     """
     ## What it detects
@@ -536,7 +531,6 @@ def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
     return len(during) > 0 and float(during.median()) < min_lr * float(lr.max())
 
 
-@register
 class LossSpikes(Rule):
     """
     ## What it detects
@@ -612,7 +606,6 @@ class LossSpikes(Rule):
         )
 
 
-@register
 class NoisyLoss(Rule):
     """
     ## What it detects
