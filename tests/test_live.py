@@ -19,7 +19,7 @@ from diagnose.probes.nan_ops import first_nonfinite_operation
 from diagnose.report.terminal import render_terminal
 from diagnose.rules import analyze
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "examples"
 NAN_STEP = 30
 
 
@@ -99,7 +99,7 @@ def test_a_failing_sink_is_switched_off_and_training_goes_on(tmp_path: Path) -> 
 
 
 def test_stop_on_takes_severities_and_codes() -> None:
-    error = analyze(diagnose.load(SAMPLES / "nan_log.jsonl")).findings[0]
+    error = analyze(diagnose.load(SAMPLES / "NF001" / "bad.jsonl")).findings[0]
     assert error.code == "NF001"
     assert StopPolicy("error").matches(error)
     assert StopPolicy(["LR001", "NF"]).matches(error)
@@ -109,14 +109,14 @@ def test_stop_on_takes_severities_and_codes() -> None:
         StopPolicy([""])
 
 
-@pytest.mark.parametrize("name", ["healthy_mlp.jsonl", "healthy_cnn.jsonl", "healthy_gru.jsonl",
-                                  "internals-healthy-amp.jsonl", "internals-update-huge.jsonl", "overfitting.jsonl",
-                                  "lr_too_low.jsonl", "spikes.jsonl"])
+@pytest.mark.parametrize("name", ["healthy/mlp.jsonl", "healthy/cnn.jsonl", "healthy/gru.jsonl",
+                                  "healthy/probed-amp.jsonl", "GRD003/bad_huge.jsonl", "OVF001/bad.jsonl",
+                                  "LR003/bad.jsonl", "SPK001/bad.jsonl"])
 def test_live_judgements_of_runs_without_those_problems_announce_nothing(name: str) -> None:
     assert replay(diagnose.load(SAMPLES / name)) == []
 
 
-@pytest.mark.parametrize(("name", "code"), [("nan_log.jsonl", "NF001"), ("lr_too_high.jsonl", "LR001")])
+@pytest.mark.parametrize(("name", "code"), [("NF001/bad.jsonl", "NF001"), ("LR001/bad.jsonl", "LR001")])
 def test_live_judgements_find_what_the_whole_run_shows_early(name: str, code: str) -> None:
     run = diagnose.load(SAMPLES / name)
     live = {f.code: step for step, f in replay(run)}
@@ -163,3 +163,26 @@ def test_a_nan_that_came_with_the_input_is_not_blamed_on_an_operation() -> None:
 
 def test_no_status_line_when_not_a_terminal() -> None:
     assert status_board() is None  # pytest captures standard error
+
+
+def test_adapters_get_a_stop_signal_instead_of_an_exception(tmp_path: Path) -> None:
+    from diagnose.adapters import Recorder
+
+    torch.manual_seed(0)
+    model = BinaryNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    recorder = Recorder(tmp_path / "run.jsonl", stop_on="error")
+    recorder.start(model, optimizer, 1)
+    x = torch.randn(32, 8)
+    stopped_at = None
+    for step in range(1, 41):
+        optimizer.zero_grad()
+        loss = -torch.log(model(x) * (0.0 if step == 10 else 1.0)).mean()
+        loss.backward()
+        optimizer.step()
+        recorder.train(step, loss=loss)
+        if recorder.should_stop():
+            stopped_at = step
+            break
+    assert stopped_at in (10, 11) and recorder.stopped_by.code == "NF001"
+    assert recorder.watch is None and (tmp_path / "run.jsonl").read_bytes().endswith(b"\n")
