@@ -186,3 +186,20 @@ def test_adapters_get_a_stop_signal_instead_of_an_exception(tmp_path: Path) -> N
             break
     assert stopped_at in (10, 11) and recorder.stopped_by.code == "NF001"
     assert recorder.watch is None and (tmp_path / "run.jsonl").read_bytes().endswith(b"\n")
+
+
+def test_the_status_line_is_redrawn_in_place_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from diagnose.live.status import StatusBoard
+
+    screen = io.StringIO()
+    board = StatusBoard(Console(file=screen, force_terminal=True, width=120))
+    board.update("run", 10, {"loss": 0.5, "grad_norm": 1.25}, 0)
+    board.update("run", 20, {"loss": 0.25, "grad_norm": 1.0}, 1)
+    board.remove("run")
+    drawn = screen.getvalue()
+    assert "run: step 10  loss 0.5  grad norm 1.25" in drawn and "step 20  loss 0.25" in drawn
+    assert "findings 1" in drawn and "\x1b[2K" in drawn  # the line is erased and drawn again, not appended
