@@ -31,6 +31,13 @@ MAX_HEAT_ROWS = 600
 COLOURS = {Severity.ERROR: "#d62728", Severity.WARNING: "#ff7f0e", Severity.INFO: "#1f77b4"}
 MEMORY_FIELDS = ("rss", "cuda_allocated", "cuda_reserved", "cuda_peak", "gpu_mem_used")
 PANEL_WIDTH, PANEL_HEIGHT = 7.0, 2.4
+# Up to this many runs a figure has a column of every panel for each run; more
+# get `summary_figure`: the loss of the worst `SMALL_MULTIPLES` of them as small
+# multiples, `SUMMARY_COLUMNS` a row (a 1,000-run figure in full was 2.4 GB).
+FULL_COLUMNS = 6
+SMALL_MULTIPLES = 48
+SUMMARY_COLUMNS = 6
+SMALL_WIDTH, SMALL_HEIGHT = 3.2, 1.9
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,10 @@ def _findings_for(panel: Panel, findings: Sequence[Finding]) -> list[Finding]:
 
 
 def figure(analyses: Sequence[Analysis]) -> Figure:
-    """One column per run, one row per panel kind that any of the runs holds."""
+    """One column per run, one row per panel kind that any of the runs holds; more than
+    `FULL_COLUMNS` runs: the `summary_figure`."""
+    if len(analyses) > FULL_COLUMNS:
+        return summary_figure(analyses)
     panels = [p for p in PANELS if any(p.has(a.run) for a in analyses)] or [PANELS[0]]
     fig = Figure(figsize=(PANEL_WIDTH * len(analyses), PANEL_HEIGHT * len(panels)), layout="constrained")
     # Step panels of a run share their x axis; a learning-rate panel keeps its own.
@@ -209,6 +219,31 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
             _draw_panel(grid[row][column], panel, analysis)
         if panels[-1].x == "step":
             grid[-1][column].set_xlabel("step")
+    return fig
+
+
+def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Figure:
+    """Many runs as a grid of small multiples of their loss, findings marked: the worst ``most``
+    (default `SMALL_MULTIPLES`) runs first, so that the figure stays readable and its
+    memory bounded however many runs there are."""
+    from diagnose.report.summary import order_runs
+
+    shown = order_runs(analyses)[: most or SMALL_MULTIPLES]
+    columns = min(SUMMARY_COLUMNS, len(shown))
+    rows = -(-len(shown) // columns)
+    fig = Figure(figsize=(SMALL_WIDTH * columns, SMALL_HEIGHT * rows + 0.6), layout="constrained")
+    left_out = f"; the {len(shown)} worst shown, worst first" if len(shown) < len(analyses) else ", worst first"
+    fig.suptitle(f"{len(analyses)} runs{left_out}", fontweight="bold")
+    grid = fig.subplots(rows, columns, squeeze=False)
+    for ax, analysis in zip(grid.flat, shown, strict=False):
+        _draw_panel(ax, PANELS[0], analysis)
+        ax.set_title(analysis.run.name, fontsize="small", loc="left")
+        ax.set_ylabel("")
+        ax.tick_params(labelsize="x-small")
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for ax in grid.flat[len(shown):]:
+        ax.set_axis_off()
     return fig
 
 
