@@ -13,7 +13,7 @@ from tests.real_corpus import CORPUS
 
 pytest.importorskip("pyarrow.json")
 
-SAMPLES = sorted((Path(__file__).resolve().parents[1] / "sample_runs" / "runs").glob("*.jsonl"))
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "sample_runs").rglob("*.jsonl"))
 CORPUS_FILES = sorted(CORPUS.rglob("*.jsonl")) if CORPUS else []
 
 # Lines that stress the tolerances: NaN and Infinity as strings and bare tokens, per-group
@@ -80,7 +80,7 @@ def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
     assert_same_runs(fast, pure)
 
 
-@pytest.mark.parametrize("path", SAMPLES + CORPUS_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SAMPLES + CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_recorded_runs_read_alike(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, pure = both_readers(path, monkeypatch)
     assert_same_runs(fast, pure)
