@@ -72,3 +72,9 @@ def test_a_cause_is_reported_before_what_it_explains():
     run = diagnose.load(SAMPLE_RUNS / "internals-dead-relu.jsonl")
     codes = diagnose.analyze(run).codes
     assert "CH001" in codes and codes.index("ACT001") < codes.index("CH001")
+
+
+def test_superseded_codes_exist_and_no_rule_supersedes_itself():
+    codes = {rule.code for rule in RULES}
+    for rule in RULES:
+        assert set(rule.supersedes) <= codes - {rule.code}, rule.code

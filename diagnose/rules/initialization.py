@@ -155,6 +155,8 @@ class ChancePlateau(Rule):
     severity = Severity.ERROR
     requires = ("loss",)
     priority = 10
+    # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall adds nothing.
+    supersedes = ("PLT001",)
     thresholds = (
         Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
                   "(0.04 = 4%)",

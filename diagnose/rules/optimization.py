@@ -10,7 +10,6 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.initialization import ChancePlateau, find_chance_stall
 from diagnose.run import Run
 
 
@@ -434,9 +433,9 @@ def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
 class TrainingStalled(Rule):
     """
     ## What it detects
-    The loss stops improving early and stays flat for most of the run, at a
-    level that is not chance (CH001 covers that) and with a learning rate
-    that is still alive.
+    The loss stops improving early and stays flat for most of the run, with
+    a learning rate that is still alive. A plateau at chance level is CH001's
+    case: when CH001 fires on the run, this finding is set aside.
 
     ## Why it matters
     A run that has not improved for most of its steps is wasting them: the
@@ -495,8 +494,6 @@ class TrainingStalled(Rule):
             return
         level = curves.end_level(loss, 0.5)
         if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
-            return
-        if find_chance_stall(run, ChancePlateau.threshold_defaults()) is not None:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
