@@ -11,7 +11,8 @@ from diagnose.runfile import schema
 
 
 class GradScalerProbe(Probe):
-    """Wraps ``scaler.step`` on the instance: when it returns without the optimizer having stepped, the step was skipped."""
+    """Wraps ``scaler.step`` on the instance: when it returns without the optimizer having stepped,
+    the step was skipped."""
 
     name = "grad_scaler"
 

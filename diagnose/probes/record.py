@@ -18,7 +18,7 @@ import torch
 class StepRecord:
     """Everything measured during one optimizer step."""
 
-    __slots__ = ("step", "fields", "layers", "events", "private", "losses")
+    __slots__ = ("events", "fields", "layers", "losses", "private", "step")
 
     def __init__(self, step: int) -> None:
         self.step = step

@@ -270,9 +270,9 @@ def _segment_meta(metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataF
     if not records:
         return {}
     owner = frames.segment_ids(_next_positions(np.asarray(positions), parts), boundaries)
-    own = [record for record, run in zip(records, owner) if run == index]
+    own = [record for record, run in zip(records, owner, strict=True) if run == index]
     if not own:
-        earlier = [record for record, run in zip(records, owner) if run < index]
+        earlier = [record for record, run in zip(records, owner, strict=True) if run < index]
         own = earlier[-1:]
     if not own:
         return {}

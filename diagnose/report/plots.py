@@ -55,7 +55,8 @@ def thin(values: pd.Series, max_points: int = MAX_POINTS) -> pd.Series:
     size = len(values) // buckets
     body = values.to_numpy()[: buckets * size].reshape(buckets, size)
     base = np.arange(buckets) * size
-    keep = np.unique(np.concatenate([base + body.argmin(1), base + body.argmax(1), np.arange(buckets * size, len(values))]))
+    rest = np.arange(buckets * size, len(values))
+    keep = np.unique(np.concatenate([base + body.argmin(1), base + body.argmax(1), rest]))
     return values.iloc[keep]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -14,7 +13,6 @@ from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, listing
 from diagnose.run import Run
 from diagnose.runfile import schema
-
 
 
 def _settled(run: Run, column: str, min_samples: float) -> pd.Series:

@@ -12,7 +12,6 @@ from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 
-
 def validation_loss(run: Run) -> tuple[str, pd.Series]:
     """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
     columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))

@@ -125,7 +125,8 @@ class NonFiniteLoss(Rule):
         message = (f"loss became non-finite at step {broken.first_step:g} ({broken.bad_points} non-finite point(s), "
                    f"{after}){where}. Likely cause: {causes[0]}")
         return self.finding(
-            run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
+            run, message=message, onset=broken.first_step, steps=[broken.first_step],
+            module=(origin or {}).get("module"),
             evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
                       "recovered": broken.recovered, "rising_before": rising, **(origin or {})},
             causes=causes, fixes=fixes, severity=Severity.ERROR if not broken.recovered else Severity.WARNING,
@@ -144,7 +145,8 @@ class NonFiniteLoss(Rule):
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or grads.recovered)
         return self.finding(
             run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
-            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points, "recovered": grads.recovered},
+            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points,
+                      "recovered": grads.recovered},
             causes=causes, fixes=fixes,
         )
 

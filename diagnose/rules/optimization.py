@@ -170,7 +170,8 @@ class LossDiverges(Rule):
             what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:g} and never got "
                     f"back below its first value (ends at {shape.end:.4g})")
         elif from_start:
-            what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started ({shape.start:.4g})"
+            what = (f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started "
+                    f"({shape.start:.4g})")
         else:
             what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:g}, then climbed back to {shape.end:.4g} "
                     f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
@@ -399,7 +400,8 @@ class LearningRateDecayedEarly(Rule):
         if dead_from is None or curves.fraction_of_run(loss, dead_from) >= t["max_at"]:
             return
         before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.1 * (loss.index[-1] - loss.index[0]))]
-        gain = curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2)) if len(before) >= 4 else 0
+        gain = (curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2))
+                if len(before) >= 4 else 0)
         if not gain > t["min_gain"]:
             return
         wasted = 1 - curves.fraction_of_run(loss, dead_from)
@@ -588,7 +590,8 @@ class LossSpikes(Rule):
             run,
             message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:g}: {worst.peak:.4g} against a "
                      f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
-                     f"{start:.4g} or never recovered" + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
+                     f"{start:.4g} or never recovered"
+                     + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
             onset=spikes[0].step, steps=[s.step for s in spikes],
             severity=Severity.WARNING if harmful else Severity.INFO,
             evidence={"count": len(spikes), "harmful": len(harmful), "unrecovered": len(unrecovered),
@@ -648,7 +651,8 @@ class NoisyLoss(Rule):
         Threshold("max_of_start", 0.2, "scatter as a fraction of the smoothed loss at the start",
                   source="batch sizes 1-2 in sample_runs/ and held-out runs scatter 23%-35% of their starting "
                          "loss; the healthy runs of the real-log corpus and sample_runs at most 13%"),
-        Threshold("min_points", 50, "fewest finite points judged", source="per-step logs; epoch means average noise away"),
+        Threshold("min_points", 50, "fewest finite points judged",
+                  source="per-step logs; epoch means average noise away"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:

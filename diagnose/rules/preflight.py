@@ -491,9 +491,11 @@ class CannotOverfitOneBatch(PreflightRule):
                      f"(it must fall {t['min_fall']:g}x){blew_up}"),
             evidence=measured(record),
             causes=["layers frozen (requires_grad False) or left out of the optimizer",
-                    "the learning rate is far too low (or so high that the loss blows up)", "the loss compares the wrong output or targets",
+                    "the learning rate is far too low (or so high that the loss blows up)",
+                    "the loss compares the wrong output or targets",
                     "too little capacity (rare for a few examples)"],
-            fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] and unfreeze what should train",
+            fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] "
+                   "and unfreeze what should train",
                    "try a 10x higher learning rate on this batch", "check loss_fn(output, targets) by hand",
                    "make the model larger"],
         )
