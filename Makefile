@@ -9,7 +9,7 @@ LINTED := diagnose tests benchmarks sample_runs
 # also fails on code the formatter would change.
 FORMAT_CHECK ?= 0
 
-.PHONY: setup demo lint test bench corpus-score clean
+.PHONY: setup demo lint test bench corpus-score bug-suite clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ bench: setup
 # Recall, false alarms and read failures on the labelled real-log corpora, calibration and held-out halves.
 corpus-score: setup
 	$(PY) benchmarks/corpus_score.py
+
+# Symptom and root-cause recall, and false alarms on the healthy twins, over the scripts of sample_runs/bugs/.
+bug-suite: setup
+	$(PY) benchmarks/bug_suite.py
 
 clean:
 	rm -rf $(VENV) diagnose-demo
