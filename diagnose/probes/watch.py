@@ -27,7 +27,7 @@ from torch import nn
 
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
-from diagnose.probes.base import Probe
+from diagnose.probes.base import Probe, dependency_order
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
@@ -199,9 +199,8 @@ class Watch:
         if scaler is not None:
             probes.append(GradScalerProbe(scaler, preset.memory))
         probes += self.ranks.probes()
-        # Last: it reads the loss and gradient norm the others have resolved.
         probes.append(NonFiniteProbe(per_module=preset.nonfinite))
-        return probes
+        return dependency_order(probes)
 
     def _attach(self, probe: Probe) -> None:
         try:
