@@ -39,9 +39,15 @@ def rule_renderable(rule: type[Rule]) -> Group:
     doc = rule.doc()
     for section in (*DOC_SECTIONS, *(k for k in doc if k not in DOC_SECTIONS)):
         if section in doc:
-            parts += [Text(""), Text(section, style="bold underline"), Text(doc[section])]
+            parts += [Text(""), Text(section, style="bold underline"), _prose(doc[section])]
     parts += [Text(""), _thresholds(rule)]
     return Group(*parts)
+
+
+def _prose(text: str) -> Text:
+    """Documentation text with `inline code` shown in bold instead of between backticks."""
+    pieces = text.split("`")
+    return Text.assemble(*((piece, "bold") if i % 2 else piece for i, piece in enumerate(pieces)))
 
 
 def _thresholds(rule: type[Rule]) -> RenderableType:
