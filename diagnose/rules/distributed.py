@@ -406,7 +406,8 @@ class ParameterDesync(Rule):
         reference = _reference_rank(sums.loc[step], rank)
         module = _first_module(ranks, run, step, rank, reference, tolerance)
         where = f", first in module {module!r}" if module else ""
-        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s from step {step:.0f}{where} "
+        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s "
+                   f"from step {step:.0f}{where} "
                    f"({len(bad_steps)} of {len(sums)} compared steps differ)")
         finding = self.finding(
             run, message=message, onset=step, steps=bad_steps[:20], module=module,

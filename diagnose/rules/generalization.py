@@ -114,7 +114,8 @@ class Overfitting(Rule):
                       "gap": last - train_end, "evaluations": len(val)},
             causes=["the model memorises the training set: too little data for its capacity",
                     "too many epochs without early stopping", "too little regularisation"],
-            fixes=[f"restore the checkpoint from step {best_step:.0f} and use early stopping (patience 2-5 evaluations)",
+            fixes=[f"restore the checkpoint from step {best_step:.0f} "
+                   "and use early stopping (patience 2-5 evaluations)",
                    "add data or augmentation",
                    "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
                    "use a smaller model or fewer epochs"],

@@ -176,12 +176,14 @@ class LossDiverges(Rule):
             what = (f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started "
                     f"({shape.start:.4g})")
         else:
-            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, then climbed back to {shape.end:.4g} "
+            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, "
+                    f"then climbed back to {shape.end:.4g} "
                     f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
         lr = _lr_note(run)
         yield self.finding(
             run, message=what + lr, onset=loss.index[0] if exploded else shape.best_step,
-            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
+            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best,
+                      "lowest_level_step": shape.best_step,
                       "end_over_start": float(np.exp(shape.rise_from_start)),
                       "end_over_best": float(np.exp(shape.rise_from_best))},
             causes=["learning rate too high: updates overshoot", "no warm-up for an optimizer like Adam",
@@ -263,7 +265,8 @@ class LateLearningRateTooHigh(Rule):
                      f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
                      f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)),
             onset=shape.best_step,
-            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step, "end": shape.end,
+            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
+                      "end": shape.end,
                       "end_over_best": float(np.exp(shape.rise_from_best)), "noise": curves.noise(loss)},
             causes=["the learning rate stays too high once the loss nears a minimum"],
             fixes=["decay the learning rate: cosine or step schedule down to 1-10% of the peak",
@@ -410,7 +413,8 @@ class LearningRateDecayedEarly(Rule):
         wasted = 1 - curves.fraction_of_run(loss, dead_from)
         yield self.finding(
             run,
-            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} at step {dead_from:.0f} "
+            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} "
+                     f"at step {dead_from:.0f} "
                      f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
                      f"loss fell {1 - np.exp(-gain):.0%} just before"),
             onset=dead_from,
