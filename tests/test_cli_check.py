@@ -117,3 +117,9 @@ def test_exit_code_follows_the_real_rules_on_every_sample(sample):
     assert result.exit_code == int(fails), result.output
     for run in load_runs([sample]):
         assert all(code in result.stdout for code in analyze(run).codes)
+
+
+def test_expect_no_takes_prefixes_and_comma_lists(runs, demoted):
+    result = invoke(runs["broken"], *ONLY_TEST_RULE, "--expect-no", "TST,NF001")
+    assert result.exit_code == 1
+    assert "expect no TST001" in result.stdout and "expect no NF001" in result.stdout

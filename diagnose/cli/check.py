@@ -26,7 +26,8 @@ def check(
         "--expect-final-loss-below", help="Fail unless every run's last training loss is below this.",
         metavar="X")] = None,
     expect_no: Annotated[list[str] | None, typer.Option(
-        "--expect-no", help="Fail when this rule fires at all, whatever its severity; repeatable.",
+        "--expect-no", help="Fail when this rule fires at all, whatever its severity (codes, prefixes, names; "
+        "comma lists); repeatable.",
         metavar="CODE")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")] = None,
     select: common.SelectOpt = None,
