@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sample_files import EXAMPLES, recorded_runs
+
 from diagnose.cli.common import load_runs
 from diagnose.rules.base import Category, Rule, Severity, Threshold
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
 # A healthy classifier, and one whose loss turns NaN mid-run.
-CHOSEN = {"healthy": "healthy_mlp.jsonl", "broken": "nan_log.jsonl"}
+CHOSEN = {"healthy": EXAMPLES / "healthy" / "mlp.jsonl", "broken": EXAMPLES / "NF001" / "bad.jsonl"}
+SAMPLES = recorded_runs()
 
 
 def run_name(path: Path) -> str:

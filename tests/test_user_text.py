@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from sample_files import recorded_runs
 from typer.testing import CliRunner
 
 import diagnose
@@ -14,7 +14,7 @@ from diagnose.report import render
 from diagnose.rules import all_rules
 
 runner = CliRunner()
-SAMPLE_RUNS = sorted((Path(__file__).resolve().parents[1] / "sample_runs" / "runs").glob("*.jsonl"))
+SAMPLE_RUNS = recorded_runs()
 
 
 def test_version_prints_the_package_version():
@@ -73,3 +73,10 @@ def test_markdown_shows_the_reading_warnings_as_the_other_formats_do(tmp_path):
     assert analysis.run.warnings
     markdown = render([analysis], "md")
     assert all(f"Reading: {w.split()[0]}" in markdown for w in analysis.run.warnings)
+
+
+def test_explain_shows_what_the_rule_says_on_its_bad_example():
+    result = runner.invoke(app, ["explain", "NF001"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "On the recorded run sample_runs/examples/NF001/bad.jsonl, NF001 says:" in result.stdout
+    assert "non-finite" in result.stdout.split("On the recorded run", 1)[1]
