@@ -6,13 +6,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from sample_files import scenario_file
+
 import diagnose
 from diagnose.checks import evaluate
 from diagnose.checks.junit import render_junit
 from diagnose.rules import RuleConfig, analyze, codes
 
 RULES_DIR = Path(diagnose.__file__).parent / "rules"
-SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
 RULE_MODULES = {f"diagnose.rules.{module}" for _, module in codes.PREFIXES.values()}
 
 
@@ -35,7 +36,7 @@ def test_no_rule_module_imports_another_rule_module():
 
 
 def test_a_plateau_at_chance_is_reported_once_as_chance_level():
-    analysis = analyze(diagnose.load(SAMPLE_RUNS / "chance_binary.jsonl"))
+    analysis = analyze(diagnose.load(scenario_file("chance_binary")))
     assert analysis.codes == ["CH001"]
     assert [(finding.code, by) for finding, by in analysis.superseded] == [("PLT001", "CH001")]
 
@@ -43,12 +44,12 @@ def test_a_plateau_at_chance_is_reported_once_as_chance_level():
 def test_the_stall_is_reported_when_the_users_chance_thresholds_rule_chance_out():
     # With CH001 tightened until it no longer fires, the stall is no longer explained by it.
     config = RuleConfig().merged(settings=["CH001.tolerance=0.001", "CH001.guess_tolerance=0.001"])
-    analysis = analyze(diagnose.load(SAMPLE_RUNS / "chance_binary.jsonl"), config)
+    analysis = analyze(diagnose.load(scenario_file("chance_binary")), config)
     assert analysis.codes == ["PLT001"] and not analysis.superseded
 
 
 def test_cross_rank_rules_are_not_evaluated_on_one_process_and_junit_does_not_pass_them():
-    analysis = analyze(diagnose.load(SAMPLE_RUNS / "healthy_mlp.jsonl"))
+    analysis = analyze(diagnose.load(scenario_file("healthy_mlp")))
     distributed = [rule.code for rule in codes.select_rules("DST")]
     assert {code: reason for code, reason in analysis.not_evaluated if code in distributed} == dict.fromkeys(
         distributed, "needs ranks")
