@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
 
-import _common as suite  # noqa: E402  (the bug scripts' shared module, found through the path above)
+import _common as suite  # noqa: E402 - found through the path set above
 
 import diagnose  # noqa: E402
 
@@ -59,7 +59,7 @@ def record(kind: str, folder: Path, timeout: float) -> tuple[Path, Path, str]:
     bad, good = folder / f"{kind}.jsonl", folder / f"{kind}-fixed.jsonl"
     command = [sys.executable, "-c", RECORD, str(suite.HERE), kind, str(bad), str(good)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return bad, good, f"timed out after {timeout:.0f} s"
@@ -83,7 +83,7 @@ def plain_log(path: Path, dest: Path) -> Path:
 
 def _json_number(value: float) -> float | int | str:
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 

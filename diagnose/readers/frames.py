@@ -366,7 +366,7 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: is a folder, expected a run file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if not raw.strip():
+    if not raw or raw.isspace():  # not strip(): that copies a long file
         raise InputError(f"{path}: file is empty")
     return raw
 

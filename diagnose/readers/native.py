@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose.errors import InputError
-from diagnose.readers import frames
+from diagnose.readers import columnar, frames
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -70,6 +70,23 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
 def _tables(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
     """Records in one frame per kind (None: the minimal form), each row's file position in ``_pos``;
     and the meta records with theirs.
+
+    A long file is parsed in columns by pyarrow when it is installed and the
+    file is one it reads exactly as the line-by-line parse below does.
+    """
+    if len(raw) >= columnar.MIN_BYTES and columnar.available():
+        parsed = columnar.read_tables(raw, _DATA_KINDS)
+        if parsed is not None:
+            tables, metas, cut_line = parsed
+            if cut_line is not None:
+                warnings.add("truncated", f"line {cut_line}: cut off (the writer was probably killed); ignored")
+            return tables, metas
+    return _tables_by_line(raw, warnings)
+
+
+def _tables_by_line(raw: bytes, warnings: frames.WarningLog,
+                    ) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
+    """`_tables` one record at a time (orjson when installed, else the standard library).
 
     Each batch of lines becomes frames before the next is parsed, so that a
     long file never holds all its records as dicts at once.

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from diagnose import curves
 from diagnose.rules.base import Finding, Rule
 from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
@@ -53,9 +54,10 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     """Apply every enabled rule to ``run``; findings come back worst first."""
     config = config or RuleConfig()
     analysis = Analysis(run=run)
-    for rule_class in all_rules():
-        if config.enabled(rule_class):
-            _apply(rule_class(), run, config, analysis)
+    with curves.shared_views():  # the rules read the same curves: each view is computed once
+        for rule_class in all_rules():
+            if config.enabled(rule_class):
+                _apply(rule_class(), run, config, analysis)
     kept, analysis.superseded = set_aside_superseded(analysis.findings)
     analysis.findings = causes_first(sorted(kept, key=Finding.sort_key))
     return analysis

@@ -60,6 +60,7 @@ META_FIELDS = {
     "distributed": "the distributed recording options and backend",
     "preflight": "true for a run file written by diagnose.preflight",
     "batch_size": "size of the batch the preflight checks ran on",
+    "budget_s": "the wall-clock seconds the preflight checks were given, shared between them",
 }
 
 # Canonical step-record fields. Any other numeric key is kept as a user scalar.
@@ -186,7 +187,8 @@ PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
 }
 _PREFLIGHT_COMMON = {
     "check": "which check (a key of PREFLIGHT_CHECKS)",
-    "skipped": "why the check did not run",
+    "skipped": "why the check did not run, or why it stopped before its end (not judged then)",
+    "seconds": "wall-clock seconds the check took",
     "error": "the exception the check raised",
     "where": "file:line in function where it was raised",
 }
