@@ -91,7 +91,7 @@ def main() -> None:
         print(f"run: {args.steps:,} steps, {args.layers} layers every {args.layer_every} steps, "
               f"{path.stat().st_size / 2**20:.0f} MiB; parser: {name}")
         parse_cmd = [sys.executable, "-c", PARSERS[name], str(path)]
-        report_cmd = [sys.executable, "-m", "diagnose.cli.app", "report", "--format", "json",
+        report_cmd = [sys.executable, "-c", "from diagnose.cli.app import main; main()", "report", "--format", "json",
                       "-o", str(Path(folder) / "report.json"), str(path)]
         parses, reports = [], []
         for round_ in range(1, args.rounds + 1):

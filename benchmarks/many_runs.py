@@ -71,7 +71,7 @@ def main() -> None:
         folder = Path(tmp) / "runs"
         folder.mkdir()
         write_runs(folder, args.runs, args.steps)
-        cli = [sys.executable, "-m", "diagnose.cli.app"]
+        cli = [sys.executable, "-c", "from diagnose.cli.app import main; main()"]
         commands = {
             "report": cli + ["report", "--format", "json", "-o", str(Path(tmp) / "report.json"), str(folder)],
             "check": cli + ["check", str(folder), "--fail-on", "error"],

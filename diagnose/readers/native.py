@@ -49,8 +49,14 @@ _loads_fast = _fast_loads()
 def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """Read every run in a JSON Lines file (several when runs were appended)."""
     path = Path(path)
+    return runs_from_bytes(frames.read_bytes(path), path, name=name, mapping=mapping)
+
+
+def runs_from_bytes(raw: bytes, path: Path, *, name: str | None = None,
+                    mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """The runs in run-file content ``raw``; ``path`` names them and their messages (it is not read)."""
     warnings = frames.WarningLog()
-    tables, metas = _tables(frames.read_bytes(path), warnings)
+    tables, metas = _tables(raw, warnings)
     parts = _parts(tables, mapping, path)
     if all(part.empty for part in parts.values()):
         raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "

@@ -153,6 +153,8 @@ EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
+EV_NONFINITE_OP = "nonfinite_op"
+EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
 
 # The ``where`` of a nonfinite event: the pass or value in which NaN/Inf was first seen.
@@ -215,6 +217,19 @@ EVENTS: dict[str, Event] = {event.name: event for event in (
     Event(EV_PREFLIGHT, "one preflight check and its measurements", {
         **_PREFLIGHT_COMMON, **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
     }, values={"check": tuple(PREFLIGHT_CHECKS)}),
+    Event(EV_NONFINITE_OP, "the operation that made the first non-finite training loss, read from its autograd "
+          "graph when backward was called on it", {
+              "node": "the autograd node (LogBackward0, DivBackward0, ...)",
+              "op": "the operation (log, sqrt, exp, div, pow, ...), or null when no operation in the graph made it",
+              "problem": "what went wrong in it",
+              "input_min": "smallest finite value of the offending input",
+              "input_max": "largest finite value of the offending input",
+          }),
+    Event(EV_FINDING, "a finding the live rules made while the run was recorded; step: when first seen", {
+        "code": "the rule code", "severity": "error, warning or info", "title": "the rule's title",
+        "message": "what the rule said then", "module": "the module it names, or null",
+        "onset": "the step the problem began, or null", "fix": "the first fix it suggests",
+    }, values={"severity": ("error", "warning", "info")}),
 )}
 
 _NONFINITE_STRINGS = {
