@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import diagnose  # noqa: E402
 from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
+from real_corpus import corpus_folder  # noqa: E402
+
+import diagnose  # noqa: E402
 from diagnose.errors import InputError  # noqa: E402
 from diagnose.report import summary  # noqa: E402
-from diagnose.rules import Severity  # noqa: E402
-from real_corpus import corpus_folder  # noqa: E402
 
 # The one place that says which rule codes find which labelled problem. A label
 # absent here is descriptive (healthy, short, multi_run, special, ...) and is

@@ -34,6 +34,7 @@ import diagnose
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import internals  # noqa: E402 - the probe-data scenarios, beside this file
+
 EXAMPLES = HERE / "examples"
 STEPS = 300
 BATCH = 32
@@ -253,7 +254,8 @@ def healthy_regression(path: Path) -> None:
     model = mlp(8, 1, 64)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     train, val = smooth_regression(2048, 2)
-    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss, metadata={"task": "regression", "loss_fn": "mse"},
+    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss,
+              metadata={"task": "regression", "loss_fn": "mse"},
               scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS), seed=2), path)
 
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from real_corpus import corpus_folder
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
-from real_corpus import corpus_folder
 
 CORPUS = corpus_folder()
 FOLDERS = sorted(p for p in CORPUS.iterdir() if p.is_dir()) if CORPUS else []

@@ -1,4 +1,5 @@
-"""The code table is the one list of rules: unique, ordered, complete, and its prefixes agree with categories and files."""
+"""The code table is the one list of rules: unique, ordered, complete, and its prefixes agree with
+categories and files."""
 
 from __future__ import annotations
 

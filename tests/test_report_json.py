@@ -6,11 +6,11 @@ import json
 import math
 
 import pytest
+from test_report_render import analysis, finding, make_run
 
 from diagnose.report.json_report import render_json
 from diagnose.report.schema import JSON_SCHEMA, REPORT_SCHEMA
 from diagnose.rules.base import Severity
-from test_report_render import analysis, finding, make_run
 
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 

@@ -20,7 +20,7 @@ from diagnose.errors import ConfigError
 from diagnose.readers import load_all
 from diagnose.report.summary import at_or_above, coverage, describe, number, summarize
 from diagnose.rules.base import Finding, Rule, Severity
-from diagnose.rules.codes import all_rules, get_rule
+from diagnose.rules.codes import all_rules, select_rules, split_patterns
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
@@ -101,7 +101,7 @@ def evaluate(analyses: Sequence[Analysis], *, fail_on: Severity = DEFAULT_FAIL_O
     """Judge analysed runs against a severity threshold, the stated expectations and the requirement."""
     if require not in REQUIREMENTS:
         raise ConfigError(f"unknown requirement {require!r} (expected {' or '.join(REQUIREMENTS)})")
-    codes = [_rule_code(c) for c in forbidden]
+    codes = _rule_codes(forbidden)
     bounds = [parse_final_bound(text) for text in finals]
     expectations = []
     for analysis in analyses:
@@ -112,11 +112,12 @@ def evaluate(analyses: Sequence[Analysis], *, fail_on: Severity = DEFAULT_FAIL_O
     return CheckResult(list(analyses), fail_on, config or RuleConfig(), expectations, require)
 
 
-def _rule_code(code_or_name: str) -> str:
-    try:
-        return get_rule(code_or_name).code
-    except KeyError:
-        raise ConfigError(f"unknown rule {code_or_name!r} in an expectation (`diagnose rules` lists them)") from None
+def _rule_codes(patterns: Sequence[str]) -> list[str]:
+    """The codes that codes, names, prefixes or comma lists pick, each once."""
+    for pattern in split_patterns(patterns):
+        if not select_rules(pattern):
+            raise ConfigError(f"unknown rule {pattern!r} in an expectation (`diagnose rules` lists them)")
+    return [rule.code for rule in select_rules(patterns)]
 
 
 def expect_final_loss_below(run: Run, limit: float) -> Expectation:

@@ -34,7 +34,8 @@ def check(
         "default) a run without a training loss of enough points to judge exits 3.",
         metavar="WHAT")] = DEFAULT_REQUIRE,
     expect_no: Annotated[list[str] | None, typer.Option(
-        "--expect-no", help="Fail when this rule fires at all, whatever its severity; repeatable.",
+        "--expect-no", help="Fail when this rule fires at all, whatever its severity (codes, prefixes, names; "
+        "comma lists); repeatable.",
         metavar="CODE")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")] = None,
     select: common.SelectOpt = None,

@@ -17,8 +17,8 @@ import numpy as np
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.engine import Analysis
-from diagnose.runfile import schema
 from diagnose.run import Run
+from diagnose.runfile import schema
 
 # How many steps of a finding's step list a text report spells out.
 MAX_LISTED_STEPS = 6

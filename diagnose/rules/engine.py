@@ -1,4 +1,10 @@
-"""Run the rules over a `Run` and collect the findings, worst first."""
+"""Run the rules over a `Run` and collect the findings, worst first.
+
+Rules are independent: each reads the run and nothing else. How findings
+relate (one causes another, one makes another redundant) is declared on the
+rules (`Rule.explains`, `Rule.supersedes`) and applied here, to the findings
+actually produced with the user's configuration.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ class Analysis:
     not_evaluated: list[tuple[str, str]] = field(default_factory=list)
     # (rule code, error) for rules that failed; a rule bug never hides the others.
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # (finding, code of the finding that supersedes it): set aside, not reported.
+    superseded: list[tuple[Finding, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Finding]:
         return iter(self.findings)
@@ -51,8 +59,22 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
         for rule_class in all_rules():
             if config.enabled(rule_class):
                 _apply(rule_class(), run, config, analysis)
-    analysis.findings = causes_first(sorted(live_history(run, analysis.findings), key=Finding.sort_key))
+    kept, analysis.superseded = set_aside_superseded(analysis.findings)
+    analysis.findings = causes_first(sorted(live_history(run, kept), key=Finding.sort_key))
     return analysis
+
+
+def _relation(name: str) -> dict[str, set[str]]:
+    """Rule code -> the codes that rule's declared relation ``name`` names."""
+    return {rule.code: set(getattr(rule, name)) for rule in all_rules()}
+
+
+def set_aside_superseded(findings: list[Finding]) -> tuple[list[Finding], list[tuple[Finding, str]]]:
+    """Split off the findings that another finding of the same run supersedes (see `Rule.supersedes`)."""
+    supersedes = _relation("supersedes")
+    by = {(f.run, code): f.code for f in findings for code in supersedes.get(f.code, ())}
+    kept = [f for f in findings if (f.run, f.code) not in by]
+    return kept, [(f, by[(f.run, f.code)]) for f in findings if (f.run, f.code) in by]
 
 
 def live_history(run: Run, findings: list[Finding]) -> list[Finding]:
@@ -97,7 +119,7 @@ def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
 
 def causes_first(findings: list[Finding]) -> list[Finding]:
     """Move each finding ahead of the findings its rule explains (see `Rule.explains`)."""
-    explains = {rule.code: set(rule.explains) for rule in all_rules()}
+    explains = _relation("explains")
     ordered = list(findings)
     for finding in findings:
         explained = [i for i, other in enumerate(ordered)

@@ -12,7 +12,6 @@ from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 
-
 def validation_loss(run: Run) -> tuple[str, pd.Series]:
     """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
     columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
@@ -116,7 +115,8 @@ class Overfitting(Rule):
                       "gap": last - train_end, "evaluations": len(val)},
             causes=["the model memorises the training set: too little data for its capacity",
                     "too many epochs without early stopping", "too little regularisation"],
-            fixes=[f"restore the checkpoint from step {best_step:.0f} and use early stopping (patience 2-5 evaluations)",
+            fixes=[f"restore the checkpoint from step {best_step:.0f} "
+                   "and use early stopping (patience 2-5 evaluations)",
                    "add data or augmentation",
                    "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
                    "use a smaller model or fewer epochs"],

@@ -123,7 +123,9 @@ def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
         return None  # still moving through the level, not sitting at it
     smoothed = curves.smooth(series)
     away = np.abs(np.log(np.maximum(smoothed.to_numpy(), 1e-12) / level)) > tolerance
-    return float(series.index[int(np.flatnonzero(away)[-1]) + 1]) if away.any() and not away[-1] else float(series.index[0])
+    if away.any() and not away[-1]:
+        return float(series.index[int(np.flatnonzero(away)[-1]) + 1])
+    return float(series.index[0])
 
 
 def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
@@ -186,6 +188,8 @@ class ChancePlateau(Rule):
     severity = Severity.ERROR
     requires = ("loss",)
     priority = 10
+    # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall adds nothing.
+    supersedes = ("PLT001",)
     thresholds = (
         Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
                   "(0.04 = 4%)",

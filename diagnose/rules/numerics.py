@@ -150,7 +150,8 @@ class NonFiniteLoss(Rule):
         message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
                    f"{after}){where}{_operation_text(operation)}. Likely cause: {causes[0]}")
         return self.finding(
-            run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
+            run, message=message, onset=broken.first_step, steps=[broken.first_step],
+            module=(origin or {}).get("module"),
             evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
                       "recovered": broken.recovered, "rising_before": rising, **(origin or {}),
                       **{f"operation_{k}" if k != "op" else "operation": v for k, v in operation.items()}},
@@ -173,7 +174,8 @@ class NonFiniteLoss(Rule):
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or severity is Severity.INFO)
         return self.finding(
             run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
-            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points, "recovered": grads.recovered},
+            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points,
+                      "recovered": grads.recovered},
             causes=causes, fixes=fixes,
         )
 
