@@ -44,7 +44,8 @@ _CANNOT_CREATE_NONFINITE = (
 
 
 def _norm(tensor: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(tensor.detach(), dtype=torch.float32)
+    wide = torch.float64 if tensor.dtype == torch.float64 else torch.float32  # never narrows (float64 models)
+    return torch.linalg.vector_norm(tensor.detach(), dtype=wide)
 
 
 class NonFiniteProbe(Probe):

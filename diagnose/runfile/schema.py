@@ -76,6 +76,8 @@ EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
+# Text given to `Watch.log` (``w.log(phase="warmup-done")``): ``key`` and ``text`` of the step it was logged at.
+EV_NOTE = "note"
 
 _NONFINITE_STRINGS = {
     "nan": math.nan,
