@@ -22,6 +22,7 @@ from diagnose.cli.preflight import preflight
 from diagnose.cli.report import report
 from diagnose.cli.rules import rules
 from diagnose.errors import DiagnoseError
+from diagnose.escaping import neutralise_workflow_command, visible
 
 USAGE_ERROR = 2
 # click's UsageError, and the copy of it that typer raises where it vendors click (typer >= 0.25).
@@ -49,7 +50,7 @@ class _Commands(TyperGroup):
 
 
 def _error(message: str) -> None:
-    typer.echo(f"diagnose: error: {' '.join(message.split())}", err=True)
+    typer.echo(neutralise_workflow_command(f"diagnose: error: {visible(' '.join(message.split()))}"), err=True)
     raise typer.Exit(USAGE_ERROR) from None
 
 

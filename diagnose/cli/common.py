@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from diagnose.errors import InputError
+from diagnose.escaping import WorkflowSafeStream, in_github_actions, neutralise_workflow_command, visible
 from diagnose.readers import load_all
 from diagnose.readers.registry import FORMATS
 from diagnose.rules.config import RuleConfig, load_config
@@ -44,9 +46,16 @@ def analyze_paths(paths: Sequence[Path], format_in: str | None, config: RuleConf
     return [analyze(run, config) for run in load_runs(paths, format_in)]
 
 
+def console() -> Console:
+    """The console commands print to; under GitHub Actions no line of it can be a workflow command."""
+    return Console(highlight=False, file=WorkflowSafeStream(sys.stdout) if in_github_actions() else None)
+
+
 def write_output(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
     """Print ``text``, or write it to ``output`` (never over one of the inputs)."""
     if output is None:
+        if in_github_actions():
+            text = "\n".join(neutralise_workflow_command(line) for line in text.split("\n"))
         sys.stdout.write(text)
         return
     write_file(output, text.encode("utf-8"), inputs)
@@ -59,4 +68,4 @@ def write_file(output: Path, data: bytes, inputs: Sequence[Path] = ()) -> None:
         output.write_bytes(data)
     except OSError as exc:
         raise InputError(f"{output}: cannot write ({exc.strerror})") from None
-    typer.echo(f"wrote {output}", err=True)
+    typer.echo(visible(f"wrote {output}"), err=True)

@@ -6,7 +6,6 @@ import enum
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from diagnose.cli import common
 from diagnose.report import render
@@ -33,6 +32,6 @@ def report(
     config = common.rule_config(select, ignore, settings)
     analyses = common.analyze_paths(paths, format_in, config)
     if format is Format.terminal and output is None:
-        print_report(analyses, Console(highlight=False))
+        print_report(analyses, common.console())
         return
     common.write_output(render(analyses, format.value), output, paths)
