@@ -250,3 +250,37 @@ def test_a_manual_sgd_loop_without_an_optimizer_records_the_gradient_norm(tmp_pa
                     param -= 0.05 * param.grad
             w.log(loss=loss)
     assert diagnose.load(path).series("grad_norm").to_numpy() == pytest.approx(reported, rel=1e-5)
+
+
+def _train_steps(path: Path, steps: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(seed=seed)
+    with diagnose.watch(model, optimizer, path) as w:
+        for _ in range(steps):
+            _step(model, optimizer, w, x, y)
+
+
+def test_a_second_process_on_the_same_path_records_its_own_file(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.jsonl"
+    holder = subprocess.Popen(  # another training process that has the path open and is still running
+        [sys.executable, "-c", "import sys, diagnose.runfile as r; w = r.RunWriter(sys.argv[1]); "
+         "w.write({'kind': 'meta', 'name': 'other'}); w.flush(); print('ready', flush=True); sys.stdin.read()",
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.warns(RuntimeWarning, match=r"is being written by another run; this one goes to .*run\.pid\d+\.jsonl"):
+            _train_steps(path, 7, seed=1)
+    finally:
+        holder.communicate("", timeout=60)
+    own = [p for p in tmp_path.iterdir() if p.name.startswith("run.pid")]
+    assert len(own) == 1 and own[0].name == f"run.pid{os.getpid()}.jsonl"
+    assert diagnose.load(own[0]).n_steps == 7
+    assert "step" not in path.read_text()  # nothing of ours in the other process's file
+    _train_steps(path, 3, seed=2)  # once the other process is gone, the path is free again
+    assert diagnose.load(path).n_steps == 3

@@ -92,6 +92,7 @@ class Watch:
         self._writer = self._open(flush_seconds)
         if self._writer is None:
             return
+        self.path = self._writer.path  # another live run may hold the path given
         self._writer.write(describe_run(model, optimizer, name=name or Path(path).stem, metadata=metadata,
                                         preset=self.preset, rank=self.ranks.rank, world_size=self.ranks.world_size)
                            | self.ranks.describe(model))

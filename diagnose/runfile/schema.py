@@ -346,6 +346,12 @@ def rank_file(path: Path, rank: int) -> Path:
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
 
+def process_file(path: Path, pid: int, attempt: int = 0) -> Path:
+    """Where a second live writer of ``path`` records instead: ``run.pid<PID>.jsonl`` (then ``-2``, ``-3``...)."""
+    suffix = f"-{attempt + 1}" if attempt else ""
+    return path.with_name(f"{path.stem}.pid{pid}{suffix}{path.suffix}")
+
+
 def split_rank_name(path: Path) -> tuple[str, int] | None:
     """``run.rank3.jsonl`` -> (``run``, 3); None for a name without a rank."""
     found = _RANK_NAME.match(path.stem)
