@@ -201,6 +201,8 @@ def name_table(raw: pd.DataFrame, path: Path, *, mapping: Mapping[str, str] | No
         raise InputError(f"{path}: the mapping names step column {step_column!r}, which the file does not have")
     rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
     rows = rename_columns(raw.drop(columns=[step_column] if step_column else []), path, rest, namer)
+    # A logged metric whose name reduces to "step" (Lightning's train_step_step) is not the step column.
+    rows = rows.rename(columns={"step": "step_"})
     if step_column is None:
         rows.insert(0, "step", np.nan)
         return rows
