@@ -371,7 +371,7 @@ def read_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     raw = as_utf8(raw)
-    if not raw.strip():
+    if not raw or raw.isspace():  # not strip(): that copies a long file
         raise InputError(f"{path}: file is empty")
     return raw
 

@@ -52,6 +52,7 @@ _FINDING = _object({
     "causes": _STRINGS,
     "fixes": _STRINGS,
     "priority": {"type": "integer"},
+    "seen_live": _STEP,
 })
 
 _SUMMARY = _object({
