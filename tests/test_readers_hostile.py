@@ -145,7 +145,7 @@ def test_a_markdown_document_is_not_read_as_runs(tmp_path: Path) -> None:
 
 
 def test_unreadable_paths_and_usage_errors_are_one_line(tmp_path: Path) -> None:
-    assert one_line_error("report", tmp_path / ("x" * 300)).endswith("cannot read (File name too long)\n")
+    assert "File name too long" in one_line_error("report", tmp_path / ("x" * 300))
     assert one_line_error("report") == "diagnose: error: Missing argument 'paths'. (see 'diagnose report --help')\n"
     assert "Missing option '--output'" in one_line_error("plot", tmp_path / "run.jsonl")
 

@@ -101,7 +101,8 @@ class GradientProbe(Probe):
         self._store(record)
 
     def finish(self, record: StepRecord) -> None:
-        if self._captured is not None:  # no optimizer step took it: a loop that updates the weights itself
+        # A loop that updates the weights itself; with an optimizer, a step it skipped (AMP overflow) has no norm.
+        if self._captured is not None and self.host.optimizer is None:
             self._store(record)
 
     def _store(self, record: StepRecord) -> None:
