@@ -197,7 +197,8 @@ def _comparable(series: pd.Series) -> pd.Series:
     logged = to_log(series)
     if logged is not None:
         return logged
-    spread = float(series.max() - series.min()) if len(series) else 0.0
+    with np.errstate(over="ignore"):  # values near the float limit: an infinite spread flattens the curve
+        spread = float(series.max() - series.min()) if len(series) else 0.0
     return series / spread if spread > 0 else series - series
 
 

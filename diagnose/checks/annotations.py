@@ -8,6 +8,7 @@ also become ``%3A`` and ``%2C``.
 from __future__ import annotations
 
 from diagnose.checks import CheckResult
+from diagnose.escaping import visible
 from diagnose.report.summary import where
 from diagnose.rules.base import Finding, Severity
 
@@ -15,7 +16,8 @@ LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "
 
 
 def escape_data(text: str) -> str:
-    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Also every other control character shown as an escape: the runner prints the message."""
+    return visible(str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(text: str) -> str:

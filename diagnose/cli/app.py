@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import click
+import numpy as np
 import typer
 from typer.core import TyperGroup
 
@@ -24,19 +26,36 @@ from diagnose.cli.report import report
 from diagnose.cli.rules import rules
 from diagnose.cli.run import run
 from diagnose.errors import DiagnoseError
+from diagnose.escaping import neutralise_workflow_command, visible
 
 USAGE_ERROR = 2
+# click's UsageError, and the copy of it that typer raises where it vendors click (typer >= 0.25).
+_USAGE_ERRORS = tuple({click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")})
 
 
 class _Commands(TyperGroup):
-    """Turns a `DiagnoseError` from any command into one line on stderr and exit 2."""
+    """Turns a `DiagnoseError`, a usage error or an unreadable path into one line on stderr and exit 2.
+
+    Floating-point warnings are off: runs hold values near the float limit, and numpy's overflow
+    warnings would print source lines that say nothing to the user.
+    """
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with np.errstate(all="ignore"):
+                return super().invoke(ctx)
         except DiagnoseError as exc:
-            typer.echo(f"diagnose: error: {exc}", err=True)
-            raise typer.Exit(USAGE_ERROR) from None
+            _error(str(exc))
+        except _USAGE_ERRORS as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "diagnose"
+            _error(f"{exc.format_message()} (see '{command} --help')")
+        except OSError as exc:
+            _error(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+
+
+def _error(message: str) -> None:
+    typer.echo(neutralise_workflow_command(f"diagnose: error: {visible(' '.join(message.split()))}"), err=True)
+    raise typer.Exit(USAGE_ERROR) from None
 
 
 app = typer.Typer(

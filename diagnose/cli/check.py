@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from diagnose.checks import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, CheckResult, evaluate
 from diagnose.cli import common
+from diagnose.escaping import visible
 from diagnose.report.terminal import print_report
 from diagnose.rules.base import Severity
 
@@ -62,12 +62,12 @@ def check(
 
 
 def _print(result: CheckResult) -> None:
-    console = Console(highlight=False)
+    console = common.console()
     print_report(result.analyses, console)
     for expectation in result.expectations:
         mark = f"not met: {expectation.failure}" if expectation.failure else "met"
-        console.print(f"expect {expectation.label} (run '{expectation.run}'): {mark}", markup=False)
-    console.print(result.summary(), style="bold green" if result.passed else "bold red", markup=False)
+        console.print(visible(f"expect {expectation.label} (run '{expectation.run}'): {mark}"), markup=False)
+    console.print(visible(result.summary()), style="bold green" if result.passed else "bold red", markup=False)
     if os.environ.get("GITHUB_ACTIONS"):
         from diagnose.checks.annotations import annotations
 

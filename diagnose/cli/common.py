@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from diagnose.errors import InputError
+from diagnose.escaping import WorkflowSafeStream, in_github_actions, neutralise_workflow_command, visible
 from diagnose.readers import load_all, registry
 from diagnose.readers.registry import FORMATS
 from diagnose.rules.config import RuleConfig, load_config
@@ -84,9 +86,16 @@ def _analyse_source(task: tuple[Path, Path, str, str | None, RuleConfig]) -> tup
     return [analyze(run, config) for run in runs], failure
 
 
+def console() -> Console:
+    """The console commands print to; under GitHub Actions no line of it can be a workflow command."""
+    return Console(highlight=False, file=WorkflowSafeStream(sys.stdout) if in_github_actions() else None)
+
+
 def write_output(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
     """Print ``text``, or write it to ``output`` (never over one of the inputs)."""
     if output is None:
+        if in_github_actions():
+            text = "\n".join(neutralise_workflow_command(line) for line in text.split("\n"))
         sys.stdout.write(text)
         return
     write_file(output, text.encode("utf-8"), inputs)
@@ -99,4 +108,4 @@ def write_file(output: Path, data: bytes, inputs: Sequence[Path] = ()) -> None:
         output.write_bytes(data)
     except OSError as exc:
         raise InputError(f"{output}: cannot write ({exc.strerror})") from None
-    typer.echo(f"wrote {output}", err=True)
+    typer.echo(visible(f"wrote {output}"), err=True)

@@ -6,7 +6,6 @@ import enum
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from diagnose.cli import common
 from diagnose.report import render
@@ -35,7 +34,7 @@ def report(
     config = common.rule_config(select, ignore, settings)
     analyses = common.analyze_paths(paths, format_in, config)
     if format is Format.terminal and output is None:
-        print_report(analyses, Console(highlight=False), show_skipped=show_skipped)
+        print_report(analyses, common.console(), show_skipped=show_skipped)
         return
     if format is Format.terminal:
         common.write_output(render_terminal(analyses, show_skipped=show_skipped), output, paths)

@@ -10,6 +10,8 @@ probe off instead of reaching the user's loop.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -34,6 +36,29 @@ class ProbeHost(Protocol):
     def record(self) -> StepRecord: ...
 
     def guard(self, probe: Probe, fn: Callable[..., Any]) -> Callable[..., Any]: ...
+
+
+class Hook:
+    """A callable the watch registers on the user's model, optimizer or tensors.
+
+    Hook dicts travel with the model when it is pickled (``torch.save(model)``)
+    or deep-copied, and a closure over the watch cannot be pickled. A `Hook`
+    pickles as a do-nothing hook made of the standard library alone
+    (``object.__init__`` bound to None takes any arguments and returns None),
+    so the copy is not watched and a saved model loads where diagnose is not
+    installed.
+    """
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self.call = call
+
+    def __call__(self, *args: Any) -> Any:
+        return self.call(*args)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return functools.partial, (object.__init__, None)
 
 
 class Probe:
@@ -106,7 +131,7 @@ def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
 
 
 def first_float_tensor(output: Any) -> Any:
-    """The first floating-point tensor in a module output (tensor, tuple, list or dict)."""
+    """The first floating-point tensor in a module output (tensor, tuple, list, dict or dataclass)."""
     import torch
 
     if isinstance(output, torch.Tensor):
@@ -121,4 +146,6 @@ def first_float_tensor(output: Any) -> Any:
             found = first_float_tensor(item)
             if found is not None:
                 return found
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return first_float_tensor([getattr(output, field.name) for field in dataclasses.fields(output)])
     return None

@@ -22,19 +22,22 @@ from diagnose.probes.record import PARAM_GRAD_NORMS, StepRecord
 
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Per-tensor L2 norms as one float32 tensor (one multi-tensor kernel per device)."""
+    """Per-tensor L2 norms as one float32 tensor (float64 when any input is), one multi-tensor kernel per
+    device. A sparse gradient (``nn.Embedding(sparse=True)``) counts by its stored values."""
     if not tensors:
         return torch.zeros(0)
+    tensors = [t.coalesce().values() if t.is_sparse else t for t in tensors]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     by_device: dict[torch.device, list[int]] = defaultdict(list)
     for index, tensor in enumerate(tensors):
         by_device[tensor.device].append(index)
     if len(by_device) == 1:
-        return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
     # Model spread over devices: gather the (tiny) norm vectors on the first device.
     target = tensors[0].device
-    result = torch.empty(len(tensors), dtype=torch.float32, device=target)
+    result = torch.empty(len(tensors), dtype=dtype, device=target)
     for indices in by_device.values():
-        part = torch.stack(torch._foreach_norm([tensors[i] for i in indices], 2, dtype=torch.float32))
+        part = torch.stack(torch._foreach_norm([tensors[i] for i in indices], 2, dtype=dtype))
         result[torch.tensor(indices, device=target)] = part.to(target)
     return result
 
@@ -63,6 +66,15 @@ class GradientProbe(Probe):
         if tensor is not None and tensor.requires_grad:
             # A hook on a tensor dies with the tensor; no handle to keep.
             tensor.register_hook(self.host.guard(self, self._on_backward_start))
+        elif not self._handles:
+            self._hook_parameters()
+
+    def _hook_parameters(self) -> None:
+        """For outputs the tensor hook cannot reach (None, an object holding the loss): notice the
+        backward pass by its first accumulated parameter gradient instead, still before any clipping."""
+        for _, param in self.host.params:
+            if param.requires_grad:
+                self.keep(param.register_post_accumulate_grad_hook(self.host.guard(self, self._on_backward_start)))
 
     def _on_backward_start(self, grad: torch.Tensor) -> None:
         if not self._callback_queued:
@@ -87,10 +99,19 @@ class GradientProbe(Probe):
         # forward and backward run inside the step, after its pre-hooks.
         if self._captured is None:  # backward did not pass through the model output
             self._capture()
+        self._store(record)
+
+    def finish(self, record: StepRecord) -> None:
+        # A loop that updates the weights itself; with an optimizer, a step it skipped (AMP overflow) has no norm.
+        if self._captured is not None and self.host.optimizer is None:
+            self._store(record)
+
+    def _store(self, record: StepRecord) -> None:
         present, norms = self._captured
         self._captured = None
-        record.grad_index = present
-        record.grad_norms = norms
+        if present:  # no gradient at all (a module without parameters) is no measurement, not a zero norm
+            record.grad_index = present
+            record.grad_norms = norms
 
     def resolve(self, record: StepRecord) -> None:
         norms = record.grad_norms
@@ -114,24 +135,28 @@ class UpdateRatioProbe(Probe):
         super().__init__()
         self.schedule = schedule
         self._before: list[torch.Tensor] | None = None
+        self._trained: list[int] = []
 
     def before_step(self, record: StepRecord) -> None:
         if self.schedule.due(record.step, self.host.first_step):
-            self._before = [p.detach().clone() for _, p in self.host.params]
+            # Trainable now: a frozen layer is not a layer that learns slowly.
+            self._trained = [i for i, (_, p) in enumerate(self.host.params) if p.requires_grad]
+            self._before = [self.host.params[i][1].detach().clone() for i in self._trained]
 
     def after_step(self, record: StepRecord) -> None:
-        if self._before is None:
+        if not self._before:  # not sampled, or nothing trainable
             return
-        after = [p.detach() for _, p in self.host.params]
+        after = [self.host.params[i][1].detach() for i in self._trained]
         record.private["update_norms"] = _norms(torch._foreach_sub(after, self._before))
         record.private["param_norms"] = _norms(self._before)
+        record.private["update_index"] = self._trained
         self._before = None
 
     def resolve(self, record: StepRecord) -> None:
         updates = record.private.get("update_norms")
         if updates is None:
             return
-        owners = [owner for owner, _ in self.host.params]
+        owners = [self.host.params[i][0] for i in record.private["update_index"]]
         update_norms = _layer_norms(_as_list(updates), owners)
         for module, param_norm in _layer_norms(_as_list(record.private["param_norms"]), owners).items():
             ratio = update_norms[module] / param_norm if param_norm > 0 else math.nan

@@ -49,11 +49,13 @@ _CANNOT_CREATE_NONFINITE = (
 
 
 def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The float32 L2 norm of each tensor, batched into few kernels where torch can."""
+    """The L2 norm of each tensor (float32; float64 when any input is, never narrowing), batched into
+    few kernels where torch can."""
+    wide = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     plain = all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
     if plain and hasattr(torch, "_foreach_norm"):
-        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
-    return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
+        return list(torch._foreach_norm(tensors, 2, dtype=wide))
+    return [torch.linalg.vector_norm(t, dtype=wide) for t in tensors]
 
 
 class NonFiniteProbe(Probe):

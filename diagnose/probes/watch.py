@@ -30,7 +30,7 @@ from diagnose.live.policy import TrainingStopped
 from diagnose.live.status import status_board
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
-from diagnose.probes.base import Probe, dependency_order
+from diagnose.probes.base import Hook, Probe, dependency_order
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
@@ -49,6 +49,8 @@ _CALLBACKS = ("on_forward_start", "on_forward_end", "on_gradients_ready", "befor
 # Records waiting for the host: bounded so that a run that never flushes by
 # time (very fast steps) still writes regularly and holds little memory.
 _MAX_PENDING = 500
+# Longest text kept from a non-numeric value given to `Watch.log`.
+_MAX_NOTE = 500
 
 
 class Watch:
@@ -91,15 +93,21 @@ class Watch:
         self._step_done = False
         self._closed = False
         self._handles: list[Any] = []
-        self._writer = RunWriter(self.path, flush_seconds=flush_seconds)
+        self._gather = None
+        self._live = None
+        self._probes: list[Probe] = []
+        self._implementers: dict[str, tuple[Probe, ...]] = {}
+        self._warned_keys: set[str] = set()
+        self._writer = self._open(flush_seconds)
+        if self._writer is None:
+            return
+        self.path = self._writer.path  # another live run may hold the path given
         run_name = name or Path(path).stem
         self._live = (LiveMonitor(run_name, self._writer.write, stop_on=stop_on, on_finding=on_finding,
                                   status=status_board() if status else None)
                       if live or stop_on or on_finding or status else None)
         self._emit(describe_run(model, optimizer, name=run_name, metadata=metadata, preset=self.preset,
                                 rank=self.ranks.rank, world_size=self.ranks.world_size) | self.ranks.describe(model))
-        self._probes: list[Probe] = []
-        self._implementers: dict[str, tuple[Probe, ...]] = {}
         for probe in self._choose_probes(scaler):
             self._attach(probe)
         self._install_hooks()
@@ -137,6 +145,8 @@ class Watch:
 
     def flush(self) -> None:
         """Write everything measured so far (one host-device synchronisation)."""
+        if self._closed:
+            return
         try:
             self._flush()
         except Exception as exc:  # noqa: BLE001
@@ -172,16 +182,16 @@ class Watch:
     def guard(self, probe: Probe, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a probe callback so that its failure switches the probe off instead of raising."""
 
-        def guarded(*args: Any, **kwargs: Any) -> Any:
+        def guarded(*args: Any) -> Any:
             if not probe.active:
                 return None
             try:
-                return fn(*args, **kwargs)
+                return fn(*args)
             except Exception as exc:  # noqa: BLE001
                 self._probe_failed(probe, exc)
                 return None
 
-        return guarded
+        return Hook(guarded)
 
     def add_record(self, record: StepRecord) -> None:
         """Queue a record measured outside the step lifecycle; it is written with the next batch."""
@@ -200,11 +210,22 @@ class Watch:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _open(self, flush_seconds: float) -> RunWriter | None:
+        """The run file's writer; None (recording off, one warning) when the path cannot be written."""
+        try:
+            return RunWriter(self.path, flush_seconds=flush_seconds)
+        except OSError as exc:
+            warnings.warn(f"diagnose: cannot write the run file {self.path} ({exc.strerror or exc}); "
+                          "training goes on without recording", RuntimeWarning, stacklevel=4)
+            self._closed = True
+            return None
+
     def _choose_probes(self, scaler: Any) -> list[Probe]:
         preset = self.preset
         probes: list[Probe] = [StepTimeProbe(), MemoryProbe(preset.memory)]
+        probes.append(GradientProbe(preset.layer_grads, scaler))
         if self.optimizer is not None:
-            probes += [LearningRateProbe(), GradientProbe(preset.layer_grads, scaler)]
+            probes.append(LearningRateProbe())
             if preset.updates.every:
                 probes.append(UpdateRatioProbe(preset.updates))
         if preset.activations.every:
@@ -237,7 +258,7 @@ class Watch:
             self._handles.append(self.optimizer.register_step_pre_hook(self._safe(self._before_step)))
             self._handles.append(self.optimizer.register_step_post_hook(self._safe(self._after_step)))
 
-    def _safe(self, fn: Callable[..., Any]) -> Callable[..., None]:
+    def _safe(self, fn: Callable[..., Any]) -> Hook:
         def safe(*args: Any) -> None:
             if self._closed:
                 return
@@ -248,7 +269,7 @@ class Watch:
             except Exception as exc:  # noqa: BLE001
                 self._fail(exc)
 
-        return safe
+        return Hook(safe)
 
     def _on_forward_start(self, module: nn.Module, args: Any) -> None:
         self.training_pass = torch.is_grad_enabled() and self.model.training
@@ -303,6 +324,7 @@ class Watch:
     # -- logging ---------------------------------------------------------------
 
     def _log(self, step: int | None, scalars: dict[str, Any]) -> None:
+        scalars = self._numbers(scalars)
         train = {k: v for k, v in scalars.items() if not schema.is_eval_key(k)}
         evals = {schema.canonical_eval_key(k): v for k, v in scalars.items() if schema.is_eval_key(k)}
         if train:
@@ -322,6 +344,22 @@ class Watch:
             target.private.setdefault("evals", {}).update({k: _scalar(v) for k, v in evals.items()})
             if target is not self._record:
                 self._pending.append(target)
+
+    def _numbers(self, scalars: dict[str, Any]) -> dict[str, Any]:
+        """The logged values that are numbers. Text (``phase="warmup-done"``) becomes a ``note`` event of
+        the step in progress; anything else (None, a list, an object) is left out with one warning per key."""
+        numbers = {}
+        for key, value in scalars.items():
+            try:
+                numbers[key] = _scalar(value)
+            except (TypeError, ValueError, RuntimeError):
+                if isinstance(value, str):
+                    self._record.event(schema.EV_NOTE, key=key, text=value[:_MAX_NOTE])
+                elif key not in self._warned_keys:
+                    self._warned_keys.add(key)
+                    warnings.warn(f"diagnose: log({key}=...) got a {type(value).__name__}, not a number or text; "
+                                  "not recorded", RuntimeWarning, stacklevel=4)
+        return numbers
 
     def _record_for_train(self, step: int | None) -> StepRecord:
         """The record train scalars belong to; an explicit step renumbers the step in progress."""
@@ -371,15 +409,20 @@ class Watch:
         if probe in self._probes:
             self._probes.remove(probe)
             self._index_callbacks()
-        self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, error=f"{type(exc).__name__}: {exc}")
-        warnings.warn(f"diagnose: probe {probe.name!r} failed and was switched off ({type(exc).__name__}: {exc})",
+        error = _describe_error(exc)
+        self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, error=error)
+        warnings.warn(f"diagnose: probe {probe.name!r} failed and was switched off ({error})",
                       RuntimeWarning, stacklevel=3)
 
     def _fail(self, exc: Exception) -> None:
-        """The watch itself broke: say so once, record it if possible, and get out of the way."""
+        """The watch itself broke: say so once, keep what was measured if possible, and get out of the way."""
         warnings.warn(f"diagnose: recording stopped after an internal error ({type(exc).__name__}: {exc})",
                       RuntimeWarning, stacklevel=3)
         with contextlib.suppress(Exception):  # the file itself may be the problem
+            if not self._record.empty:
+                self._finish_step()
+            self._flush()
+        with contextlib.suppress(Exception):
             self._writer.write({"kind": schema.EVENT, "step": self._record.step, "event": schema.EV_PROBE_ERROR,
                                 "probe": "watch", "error": f"{type(exc).__name__}: {exc}"})
         self._shutdown()
@@ -412,15 +455,22 @@ class Watch:
 
 
 def _owned_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(owning module name, parameter) for every trainable parameter, each once."""
+    """(owning module name, parameter) for every parameter, each once; frozen ones too, since a layer
+    unfrozen later (``add_param_group``) must count in the gradient norm from then on."""
     seen: set[int] = set()
     owned = []
     for name, module in model.named_modules():
         for param in module.parameters(recurse=False):
-            if param.requires_grad and id(param) not in seen:
+            if id(param) not in seen:
                 seen.add(id(param))
                 owned.append((name or schema.MODEL_MODULE, param))
     return owned
+
+
+def _describe_error(exc: Exception) -> str:
+    """One short line: torch's dispatcher errors run to pages (a list of every backend)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:300]}"
 
 
 def _scalar(value: Any) -> Any:

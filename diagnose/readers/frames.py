@@ -10,6 +10,7 @@ same way for every format.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -370,8 +371,11 @@ def name_runs(runs: list[Run], path: Path, name: str | None = None) -> list[Run]
 
 
 def read_bytes(path: Path) -> bytes:
-    """A file's bytes, or one clear line when it is missing, a folder, unreadable or empty."""
+    """A file's bytes as UTF-8 (see `as_utf8`), or one clear line when it is missing, a folder, not a
+    regular file, unreadable or empty."""
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise InputError(f"{path}: {NOT_REGULAR}")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
@@ -379,8 +383,24 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: is a folder, expected a run file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    raw = as_utf8(raw)
     if not raw or raw.isspace():  # not strip(): that copies a long file
         raise InputError(f"{path}: file is empty")
+    return raw
+
+
+# A pipe would block the read forever, a device may never end: only regular files are opened.
+NOT_REGULAR = "not a regular file (a pipe, socket or device); not read"
+# Byte-order marks of the encodings Windows tools write (PowerShell 5's `>` writes UTF-16 LE).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+def as_utf8(raw: bytes) -> bytes:
+    """Text that starts with a UTF-16 or UTF-32 byte-order mark, re-encoded as UTF-8; other bytes as they are."""
+    for bom, encoding in _BOMS:  # UTF-32 LE first: its mark begins with UTF-16 LE's
+        if raw.startswith(bom):
+            return raw[len(bom):].decode(encoding, errors="replace").encode("utf-8")
     return raw
 
 
@@ -393,5 +413,5 @@ def read_json_document(path: Path, expected: str) -> Any:
     """A whole-file JSON document; NaN/Infinity tokens are kept as strings (see `to_numbers`)."""
     try:
         return json.loads(read_text(path), parse_constant=str)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InputError(f"{path}: not valid JSON (cut off or damaged?); expected {expected}") from None

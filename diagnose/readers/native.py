@@ -129,7 +129,7 @@ def _try_loads(loads: Callable[[bytes], Any] | None, data: bytes) -> list[Any] |
         return None
     try:
         return loads(data)
-    except (ValueError, UnicodeDecodeError):  # orjson's error derives from ValueError
+    except (ValueError, UnicodeDecodeError, RecursionError):  # orjson's error derives from ValueError
         return None
 
 
@@ -145,6 +145,8 @@ def _parse_each(lines: list[bytes], start: int, last_index: int, warnings: frame
             continue
         try:
             parsed.append(_loads_std(line))
+        except RecursionError:
+            warnings.add("too-deep", f"line {index + 1}: JSON nested too deeply to read; ignored")
         except (ValueError, UnicodeDecodeError):
             if index == last_index:
                 warnings.add("truncated", f"line {index + 1}: cut off (the writer was probably killed); ignored")
@@ -157,7 +159,8 @@ def _by_kind(records: list[Any], offset: int, warnings: frames.WarningLog) -> di
     """Records of each kind (None: the minimal form) with their positions in the file."""
     kinds: dict[Any, tuple[list[dict], list[int]]] = {kind: ([], []) for kind in (None, *schema.KINDS)}
     for position, record in enumerate(records, start=offset):
-        bucket = kinds.get(record.get("kind")) if isinstance(record, dict) else None
+        kind = record.get("kind") if isinstance(record, dict) else ()
+        bucket = kinds.get(kind) if kind is None or isinstance(kind, str) else None
         if bucket is None:
             _reject(record, position, warnings)
             continue
@@ -168,7 +171,7 @@ def _by_kind(records: list[Any], offset: int, warnings: frames.WarningLog) -> di
 
 def _reject(record: Any, position: int, warnings: frames.WarningLog) -> None:
     if isinstance(record, dict):
-        warnings.add("unknown-kind", f"record kind {record.get('kind')!r} is not known; ignored")
+        warnings.add("unknown-kind", f"record kind {str(record.get('kind'))[:40]!r} is not known; ignored")
     else:
         warnings.add("not-object", f"record {position + 1}: not a JSON object; ignored")
 
@@ -183,9 +186,14 @@ def _parts(tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, p
     if "lrs" in steps.columns:
         first_lr = steps["lrs"].map(lambda v: v[0] if isinstance(v, list) and v else None)
         steps["lr"] = steps["lr"].where(steps["lr"].notna(), first_lr) if "lr" in steps.columns else first_lr
-    evals = evals.rename(columns={c: schema.canonical_eval_key(c) for c in evals.columns if c not in ("step", "_pos")})
+    # Two keys with one canonical name (Lightning's val_loss and val_loss_epoch) stay one column each.
+    evals = frames.rename_columns(evals, path, namer=_eval_name)
     return {"steps": _stack(steps, minimal_train), "evals": _stack(evals, minimal_eval), "layers": layers,
             "events": events}
+
+
+def _eval_name(key: str) -> str:
+    return key if key in ("step", "_pos") else schema.canonical_eval_key(key)
 
 
 def _with_step(frame: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 
+from diagnose.errors import InputError
 from diagnose.readers import native
 from diagnose.run import Run
 from diagnose.runfile.schema import split_rank_name
@@ -46,14 +47,22 @@ def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None
     """Read the files of one rank set into one `Run` with every rank in ``ranks``."""
     ranks: dict[int, Run] = {}
     notes: list[str] = []
+    unread: list[InputError] = []
     for file in files:
-        runs = native.read_jsonl(file, mapping=mapping)
+        try:
+            runs = native.read_jsonl(file, mapping=mapping)
+        except InputError as exc:  # a rank that crashed before writing anything: the others still count
+            unread.append(exc)
+            notes.append(f"skipped {exc}")
+            continue
         if len(runs) > 1:
             notes.append(f"{file.name} holds {len(runs)} runs; the last one is used")
         run = runs[-1]
         rank = split_rank_name(file)[1]
         run.rank = rank if run.rank is None else int(run.rank)
         ranks[run.rank] = run
+    if not ranks:
+        raise unread[0]
     return _combine(ranks, files, notes)
 
 

@@ -75,6 +75,13 @@ def load_all(path: str | Path, *, format: str | None = None, mapping: Mapping[st
     column is which (``{"loss": "train/loss", "step": "iteration"}``).
     """
     path = Path(path)
+    try:
+        return _load_path(path, format, mapping)
+    except OSError as exc:  # the path itself cannot be looked at (permissions, a name too long, ...)
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _load_path(path: Path, format: str | None, mapping: Mapping[str, str] | None) -> list[Run]:
     rank_sets = ranks.rank_sets(path) if format is None else []
     if rank_sets:  # the per-rank files of a torch.distributed run: one run with a rank dimension
         return [ranks.read_rank_set(files, mapping=mapping) for files in rank_sets]
@@ -82,11 +89,15 @@ def load_all(path: str | Path, *, format: str | None = None, mapping: Mapping[st
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir() and not _has_tfevents(path) and _canonical(format) != "tensorboard":
         return _load_folder(path, format, mapping)
+    if not path.is_dir() and not path.is_file():
+        raise InputError(f"{path}: {frames.NOT_REGULAR}")
     if format is not None:
         return _reader(format, path)(path, mapping=mapping)
     found = detect(path) or _BY_SUFFIX.get(path.suffix.lower())
     if found is None:
-        frames.read_bytes(path)  # an empty or unreadable file says so first
+        raw = frames.read_bytes(path)  # an empty or unreadable file says so first
+        if path.suffix.lower() in text.DOCUMENT_SUFFIXES:
+            raise InputError(f"{path}: {text.NOT_A_LOG}")
         raise InputError(f"{path}: {_NOT_RECOGNISED}")
     return READERS[found](path, mapping=mapping)
 
@@ -125,8 +136,11 @@ def _load_folder(folder: Path, format: str | None, mapping: Mapping[str, str] | 
 
 
 def folder_sources(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
-    """The run files of a folder that `load_all` reads one by one (with their readers), and notes."""
-    return _latest_checkpoints(_folder_sources(folder))
+    """The run files of a folder that `load_all` reads one by one (with their readers), and notes
+    (among them what could not be read: a sub-folder without permission, a pipe, a device)."""
+    skipped: list[str] = []
+    sources, notes = _latest_checkpoints(_folder_sources(folder, skipped))
+    return sources, notes + skipped
 
 
 def is_plain_folder(path: Path, format: str | None = None) -> bool:
@@ -158,10 +172,17 @@ def gather_folder(folder: Path, read: list[tuple[list[Any], str | None]], notes:
     return found
 
 
-def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
-    """Recognised run files under ``folder`` in name order; a folder of event files counts once."""
+def _folder_sources(folder: Path, skipped: list[str]) -> list[tuple[Path, str]]:
+    """Recognised run files under ``folder`` in name order; a folder of event files counts once.
+
+    What cannot be read (a sub-folder without permission, a pipe, a device) is named in ``skipped``."""
     sources = []
-    for root, dirs, files in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename).relative_to(folder) if exc.filename else folder
+        skipped.append(f"skipped {where}: cannot read ({exc.strerror})")
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(root)
         if any(f.startswith(_TFEVENTS) for f in files):
@@ -169,6 +190,9 @@ def _folder_sources(folder: Path) -> list[tuple[Path, str]]:
         for name in sorted(files):
             path = here / name
             if name.startswith((".", _TFEVENTS)):
+                continue
+            if not path.is_file():
+                skipped.append(f"skipped {path.relative_to(folder)}: {frames.NOT_REGULAR}")
                 continue
             found = detect(path, strict=True)
             if found is not None:
@@ -215,9 +239,11 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
         return "tensorboard" if _has_tfevents(path) else None
     if path.name.startswith(_TFEVENTS):
         return "tensorboard"
+    if not path.is_file():  # never open a pipe or a device: the read could block forever
+        return None
     try:
         with open(path, "rb") as fh:
-            head = fh.read(_SNIFF_BYTES)
+            head = frames.as_utf8(fh.read(_SNIFF_BYTES))
     except OSError:
         return None
     if b"\x00" in head or not head.strip():
@@ -231,6 +257,8 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
         return found
     if strict and path.suffix.lower() not in _LOG_SUFFIXES:
         return None
+    if path.suffix.lower() in text.DOCUMENT_SUFFIXES:
+        lines = text.plain_lines(lines)
     if text.looks_like_nanogpt(lines):
         return "nanogpt"
     if text.looks_like_llmc(lines):
@@ -246,7 +274,7 @@ def _detect_json(sample: str, lines: list[str]) -> str | None:
     first = next((line for line in lines if line.strip()), "")
     try:
         record = json.loads(first, parse_constant=str)
-    except ValueError:
+    except (ValueError, RecursionError):
         record = None
     if isinstance(record, list) or (record is None and _JSON_RECORDS.match(sample)):
         return "json" if _METRIC_KEY.search(sample) else None

@@ -47,6 +47,18 @@ UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 1
                 "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')")
 
 
+# A document (README, notes, a list of sources) mentions steps and losses in its tables and lists; only
+# its plain lines (a pasted log) can make it a training log.
+DOCUMENT_SUFFIXES = {".md", ".markdown", ".rst", ".adoc"}
+NOT_A_LOG = "a document, not a training log: no run read from it (pass --format-in text to read it anyway)"
+_DOCUMENT_STRUCTURE = re.compile(r"^\s*(?:[|#>]|[-*+]\s|\d+[.)]\s)")
+
+
+def plain_lines(lines: list[str]) -> list[str]:
+    """The lines of a document that are not headings, table rows, list items or quotes."""
+    return [line for line in lines if not _DOCUMENT_STRUCTURE.match(line)]
+
+
 def looks_like_nanogpt(lines: list[str]) -> bool:
     """Most lines are ``<step> <name> <value>``."""
     lines = [line for line in lines if line.strip()]

@@ -8,10 +8,11 @@ Content-Security-Policy forbids scripts and any network access, so a run named
 from __future__ import annotations
 
 import base64
+import html
 from collections.abc import Sequence
-from html import escape
 
 from diagnose import __version__
+from diagnose.escaping import visible
 from diagnose.report import summary as s
 from diagnose.rules.base import Finding
 from diagnose.rules.engine import Analysis
@@ -30,6 +31,11 @@ section { border-top: 2px solid #ddd; margin-top: 2em; } img.plot { width: 100%;
 .finding.error { border-color: #b00; } .finding.warning { border-color: #b60; } .finding.info { border-color: #06c; }
 .finding p, .finding ul { color: #222; } .dim { color: #777; font-size: .9em; }
 """
+
+
+def escape(text: object) -> str:
+    """HTML-inert text; control characters shown as escapes (the page may be printed to a terminal)."""
+    return html.escape(visible(text))
 
 
 def render_html(analyses: Sequence[Analysis], *, plots: bool = True) -> str:

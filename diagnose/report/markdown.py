@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from diagnose.escaping import visible
 from diagnose.report import summary as s
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.engine import Analysis
@@ -19,8 +20,8 @@ _SPECIAL = re.compile(r"([\\`*_\[\]|~<>&])")
 
 
 def escape(text: str) -> str:
-    """Markdown-inert text on one line."""
-    return _SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    """Markdown-inert text on one line, control characters shown as escapes."""
+    return _SPECIAL.sub(r"\\\1", visible(" ".join(str(text).split())))
 
 
 def render_markdown(analyses: Sequence[Analysis]) -> str:

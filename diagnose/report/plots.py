@@ -46,6 +46,9 @@ FULL_COLUMNS = 6
 SMALL_MULTIPLES = 48
 SUMMARY_COLUMNS = 6
 SMALL_WIDTH, SMALL_HEIGHT = 3.2, 1.9
+# Matplotlib lays out axes in float64: a range near the float limit (1.8e308) overflows its tick
+# arithmetic. Values (and steps) beyond this magnitude are left off the figure like NaN.
+DRAWABLE = 1e300
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,16 @@ class Panel:
 # -- curves ----------------------------------------------------------------------
 
 
+def drawable(values: np.ndarray) -> np.ndarray:
+    """Which values a figure can show: finite and within `DRAWABLE`."""
+    return np.abs(np.nan_to_num(values, nan=np.inf)) <= DRAWABLE
+
+
 def thin(values: pd.Series, max_points: int = MAX_POINTS) -> pd.Series:
-    """Finite points of a curve, at most about ``max_points``, keeping each bucket's min and max."""
-    values = values[np.isfinite(values.to_numpy(dtype="float64"))]
+    """Drawable points of a curve, at most about ``max_points``, keeping each bucket's min and max."""
+    steps = values.index.to_numpy(dtype="float64") if values.index.dtype.kind in "fiu" else None
+    keep = drawable(values.to_numpy(dtype="float64"))
+    values = values[keep & drawable(steps)] if steps is not None else values[keep]
     buckets = max_points // 2
     if len(values) <= max_points:
         return values
@@ -78,7 +88,7 @@ def thin(values: pd.Series, max_points: int = MAX_POINTS) -> pd.Series:
 
 def wants_log(values: pd.Series) -> bool:
     """Log scale helps when a curve is positive and spans more than one decade."""
-    finite = values[np.isfinite(values.to_numpy(dtype="float64"))]
+    finite = values[drawable(values.to_numpy(dtype="float64"))]
     return bool(len(finite)) and finite.min() > 0 and finite.max() / finite.min() > 10
 
 
@@ -100,7 +110,7 @@ def _memory(ax: Axes, run: Run) -> None:
     """Memory from zero: a flat line must look flat, not like growth magnified a thousandfold."""
     _curves(ax, run, MEMORY_FIELDS, 2**30)
     if ax.get_yscale() == "linear":
-        highest = max(float(run.series(c).max()) for c in MEMORY_FIELDS if run.has(c)) / 2**30
+        highest = max(float(thin(run.series(c)).max()) for c in MEMORY_FIELDS if run.has(c)) / 2**30
         ax.set_ylim(bottom=0, top=max(highest * 1.15, 1e-3))
 
 
@@ -110,9 +120,11 @@ def _has_any(*columns: str) -> Callable[[Run], bool]:
 
 def _heat(column: str) -> Callable[[Axes, Run], None]:
     def draw(ax: Axes, run: Run) -> None:
-        table = run.layer_series(column).dropna(axis=1, how="all")
+        table = run.layer_series(column)
+        table = table[drawable(table.index.to_numpy(dtype="float64"))].dropna(axis=1, how="all")
         table = table.iloc[:: max(1, len(table) // MAX_HEAT_ROWS)]
         values = table.to_numpy(dtype="float64")
+        values = np.where(drawable(values), values, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             logged = np.log10(values)
         finite = logged[np.isfinite(logged)]

@@ -1,7 +1,8 @@
 """The terminal report: a verdict line, a run summary, then each finding worst first.
 
 Built from rich ``Text`` objects, never from markup strings, so a run name or
-message holding ``[bold]`` prints as written. Colour follows the console:
+message holding ``[bold]`` prints as written; control characters in them are
+shown as escapes (`diagnose.escaping.visible`). Colour follows the console:
 none when the output is not a terminal or ``NO_COLOR`` is set.
 """
 
@@ -15,6 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from diagnose.escaping import visible
 from diagnose.report import summary as s
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.engine import Analysis
@@ -50,7 +52,7 @@ def _verdict(analyses: Sequence[Analysis]) -> Text:
     worst = s.worst_finding(analyses)
     judged = all(s.coverage(a.run).judged for a in analyses)
     style = STYLES[worst.severity] if worst else ("bold green" if judged else "bold")
-    return Text(s.verdict(analyses), style=style)
+    return Text(visible(s.verdict(analyses)), style=style)
 
 
 def runs_table(ordered: Sequence[Analysis]) -> Table:
@@ -58,13 +60,13 @@ def runs_table(ordered: Sequence[Analysis]) -> Table:
     for header in s.RUN_COLUMNS:
         table.add_column(header, overflow="fold", min_width=len("healthy") if header == "findings" else None)
     for analysis in ordered:
-        table.add_row(*[Text(cell) for cell in s.run_row(analysis)])
+        table.add_row(*[Text(visible(cell)) for cell in s.run_row(analysis)])
     return table
 
 
 def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [Text("")]
-    parts.append(Text(s.run_summary_line(analysis), style="bold" if not single else "dim"))
+    parts.append(Text(visible(s.run_summary_line(analysis)), style="bold" if not single else "dim"))
     for index, finding in enumerate(analysis.findings, 1):
         parts.append(finding_block(index, finding))
     parts.extend(_footnotes(analysis, show_skipped))
@@ -74,13 +76,13 @@ def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> lis
 def finding_block(index: int, finding: Finding) -> Group:
     head = Text.assemble(
         f"{index}. ", (finding.severity.value.upper(), STYLES[finding.severity]), " ",
-        (finding.code, "bold"), f" {finding.title}", (f"  [{finding.name}]", "dim"),
+        (visible(finding.code), "bold"), visible(f" {finding.title}"), (visible(f"  [{finding.name}]"), "dim"),
     )
     lines: list[RenderableType] = [Text(""), head]
     place = s.where(finding)
     if place:
         lines.append(_field("where", place))
-    lines.append(_indented(Text(finding.message), 3))
+    lines.append(_indented(Text(visible(finding.message)), 3))
     if finding.evidence:
         lines.append(_field("evidence", ", ".join(s.evidence_items(finding.evidence))))
     lines.extend(_bullets("likely causes", finding.causes))
@@ -94,24 +96,24 @@ def _indented(text: Text, left: int) -> Padding:
 
 
 def _field(label: str, value: str) -> Padding:
-    return _indented(Text.assemble((label + ": ", "dim"), value), 3)
+    return _indented(Text.assemble((label + ": ", "dim"), visible(value)), 3)
 
 
 def _bullets(label: str, items: Sequence[str]) -> list[RenderableType]:
     if not items:
         return []
-    return [_indented(Text(label + ":", style="dim"), 3)] + [_indented(Text(f"- {item}"), 5) for item in items]
+    return [_indented(Text(label + ":", style="dim"), 3)] + [_indented(Text(visible(f"- {item}")), 5) for item in items]
 
 
 def _footnotes(analysis: Analysis, show_skipped: bool) -> list[Text]:
     notes = []
     if show_skipped and s.relevant_not_evaluated(analysis):
-        notes.append(Text(f"not evaluated: {s.not_evaluated(analysis)}", style="dim"))
+        notes.append(Text(visible(f"not evaluated: {s.not_evaluated(analysis)}"), style="dim"))
     elif s.relevant_not_evaluated(analysis):
-        notes.append(Text(f"not evaluated: {s.not_evaluated_short(analysis)} (--show-skipped lists them)",
+        notes.append(Text(visible(f"not evaluated: {s.not_evaluated_short(analysis)} (--show-skipped lists them)"),
                           style="dim"))
     for code, error in analysis.errors:
-        notes.append(Text(f"rule error: {code} failed: {error}", style="red"))
+        notes.append(Text(visible(f"rule error: {code} failed: {error}"), style="red"))
     for warning in analysis.run.warnings:
-        notes.append(Text(f"reading: {warning}", style="dim"))
+        notes.append(Text(visible(f"reading: {warning}"), style="dim"))
     return ([Text("")] + notes) if notes else []

@@ -156,6 +156,7 @@ EV_EXCEPTION = "exception"
 EV_NONFINITE_OP = "nonfinite_op"
 EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
+EV_NOTE = "note"
 
 # The ``where`` of a nonfinite event: the pass or value in which NaN/Inf was first seen.
 WHERE_FORWARD = "forward"
@@ -217,6 +218,9 @@ EVENTS: dict[str, Event] = {event.name: event for event in (
     Event(EV_PREFLIGHT, "one preflight check and its measurements", {
         **_PREFLIGHT_COMMON, **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
     }, values={"check": tuple(PREFLIGHT_CHECKS)}),
+    Event(EV_NOTE, "text given to Watch.log (w.log(phase='warmup-done')), kept at the step it was logged at", {
+        "key": "the keyword it was logged under", "text": "the text (at most 500 characters)",
+    }),
     Event(EV_NONFINITE_OP, "the operation that made the first non-finite training loss, read from its autograd "
           "graph when backward was called on it", {
               "node": "the autograd node (LogBackward0, DivBackward0, ...)",
@@ -392,6 +396,12 @@ _RANK_NAME = re.compile(r"^(?P<base>.+)\.rank(?P<rank>\d+)$")
 def rank_file(path: Path, rank: int) -> Path:
     """The file rank ``rank`` writes for a run recorded to ``path``."""
     return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def process_file(path: Path, pid: int, attempt: int = 0) -> Path:
+    """Where a second live writer of ``path`` records instead: ``run.pid<PID>.jsonl`` (then ``-2``, ``-3``...)."""
+    suffix = f"-{attempt + 1}" if attempt else ""
+    return path.with_name(f"{path.stem}.pid{pid}{suffix}{path.suffix}")
 
 
 def split_rank_name(path: Path) -> tuple[str, int] | None:

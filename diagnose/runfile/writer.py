@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ class RunWriter:
     or ``flush_records`` records, so a crash or kill loses at most the last
     moments of a run and leaves at worst one cut line, which readers tolerate.
     An existing file is appended to (a resumed run), never overwritten.
+
+    One process, one file: the writer holds an advisory lock on its file
+    (``flock``, where the platform has it). A second writer that finds the
+    path locked by a live one (another process, or another watch in this
+    one) writes ``run.pid<PID>.jsonl`` beside it instead, with a warning,
+    so two runs never interleave their lines.
     """
 
     def __init__(
@@ -33,8 +40,21 @@ class RunWriter:
         self._flush_records = flush_records
         self._pending: list[str] = []
         self._last_flush = time.monotonic()
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fh = self._open_own_file()
         self._ensure_line_boundary()
+
+    def _open_own_file(self) -> Any:
+        wanted = self.path
+        for attempt in range(100):
+            fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            if _lock(fh):
+                if self.path != wanted:
+                    warnings.warn(f"diagnose: {wanted} is being written by another run; this one goes to "
+                                  f"{self.path}", RuntimeWarning, stacklevel=5)
+                return fh
+            fh.close()
+            self.path = schema.process_file(wanted, os.getpid(), attempt)
+        raise OSError(f"{wanted}: every per-process file name beside it is in use")
 
     def _ensure_line_boundary(self) -> None:
         """A previous writer killed mid-line must not glue its fragment to our first record."""
@@ -71,4 +91,20 @@ class RunWriter:
         if self._fh.closed:
             return
         self.flush()
-        self._fh.close()
+        self._fh.close()  # releases the lock
+
+
+def _lock(fh: Any) -> bool:
+    """Take the file's advisory lock; False when another writer holds it. Platforms without
+    ``fcntl`` (Windows) have no lock, and every writer appends."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks (some network mounts): append as before
+        return True
+    return True
