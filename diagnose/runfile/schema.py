@@ -50,6 +50,17 @@ STEP_FIELDS = {
     "gpu_util": "GPU utilization percent from NVML",
     "loss_scale": "AMP GradScaler scale",
     "epoch": "epoch, when the source logs one",
+    # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs), on sampled steps.
+    "grad_carried": "L2 norm of the gradients parameters already held when the step's first backward began"
+                    " (0: reset since the last step)",
+    "loss_grad_nonfinite": "1 when the gradient of the loss with respect to the model output held NaN/Inf",
+    "pred_min": "smallest value the loss function was given (the model output when the loss is a function)",
+    "pred_max": "largest value the loss function was given",
+    "pred_rowsum_dev": "mean |sum over the last dimension - 1| of the loss input (0: probabilities)",
+    "pred_lse_dev": "mean |logsumexp over the last dimension| of the loss input (0: log-probabilities)",
+    "pred_zero_frac": "fraction of the loss input that is exactly zero",
+    "label_entropy": "entropy (nats) of the class labels of the batch the loss saw",
+    "label_classes": "number of distinct class labels in that batch",
 }
 
 # Canonical per-layer fields (one record per module per sampled step).
@@ -68,6 +79,14 @@ LAYER_FIELDS = {
     "act_sat_frac": "fraction of outputs saturated (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)",
     "act_batch_std": "mean over features of the standard deviation across the batch",
     "act_nonfinite": "1 when the output held NaN or Inf",
+    # Inputs of Linear/convolution layers (diagnose.probes.loss_inputs.LayerInputProbe).
+    "in_absmax": "largest |value| of the layer input",
+    "in_mean": "mean of the layer input",
+    "in_std": "standard deviation of the layer input",
+    "in_min": "smallest value of the layer input",
+    "in_sat_frac": "fraction of the layer input beyond 0.99 in magnitude (a saturated tanh before it)",
+    "in_zero_frac": "fraction of the layer input that is exactly zero",
+    "in_dead_frac": "fraction of input features <= 0 for the whole batch (a dead ReLU before it)",
 }
 
 # Event names.
@@ -76,6 +95,12 @@ EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
+# Bug signatures.
+EV_UNOPTIMIZED = "unoptimized"  # count, numel, trainable_numel, modules
+EV_EVAL_MODE = "eval_mode"  # count, sensitive, model_training, modules, types
+EV_DUPLICATE_ROWS = "duplicate_rows"  # module, type, rows, distinct, phase (start | training)
+EV_WARNING = "warning"  # category, message, origin (file:line), count
+EV_LOSS_FUNCTION = "loss_function"  # loss_fn, reduction, input_shape, target_shape, target_dtype, broadcast
 
 _NONFINITE_STRINGS = {
     "nan": math.nan,
