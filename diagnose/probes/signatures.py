@@ -163,6 +163,11 @@ _MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNor
 
 
 def _mode_sensitive(module: nn.Module) -> bool:
+    """Dropout and normalisation with running statistics, unless its parameters are frozen:
+    a frozen BatchNorm kept in eval mode is the usual way to fine-tune, not a mistake."""
+    own = list(module.parameters(recurse=False))
+    if own and not any(p.requires_grad for p in own):
+        return False
     if isinstance(module, nn.modules.instancenorm._InstanceNorm):
         return module.track_running_stats
     return isinstance(module, _MODE_SENSITIVE)

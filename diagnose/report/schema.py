@@ -51,6 +51,16 @@ _FINDING = _object({
     "causes": _STRINGS,
     "fixes": _STRINGS,
     "priority": {"type": "integer"},
+    "explained_by": {"type": ["string", "null"]},
+    "symptoms": _STRINGS,
+})
+
+_ROOT_CAUSE = _object({
+    "code": {"type": "string"},
+    "title": {"type": "string"},
+    "severity": _SEVERITY,
+    "confidence": {"type": "number"},
+    "symptoms": _STRINGS,
 })
 
 _SUMMARY = _object({
@@ -74,6 +84,7 @@ _RUN = _object({
     "summary": _SUMMARY,
     "verdict": _VERDICT,
     "findings": {"type": "array", "items": _FINDING},
+    "root_causes": {"type": "array", "items": _ROOT_CAUSE},
     "not_evaluated": {"type": "array", "items": _RULE_NOTE},
     "errors": {"type": "array", "items": _RULE_NOTE},
     "warnings": _STRINGS,

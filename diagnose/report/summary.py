@@ -130,7 +130,22 @@ def _run_verdict(analysis: Analysis) -> str:
         notes = len(analysis.findings)
         extra = f" ({plural(notes, 'note')})" if notes else ""
         return f"healthy: no problems found in run '{name}'{extra}"
-    return f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); worst: {describe(found[0])}"
+    head = f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); worst: {describe(found[0])}"
+    symptoms = next((members for root, members in analysis.root_causes if root is found[0]), [])
+    return f"{head}, which {explains_text(symptoms)}" if symptoms else head
+
+
+def explains_text(symptoms: Sequence[Finding]) -> str:
+    """``"explains 2 other findings: LR001, SPK001"`` (empty without symptoms)."""
+    if not symptoms:
+        return ""
+    return f"explains {plural(len(symptoms), 'other finding')}: {', '.join(f.code for f in symptoms)}"
+
+
+def symptom_line(finding: Finding) -> str:
+    """A symptom under its root cause, on one line: code, title, where, what was seen."""
+    place = where(finding)
+    return f"{finding.code} {finding.title} ({finding.severity.value}{', ' + place if place else ''}): {finding.message}"
 
 
 def describe(finding: Finding) -> str:

@@ -63,13 +63,13 @@ def runs_table(ordered: Sequence[Analysis]) -> Table:
 def _run_section(analysis: Analysis, *, single: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [Text("")]
     parts.append(Text(s.run_summary_line(analysis), style="bold" if not single else "dim"))
-    for index, finding in enumerate(analysis.findings, 1):
-        parts.append(finding_block(index, finding))
+    for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
+        parts.append(finding_block(index, root, symptoms))
     parts.extend(_footnotes(analysis))
     return parts
 
 
-def finding_block(index: int, finding: Finding) -> Group:
+def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> Group:
     head = Text.assemble(
         f"{index}. ", (finding.severity.value.upper(), STYLES[finding.severity]), " ",
         (finding.code, "bold"), f" {finding.title}", (f"  [{finding.name}]", "dim"),
@@ -81,8 +81,12 @@ def finding_block(index: int, finding: Finding) -> Group:
     lines.append(_indented(Text(finding.message), 3))
     if finding.evidence:
         lines.append(_field("evidence", ", ".join(s.evidence_items(finding.evidence))))
+    if finding.confidence < 1:
+        lines.append(_field("confidence", f"{finding.confidence:.0%}"))
     lines.extend(_bullets("likely causes", finding.causes))
     lines.extend(_bullets("what to do", finding.fixes))
+    if symptoms:
+        lines.extend(_bullets(f"symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms]))
     return Group(*lines)
 
 

@@ -2,6 +2,7 @@
 
 from diagnose.rules import (  # noqa: F401
     activations,
+    bugs,
     distributed,
     generalization,
     gradients,

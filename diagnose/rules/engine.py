@@ -1,4 +1,5 @@
-"""Run the rules over a `Run` and collect the findings, worst first."""
+"""Run the rules over a `Run`, collect the findings, and order them as a differential
+diagnosis: root causes worst first, each followed by the symptoms it explains."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from diagnose.rules.base import Finding, Rule, all_rules
 from diagnose.rules.config import RuleConfig
+from diagnose.rules.diagnosis import differential, root_causes
 from diagnose.run import Run
 
 
@@ -36,6 +38,11 @@ class Analysis:
         return self.findings[0] if self.findings else None
 
     @property
+    def root_causes(self) -> list[tuple[Finding, list[Finding]]]:
+        """(root cause, the symptoms it explains), most likely first."""
+        return root_causes(self.findings)
+
+    @property
     def codes(self) -> list[str]:
         return [f.code for f in self.findings]
 
@@ -47,21 +54,9 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     for rule_class in all_rules():
         if config.enabled(rule_class):
             _apply(rule_class(), run, config, analysis)
-    analysis.findings = causes_first(sorted(analysis.findings, key=Finding.sort_key))
-    return analysis
-
-
-def causes_first(findings: list[Finding]) -> list[Finding]:
-    """Move each finding ahead of the findings its rule explains (see `Rule.explains`)."""
     explains = {rule.code: set(rule.explains) for rule in all_rules()}
-    ordered = list(findings)
-    for finding in findings:
-        explained = [i for i, other in enumerate(ordered)
-                     if other.code in explains.get(finding.code, ()) and other.run == finding.run]
-        here = ordered.index(finding)
-        if explained and min(explained) < here:
-            ordered.insert(min(explained), ordered.pop(here))
-    return ordered
+    analysis.findings = differential(sorted(analysis.findings, key=Finding.sort_key), explains)
+    return analysis
 
 
 def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None:
