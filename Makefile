@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench corpus-score clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ bench: setup
 	$(PY) benchmarks/analysis_speed.py
 	$(PY) benchmarks/distributed_overhead.py
 	$(PY) benchmarks/heldout.py
+
+# Recall, false alarms and read failures on the labelled real-log corpora, calibration and held-out halves.
+corpus-score: setup
+	$(PY) benchmarks/corpus_score.py
 
 clean:
 	rm -rf $(VENV) diagnose-demo

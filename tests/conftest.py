@@ -19,10 +19,9 @@ def runs(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def test_rule(monkeypatch):
-    """Registers the test rule `FinalAboveFirst` (TST001) for one test."""
+    """Adds the test rule `FinalAboveFirst` (TST001) to the code table for one test."""
     from cli_samples import FinalAboveFirst
-    from diagnose.rules import base
+    from diagnose.rules import codes
 
-    base.all_rules()
-    monkeypatch.setitem(base._REGISTRY, FinalAboveFirst.code, FinalAboveFirst)
+    monkeypatch.setattr(codes, "RULES", (*codes.RULES, FinalAboveFirst))
     return FinalAboveFirst

@@ -77,6 +77,8 @@ def test_select_ignore_and_set(runs, test_rule):
     assert test_rule.code in invoke("report", runs["healthy"], "--set", "TST001.ratio=0").stdout
     selected = invoke("report", runs["broken"], "--select", "TST", "-f", "json").stdout
     assert [f["code"] for f in json.loads(selected)["runs"][0]["findings"]] == [test_rule.code]
+    listed = invoke("report", runs["broken"], "--select", "TST,NF001", "-f", "json").stdout
+    assert {f["code"] for f in json.loads(listed)["runs"][0]["findings"]} == {test_rule.code, "NF001"}
 
 
 def test_pyproject_configuration_applies(runs, test_rule, tmp_path, monkeypatch):

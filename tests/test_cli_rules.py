@@ -37,3 +37,12 @@ def test_explain_unknown_code_is_one_line_and_exit_2():
     result = runner.invoke(app, ["explain", "XYZ999"])
     assert result.exit_code == 2
     assert result.stderr == "diagnose: error: unknown rule 'XYZ999' (`diagnose rules` lists them)\n"
+
+
+def test_explain_a_prefix_or_a_list_lists_the_rules_it_picks():
+    result = runner.invoke(app, ["explain", "LR"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line[:2] == "LR"]
+    assert listed == ["LR001", "LR002", "LR003", "LR004"]
+    result = runner.invoke(app, ["explain", "NF001,ZL001"])
+    assert result.exit_code == 0 and "2 rules" in result.stdout

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diagnose.rules.base import DOC_SECTIONS, Category, Severity, all_rules
+from diagnose.rules.base import DOC_SECTIONS, Category, Severity
+from diagnose.rules.codes import all_rules
 
 RULES = all_rules()
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
@@ -38,6 +39,17 @@ def test_every_threshold_says_where_its_number_comes_from(rule):
     for threshold in rule.thresholds:
         assert threshold.description, f"{rule.code}.{threshold.name} has no description"
         assert len(threshold.source) >= 20, f"{rule.code}.{threshold.name} has no source"
+
+
+MACHINE_PATH = re.compile(r"(^|[\s(])(/(work|tmp|home|root|Users|mnt)/|[A-Z]:\\)")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
+def test_user_facing_text_names_data_not_a_path_on_a_machine(rule):
+    texts = [rule.title, *rule.doc().values()]
+    texts += [f"{t.description} {t.source}" for t in rule.thresholds]
+    for text in texts:
+        assert not MACHINE_PATH.search(text), f"{rule.code}: {text!r}"
 
 
 def test_primary_problems_sort_before_their_consequences():

@@ -16,7 +16,8 @@ from pathlib import Path
 from diagnose.errors import ConfigError
 from diagnose.readers import load_all
 from diagnose.report.summary import at_or_above, describe, summarize
-from diagnose.rules.base import Finding, Rule, Severity, all_rules, get_rule
+from diagnose.rules.base import Finding, Rule, Severity
+from diagnose.rules.codes import all_rules, get_rule
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run

@@ -21,9 +21,9 @@ FormatInOpt = Annotated[str | None, typer.Option(
     "--format-in", metavar="READER",
     help=f"Read the inputs with this reader instead of recognising them ({', '.join(FORMATS)}).")]
 SelectOpt = Annotated[list[str] | None, typer.Option(
-    "--select", help="Run only these rules (codes, code prefixes or names); repeatable.", metavar="CODE")]
+    "--select", help="Run only these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE")]
 IgnoreOpt = Annotated[list[str] | None, typer.Option(
-    "--ignore", help="Skip these rules (codes, code prefixes or names); repeatable.", metavar="CODE")]
+    "--ignore", help="Skip these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a rule threshold, e.g. --set OVF001.min_rise=0.1; repeatable.", metavar="CODE.name=value")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of standard output.")]

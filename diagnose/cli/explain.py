@@ -9,17 +9,25 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from diagnose.cli.rules import print_rule_list
 from diagnose.errors import ConfigError
-from diagnose.rules.base import DOC_SECTIONS, Rule, get_rule
+from diagnose.rules.base import DOC_SECTIONS, Rule
+from diagnose.rules.codes import select_rules
 
 
-def explain(code: Annotated[str, typer.Argument(help="Rule code (LR001) or name (loss-diverges).")]) -> None:
-    """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds."""
-    try:
-        rule = get_rule(code)
-    except KeyError:
-        raise ConfigError(f"unknown rule {code!r} (`diagnose rules` lists them)") from None
-    Console(highlight=False).print(rule_renderable(rule))
+def explain(code: Annotated[str, typer.Argument(
+        help="Rule code (LR001), name (loss-diverges), code prefix (LR) or a comma list of them.")]) -> None:
+    """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds.
+
+    A prefix or list that picks several rules lists them instead.
+    """
+    picked = select_rules(code)
+    if not picked:
+        raise ConfigError(f"unknown rule {code!r} (`diagnose rules` lists them)")
+    if len(picked) > 1:
+        print_rule_list(picked)
+        return
+    Console(highlight=False).print(rule_renderable(picked[0]))
 
 
 def rule_renderable(rule: type[Rule]) -> Group:

@@ -21,7 +21,6 @@ from diagnose.preflight_checks.lr_range import check_lr_range
 from diagnose.preflight_checks.mixing import check_mixing
 from diagnose.preflight_checks.outcome import Outcome
 from diagnose.probes.summary import describe_model, describe_optimizer
-from diagnose.rules.preflight import PREFLIGHT_EVENT
 from diagnose.runfile import RunWriter, schema
 
 DEFAULT_PATH = "diagnose-preflight.jsonl"
@@ -82,7 +81,7 @@ def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
     """The records of every check in order: one event each, and the step records some add."""
     blocked: str | None = None
     for name, check in CHECKS:
-        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": PREFLIGHT_EVENT, "check": name}
+        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": schema.EV_PREFLIGHT, "check": name}
         if blocked:
             yield {**event, "skipped": blocked}
             continue

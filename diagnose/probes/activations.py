@@ -16,6 +16,7 @@ from torch import nn
 from diagnose.probes.base import Probe, first_float_tensor
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
+from diagnose.runfile import schema
 
 _RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Hardtanh)
 _TANH_LIKE = (nn.Tanh, nn.Hardtanh, nn.Softsign)
@@ -23,7 +24,6 @@ _SIGMOID_LIKE = (nn.Sigmoid, nn.Hardsigmoid)
 _AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LazyLinear)
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
 
-OUTPUT_MODULE = "(output)"  # the model's own output, recorded like a module
 STATS = ("act_mean", "act_std", "act_rms", "act_batch_std", "act_zero_frac", "act_dead_frac",
          "act_neg_frac", "act_sat_frac", "act_nonfinite", "act_unit_samples")
 
@@ -113,7 +113,7 @@ class ActivationProbe(Probe):
         self._handles.clear()
         tensor = first_float_tensor(output)
         if tensor is not None and tensor.numel() > 0:
-            record.private.setdefault("activations", {})[OUTPUT_MODULE] = activation_stats(tensor, "other")
+            record.private.setdefault("activations", {})[schema.OUTPUT_MODULE] = activation_stats(tensor, "other")
 
     def resolve(self, record: StepRecord) -> None:
         for name, values in record.private.get("activations", {}).items():

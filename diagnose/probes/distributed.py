@@ -177,7 +177,7 @@ class RankProbe(Probe):
             own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
             seen.update(id(p) for p in own)
             if own:
-                self._groups.append((name or "(model)", own))
+                self._groups.append((name or schema.MODEL_MODULE, own))
 
     def on_forward_start(self, record: StepRecord) -> None:
         if self._forward_start is None:

@@ -100,17 +100,17 @@ class NonFiniteProbe(Probe):
         forward = self._first_bad(record, "nf_forward")
         if forward is not None:
             index = record.private["nf_forward_index"][forward]
-            events.append(self._describe("forward", index, "first module whose output held NaN/Inf"))
+            events.append(self._describe(schema.WHERE_FORWARD, index, "first module whose output held NaN/Inf"))
         backward = self._backward_origin(record)
         if backward is not None and forward is None:  # a NaN forward poisons backward too: not a second origin
             events.append(backward)
         loss = record.fields.get("loss")
         if not events and loss is not None and not math.isfinite(loss):
-            events.append({"where": "loss", "value": loss,
+            events.append({"where": schema.WHERE_LOSS, "value": loss,
                            "detail": "the loss was NaN/Inf while every module output was finite"})
         grad_norm = record.fields.get("grad_norm")
         if not events and grad_norm is not None and not math.isfinite(grad_norm):
-            events.append({"where": "grad_norm", "value": grad_norm,
+            events.append({"where": schema.WHERE_GRAD_NORM, "value": grad_norm,
                            "detail": "a parameter gradient held NaN/Inf"})
         return events
 
@@ -134,7 +134,7 @@ class NonFiniteProbe(Probe):
         order = [self._names[i] for i in dict.fromkeys(record.private["nf_forward_index"])]
         last_bad = max((pos for pos, name in enumerate(order) if name in poisoned), default=None)
         if last_bad is None:
-            return {"where": "backward", "module": None, "detail": "a parameter gradient held NaN/Inf"}
+            return {"where": schema.WHERE_BACKWARD, "module": None, "detail": "a parameter gradient held NaN/Inf"}
         owning = set(owners)
         following = next((pos for pos in range(last_bad + 1, len(order)) if order[pos] in owning), len(order))
         between = order[last_bad + 1 : following]
@@ -143,7 +143,7 @@ class NonFiniteProbe(Probe):
         detail = f"parameter gradients {clean}, NaN/Inf from {order[last_bad]} back"
         if len(between) > 1:
             detail += f"; made in the backward of one of: {', '.join(between)}"
-        return self._describe("backward", self._names.index(culprit), detail)
+        return self._describe(schema.WHERE_BACKWARD, self._names.index(culprit), detail)
 
     def _describe(self, where: str, index: int, detail: str) -> dict[str, Any]:
         return {"where": where, "module": self._names[index], "type": self._types[index], "detail": detail}

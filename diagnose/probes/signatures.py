@@ -227,11 +227,11 @@ class DuplicateRowsProbe(Probe):
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        self._check(host.record, when="start")
+        self._check(host.record, when=schema.DUPLICATE_ROWS_START)
 
     def after_step(self, record: StepRecord) -> None:
         if record.step - self.host.first_step + 1 in _ROW_CHECK_STEPS:
-            self._check(record, when="training")
+            self._check(record, when=schema.DUPLICATE_ROWS_TRAINING)
 
     def _check(self, record: StepRecord, when: str) -> None:
         for name, module in self.host.modules:

@@ -77,7 +77,7 @@ class Watch:
         self.path = self.ranks.file_for(Path(path))
         self.first_step = start_step
         self.modules = list(model.named_modules())
-        self._module_types = {name or "(model)": type(module).__name__ for name, module in self.modules}
+        self._module_types = {name or schema.MODEL_MODULE: type(module).__name__ for name, module in self.modules}
         self.params = _owned_parameters(model)
         self.training_pass = False
         self.optimizer_steps = 0
@@ -349,7 +349,7 @@ class Watch:
             self._writer.write({"kind": schema.EVAL, "step": step, **evals})
         for module, values in record.layers.items():
             self._writer.write({"kind": schema.LAYER, "step": step, "module": module,
-                                "type": self._module_types.get(module, "output"), **values})
+                                "type": self._module_types.get(module, schema.OUTPUT_TYPE), **values})
         for event in record.events:
             self._writer.write({"kind": schema.EVENT, "step": step, **event})
 
@@ -406,7 +406,7 @@ def _owned_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         for param in module.parameters(recurse=False):
             if param.requires_grad and id(param) not in seen:
                 seen.add(id(param))
-                owned.append((name or "(model)", param))
+                owned.append((name or schema.MODEL_MODULE, param))
     return owned
 
 

@@ -1,6 +1,7 @@
-"""Rules: read a `Run`, return findings. One class per rule, listed in one registry."""
+"""Rules: read a `Run`, return findings. One class per rule, listed once in `codes.RULES`."""
 
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, all_rules, get_rule, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.codes import all_rules, get_rule, select_rules
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 
@@ -16,5 +17,5 @@ __all__ = [
     "analyze",
     "get_rule",
     "load_config",
-    "register",
+    "select_rules",
 ]

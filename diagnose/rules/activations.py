@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.gradients import later_samples, layer_table
 from diagnose.run import Run
+from diagnose.runfile import schema
 
-OUTPUT = "(output)"  # the probes' name for the model output
 
 
 def _settled(run: Run, column: str, min_samples: float) -> pd.Series:
@@ -30,7 +30,6 @@ def _listing(values: pd.Series, most: int = 4) -> str:
     return ", ".join(parts) + (f" and {len(values) - most} more" if len(values) > most else "")
 
 
-@register
 class DeadReLUs(Rule):
     """
     ## What it detects
@@ -97,7 +96,6 @@ class DeadReLUs(Rule):
         )
 
 
-@register
 class SaturatedUnits(Rule):
     """
     ## What it detects
@@ -156,7 +154,7 @@ class SaturatedUnits(Rule):
 
 def _output_layer(run: Run) -> str | None:
     """The last module with activation statistics: the one whose output is the model's output."""
-    modules = [m for m in run.layer_series("act_rms").columns if m != OUTPUT]
+    modules = [m for m in run.layer_series("act_rms").columns if m != schema.OUTPUT_MODULE]
     return modules[-1] if modules else None
 
 
@@ -167,7 +165,6 @@ def spread(run: Run) -> pd.DataFrame:
     return (batch_std / rms.where(rms > 0)).replace([np.inf, -np.inf], np.nan)
 
 
-@register
 class RepresentationCollapse(Rule):
     """
     ## What it detects
@@ -226,9 +223,9 @@ class RepresentationCollapse(Rule):
         early = curves.head(table, 0.2).median()
         late = table.iloc[-max(1, len(table) // 3):].median()
         collapsed = [m for m in table.columns if late[m] < t["min_spread"] and late[m] * t["min_drop"] < early[m]]
-        constant = late.get(OUTPUT, np.nan) < t["constant_output"]
-        if constant and OUTPUT not in collapsed:
-            collapsed.append(OUTPUT)
+        constant = late.get(schema.OUTPUT_MODULE, np.nan) < t["constant_output"]
+        if constant and schema.OUTPUT_MODULE not in collapsed:
+            collapsed.append(schema.OUTPUT_MODULE)
         if not collapsed:
             return
         first = collapsed[0]
@@ -253,11 +250,12 @@ def _collapse_onset(values: pd.Series, early: float, min_spread: float) -> float
 
 
 def _collapse_message(first: str, early: float, late: pd.Series, collapsed: list[str]) -> str:
-    if first == OUTPUT:
-        if late[OUTPUT] * 10 > early:
-            return f"the model output is the same for every input from the start (spread {late[OUTPUT]:.2g})"
-        return f"the model output became the same for every input (spread {early:.2g} -> {late[OUTPUT]:.2g})"
+    output = late.get(schema.OUTPUT_MODULE, np.nan)
+    if first == schema.OUTPUT_MODULE:
+        if output * 10 > early:
+            return f"the model output is the same for every input from the start (spread {output:.2g})"
+        return f"the model output became the same for every input (spread {early:.2g} -> {output:.2g})"
     message = f"module {first}: spread across the batch fell from {early:.2g} to {late[first]:.2g} of its signal"
-    if OUTPUT in collapsed:
-        message += f"; the model output is the same for every input (spread {late[OUTPUT]:.2g})"
+    if schema.OUTPUT_MODULE in collapsed:
+        message += f"; the model output is the same for every input (spread {output:.2g})"
     return message

@@ -1,8 +1,8 @@
-"""What a rule is, what it returns, and the registry that lists them.
+"""What a rule is and what it returns.
 
-A rule is one class, declared in one place::
+A rule is one class, declared in one place and listed once in the code table
+(``diagnose.rules.codes``)::
 
-    @register
     class LossDiverges(Rule):
         '''
         ## What it detects
@@ -245,34 +245,3 @@ def parse_doc(text: str) -> dict[str, str]:
     for heading, body in zip(parts[1::2], parts[2::2], strict=False):
         sections[heading.strip()] = body.strip()
     return sections
-
-
-# -- registry -----------------------------------------------------------------
-
-_REGISTRY: dict[str, type[Rule]] = {}
-
-
-def register(cls: type[Rule]) -> type[Rule]:
-    """Class decorator: add a rule to the registry (codes and names are unique)."""
-    for other in _REGISTRY.values():
-        if other.code == cls.code and other is not cls:
-            raise ValueError(f"rule code {cls.code} is used twice ({other.__name__}, {cls.__name__})")
-        if other.name == cls.name and other is not cls:
-            raise ValueError(f"rule name {cls.name} is used twice")
-    _REGISTRY[cls.code] = cls
-    return cls
-
-
-def all_rules() -> list[type[Rule]]:
-    """Every registered rule, sorted by code."""
-    import diagnose.rules.catalog  # noqa: F401 - importing the catalogue registers its rules
-
-    return [_REGISTRY[code] for code in sorted(_REGISTRY)]
-
-
-def get_rule(code_or_name: str) -> type[Rule]:
-    wanted = code_or_name.strip()
-    for rule in all_rules():
-        if wanted.upper() == rule.code or wanted.lower() == rule.name:
-            return rule
-    raise KeyError(code_or_name)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from diagnose.runfile import schema
+
 
 def carried_gradients(carried: Sequence[float], grad_norm: Sequence[float], min_share: float) -> dict | None:
     """Gradients already held at the first backward of a step, on sampled steps after the first.
@@ -169,8 +171,9 @@ def functional_activation(kind: str, in_min: float, in_absmax: float, sat_frac: 
 
 def identical_units(events: Sequence[Mapping[str, Any]], last_module: str | None) -> list[dict]:
     """Layers whose weight rows were all identical at the start and still were after training steps."""
-    start = {e["module"] for e in events if e.get("phase") == "start" and e.get("distinct") == 1}
-    later = [e for e in events if e.get("phase") == "training" and e.get("module") in start and e.get("distinct") == 1]
+    start = {e["module"] for e in events if e.get("phase") == schema.DUPLICATE_ROWS_START and e.get("distinct") == 1}
+    later = [e for e in events if e.get("phase") == schema.DUPLICATE_ROWS_TRAINING and e.get("module") in start
+             and e.get("distinct") == 1]
     return [dict(e) for e in {e["module"]: e for e in later}.values() if e["module"] != last_module]
 
 

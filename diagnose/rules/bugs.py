@@ -17,7 +17,7 @@ import numpy as np
 
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -48,7 +48,6 @@ def _layer_columns(run: Run, column: str) -> dict[str, list[float]]:
     return {module: table[module].dropna().tolist() for module in table.columns} if not table.empty else {}
 
 
-@register
 class GradientsNotReset(Rule):
     """
     ## What it detects
@@ -125,7 +124,6 @@ class GradientsNotReset(Rule):
         )
 
 
-@register
 class ParametersOutsideOptimizer(Rule):
     """
     ## What it detects
@@ -182,7 +180,6 @@ class ParametersOutsideOptimizer(Rule):
             )
 
 
-@register
 class UpdatesExactlyZero(Rule):
     """
     ## What it detects
@@ -234,7 +231,6 @@ class UpdatesExactlyZero(Rule):
         )
 
 
-@register
 class GradientExactlyZero(Rule):
     """
     ## What it detects
@@ -286,7 +282,6 @@ class GradientExactlyZero(Rule):
         )
 
 
-@register
 class ModulesInEvalMode(Rule):
     """
     ## What it detects
@@ -376,7 +371,6 @@ _MISMATCH_TEXT = {
 }
 
 
-@register
 class OutputDoesNotFitLoss(Rule):
     """
     ## What it detects
@@ -446,7 +440,6 @@ def _loss_function(run: Run) -> str | None:
     return str(named) if named else None
 
 
-@register
 class SoftmaxCrossEntropyFloor(Rule):
     """
     ## What it detects
@@ -509,7 +502,6 @@ class SoftmaxCrossEntropyFloor(Rule):
         )
 
 
-@register
 class LossBroadcastWarning(Rule):
     """
     ## What it detects
@@ -564,7 +556,6 @@ class LossBroadcastWarning(Rule):
         )
 
 
-@register
 class InputsNotNormalised(Rule):
     """
     ## What it detects
@@ -627,7 +618,6 @@ def _first_layer_with(run: Run, column: str) -> str | None:
     return table.columns[0] if not table.empty else None
 
 
-@register
 class IdenticalUnits(Rule):
     """
     ## What it detects
@@ -688,7 +678,6 @@ def _has_layer_after(order: list[str], module: str, run: Run) -> bool:
 _ACTIVATION_TYPES = {"tanh": ("Tanh", "Hardtanh", "Softsign"), "relu": ("ReLU", "ReLU6", "LeakyReLU", "PReLU")}
 
 
-@register
 class FunctionalActivationTrouble(Rule):
     """
     ## What it detects
@@ -758,7 +747,6 @@ class FunctionalActivationTrouble(Rule):
                             confidence=0.75, fixes=fixes)
 
 
-@register
 class LearningRateCollapsed(Rule):
     """
     ## What it detects
@@ -818,7 +806,6 @@ class LearningRateCollapsed(Rule):
         )
 
 
-@register
 class LabelsSortedByClass(Rule):
     """
     ## What it detects
@@ -874,7 +861,6 @@ class LabelsSortedByClass(Rule):
         )
 
 
-@register
 class NonFiniteMadeInLoss(Rule):
     """
     ## What it detects
@@ -936,7 +922,6 @@ class NonFiniteMadeInLoss(Rule):
         )
 
 
-@register
 class LossFallsWithoutBound(Rule):
     """
     ## What it detects

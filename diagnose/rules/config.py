@@ -3,7 +3,7 @@
 ``[tool.diagnose]`` in pyproject.toml, like a linter's table::
 
     [tool.diagnose]
-    select = ["LR", "NF001"]          # codes or code prefixes; default: all
+    select = ["LR", "NF001"]          # codes, code prefixes or names; default: all
     ignore = ["SPK001"]
     fail-on = "warning"                # default for `diagnose check`
     [tool.diagnose.severity]
@@ -12,7 +12,7 @@
     "OVF001.min_rise" = 0.05
 
 Command-line options (``--select``, ``--ignore``, ``--set CODE.name=value``)
-are applied on top.
+are applied on top; each takes comma lists (``--select LR,NF001``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from diagnose.errors import ConfigError
-from diagnose.rules.base import Rule, Severity, all_rules
+from diagnose.rules.base import Rule, Severity
+from diagnose.rules.codes import all_rules, matches, split_patterns
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class RuleConfig:
     fail_on: Severity | None = None
 
     def enabled(self, rule: type[Rule]) -> bool:
-        if self.select and not any(_matches(rule, p) for p in self.select):
+        if self.select and not any(matches(rule, p) for p in self.select):
             return False
-        return not any(_matches(rule, p) for p in self.ignore)
+        return not any(matches(rule, p) for p in self.ignore)
 
     def thresholds_for(self, rule: type[Rule]) -> dict[str, float]:
         values = rule.threshold_defaults()
@@ -51,6 +52,7 @@ class RuleConfig:
     def merged(self, *, select: Iterable[str] = (), ignore: Iterable[str] = (),
                settings: Iterable[str] = (), fail_on: str | None = None) -> RuleConfig:
         """This configuration with command-line options applied on top."""
+        select, ignore = split_patterns(select), split_patterns(ignore)
         _validate_patterns((*select, *ignore))
         thresholds = {code: dict(values) for code, values in self.thresholds.items()}
         for setting in settings:
@@ -66,15 +68,10 @@ class RuleConfig:
         )
 
 
-def _matches(rule: type[Rule], pattern: str) -> bool:
-    """A pattern is a code, a code prefix (``LR``) or a rule name."""
-    return rule.code.startswith(pattern.strip().upper()) or rule.name == pattern.strip().lower()
-
-
 def _validate_patterns(patterns: Iterable[str]) -> None:
     rules = all_rules()
     for pattern in patterns:
-        if not any(_matches(rule, pattern) for rule in rules):
+        if not any(matches(rule, pattern) for rule in rules):
             raise ConfigError(f"{pattern!r} matches no rule code, code prefix or name (`diagnose rules` lists them)")
 
 
@@ -128,10 +125,11 @@ def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -
             thresholds.setdefault(code, {})[name] = number
         _validate_thresholds(thresholds)
         fail_on = table.get("fail-on") or table.get("fail_on")
-        _validate_patterns((*(table.get("select") or ()), *(table.get("ignore") or ())))
+        select, ignore = split_patterns(table.get("select") or ()), split_patterns(table.get("ignore") or ())
+        _validate_patterns((*select, *ignore))
         return RuleConfig(
-            select=tuple(table.get("select") or ()),
-            ignore=tuple(table.get("ignore") or ()),
+            select=tuple(select),
+            ignore=tuple(ignore),
             severity={code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()},
             thresholds=thresholds,
             fail_on=Severity.parse(fail_on) if fail_on else None,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -48,7 +48,6 @@ def _rank_list(ranks: list[int]) -> str:
     return ", ".join(str(r) for r in ranks)
 
 
-@register
 class RankOutlier(Rule):
     """
     ## What it detects
@@ -150,7 +149,6 @@ class RankOutlier(Rule):
         return _blame(finding, rank)
 
 
-@register
 class NonFiniteOnOneRank(Rule):
     """
     ## What it detects
@@ -229,11 +227,11 @@ def _first_nonfinite(run: Run) -> dict[str, Any] | None:
     loss = run.series("loss", keep_nan=True)
     step = curves.first_nonfinite_step(loss)
     if step is not None:
-        candidates.append({"step": step, "where": "loss", "order": (step, 0)})
+        candidates.append({"step": step, "where": schema.WHERE_LOSS, "order": (step, 0)})
     grads = run.series("grad_norm", keep_nan=True)
     step = curves.first_nonfinite_step(grads)
     if step is not None:
-        candidates.append({"step": step, "where": "grad_norm", "order": (step, 1)})
+        candidates.append({"step": step, "where": schema.WHERE_GRAD_NORM, "order": (step, 1)})
     candidates += _nonfinite_events(run)
     # Among equals, the probes' event first: it names the module.
     return min(candidates, key=lambda c: (c["order"], c.get("module") is None)) if candidates else None
@@ -248,14 +246,13 @@ def _nonfinite_events(run: Run) -> list[dict[str, Any]]:
     for _, row in found.iterrows():
         where = str(row.get("where", "?"))
         module = row.get("module")
-        own = 1 if where == "grad_norm" else 0
+        own = 1 if where == schema.WHERE_GRAD_NORM else 0
         result.append({"step": float(row["step"]), "where": where, "order": (float(row["step"]), own),
                        "module": module if isinstance(module, str) else None,
                        "type": row.get("type") if isinstance(row.get("type"), str) else None})
     return result
 
 
-@register
 class StragglerRank(Rule):
     """
     ## What it detects
@@ -343,7 +340,6 @@ def _lead_times(ranks: dict[int, Run]) -> tuple[pd.DataFrame, str]:
     return lead.iloc[1:], measure
 
 
-@register
 class ParameterDesync(Rule):
     """
     ## What it detects
@@ -476,7 +472,6 @@ def _first_module(ranks: dict[int, Run], run: Run, step: float, rank: int, refer
     return None
 
 
-@register
 class UnevenSteps(Rule):
     """
     ## What it detects

@@ -7,7 +7,8 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from diagnose.rules.base import Finding, Rule, all_rules
+from diagnose.rules.base import Finding, Rule
+from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.diagnosis import differential, root_causes
 from diagnose.run import Run

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 
@@ -22,7 +22,6 @@ def validation_loss(run: Run) -> tuple[str, pd.Series]:
     return "val_loss", pd.Series(dtype="float64")
 
 
-@register
 class Overfitting(Rule):
     """
     ## What it detects
@@ -66,18 +65,18 @@ class Overfitting(Rule):
     priority = 30
     thresholds = (
         Threshold("min_rise", 0.08, "log rise of the later validation losses over the best (0.08 = 8.3%)",
-                  source="the mildest labelled overfitting run in /work/shared/real_runs rises 9% (median of its "
+                  source="the mildest labelled overfitting run in the real-log corpus rises 9% (median of its "
                          "later evaluations); healthy ones that flatten stay within 5%, or within 9% without a "
                          "rising trend"),
         Threshold("clear_rise", 0.15, "log rise (0.15 = 16%) above which a positive slope is enough, without "
                   "its 95% interval clearing zero",
-                  source="the short, noisy overfitting runs in /work/shared/real_runs rise 16%-86%; the healthy "
+                  source="the short, noisy overfitting runs in the real-log corpus rise 16%-86%; the healthy "
                          "run whose validation loss steps up 9% and stays flat must not pass"),
         Threshold("train_fall", 0.02, "log fall of the training loss over the same stretch (0.02 = 2%)",
                   source="anything less is a flat training loss: noise, not learning"),
         Threshold("min_points", 4, "fewest evaluations judged",
                   source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
-                         "in /work/shared/real_runs rise at every evaluation"),
+                         "in the real-log corpus rise at every evaluation"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -123,7 +122,6 @@ class Overfitting(Rule):
         )
 
 
-@register
 class AccuracyGap(Rule):
     """
     ## What it detects
@@ -195,7 +193,6 @@ class AccuracyGap(Rule):
         )
 
 
-@register
 class LossAtZero(Rule):
     """
     ## What it detects

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 # Module types whose gradient is a weight matrix: the layers depth is counted in.
@@ -57,7 +57,6 @@ def global_grad_norm(run: Run) -> pd.Series:
     return curves.finite(raw) if run.has("loss_scale") else curves.before_nonfinite(raw)
 
 
-@register
 class ExplodingGradients(Rule):
     """
     ## What it detects
@@ -95,7 +94,7 @@ class ExplodingGradients(Rule):
     priority = 10
     thresholds = (
         Threshold("min_growth", 30.0, "how many times its start the smoothed norm must reach (30x = 1.5 orders)",
-                  source="healthy runs in /work/shared/real_runs and sample_runs grow at most ~10x (fine-tuning "
+                  source="healthy runs in the real-log corpus and sample_runs grow at most ~10x (fine-tuning "
                          "warm-ups); the recorded divergence grows >1000x before it overflows"),
         Threshold("min_points", 10, "fewest finite grad-norm points (or layer samples) judged",
                   source="a start level and a trend need ~10 points"),
@@ -161,7 +160,6 @@ def _layer_growth(run: Run, min_points: float) -> dict[str, float]:
     return {str(k): float(v) for k, v in ratio[early.reindex(ratio.index) > 0].items()}
 
 
-@register
 class VanishingGradients(Rule):
     """
     ## What it detects
@@ -238,7 +236,6 @@ def _still_far(run: Run, t: Mapping[str, float]) -> bool:
     return curves.end_level(loss) >= t["min_loss_left"] * curves.start_level(loss)
 
 
-@register
 class UpdateRatioOffScale(Rule):
     """
     ## What it detects
@@ -326,7 +323,6 @@ class UpdateRatioOffScale(Rule):
         )
 
 
-@register
 class LayerWithoutGradient(Rule):
     """
     ## What it detects

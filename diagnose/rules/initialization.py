@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 # Class counts whose chance-level cross-entropy is recognised from the level
@@ -116,7 +116,6 @@ def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
     return None
 
 
-@register
 class ChancePlateau(Rule):
     """
     ## What it detects
@@ -159,12 +158,12 @@ class ChancePlateau(Rule):
     thresholds = (
         Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
                   "(0.04 = 4%)",
-                  source="the labelled stuck_at_chance runs in /work/shared/real_runs sit within 0.1-3.7% of "
+                  source="the labelled stuck_at_chance runs in the real-log corpus sit within 0.1-3.7% of "
                          "ln C; the healthy runs that pass through ln 2 or ln 10 leave it by more than 8%"),
         Threshold("guess_tolerance", 0.015, "the same distance when the level is only recognised (no metadata, "
                   "no accuracy near 1/C)",
                   source="stricter, because a healthy loss can settle near 2.30 or 0.69 by coincidence; the "
-                         "unconfirmed stuck runs in /work/shared/real_runs sit within 0.5% of their level"),
+                         "unconfirmed stuck runs in the real-log corpus sit within 0.5% of their level"),
         Threshold("min_points", 5, "fewest finite points of a curve judged",
                   source="a third of the curve must hold at least two points to be called flat"),
     )
@@ -194,7 +193,6 @@ class ChancePlateau(Rule):
         )
 
 
-@register
 class ValidationNeverBeatsChance(Rule):
     """
     ## What it detects
@@ -286,7 +284,6 @@ class ValidationNeverBeatsChance(Rule):
         )
 
 
-@register
 class BadInitialLoss(Rule):
     """
     ## What it detects

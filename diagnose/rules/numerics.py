@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -58,7 +58,6 @@ def _was_rising(finite_loss: pd.Series, rise: float) -> bool:
     return curves.log_ratio(before_break, best) > rise
 
 
-@register
 class NonFiniteLoss(Rule):
     """
     ## What it detects
@@ -103,7 +102,7 @@ class NonFiniteLoss(Rule):
         Threshold("rise_before", 0.5, "log-ratio of the loss just before it broke over its best smoothed level "
                   "that counts as 'it was climbing' (0.5 = 1.65x)",
                   source="above the 0.2-0.3 scatter of the smoothed loss of the healthy runs in "
-                         "/work/shared/real_runs; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
+                         "the real-log corpus; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -150,11 +149,15 @@ class NonFiniteLoss(Rule):
         )
 
 
+# How a nonfinite event's "where" reads when no module was named.
+_NO_MODULE = {schema.WHERE_LOSS: "the loss computation", schema.WHERE_BACKWARD: "the gradient of the loss"}
+
+
 def _describe(origin: dict[str, str]) -> str:
     module = origin.get("module")
     where = origin.get("where", "?")
     if not module or module == "None":
-        return {"loss": "the loss computation", "backward": "the gradient of the loss"}.get(where, where)
+        return _NO_MODULE.get(where, where)
     kind = f" ({origin['type']})" if origin.get("type") else ""
     return f"the {where} pass of {module}{kind}"
 
@@ -169,7 +172,7 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
         fixes += ["lower the learning rate 3-10x and restart from scratch (the weights are already poisoned)",
                   "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
                   "add a learning-rate warm-up over the first 1-5% of steps"]
-    if any(h in hint for h in _LOG_HINTS) or (origin or {}).get("where") == "loss":
+    if any(h in hint for h in _LOG_HINTS) or (origin or {}).get("where") == schema.WHERE_LOSS:
         causes.append("log of zero or of a negative number (a probability or input reached 0)")
         fixes += ["guard the argument: torch.log(x.clamp(min=1e-7)), or compute the loss from logits "
                   "(F.cross_entropy, BCEWithLogitsLoss, log_softmax) instead of from probabilities"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.rules.initialization import ChancePlateau, find_chance_stall
 from diagnose.run import Run
 
@@ -95,7 +95,6 @@ def _tail_rising(loss: pd.Series, fraction: float = 0.3) -> bool:
     return fit is not None and fit.rising
 
 
-@register
 class LossDiverges(Rule):
     """
     ## What it detects
@@ -136,25 +135,25 @@ class LossDiverges(Rule):
     priority = 5
     thresholds = (
         Threshold("rise", 0.3, "log(end/start) above which the run ends worse than it began (0.3 = 1.35x)",
-                  source="no healthy run in /work/shared/real_runs ends above 0.95x its start; the labelled "
+                  source="no healthy run in the real-log corpus ends above 0.95x its start; the labelled "
                          "diverging runs end 1.4x-6.3x above it"),
         Threshold("rebound", 1.0, "log(end/best) above which a run that still rises has given its progress back "
                   "(1.0 = 2.7x)",
-                  source="healthy runs in /work/shared/real_runs end within 1.6x of their best smoothed level "
+                  source="healthy runs in the real-log corpus end within 1.6x of their best smoothed level "
                          "(per-step losses near zero included)"),
         Threshold("min_given_back", 0.25, "share of the run's fall (start to best, in loss units) that a late "
                   "rise must undo",
                   source="a run memorising its training set bounces from 0.006 to 0.04 after falling from 1.6 "
                          "(2% of its fall); the late divergences in sample_runs/ undo most of theirs"),
         Threshold("blowup", 0.69, "log(early peak / first loss) that counts as an explosion (0.69 = 2x)",
-                  source="no healthy run in /work/shared/real_runs peaks above 1.5x its first logged loss; the "
+                  source="no healthy run in the real-log corpus peaks above 1.5x its first logged loss; the "
                          "lr_too_high runs there jump 7x-12x, a held-out transformer at Adam 0.05 2.1x before "
                          "it sat at chance"),
         Threshold("min_gain", 0.1, "log(first / end) below which the run learnt nothing after exploding",
                   source="a run that recovered and learnt ends well over 10% below its first loss"),
         Threshold("min_points", 4, "fewest finite points judged",
                   source="a start, an end of at least three points; the real 10-point divergence in "
-                         "/work/shared/real_runs is unmistakable"),
+                         "the real-log corpus is unmistakable"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -197,7 +196,6 @@ def _lr_note(run: Run) -> str:
     return f" (learning rate up to {lr.max():.3g})" if len(lr) else ""
 
 
-@register
 class LateLearningRateTooHigh(Rule):
     """
     ## What it detects
@@ -233,14 +231,14 @@ class LateLearningRateTooHigh(Rule):
     priority = 25
     thresholds = (
         Threshold("rebound", 0.2, "log(end/best) above which the run gave back its progress (0.2 = 1.22x)",
-                  source="healthy runs in /work/shared/real_runs end within 1.15x of their best smoothed level, "
+                  source="healthy runs in the real-log corpus end within 1.15x of their best smoothed level, "
                          "except the per-step near-zero MNIST losses (0.2-0.5 log) that fail min_drop's noise test"),
         Threshold("min_drop", 0.3, "log(start/best): the fast early drop that must come first (0.3 = 1.35x)",
                   source="separates 'learnt, then bounced' from a curve that never fell (PLT001, CH001)"),
         Threshold("max_best_at", 0.75, "latest fraction of the run at which the best level may lie",
                   source="a best point in the last quarter is ordinary noise at the end of a converging run"),
         Threshold("min_given_back", 0.05, "share of the fall (start to best, in loss units) the end must undo",
-                  source="the late-LR sample run undoes 38%, its real counterpart in /work/shared/real_runs more; "
+                  source="the late-LR sample run undoes 38%, its real counterpart in the real-log corpus more; "
                          "runs memorising their training set bounce near zero and undo 0.3%-0.4%"),
         Threshold("min_points", 20, "fewest finite points judged", source="a smoothed curve needs ~20 points"),
     )
@@ -271,7 +269,6 @@ class LateLearningRateTooHigh(Rule):
         )
 
 
-@register
 class LearningRateTooLow(Rule):
     """
     ## What it detects
@@ -308,12 +305,12 @@ class LearningRateTooLow(Rule):
     priority = 40
     thresholds = (
         Threshold("min_linearity", 0.9, "R^2 of a straight line through the loss",
-                  source="healthy runs in /work/shared/real_runs bend: R^2 of a line is 0.2-0.85 on all of them"),
+                  source="healthy runs in the real-log corpus bend: R^2 of a line is 0.2-0.85 on all of them"),
         Threshold("max_bend", 2.0, "first-half drop over second-half drop below which the curve is not bending",
                   source="an exponential approach with the run 2x its time constant drops 2.7x more in its "
-                         "first half; healthy runs in /work/shared/real_runs drop 3x-50x more"),
+                         "first half; healthy runs in the real-log corpus drop 3x-50x more"),
         Threshold("min_remaining", 0.8, "end/start ratio above which the run is far from converged",
-                  source="the slowest healthy runs in /work/shared/real_runs (a slow-starting Keras classifier, "
+                  source="the slowest healthy runs in the real-log corpus (a slow-starting Keras classifier, "
                          "a short fine-tune) end at 0.71x-0.78x their start"),
         Threshold("min_points", 20, "fewest finite points judged", source="a line fit on fewer is not telling"),
     )
@@ -351,7 +348,6 @@ def _half_drops(loss: pd.Series) -> tuple[float, float]:
     return float(smoothed[0] - smoothed[middle]), float(smoothed[middle] - smoothed[-1])
 
 
-@register
 class LearningRateDecayedEarly(Rule):
     """
     ## What it detects
@@ -391,7 +387,7 @@ class LearningRateDecayedEarly(Rule):
                   source="a quarter of the run or more wasted"),
         Threshold("min_gain", 0.05, "log drop of the loss over the tenth of the run before the decay that shows "
                   "it was still learning (0.05 = 5%)",
-                  source="healthy plateau-scheduled Keras runs in /work/shared/real_runs improve <2% before "
+                  source="healthy plateau-scheduled Keras runs in the real-log corpus improve <2% before "
                          "their rate is cut"),
     )
 
@@ -435,7 +431,6 @@ def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
     return float(lr.index[first_dead])
 
 
-@register
 class TrainingStalled(Rule):
     """
     ## What it detects
@@ -476,14 +471,14 @@ class TrainingStalled(Rule):
     priority = 35
     thresholds = (
         Threshold("tolerance", 0.03, "log improvement below which the loss counts as flat (0.03 = 3%)",
-                  source="the plateau runs in /work/shared/real_runs move <2% after their stall; healthy "
+                  source="the plateau runs in the real-log corpus move <2% after their stall; healthy "
                          "runs keep improving >3% until their last third"),
         Threshold("max_start", 0.35, "latest fraction of the run at which the stall may start",
-                  source="healthy runs in /work/shared/real_runs (nanoGPT included) improve by 3% or more "
+                  source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
                          "until at least 48% of the run"),
         Threshold("max_drop", 1.0, "log(start / plateau) below which the plateau counts as high (1.0 = the "
                   "loss kept more than 37% of its starting value)",
-                  source="the plateau runs in /work/shared/real_runs keep 63%-67% of their starting loss; runs "
+                  source="the plateau runs in the real-log corpus keep 63%-67% of their starting loss; runs "
                          "that converge early to a low floor keep far less"),
         Threshold("min_lr", 0.05, "learning rate during the stall, as a fraction of its peak, above which the "
                   "stall is not the schedule's doing", source="a cosine schedule is at 5% in its last 14%"),
@@ -536,7 +531,6 @@ def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
     return len(during) > 0 and float(during.median()) < min_lr * float(lr.max())
 
 
-@register
 class LossSpikes(Rule):
     """
     ## What it detects
@@ -574,7 +568,7 @@ class LossSpikes(Rule):
     priority = 45
     thresholds = (
         Threshold("min_height", 0.7, "log height above the local median that makes a spike (0.7 = 2x)",
-                  source="the labelled spikes in /work/shared/real_runs stand 4x-2500x above their baseline"),
+                  source="the labelled spikes in the real-log corpus stand 4x-2500x above their baseline"),
         Threshold("min_z", 5.0, "height in robust standard deviations of the local scatter",
                   source="5 sigma: about one false point in 3.5 million for normal noise"),
         Threshold("min_points", 20, "fewest finite points judged", source="the local median needs 20 points"),
@@ -612,7 +606,6 @@ class LossSpikes(Rule):
         )
 
 
-@register
 class NoisyLoss(Rule):
     """
     ## What it detects
@@ -654,10 +647,10 @@ class NoisyLoss(Rule):
                          "8%-24% (MSE the most)"),
         Threshold("max_share", 0.5, "scatter as a fraction of the run's total (smoothed) drop",
                   source="keeps noisy losses near zero on runs that fell a long way (per-step MNIST logs in "
-                         "/work/shared/real_runs scatter <5% of their drop)"),
+                         "the real-log corpus scatter <5% of their drop)"),
         Threshold("max_of_start", 0.2, "scatter as a fraction of the smoothed loss at the start",
                   source="batch sizes 1-2 in sample_runs/ and held-out runs scatter 23%-35% of their starting "
-                         "loss; the healthy runs of /work/shared/real_runs and sample_runs at most 13%"),
+                         "loss; the healthy runs of the real-log corpus and sample_runs at most 13%"),
         Threshold("min_points", 50, "fewest finite points judged", source="per-step logs; epoch means average noise away"),
     )
 

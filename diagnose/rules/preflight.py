@@ -16,11 +16,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
-PREFLIGHT_EVENT = "preflight"
 KARPATHY = "Karpathy, 'A Recipe for Training Neural Networks' (2019)"
 
 
@@ -29,7 +28,7 @@ def preflight_records(run: Run) -> list[dict[str, Any]]:
     events = run.events
     if events.empty or "check" not in events.columns:
         return []
-    rows = events[events["event"] == PREFLIGHT_EVENT].to_dict("records")
+    rows = events[events["event"] == schema.EV_PREFLIGHT].to_dict("records")
     return [{k: v for k, v in row.items() if not _absent(v)} for row in rows]
 
 
@@ -83,7 +82,6 @@ def _names(names: list[str], most: int = 5) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-@register
 class PreflightCheckFailed(Rule):
     """
     ## What it detects
@@ -134,7 +132,6 @@ class PreflightCheckFailed(Rule):
             )
 
 
-@register
 class LabelsOutOfRange(PreflightRule):
     """
     ## What it detects
@@ -185,7 +182,6 @@ class LabelsOutOfRange(PreflightRule):
         )
 
 
-@register
 class NonFiniteInputs(PreflightRule):
     """
     ## What it detects
@@ -227,7 +223,6 @@ class NonFiniteInputs(PreflightRule):
             )
 
 
-@register
 class InputsNotNormalised(PreflightRule):
     """
     ## What it detects
@@ -281,7 +276,6 @@ class InputsNotNormalised(PreflightRule):
         )
 
 
-@register
 class InitialLossOffChance(PreflightRule):
     """
     ## What it detects
@@ -337,7 +331,6 @@ class InitialLossOffChance(PreflightRule):
         )
 
 
-@register
 class ParametersWithoutGradient(PreflightRule):
     """
     ## What it detects
@@ -393,7 +386,6 @@ class ParametersWithoutGradient(PreflightRule):
         )
 
 
-@register
 class SamplesMixedInBatch(PreflightRule):
     """
     ## What it detects
@@ -452,7 +444,6 @@ class SamplesMixedInBatch(PreflightRule):
         )
 
 
-@register
 class CannotOverfitOneBatch(PreflightRule):
     """
     ## What it detects
@@ -512,7 +503,6 @@ class CannotOverfitOneBatch(PreflightRule):
         )
 
 
-@register
 class IgnoresInputs(PreflightRule):
     """
     ## What it detects
@@ -621,7 +611,6 @@ def _lr_text(s: LrSuggestion) -> str:
     return f"{low}, {steep}{end}"
 
 
-@register
 class LearningRateTooHigh(PreflightRule):
     """
     ## What it detects
@@ -672,7 +661,6 @@ class LearningRateTooHigh(PreflightRule):
         )
 
 
-@register
 class LearningRateSuggestion(PreflightRule):
     """
     ## What it detects

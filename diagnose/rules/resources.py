@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold, register
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -52,7 +52,6 @@ def steady_growth(memory: pd.Series, t: Mapping[str, float]) -> Growth | None:
     return growth if growth.start > 0 and growth.relative >= t["min_growth"] else None
 
 
-@register
 class MemoryLeak(Rule):
     """
     ## What it detects
@@ -130,7 +129,6 @@ def _capacity(run: Run, column: str | None) -> float | None:
     return float(values.max()) if len(values) else None
 
 
-@register
 class NearOutOfMemory(Rule):
     """
     ## What it detects
@@ -218,7 +216,6 @@ def _highest_share(run: Run) -> tuple[float | None, float, str]:
     return best
 
 
-@register
 class SkippedAmpSteps(Rule):
     """
     ## What it detects

@@ -1,8 +1,10 @@
 """The run file, format v1: one JSON object per line, append-only.
 
-This module is the contract between whatever writes a run (our probes, a
-user's script, another tool) and whatever reads it. It names the record kinds,
-the canonical field names, and how non-finite floats are spelled.
+This module is the whole contract between whatever writes a run (our probes,
+the preflight checks, a user's script, another tool) and whatever reads it: the
+record kinds, every key of every kind, every event with its keys and their
+allowed values, the module names that are not modules, and how non-finite
+floats are spelled. Writers and readers take names from here, not literals.
 
 Every native record carries ``"kind"``. A line without ``"kind"`` is the
 *minimal form* (``{"step": 10, "loss": 0.52}``, ``{"step": 10, "val_loss":
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +36,37 @@ LAYER = "layer"
 EVENT = "event"
 KINDS = (META, STEP, EVAL, LAYER, EVENT)
 
+# Every declaration below is one line per name: a writer that adds a key adds
+# its line here (and to docs/run-format.md); tests/test_schema.py records real
+# runs and fails on any key written that is not declared.
+
+# Keys of the first record of a session (``kind: meta``).
+META_FIELDS = {
+    "kind": "the record kind, always first",
+    "schema": "format identifier, diagnose.run/1",
+    "name": "run name (defaults to the file name)",
+    "started": "ISO 8601 UTC start time",
+    "torch": "torch version",
+    "python": "Python version",
+    "host": "host name",
+    "pid": "process id of the writer",
+    "device": "device of the model's first parameter",
+    "model": "class, parameters, trainable, dtype, modules ([name, type] in definition order)",
+    "optimizer": "type and groups (hyperparameters per parameter group, num_params)",
+    "metadata": "what the user passed: task, num_classes, loss_fn, class_prior, anything else",
+    "probes": "the preset and the sampling interval of each probe",
+    "rank": "rank of this process under torch.distributed",
+    "world_size": "number of ranks under torch.distributed",
+    "distributed": "the distributed recording options and backend",
+    "preflight": "true for a run file written by diagnose.preflight",
+    "batch_size": "size of the batch the preflight checks ran on",
+}
+
 # Canonical step-record fields. Any other numeric key is kept as a user scalar.
 STEP_FIELDS = {
     "step": "optimizer step number (1-based by default)",
     "loss": "training loss (mean over micro-batches when accumulating)",
+    "accuracy": "training accuracy, when the user logs it (acc and accuracy are read as this)",
     "lr": "learning rate of the first parameter group",
     "lrs": "learning rates of all parameter groups, when there is more than one",
     "grad_norm": "global L2 norm of all gradients (as clip_grad_norm_ reports it)",
@@ -61,17 +92,48 @@ STEP_FIELDS = {
     "pred_zero_frac": "fraction of the loss input that is exactly zero",
     "label_entropy": "entropy (nats) of the class labels of the batch the loss saw",
     "label_classes": "number of distinct class labels in that batch",
+    "data_time": "host seconds from the previous optimizer step to this step's first forward (distributed)",
+    "forward_time": "host seconds from the step's first training forward to the end of its last (distributed)",
+    "param_checksum": "float64 sum of all parameters after the step (distributed)",
+    "ranks_loss_min": "smallest loss over the ranks (rank 0, gather mode)",
+    "ranks_loss_mean": "mean loss over the ranks (rank 0, gather mode)",
+    "ranks_loss_max": "largest loss over the ranks (rank 0, gather mode)",
+    "ranks_grad_norm_min": "smallest gradient norm over the ranks (rank 0, gather mode)",
+    "ranks_grad_norm_max": "largest gradient norm over the ranks (rank 0, gather mode)",
+    "ranks_lead_time_min": "shortest data_time + forward_time over the ranks (rank 0, gather mode)",
+    "ranks_lead_time_max": "longest data_time + forward_time over the ranks (rank 0, gather mode)",
+    "slowest_rank": "rank with the longest lead time (rank 0, gather mode)",
+    "ranks_checksum_spread": "largest minus smallest param_checksum over the ranks (rank 0, gather mode)",
+    "lr_test_loss": "loss at this step of the preflight learning-rate range test",
+    "lr_test_smoothed": "the same, exponentially smoothed",
 }
+
+# Evaluation-record fields: val_loss and val_accuracy are canonical, every other
+# val_* key is an evaluation metric the user logged (test_* becomes val_test_*).
+EVAL_FIELDS = {
+    "step": "step the evaluation was made at",
+    "val_loss": "validation loss",
+    "val_accuracy": "validation accuracy",
+}
+EVAL_METRIC_PREFIX = "val_"
+
+# Module names that are not in model.named_modules(): the model itself (whose
+# name there is "") and its output, recorded like a module by the activation probe.
+MODEL_MODULE = "(model)"
+OUTPUT_MODULE = "(output)"
+OUTPUT_TYPE = "output"  # the ``type`` of the OUTPUT_MODULE layer records
 
 # Canonical per-layer fields (one record per module per sampled step).
 LAYER_FIELDS = {
-    "module": "qualified module name as in model.named_modules()",
-    "type": "module class name",
+    "step": "step the values were sampled at",
+    "module": "qualified module name as in model.named_modules(), or MODEL_MODULE / OUTPUT_MODULE",
+    "type": "module class name (OUTPUT_TYPE for the model output)",
     "grad_norm": "L2 norm of the module's own parameter gradients",
     "param_norm": "L2 norm of the module's own parameters",
     "update_ratio": "||param after step - param before|| / ||param before||",
     "act_mean": "mean of the module output",
     "act_std": "standard deviation of the module output",
+    "act_rms": "root mean square of the module output",
     "act_zero_frac": "fraction of output elements that are exactly zero (ReLU-like modules)",
     "act_dead_frac": "fraction of output units that are zero for every sample in the batch",
     "act_unit_samples": "how many values each unit was seen over for act_dead_frac (batch x positions)",
@@ -87,20 +149,120 @@ LAYER_FIELDS = {
     "in_sat_frac": "fraction of the layer input beyond 0.99 in magnitude (a saturated tanh before it)",
     "in_zero_frac": "fraction of the layer input that is exactly zero",
     "in_dead_frac": "fraction of input features <= 0 for the whole batch (a dead ReLU before it)",
+    "param_checksum": "float64 sum of the module's own parameters after the step (distributed)",
 }
 
-# Event names.
+
+@dataclass(frozen=True)
+class Event:
+    """One event name: what it says, the keys it carries besides ``kind``, ``step``
+    and ``event``, and the allowed values of the keys that take only a few."""
+
+    name: str
+    meaning: str
+    fields: Mapping[str, str]
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+EVENT_KEYS = ("kind", "step", "event")  # keys of every event record
+
 EV_NONFINITE = "nonfinite"
 EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
-# Bug signatures.
-EV_UNOPTIMIZED = "unoptimized"  # count, numel, trainable_numel, modules
-EV_EVAL_MODE = "eval_mode"  # count, sensitive, model_training, modules, types
-EV_DUPLICATE_ROWS = "duplicate_rows"  # module, type, rows, distinct, phase (start | training)
-EV_WARNING = "warning"  # category, message, origin (file:line), count
-EV_LOSS_FUNCTION = "loss_function"  # loss_fn, reduction, input_shape, target_shape, target_dtype, broadcast
+EV_PREFLIGHT = "preflight"
+# Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs).
+EV_UNOPTIMIZED = "unoptimized"
+EV_EVAL_MODE = "eval_mode"
+EV_DUPLICATE_ROWS = "duplicate_rows"
+EV_WARNING = "warning"
+EV_LOSS_FUNCTION = "loss_function"
+DUPLICATE_ROWS_START = "start"
+DUPLICATE_ROWS_TRAINING = "training"
+
+# The ``where`` of a nonfinite event: the pass or value in which NaN/Inf was first seen.
+WHERE_FORWARD = "forward"
+WHERE_BACKWARD = "backward"
+WHERE_LOSS = "loss"
+WHERE_GRAD_NORM = "grad_norm"
+
+# The checks of diagnose.preflight, in the order they run, with the measurements each records.
+PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
+    "inputs": {"shape": "input shape", "nonfinite": "NaN/Inf input elements", "elements": "input elements",
+               "mean": "mean of the finite inputs", "std": "standard deviation of the finite inputs"},
+    "labels": {"classes": "class count", "low": "smallest valid label", "high": "largest valid label",
+               "ignore_index": "label the loss ignores", "count": "labels", "outside": "labels out of range",
+               "min": "smallest label", "max": "largest label", "examples": "up to 5 labels out of range"},
+    "initial_loss": {"loss": "loss of the untrained model", "expected": "loss expected at chance",
+                     "meaning": "what the expected value is", "classes": "class count",
+                     "prior_given": "whether the user gave class_prior"},
+    "gradients": {"trainable": "trainable parameters", "frozen": "frozen parameters",
+                  "no_grad": "trainable parameters without a gradient", "zero_grad": "those with an all-zero one"},
+    "mixing": {"sample": "the sample whose loss is differentiated", "batch": "batch size",
+               "own_grad": "input-gradient norm of that sample", "other_grad": "largest of the other samples'",
+               "leaking_samples": "other samples with a gradient", "batchnorm": "whether the model has BatchNorm"},
+    "overfit": {"steps": "steps trained on one batch", "samples": "batch size", "lr": "learning rate used",
+                "first": "first loss", "last": "last loss", "best": "lowest loss"},
+    "baseline": {"steps": "steps trained", "samples": "batch size", "real": "last loss on the real inputs",
+                 "zeroed": "last loss on zeroed inputs"},
+    "lr_range": {"start_lr": "first learning rate", "end_lr": "last planned learning rate", "steps": "steps run",
+                 "planned_steps": "steps planned", "stop_factor": "loss rise that stops the test",
+                 "diverged_at_lr": "learning rate the loss diverged at, or null", "user_lr": "the user's rate",
+                 "one_batch": "whether the test repeated one batch: no loader was given"},
+}
+_PREFLIGHT_COMMON = {
+    "check": "which check (a key of PREFLIGHT_CHECKS)",
+    "skipped": "why the check did not run",
+    "error": "the exception the check raised",
+    "where": "file:line in function where it was raised",
+}
+
+EVENTS: dict[str, Event] = {event.name: event for event in (
+    Event(EV_NONFINITE, "the first NaN/Inf of an episode, and where it was made", {
+        "where": "the pass or value it was first seen in",
+        "module": "the module that made it (forward and backward)",
+        "type": "that module's class name",
+        "detail": "how it was located",
+        "value": "the non-finite loss or gradient norm (where loss or grad_norm)",
+    }, values={"where": (WHERE_FORWARD, WHERE_BACKWARD, WHERE_LOSS, WHERE_GRAD_NORM)}),
+    Event(EV_SKIPPED_STEP, "an AMP GradScaler skipped optimizer.step()",
+          {"loss_scale": "the scale after the skip", "detail": "what happened"}),
+    Event(EV_PROBE_ERROR, "a probe failed and switched itself off", {
+        "probe": "the probe's name (watch: the watch itself)",
+        "error": "the exception",
+        "phase": "attach, when it failed while attaching",
+    }),
+    Event(EV_OOM, "the training loop ran out of memory", {
+        "error": "the exception", "cuda_allocated": "allocated bytes then", "cuda_reserved": "reserved bytes then",
+    }),
+    Event(EV_EXCEPTION, "the training loop raised", {"error": "the exception"}),
+    Event(EV_PREFLIGHT, "one preflight check and its measurements", {
+        **_PREFLIGHT_COMMON, **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
+    }, values={"check": tuple(PREFLIGHT_CHECKS)}),
+    Event(EV_UNOPTIMIZED, "trainable parameters got a gradient at the first step but are in no parameter group", {
+        "count": "parameter tensors left out", "numel": "values in them",
+        "trainable_numel": "values in all trainable parameters", "modules": "owning modules (up to 20)",
+    }),
+    Event(EV_EVAL_MODE, "the optimizer stepped with dropout/normalisation modules in eval mode (written on change)", {
+        "count": "mode-sensitive modules in eval mode", "sensitive": "mode-sensitive modules in the model",
+        "model_training": "1 when the model itself was in training mode", "modules": "their names (up to 20)",
+        "types": "their class names",
+    }),
+    Event(EV_DUPLICATE_ROWS, "a weight matrix with identical rows (units that compute the same thing)", {
+        "module": "the module", "type": "its class name", "rows": "rows (output units)",
+        "distinct": "distinct rows", "phase": "start: before training; training: after step 10 or 100",
+    }, values={"phase": (DUPLICATE_ROWS_START, DUPLICATE_ROWS_TRAINING)}),
+    Event(EV_WARNING, "a Python/torch warning raised while training (again when its count grows)", {
+        "category": "warning class name", "message": "the message (up to 500 characters)",
+        "origin": "file name and line that raised it", "count": "times it was shown so far",
+    }),
+    Event(EV_LOSS_FUNCTION, "the loss module called on the output (again when it or its shapes change)", {
+        "loss_fn": "class name of the loss module", "reduction": "its reduction",
+        "input_shape": "shape of the prediction it was given", "target_shape": "shape of the target",
+        "target_dtype": "dtype of the target", "broadcast": "1 when the shapes differ with the same dtype",
+    }),
+)}
 
 _NONFINITE_STRINGS = {
     "nan": math.nan,

@@ -1,0 +1,199 @@
+"""Score the rules against the labelled real-log corpora, calibration and held-out halves apart.
+
+Two corpora are read: ``sample_runs/corpus`` (labels in its ``labels.csv``) and
+``shared/real_runs`` beside the checkout (labels parsed from its SOURCES.md
+tables). Every file has a split fixed once by a hash of its path (see
+``corpus_shapes.split_of``): tune thresholds on the calibration half, report
+the held-out half.
+
+Printed per half: recall per problem label (a label counts as found when a
+file gets, at warning or error, one of the rule codes that ``FOUND_BY`` lists
+for it), false alarms (any warning or error on a file labelled healthy), read
+failures (a clear refusal and a crash are told apart), and files whose
+verdict is "healthy" although no training loss was read. Missed and alarmed
+files are named for the calibration half only, so the held-out half is not
+tuned to by name (``--name-heldout`` names them too).
+
+    python benchmarks/corpus_score.py [--json] [--name-heldout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import diagnose  # noqa: E402
+from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
+from diagnose.errors import InputError  # noqa: E402
+from diagnose.report import summary  # noqa: E402
+from diagnose.rules import Severity  # noqa: E402
+from real_corpus import corpus_folder  # noqa: E402
+
+# The one place that says which rule codes find which labelled problem. A label
+# absent here is descriptive (healthy, short, multi_run, special, ...) and is
+# not scored for recall. Rules added later join the lists of the labels they find.
+FOUND_BY: dict[str, tuple[str, ...]] = {
+    "overfitting": ("OVF001", "OVF002"),
+    "eval_rising": ("OVF001", "OVF002"),
+    "generalization_gap": ("OVF001", "OVF002"),
+    "unstable_val": ("OVF001", "SPK001", "LR002"),
+    "stuck_at_chance": ("CH001", "CH002"),
+    "plateau": ("PLT001", "LR003"),
+    "flat": ("PLT001", "LR003", "CH001"),
+    "slow_start": ("PLT001", "CH001", "INIT001"),
+    "spikes": ("SPK001", "LR002"),
+    "nan": ("NF001",),
+    "nonfinite_grad_norm": ("NF001",),
+    "diverging": ("LR001", "LR002", "GRD001", "NF001"),
+    "lr_too_high": ("LR001", "LR002", "NOI001"),
+    "zero_loss": ("ZL001",),
+}
+# Labels that describe a file without naming a problem a rule should find.
+DESCRIPTIVE = frozenset({"healthy", "short", "short_eval", "multi_run", "special", "train_to_zero"})
+LABELS = DESCRIPTIVE | set(FOUND_BY)
+SPLITS = ("calibration", "heldout")
+_SHARED_ROW = re.compile(r"^\| `([^`]+)` \|.*\| \d+ / \d+ \| ([^|]+) \|")
+
+
+@dataclass
+class Labelled:
+    corpus: str  # "corpus" (in the repository) or "real_runs" (shared, beside it)
+    name: str  # path relative to its corpus folder
+    path: Path
+    labels: set[str]
+    split: str
+
+
+@dataclass
+class Outcome:
+    item: Labelled
+    alarms: set[str] = field(default_factory=set)  # codes at warning or error, over every run of the file
+    read_error: str | None = None
+    crashed: bool = False
+    healthy_without_loss: bool = False
+    rule_errors: list[str] = field(default_factory=list)
+
+
+def corpus_items() -> Iterator[Labelled]:
+    for row in read_labels():
+        yield Labelled("corpus", row["file"], CORPUS / row["file"], set(row["labels"].split(";")), row["split"])
+    shared = corpus_folder()
+    if shared is None:
+        return
+    for line in (shared / "SOURCES.md").read_text(encoding="utf-8").splitlines():
+        match = _SHARED_ROW.match(line)
+        if match:
+            labels = {label.strip() for label in match[2].split(",")}
+            yield Labelled("real_runs", match[1], shared / match[1], labels, split_of(match[1]))
+
+
+def judge(item: Labelled) -> Outcome:
+    outcome = Outcome(item)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs = diagnose.load_all(item.path)
+    except InputError as exc:
+        outcome.read_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return outcome
+    except Exception as exc:  # noqa: BLE001 - a reader crash is what this counts
+        outcome.read_error, outcome.crashed = f"{type(exc).__name__}: {exc}", True
+        return outcome
+    for run in runs:
+        analysis = diagnose.analyze(run)
+        outcome.alarms |= {f.code for f in summary.problems(analysis)}
+        outcome.rule_errors += [f"{code}: {error}" for code, error in analysis.errors]
+        verdict = summary.verdict([analysis]).lower()
+        if verdict.startswith("healthy") and not run.has("loss"):
+            outcome.healthy_without_loss = True
+    return outcome
+
+
+def score(outcomes: list[Outcome], name_files: bool) -> dict:
+    recall: dict[str, dict] = {}
+    for label, codes in FOUND_BY.items():
+        scored = [o for o in outcomes if label in o.item.labels and "healthy" not in o.item.labels]
+        found = [o for o in scored if o.alarms & set(codes)]
+        missed = [o.item.name for o in scored if not o.alarms & set(codes)]
+        if scored:
+            recall[label] = {"found": len(found), "files": len(scored), "codes": list(codes),
+                             **({"missed": missed} if name_files else {})}
+    problem_files = [o for o in outcomes if o.item.labels & set(FOUND_BY) and "healthy" not in o.item.labels]
+    found_files = [o for o in problem_files
+                   if any(o.alarms & set(FOUND_BY[label]) for label in o.item.labels & set(FOUND_BY))]
+    healthy = [o for o in outcomes if "healthy" in o.item.labels]
+    alarms = [o for o in healthy if o.alarms]
+
+    def listed(items: list[Outcome], detail) -> list | int:
+        return [{"file": f"{o.item.corpus}/{o.item.name}", **detail(o)} for o in items] if name_files else len(items)
+
+    failures = [o for o in outcomes if o.read_error]
+    return {
+        "files": len(outcomes),
+        "problem_files": {"found": len(found_files), "files": len(problem_files)},
+        "label_recall": recall,
+        "healthy_files": len(healthy),
+        "false_alarms": listed(alarms, lambda o: {"codes": sorted(o.alarms)}),
+        "read_failures": listed(failures, lambda o: {"error": o.read_error, "crash": o.crashed}),
+        "crashes": sum(o.crashed for o in failures),
+        "rule_errors": listed([o for o in outcomes if o.rule_errors], lambda o: {"errors": o.rule_errors}),
+        "healthy_without_loss": listed([o for o in outcomes if o.healthy_without_loss], lambda o: {}),
+    }
+
+
+def count(value: list | int) -> int:
+    return value if isinstance(value, int) else len(value)
+
+
+def render(split: str, result: dict) -> str:
+    pf = result["problem_files"]
+    lines = [f"== {split}: {result['files']} files; problem files found {pf['found']}/{pf['files']}"
+             f" ({percent(pf['found'], pf['files'])})"]
+    for label, r in sorted(result["label_recall"].items()):
+        lines.append(f"  {label:<20} {r['found']:>3}/{r['files']:<3} ({percent(r['found'], r['files'])})"
+                     f"  by {','.join(r['codes'])}")
+        lines += [f"      missed: {name}" for name in r.get("missed", [])]
+    for key, title in (("false_alarms", "false alarms on healthy files"), ("read_failures", "read failures"),
+                       ("rule_errors", "rule errors"), ("healthy_without_loss", "'healthy' without a training loss")):
+        value = result[key]
+        extra = f" of {result['healthy_files']}" if key == "false_alarms" else ""
+        lines.append(f"  {title}: {count(value)}{extra}")
+        for entry in value if isinstance(value, list) else []:
+            detail = entry.get("codes") or entry.get("error") or entry.get("errors") or ""
+            lines.append(f"      {entry['file']}  {detail}")
+    return "\n".join(lines)
+
+
+def percent(a: int, b: int) -> str:
+    return f"{100 * a / b:.0f}%" if b else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Score the rules on the labelled real-log corpora.")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    parser.add_argument("--name-heldout", action="store_true", help="also name the held-out files missed or alarmed")
+    args = parser.parse_args(argv)
+    outcomes = [judge(item) for item in corpus_items()]
+    results = {split: score([o for o in outcomes if o.item.split == split],
+                            name_files=split == "calibration" or args.name_heldout) for split in SPLITS}
+    results["mapping"] = {label: list(codes) for label, codes in FOUND_BY.items()}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n\n".join(render(split, results[split]) for split in SPLITS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
