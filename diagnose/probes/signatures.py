@@ -163,14 +163,17 @@ _MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNor
 
 
 def _mode_sensitive(module: nn.Module) -> bool:
-    """Dropout and normalisation with running statistics, unless its parameters are frozen:
-    a frozen BatchNorm kept in eval mode is the usual way to fine-tune, not a mistake."""
-    own = list(module.parameters(recurse=False))
-    if own and not any(p.requires_grad for p in own):
-        return False
+    """Dropout and normalisation with running statistics."""
     if isinstance(module, nn.modules.instancenorm._InstanceNorm):
         return module.track_running_stats
     return isinstance(module, _MODE_SENSITIVE)
+
+
+def _frozen(module: nn.Module) -> bool:
+    """All own parameters frozen: a frozen BatchNorm kept in eval mode is the usual way to
+    fine-tune, not a mistake."""
+    own = list(module.parameters(recurse=False))
+    return bool(own) and not any(p.requires_grad for p in own)
 
 
 class TrainingModeProbe(Probe):
@@ -192,12 +195,12 @@ class TrainingModeProbe(Probe):
     def before_step(self, record: StepRecord) -> None:
         if not self._sensitive or not _due_or_early(self.schedule, record.step, self.host.first_step):
             return
-        in_eval = tuple(name for name, module in self._sensitive if not module.training)
+        in_eval = tuple(name for name, module in self._sensitive if not module.training and not _frozen(module))
         if in_eval == self._last or (self._last is None and not in_eval):
             self._last = in_eval
             return
         self._last = in_eval
-        types = [type(module).__name__ for name, module in self._sensitive if not module.training]
+        types = [type(module).__name__ for name, module in self._sensitive if name in in_eval]
         record.event(schema.EV_EVAL_MODE, count=len(in_eval), sensitive=len(self._sensitive),
                      model_training=int(self.host.model.training), modules=list(in_eval[:20]),
                      types=sorted(set(types)))
@@ -240,8 +243,9 @@ class DuplicateRowsProbe(Probe):
                 continue
             distinct = distinct_rows(weight)
             if distinct < weight.shape[0]:
-                record.event(schema.EV_DUPLICATE_ROWS, module=name or "(model)", type=type(module).__name__,
-                             rows=int(weight.shape[0]), distinct=distinct, phase=when)
+                record.event(schema.EV_DUPLICATE_ROWS, module=name or schema.MODEL_MODULE, type=type(module).__name__,
+                             rows=int(weight.shape[0]), distinct=distinct, phase=when,
+                             zero=int(distinct == 1 and not bool(weight.detach().reshape(-1)[0] != 0)))
 
 
 class WarningProbe(Probe):

@@ -169,12 +169,13 @@ def functional_activation(kind: str, in_min: float, in_absmax: float, sat_frac: 
     return None
 
 
-def identical_units(events: Sequence[Mapping[str, Any]], last_module: str | None) -> list[dict]:
-    """Layers whose weight rows were all identical at the start and still were after training steps."""
-    start = {e["module"] for e in events if e.get("phase") == schema.DUPLICATE_ROWS_START and e.get("distinct") == 1}
-    later = [e for e in events if e.get("phase") == schema.DUPLICATE_ROWS_TRAINING and e.get("module") in start
-             and e.get("distinct") == 1]
-    return [dict(e) for e in {e["module"]: e for e in later}.values() if e["module"] != last_module]
+def identical_units(events: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Layers whose weight rows were all identical at the start: a non-zero constant at once, an
+    all-zero matrix only if it was still identical after training steps (a zero-initialised
+    adapter such as LoRA's B matrix separates by itself)."""
+    start = {e["module"]: e for e in events if e.get("phase") == schema.DUPLICATE_ROWS_START and e.get("distinct") == 1}
+    stayed = {e["module"] for e in events if e.get("phase") == schema.DUPLICATE_ROWS_TRAINING and e.get("distinct") == 1}
+    return [dict(e, stayed=module in stayed) for module, e in start.items() if not e.get("zero") or module in stayed]
 
 
 def falls_below_zero_without_bound(loss: Sequence[float], min_orders: float) -> dict | None:

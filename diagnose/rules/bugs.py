@@ -85,7 +85,7 @@ class GradientsNotReset(Rule):
     severity = Severity.ERROR
     requires = ("grad_carried",)
     priority = 3
-    explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "NF001", "ACT001", "LR004")
+    explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "NF001", "ACT001", "ACT003", "LR004")
     thresholds = (
         Threshold("min_share", 0.8, "share of sampled steps with carried gradients that means never reset",
                   source="a loop that never resets carries at every step after the first"),
@@ -314,7 +314,7 @@ class ModulesInEvalMode(Rule):
     severity = Severity.WARNING
     requires = ("events",)
     priority = 4
-    explains = (*_LOSS_SHAPE, "OVF001", "OVF002", "GRD001")
+    explains = (*_LOSS_SHAPE, "OVF001", "OVF002", "GRD001", "GRD003", "NF001", "ACT001", "ACT003")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         found = [e for e in events_of(run, schema.EV_EVAL_MODE) if e.get("count")]
@@ -593,7 +593,7 @@ class InputsNotNormalised(Rule):
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         first = _first_layer_with(run, "in_std")
-        if first is None:
+        if first is None or _normalised_after(run, first):
             return
         stats = {c: float(run.layer_series(c)[first].median()) for c in ("in_absmax", "in_std", "in_mean")}
         found = sig.unnormalised_inputs(stats["in_absmax"], stats["in_std"], stats["in_mean"], t["max_scale"])
@@ -611,6 +611,16 @@ class InputsNotNormalised(Rule):
             fixes=["standardise the inputs with the training set's mean and std (transforms.Normalize, "
                    "StandardScaler)", "look for: a dataset that returns raw values with no normalisation step"],
         )
+
+
+def _normalised_after(run: Run, module: str) -> bool:
+    """True when the module right after ``module`` normalises (BatchNorm/LayerNorm/GroupNorm...):
+    raw features into a first layer followed by a normalisation are trained at unit scale."""
+    modules = [m for m in (run.meta.get("model") or {}).get("modules") or [] if isinstance(m, (list, tuple))]
+    names = [m[0] for m in modules]
+    if module not in names or names.index(module) + 1 >= len(names):
+        return False
+    return "Norm" in str(modules[names.index(module) + 1][1])
 
 
 def _first_layer_with(run: Run, column: str) -> str | None:
@@ -632,7 +642,8 @@ class IdenticalUnits(Rule):
     ## How it decides
     Needs the probes' ``duplicate_rows`` events: a layer (not the output
     layer, whose rows separate by themselves) with one distinct row at the
-    start and again at a check during training (after steps 10 and 100).
+    start; for an all-zero matrix (a zero-initialised adapter separates by
+    itself) also at a check during training (after steps 10 and 100).
 
     ## What to do
     Use a random initialisation (PyTorch's default, ``kaiming_normal_``,
@@ -651,15 +662,16 @@ class IdenticalUnits(Rule):
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         order = run.module_order()
-        found = sig.identical_units(events_of(run, schema.EV_DUPLICATE_ROWS), None)
+        found = sig.identical_units(events_of(run, schema.EV_DUPLICATE_ROWS))
         found = [e for e in found if _has_layer_after(order, e["module"], run)]
         if not found:
             return
         names = ", ".join(f"{e['module']} ({e['rows']:g} rows)" for e in found[:6])
         yield self.finding(
             run,
-            message=(f"every row of the weights of {names} was the same at the start and still is after "
-                     f"training steps: all units of the layer compute the same thing and get the same gradient"),
+            message=(f"every row of the weights of {names} was the same at the start"
+                     f"{' and still was after training steps' if found[0]['stayed'] else ''}: the units of the layer "
+                     f"start identical, get the same gradient (up to their biases) and stay (nearly) identical"),
             module=str(found[0]["module"]),
             evidence={"layers": [e["module"] for e in found], "rows": [e["rows"] for e in found]},
             confidence=0.95,
@@ -864,9 +876,9 @@ class LabelsSortedByClass(Rule):
 class NonFiniteMadeInLoss(Rule):
     """
     ## What it detects
-    The first NaN/Inf was made by the loss computation itself: every module
-    output was finite, but the loss, or its gradient with respect to the
-    model output, was not.
+    The first NaN/Inf was made by the loss computation itself, in its
+    backward: the loss and every module output were finite, but the gradient
+    of the loss with respect to the model output was not.
 
     ## Why it matters
     The last layer gets the blame otherwise: its gradients are the first to
@@ -875,9 +887,10 @@ class NonFiniteMadeInLoss(Rule):
     count, a ``sqrt`` of 0 in a hand-written loss.
 
     ## How it decides
-    Needs ``loss_grad_nonfinite`` or a ``nonfinite`` event at ``loss``: the
-    first step with either is at or before the first forward/backward
-    ``nonfinite`` event of a module.
+    Needs ``loss_grad_nonfinite`` (the probes, every step): at its first step
+    the loss is finite and no module's forward made a NaN/Inf at or before
+    it. (A loss that is itself NaN while the outputs are finite is NF001's
+    ``where=loss``: usually a divergence, judged there.)
 
     ## What to do
     Use the fused, stable forms: ``F.cross_entropy`` on logits instead of
@@ -891,27 +904,24 @@ class NonFiniteMadeInLoss(Rule):
     title = "The NaN/Inf was made in the loss computation, not in the model"
     category = Category.BUGS
     severity = Severity.ERROR
-    requires = ("events",)
+    requires = ("loss_grad_nonfinite",)
     priority = 1
     explains = ("NF001", "SPK001", "GRD001", "LR001")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        nonfinite = events_of(run, schema.EV_NONFINITE)
-        in_loss = [e["step"] for e in nonfinite if e.get("where") == "loss"]
-        grads = run.series("loss_grad_nonfinite")
-        if len(grads):
-            in_loss.append(float(grads.index.min()))
-        if not in_loss:
+        first_loss = float(run.series("loss_grad_nonfinite").index.min())
+        loss = run.series("loss", keep_nan=True)
+        if first_loss not in loss.index or not np.isfinite(loss.loc[first_loss]):
             return
-        first_loss = min(in_loss)
-        first_module = min((e["step"] for e in nonfinite if e.get("where") in ("forward", "backward")
-                            and e["step"] < first_loss), default=None)
-        if first_module is not None:
+        made_forward = [e["step"] for e in events_of(run, schema.EV_NONFINITE)
+                        if e.get("where") == schema.WHERE_FORWARD and e["step"] <= first_loss]
+        if made_forward:
             return
         yield self.finding(
             run,
-            message=(f"at step {first_loss:g} every module output was finite but the loss computation made a "
-                     f"NaN/Inf (in the loss value or in its gradient with respect to the model output)"),
+            message=(f"at step {first_loss:g} the loss and every module output were finite, but the gradient of "
+                     f"the loss with respect to the model output was NaN/Inf: the loss computation made it in its "
+                     f"backward, not the last layer"),
             onset=first_loss,
             evidence={"step": first_loss},
             confidence=0.9,

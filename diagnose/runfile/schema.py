@@ -252,6 +252,7 @@ EVENTS: dict[str, Event] = {event.name: event for event in (
     Event(EV_DUPLICATE_ROWS, "a weight matrix with identical rows (units that compute the same thing)", {
         "module": "the module", "type": "its class name", "rows": "rows (output units)",
         "distinct": "distinct rows", "phase": "start: before training; training: after step 10 or 100",
+        "zero": "1 when every row is all zeros",
     }, values={"phase": (DUPLICATE_ROWS_START, DUPLICATE_ROWS_TRAINING)}),
     Event(EV_WARNING, "a Python/torch warning raised while training (again when its count grows)", {
         "category": "warning class name", "message": "the message (up to 500 characters)",
