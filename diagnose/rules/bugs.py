@@ -904,11 +904,13 @@ class NonFiniteMadeInLoss(Rule):
     title = "The NaN/Inf was made in the loss computation, not in the model"
     category = Category.BUGS
     severity = Severity.ERROR
-    requires = ("loss_grad_nonfinite",)
+    requires = ("loss",)  # loss_grad_nonfinite is written only where it is 1
     priority = 1
     explains = ("NF001", "SPK001", "GRD001", "LR001")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if not run.has("loss_grad_nonfinite"):
+            return
         first_loss = float(run.series("loss_grad_nonfinite").index.min())
         loss = run.series("loss", keep_nan=True)
         if first_loss not in loss.index or not np.isfinite(loss.loc[first_loss]):
