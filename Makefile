@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench corpus-score clean
+.PHONY: setup demo test bench corpus-score bug-suite clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ bench: setup
 # Recall, false alarms and read failures on the labelled real-log corpora, calibration and held-out halves.
 corpus-score: setup
 	$(PY) benchmarks/corpus_score.py
+
+# Symptom and root-cause recall, and false alarms on the healthy twins, over the scripts of sample_runs/bugs/.
+bug-suite: setup
+	$(PY) benchmarks/bug_suite.py
 
 clean:
 	rm -rf $(VENV) diagnose-demo

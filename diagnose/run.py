@@ -138,6 +138,28 @@ class Run:
         rest = [m for m in table.columns if m not in order]
         return table[order + rest]
 
+    def module_label(self, name: str | None) -> str:
+        """A module as a person finds it in their code: ``model.2 (Linear)``, ``model (Net)``.
+
+        The probes record ``named_modules()`` names, which for a ``Sequential``
+        are bare indices ("2"); prefixed with ``model.`` and followed by the
+        class they read as the attribute path they are.
+        """
+        if not name:
+            return ""
+        if name.startswith("(") and name != "(model)":
+            return name  # the probes' own pseudo-modules, e.g. "(output)"
+        if name == "(model)":
+            path, kind = "model", (self.meta.get("model") or {}).get("class")
+        else:
+            path, kind = f"model.{name}", self._module_types().get(name)
+        return f"{path} ({kind})" if kind else path
+
+    def _module_types(self) -> dict[str, str]:
+        modules = (self.meta.get("model") or {}).get("modules") or []
+        pairs = (m if isinstance(m, (list, tuple)) else (m.get("name"), m.get("type")) for m in modules)
+        return {str(n): str(t) for n, t, *_ in pairs if n is not None and t}
+
     def module_order(self) -> list[str]:
         """Module names in model definition order (input side first), when known."""
         modules = (self.meta.get("model") or {}).get("modules") or []

@@ -1,13 +1,16 @@
-"""Record the example runs: tiny real models trained on CPU on generated data, probes attached.
+"""The one recorder of the example runs: tiny real models trained on CPU on generated data, probes attached.
 
-Each scenario is one function registered with ``@scenario(expect=CODE)``:
-``expect`` is the rule code that must come first when the run is analysed,
-or None for a healthy run, which must get no warning or error. Adding a
-scenario is adding one function.
+Every rule's examples live in ``examples/<CODE>/``: ``bad*.jsonl``, runs the
+rule must flag, and ``good*.jsonl``, near misses it must leave alone; every
+run in ``examples/healthy/`` is a good example of every rule. Each scenario is
+one function registered with ``@scenario(expect=CODE)`` (None for a healthy
+run): it trains and writes its run file. The scenarios of the probe-data rules
+(gradients, activations, memory, AMP) are declared in ``internals.py`` and
+registered here, so that one command records them all::
 
-    python sample_runs/record.py                 # record every scenario into sample_runs/runs/
+    python sample_runs/record.py                 # record every scenario into sample_runs/examples/
     python sample_runs/record.py spikes nan_log  # only these
-    python sample_runs/record.py --out /tmp/runs
+    python sample_runs/record.py --out /tmp/examples
 
 Everything is seeded; each run takes a few seconds on one CPU thread.
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +31,10 @@ from torch.nn import functional as F
 
 import diagnose
 
-RUNS_DIR = Path(__file__).resolve().parent / "runs"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import internals  # noqa: E402 - the probe-data scenarios, beside this file
+EXAMPLES = HERE / "examples"
 STEPS = 300
 BATCH = 32
 EVAL_EVERY = 20
@@ -38,19 +46,41 @@ class Scenario:
     expect: str | None
     record: Callable[[Path], None]
     about: str
+    file: str  # where the run goes, relative to EXAMPLES
+    # The finding that must come first overall, when another rule rightly outranks ``expect``
+    # (a learning rate past the stability limit is the cause of the exploding gradients it makes).
+    primary: str | None = None
+
+    @property
+    def first(self) -> str | None:
+        return self.primary or self.expect
+
+    @property
+    def path(self) -> Path:
+        return EXAMPLES / self.file
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(expect: str | None) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
-    """Register a recording function under its own name, with the finding it must produce first."""
+def scenario(expect: str | None, file: str | None = None) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+    """Register a recording function under its own name, with the finding it must produce first.
+
+    Its run goes to ``file`` (under ``examples/``), by default ``<CODE>/bad.jsonl``
+    or, for a healthy run, ``healthy/<name>.jsonl``.
+    """
 
     def add(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        SCENARIOS[fn.__name__] = Scenario(fn.__name__, expect, fn, (fn.__doc__ or "").strip())
+        register(fn.__name__, expect, fn, (fn.__doc__ or "").strip(), file)
         return fn
 
     return add
+
+
+def register(name: str, expect: str | None, record: Callable[[Path], None], about: str, file: str | None,
+             primary: str | None = None) -> None:
+    default = f"{expect}/bad.jsonl" if expect else f"healthy/{name.removeprefix('healthy_')}.jsonl"
+    SCENARIOS[name] = Scenario(name, expect, record, about, file or default, primary)
 
 
 # -- data ----------------------------------------------------------------------------
@@ -161,7 +191,7 @@ def run(setup: Setup, path: Path) -> None:
     order = torch.Generator().manual_seed(setup.seed)
     classify = setup.metadata.get("task") in ("binary", "multiclass")
     with diagnose.watch(setup.model, setup.optimizer, path, preset=setup.preset, metadata=setup.metadata,
-                        name=path.stem, every={"memory": 0, "nvml": 0}) as w:
+                        name=internals.example_name(path), every={"memory": 0, "nvml": 0}) as w:
         for step in range(1, setup.steps + 1):
             pick = torch.randint(0, len(x), (min(setup.batch, len(x)),), generator=order)
             inputs = x[pick] if setup.corrupt is None else setup.corrupt(step, x[pick])
@@ -299,7 +329,7 @@ def chance_binary(path: Path) -> None:
     _chance(2, 10, path)
 
 
-@scenario(expect="CH001")
+@scenario(expect="CH001", file="CH001/bad_10_classes.jsonl")
 def chance_10_classes(path: Path) -> None:
     """10-class labels independent of the inputs: the loss stays at ln 10."""
     _chance(10, 11, path)
@@ -371,6 +401,18 @@ def label_leak(path: Path) -> None:
     run(setup, path)
 
 
+# -- the probe-data scenarios -----------------------------------------------------------------
+
+
+def _register_internals() -> None:
+    for name, internal in internals.SCENARIOS.items():
+        register(name, internal.expect, partial(internals.record, internal), internal.about, internal.file,
+                 internal.primary)
+
+
+_register_internals()
+
+
 # -- command line ---------------------------------------------------------------------------
 
 
@@ -380,10 +422,10 @@ def record(names: list[str], out: Path) -> list[Path]:
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     torch.set_num_threads(1)  # tiny models: more threads only add contention
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names or list(SCENARIOS):
-        path = out / f"{name}.jsonl"
+        path = out / SCENARIOS[name].file
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a run file is appended to; start each recording afresh
         SCENARIOS[name].record(path)
         written.append(path)
@@ -393,7 +435,7 @@ def record(names: list[str], out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="scenarios to record (default: all)")
-    parser.add_argument("--out", type=Path, default=RUNS_DIR, help="folder for the run files")
+    parser.add_argument("--out", type=Path, default=EXAMPLES, help="folder for the examples")
     args = parser.parse_args()
     for path in record(args.names, args.out):
         print(f"{path} ({math.ceil(path.stat().st_size / 1024)} KB)")

@@ -7,9 +7,11 @@ from pathlib import Path
 from diagnose.cli.common import load_runs
 from diagnose.rules.base import Category, Rule, Severity, Threshold
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
+from sample_files import EXAMPLES, recorded_runs
+
 # A healthy classifier, and one whose loss turns NaN mid-run.
-CHOSEN = {"healthy": "healthy_mlp.jsonl", "broken": "nan_log.jsonl"}
+CHOSEN = {"healthy": EXAMPLES / "healthy" / "mlp.jsonl", "broken": EXAMPLES / "NF001" / "bad.jsonl"}
+SAMPLES = recorded_runs()
 
 
 def run_name(path: Path) -> str:

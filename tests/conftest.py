@@ -12,9 +12,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def runs(tmp_path) -> dict[str, Path]:
     """``{"healthy": path, "broken": path}``: fresh copies of two sample runs, so that
     a test writing next to them never touches the committed samples."""
-    from cli_samples import CHOSEN, SAMPLES
+    from cli_samples import CHOSEN
 
-    return {key: Path(shutil.copy(SAMPLES / name, tmp_path / name)) for key, name in CHOSEN.items()}
+    return {key: Path(shutil.copy(path, tmp_path / f"{key}.jsonl")) for key, path in CHOSEN.items()}
 
 
 @pytest.fixture

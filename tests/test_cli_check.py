@@ -110,7 +110,7 @@ def test_junit_one_case_per_evaluated_rule_and_run(runs, test_rule, tmp_path):
     assert result.exit_code == 1
 
 
-@pytest.mark.parametrize("sample", sorted(SAMPLES.glob("*.jsonl")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: f"{p.parent.name}-{p.stem}")
 def test_exit_code_follows_the_real_rules_on_every_sample(sample):
     fails = any(at_or_above(analyze(run).findings, DEFAULT_FAIL_ON) for run in load_runs([sample]))
     result = invoke(sample, env={"COLUMNS": "200"})

@@ -13,7 +13,7 @@ from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.diagnosis import differential
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs"
-RUN_FILES = sorted(p for p in SAMPLES.rglob("*.jsonl") if ".rank" not in p.name)
+RUN_FILES = sorted(p for p in SAMPLES.rglob("*.jsonl") if ".rank" not in p.name and "corpus" not in p.parts)
 
 
 def _analyses(path: Path) -> list:

@@ -83,11 +83,33 @@ class TestSummary:
         assert s.verdict(ordered).startswith("3 runs: 1 healthy, 2 with problems (1 error, 1 warning)")
 
     def test_not_evaluated_is_grouped_by_what_is_missing(self):
-        missing = [(f"PRE00{i}", f"needs preflight.part{i}") for i in range(1, 6)] + [
-            ("GRD001", "needs grad_norm"), ("ACT001", "needs layers.act_std"), ("ACT002", "needs layers.act_std")]
-        text = s.not_evaluated(analysis(make_run(), not_evaluated=missing))
-        assert text == ("PRE001-PRE005 (5 rules need preflight); GRD001 (needs grad_norm); "
-                        "ACT001, ACT002 (need layers.act_std)")
+        missing = [("GRD001", "needs grad_norm"), ("GRD002", "needs grad_norm"), ("GRD003", "needs grad_norm"),
+                   ("GRD004", "needs grad_norm"), ("ACT001", "needs layers.act_std"),
+                   ("ACT002", "needs layers.act_std, accuracy")]
+        text = s.not_evaluated(analysis(make_run(), not_evaluated=missing + self.preflight_missing()))
+        assert text == ("GRD001-GRD004 (4 rules need grad_norm); ACT001 (needs layers.act_std); "
+                        "ACT002 (needs layers.act_std, accuracy)")
+
+    def test_not_evaluated_folds_to_one_line_naming_what_was_missing(self):
+        missing = [("GRD001", "needs grad_norm"), ("ACT001", "needs layers.act_std"), ("OVF002", "needs accuracy"),
+                   ("MEM001", "needs rss")]
+        text = s.not_evaluated_short(analysis(make_run(), not_evaluated=missing + self.preflight_missing()))
+        assert text == "4 rules, for lack of grad_norm, layers.act_std, accuracy and 1 more"
+
+    def test_a_preflight_run_does_not_list_training_rules_and_a_training_run_not_preflight_ones(self):
+        training = analysis(make_run(), not_evaluated=[("LR001", "needs loss"), *self.preflight_missing()])
+        assert s.not_evaluated(training) == "LR001 (needs loss)"
+        some_checks_ran = [("LR001", "needs loss"), *self.preflight_missing()[:2]]
+        run = make_run()
+        run.events = pd.DataFrame({"step": [0.0], "event": ["preflight"], "check": ["labels"]})
+        preflight = analysis(run, not_evaluated=some_checks_ran)
+        assert s.not_evaluated(preflight) == "PRE001, PRE002 (need preflight)"
+
+    @staticmethod
+    def preflight_missing() -> list[tuple[str, str]]:
+        from diagnose.rules import Category, all_rules
+
+        return [(r.code, f"needs preflight.{r.name}") for r in all_rules() if r.category is Category.PREFLIGHT]
 
     def test_numbers(self):
         assert [s.number(v) for v in (math.nan, math.inf, -math.inf, 3, 0.123456, None, True)] == [
@@ -111,12 +133,13 @@ class TestTerminal:
         assert lines[0].startswith("2 problems in run 'exp'")
         assert text.index("LR001") < text.index("SPK001", text.index("LR001"))
         for needle in ("steps 10-80", "at steps 40, 90", "max_ratio=4.568", "learning rate too high",
-                       "divide the lr by 10", "best validation loss 1.2 at step 4"):
+                       "divide the lr by 10", "lowest validation loss 1.2 at step 4"):
             assert needle in text
 
     def test_not_evaluated_and_rule_errors_are_listed(self):
         text = render_terminal([self.full()])
-        assert "not evaluated: GRD001 (needs grad_norm)" in text
+        assert "not evaluated: 1 rule, for lack of grad_norm (--show-skipped lists them)" in text
+        assert "not evaluated: GRD001 (needs grad_norm)" in render_terminal([self.full()], show_skipped=True)
         assert "rule error: ACT001 failed: ValueError: boom" in text
 
     def test_colour_only_when_asked(self):

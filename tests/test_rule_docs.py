@@ -11,7 +11,7 @@ from diagnose.rules.base import DOC_SECTIONS, Category, Severity
 from diagnose.rules.codes import all_rules
 
 RULES = all_rules()
-SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs" / "runs"
+from sample_files import EXAMPLES
 MINE = {"LR001", "LR002", "LR003", "LR004", "OVF001", "OVF002", "CH001", "PLT001", "SPK001", "NF001",
         "INIT001", "NOI001", "ZL001"}
 
@@ -69,6 +69,6 @@ def test_explained_codes_exist():
 def test_a_cause_is_reported_before_what_it_explains():
     import diagnose
 
-    run = diagnose.load(SAMPLE_RUNS / "internals-dead-relu.jsonl")
+    run = diagnose.load(EXAMPLES / "ACT001" / "bad.jsonl")
     codes = diagnose.analyze(run).codes
     assert "CH001" in codes and codes.index("ACT001") < codes.index("CH001")

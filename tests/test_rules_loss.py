@@ -13,11 +13,11 @@ import diagnose
 from diagnose.rules import Severity, analyze, get_rule
 from diagnose.rules.config import RuleConfig
 
-RUNS = Path(__file__).resolve().parent.parent / "sample_runs" / "runs"
+from sample_files import scenario_file
 
 
 def sample(name: str):
-    return diagnose.load(RUNS / f"{name}.jsonl")
+    return diagnose.load(scenario_file(name))
 
 
 def write_log(tmp_path: Path, rows: list[dict], meta: dict | None = None) -> Path:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,9 +12,8 @@ import pytest
 import diagnose
 from diagnose.rules.resources import steady_growth
 from real_corpus import corpus_folder
+from sample_files import HEALTHY, recorder, scenario_file
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_runs" / "runs"
 REAL_RUNS = corpus_folder() or Path("/nonexistent")
 FAMILIES = ("GRD", "ACT", "MEM", "AMP")
 SERIOUS = ("warning", "error")
@@ -46,41 +43,34 @@ def analyze(path: Path) -> diagnose.rules.Analysis:
     return analysis
 
 
-# Runs whose primary finding overall belongs to another rule, and why that is right.
-PRIMARY_ELSEWHERE = {
-    "exploding": "LR001",  # the step size is past the stability limit: the learning rate is the cause
-    "saturated-tanh": "INIT001",  # the weights were initialised 6x too large: the cause of the saturation
-}
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bad_sample_run_gets_its_rule_first(name: str) -> None:
-    analysis = analyze(SAMPLES / f"internals-{name}.jsonl")
+    analysis = analyze(scenario_file(name))
     found = ours(analysis)
     assert found, f"no finding on internals-{name}"
     assert found[0].code == EXPECTED[name], [(f.code, f.message) for f in found]
     assert found[0].severity.value in SERIOUS
     serious = [f.code for f in analysis.findings if f.severity.value in SERIOUS]
-    assert serious[0] == PRIMARY_ELSEWHERE.get(name, EXPECTED[name]), serious
+    assert serious[0] == recorder().SCENARIOS[name].first, serious
 
 
 def test_findings_name_the_layer_and_the_numbers() -> None:
-    exploding = ours(analyze(SAMPLES / "internals-exploding.jsonl"))[0]
+    exploding = ours(analyze(scenario_file("exploding")))[0]
     assert exploding.evidence["growth"] > 100 and exploding.onset is not None and exploding.module
-    vanishing = ours(analyze(SAMPLES / "internals-vanishing.jsonl"))[0]
+    vanishing = ours(analyze(scenario_file("vanishing")))[0]
     assert vanishing.module == "0" and vanishing.evidence["ratio"] < 1e-6
-    dead = ours(analyze(SAMPLES / "internals-dead-relu.jsonl"))[0]
+    dead = ours(analyze(scenario_file("dead-relu")))[0]
     assert dead.module == "1" and dead.evidence["dead_fraction"]["1"] > 0.5
-    detached = ours(analyze(SAMPLES / "internals-detached-branch.jsonl"))[0]
+    detached = ours(analyze(scenario_file("detached-branch")))[0]
     assert detached.evidence["modules"] == ["side.0"]
-    leak = ours(analyze(SAMPLES / "internals-memory-leak.jsonl"))[0]
+    leak = ours(analyze(scenario_file("memory-leak")))[0]
     assert leak.evidence["column"] == "rss" and leak.evidence["bytes_per_step"] > 0
-    amp = ours(analyze(SAMPLES / "internals-amp-skips.jsonl"))[0]
+    amp = ours(analyze(scenario_file("amp-skips")))[0]
     assert amp.severity.value == "error" and amp.evidence["last_scale"] < 1
 
 
 def healthy_samples() -> list[Path]:
-    return sorted(SAMPLES.rglob("*healthy*.jsonl"))
+    return sorted(HEALTHY.glob("*.jsonl"))
 
 
 @pytest.mark.parametrize("path", healthy_samples(), ids=lambda p: p.name)
@@ -137,18 +127,9 @@ def test_memory_plateau_after_warmup_is_not_a_leak() -> None:
     assert steady_growth(steady, thresholds).relative > 0.3
 
 
-def _load_recorder():
-    spec = importlib.util.spec_from_file_location("record_internals", SAMPLES.parent / "record_internals.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["record_internals"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", ["detached-branch", "amp-skips"])
 def test_recording_script_reproduces_the_problem(tmp_path: Path, name: str) -> None:
-    recorder = _load_recorder()
-    path = recorder.record(name, recorder.SCENARIOS[name], tmp_path)
+    path = recorder().record([name], tmp_path)[0]
     assert ours(analyze(path))[0].code == EXPECTED[name]
 
 

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 import diagnose
 from diagnose.rules import Severity, analyze
+from sample_files import EXAMPLES, recorder
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_runs"
-
-
-def _load_recorder():
-    spec = importlib.util.spec_from_file_location("sample_runs_record", SAMPLE_DIR / "record.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-record = _load_recorder()
+record = recorder()
 SCENARIOS = list(record.SCENARIOS.values())
 
 
@@ -34,13 +22,13 @@ def alarms(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
 def test_recorded_run_is_diagnosed_as_what_it_shows(scenario):
-    path = record.RUNS_DIR / f"{scenario.name}.jsonl"
+    path = scenario.path
     assert path.is_file(), f"{path} is missing: run python sample_runs/record.py {scenario.name}"
     found = alarms(path)
     if scenario.expect is None:
         assert found == [], f"healthy run {scenario.name} got {found}"
     else:
-        assert found and found[0] == scenario.expect, f"{scenario.name}: expected {scenario.expect} first, got {found}"
+        assert found and found[0] == scenario.first, f"{scenario.name}: expected {scenario.first} first, got {found}"
 
 
 def test_every_problem_has_a_healthy_counterpart_and_a_docstring():
@@ -62,5 +50,5 @@ def test_unknown_scenario_is_refused(tmp_path):
 
 
 def test_sample_files_stay_small():
-    total = sum(p.stat().st_size for p in record.RUNS_DIR.glob("*.jsonl"))
+    total = sum(p.stat().st_size for p in EXAMPLES.rglob("*.jsonl"))
     assert total < 1_500_000

@@ -7,11 +7,12 @@ as one line ``diagnose: error: ...``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from diagnose import __version__
 from diagnose.cli.check import check
 from diagnose.cli.demo import demo
 from diagnose.cli.explain import explain
@@ -44,6 +45,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"diagnose {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
+    """Training diagnostics for PyTorch: find what went wrong in a run and what to do about it."""
+
+
 for command in (report, check, plot, preflight, rules, explain, demo):
     app.command(command.__name__)(command)
 

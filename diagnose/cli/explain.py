@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from diagnose.cli.rules import print_rule_list
-from diagnose.errors import ConfigError
+from diagnose.errors import ConfigError, DiagnoseError
+from diagnose.readers import load_all
 from diagnose.rules.base import DOC_SECTIONS, Rule
 from diagnose.rules.codes import select_rules
+from diagnose.rules.engine import analyze
 
 
 def explain(code: Annotated[str, typer.Argument(
@@ -27,7 +31,36 @@ def explain(code: Annotated[str, typer.Argument(
     if len(picked) > 1:
         print_rule_list(picked)
         return
-    Console(highlight=False).print(rule_renderable(picked[0]))
+    console = Console(highlight=False)
+    console.print(rule_renderable(picked[0]))
+    example = example_renderable(picked[0])
+    if example is not None:
+        console.print(example)
+
+
+# The examples sit beside the package in a checkout of the repository; an installed wheel has none.
+EXAMPLES = Path(__file__).resolve().parents[2] / "sample_runs" / "examples"
+
+
+def example_renderable(rule: type[Rule]) -> Group | None:
+    """What the rule says on its bad example (``sample_runs/examples/<CODE>/bad*``), when there is one."""
+    bad = sorted((EXAMPLES / rule.code).glob("bad*")) if (EXAMPLES / rule.code).is_dir() else []
+    if not bad:
+        return None
+    shown = f"sample_runs/examples/{rule.code}/{bad[0].name}"
+    try:
+        found = [f for run in load_all(bad[0]) for f in analyze(run) if f.code == rule.code]
+    except DiagnoseError:
+        return None
+    if not found:
+        return None
+    finding = found[0]
+    parts: list[RenderableType] = [Text(""), Text("Example", style="bold underline"),
+                                   Text(f"On the recorded run {shown}, {rule.code} says:"),
+                                   Padding(Text(finding.message), (0, 0, 0, 2))]
+    if finding.fixes:
+        parts += [Text("Use instead:"), *(Padding(Text(f"- {fix}"), (0, 0, 0, 2)) for fix in finding.fixes)]
+    return Group(*parts)
 
 
 def rule_renderable(rule: type[Rule]) -> Group:
@@ -39,9 +72,15 @@ def rule_renderable(rule: type[Rule]) -> Group:
     doc = rule.doc()
     for section in (*DOC_SECTIONS, *(k for k in doc if k not in DOC_SECTIONS)):
         if section in doc:
-            parts += [Text(""), Text(section, style="bold underline"), Text(doc[section])]
+            parts += [Text(""), Text(section, style="bold underline"), _prose(doc[section])]
     parts += [Text(""), _thresholds(rule)]
     return Group(*parts)
+
+
+def _prose(text: str) -> Text:
+    """Documentation text with `inline code` shown in bold instead of between backticks."""
+    pieces = text.split("`")
+    return Text.assemble(*((piece, "bold") if i % 2 else piece for i, piece in enumerate(pieces)))
 
 
 def _thresholds(rule: type[Rule]) -> RenderableType:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from diagnose.cli import common
 from diagnose.report import render
-from diagnose.report.terminal import print_report
+from diagnose.report.terminal import print_report, render_terminal
 
 
 class Format(str, enum.Enum):
@@ -28,11 +28,16 @@ def report(
     ignore: common.IgnoreOpt = None,
     settings: common.SetOpt = None,
     format_in: common.FormatInOpt = None,
+    show_skipped: Annotated[bool, typer.Option(
+        "--show-skipped", help="List every rule that was not evaluated and the data it lacked.")] = False,
 ) -> None:
     """Analyse one or more runs and report what went wrong and what to do about it."""
     config = common.rule_config(select, ignore, settings)
     analyses = common.analyze_paths(paths, format_in, config)
     if format is Format.terminal and output is None:
-        print_report(analyses, Console(highlight=False))
+        print_report(analyses, Console(highlight=False), show_skipped=show_skipped)
+        return
+    if format is Format.terminal:
+        common.write_output(render_terminal(analyses, show_skipped=show_skipped), output, paths)
         return
     common.write_output(render(analyses, format.value), output, paths)

@@ -22,7 +22,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; pa
 .verdict { font-size: 1.3em; font-weight: bold; }
 .error { color: #b00; } .warning { color: #b60; } .info { color: #06c; } .healthy { color: #080; }
 table { border-collapse: collapse; } td, th { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
-section { border-top: 2px solid #ddd; margin-top: 2em; } img { max-width: 100%; }
+section { border-top: 2px solid #ddd; margin-top: 2em; } img.plot { width: 100%; height: auto; }
 .finding { margin: 1em 0; padding: .5em 1em; border-left: 4px solid #ccc; background: #fafafa; }
 .finding.error { border-color: #b00; } .finding.warning { border-color: #b60; } .finding.info { border-color: #06c; }
 .finding p, .finding ul { color: #222; } .dim { color: #777; font-size: .9em; }
@@ -68,7 +68,23 @@ def plot_img(analysis: Analysis) -> str:
 
     data = base64.b64encode(image_bytes(figure([analysis]))).decode("ascii")
     alt = escape(f"curves of run {analysis.run.name} with its findings marked")
-    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+    return f'<img class="plot" alt="{alt}" src="data:image/png;base64,{data}">' + _module_key(analysis)
+
+
+def _module_key(analysis: Analysis) -> str:
+    """The full name of every module whose heat-map label the figure had to shorten."""
+    from diagnose.report.plots import module_labels
+
+    run = analysis.run
+    modules = list(dict.fromkeys(run.layers["module"].dropna())) if "module" in run.layers else []
+    names = [run.module_label(m).removeprefix("model.") for m in modules]
+    shortened = [(short, name) for short, name in zip(module_labels(names), names, strict=True) if short != name]
+    if not shortened:
+        return ""
+    rows = "".join(f"<tr><td>{escape(short)}</td><td>model.{escape(name)}</td></tr>"
+                   for short, name in shortened)
+    return (f'\n<details><summary class="dim">Shortened module names in the heat maps ({len(shortened)})</summary>'
+            f"<table><tr><th>label</th><th>module</th></tr>{rows}</table></details>")
 
 
 def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> str:
@@ -97,9 +113,9 @@ def _list(label: str, items: Sequence[str]) -> list[str]:
 
 def _footnotes(analysis: Analysis) -> list[str]:
     notes = []
-    if analysis.not_evaluated:
-        listed = s.not_evaluated(analysis)
-        notes.append(f'<p class="dim">Not evaluated: {escape(listed)}</p>')
+    if s.relevant_not_evaluated(analysis):
+        notes.append(f'<details class="dim"><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}'
+                     f'</summary><p>{escape(s.not_evaluated(analysis))}</p></details>')
     notes += [f'<p class="error">Rule error: {escape(code)} failed: {escape(err)}</p>' for code, err in analysis.errors]
     notes += [f'<p class="dim">Reading: {escape(w)}</p>' for w in analysis.run.warnings]
     return notes

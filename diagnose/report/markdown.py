@@ -43,11 +43,12 @@ def _run_section(analysis: Analysis) -> list[str]:
     lines = [f"#### {escape(s.run_summary_line(analysis))}", ""]
     for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
         lines += finding_lines(index, root, symptoms) + [""]
-    if analysis.not_evaluated:
-        listed = s.not_evaluated(analysis)
-        lines += [f"<sub>Not evaluated: {escape(listed)}</sub>", ""]
+    if s.relevant_not_evaluated(analysis):
+        lines += [f"<details><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}</summary>", "",
+                  escape(s.not_evaluated(analysis)), "", "</details>", ""]
     lines += [f"- **Rule error** {escape(code)}: {escape(error)}" for code, error in analysis.errors]
-    return lines + [""] if analysis.errors else lines
+    lines += [f"- Reading: {escape(warning)}" for warning in analysis.run.warnings]
+    return lines + [""] if analysis.errors or analysis.run.warnings else lines
 
 
 def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> list[str]:

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.engine import Analysis
@@ -30,7 +32,13 @@ MAX_POINTS = 4000
 MAX_HEAT_ROWS = 600
 COLOURS = {Severity.ERROR: "#d62728", Severity.WARNING: "#ff7f0e", Severity.INFO: "#1f77b4"}
 MEMORY_FIELDS = ("rss", "cuda_allocated", "cuda_reserved", "cuda_peak", "gpu_mem_used")
-PANEL_WIDTH, PANEL_HEIGHT = 7.0, 2.4
+# One run's figure fills an HTML report's column (70em at 90 dpi is about 1100 px).
+PANEL_WIDTH, PANEL_HEIGHT = 12.0, 2.6
+# A heat-map row needs this many inches for its x-small label not to touch the next one.
+HEAT_ROW_HEIGHT = 0.16
+# Module names longer than this are shortened on the axis to their last dotted parts.
+MAX_LABEL_CHARS = 28
+ZERO_COLOUR, MISSING_COLOUR = "#d62728", "#ffffff"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Panel:
     draw: Callable[[Axes, Run], None]
     categories: tuple[Category, ...] = ()
     x: str = "step"  # what the horizontal axis holds: findings are marked by step, or by learning rate
+    layer_column: str = ""  # for a per-layer heat map: the layer field it shows
 
 
 # -- curves ----------------------------------------------------------------------
@@ -96,14 +105,52 @@ def _heat(column: str) -> Callable[[Axes, Run], None]:
         table = run.layer_series(column).dropna(axis=1, how="all")
         table = table.iloc[:: max(1, len(table) // MAX_HEAT_ROWS)]
         values = table.to_numpy(dtype="float64")
-        logged = np.log10(np.where(values > 0, values, np.nan))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logged = np.log10(values)
+        finite = logged[np.isfinite(logged)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 0.0)
+        # Exactly zero (a dead layer: the key evidence) is coloured apart from "not sampled".
+        logged[values == 0] = low - 1.0
+        cmap = colormaps["viridis"].with_extremes(under=ZERO_COLOUR, bad=MISSING_COLOUR)
         mesh = ax.pcolormesh(_edges(table.index.to_numpy(dtype="float64")), np.arange(len(table.columns) + 1) - 0.5,
-                             np.ma.masked_invalid(logged.T), cmap="viridis", shading="flat")
-        ax.set_yticks(range(len(table.columns)), [str(m) for m in table.columns], fontsize="x-small")
+                             np.ma.masked_invalid(logged.T), cmap=cmap, vmin=low, vmax=max(high, low + 1e-9),
+                             shading="flat")
+        names = [run.module_label(m).removeprefix("model.") for m in table.columns]
+        ax.set_yticks(range(len(table.columns)), module_labels(names), fontsize="x-small")
         ax.set_ylim(len(table.columns) - 0.5, -0.5)
-        ax.figure.colorbar(mesh, ax=ax, label=f"log10 {column}", pad=0.01)
+        extend = "min" if (values == 0).any() else "neither"
+        bar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
+        bar.set_label(f"log10 {column}" + ("\n(red: exactly 0)" if extend == "min" else ""), fontsize="x-small")
 
     return draw
+
+
+def module_labels(names: Sequence[str], most: int = MAX_LABEL_CHARS) -> list[str]:
+    """Axis labels for module names: long ones keep their last dotted parts, behind an ellipsis."""
+    return [_shorten(str(name), most) for name in names]
+
+
+def _shorten(name: str, most: int) -> str:
+    """``transformer.layers.5.attention_output_projection`` -> ``…5.attention_ou…t_projection``.
+
+    The last part and the nearest index before it are what tell blocks apart; the rest goes.
+    """
+    if len(name) <= most:
+        return name
+    parts = name.split(".")
+    index = next((p for p in reversed(parts[:-1]) if p.isdigit()), None)
+    head = "\N{HORIZONTAL ELLIPSIS}" + (f"{index}." if index else "")
+    last, room = parts[-1], most - len(head)
+    if len(last) > room:
+        keep = room - 1
+        last = last[: keep // 2] + "\N{HORIZONTAL ELLIPSIS}" + last[len(last) - (keep - keep // 2):]
+    return head + last
+
+
+def heat_rows(run: Run, column: str) -> int:
+    """Modules with at least one finite value of ``column``: the rows a heat map can colour."""
+    table = run.layer_series(column)
+    return int(np.isfinite(table.to_numpy(dtype="float64")).any(axis=0).sum()) if not table.empty else 0
 
 
 def _edges(steps: np.ndarray) -> np.ndarray:
@@ -158,8 +205,10 @@ PANELS = (
           (Category.GRADIENTS,)),
     Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _memory(ax, run),
           (Category.RESOURCES,)),
-    Panel("layer_grad", "per-layer gradient norm", _has_layers("grad_norm"), _heat("grad_norm"), (Category.GRADIENTS,)),
-    Panel("layer_act", "per-layer activation std", _has_layers("act_std"), _heat("act_std"), (Category.ACTIVATIONS,)),
+    Panel("layer_grad", "per-layer gradient norm", _has_layers("grad_norm"), _heat("grad_norm"), (Category.GRADIENTS,),
+          layer_column="grad_norm"),
+    Panel("layer_act", "per-layer activation std", _has_layers("act_std"), _heat("act_std"), (Category.ACTIVATIONS,),
+          layer_column="act_std"),
 )
 
 
@@ -169,18 +218,18 @@ PANELS = (
 def draw_finding(ax: Axes, finding: Finding) -> None:
     """Mark a finding on an axis whose x is the step."""
     colour = COLOURS[finding.severity]
-    label = finding.code + (f" ({finding.module})" if finding.module else "")
+    module = finding.module or ""
+    label = finding.code + (f" {module}" if module.startswith("(") else f" ({module})" if module else "")
     if finding.onset is not None and finding.end is not None and finding.end != finding.onset:
         ax.axvspan(finding.onset, finding.end, color=colour, alpha=0.12, label=label)
     elif finding.onset is not None:
+        # Named in the legend, not by text beside the line: labels of nearby findings would overprint.
         ax.axvline(finding.onset, color=colour, ls="--", lw=1.2, label=label)
-        ax.annotate(f" {label}", (finding.onset, 0.97), xycoords=ax.get_xaxis_transform(), color=colour,
-                    fontsize="x-small", va="top")
     if finding.steps:
         ax.plot(list(finding.steps), [0.98] * len(finding.steps), "v", color=colour, ms=5,
                 transform=ax.get_xaxis_transform(), label=None if finding.onset is not None else label)
     for key, value in finding.evidence.items():
-        if "best" in key and key.endswith("step") and isinstance(value, (int, float)):
+        if ("best" in key or "lowest" in key) and key.endswith("step") and isinstance(value, (int, float)):
             ax.axvline(value, color="#2ca02c", ls=":", lw=1.2, label=f"{key} ({finding.code})")
 
 
@@ -196,11 +245,14 @@ def _findings_for(panel: Panel, findings: Sequence[Finding]) -> list[Finding]:
 def figure(analyses: Sequence[Analysis]) -> Figure:
     """One column per run, one row per panel kind that any of the runs holds."""
     panels = [p for p in PANELS if any(p.has(a.run) for a in analyses)] or [PANELS[0]]
-    fig = Figure(figsize=(PANEL_WIDTH * len(analyses), PANEL_HEIGHT * len(panels)), layout="constrained")
+    heights = [_panel_height(panel, analyses) for panel in panels]
+    fig = Figure(figsize=(PANEL_WIDTH * len(analyses), sum(heights)), layout="constrained")
     # Step panels of a run share their x axis; a learning-rate panel keeps its own.
-    grid = fig.subplots(len(panels), len(analyses), squeeze=False)
-    for column in range(len(analyses)):
-        by_step = [grid[row][column] for row, panel in enumerate(panels) if panel.x == "step"]
+    grid = fig.subplots(len(panels), len(analyses), squeeze=False, gridspec_kw={"height_ratios": heights})
+    for column, analysis in enumerate(analyses):
+        # A heat map whose finite values fill a sliver of the run (it broke early) keeps its own axis.
+        by_step = [grid[row][column] for row, panel in enumerate(panels)
+                   if panel.x == "step" and not _narrow_heat(panel, analysis.run)]
         for ax in by_step[1:]:
             ax.sharex(by_step[0])
     for column, analysis in enumerate(analyses):
@@ -209,15 +261,57 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
             _draw_panel(grid[row][column], panel, analysis)
         if panels[-1].x == "step":
             grid[-1][column].set_xlabel("step")
+        _steps_span_the_axis(grid[0][column] if panels[0].x == "step" else None, analysis.run)
     return fig
+
+
+def _panel_height(panel: Panel, analyses: Sequence[Analysis]) -> float:
+    """Heat maps grow with their module count, so that no two row labels touch."""
+    if panel.layer_column:
+        rows = max(heat_rows(a.run, panel.layer_column) for a in analyses)
+        return max(PANEL_HEIGHT, 0.8 + HEAT_ROW_HEIGHT * rows)
+    return PANEL_HEIGHT
+
+
+def _narrow_heat(panel: Panel, run: Run, share: float = 0.1) -> bool:
+    """True when the finite per-layer values of ``panel`` cover under ``share`` of the run's steps."""
+    if not panel.layer_column or heat_rows(run, panel.layer_column) == 0:
+        return False
+    table = run.layer_series(panel.layer_column)
+    sampled = table.index[np.isfinite(table.to_numpy(dtype="float64")).any(axis=1)]
+    steps = run.steps["step"] if len(run.steps) else pd.Series(sampled)
+    span = max(float(steps.max()) - float(steps.min()), 1.0)
+    return float(sampled[-1] - sampled[0]) < share * span
+
+
+def _steps_span_the_axis(ax: Axes | None, run: Run) -> None:
+    """The step axis runs from the first logged step to the last, not from matplotlib's padded zero."""
+    frames = [f["step"] for f in (run.steps, run.evals, run.layers) if len(f)]
+    if ax is None or not frames:
+        return
+    steps = pd.concat(frames).to_numpy(dtype="float64")
+    first, last = float(np.nanmin(steps)), float(np.nanmax(steps))
+    if np.isfinite(first) and np.isfinite(last):
+        ax.set_xlim(first, last if last > first else first + 1)
 
 
 def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
     ax.set_ylabel(panel.title, fontsize="small")
     if not panel.has(analysis.run):
-        ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
+        _say(ax, "not recorded")
+        return
+    if panel.layer_column and heat_rows(analysis.run, panel.layer_column) == 0:
+        _say(ax, f"no finite per-layer values: the run broke or ended (step {analysis.run.last_step}) first")
         return
     panel.draw(ax, analysis.run)
+    if panel.x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    if _narrow_heat(panel, analysis.run):
+        sampled = analysis.run.layer_series(panel.layer_column).index.to_numpy()
+        sampled = sampled[sampled <= ax.get_xlim()[1]]
+        ax.set_xticks(sampled[:: max(1, len(sampled) // 8)])
+        ax.set_title(f"finite values only at steps {sampled[0]:.0f}-{sampled[-1]:.0f} of {analysis.run.last_step}",
+                     fontsize="x-small", loc="right", color="grey")
     findings = _findings_for(panel, analysis.findings)
     if panel.x == "lr":
         mark_learning_rates(ax, findings)
@@ -227,6 +321,13 @@ def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
     if findings and ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize="x-small")
     ax.grid(alpha=0.3)
+
+
+def _say(ax: Axes, sentence: str) -> None:
+    """An empty panel says why in words instead of showing blank axes."""
+    ax.text(0.5, 0.5, sentence, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def image_bytes(fig: Figure, format: str = "png") -> bytes:

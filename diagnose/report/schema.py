@@ -45,6 +45,7 @@ _FINDING = _object({
     "end": _STEP,
     "steps": {"type": "array", "items": {"type": "integer"}},
     "module": {"type": ["string", "null"]},
+    "module_label": {"type": "string"},
     "rank": _STEP,
     "evidence": {"type": "object"},
     "confidence": {"type": "number"},

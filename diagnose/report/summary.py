@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from diagnose.rules.base import Finding, Severity
+from diagnose.rules.base import Category, Finding, Severity
+from diagnose.rules.codes import all_rules
 from diagnose.rules.engine import Analysis
+from diagnose.runfile import schema
 from diagnose.run import Run
 
 # How many steps of a finding's step list a text report spells out.
@@ -155,11 +157,11 @@ def describe(finding: Finding) -> str:
     return f"{finding.code} {finding.title} ({detail})"
 
 
-RUN_COLUMNS = ("run", "steps", "final loss", "best loss (step)", "best val (step)", "findings")
+RUN_COLUMNS = ("run", "steps", "final loss", "lowest loss (step)", "lowest val (step)", "findings")
 
 
 def run_row(analysis: Analysis) -> list[str]:
-    """One summary row: run, steps, final loss, best loss, best validation loss, findings."""
+    """One summary row: run, steps, final loss, lowest loss, lowest validation loss, findings."""
     summary = summarize(analysis.run)
     counts = count_by_severity(analysis.findings) or "healthy"
     return [
@@ -173,25 +175,47 @@ def run_row(analysis: Analysis) -> list[str]:
 
 
 def run_summary_line(analysis: Analysis) -> str:
-    """``"run 'x': 600 steps, final loss 0.12, best loss 0.1 (step 580), ..."``."""
+    """``"run 'x': 600 steps, final loss 0.12, lowest loss 0.1 at step 580, ..."``."""
     summary = summarize(analysis.run)
     parts = [f"run '{analysis.run.name}': {plural(summary.steps, 'step')}"]
     if summary.final_loss is not None:
         parts.append(f"final loss {number(summary.final_loss)}")
-        parts.append(f"best loss {_at_step(summary.best_loss, summary.best_loss_step)}")
+        parts.append(f"lowest loss {_at_step(summary.best_loss, summary.best_loss_step)}")
     if summary.best_val_loss is not None:
-        parts.append(f"best validation loss {_at_step(summary.best_val_loss, summary.best_val_step)}")
+        parts.append(f"lowest validation loss {_at_step(summary.best_val_loss, summary.best_val_step)}")
     elif summary.final_val_loss is not None:
         parts.append(f"validation loss {number(summary.final_val_loss)}")
     return ", ".join(parts)
 
 
+def relevant_not_evaluated(analysis: Analysis) -> list[tuple[str, str]]:
+    """The rules worth saying were not evaluated on this kind of run.
+
+    A training run is not expected to hold preflight checks, nor a preflight
+    run a training curve: rules of the other kind are left out.
+    """
+    preflight = {rule.code for rule in all_rules() if rule.category is Category.PREFLIGHT}
+    events = analysis.run.events
+    is_preflight_run = "event" in events.columns and bool((events["event"] == schema.EV_PREFLIGHT).any())
+    return [(code, reason) for code, reason in analysis.not_evaluated if (code in preflight) == is_preflight_run]
+
+
 def not_evaluated(analysis: Analysis) -> str:
-    """Rules that did not run, grouped by what they lack: ``"PRE001-PRE011 (11 rules, need preflight)"``."""
+    """Rules that did not run, grouped by what they lack: ``"ACT001-ACT003 (3 rules need layers)"``."""
     groups: dict[str, list[str]] = {}
-    for code, reason in analysis.not_evaluated:
+    for code, reason in relevant_not_evaluated(analysis):
         groups.setdefault(_missing_root(reason), []).append(code)
     return "; ".join(_codes(codes, what) for what, codes in groups.items())
+
+
+def not_evaluated_short(analysis: Analysis, most: int = 3) -> str:
+    """One line: ``"5 rules, for lack of accuracy, layers.act_sat_frac, events"`` (empty when none)."""
+    relevant = relevant_not_evaluated(analysis)
+    if not relevant:
+        return ""
+    missing = list(dict.fromkeys(f for _, reason in relevant for f in _missing_root(reason).split(", ")))
+    shown = ", ".join(missing[:most]) + (f" and {len(missing) - most} more" if len(missing) > most else "")
+    return f"{plural(len(relevant), 'rule')}, for lack of {shown}"
 
 
 def _missing_root(reason: str) -> str:
@@ -215,7 +239,7 @@ def where(finding: Finding) -> str:
     steps = _step_list(finding.steps) if tuple(finding.steps) != (finding.onset,) else ""
     parts = [p for p in (_step_span(finding), steps) if p]
     if finding.module:
-        parts.append(f"in module {finding.module}")
+        parts.append(f"in {finding.module_label or 'module ' + finding.module}")
     if finding.rank is not None:
         parts.append(f"rank {finding.rank}")
     return ", ".join(parts)

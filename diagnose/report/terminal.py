@@ -22,26 +22,27 @@ from diagnose.rules.engine import Analysis
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "cyan"}
 
 
-def print_report(analyses: Sequence[Analysis], console: Console) -> None:
-    console.print(report_renderable(analyses))
+def print_report(analyses: Sequence[Analysis], console: Console, *, show_skipped: bool = False) -> None:
+    console.print(report_renderable(analyses, show_skipped=show_skipped))
 
 
-def render_terminal(analyses: Sequence[Analysis], *, width: int = 100, color: bool = False) -> str:
+def render_terminal(analyses: Sequence[Analysis], *, width: int = 100, color: bool = False,
+                    show_skipped: bool = False) -> str:
     """The report as text (for a file or a test); ANSI colours only when asked."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False)
-    print_report(analyses, console)
+    print_report(analyses, console, show_skipped=show_skipped)
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 
-def report_renderable(analyses: Sequence[Analysis]) -> RenderableType:
+def report_renderable(analyses: Sequence[Analysis], *, show_skipped: bool = False) -> RenderableType:
     ordered = s.order_runs(analyses)
     parts: list[RenderableType] = [_verdict(analyses)]
     if len(ordered) > 1:
         parts.append(runs_table(ordered))
     for analysis in ordered:
-        parts.extend(_run_section(analysis, single=len(ordered) == 1))
+        parts.extend(_run_section(analysis, single=len(ordered) == 1, show_skipped=show_skipped))
     return Group(*parts)
 
 
@@ -60,12 +61,12 @@ def runs_table(ordered: Sequence[Analysis]) -> Table:
     return table
 
 
-def _run_section(analysis: Analysis, *, single: bool) -> list[RenderableType]:
+def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [Text("")]
     parts.append(Text(s.run_summary_line(analysis), style="bold" if not single else "dim"))
     for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
         parts.append(finding_block(index, root, symptoms))
-    parts.extend(_footnotes(analysis))
+    parts.extend(_footnotes(analysis, show_skipped))
     return parts
 
 
@@ -105,11 +106,13 @@ def _bullets(label: str, items: Sequence[str]) -> list[RenderableType]:
     return [_indented(Text(label + ":", style="dim"), 3)] + [_indented(Text(f"- {item}"), 5) for item in items]
 
 
-def _footnotes(analysis: Analysis) -> list[Text]:
+def _footnotes(analysis: Analysis, show_skipped: bool) -> list[Text]:
     notes = []
-    if analysis.not_evaluated:
-        listed = s.not_evaluated(analysis)
-        notes.append(Text(f"not evaluated: {listed}", style="dim"))
+    if show_skipped and s.relevant_not_evaluated(analysis):
+        notes.append(Text(f"not evaluated: {s.not_evaluated(analysis)}", style="dim"))
+    elif s.relevant_not_evaluated(analysis):
+        notes.append(Text(f"not evaluated: {s.not_evaluated_short(analysis)} (--show-skipped lists them)",
+                          style="dim"))
     for code, error in analysis.errors:
         notes.append(Text(f"rule error: {code} failed: {error}", style="red"))
     for warning in analysis.run.warnings:

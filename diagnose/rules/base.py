@@ -106,6 +106,8 @@ class Finding:
     end: int | None = None
     steps: tuple[int, ...] = ()
     module: str | None = None
+    # The module as a person finds it in their code ("model.2 (Linear)"); `module` is the recorded name.
+    module_label: str = ""
     rank: int | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
     confidence: float = 1.0
@@ -182,6 +184,7 @@ class Rule:
             end=_as_step(end),
             steps=tuple(int(s) for s in steps),
             module=module,
+            module_label=run.module_label(module),
             rank=run.rank,
             evidence=_plain(evidence or {}),
             confidence=round(float(min(max(confidence, 0.0), 1.0)), 3),
@@ -239,8 +242,12 @@ def _plain(value: Any) -> Any:
 _SECTION = re.compile(r"^##\s+(.+?)\s*$", re.MULTILINE)
 
 
+_RST_LITERAL = re.compile(r"``(.+?)``")
+
+
 def parse_doc(text: str) -> dict[str, str]:
-    parts = _SECTION.split(text)
+    """Docstring sections by heading, inline code in Markdown's single backticks (docstrings use RST's double)."""
+    parts = _SECTION.split(_RST_LITERAL.sub(r"`\1`", text))
     sections = {}
     for heading, body in zip(parts[1::2], parts[2::2], strict=False):
         sections[heading.strip()] = body.strip()

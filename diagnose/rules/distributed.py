@@ -203,7 +203,7 @@ class NonFiniteOnOneRank(Rule):
         after = (f"; ranks {_rank_list(sorted(followers))} followed at step(s) "
                  f"{_rank_list(sorted({int(s) for s in followers.values()}))}") if followers else ""
         after += f"; rank(s) {_rank_list(clean)} stayed finite" if clean else ""
-        message = f"rank {rank} produced the first NaN/Inf at step {first['step']:g}{where}{after}"
+        message = f"rank {rank} produced the first NaN/Inf at step {first['step']:.0f}{where}{after}"
         finding = self.finding(
             run, message=message, onset=first["step"], steps=[first["step"]], module=module,
             evidence={"rank": rank, "step": first["step"], "where": first["where"], "module": module,
@@ -213,7 +213,7 @@ class NonFiniteOnOneRank(Rule):
                     "code that runs only on that rank (rank-dependent augmentation, loss term or data path)",
                     "a faulty device, when it keeps happening on the same physical GPU"],
             fixes=[f"save the sample indices each rank loads and check rank {rank}'s batch at step "
-                   f"{first['step']:g} with torch.isfinite",
+                   f"{first['step']:.0f} with torch.isfinite",
                    "assert torch.isfinite(inputs).all() on every rank before the forward while you search",
                    "run that batch alone under torch.autograd.set_detect_anomaly(True) to find the operation",
                    "if it follows one device across data, run a GPU memory test on that host"],
@@ -402,7 +402,7 @@ class ParameterDesync(Rule):
         reference = _reference_rank(sums.loc[step], rank)
         module = _first_module(ranks, run, step, rank, reference, tolerance)
         where = f", first in module {module!r}" if module else ""
-        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s from step {step:g}{where} "
+        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s from step {step:.0f}{where} "
                    f"({len(bad_steps)} of {len(sums)} compared steps differ)")
         finding = self.finding(
             run, message=message, onset=step, steps=bad_steps[:20], module=module,

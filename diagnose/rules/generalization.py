@@ -106,7 +106,7 @@ class Overfitting(Rule):
         last = float(val.iloc[-1])
         yield self.finding(
             run,
-            message=(f"{column} was best at step {best_step:g} ({best:.4g}) and has risen since, to {last:.4g} "
+            message=(f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, to {last:.4g} "
                      f"({np.exp(rise):.2f}x over the later evaluations), while the training loss fell from "
                      f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"),
             onset=best_step, steps=[best_step],
@@ -115,7 +115,7 @@ class Overfitting(Rule):
                       "gap": last - train_end, "evaluations": len(val)},
             causes=["the model memorises the training set: too little data for its capacity",
                     "too many epochs without early stopping", "too little regularisation"],
-            fixes=[f"restore the checkpoint from step {best_step:g} and use early stopping (patience 2-5 evaluations)",
+            fixes=[f"restore the checkpoint from step {best_step:.0f} and use early stopping (patience 2-5 evaluations)",
                    "add data or augmentation",
                    "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
                    "use a smaller model or fewer epochs"],
@@ -182,12 +182,12 @@ class AccuracyGap(Rule):
             run,
             message=(f"training accuracy leads validation accuracy by {late:.3f} at the end (was {early:.3f}); "
                      f"validation accuracy {'fell' if falling else 'stays'} at {val_end:.3f} "
-                     f"against its best {best_val:.3f} at step {val.idxmax():g}"),
+                     f"against its best {best_val:.3f} at step {val.idxmax():.0f}"),
             onset=float(val.idxmax()), severity=Severity.WARNING if falling else Severity.INFO,
             evidence={"gap_end": late, "gap_start": early, "best_val_accuracy": best_val,
                       "best_step": float(val.idxmax()), "val_accuracy_end": val_end},
             causes=["the model memorises the training set", "too little regularisation or data"],
-            fixes=[f"keep the checkpoint from step {val.idxmax():g} (best validation accuracy)",
+            fixes=[f"keep the checkpoint from step {val.idxmax():.0f} (best validation accuracy)",
                    "stop early; add data or augmentation",
                    "regularise: weight decay 0.01-0.1, dropout 0.1-0.3; or use a smaller model"],
         )
@@ -239,7 +239,7 @@ class LossAtZero(Rule):
         since = float(loss.index[len(loss) - zeros])
         yield self.finding(
             run,
-            message=(f"training loss is exactly 0 from step {since:g} to the end ({zeros} of {len(loss)} logged "
+            message=(f"training loss is exactly 0 from step {since:.0f} to the end ({zeros} of {len(loss)} logged "
                      f"points): nothing is learnt from these batches"),
             onset=since,
             evidence={"zero_since": since, "zero_points": zeros, "points": len(loss)},

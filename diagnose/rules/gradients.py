@@ -117,7 +117,7 @@ class ExplodingGradients(Rule):
                  worst: str | None, layers: dict[str, float]) -> Finding:
         if growth is not None:
             message = (f"gradient norm grows {growth:.3g}x, from {curves.start_level(norm):.3g} to "
-                       f"{norm.max():.3g}, rising from step {onset:g}")
+                       f"{norm.max():.3g}, rising from step {onset:.0f}")
         else:
             message = f"gradient norm of layer {worst} grows {layers[worst]:.3g}x over the run"
         if worst is not None:

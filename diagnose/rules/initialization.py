@@ -176,7 +176,7 @@ class ChancePlateau(Rule):
         accuracy = f"; accuracy {stall.accuracy:.3f}" if stall.accuracy is not None else ""
         yield self.finding(
             run,
-            message=(f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:g} to the end: "
+            message=(f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:.0f} to the end: "
                      f"chance level {stall.level.value:.4g} ({stall.level.meaning}){accuracy}"),
             onset=stall.onset,
             evidence={"column": stall.column, "level": stall.tail_level, "chance_level": stall.level.value,
@@ -265,7 +265,7 @@ class ValidationNeverBeatsChance(Rule):
         yield self.finding(
             run,
             message=(f"validation loss never got below chance level {level.value:.4g} ({level.meaning}): best "
-                     f"{best:.4g} at step {val.idxmin():g}, validation accuracy at most {accuracy.max():.3f} "
+                     f"{best:.4g} at step {val.idxmin():.0f}, validation accuracy at most {accuracy.max():.3f} "
                      f"(1/C = {1 / level.classes:.3f}), while the training loss fell to {train_end:.4g}"),
             onset=float(val.index[0]),
             end=float(val.index[-1]),
@@ -333,7 +333,7 @@ class BadInitialLoss(Rule):
             return
         yield self.finding(
             run,
-            message=(f"first loss {first:.4g} at step {loss.index[0]:g} is {ratio:.1f}x the {expected.value:.4g} "
+            message=(f"first loss {first:.4g} at step {loss.index[0]:.0f} is {ratio:.1f}x the {expected.value:.4g} "
                      f"of an untrained classifier ({expected.meaning})"),
             onset=loss.index[0],
             evidence={"first_loss": first, "expected": expected.value, "ratio": ratio},

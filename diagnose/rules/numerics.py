@@ -121,8 +121,8 @@ class NonFiniteLoss(Rule):
         rising = _was_rising(curves.before_nonfinite(loss), t["rise_before"])
         causes, fixes = _explain(origin, rising, amp=run.has("loss_scale"))
         after = "came back later" if broken.recovered else "never came back"
-        where = f"; first made in {_describe(origin)}" if origin else ""
-        message = (f"loss became non-finite at step {broken.first_step:g} ({broken.bad_points} non-finite point(s), "
+        where = f"; first made in {_describe(origin, run)}" if origin else ""
+        message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
                    f"{after}){where}. Likely cause: {causes[0]}")
         return self.finding(
             run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
@@ -134,11 +134,11 @@ class NonFiniteLoss(Rule):
     def _gradient_finding(self, run: Run, grads: _Episode) -> Finding:
         amp = run.has("loss_scale")
         if grads.recovered:
-            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:g}, "
+            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
                        "but the loss stayed finite: isolated overflow steps, which a GradScaler skips")
             severity = Severity.INFO
         else:
-            message = (f"gradient norm became non-finite at step {grads.first_step:g} and stayed so to the end "
+            message = (f"gradient norm became non-finite at step {grads.first_step:.0f} and stayed so to the end "
                        f"({grads.bad_points} points) while the loss was still finite")
             severity = Severity.WARNING
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or grads.recovered)
@@ -153,13 +153,15 @@ class NonFiniteLoss(Rule):
 _NO_MODULE = {schema.WHERE_LOSS: "the loss computation", schema.WHERE_BACKWARD: "the gradient of the loss"}
 
 
-def _describe(origin: dict[str, str]) -> str:
+def _describe(origin: dict[str, str], run: Run) -> str:
     module = origin.get("module")
     where = origin.get("where", "?")
     if not module or module == "None":
         return _NO_MODULE.get(where, where)
-    kind = f" ({origin['type']})" if origin.get("type") else ""
-    return f"the {where} pass of {module}{kind}"
+    label = run.module_label(module)
+    if origin.get("type") and not label.endswith(")"):
+        label += f" ({origin['type']})"
+    return f"the {where} pass of {label}"
 
 
 def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[list[str], list[str]]:

@@ -50,8 +50,11 @@ class Shape:
     def of(cls, loss: pd.Series) -> Shape:
         levels = curves.downsample(loss, _LEVEL_BINS) if len(loss) >= 2 * _LEVEL_BINS else curves.smooth(loss)
         best_at = int(np.argmin(levels.to_numpy()))
+        # A bin's index is its centre, which need not be a logged step: name the nearest one.
+        logged = loss.index.to_numpy(dtype="float64")
+        best_step = float(logged[np.abs(logged - float(levels.index[best_at])).argmin()])
         return cls(first=float(loss.iloc[0]), start=curves.start_level(loss), end=curves.end_level(loss),
-                   best=float(levels.iloc[best_at]), best_step=float(levels.index[best_at]),
+                   best=float(levels.iloc[best_at]), best_step=best_step,
                    level_noise=_bin_median_noise(loss, len(levels)))
 
     @property
@@ -168,17 +171,17 @@ class LossDiverges(Rule):
         if not (from_start or late or exploded):
             return
         if exploded and not from_start:
-            what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:g} and never got "
+            what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:.0f} and never got "
                     f"back below its first value (ends at {shape.end:.4g})")
         elif from_start:
             what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started ({shape.start:.4g})"
         else:
-            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:g}, then climbed back to {shape.end:.4g} "
+            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, then climbed back to {shape.end:.4g} "
                     f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
         lr = _lr_note(run)
         yield self.finding(
             run, message=what + lr, onset=loss.index[0] if exploded else shape.best_step,
-            evidence={"start": shape.start, "end": shape.end, "best": shape.best, "best_step": shape.best_step,
+            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
                       "end_over_start": float(np.exp(shape.rise_from_start)),
                       "end_over_best": float(np.exp(shape.rise_from_best))},
             causes=["learning rate too high: updates overshoot", "no warm-up for an optimizer like Adam",
@@ -256,16 +259,16 @@ class LateLearningRateTooHigh(Rule):
             return  # ends above its start: LR001's case
         yield self.finding(
             run,
-            message=(f"loss fell from {shape.start:.4g} to {shape.best:.4g} by step {shape.best_step:g} "
+            message=(f"loss fell from {shape.start:.4g} to {shape.best:.4g} by step {shape.best_step:.0f} "
                      f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
                      f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)),
             onset=shape.best_step,
-            evidence={"start": shape.start, "best": shape.best, "best_step": shape.best_step, "end": shape.end,
+            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step, "end": shape.end,
                       "end_over_best": float(np.exp(shape.rise_from_best)), "noise": curves.noise(loss)},
             causes=["the learning rate stays too high once the loss nears a minimum"],
             fixes=["decay the learning rate: cosine or step schedule down to 1-10% of the peak",
                    "or ReduceLROnPlateau(factor=0.1-0.5) on the validation loss",
-                   f"keep the checkpoint from step {shape.best_step:g}, the best so far"],
+                   f"keep the checkpoint from step {shape.best_step:.0f}, the best so far"],
         )
 
 
@@ -406,7 +409,7 @@ class LearningRateDecayedEarly(Rule):
         wasted = 1 - curves.fraction_of_run(loss, dead_from)
         yield self.finding(
             run,
-            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} at step {dead_from:g} "
+            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} at step {dead_from:.0f} "
                      f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
                      f"loss fell {1 - np.exp(-gain):.0%} just before"),
             onset=dead_from,
@@ -502,7 +505,7 @@ class TrainingStalled(Rule):
             return
         yield self.finding(
             run,
-            message=(f"loss has stayed flat at about {level:.4g} since step {stall:g} "
+            message=(f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
                      f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
                      f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"),
             onset=stall,
@@ -589,7 +592,7 @@ class LossSpikes(Rule):
         unrecovered = [s for s in spikes if s.recovered_step is None]
         yield self.finding(
             run,
-            message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:g}: {worst.peak:.4g} against a "
+            message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:.0f}: {worst.peak:.4g} against a "
                      f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
                      f"{start:.4g} or never recovered" + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
             onset=spikes[0].step, steps=[s.step for s in spikes],
@@ -601,7 +604,7 @@ class LossSpikes(Rule):
                     "Adam's second-moment estimate too small after a quiet stretch"],
             fixes=["clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
                    "lower the learning rate 2-3x or lengthen the warm-up",
-                   f"inspect the batches at steps {', '.join(f'{s.step:g}' for s in spikes[:5])}",
+                   f"inspect the batches at steps {', '.join(f'{s.step:.0f}' for s in spikes[:5])}",
                    "with Adam, raise eps to 1e-6 or lower beta2 to 0.95"],
         )
 

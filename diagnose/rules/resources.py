@@ -105,8 +105,8 @@ class MemoryLeak(Rule):
 
     def _finding(self, run: Run, column: str, growth: Growth, capacity: float | None) -> Finding:
         per_step = growth.slope / 1024**2
-        message = (f"{column} grows {per_step:.3g} MiB per step from step {growth.first_step:g} to "
-                   f"{growth.last_step:g} ({growth.start / _GB:.3g} -> {growth.end / _GB:.3g} GiB, "
+        message = (f"{column} grows {per_step:.3g} MiB per step from step {growth.first_step:.0f} to "
+                   f"{growth.last_step:.0f} ({growth.start / _GB:.3g} -> {growth.end / _GB:.3g} GiB, "
                    f"+{growth.relative:.0%})")
         steps_left = (capacity - growth.end) / growth.slope if capacity else None
         if steps_left is not None:
@@ -181,7 +181,7 @@ class NearOutOfMemory(Rule):
         if used is not None and used > t["max_used"]:
             yield self.finding(
                 run, onset=step, steps=[step],
-                message=f"{column} reached {used:.1%} of device memory at step {step:g}",
+                message=f"{column} reached {used:.1%} of device memory at step {step:.0f}",
                 evidence={"share": used, "column": column},
                 causes=["batch, sequence or model too large for the device"],
                 fixes=_MEMORY_FIXES,
@@ -192,7 +192,7 @@ class NearOutOfMemory(Rule):
         detail = str(ooms["error"].iloc[0]) if "error" in ooms.columns else ""
         return self.finding(
             run, severity=Severity.ERROR, onset=first, steps=ooms["step"].tolist(),
-            message=f"out of memory at step {first:g}" + (f": {detail[:160]}" if detail else ""),
+            message=f"out of memory at step {first:.0f}" + (f": {detail[:160]}" if detail else ""),
             evidence={"events": len(ooms), "first_step": first},
             causes=["batch, sequence or model too large for the device", "a memory leak (see MEM001)"],
             fixes=_MEMORY_FIXES,

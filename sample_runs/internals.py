@@ -1,18 +1,13 @@
-"""Record the sample runs that the probe-data rules (gradients, activations, memory, AMP) are tested on.
+"""The scenarios of the probe-data rules (gradients, activations, memory, AMP), recorded by ``record.py``.
 
 Every run is real training on CPU, seeded, a few seconds at most, written by
 ``diagnose.watch`` with schedules dense enough to see the problem and sparse
-enough to keep each file at a few tens of KB::
-
-    python sample_runs/record_internals.py            # all runs
-    python sample_runs/record_internals.py dead-relu  # only the named ones
-
-Files are written to ``runs/`` beside this script as ``internals-<name>.jsonl``.
+enough to keep each file at a few tens of KB. ``python sample_runs/record.py
+dead-relu`` records one.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +17,6 @@ from torch import nn
 
 import diagnose
 
-HERE = Path(__file__).resolve().parent
 CLASSES = 4
 FEATURES = 16
 SPARSE = {"layer_grads": 5, "activations": 10, "updates": 10, "memory": 0}
@@ -43,6 +37,10 @@ class Scenario:
     amp: bool = False
     clip: float | None = None
     regression: bool = False  # mean squared error on a continuous target instead of cross-entropy
+    expect: str | None = None  # the rule this run is the bad example of; None for a healthy run
+    about: str = ""
+    file: str | None = None  # under examples/: <CODE>/bad.jsonl or healthy/<name>.jsonl unless given
+    primary: str | None = None  # the finding that rightly comes first overall, when not ``expect``
 
 
 def task(n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,49 +127,67 @@ def inject_inf(every: int) -> Callable[[int, nn.Module], None]:
 
 SCENARIOS: dict[str, Scenario] = {
     # Bad runs: one problem each.
-    # A deep linear network regressed with a step size past the stability limit: every update
-    # overshoots further and the gradient grows geometrically (the run is stopped before it overflows).
     "exploding": Scenario(lambda: mlp(3, 64, nn.Identity), sgd(0.12), steps=22, regression=True,
-                          every={**SPARSE, "layer_grads": 2}),
-    "vanishing": Scenario(lambda: mlp(10, 32, nn.Sigmoid), sgd(0.1)),
-    "update-tiny": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(1e-5)),
-    "update-huge": Scenario(lambda: mlp(2, 64, nn.ReLU), adamw(0.5, 1.0)),
-    "dead-relu": Scenario(lambda: negative_bias(mlp(3, 64, nn.ReLU), -1.5), sgd(0.05)),
-    "saturated-tanh": Scenario(lambda: scaled(mlp(3, 64, nn.Tanh), 6.0), sgd(0.01)),
-    "collapse": Scenario(lambda: mlp(3, 64, nn.ReLU), decay_first_layer(0.1, 8.0)),
-    "detached-branch": Scenario(TwoBranch, adam(0.01)),
+                          every={**SPARSE, "layer_grads": 2}, expect="GRD001", primary="LR001",
+                          about="a deep linear network regressed with a step size past the stability limit: every "
+                                "update overshoots further and the gradient grows geometrically"),
+    "vanishing": Scenario(lambda: mlp(10, 32, nn.Sigmoid), sgd(0.1), expect="GRD002",
+                          about="ten sigmoid layers: the first layers' gradients are a tiny fraction of the last's"),
+    "update-tiny": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(1e-5), expect="GRD003",
+                            about="plain SGD at 1e-5: the weights barely move"),
+    "update-huge": Scenario(lambda: mlp(2, 64, nn.ReLU), adamw(0.5, 1.0), expect="GRD003",
+                            file="GRD003/bad_huge.jsonl", about="AdamW at 0.5 with weight decay 1: updates the size "
+                                                                 "of the weights"),
+    "dead-relu": Scenario(lambda: negative_bias(mlp(3, 64, nn.ReLU), -1.5), sgd(0.05), expect="ACT001",
+                          about="ReLU layers with a bias of -1.5: most units never fire"),
+    "saturated-tanh": Scenario(lambda: scaled(mlp(3, 64, nn.Tanh), 6.0), sgd(0.01), expect="ACT002",
+                               primary="INIT001",
+                               about="tanh layers initialised 6x too large: outputs stuck at +-1"),
+    "collapse": Scenario(lambda: mlp(3, 64, nn.ReLU), decay_first_layer(0.1, 8.0), expect="ACT003",
+                         about="weight decay 8 on the first layer: every input maps to the same representation"),
+    "detached-branch": Scenario(TwoBranch, adam(0.01), expect="GRD004",
+                                about="one branch's output is detached: its parameters never get a gradient"),
     "memory-leak": Scenario(lambda: mlp(4, 256, nn.ReLU), adam(1e-3), steps=80, batch=256, leak=True,
-                            every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1}),
+                            every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1}, expect="MEM001",
+                            about="each loss is kept with its graph: memory grows every step"),
     "amp-skips": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(0.05), steps=80, amp=True,
-                          after_backward=inject_inf(4), every={**SPARSE, "memory": 2}),
+                          after_backward=inject_inf(4), every={**SPARSE, "memory": 2}, expect="AMP001",
+                          about="an Inf gradient every 4th step: the GradScaler skips a quarter of the steps"),
     # Healthy runs: the same task, trained sensibly.
     "healthy-relu": Scenario(lambda: mlp(3, 64, nn.ReLU), adam(1e-3), steps=80,
-                             every={**SPARSE, "memory": 2}),
-    "healthy-tanh-norm": Scenario(lambda: mlp(4, 64, nn.Tanh, norm=True), sgd(0.05, momentum=0.9), steps=80),
+                             every={**SPARSE, "memory": 2}, file="healthy/probed-relu.jsonl",
+                             about="a ReLU network trained with Adam at 1e-3"),
+    "healthy-tanh-norm": Scenario(lambda: mlp(4, 64, nn.Tanh, norm=True), sgd(0.05, momentum=0.9), steps=80,
+                                  file="healthy/probed-tanh-norm.jsonl",
+                                  about="a normalised tanh network trained with SGD and momentum"),
     "healthy-amp": Scenario(lambda: mlp(3, 64, nn.ReLU), adam(1e-3), steps=80, amp=True,
-                            every={**SPARSE, "memory": 2}),
+                            every={**SPARSE, "memory": 2}, file="healthy/probed-amp.jsonl",
+                            about="the ReLU network under autocast with a GradScaler"),
 }
 
 
-def record(name: str, scenario: Scenario, folder: Path = HERE / "runs") -> Path:
-    """Train ``scenario`` with the probes attached and return the run file."""
+def example_name(path: Path) -> str:
+    """``examples/ACT001/bad.jsonl`` -> ``ACT001-bad``: the run's name says what it is an example of."""
+    return f"{path.parent.name}-{path.stem}"
+
+
+def record(scenario: Scenario, path: Path) -> None:
+    """Train ``scenario`` with the probes attached, into the run file ``path``."""
     torch.manual_seed(0)
     x, y = task()
     model = scenario.model()
     optimizer = scenario.optimizer(model)
     scaler = torch.amp.GradScaler("cpu") if scenario.amp else None
-    path = folder / f"internals-{name}.jsonl"
-    path.unlink(missing_ok=True)
     kept: list[torch.Tensor] = []  # the leak: losses with their graphs, never freed
-    metadata = {"task": "multiclass", "num_classes": CLASSES, "scenario": name}
-    with diagnose.watch(model, optimizer, path, metadata=metadata, scaler=scaler, every=scenario.every) as w:
+    metadata = {"task": "multiclass", "num_classes": CLASSES, "scenario": scenario.about}
+    with diagnose.watch(model, optimizer, path, name=example_name(path), metadata=metadata,
+                       scaler=scaler, every=scenario.every) as w:
         for step in range(1, scenario.steps + 1):
             batch = torch.randint(0, len(x), (scenario.batch,), generator=torch.Generator().manual_seed(step))
             loss = _step(scenario, model, optimizer, scaler, x[batch], y[batch], step)
             if scenario.leak:
                 kept.append(loss)
             w.log(loss=loss.detach())
-    return path
 
 
 def _step(scenario: Scenario, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -193,13 +209,3 @@ def _step(scenario: Scenario, model: nn.Module, optimizer: torch.optim.Optimizer
     scaler.step(optimizer)
     scaler.update()
     return loss
-
-
-def main(names: list[str]) -> None:
-    for name in names or list(SCENARIOS):
-        path = record(name, SCENARIOS[name])
-        print(f"{path.name}: {path.stat().st_size / 1024:.0f} KB")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -1,0 +1,80 @@
+"""Every rule of the code table on its examples: it raises its bad runs and leaves its good ones alone.
+
+The layout is ``sample_runs/examples/<CODE>/bad*.<ext>`` and ``good*.<ext>``
+(``bad/`` or ``good/`` folders for runs of several files, such as one file per
+rank); every run in ``examples/healthy/`` is a good example of every rule.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+import diagnose
+from diagnose.rules import Severity
+from diagnose.rules.codes import all_rules
+from sample_files import EXAMPLES, HEALTHY
+
+# Rules that have no recorded bad example yet: each is an expected failure until one is added.
+WITHOUT_EXAMPLES = frozenset({
+    "DST001", "DST002", "DST003", "DST004", "DST005",  # multi-process runs: recorded by test_distributed today
+    "MEM002", "OVF002",
+    # Bug rules: their bad/good pairs are to be recorded from sample_runs/bugs/ (bad = bug, good = --fixed).
+    "BUG001", "BUG002", "BUG003", "BUG004", "BUG005", "BUG006", "BUG007", "BUG008", "BUG009", "BUG010",
+    "BUG011", "BUG012", "BUG013", "BUG014", "BUG015",
+    "PRE001", "PRE002", "PRE003", "PRE004", "PRE005", "PRE006", "PRE007", "PRE008", "PRE009", "PRE010", "PRE011",
+})
+SERIOUS = (Severity.WARNING, Severity.ERROR)
+
+
+def examples(code: str, kind: str) -> list[Path]:
+    folder = EXAMPLES / code
+    return sorted(p for p in folder.glob(f"{kind}*") if p.is_file() or p.is_dir()) if folder.is_dir() else []
+
+
+@functools.cache
+def codes_found(path: Path) -> dict[str, Severity]:
+    found: dict[str, Severity] = {}
+    for run in diagnose.load_all(path):
+        for finding in diagnose.analyze(run):
+            found.setdefault(finding.code, finding.severity)
+    return found
+
+
+def with_expected_failures(codes: list[str]) -> list:
+    reason = "no bad example recorded for this rule yet"
+    return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=reason)) if c in WITHOUT_EXAMPLES else c
+            for c in codes]
+
+
+CODES = [rule.code for rule in all_rules()]
+
+
+def test_the_list_of_rules_without_examples_is_exact():
+    assert WITHOUT_EXAMPLES <= set(CODES), sorted(WITHOUT_EXAMPLES - set(CODES))
+    missing = {code for code in CODES if not examples(code, "bad")}
+    changed = sorted(missing ^ WITHOUT_EXAMPLES)
+    assert missing == WITHOUT_EXAMPLES, f"record examples or update WITHOUT_EXAMPLES: {changed}"
+
+
+def test_every_example_folder_belongs_to_a_rule():
+    folders = {p.name for p in EXAMPLES.iterdir() if p.is_dir()} - {HEALTHY.name}
+    assert folders <= set(CODES), sorted(folders - set(CODES))
+
+
+@pytest.mark.parametrize("code", with_expected_failures(CODES))
+def test_the_rule_raises_its_bad_examples(code: str):
+    bad = examples(code, "bad")
+    assert bad, f"no sample_runs/examples/{code}/bad*"
+    for path in bad:
+        found = codes_found(path)
+        assert code in found, f"{path.relative_to(EXAMPLES)}: {code} not raised (found {sorted(found)})"
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_the_rule_leaves_its_good_examples_and_every_healthy_run_alone(code: str):
+    for path in [*examples(code, "good"), *sorted(HEALTHY.glob("*"))]:
+        found = codes_found(path)
+        assert found.get(code) not in SERIOUS, f"{path.relative_to(EXAMPLES)}: {code} raised as {found[code]}"
