@@ -33,9 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
 
-import _common as suite  # noqa: E402  (the bug scripts' shared module, found through the path above)
+import _common as suite
 
-import diagnose  # noqa: E402
+import diagnose
 
 RECORD = "import sys; sys.path.insert(0, sys.argv[1]); import _common; _common.record_pair(*sys.argv[2:5])"
 PLAIN_KEYS = ("step", "loss")
@@ -59,12 +59,12 @@ def record(kind: str, folder: Path, timeout: float) -> tuple[Path, Path, str]:
     bad, good = folder / f"{kind}.jsonl", folder / f"{kind}-fixed.jsonl"
     command = [sys.executable, "-c", RECORD, str(suite.HERE), kind, str(bad), str(good)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return bad, good, f"timed out after {timeout:.0f} s"
     if done.returncode != 0:
-        return bad, good, (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]
+        return bad, good, (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
     return bad, good, ""
 
 
@@ -82,7 +82,7 @@ def plain_log(path: Path, dest: Path) -> Path:
 
 def _json_number(value: float) -> float | int | str:
     if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 

@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from diagnose.probes import Watch
 
-__all__ = ["Run", "Watch", "analyze", "assert_healthy", "load", "load_all", "preflight", "watch", "__version__"]
+__all__ = ["DiagnoseWarning", "Run", "TrainingStopped", "Watch", "analyze", "assert_healthy", "load", "load_all",
+           "preflight", "watch", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +46,10 @@ def __getattr__(name: str) -> Any:
         from diagnose.checks import assert_healthy
 
         return assert_healthy
+    if name in ("TrainingStopped", "DiagnoseWarning"):
+        import diagnose.live.policy as policy
+
+        return getattr(policy, name)
     if name == "Run":
         from diagnose.run import Run
 

@@ -15,7 +15,10 @@ goes to zero or below is compared on its own range instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +29,60 @@ MAD_TO_STD = 1.4826
 # Theil-Sen is O(n^2) in memory and time; above this many points the curve is
 # reduced to bin medians first (the estimate barely moves, the cost is bounded).
 THEIL_SEN_MAX_POINTS = 400
+# Curves at least this long are worth sharing between rules (see `shared_views`);
+# on shorter ones computing again is cheaper than recognising the curve.
+SHARE_MIN_POINTS = 5_000
+# Shape tests (smoothing, noise) on a curve longer than this read a reduced
+# view of it: bin medians, or evenly spaced stretches at full resolution. Every
+# log in sample_runs and the real-run corpus is shorter, so nothing there changes.
+SHAPE_POINTS = 50_000
+
+_Result = TypeVar("_Result")
+_views: dict[tuple, Any] | None = None
+
+
+# -- sharing work between rules --------------------------------------------------
+
+
+@contextmanager
+def shared_views() -> Iterator[None]:
+    """Within this block, what is computed on a long curve is computed once and shared.
+
+    The rules each read the same few curves (the loss, the gradient norm) and
+    ask for the same views of them: the finite part, the same rolling medians,
+    the same bin medians. Each is kept, keyed by the curve's contents, until
+    the block ends (the engine opens one per analysed run), so a second rule
+    asking for it pays a hash of the curve instead of another pass.
+    """
+    global _views
+    outer = _views
+    _views = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _views = outer
+
+
+def _shared(kind: str, series: pd.Series, params: tuple, compute: Callable[[], _Result]) -> _Result:
+    """``compute()``, or what it gave before within `shared_views` for a curve with these contents."""
+    if _views is None or series is None or len(series) < SHARE_MIN_POINTS:
+        return compute()
+    key = (kind, params, series.name, _fingerprint(series))
+    if key not in _views:
+        _views[key] = compute()
+    return _views[key]
+
+
+def _fingerprint(series: pd.Series) -> tuple[int, bytes]:
+    """What tells two long curves apart, at a fraction of the cost of hashing them whole: their
+    length, a few thousand evenly spaced points, and sums over every value and step (two curves
+    that differ anywhere differ in a sum unless their differences cancel to the last bit)."""
+    values = series.to_numpy(dtype="float64")
+    steps = np.asarray(series.index, dtype="float64")
+    stride = max(1, len(values) // 2048)
+    summary = np.concatenate([values[::stride], steps[::stride],
+                              [values.sum(), np.dot(values, values), steps.sum(), np.dot(steps, values)]])
+    return len(values), summary.tobytes()
 
 
 # -- cleaning -------------------------------------------------------------------
@@ -35,6 +92,10 @@ def finite(series: pd.Series) -> pd.Series:
     """Finite values as float, sorted by step, one value per step (the mean of repeats)."""
     if series is None or len(series) == 0:
         return pd.Series(dtype="float64")
+    return _shared("finite", series, (), lambda: _finite(series))
+
+
+def _finite(series: pd.Series) -> pd.Series:
     values = pd.Series(np.asarray(series, dtype="float64"), index=np.asarray(series.index, dtype="float64"))
     values = values[np.isfinite(values.to_numpy()) & np.isfinite(values.index.to_numpy())]
     if values.index.has_duplicates:
@@ -78,15 +139,34 @@ def downsample(series: pd.Series, max_points: int) -> pd.Series:
     Medians keep the level of a noisy curve and ignore isolated spikes, so the
     reduced curve is fit for trend and plateau tests. Short curves come back unchanged.
     """
-    n = len(series)
-    if n <= max_points:
+    if len(series) <= max_points:
         return series
+    return _shared("downsample", series, (max_points,), lambda: _bin_medians(series, max_points))
+
+
+def _bin_medians(series: pd.Series, max_points: int) -> pd.Series:
+    n = len(series)
     bins = np.minimum((np.arange(n) * max_points) // n, max_points - 1)
-    values = pd.Series(series.to_numpy(), index=bins).groupby(level=0).median()
-    steps = pd.Series(np.asarray(series.index, dtype="float64"), index=bins).groupby(level=0).median()
-    reduced = pd.Series(values.to_numpy(), index=steps.to_numpy(), name=series.name)
+    values, steps = series.to_numpy(dtype="float64"), np.asarray(series.index, dtype="float64")
+    if np.isnan(values).any():
+        medians = pd.Series(values, index=bins).groupby(level=0).median().to_numpy()
+    else:
+        medians = _equal_bin_medians(values, bins, max_points)
+    reduced = pd.Series(medians, index=_equal_bin_medians(steps, bins, max_points), name=series.name)
     reduced.index.name = "step"
     return reduced
+
+
+def _equal_bin_medians(values: np.ndarray, bins: np.ndarray, count: int) -> np.ndarray:
+    """Median of each bin of consecutive values (bins of at most two sizes), without a group-by:
+    the bins of each size are stacked as rows and reduced at once."""
+    starts = np.searchsorted(bins, np.arange(count))
+    sizes = np.diff(np.r_[starts, len(values)])
+    medians = np.empty(count)
+    for size in np.unique(sizes):
+        rows = np.flatnonzero(sizes == size)
+        medians[rows] = np.median(values[starts[rows, None] + np.arange(size)], axis=1)
+    return medians
 
 
 # -- scale ------------------------------------------------------------------------
@@ -110,6 +190,10 @@ def comparable(series: pd.Series) -> pd.Series:
     Either way a difference of 0.1 means about the same thing on any run:
     about 10% on a log scale, a tenth of the travelled range otherwise.
     """
+    return _shared("comparable", series, (), lambda: _comparable(series))
+
+
+def _comparable(series: pd.Series) -> pd.Series:
     logged = to_log(series)
     if logged is not None:
         return logged
@@ -138,8 +222,19 @@ def rolling_median(series: pd.Series, window: int, *, causal: bool = False) -> p
     Windows cut short by the ends of the curve hold the points there are.
     """
     window = max(int(window), 1)
+    return _shared("rolling_median", series, (window, causal), lambda: _rolling_median(series, window, causal))
+
+
+def _rolling_median(series: pd.Series, window: int, causal: bool) -> pd.Series:
     values = series.to_numpy(dtype="float64")
-    if len(values) < 4 * window or np.isnan(values).any():
+    missing = np.isnan(values)
+    if causal and missing.any() and not missing[np.argmin(missing):].any():
+        # Only a run of NaN first (what a causal median leaves at the start): a
+        # causal window there holds nothing, later ones skip it.
+        lead = int(np.argmin(missing))
+        rest = _rolling_median(series.iloc[lead:], window, causal)
+        return pd.Series(np.r_[values[:lead], rest.to_numpy()], index=series.index, name=series.name)
+    if len(values) < 4 * window or missing.any():
         return _pandas_rolling_median(series, window, causal)
     # Long curves: scipy's rank filters are several times faster than pandas'
     # rolling median and exact wherever the window is whole; pandas computes
@@ -194,7 +289,18 @@ def smooth(series: pd.Series, window: int | None = None) -> pd.Series:
     if len(series) < 3:
         return series
     window = window or default_window(len(series))
+    if len(series) > SHAPE_POINTS:
+        return _shared("smooth", series, (window,), lambda: _smooth_reduced(series, window))
     return ema(rolling_median(series, window), span=max(window / 2, 1.0))
+
+
+def _smooth_reduced(series: pd.Series, window: int) -> pd.Series:
+    """`smooth` of a very long curve from its bin medians (each already the median of a few
+    neighbouring points), the window shrunk to match, read back at every step."""
+    reduced = downsample(series, SHAPE_POINTS)
+    bin_window = max(3, round(window * SHAPE_POINTS / len(series)))
+    smoothed = ema(rolling_median(reduced, bin_window), span=max(bin_window / 2, 1.0))
+    return pd.Series(value_at(smoothed, series.index), index=series.index, name=series.name)
 
 
 # -- levels and noise -------------------------------------------------------------
@@ -231,8 +337,24 @@ def noise(series: pd.Series, window: int | None = None) -> float:
         return float("nan")
     scaled = comparable(series)
     window = window or default_window(len(series), lo=5, hi=50)
+    if len(series) > SHAPE_POINTS:
+        return _shared("noise", series, (window,), lambda: _sampled_noise(scaled, window))
     residual = scaled - rolling_median(scaled, window)
     return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
+
+
+def _sampled_noise(scaled: pd.Series, window: int, blocks: int = 20) -> float:
+    """`noise` of a very long curve from ``blocks`` evenly spaced stretches of it, together
+    `SHAPE_POINTS` long: scatter is a local property, so a sample of stretches across the run
+    measures it as the whole curve does, at a fraction of the cost."""
+    values = scaled.to_numpy()
+    length = max(SHAPE_POINTS // blocks, 4 * window)
+    starts = np.linspace(0, len(values) - length, blocks).astype(int)
+    stretches = values[starts[:, None] + np.arange(length)]
+    half = window // 2
+    medians = np.stack([_whole_window_medians(row, window) for row in stretches])
+    residual = (stretches - medians)[:, half : length - half]  # whole windows only
+    return float(np.median(np.abs(residual)) * MAD_TO_STD)
 
 
 # -- trend --------------------------------------------------------------------------
@@ -313,8 +435,16 @@ def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
     """
     if len(series) < 5:
         return []
+    return _shared("spikes", series, (window, min_height, min_z),
+                   lambda: _find_spikes(series, window, min_height, min_z))
+
+
+def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float) -> list[Spike]:
     scaled = comparable(series)
     baseline = rolling_median(scaled, window, causal=True)
+    if len(series) > SHAPE_POINTS:
+        return _group_spikes(series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z),
+                             min_height)
     scatter = rolling_mad(scaled, window, causal=True)
     floor = float(np.nanmedian(scatter.to_numpy())) if scatter.notna().any() else 0.0
     scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
@@ -322,6 +452,39 @@ def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
     is_spike = (excess > min_height) & (excess > min_z * scatter.to_numpy())
     is_spike[:min(3, len(is_spike))] = False  # no baseline yet
     return _group_spikes(series, scaled, baseline, is_spike, min_height)
+
+
+def _spikes_of_long(scaled: pd.Series, baseline: pd.Series, window: int, min_height: float,
+                    min_z: float) -> np.ndarray:
+    """`find_spikes`' test on a very long curve: the local scatter (the causal rolling MAD) only
+    where a point clears ``min_height`` at all, and its typical level from `SHAPE_POINTS` evenly
+    spaced points instead of every one."""
+    excess = (scaled - baseline).to_numpy()
+    deviation = np.abs(excess)
+    candidates = np.flatnonzero(excess > min_height)
+    sample = np.linspace(window + 1, len(excess) - 1, SHAPE_POINTS).astype(int)
+    typical = _causal_window_medians(deviation, sample, window) * MAD_TO_STD
+    floor = float(np.nanmedian(typical)) if np.isfinite(typical).any() else 0.0
+    local = np.maximum(_causal_window_medians(deviation, candidates, window) * MAD_TO_STD, max(floor * 0.5, 1e-12))
+    is_spike = np.zeros(len(excess), dtype=bool)
+    is_spike[candidates] = excess[candidates] > min_z * local
+    is_spike[:3] = False  # no baseline yet
+    return is_spike
+
+
+def _causal_window_medians(values: np.ndarray, at: np.ndarray, window: int) -> np.ndarray:
+    """Median of the ``window`` values before each position in ``at`` (NaN skipped), as
+    `rolling_median` with ``causal=True`` gives it there."""
+    result = np.full(len(at), np.nan)
+    whole = at > window  # the window lies past the first value (NaN: no baseline before it)
+    windows = np.lib.stride_tricks.sliding_window_view(values, window)
+    result[whole] = np.median(windows[at[whole] - window], axis=1)
+    for index in np.flatnonzero(~whole):
+        start = at[index]
+        part = values[max(0, start - window) : start]
+        if np.isfinite(part).any():
+            result[index] = np.nanmedian(part)
+    return result
 
 
 def _group_spikes(series: pd.Series, scaled: pd.Series, baseline: pd.Series,

@@ -20,18 +20,20 @@ from diagnose.rules.codes import all_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
-import _common as suite  # noqa: E402
+import _common as suite
 
 # One or two kinds of each family (gradients, loss/output, data, optimizer, modes),
 # the ones that record in about a second each.
 CI_KINDS = ("no_zero_grad", "softmax_into_ce", "sigmoid_into_bce_logits", "nll_on_logits", "scheduler_per_batch",
-            "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer", "constant_init")
+            "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer", "constant_init",
+            "item_cuts_graph", "step_before_backward", "labels_shuffled_apart", "val_not_normalized", "log_of_zero_nan")
 
 # Kinds whose root cause no rule names yet; the signatures and rules that name them
 # come with issue 11 items 1-2. Remove a kind from here when its rule lands.
-AWAITING_NAMING_RULE = {"no_zero_grad", "zero_grad_per_epoch", "softmax_into_ce", "sigmoid_into_bce_logits",
-                        "nll_on_logits", "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer",
-                        "constant_init"}
+AWAITING_NAMING_RULE = {"no_zero_grad", "softmax_into_ce", "sigmoid_into_bce_logits", "nll_on_logits",
+                        "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer", "constant_init",
+                        "item_cuts_graph", "step_before_backward", "labels_shuffled_apart", "val_not_normalized",
+                        "log_of_zero_nan"}
 # Kinds whose symptom the current rules miss (the same rules are expected to catch them).
 AWAITING_SYMPTOM_RULE = {"softmax_into_ce", "nll_on_logits", "partial_optimizer", "constant_init"}
 
@@ -72,6 +74,11 @@ def test_each_script_declares_its_bug(kind: str) -> None:
         assert bug["verify"][side], f"{kind}: nothing verifies the {side}"
         for metric, op, bound in bug["verify"][side]:
             assert isinstance(metric, str) and op in ("<=", ">=") and isinstance(bound, float)
+
+
+def test_the_suite_covers_thirty_kinds_both_live_and_curve_only() -> None:
+    observable = [suite.load_script(kind).BUG["observable"] for kind in suite.kinds()]
+    assert len(observable) >= 30 and set(observable) == set(suite.OBSERVABLE)
 
 
 def test_both_parts_of_the_split_hold_kinds() -> None:

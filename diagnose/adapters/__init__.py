@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from diagnose.live.policy import StopPolicy
 from diagnose.probes.watch import Watch
+from diagnose.rules.base import Finding
 from diagnose.runfile import schema
 
 __all__ = ["Recorder", "scalars"]
@@ -35,13 +37,31 @@ class Recorder:
     """One recorded run, fed by a framework callback; all methods are no-ops until `start`.
 
     ``options`` are those of `diagnose.watch` (``preset``, ``metadata``,
-    ``name``, ``every``, ``flush_seconds``, ...).
+    ``name``, ``every``, ``flush_seconds``, ``stop_on``, ``on_finding``, ...).
+    A finding that matches ``stop_on`` does not raise here: `should_stop`
+    turns True, for the callback to set the framework's own stop signal.
     """
 
     def __init__(self, path: str | Path = "diagnose-run.jsonl", **options: Any) -> None:
         self.path = Path(path)
-        self.options = options
+        self.policy = StopPolicy(options.pop("stop_on", None))
+        self.sink = options.pop("on_finding", None)
+        self.options = {**options, "on_finding": self._found}
+        self.stopped_by: Finding | None = None
         self.watch: Watch | None = None
+
+    def _found(self, finding: Finding) -> None:
+        if self.stopped_by is None and self.policy.matches(finding):
+            self.stopped_by = finding
+        if self.sink is not None:
+            self.sink(finding)
+
+    def should_stop(self) -> bool:
+        """True once a finding matched ``stop_on``; the run is then closed (flushed) here."""
+        if self.stopped_by is None:
+            return False
+        self.close()
+        return True
 
     def start(self, model: torch.nn.Module, optimizer: Any, first_step: int, **extra: Any) -> None:
         """Attach the probes; ``first_step`` is the number the next optimizer step will have."""

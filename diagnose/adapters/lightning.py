@@ -66,6 +66,8 @@ class DiagnoseCallback(Callback):
             # Automatic optimization hands back the loss divided by the accumulation factor.
             scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
             self.recorder.train(self._step, loss=loss.detach() * scale)
+        if self.recorder.should_stop():
+            trainer.should_stop = True
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:

@@ -15,6 +15,7 @@ only the main process records.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,22 @@ class DiagnoseCallback(TrainerCallback):
         if not state.is_world_process_zero or model is None:
             return
         ranks = {"rank": args.process_index, "world_size": args.world_size} if args.world_size > 1 else {}
+        if getattr(args, "logging_nan_inf_filter", False):
+            warnings.warn("diagnose: logging_nan_inf_filter=True replaces NaN/Inf losses by the running mean before "
+                          "they are logged; set logging_nan_inf_filter=False to have them recorded (the gradients "
+                          "are recorded either way)", UserWarning, stacklevel=2)
         self.recorder.start(model, _torch_optimizer(optimizer), state.global_step + 1, **ranks)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.recorder.train(state.global_step, loss=logs["loss"])
+        if self.recorder.should_stop():
+            control.should_training_stop = True
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.recorder.should_stop():
+            control.should_training_stop = True
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
                     **kwargs: Any) -> None:

@@ -2,7 +2,9 @@
 
 Exit codes, as linters use them: 0 success, 1 findings at or above
 ``--fail-on`` (``check`` only), 2 a usage, input or configuration error, shown
-as one line ``diagnose: error: ...``.
+as one line ``diagnose: error: ...``. ``run`` passes on the script's own exit
+code (1 when it raised, 130 after Ctrl-C) and exits 3 when ``--stop-on``
+stopped training.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from diagnose.cli.plot import plot
 from diagnose.cli.preflight import preflight
 from diagnose.cli.report import report
 from diagnose.cli.rules import rules
+from diagnose.cli.run import run
 from diagnose.errors import DiagnoseError
 
 USAGE_ERROR = 2
@@ -63,6 +66,8 @@ def _options(
 
 for command in (report, check, plot, preflight, rules, explain, demo):
     app.command(command.__name__)(command)
+# Everything after SCRIPT belongs to the script, options included.
+app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
 
 
 def main() -> None:

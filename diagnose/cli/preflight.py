@@ -28,19 +28,23 @@ def preflight(
     select: common.SelectOpt = None,
     ignore: common.IgnoreOpt = None,
     settings: common.SetOpt = None,
+    budget: Annotated[float, typer.Option(
+        "--budget", help="Wall-clock seconds the checks share; a check that reaches the end stops and is not judged.",
+        min=0.1)] = 30.0,
 ) -> None:
     """Run the preflight checks on copies of a model; fail (exit 1) on findings at or above --fail-on."""
     from diagnose.preflight_checks.pieces import Pieces, load_function
-    from diagnose.preflight_checks.runner import RULES
+    from diagnose.preflight_checks.runner import RULES, time_spent
     from diagnose.preflight_checks.runner import preflight as run_preflight
 
     config = common.rule_config(select or [RULES], ignore, settings, fail_on.value if fail_on else None)
     pieces = Pieces.of(load_function(target)())
     analysis = run_preflight(pieces.model, pieces.loss_fn, pieces.batch, pieces.optimizer, pieces.metadata,
-                             path, config=config)
+                             path, config=config, budget_s=budget)
     result = evaluate([analysis], fail_on=config.fail_on or DEFAULT_FAIL_ON, config=config)
     console = Console(highlight=False)
     print_report([analysis], console)
+    console.print(time_spent(analysis.run), markup=False)
     console.print(result.summary().replace("check", "preflight", 1), style="bold green" if result.passed
                   else "bold red", markup=False)
     if not result.passed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,32 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 class Skip(Exception):
     """Raised by a check that does not apply here; the message says why."""
+
+
+class OutOfTime(Skip):
+    """Raised by a check that reached the end of the preflight's time budget before its own end."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The wall-clock seconds the checks share, and when they run out."""
+
+    seconds: float | None
+    ends: float | None
+
+    @classmethod
+    def of(cls, seconds: float | None) -> Budget:
+        return cls(seconds, None if seconds is None else time.monotonic() + seconds)
+
+    @property
+    def spent(self) -> bool:
+        return self.ends is not None and time.monotonic() >= self.ends
+
+    def check(self, done: int, planned: int) -> None:
+        """Stop a check, after ``done`` of its ``planned`` steps, when the budget is spent."""
+        if self.spent:
+            raise OutOfTime(f"the {self.seconds:g} s time budget ran out after {done} of {planned} steps; "
+                            "not judged (raise budget_s, or check on a smaller batch)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,7 @@ class Trial:
     model: nn.Module
     loss_fn: Callable[..., torch.Tensor]
     optimizer: torch.optim.Optimizer
+    budget: Budget = field(default_factory=lambda: Budget.of(None))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.loss_fn(call_model(self.model, batch.inputs), batch.targets)
@@ -110,7 +138,8 @@ class Trial:
         """Train on ``batch`` alone for ``steps`` steps; the loss before each step, then the final loss."""
         self.model.train()
         losses = []
-        for _ in range(steps):
+        for done in range(steps):
+            self.budget.check(done, steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(batch)
             loss.backward()
@@ -133,6 +162,7 @@ class Context:
     loader: Iterable[Any] | None = None
     # The first parameter group's learning rate, read off a freshly built optimizer.
     user_lr: float | None = None
+    budget: Budget = field(default_factory=lambda: Budget.of(None))
 
     @property
     def device(self) -> torch.device:
@@ -148,7 +178,7 @@ class Context:
         model, loss_fn = copy.deepcopy((self.model, self.loss_fn))
         optimizer = self._optimizer_for(model, loss_fn)
         optimizer.zero_grad(set_to_none=True)
-        return Trial(model, loss_fn, optimizer)
+        return Trial(model, loss_fn, optimizer, self.budget)
 
     def _optimizer_for(self, model: nn.Module, loss_fn: Any) -> torch.optim.Optimizer:
         params = list(model.parameters()) + (list(loss_fn.parameters()) if isinstance(loss_fn, nn.Module) else [])

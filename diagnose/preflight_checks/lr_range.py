@@ -34,6 +34,7 @@ def check_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END
     curve: list[dict[str, float]] = []
     average, best = 0.0, math.inf
     for step, batch in zip(range(1, steps + 1), ctx.batches(), strict=False):
+        trial.budget.check(step - 1, steps)
         lr = start_lr * (end_lr / start_lr) ** ((step - 1) / max(steps - 1, 1))
         for group, ratio in zip(trial.optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio

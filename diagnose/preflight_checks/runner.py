@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.preflight_checks.context import Batch, Context, OptimizerFactory, Skip, preserved_rng
+from diagnose.preflight_checks.context import Batch, Budget, Context, OptimizerFactory, Skip, preserved_rng
 from diagnose.preflight_checks.data import check_inputs, check_labels
 from diagnose.preflight_checks.fitting import check_baseline, check_overfit
 from diagnose.preflight_checks.gradients import check_gradients
@@ -27,6 +28,11 @@ DEFAULT_PATH = "diagnose-preflight.jsonl"
 # The code prefix of the preflight rules: the only ones that apply to a preflight run.
 RULES = "PRE"
 SEED = 0
+# The wall-clock seconds the checks share by default. The MNIST CNN of
+# pytorch/examples (1.2 M parameters, batch 64) runs them all on two CPU cores
+# in a few seconds (tests/test_preflight_budget.py, benchmarks/preflight_time.py);
+# a check that would run past the budget stops and says so instead.
+BUDGET_S = 30.0
 
 # In order: checks on the data first, since a bad label makes every later check fail.
 CHECKS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
@@ -43,7 +49,8 @@ CHECKS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
 
 def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_loader: Any,
               optimizer: OptimizerFactory | torch.optim.Optimizer, metadata: Mapping[str, Any] | None = None,
-              path: str | os.PathLike[str] | None = None, *, config: Any = None) -> Any:
+              path: str | os.PathLike[str] | None = None, *, config: Any = None,
+              budget_s: float | None = BUDGET_S) -> Any:
     """Check a model, loss and optimizer on one batch before training, and return the findings.
 
     Every check works on a deep copy of ``model`` (and of ``loss_fn``) with a
@@ -58,7 +65,9 @@ def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_l
     if it exists; default ``diagnose-preflight.jsonl``); the return value is
     the `Analysis` of that run: the preflight findings, worst first, judged
     by the preflight rules (``PRE*``) configured from ``[tool.diagnose]``
-    unless ``config`` is given.
+    unless ``config`` is given. The checks share ``budget_s`` seconds of wall
+    clock (None: no limit); one that reaches the end of it stops, is recorded
+    as cut short and is not judged, and the checks after it are skipped.
     """
     from diagnose.readers import load
     from diagnose.rules import analyze, load_config
@@ -69,7 +78,11 @@ def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_l
     writer = RunWriter(target)
     try:
         with preserved_rng(SEED):
-            writer.write(_meta(ctx, target))
+            meta = _meta(ctx, target)
+            # The clock starts once the first optimizer is built: in a fresh process that
+            # imports torch's compiler stack (torch._dynamo, seconds), as any training pays.
+            ctx.budget = Budget.of(budget_s)
+            writer.write({**meta, "budget_s": budget_s})
             for record in run_checks(ctx):
                 writer.write(record)
     finally:
@@ -82,19 +95,23 @@ def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
     blocked: str | None = None
     for name, check in CHECKS:
         event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": schema.EV_PREFLIGHT, "check": name}
+        if ctx.budget.spent and not blocked:
+            blocked = f"the {ctx.budget.seconds:g} s time budget was spent before this check"
         if blocked:
             yield {**event, "skipped": blocked}
             continue
+        started = time.monotonic()
         try:
             outcome = check(ctx)
         except Skip as skip:
-            yield {**event, "skipped": str(skip)}
+            yield {**event, "skipped": str(skip), "seconds": time.monotonic() - started}
             continue
         except Exception as exc:  # noqa: BLE001 - a failing model is a finding, not a crash
-            yield {**event, "error": f"{type(exc).__name__}: {exc}", "where": _where(exc)}
+            yield {**event, "error": f"{type(exc).__name__}: {exc}", "where": _where(exc),
+                   "seconds": time.monotonic() - started}
             continue
         blocked = outcome.blocks
-        yield {**event, **outcome.fields}
+        yield {**event, **outcome.fields, "seconds": time.monotonic() - started}
         yield from ({"kind": schema.STEP, **step} for step in outcome.steps)
 
 
@@ -133,3 +150,17 @@ def _meta(ctx: Context, path: Path) -> dict[str, Any]:
 def _where(exc: BaseException) -> str:
     frame = traceback.extract_tb(exc.__traceback__)[-1]
     return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+
+
+def time_spent(run: Any) -> str:
+    """How long the checks of a preflight run took, against their budget, and which the budget cut."""
+    events = run.events
+    checks = events[events["event"] == schema.EV_PREFLIGHT] if "event" in events.columns else events.iloc[:0]
+    seconds = float(checks["seconds"].sum()) if "seconds" in checks.columns else 0.0
+    budget = run.meta.get("budget_s")
+    line = f"preflight checks took {seconds:.1f} s" + (f" of their {budget:g} s budget" if budget else "")
+    if "skipped" in checks.columns:
+        cut = checks.loc[checks["skipped"].astype(str).str.contains("time budget", regex=False), "check"]
+        if len(cut):
+            line += f"; cut by the budget: {', '.join(map(str, cut))}"
+    return line

@@ -6,7 +6,12 @@ poisoned and every module reports non-finite values, so the trail is gone.
 Forward: one L2 norm per module output (a NaN or Inf anywhere in a tensor
 makes its norm non-finite), kept on the device and looked at only when the
 step's values come to the host; the first module in call order whose output
-was non-finite made it.
+was non-finite made it. The hooks only collect the outputs; their norms are
+taken together at the end of the step in one multi-tensor reduction
+(``torch._foreach_norm``), so that a model of hundreds of small modules pays a
+few kernels for them instead of one each. An output that the forward later
+changes in place (an in-place ReLU after a Linear) is normed as it ends up;
+a NaN survives that, so the origin is still found.
 
 Backward: no hooks at all. The gradient probe already has one norm per
 parameter gradient each step. Backward visits modules in the reverse of their
@@ -43,8 +48,12 @@ _CANNOT_CREATE_NONFINITE = (
 )
 
 
-def _norm(tensor: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(tensor.detach(), dtype=torch.float32)
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The float32 L2 norm of each tensor, batched into few kernels where torch can."""
+    plain = all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
+    if plain and hasattr(torch, "_foreach_norm"):
+        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    return [torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]
 
 
 class NonFiniteProbe(Probe):
@@ -57,7 +66,7 @@ class NonFiniteProbe(Probe):
         self.per_module = per_module
         self._names: list[str] = []
         self._types: list[str] = []
-        self._forward: list[tuple[int, torch.Tensor]] = []
+        self._forward: list[tuple[int, torch.Tensor]] = []  # (module, its output), normed in finish
         self._in_episode = False
 
     def attach(self, host: Any) -> None:
@@ -78,12 +87,12 @@ class NonFiniteProbe(Probe):
         tensor = first_float_tensor(output)
         if tensor is None:
             return
-        self._forward.append((index, _norm(tensor)))
+        self._forward.append((index, tensor.detach()))
 
     def finish(self, record: StepRecord) -> None:
         if self._forward:
             record.private["nf_forward_index"] = [i for i, _ in self._forward]
-            record.private["nf_forward"] = torch.stack([n for _, n in self._forward])
+            record.private["nf_forward"] = torch.stack(_norms([t for _, t in self._forward]))
         self._forward = []
 
     def resolve(self, record: StepRecord) -> None:

@@ -33,6 +33,7 @@ from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
 from diagnose.probes.loss_inputs import LayerInputProbe, LossInputProbe
 from diagnose.probes.memory import MemoryProbe, NvmlProbe
+from diagnose.probes.nan_ops import NonFiniteOperationProbe
 from diagnose.probes.nonfinite import NonFiniteProbe
 from diagnose.probes.presets import Preset, get_preset
 from diagnose.probes.signatures import (CarriedGradientProbe, DuplicateRowsProbe, LossGradientProbe,
@@ -40,6 +41,9 @@ from diagnose.probes.signatures import (CarriedGradientProbe, DuplicateRowsProbe
 from diagnose.probes.record import StepRecord, materialize
 from diagnose.probes.summary import describe_run
 from diagnose.probes.timing import StepTimeProbe
+from diagnose.live.monitor import LiveMonitor
+from diagnose.live.policy import TrainingStopped
+from diagnose.live.status import status_board
 from diagnose.runfile import RunWriter, schema
 
 _CALLBACKS = ("on_forward_start", "on_forward_end", "on_gradients_ready", "before_step", "after_step",
@@ -69,6 +73,10 @@ class Watch:
         rank: int | None = None,
         world_size: int | None = None,
         distributed: str | DistributedOptions = "files",
+        live: bool = True,
+        stop_on: str | list[str] | None = None,
+        on_finding: Callable[[Any], Any] | None = None,
+        status: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -87,9 +95,12 @@ class Watch:
         self._closed = False
         self._handles: list[Any] = []
         self._writer = RunWriter(self.path, flush_seconds=flush_seconds)
-        self._writer.write(describe_run(model, optimizer, name=name or Path(path).stem, metadata=metadata,
-                                        preset=self.preset, rank=self.ranks.rank, world_size=self.ranks.world_size)
-                           | self.ranks.describe(model))
+        run_name = name or Path(path).stem
+        self._live = (LiveMonitor(run_name, self._writer.write, stop_on=stop_on, on_finding=on_finding,
+                                  status=status_board() if status else None)
+                      if live or stop_on or on_finding or status else None)
+        self._emit(describe_run(model, optimizer, name=run_name, metadata=metadata, preset=self.preset,
+                                rank=self.ranks.rank, world_size=self.ranks.world_size) | self.ranks.describe(model))
         self._probes: list[Probe] = []
         self._implementers: dict[str, tuple[Probe, ...]] = {}
         for probe in self._choose_probes(scaler):
@@ -122,7 +133,9 @@ class Watch:
             return
         try:
             self._log(step, scalars)
-        except Exception as exc:  # noqa: BLE001 - logging must never stop training
+        except TrainingStopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logging must never stop training (only stop_on does)
             self._fail(exc)
 
     def flush(self) -> None:
@@ -141,7 +154,9 @@ class Watch:
         try:
             if not self._record.empty:
                 self._finish_step()
-            self._flush()
+            self._flush(final=True)
+        except TrainingStopped:
+            pass  # the last step matched stop_on: there is no loop left to stop
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"diagnose: could not write the last records: {exc}", RuntimeWarning, stacklevel=2)
         finally:
@@ -203,6 +218,8 @@ class Watch:
         if scaler is not None:
             probes.append(GradScalerProbe(scaler, preset.memory))
         probes += self.ranks.probes()
+        if preset.nonfinite:
+            probes.append(NonFiniteOperationProbe())
         # Last: it reads the loss and gradient norm the others have resolved.
         probes.append(NonFiniteProbe(per_module=preset.nonfinite))
         return probes
@@ -246,6 +263,8 @@ class Watch:
                 return
             try:
                 fn(*args)
+            except TrainingStopped:
+                raise
             except Exception as exc:  # noqa: BLE001
                 self._fail(exc)
 
@@ -279,8 +298,13 @@ class Watch:
         self._pending.append(record)
         self._record = StepRecord(record.step + 1)
         self._step_done = False
-        if len(self._pending) >= _MAX_PENDING or self._writer.due():
+        urgent = self._live is not None and self._live.step_finished(record)
+        if urgent or len(self._pending) >= _MAX_PENDING or self._writer.due():
             self._flush()
+        stop = self._live.take_stop() if self._live is not None else None
+        if stop is not None:
+            self.close()
+            raise TrainingStopped(stop)
 
     def _each(self, callback: str, *args: Any) -> None:
         for probe in self._implementers.get(callback, ()):
@@ -329,7 +353,7 @@ class Watch:
 
     # -- writing ---------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
         records, self._pending = self._pending, []
         if records:
             materialize(records)
@@ -338,20 +362,27 @@ class Watch:
                     record.fields["loss"] = math.fsum(record.losses) / len(record.losses)
                 self._each("resolve", record)
                 self._write(record)
+        if self._live is not None:
+            self._live.flushed(final=final)
         self._writer.flush()
 
     def _write(self, record: StepRecord) -> None:
         step = record.step
         if record.fields:
-            self._writer.write({"kind": schema.STEP, "step": step, **record.fields})
+            self._emit({"kind": schema.STEP, "step": step, **record.fields})
         evals = record.private.get("evals")
         if evals:
-            self._writer.write({"kind": schema.EVAL, "step": step, **evals})
+            self._emit({"kind": schema.EVAL, "step": step, **evals})
         for module, values in record.layers.items():
-            self._writer.write({"kind": schema.LAYER, "step": step, "module": module,
-                                "type": self._module_types.get(module, schema.OUTPUT_TYPE), **values})
+            self._emit({"kind": schema.LAYER, "step": step, "module": module,
+                        "type": self._module_types.get(module, schema.OUTPUT_TYPE), **values})
         for event in record.events:
-            self._writer.write({"kind": schema.EVENT, "step": step, **event})
+            self._emit({"kind": schema.EVENT, "step": step, **event})
+
+    def _emit(self, line: dict[str, Any]) -> None:
+        self._writer.write(line)
+        if self._live is not None:
+            self._live.observe(line)
 
     # -- failures --------------------------------------------------------------
 
@@ -394,6 +425,8 @@ class Watch:
         self._probes.clear()
         self._implementers = {}
         atexit.unregister(self.close)
+        if self._live is not None:
+            self._live.close()
         with contextlib.suppress(OSError):  # a full disk must not reach the training loop
             self._writer.close()
 
@@ -435,5 +468,13 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
     ``distributed`` (under torch.distributed: ``"files"``, one file per rank,
     the default; ``"gather"``, also a cross-rank summary on rank 0; ``"off"``;
     or a `DistributedOptions`, see :mod:`diagnose.probes.distributed`).
+
+    Live findings (:mod:`diagnose.live`): ``live`` (default True) judges the
+    run while it goes and announces each new finding once on the logger
+    ``diagnose``; ``on_finding`` is called with each one; ``stop_on``
+    (``"error"``, another severity, or rule codes) raises
+    `diagnose.TrainingStopped` in the training loop at the next step boundary,
+    after the file is flushed and closed; ``status=True`` draws a status line
+    on a terminal.
     """
     return Watch(model, optimizer, path, **options)

@@ -200,6 +200,8 @@ def name_table(raw: pd.DataFrame, path: Path, *, mapping: Mapping[str, str] | No
         raise InputError(f"{path}: the mapping names step column {step_column!r}, which the file does not have")
     rest = {k: v for k, v in (mapping or {}).items() if k != "step"}
     rows = rename_columns(raw.drop(columns=[step_column] if step_column else []), path, rest, namer)
+    # A logged metric whose name reduces to "step" (Lightning's train_step_step) is not the step column.
+    rows = rows.rename(columns={"step": "step_"})
     if step_column is None:
         rows.insert(0, "step", np.nan)
         return rows
@@ -364,7 +366,7 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: is a folder, expected a run file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    if not raw.strip():
+    if not raw or raw.isspace():  # not strip(): that copies a long file
         raise InputError(f"{path}: file is empty")
     return raw
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose.errors import InputError
-from diagnose.readers import frames
+from diagnose.readers import columnar, frames
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -49,8 +49,14 @@ _loads_fast = _fast_loads()
 def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """Read every run in a JSON Lines file (several when runs were appended)."""
     path = Path(path)
+    return runs_from_bytes(frames.read_bytes(path), path, name=name, mapping=mapping)
+
+
+def runs_from_bytes(raw: bytes, path: Path, *, name: str | None = None,
+                    mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """The runs in run-file content ``raw``; ``path`` names them and their messages (it is not read)."""
     warnings = frames.WarningLog()
-    tables, metas = _tables(frames.read_bytes(path), warnings)
+    tables, metas = _tables(raw, warnings)
     parts = _parts(tables, mapping, path)
     if all(part.empty for part in parts.values()):
         raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "
@@ -70,6 +76,22 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
 def _tables(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
     """Records in one frame per kind (None: the minimal form), each row's file position in ``_pos``;
     and the meta records with theirs.
+
+    A long file is parsed in columns by pyarrow when it is installed and the
+    file is one it reads exactly as the line-by-line parse below does.
+    """
+    if len(raw) >= columnar.MIN_BYTES and columnar.available():
+        parsed = columnar.read_tables(raw, _DATA_KINDS)
+        if parsed is not None:
+            tables, metas, cut_line = parsed
+            if cut_line is not None:
+                warnings.add("truncated", f"line {cut_line}: cut off (the writer was probably killed); ignored")
+            return tables, metas
+    return _tables_by_line(raw, warnings)
+
+
+def _tables_by_line(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
+    """`_tables` one record at a time (orjson when installed, else the standard library).
 
     Each batch of lines becomes frames before the next is parsed, so that a
     long file never holds all its records as dicts at once.

@@ -9,6 +9,7 @@ import sys
 import warnings as _warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from diagnose.errors import InputError
 from diagnose.readers import frames, hf, native, ranks, tables, text
@@ -117,20 +118,43 @@ def _reader(format: str, path: Path) -> Reader:
 
 
 def _load_folder(folder: Path, format: str | None, mapping: Mapping[str, str] | None) -> list[Run]:
-    runs: list[Run] = []
-    sources, notes = _latest_checkpoints(_folder_sources(folder))
-    failed: list[str] = []
-    for source, found in sources:
-        reader = READERS[found] if format is None else _reader(format, source)
-        try:
-            runs.extend(reader(source, mapping=mapping))
-        except InputError as exc:
-            failed.append(f"skipped {source.relative_to(folder)}: {exc}")
-    if not runs:
+    sources, notes = folder_sources(folder)
+    read = [read_source(folder, source, found, format, mapping) for source, found in sources]
+    return gather_folder(folder, read, notes, lambda run: run)
+
+
+def folder_sources(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """The run files of a folder that `load_all` reads one by one (with their readers), and notes."""
+    return _latest_checkpoints(_folder_sources(folder))
+
+
+def is_plain_folder(path: Path, format: str | None = None) -> bool:
+    """True when `load_all` reads ``path`` as a folder of separate run files."""
+    return (path.is_dir() and not _has_tfevents(path) and _canonical(format) != "tensorboard"
+            and not (format is None and ranks.rank_sets(path)))
+
+
+def read_source(folder: Path, source: Path, found: str, format: str | None = None,
+                mapping: Mapping[str, str] | None = None) -> tuple[list[Run], str | None]:
+    """The runs of one file of a folder, or why it was skipped."""
+    reader = READERS[found] if format is None else _reader(format, source)
+    try:
+        return reader(source, mapping=mapping), None
+    except InputError as exc:
+        return [], f"skipped {source.relative_to(folder)}: {exc}"
+
+
+def gather_folder(folder: Path, read: list[tuple[list[Any], str | None]], notes: list[str],
+                  run_of: Callable[[Any], Run]) -> list[Any]:
+    """What the files of a folder gave (runs, or anything holding one), in file order; the files that
+    failed are named on the first run, and a folder where none could be read is an error."""
+    found = [item for items, _ in read for item in items]
+    failed = [failure for _, failure in read if failure is not None]
+    if not found:
         detail = f" ({failed[0]})" if failed else ""
         raise InputError(f"{folder}: no run files found in this folder{detail}")
-    runs[0].warnings.extend(notes + failed)
-    return runs
+    run_of(found[0]).warnings.extend(notes + failed)
+    return found
 
 
 def _folder_sources(folder: Path) -> list[tuple[Path, str]]:

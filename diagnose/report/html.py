@@ -16,6 +16,9 @@ from diagnose.report import summary as s
 from diagnose.rules.base import Finding
 from diagnose.rules.engine import Analysis
 
+# Up to this many runs each gets its own section with its figure; more are
+# summarised (see `_many_runs`) so that a sweep of 1,000 runs stays a page.
+FULL_SECTIONS = 10
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
@@ -36,9 +39,30 @@ def render_html(analyses: Sequence[Analysis], *, plots: bool = True) -> str:
     body = [f'<h1>diagnose report</h1>\n<p class="verdict {verdict_class}">{escape(s.verdict(ordered))}</p>']
     if len(ordered) > 1:
         body.append(runs_table(ordered))
-    body += [_run_section(a, plots) for a in ordered]
+    if len(ordered) > FULL_SECTIONS:
+        body += _many_runs(ordered, plots)
+    else:
+        body += [_run_section(a, plots) for a in ordered]
     body.append(f'<p class="dim">diagnose {escape(__version__)}</p>')
     return _page(s.verdict(ordered), "\n".join(body))
+
+
+def _many_runs(ordered: Sequence[Analysis], plots: bool) -> list[str]:
+    """More than `FULL_SECTIONS` runs: the figure of small multiples, then a section for each of
+    the worst `FULL_SECTIONS` runs with problems; every run is in the table above."""
+    worst = [a for a in ordered if not s.is_healthy(a)][:FULL_SECTIONS]
+    parts = [_summary_img(ordered)] if plots else []
+    parts.append(f'<p class="dim">{len(ordered)} runs: a section for each of the {len(worst)} worst with problems '
+                 "below; the table above lists every run.</p>")
+    return parts + [_run_section(a, plots) for a in worst]
+
+
+def _summary_img(ordered: Sequence[Analysis]) -> str:
+    from diagnose.report.plots import image_bytes, summary_figure
+
+    data = base64.b64encode(image_bytes(summary_figure(ordered))).decode("ascii")
+    alt = escape(f"loss curves of the worst of {len(ordered)} runs with their findings marked")
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
 
 def _page(title: str, body: str) -> str:

@@ -39,6 +39,13 @@ HEAT_ROW_HEIGHT = 0.16
 # Module names longer than this are shortened on the axis to their last dotted parts.
 MAX_LABEL_CHARS = 28
 ZERO_COLOUR, MISSING_COLOUR = "#d62728", "#ffffff"
+# Up to this many runs a figure has a column of every panel for each run; more
+# get `summary_figure`: the loss of the worst `SMALL_MULTIPLES` of them as small
+# multiples, `SUMMARY_COLUMNS` a row (a 1,000-run figure in full was 2.4 GB).
+FULL_COLUMNS = 6
+SMALL_MULTIPLES = 48
+SUMMARY_COLUMNS = 6
+SMALL_WIDTH, SMALL_HEIGHT = 3.2, 1.9
 
 
 @dataclass(frozen=True)
@@ -243,7 +250,10 @@ def _findings_for(panel: Panel, findings: Sequence[Finding]) -> list[Finding]:
 
 
 def figure(analyses: Sequence[Analysis]) -> Figure:
-    """One column per run, one row per panel kind that any of the runs holds."""
+    """One column per run, one row per panel kind that any of the runs holds; more than
+    `FULL_COLUMNS` runs: the `summary_figure`."""
+    if len(analyses) > FULL_COLUMNS:
+        return summary_figure(analyses)
     panels = [p for p in PANELS if any(p.has(a.run) for a in analyses)] or [PANELS[0]]
     heights = [_panel_height(panel, analyses) for panel in panels]
     fig = Figure(figsize=(PANEL_WIDTH * len(analyses), sum(heights)), layout="constrained")
@@ -262,6 +272,31 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
         if panels[-1].x == "step":
             grid[-1][column].set_xlabel("step")
         _steps_span_the_axis(grid[0][column] if panels[0].x == "step" else None, analysis.run)
+    return fig
+
+
+def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Figure:
+    """Many runs as a grid of small multiples of their loss, findings marked: the worst ``most``
+    (default `SMALL_MULTIPLES`) runs first, so that the figure stays readable and its
+    memory bounded however many runs there are."""
+    from diagnose.report.summary import order_runs
+
+    shown = order_runs(analyses)[: most or SMALL_MULTIPLES]
+    columns = min(SUMMARY_COLUMNS, len(shown))
+    rows = -(-len(shown) // columns)
+    fig = Figure(figsize=(SMALL_WIDTH * columns, SMALL_HEIGHT * rows + 0.6), layout="constrained")
+    left_out = f"; the {len(shown)} worst shown, worst first" if len(shown) < len(analyses) else ", worst first"
+    fig.suptitle(f"{len(analyses)} runs{left_out}", fontweight="bold")
+    grid = fig.subplots(rows, columns, squeeze=False)
+    for ax, analysis in zip(grid.flat, shown, strict=False):
+        _draw_panel(ax, PANELS[0], analysis)
+        ax.set_title(analysis.run.name, fontsize="small", loc="left")
+        ax.set_ylabel("")
+        ax.tick_params(labelsize="x-small")
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for ax in grid.flat[len(shown):]:
+        ax.set_axis_off()
     return fig
 
 

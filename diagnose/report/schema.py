@@ -52,6 +52,7 @@ _FINDING = _object({
     "causes": _STRINGS,
     "fixes": _STRINGS,
     "priority": {"type": "integer"},
+    "seen_live": _STEP,
     "explained_by": {"type": ["string", "null"]},
     "symptoms": _STRINGS,
 })

@@ -242,6 +242,8 @@ def where(finding: Finding) -> str:
         parts.append(f"in {finding.module_label or 'module ' + finding.module}")
     if finding.rank is not None:
         parts.append(f"rank {finding.rank}")
+    if finding.seen_live is not None:
+        parts.append(f"first seen live at step {finding.seen_live}")
     return ", ".join(parts)
 
 

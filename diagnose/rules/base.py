@@ -118,6 +118,8 @@ class Finding:
     # finding this one is a symptom of, or the codes of the symptoms this root cause explains.
     explained_by: str | None = None
     symptoms: tuple[str, ...] = ()
+    # The step at which the live monitor first announced this finding while the run was recorded.
+    seen_live: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -151,6 +153,12 @@ class Rule:
     # Codes of findings this rule's finding is a cause of (dead units explain a
     # loss stuck at chance): when both fire, this one is reported first.
     explains: ClassVar[tuple[str, ...]] = ()
+    # True when ``check`` can judge a run in progress (its finding on a partial run means the same as on a
+    # finished one): the live monitor then runs it while the run is recorded (see diagnose.live).
+    live: ClassVar[bool] = False
+    # Live findings are announced when a second judgement, later in the run, still makes them; True when
+    # one is enough because the evidence cannot go away (a NaN that has happened).
+    live_at_once: ClassVar[bool] = False
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterable[Finding]:
         raise NotImplementedError

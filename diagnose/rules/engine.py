@@ -7,11 +7,13 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from diagnose.rules.base import Finding, Rule
-from diagnose.rules.codes import all_rules
+from diagnose import curves
+from diagnose.rules.base import Category, Finding, Rule, Severity
+from diagnose.rules.codes import all_rules, get_rule
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.diagnosis import differential, root_causes
 from diagnose.run import Run
+from diagnose.runfile import schema
 
 
 @dataclass
@@ -52,12 +54,53 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     """Apply every enabled rule to ``run``; findings come back worst first."""
     config = config or RuleConfig()
     analysis = Analysis(run=run)
-    for rule_class in all_rules():
-        if config.enabled(rule_class):
-            _apply(rule_class(), run, config, analysis)
+    with curves.shared_views():  # the rules read the same curves: each view is computed once
+        for rule_class in all_rules():
+            if config.enabled(rule_class):
+                _apply(rule_class(), run, config, analysis)
     explains = {rule.code: set(rule.explains) for rule in all_rules()}
-    analysis.findings = differential(sorted(analysis.findings, key=Finding.sort_key), explains)
+    analysis.findings = differential(sorted(live_history(run, analysis.findings), key=Finding.sort_key), explains)
     return analysis
+
+
+def live_history(run: Run, findings: list[Finding]) -> list[Finding]:
+    """``findings`` marked with the step the live monitor first announced each (``finding`` events),
+    and the announced ones that the whole run no longer bears out, kept as notes so that nothing the
+    user was told during the run disappears from the report."""
+    announced = _announcements(run)
+    if not announced:
+        return findings
+    marked = [replace(f, seen_live=int(announced[f.code]["step"])) if f.code in announced else f for f in findings]
+    found = {f.code for f in findings}
+    for code, event in announced.items():
+        if code not in found:
+            marked.append(_unconfirmed(run, code, event))
+    return marked
+
+
+def _announcements(run: Run) -> dict[str, dict]:
+    events = run.events
+    if events.empty or "code" not in events.columns:
+        return {}
+    live = events[events["event"] == schema.EV_FINDING].sort_values("step", kind="stable")
+    return {str(row["code"]): row.to_dict() for _, row in live.drop_duplicates("code").iterrows()}
+
+
+def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
+    try:
+        rule = get_rule(code)
+        name, title, category, priority = rule.name, rule.title, rule.category, rule.priority
+    except KeyError:
+        name, title, category, priority = code.lower(), str(event.get("title") or code), Category.NUMERICS, 50
+    step = int(event["step"])
+    fix = event.get("fix")
+    return Finding(
+        code=code, name=name, title=title, severity=Severity.INFO, category=category,
+        message=(f"announced during the run at step {step} ({event.get('severity')}): {event.get('message')}; "
+                 "the whole run no longer shows it"),
+        run=run.name, onset=step, module=event.get("module") if isinstance(event.get("module"), str) else None,
+        rank=run.rank, fixes=(fix,) if isinstance(fix, str) else (), priority=priority, seen_live=step,
+    )
 
 
 def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None:

@@ -91,6 +91,7 @@ class ExplodingGradients(Rule):
     category = Category.GRADIENTS
     severity = Severity.ERROR
     requires = ("grad_norm",)
+    live = True
     priority = 10
     thresholds = (
         Threshold("min_growth", 30.0, "how many times its start the smoothed norm must reach (30x = 1.5 orders)",

@@ -49,6 +49,28 @@ def _origin(run: Run) -> dict[str, str] | None:
             if key in found.columns and isinstance(first[key], str)}
 
 
+def _operation(run: Run) -> dict[str, object]:
+    """The operation that made the first non-finite loss, when the probes could name it (``nonfinite_op``)."""
+    events = run.events
+    if events.empty or "event" not in events.columns:
+        return {}
+    found = events[events["event"] == schema.EV_NONFINITE_OP]
+    if found.empty:
+        return {}
+    first = found.sort_values("step", kind="stable").iloc[0]
+    keys = ("op", "problem", "input_min", "input_max")
+    return {key: first[key] for key in keys if key in found.columns and not pd.isna(first[key])}
+
+
+def _operation_text(operation: dict[str, object]) -> str:
+    if not operation.get("op"):
+        return f"; {operation['problem']}" if operation.get("problem") else ""
+    text = f"; made by {operation['op']}: {operation.get('problem', '')}"
+    if "input_min" in operation and "input_max" in operation:
+        text += f" (input from {float(operation['input_min']):.4g} to {float(operation['input_max']):.4g})"
+    return text
+
+
 def _was_rising(finite_loss: pd.Series, rise: float) -> bool:
     """True when the loss just before it broke stood ``rise`` (log units) above its best smoothed level."""
     if len(finite_loss) < 5 or not curves.is_positive(finite_loss):
@@ -97,6 +119,8 @@ class NonFiniteLoss(Rule):
     category = Category.NUMERICS
     severity = Severity.ERROR
     requires = ("loss",)
+    live = True
+    live_at_once = True
     priority = 1
     thresholds = (
         Threshold("rise_before", 0.5, "log-ratio of the loss just before it broke over its best smoothed level "
@@ -118,22 +142,25 @@ class NonFiniteLoss(Rule):
 
     def _loss_finding(self, run: Run, loss: pd.Series, broken: _Episode, t: Mapping[str, float]) -> Finding:
         origin = _origin(run)
+        operation = _operation(run)
         rising = _was_rising(curves.before_nonfinite(loss), t["rise_before"])
-        causes, fixes = _explain(origin, rising, amp=run.has("loss_scale"))
+        causes, fixes = _explain({**(origin or {}), **operation}, rising, amp=run.has("loss_scale"))
         after = "came back later" if broken.recovered else "never came back"
         where = f"; first made in {_describe(origin, run)}" if origin else ""
         message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
-                   f"{after}){where}. Likely cause: {causes[0]}")
+                   f"{after}){where}{_operation_text(operation)}. Likely cause: {causes[0]}")
         return self.finding(
             run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
             evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
-                      "recovered": broken.recovered, "rising_before": rising, **(origin or {})},
+                      "recovered": broken.recovered, "rising_before": rising, **(origin or {}),
+                      **{f"operation_{k}" if k != "op" else "operation": v for k, v in operation.items()}},
             causes=causes, fixes=fixes, severity=Severity.ERROR if not broken.recovered else Severity.WARNING,
         )
 
     def _gradient_finding(self, run: Run, grads: _Episode) -> Finding:
         amp = run.has("loss_scale")
-        if grads.recovered:
+        # One bad point, the last one, is no persistence yet (a run in progress, judged live, ends there).
+        if grads.recovered or grads.bad_points == 1:
             message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
                        "but the loss stayed finite: isolated overflow steps, which a GradScaler skips")
             severity = Severity.INFO
@@ -141,7 +168,7 @@ class NonFiniteLoss(Rule):
             message = (f"gradient norm became non-finite at step {grads.first_step:.0f} and stayed so to the end "
                        f"({grads.bad_points} points) while the loss was still finite")
             severity = Severity.WARNING
-        causes, fixes = _explain(_origin(run), rising=False, amp=amp or grads.recovered)
+        causes, fixes = _explain(_origin(run), rising=False, amp=amp or severity is Severity.INFO)
         return self.finding(
             run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
             evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points, "recovered": grads.recovered},
@@ -168,7 +195,7 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
     """Causes, most likely first, and the fixes that go with them in the same order."""
     causes: list[str] = []
     fixes: list[str] = []
-    hint = " ".join(str(v) for k, v in (origin or {}).items() if k in ("module", "type")).lower()
+    hint = " ".join(str(v) for k, v in (origin or {}).items() if k in ("module", "type", "op")).lower()
     if rising:
         causes.append("divergence: the loss was climbing before it broke, so the learning rate is too high")
         fixes += ["lower the learning rate 3-10x and restart from scratch (the weights are already poisoned)",

@@ -135,6 +135,7 @@ class LossDiverges(Rule):
     category = Category.OPTIMIZATION
     severity = Severity.ERROR
     requires = ("loss",)
+    live = True
     priority = 5
     thresholds = (
         Threshold("rise", 0.3, "log(end/start) above which the run ends worse than it began (0.3 = 1.35x)",

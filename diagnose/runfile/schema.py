@@ -60,6 +60,7 @@ META_FIELDS = {
     "distributed": "the distributed recording options and backend",
     "preflight": "true for a run file written by diagnose.preflight",
     "batch_size": "size of the batch the preflight checks ran on",
+    "budget_s": "the wall-clock seconds the preflight checks were given, shared between them",
 }
 
 # Canonical step-record fields. Any other numeric key is kept as a user scalar.
@@ -171,6 +172,8 @@ EV_SKIPPED_STEP = "skipped_step"
 EV_PROBE_ERROR = "probe_error"
 EV_OOM = "out_of_memory"
 EV_EXCEPTION = "exception"
+EV_NONFINITE_OP = "nonfinite_op"
+EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
 # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs).
 EV_UNOPTIMIZED = "unoptimized"
@@ -213,7 +216,8 @@ PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
 }
 _PREFLIGHT_COMMON = {
     "check": "which check (a key of PREFLIGHT_CHECKS)",
-    "skipped": "why the check did not run",
+    "skipped": "why the check did not run, or why it stopped before its end (not judged then)",
+    "seconds": "wall-clock seconds the check took",
     "error": "the exception the check raised",
     "where": "file:line in function where it was raised",
 }
@@ -263,6 +267,19 @@ EVENTS: dict[str, Event] = {event.name: event for event in (
         "input_shape": "shape of the prediction it was given", "target_shape": "shape of the target",
         "target_dtype": "dtype of the target", "broadcast": "1 when the shapes differ with the same dtype",
     }),
+    Event(EV_NONFINITE_OP, "the operation that made the first non-finite training loss, read from its autograd "
+          "graph when backward was called on it", {
+              "node": "the autograd node (LogBackward0, DivBackward0, ...)",
+              "op": "the operation (log, sqrt, exp, div, pow, ...), or null when no operation in the graph made it",
+              "problem": "what went wrong in it",
+              "input_min": "smallest finite value of the offending input",
+              "input_max": "largest finite value of the offending input",
+          }),
+    Event(EV_FINDING, "a finding the live rules made while the run was recorded; step: when first seen", {
+        "code": "the rule code", "severity": "error, warning or info", "title": "the rule's title",
+        "message": "what the rule said then", "module": "the module it names, or null",
+        "onset": "the step the problem began, or null", "fix": "the first fix it suggests",
+    }, values={"severity": ("error", "warning", "info")}),
 )}
 
 _NONFINITE_STRINGS = {

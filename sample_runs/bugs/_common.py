@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import math
 import re
 import sys
@@ -47,14 +48,20 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # -- data ---------------------------------------------------------------------------------
 
 
-def blobs(seed: int, classes: int = 4, dim: int = 8, n: int = 2048, val: int = 512, per_class: int = 3) -> Split:
-    """Gaussian blobs, several per class, so the classes are not linearly separable: (train, validation)."""
+def blobs(seed: int, classes: int = 4, dim: int = 8, n: int = 2048, val: int = 512, per_class: int = 3,
+          label_noise: float = 0.0) -> Split:
+    """Gaussian blobs, several per class, so the classes are not linearly separable: (train, validation).
+
+    ``label_noise``: the fraction of training labels replaced by random ones (validation stays clean).
+    """
     gen = torch.Generator().manual_seed(seed)
     centres = 2.5 * torch.randn(classes * per_class, dim, generator=gen)
     owner = torch.arange(classes * per_class) % classes
     pick = torch.randint(0, classes * per_class, (n + val,), generator=gen)
     x = centres[pick] + torch.randn(n + val, dim, generator=gen)
     y = owner[pick]
+    wrong = torch.rand(n, generator=gen) < label_noise
+    y[:n][wrong] = torch.randint(0, classes, (int(wrong.sum()),), generator=gen)
     return (x[:n], y[:n]), (x[n:], y[n:])
 
 
@@ -84,6 +91,11 @@ def images(seed: int, classes: int = 10, n: int = 2048, val: int = 512, noise: f
     return (x[:n], y[:n]), (x[n:], y[n:])
 
 
+def as_sensor_readings(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same data on a raw instrument scale: values around 500, spread about 100."""
+    return tuple(40 * t + 500 for t in tensors)
+
+
 def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = True, seed: int = 0) -> DataLoader:
     """Mini-batches of (x, y), reshuffled every epoch; whole batches are indexed at once (fast on CPU)."""
     order = RandomSampler(x, generator=torch.Generator().manual_seed(seed)) if shuffle else range(len(x))
@@ -111,6 +123,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Call
         metrics["val_r2"] = float(1 - (error**2).mean() / y.reshape(-1).var())
     elif task == "binary":
         metrics["val_accuracy"] = float(((out.reshape(-1) > threshold).float() == y.reshape(-1)).float().mean())
+    elif out.shape[-1] == 1:  # one output for several classes: the value rounded to the nearest class
+        metrics["val_accuracy"] = float((out.reshape(-1).round() == y.reshape(-1)).float().mean())
     else:
         metrics["val_accuracy"] = float((out.argmax(-1) == y).float().mean())
     return metrics
@@ -122,9 +136,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Call
 def mlp(*sizes: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         layers += [nn.Linear(n_in, n_out), *([activation()] if i < len(sizes) - 2 else [])]
     return nn.Sequential(*layers)
+
+
+class LastStep(nn.Module):
+    """A recurrent layer (batch_first or not, as given) and a linear head on its output at the last position."""
+
+    def __init__(self, rnn: nn.RNNBase, classes: int) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.head = nn.Linear(rnn.hidden_size, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
 
 
 def standard_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable[..., torch.Tensor]) -> Step:
@@ -242,7 +269,7 @@ def verify(bug: dict[str, Any], bad: dict[str, float], good: dict[str, float]) -
         for metric, op, bound in bug["verify"][side]:
             value = summary.get(metric, math.nan)
             holds = value <= bound if op == "<=" else value >= bound
-            if value != value:
+            if math.isnan(value):
                 holds = side == "bug"
             if not holds:
                 failures.append(f"{bug['kind']}: {side} {metric}={value:.4g}, expected {op} {bound}")

@@ -9,7 +9,7 @@ BUG = {
     "description": "nn.init.constant_ on every Linear weight: the symmetry between hidden units is never broken",
     "observable": "live",
     "symptoms": ["PLT001", "LR003", "ACT003", "CH001", "CH002"],
-    "root_cause": r"identical|symmetr|constant init|initiali[sz]",
+    "root_cause": r"identical|symmetr|constant (weight|init)",
     "part": "heldout",
     "verify": {"twin": [("val_accuracy", ">=", 0.95)], "bug": [("val_accuracy", "<=", 0.75)]},
 }

@@ -9,7 +9,7 @@ BUG = {
     "description": "optimizer = Adam(model.head.parameters()): the feature layers are in no parameter group",
     "observable": "live",
     "symptoms": ["PLT001", "LR003", "GRD003", "GRD004", "OVF002"],
-    "root_cause": r"optimizer|parameter group|never (move|updated)|not (being )?updated",
+    "root_cause": r"not in (the|any) optimizer|no parameter group|outside the optimizer|optimizer (does not|doesn't) (cover|hold|include)|never (move|updated)|not (being )?updated",
     "part": "heldout",
     "verify": {"twin": [("val_accuracy", ">=", 0.95), ("val_loss", "<=", 0.1)], "bug": [("val_loss", ">=", 1.0)]},
 }

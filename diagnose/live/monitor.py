@@ -1,0 +1,188 @@
+"""The live side of a `Watch`: judge the run while it goes, announce each new finding once, apply the policy.
+
+Two parts with different costs:
+
+* the `Sentinel` runs at every step boundary: it looks at the step's loss
+  and gradient norms, the values that turn non-finite first. On the CPU
+  that is two reads of values already computed. On a CUDA device reading
+  them would stall the device, so the check is copied to pinned host memory
+  without waiting and read at a later step boundary, once it has landed: a
+  NaN is seen one step late there, never at the price of a synchronisation.
+* the rules are evaluated on the `RunSketch` (bounded, see
+  :mod:`diagnose.live.sketch`) after a flush of the run file, when a
+  sentinel tripped, at steps 8, 16, 32, ... (so that early problems are
+  seen early), and otherwise only as often as keeps their cost under
+  ``budget`` of the wall time (1% by default): an evaluation that took 20 ms
+  waits at least 2 s for the next one.
+
+Which rules run live is declared by the rules themselves (``live = True``
+on the rule class: those whose verdict on a run in progress means the same
+as on a finished one). The live check is the rule's own ``check`` on the
+sketch, so there is one decision per problem, never a second copy. A
+finding is announced when a judgement at twice the step or later still
+makes it (a curve rule seeing six steps can be fooled by a warm-up), or at once
+for rules that declare ``live_at_once`` (a NaN cannot un-happen).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from diagnose.live.policy import Sinks, StopPolicy, announcement
+from diagnose.live.sketch import Record, RunSketch
+from diagnose.rules.base import Finding
+from diagnose.rules.codes import all_rules
+from diagnose.rules.config import RuleConfig
+from diagnose.rules.engine import analyze
+from diagnose.runfile import schema
+
+if TYPE_CHECKING:  # the probes import this module
+    from diagnose.probes.record import StepRecord
+
+_FIRST_CHECKPOINT = 8
+
+
+def live_codes(config: RuleConfig | None = None) -> tuple[str, ...]:
+    """Codes of the rules that can judge a run in progress, as ``config`` enables them."""
+    config = config or RuleConfig()
+    return tuple(rule.code for rule in all_rules() if getattr(rule, "live", False) and config.enabled(rule))
+
+
+class Sentinel:
+    """Has any loss or gradient of a finished step turned non-finite? Without a device synchronisation."""
+
+    def __init__(self) -> None:
+        self._host: torch.Tensor | None = None
+        self._landed: Any = None  # a CUDA event, recorded after the copy to ``_host``
+
+    def tripped(self, record: StepRecord) -> bool:
+        values = [*record.losses, record.private.get("grad_norms")]
+        found = self._arrived()
+        on_device = []
+        for value in values:
+            if isinstance(value, torch.Tensor):
+                if value.device.type == "cpu":
+                    found |= not math.isfinite(value.detach().sum().item())
+                elif value.device.type == "cuda":
+                    on_device.append(value.detach().float().sum())
+            elif value is not None and not isinstance(value, list):
+                found |= not math.isfinite(value)
+        if on_device and self._landed is None:
+            self._send(torch.stack(on_device).sum())
+        return found
+
+    def _send(self, total: torch.Tensor) -> None:
+        if self._host is None:
+            self._host = torch.empty((), dtype=torch.float32, pin_memory=True)
+        self._host.copy_(total, non_blocking=True)
+        self._landed = torch.cuda.Event()
+        self._landed.record()
+
+    def _arrived(self) -> bool:
+        if self._landed is None or not self._landed.query():
+            return False
+        self._landed = None
+        return not math.isfinite(self._host.item())
+
+
+class LiveMonitor:
+    """Live findings for one run; the `Watch` feeds it records and asks it at each step boundary."""
+
+    def __init__(self, name: str, write: Callable[[Record], None], *, stop_on: str | Iterable[str] | None = None,
+                 on_finding: Callable[[Finding], Any] | None = None, status: Any = None,
+                 config: RuleConfig | None = None, budget: float = 0.01) -> None:
+        self.sketch = RunSketch(name)
+        self.write = write
+        self.policy = StopPolicy(stop_on)
+        self.sinks = Sinks(on_finding)
+        self.status = status
+        self.config = replace(config or RuleConfig(), select=live_codes(config))
+        self.budget = budget
+        self.sentinel = Sentinel()
+        self.first_seen: dict[str, int | None] = {}
+        self._candidates: dict[str, int] = {}  # code -> step of the judgement that first made it
+        self._at_once = {rule.code for rule in all_rules() if getattr(rule, "live_at_once", False)}
+        self.findings: list[Finding] = []
+        self._stop: Finding | None = None
+        self._urgent = False
+        self._checkpoint = _FIRST_CHECKPOINT
+        self._judged_step: int | None = None
+        self._cost = 0.0
+        self._last = time.monotonic()
+
+    # -- fed by the watch ----------------------------------------------------------------
+
+    def observe(self, record: Record) -> None:
+        """A record the watch has just written."""
+        self.sketch.add(record)
+        if record.get("event") in (schema.EV_NONFINITE, schema.EV_NONFINITE_OP):
+            self._urgent = True
+
+    def step_finished(self, record: StepRecord) -> bool:
+        """Called at each step boundary; True when the watch should flush (and so evaluate) now."""
+        if self.sentinel.tripped(record):
+            self._urgent = True
+        return self._urgent or record.step >= self._checkpoint
+
+    def flushed(self, *, final: bool = False) -> None:
+        """The watch has written its pending records: evaluate the rules if it is time."""
+        if self.sketch.latest_step is None:
+            return
+        if final or self._due():
+            self._evaluate()
+        if self.status is not None:
+            self.status.update(self.sketch.name, self.sketch.latest_step, self.sketch.latest_fields,
+                               len(self.findings))
+
+    def take_stop(self) -> Finding | None:
+        """The finding that should stop training, once."""
+        stop, self._stop = self._stop, None
+        return stop
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.remove(self.sketch.name)
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def _due(self) -> bool:
+        step = self.sketch.latest_step
+        if step == self._judged_step:
+            return False
+        if self._urgent or step >= self._checkpoint:
+            return True
+        return time.monotonic() - self._last >= self._cost / self.budget
+
+    def _evaluate(self) -> None:
+        started = time.monotonic()
+        step = self.sketch.latest_step
+        self._urgent = False
+        self._judged_step = step
+        while self._checkpoint <= step:
+            self._checkpoint *= 2
+        run = self.sketch.run()
+        if run is not None:
+            made = {f.code: f for f in analyze(run, self.config).findings if f.code not in self.first_seen}
+            for code, finding in made.items():
+                if code in self._at_once or 2 * self._candidates.get(code, step) <= step:
+                    self._announce(finding, step)
+            self._candidates = {code: self._candidates.get(code, step) for code in made if code not in self.first_seen}
+        self._last = time.monotonic()
+        self._cost = self._last - started
+
+    def _announce(self, finding: Finding, step: int) -> None:
+        self.first_seen[finding.code] = step
+        self.findings.append(finding)
+        self.write({"kind": schema.EVENT, "step": step, "event": schema.EV_FINDING, "code": finding.code,
+                    "severity": finding.severity.value, "title": finding.title, "message": finding.message,
+                    "module": finding.module, "onset": finding.onset,
+                    "fix": finding.fixes[0] if finding.fixes else None})
+        self.sinks.send(finding, announcement(finding, step))
+        if self._stop is None and self.policy.matches(finding):
+            self._stop = finding

@@ -1,0 +1,86 @@
+"""The columnar (pyarrow) parse of run files gives the very `Run`s the line-by-line parse gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnose.readers import columnar, load_all
+from tests.real_corpus import CORPUS
+
+pytest.importorskip("pyarrow.json")
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "sample_runs").rglob("*.jsonl"))
+CORPUS_FILES = sorted(CORPUS.rglob("*.jsonl")) if CORPUS else []
+
+# Lines that stress the tolerances: NaN and Infinity as strings and bare tokens, per-group
+# learning rates with a NaN in them, a key only some records have, a minimal-form record
+# with another step name, an appended second run, blank lines and a cut last line.
+TRICKY = [
+    '{"kind":"meta","schema":"diagnose.run/1","name":"a","metadata":{"task":"multiclass"}}',
+    '{"kind":"step","step":1,"loss":2.0,"lr":0.1,"lrs":[0.1,0.2]}',
+    '{"kind":"step","step":2,"loss":"NaN","lr":0.1,"lrs":[0.1,"NaN"],"extra":5}',
+    '',
+    '{"kind":"step","step":3,"loss":"Infinity","grad_norm":"-Infinity"}',
+    '{"kind":"eval","step":3,"eval_loss":1.5}',
+    '{"kind":"event","step":2,"event":"nonfinite","where":"fc1","detail":"x"}',
+    '{"kind":"layer","step":3,"module":"fc1","type":"Linear","grad_norm":NaN}',
+    '{"step":4,"loss":NaN}',
+    '{"iteration":5,"loss":Infinity,"val_loss":2}',
+    '{"kind":"meta","name":"b","started":"later"}',
+    '{"kind":"step","step":1,"loss":3.0}',
+    '{"kind":"step","step":2,"lo',
+]
+
+
+def both_readers(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
+    monkeypatch.setattr(columnar, "MIN_BYTES", 0)
+    fast = load_all(path)
+    monkeypatch.setattr(columnar, "MIN_BYTES", 1 << 62)
+    pure = load_all(path)
+    return fast, pure
+
+
+def assert_same_runs(fast: list, pure: list) -> None:
+    assert [r.name for r in fast] == [r.name for r in pure]
+    for a, b in zip(fast, pure, strict=True):
+        for frame in ("steps", "evals", "layers", "events"):
+            pd.testing.assert_frame_equal(getattr(a, frame), getattr(b, frame))
+        assert (a.meta, a.warnings, a.format, a.rank) == (b.meta, b.warnings, b.format, b.rank)
+        assert a.nan_steps.keys() == b.nan_steps.keys()
+        for column, steps in a.nan_steps.items():
+            np.testing.assert_array_equal(steps, b.nan_steps[column])
+
+
+def test_the_columnar_parse_is_taken_for_a_file_it_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "tricky.jsonl"
+    path.write_text("\n".join(TRICKY))
+    assert columnar.read_tables(path.read_bytes(), ("step", "eval", "layer", "event")) is not None
+
+
+def test_tricky_lines_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tricky.jsonl"
+    path.write_text("\n".join(TRICKY))
+    fast, pure = both_readers(path, monkeypatch)
+    assert len(pure) == 2 and any("cut off" in w for w in pure[0].warnings)
+    assert "loss" in pure[0].nan_steps
+    assert_same_runs(fast, pure)
+
+
+@pytest.mark.parametrize("line", ["garbage", '{"kind":"weird","step":1}', '{"kind":"event","step":1,"detail":{"a":1}}',
+                                  '{"kind":"step","step":2,"loss":true}', "[1, 2]"])
+def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(['{"kind":"step","step":1,"loss":1.0}', line, '{"kind":"step","step":3,"loss":0.5}']))
+    fast, pure = both_readers(path, monkeypatch)
+    assert_same_runs(fast, pure)
+
+
+@pytest.mark.parametrize("path", SAMPLES + CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_recorded_runs_read_alike(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, pure = both_readers(path, monkeypatch)
+    assert_same_runs(fast, pure)

@@ -1,0 +1,82 @@
+"""Views of very long curves: shared between rules, reduced for shape tests, exact where it counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diagnose import curves
+
+LONG = 200_000
+
+
+def noisy_loss(n: int = LONG, seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1, dtype="float64")
+    values = (2.3 * np.exp(-steps / (n / 5)) + 0.2) * np.exp(rng.normal(0, 0.05, n))
+    return pd.Series(values, index=pd.Index(steps, name="step"), name="loss")
+
+
+def full_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(curves, "SHAPE_POINTS", 10 * LONG)
+
+
+def test_bin_medians_equal_a_group_by_median_for_uneven_bins() -> None:
+    series = noisy_loss(10_007)
+    reduced = curves.downsample(series, 300)
+    bins = np.minimum((np.arange(len(series)) * 300) // len(series), 299)
+    expected = series.groupby(bins).median().to_numpy()
+    np.testing.assert_array_equal(reduced.to_numpy(), expected)
+    np.testing.assert_array_equal(reduced.index.to_numpy(), pd.Series(series.index, index=bins).groupby(level=0)
+                                  .median().to_numpy())
+
+
+def test_a_causal_median_after_leading_nan_is_what_pandas_computes() -> None:
+    values = noisy_loss(20_000).to_numpy().copy()
+    values[:3] = np.nan
+    series = pd.Series(values)
+    expected = series.shift(1).rolling(20, min_periods=1).median()
+    np.testing.assert_allclose(curves.rolling_median(series, 20, causal=True).to_numpy(), expected.to_numpy(),
+                               equal_nan=True)
+
+
+def test_within_shared_views_a_curve_with_the_same_contents_is_computed_once() -> None:
+    first, again = noisy_loss(), noisy_loss()
+    assert first is not again
+    with curves.shared_views():
+        assert curves.rolling_median(first, 50) is curves.rolling_median(again, 50)
+        assert curves.rolling_median(first, 50) is not curves.rolling_median(first, 51)
+        changed = again.copy()
+        changed.iloc[LONG // 2] *= 1.5
+        assert curves.rolling_median(changed, 50) is not curves.rolling_median(first, 50)
+    assert curves.rolling_median(first, 50) is not curves.rolling_median(again, 50)
+
+
+def test_the_reduced_smoothing_follows_the_full_resolution_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    series = noisy_loss()
+    reduced = curves.smooth(series)
+    full_resolution(monkeypatch)
+    full = curves.smooth(series)
+    assert reduced.index.equals(series.index)
+    relative = np.abs(reduced.to_numpy() - full.to_numpy()) / full.to_numpy()
+    assert np.median(relative) < 0.01 and relative[1000:].max() < 0.05
+
+
+def test_the_sampled_noise_matches_the_full_resolution_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    series = noisy_loss()
+    sampled = curves.noise(series)
+    full_resolution(monkeypatch)
+    assert sampled == pytest.approx(curves.noise(series), rel=0.05)
+    assert sampled == pytest.approx(0.05, rel=0.1)  # the scatter put into the curve
+
+
+def test_spikes_on_a_long_curve_are_found_as_at_full_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    series = noisy_loss()
+    for at in (5_000, 90_000, 150_000):
+        series.iloc[at : at + 3] *= 10
+    series.iloc[170_000:] *= 4  # jumps and stays up
+    found = curves.find_spikes(series)
+    full_resolution(monkeypatch)
+    assert found == curves.find_spikes(series)
+    assert [s.step for s in found] == [5_001.0, 90_001.0, 150_001.0, 170_001.0]

@@ -1,0 +1,205 @@
+"""Live findings: judged while a real model trains, announced once, recorded, and acted on."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import diagnose
+from diagnose.errors import ConfigError
+from diagnose.live import RunSketch, StopPolicy
+from diagnose.live.replay import replay
+from diagnose.live.status import status_board
+from diagnose.probes.nan_ops import first_nonfinite_operation
+from diagnose.report.terminal import render_terminal
+from diagnose.rules import analyze
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs" / "examples"
+NAN_STEP = 30
+
+
+class BinaryNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(torch.relu(self.hidden(x))))
+
+
+def train_until_nan(path: Path, steps: int = 60, **options) -> tuple[int, diagnose.TrainingStopped | None]:
+    """A binary classifier whose hand-written log loss meets a zero probability at step NAN_STEP."""
+    torch.manual_seed(0)
+    model = BinaryNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(32, 8)
+    y = (x[:, :1] > 0).float()
+    done = 0
+    try:
+        with diagnose.watch(model, optimizer, path, **options) as w:
+            for step in range(1, steps + 1):
+                optimizer.zero_grad()
+                p = model(x) * (0.0 if step == NAN_STEP else 1.0)
+                loss = -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+                loss.backward()
+                optimizer.step()
+                w.log(loss=loss)
+                done = step
+    except diagnose.TrainingStopped as stopped:
+        return done, stopped
+    return done, None
+
+
+def test_stop_on_error_ends_training_at_the_nan_step_with_the_finding(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    done, stopped = train_until_nan(path, stop_on="error")
+    assert stopped is not None and stopped.finding.code == "NF001"
+    assert done in (NAN_STEP, NAN_STEP + 1)
+    assert stopped.finding.module == "out"
+    assert "log of an input <= 0" in stopped.finding.message
+    # The file is complete: closed, every line whole, the finding recorded at the step it was seen.
+    assert path.read_bytes().endswith(b"\n")
+    run = diagnose.load(path)
+    assert run.steps["step"].max() == done
+    analysis = analyze(run)
+    nf = next(f for f in analysis.findings if f.code == "NF001")
+    assert nf.seen_live == NAN_STEP
+    assert f"first seen live at step {NAN_STEP}" in render_terminal([analysis], width=200)
+
+
+def test_without_stop_on_the_alert_is_one_line_and_training_goes_on(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    seen = []
+    with caplog.at_level(logging.WARNING, logger="diagnose"):
+        done, stopped = train_until_nan(tmp_path / "run.jsonl", on_finding=seen.append)
+    assert stopped is None and done == 60
+    alerts = [r.getMessage() for r in caplog.records if r.name == "diagnose" and "NF001" in r.getMessage()]
+    assert len(alerts) == 1 and "\n" not in alerts[0]
+    assert f"at step {NAN_STEP} in out" in alerts[0] and "first fix:" in alerts[0]
+    assert [f.code for f in seen] == ["NF001"]
+
+
+def test_the_alert_is_also_a_diagnose_warning(tmp_path: Path) -> None:
+    with pytest.warns(diagnose.DiagnoseWarning, match="NF001"):
+        train_until_nan(tmp_path / "run.jsonl", steps=NAN_STEP + 2)
+
+
+def test_a_failing_sink_is_switched_off_and_training_goes_on(tmp_path: Path) -> None:
+    def broken(finding: object) -> None:
+        raise RuntimeError("webhook down")
+
+    done, stopped = train_until_nan(tmp_path / "run.jsonl", on_finding=broken)
+    assert stopped is None and done == 60
+
+
+def test_stop_on_takes_severities_and_codes() -> None:
+    error = analyze(diagnose.load(SAMPLES / "NF001" / "bad.jsonl")).findings[0]
+    assert error.code == "NF001"
+    assert StopPolicy("error").matches(error)
+    assert StopPolicy(["LR001", "NF"]).matches(error)
+    assert not StopPolicy("LR001").matches(error)
+    assert not StopPolicy(None).matches(error)
+    with pytest.raises(ConfigError):
+        StopPolicy([""])
+
+
+@pytest.mark.parametrize("name", ["healthy/mlp.jsonl", "healthy/cnn.jsonl", "healthy/gru.jsonl",
+                                  "healthy/probed-amp.jsonl", "GRD003/bad_huge.jsonl", "OVF001/bad.jsonl",
+                                  "LR003/bad.jsonl", "SPK001/bad.jsonl"])
+def test_live_judgements_of_runs_without_those_problems_announce_nothing(name: str) -> None:
+    assert replay(diagnose.load(SAMPLES / name)) == []
+
+
+@pytest.mark.parametrize(("name", "code"), [("NF001/bad.jsonl", "NF001"), ("LR001/bad.jsonl", "LR001")])
+def test_live_judgements_find_what_the_whole_run_shows_early(name: str, code: str) -> None:
+    run = diagnose.load(SAMPLES / name)
+    live = {f.code: step for step, f in replay(run)}
+    assert code in live and code in analyze(run).codes
+    assert live[code] < run.steps["step"].max() / 2 or code == "NF001"
+
+
+def test_the_sketch_holds_a_bounded_number_of_steps() -> None:
+    sketch = RunSketch("long")
+    for step in range(1, 100_001):
+        sketch.add({"kind": "step", "step": step, "loss": 1.0 / step})
+    kept = len(sketch.head) + len(sketch.middle) + len(sketch.tail)
+    assert kept <= sketch.head_size + sketch.middle_size + sketch.tail_size
+    run = sketch.run()
+    assert run.steps["step"].iloc[0] == 1 and run.steps["step"].iloc[-1] == 100_000
+
+
+def _loss_through(make: object, *inputs: torch.Tensor) -> torch.Tensor:
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    return make(*leaves).sum()
+
+
+@pytest.mark.parametrize(("make", "inputs", "op", "problem"), [
+    (torch.log, (torch.tensor([0.5, 0.0]),), "log", "log of an input <= 0"),
+    (lambda x: torch.sqrt(x - 1), (torch.tensor([2.0, 0.5]),), "sqrt", "square root of a negative input"),
+    (lambda x: torch.exp(x * 100), (torch.tensor([1.0, 0.1]),), "exp", "exp overflow"),
+    (lambda a, b: a / (b - 1), (torch.tensor([1.0, 2.0]), torch.tensor([1.0, 3.0])), "div", "division by a value"),
+    # 90000 does not fit float16; the multiplication that takes it in saves it as Inf.
+    (lambda x, w: ((x * 300).half() * 300) * w.half(), (torch.tensor([1.0]), torch.tensor([1.0])), "mul",
+     "float16 overflow"),
+])
+def test_the_operation_that_made_the_first_nonfinite_value_is_named(make, inputs, op, problem) -> None:
+    loss = _loss_through(make, *inputs)
+    assert not math.isfinite(float(loss))
+    found = first_nonfinite_operation(loss)
+    assert found["op"] == op and problem in found["problem"]
+
+
+def test_a_nan_that_came_with_the_input_is_not_blamed_on_an_operation() -> None:
+    weights = torch.ones(2, requires_grad=True)
+    loss = (torch.tensor([math.nan, 1.0]) * weights).sum()
+    assert first_nonfinite_operation(loss)["op"] is None
+
+
+def test_no_status_line_when_not_a_terminal() -> None:
+    assert status_board() is None  # pytest captures standard error
+
+
+def test_adapters_get_a_stop_signal_instead_of_an_exception(tmp_path: Path) -> None:
+    from diagnose.adapters import Recorder
+
+    torch.manual_seed(0)
+    model = BinaryNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    recorder = Recorder(tmp_path / "run.jsonl", stop_on="error")
+    recorder.start(model, optimizer, 1)
+    x = torch.randn(32, 8)
+    stopped_at = None
+    for step in range(1, 41):
+        optimizer.zero_grad()
+        loss = -torch.log(model(x) * (0.0 if step == 10 else 1.0)).mean()
+        loss.backward()
+        optimizer.step()
+        recorder.train(step, loss=loss)
+        if recorder.should_stop():
+            stopped_at = step
+            break
+    assert stopped_at in (10, 11) and recorder.stopped_by.code == "NF001"
+    assert recorder.watch is None and (tmp_path / "run.jsonl").read_bytes().endswith(b"\n")
+
+
+def test_the_status_line_is_redrawn_in_place_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from diagnose.live.status import StatusBoard
+
+    screen = io.StringIO()
+    board = StatusBoard(Console(file=screen, force_terminal=True, width=120))
+    board.update("run", 10, {"loss": 0.5, "grad_norm": 1.25}, 0)
+    board.update("run", 20, {"loss": 0.25, "grad_norm": 1.0}, 1)
+    board.remove("run")
+    drawn = screen.getvalue()
+    assert "run: step 10  loss 0.5  grad norm 1.25" in drawn and "step 20  loss 0.25" in drawn
+    assert "findings 1" in drawn and "\x1b[2K" in drawn  # the line is erased and drawn again, not appended

@@ -1,0 +1,70 @@
+"""Many runs: folders analysed in worker processes in file order; figures and pages that summarise."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from diagnose.cli import common
+from diagnose.report import plots
+from diagnose.report import html
+from diagnose.rules.base import Severity
+from diagnose.rules.config import RuleConfig
+from test_report_render import analysis, finding, make_run
+
+
+def write_folder(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for index in range(count):
+        lines = [{"kind": "step", "step": step, "loss": 2.0 / step + 0.01 * index} for step in range(1, 41)]
+        (folder / f"run-{index:02d}.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    (folder / "broken.jsonl").write_text('{"kind": "meta", "name": "nothing"}\n')
+    return folder
+
+
+def summarised(analyses) -> list[tuple[str, list[str], list[str]]]:
+    return [(a.run.name, a.codes, a.run.warnings) for a in analyses]
+
+
+def test_a_folder_analysed_in_workers_gives_what_a_serial_pass_gives(tmp_path, monkeypatch) -> None:
+    folder = write_folder(tmp_path / "sweep", 12)
+    monkeypatch.setattr(common, "PARALLEL_FROM", 2)
+    parallel = common.analyze_paths([folder], None, RuleConfig())
+    monkeypatch.setattr(common, "PARALLEL_FROM", 10**9)
+    serial = common.analyze_paths([folder], None, RuleConfig())
+    assert summarised(parallel) == summarised(serial)
+    assert [a.run.name for a in parallel] == [f"run-{i:02d}" for i in range(12)]
+    assert any("skipped broken.jsonl" in w for w in parallel[0].run.warnings)
+
+
+def many(count: int) -> list:
+    found = []
+    for index in range(count):
+        run = make_run(f"run-{index:03d}", losses=np.geomspace(2, 0.1 + index / 100, 60))
+        findings = [finding(run=run.name, severity=Severity.WARNING)] if index % 5 == 0 else []
+        found.append(analysis(run, *findings))
+    return found
+
+
+def test_a_figure_of_many_runs_is_a_bounded_grid_of_the_worst_first(monkeypatch) -> None:
+    monkeypatch.setattr(plots, "SMALL_MULTIPLES", 8)
+    analyses = many(30)
+    fig = plots.figure(analyses)
+    titled = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+    assert titled == [f"run-{i:03d}" for i in (0, 5, 10, 15, 20, 25)] + ["run-001", "run-002"]  # warnings first
+    assert "30 runs; the 8 worst shown" in fig._suptitle.get_text()
+    assert plots.image_bytes(fig).startswith(b"\x89PNG")
+
+
+def test_a_page_of_many_runs_lists_every_run_and_details_the_worst(monkeypatch) -> None:
+    monkeypatch.setattr(plots, "SMALL_MULTIPLES", 8)
+    monkeypatch.setattr(html, "FULL_SECTIONS", 3)
+    analyses = many(30)
+    page = html.render_html(analyses)
+    table_rows = re.findall(r"<tr><td>(run-\d+)</td>", page)
+    assert sorted(table_rows) == sorted(a.run.name for a in analyses)
+    assert re.findall(r"<h2>(run-\d+)</h2>", page) == ["run-000", "run-005", "run-010"]
+    assert page.count("<img ") == 4  # the small multiples, then each detailed run
