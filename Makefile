@@ -3,7 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench corpus-score bug-suite clean
+# What ruff lints and formats.
+LINTED := diagnose tests benchmarks sample_runs
+# 1 once the tree has been formatted with `ruff format $(LINTED)`: then `make test`
+# also fails on code the formatter would change.
+FORMAT_CHECK ?= 0
+
+.PHONY: setup demo lint test bench corpus-score bug-suite clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +32,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/diagnose demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+ifeq ($(FORMAT_CHECK),1)
+	$(VENV)/bin/ruff format --check $(LINTED)
+endif
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: setup

@@ -33,9 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
 
-import _common as suite
+import _common as suite  # noqa: E402 - found through the path set above
 
-import diagnose
+import diagnose  # noqa: E402
 
 RECORD = "import sys; sys.path.insert(0, sys.argv[1]); import _common; _common.record_pair(*sys.argv[2:5])"
 PLAIN_KEYS = ("step", "loss")
@@ -72,7 +72,8 @@ def plain_log(path: Path, dest: Path) -> Path:
     """The run as a loss-only logger would have written it: step, loss and val_* columns."""
     run = diagnose.load(path)
     lines = []
-    for frame, keep in ((run.steps, lambda c: c in PLAIN_KEYS), (run.evals, lambda c: c == "step" or c.startswith("val_"))):
+    for frame, keep in ((run.steps, lambda c: c in PLAIN_KEYS),
+                        (run.evals, lambda c: c == "step" or c.startswith("val_"))):
         columns = [c for c in frame.columns if keep(c)]
         for row in frame[columns].itertuples(index=False):
             lines.append(json.dumps({c: _json_number(v) for c, v in zip(columns, row, strict=True)}))

@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import diagnose  # noqa: E402
 from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
+from real_corpus import corpus_folder  # noqa: E402
+
+import diagnose  # noqa: E402
 from diagnose.errors import InputError  # noqa: E402
 from diagnose.report import summary  # noqa: E402
-from diagnose.rules import Severity  # noqa: E402
-from real_corpus import corpus_folder  # noqa: E402
 
 # The one place that says which rule codes find which labelled problem. A label
 # absent here is descriptive (healthy, short, multi_run, special, ...) and is
@@ -53,9 +53,9 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "flat": ("PLT001", "LR003", "CH001"),
     "slow_start": ("PLT001", "CH001", "INIT001"),
     "spikes": ("SPK001", "LR002"),
-    "nan": ("NF001",),
+    "nan": ("NF001", "NF002", "NF003"),
     "nonfinite_grad_norm": ("NF001",),
-    "diverging": ("LR001", "LR002", "GRD001", "NF001"),
+    "diverging": ("LR001", "LR002", "GRD001", "NF001", "NF003"),
     "lr_too_high": ("LR001", "LR002", "NOI001"),
     "zero_loss": ("ZL001",),
 }

@@ -58,9 +58,9 @@ def parse_trainer_state(text: str) -> Series:
     for i, entry in enumerate(json.loads(text).get("log_history", [])):
         x = entry.get("step", i)
         for key, value in entry.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                found.setdefault(key, []).append((x, float(value)))
-            elif isinstance(value, str) and number(value) is not None:  # "NaN", "Infinity" written as text
+            numeric = key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool)
+            spelled = isinstance(value, str) and number(value) is not None  # "NaN", "Infinity" written as text
+            if numeric or spelled:
                 found.setdefault(key, []).append((x, float(value)))
     # Trainer's closing summary (train_loss averaged over the run) is one point, not a series.
     return {k: v for k, v in found.items() if not (k == "train_loss" and len(v) == 1)}

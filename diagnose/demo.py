@@ -87,6 +87,7 @@ def _evaluate(model: nn.Module, criterion: nn.Module, x: torch.Tensor, y: torch.
     model.eval()
     with torch.no_grad():
         logits = model(x)
-        result = {"val_loss": criterion(logits, y).item(), "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
+        result = {"val_loss": criterion(logits, y).item(),
+                  "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
     model.train()
     return result

@@ -5,8 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import re
+
 import numpy as np
 import pandas as pd
+
+# What kind of objective the training loss is. Adversarial (GAN) and
+# reinforcement-learning losses are not meant to fall, so the rules that read
+# "the loss must fall" do not judge them. Recognised from the metadata task,
+# from paired generator and discriminator losses, or from policy-loss names.
+ADVERSARIAL_TASKS = {"gan", "adversarial", "wgan"}
+RL_TASKS = {"rl", "reinforcement", "reinforcement_learning", "ppo", "grpo", "dqn", "rlhf", "policy_gradient"}
+_GENERATOR = re.compile(r"(^|_)(g|gen|generator|netg)(_|$)")
+_DISCRIMINATOR = re.compile(r"(^|_)(d|disc|discriminator|netd|critic)(_|$)")
+_POLICY = re.compile(r"(^|_)(policy|pg|actor|value|vf|entropy)(_gradient)?_loss$|^(approx_kl|clip_?frac(tion)?|"
+                     r"episode_reward|ep_rew_mean|mean_reward|reward|rewards|reward_mean|episode_return)$")
 
 
 def _empty_frame(*columns: str) -> pd.DataFrame:
@@ -62,6 +75,19 @@ class Run:
     def task(self) -> str | None:
         value = self.metadata.get("task")
         return str(value) if value else None
+
+    @property
+    def objective(self) -> str:
+        """``"adversarial"``, ``"reinforcement"`` or ``"supervised"`` (the default: a loss meant to fall)."""
+        task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
+        names = [c for c in self.steps.columns if c != "step" and self.has(c)]
+        losses = [c for c in names if "loss" in c]
+        if task in ADVERSARIAL_TASKS or (any(_GENERATOR.search(c) for c in losses)
+                                         and any(_DISCRIMINATOR.search(c) for c in losses)):
+            return "adversarial"
+        if task in RL_TASKS or any(_POLICY.search(c) for c in names):
+            return "reinforcement"
+        return "supervised"
 
     # -- series access -------------------------------------------------------
 

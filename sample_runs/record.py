@@ -34,6 +34,7 @@ import diagnose
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import internals  # noqa: E402 - the probe-data scenarios, beside this file
+
 EXAMPLES = HERE / "examples"
 STEPS = 300
 BATCH = 32
@@ -253,7 +254,8 @@ def healthy_regression(path: Path) -> None:
     model = mlp(8, 1, 64)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     train, val = smooth_regression(2048, 2)
-    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss, metadata={"task": "regression", "loss_fn": "mse"},
+    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss,
+              metadata={"task": "regression", "loss_fn": "mse"},
               scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS), seed=2), path)
 
 
@@ -398,6 +400,33 @@ def label_leak(path: Path) -> None:
     setup.train = (torch.cat([x[:, :-4], 50 * F.one_hot(y, 4).float()], dim=1), y)
     vx, vy = setup.val
     setup.val = (torch.cat([vx[:, :-4], 50 * F.one_hot(vy, 4).float()], dim=1), vy)
+    run(setup, path)
+
+
+@scenario(expect="NF002")
+def nan_validation(path: Path) -> None:
+    """Validation labels left at the padding index -100: cross-entropy averages over no target, NaN at every
+    evaluation while training is healthy."""
+    setup = classifier_setup(4)
+    x, y = setup.val
+    setup.val = (x, torch.full_like(y, -100))  # the ignore_index of F.cross_entropy
+    run(setup, path)
+
+
+@scenario(expect="NF003")
+def late_blow_up(path: Path) -> None:
+    """A healthy classifier whose learning rate is raised 3000x for its last 8 steps (a schedule restart gone
+    wrong): the per-step loss comes back down, the final evaluation is four orders of magnitude above the best."""
+    setup = classifier_setup(4)
+    optimizer = setup.optimizer
+
+    def restart(step: int, inputs: torch.Tensor) -> torch.Tensor:
+        if step == STEPS - 8:
+            for group in optimizer.param_groups:
+                group["lr"] *= 3000
+        return inputs
+
+    setup.corrupt = restart
     run(setup, path)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sample_files import EXAMPLES, recorded_runs
+
 from diagnose.cli.common import load_runs
 from diagnose.rules.base import Category, Rule, Severity, Threshold
-
-from sample_files import EXAMPLES, recorded_runs
 
 # A healthy classifier, and one whose loss turns NaN mid-run.
 CHOSEN = {"healthy": EXAMPLES / "healthy" / "mlp.jsonl", "broken": EXAMPLES / "NF001" / "bad.jsonl"}

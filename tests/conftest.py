@@ -21,6 +21,7 @@ def runs(tmp_path) -> dict[str, Path]:
 def test_rule(monkeypatch):
     """Adds the test rule `FinalAboveFirst` (TST001) to the code table for one test."""
     from cli_samples import FinalAboveFirst
+
     from diagnose.rules import codes
 
     monkeypatch.setattr(codes, "RULES", (*codes.RULES, FinalAboveFirst))

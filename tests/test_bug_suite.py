@@ -20,7 +20,7 @@ from diagnose.rules.codes import all_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
-import _common as suite
+import _common as suite  # noqa: E402 - found through the path set above
 
 # One or two kinds of each family (gradients, loss/output, data, optimizer, modes),
 # the ones that record in about a second each.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from cli_samples import run_name
 
 from diagnose.checks import assert_healthy
 from diagnose.cli.common import load_runs
 from diagnose.rules import RuleConfig, Severity, analyze
-from cli_samples import run_name
 
 ONLY_TEST_RULE = RuleConfig(select=("TST",))
 

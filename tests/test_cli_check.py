@@ -5,15 +5,14 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from cli_samples import SAMPLES, run_name
 from typer.testing import CliRunner
 
+from diagnose.checks import DEFAULT_FAIL_ON
 from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
-from diagnose.report.summary import summarize
-from diagnose.checks import DEFAULT_FAIL_ON
-from diagnose.report.summary import at_or_above
+from diagnose.report.summary import at_or_above, summarize
 from diagnose.rules import analyze
-from cli_samples import SAMPLES, run_name
 
 runner = CliRunner(env={"COLUMNS": "200"})
 ONLY_TEST_RULE = ("--select", "TST")
@@ -105,7 +104,8 @@ def test_junit_one_case_per_evaluated_rule_and_run(runs, test_rule, tmp_path):
         cases = [c.get("name") for c in suite.findall("testcase")]
         assert f"{test_rule.code} {test_rule.name}" in cases and "expect final loss below 100" in cases
         assert int(suite.get("tests")) == len(cases)
-    failed = [c.get("name") for c in suites[run_name(runs["broken"])].findall("testcase") if c.find("failure") is not None]
+    cases = suites[run_name(runs["broken"])].findall("testcase")
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert f"{test_rule.code} {test_rule.name}" in failed
     assert result.exit_code == 1
 
@@ -117,3 +117,38 @@ def test_exit_code_follows_the_real_rules_on_every_sample(sample):
     assert result.exit_code == int(fails), result.output
     for run in load_runs([sample]):
         assert all(code in result.stdout for code in analyze(run).codes)
+
+
+def test_a_run_too_short_to_judge_exits_3_unless_nothing_is_required():
+    from real_corpus import CORPUS
+
+    if CORPUS is None:
+        pytest.skip("the shared corpus of real logs is not beside this checkout")
+    three_steps = CORPUS / "hf_trainer_state" / "DrAliya_NLP-SPAM-FRAUD_final.json"  # a real 3-step Trainer run
+    result = invoke(three_steps)
+    assert result.exit_code == 3, result.output
+    assert "3 training-loss points: too short to judge" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("check not judged")
+    assert invoke(three_steps, "--require", "nothing").exit_code == 0
+
+
+@pytest.mark.parametrize(("bound", "code"), [("loss<1e9", 0), ("loss>1e9", 1), ("train_loss<1e9", 0)])
+def test_expect_final_bound_on_a_metric(runs, test_rule, bound, code):
+    result = invoke(runs["healthy"], *ONLY_TEST_RULE, "--expect-final", bound)
+    assert result.exit_code == code, result.output
+
+
+def test_expect_final_on_a_nan_metric_is_not_met(runs, demoted):
+    result = invoke(runs["broken"], *ONLY_TEST_RULE, "--fail-on", "error", "--expect-final", "loss<1e9")
+    assert result.exit_code == 1
+    assert "final loss is NaN" in result.stdout
+
+
+def test_a_malformed_bound_is_a_usage_error(runs):
+    assert invoke(runs["healthy"], "--expect-final", "val_loss about 3").exit_code == 2
+
+
+def test_expect_no_takes_prefixes_and_comma_lists(runs, demoted):
+    result = invoke(runs["broken"], *ONLY_TEST_RULE, "--expect-no", "TST,NF001")
+    assert result.exit_code == 1
+    assert "expect no TST001" in result.stdout and "expect no NF001" in result.stdout

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from test_report_html import NETWORK
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
-from test_report_html import NETWORK
 
 runner = CliRunner()
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from real_corpus import corpus_folder
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
-from real_corpus import corpus_folder
 
 CORPUS = corpus_folder()
 FOLDERS = sorted(p for p in CORPUS.iterdir() if p.is_dir()) if CORPUS else []
@@ -22,5 +22,5 @@ def test_report_reads_one_log_of_each_format(folder: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(log), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["schema"] == "diagnose.report/1"
+    assert report["schema"] == "diagnose.report/2"
     assert report["runs"] and all(run["summary"]["steps"] > 0 for run in report["runs"])

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from cli_samples import run_name
+from test_report_json import errors
 from typer.testing import CliRunner
 
 from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.schema import JSON_SCHEMA
 from diagnose.rules import RuleConfig, all_rules, analyze
-from cli_samples import run_name
-from test_report_json import errors
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -24,7 +24,7 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def expected_codes(path, config=RuleConfig()) -> list[str]:
+def expected_codes(path, config: RuleConfig | None = None) -> list[str]:
     return [code for run in load_runs([path]) for code in analyze(run, config).codes]
 
 
@@ -139,4 +139,5 @@ def test_commands_other_than_demo_do_not_import_torch(runs, tmp_path):
 def test_unknown_rule_patterns_are_refused(runs):
     result = invoke("report", runs["healthy"], "--select", "NOSUCH")
     assert result.exit_code == 2
-    assert result.stderr == "diagnose: error: 'NOSUCH' matches no rule code, code prefix or name (`diagnose rules` lists them)\n"
+    assert result.stderr == ("diagnose: error: 'NOSUCH' matches no rule code, code prefix or name "
+                             "(`diagnose rules` lists them)\n")

@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 from diagnose.cli.app import app
 from diagnose.rules import all_rules
 
-
 runner = CliRunner()
 
 

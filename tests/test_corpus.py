@@ -15,14 +15,14 @@ import warnings
 from pathlib import Path
 
 import pytest
+from real_corpus import corpus_folder
 
 import diagnose
 from diagnose.errors import InputError
-from real_corpus import corpus_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from corpus_score import LABELS, SPLITS  # noqa: E402
-from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
+from corpus_score import LABELS, SPLITS
+from corpus_shapes import CORPUS, read_labels, split_of
 
 ROWS = {row["file"]: row for row in read_labels()}
 BOOKKEEPING = {"labels.csv", "SOURCES.md"}

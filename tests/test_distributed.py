@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from probe_models import mlp
 from torch import nn
 
 import diagnose
 from diagnose.probes.distributed import DistributedOptions
 from diagnose.rules.base import Severity
-from probe_models import mlp
 
 WORLD = 3
 SCENARIOS = ("healthy", "nan", "slow", "desync", "outlier", "uneven", "broken_watch")

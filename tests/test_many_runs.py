@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from test_report_render import analysis, finding, make_run
 
 from diagnose.cli import common
-from diagnose.report import plots
-from diagnose.report import html
+from diagnose.report import html, plots
 from diagnose.rules.base import Severity
 from diagnose.rules.config import RuleConfig
-from test_report_render import analysis, finding, make_run
 
 
 def write_folder(folder: Path, count: int) -> Path:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import torch
+from test_preflight import META, adam, clusters, mlp
 from torch import nn
 
 from diagnose.preflight_checks import preflight
 from diagnose.preflight_checks.runner import time_spent
-from test_preflight import META, adam, clusters, mlp
 
 
 class Slow(nn.Module):

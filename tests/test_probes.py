@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from probe_models import Log, VectorNorm, data, mlp, train
 from torch import nn
 
 import diagnose
 from diagnose.probes.gradients import GradientProbe
-from probe_models import Log, VectorNorm, data, mlp, train
 
 
 def test_global_grad_norm_equals_clip_grad_norm_before_clipping(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_a_failing_probe_is_recorded_switched_off_and_training_goes_on(tmp_path:
     assert errors["probe"].tolist() == ["gradients"]  # reported once, then off
     assert run.series("loss").size == 6  # training and the other probes carried on
     assert "grad_norm" not in run.steps.columns
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_hooks_are_gone_after_close_and_close_twice_is_safe(tmp_path: Path) -> None:

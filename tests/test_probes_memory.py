@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from probe_models import mlp, train
 
 import diagnose
 from diagnose.probes import memory
 from diagnose.probes.memory import MemoryProbe, NvmlProbe, resident_bytes
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
-from probe_models import mlp, train
 
 GIB = 1 << 30
 

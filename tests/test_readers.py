@@ -363,3 +363,55 @@ def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(tmp_path: Path, 
         load(path)
     assert "\n" not in str(error.value)
     assert path.read_text() == content
+
+
+# -- key resolution and the formats of issue 10 --------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "canonical"), [
+    ("train_losses", "loss"), ("TrainLoss", "loss"), ("train_mean_nll", "loss"), ("Training Loss", "loss"),
+    ("train_loss_nats_per_byte", "loss"), ("trn_loss", "loss"), ("tr_loss", "loss"), ("train/bpb", "loss"),
+    ("ce", "loss"), ("train/box_loss", "box_loss"), ("train_acc", "accuracy"), ("kl_loss", "kl_loss"),
+    ("val_losses", "val_loss"), ("valid_nll", "val_loss"), ("Validation Loss", "val_loss"), ("valLoss", "val_loss"),
+    ("eval_mean_nll", "val_loss"), ("val_box_loss", "val_box_loss"), ("test_loss", "val_test_loss"),
+    ("val_mAP50", "val_map50"), ("train_step", "train_step"), ("train_epoch", "train_epoch"),
+])
+def test_loss_and_metric_keys_resolve_under_the_names_people_use(key, canonical):
+    from diagnose.readers.frames import default_name
+
+    assert default_name(key) == canonical
+
+
+def test_two_training_losses_the_choice_is_stated(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keys/two_losses.csv"))
+    assert run.series("loss").tolist() == [2.0, 1.5, 1.2, 1.0]
+    assert run.series("val_loss").tolist() == [1.7, 1.2]
+    assert any("loss read from 'TrainLoss'" in w and "'train_mean_nll'" in w for w in run.warnings)
+
+
+def test_llmc_log(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keys/llmc_main.log"))
+    assert run.format == "llmc"
+    assert run.series("loss").to_dict() == {0: 11.0061, 1: 10.98, 2: 10.9}
+    assert run.series("val_loss").to_dict() == {0: 10.9951}
+    assert run.series("grad_norm").to_dict() == {0: 15.44, 1: 14.10}
+
+
+def test_history_with_keys_that_are_not_series_reads_and_says_so(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keys/history_with_extras.json"))
+    assert run.format == "keras" and run.series("loss").tolist() == [1.0, 0.8, 0.6, 0.5]
+    assert run.warnings == ["3 key(s) that are not per-epoch series ignored: epochs, params, lr_name"]
+
+
+def test_lightning_csv_without_a_step_column_keeps_every_row(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keys/lightning_without_step.csv"))
+    assert run.format == "lightning"
+    assert run.series("loss").tolist() == [2.0, 1.9, 1.8, 1.6, 1.5]
+    assert run.series("val_loss").to_dict() == {3: 1.7, 6: 1.4}
+
+
+def test_loss_lines_without_a_marker_count_as_steps(tmp_path: Path) -> None:
+    run = load(fixture_copy(tmp_path, "keys/unmarked.md"), format="text")
+    assert run.series("loss").to_dict() == {1: 5.45, 2: 4.05, 3: 3.15}
+    assert run.series("val_loss").to_dict() == {1: 5.20, 2: 4.10, 3: 3.50}
+    assert run.series("val_accuracy").tolist() == [11.0, 19.0, 28.0]

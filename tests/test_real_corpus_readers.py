@@ -23,11 +23,10 @@ import re
 from pathlib import Path
 
 import pytest
+from real_corpus import corpus_folder
 
 from diagnose.readers import load_all
-from real_corpus import corpus_folder
 from diagnose.readers.registry import detect
-
 
 CORPUS = corpus_folder() or Path("/nonexistent")
 pytestmark = pytest.mark.skipif(not CORPUS.exists(), reason="the real-run corpus (shared/real_runs) is not here")

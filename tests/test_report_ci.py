@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from test_report_render import analysis, finding, make_run
+
 from diagnose.checks import Expectation, evaluate
 from diagnose.checks.annotations import annotations, escape_data, escape_property
 from diagnose.checks.junit import render_junit
 from diagnose.rules.base import Severity
-
-from test_report_render import analysis, finding, make_run
 
 
 def test_github_escaping_rules():

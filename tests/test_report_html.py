@@ -7,12 +7,12 @@ import re
 
 import numpy as np
 import pandas as pd
+from test_report_render import analysis, finding, make_run
 
 from diagnose.report.html import render_html
 from diagnose.report.plots import PANELS, figure, image_bytes, thin, wants_log
 from diagnose.rules.base import Category, Severity
 from diagnose.run import Run
-from test_report_render import analysis, finding, make_run
 
 NETWORK = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE)
 

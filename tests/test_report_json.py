@@ -6,11 +6,11 @@ import json
 import math
 
 import pytest
+from test_report_render import analysis, finding, make_run
 
 from diagnose.report.json_report import render_json
 from diagnose.report.schema import JSON_SCHEMA, REPORT_SCHEMA
 from diagnose.rules.base import Severity
-from test_report_render import analysis, finding, make_run
 
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
@@ -70,10 +70,20 @@ def test_content_matches_the_analyses():
     assert first["findings"][0]["evidence"]["value"] == "Infinity"
     assert first["not_evaluated"] == [{"code": "GRD001", "reason": "needs grad_norm"}]
     assert document["verdict"] == {
-        "healthy": False, "text": document["verdict"]["text"], "worst": "NF001",
-        "counts": {"error": 1, "warning": 1, "info": 0},
+        "healthy": False, "outcome": "problems", "not_judged": [], "text": document["verdict"]["text"],
+        "worst": "NF001", "counts": {"error": 1, "warning": 1, "info": 0},
     }
     assert second["verdict"]["healthy"] is True
+    assert second["read"]["judged"] is True and second["read"]["train_loss_points"] == 4
+
+
+def test_a_run_without_a_training_loss_is_not_called_healthy():
+    document = json.loads(render_json([analysis(make_run("evals-only", losses=(), val={1: 0.9, 2: 0.8}))]))
+    run = document["runs"][0]
+    assert errors(document, JSON_SCHEMA) == []
+    assert document["verdict"]["healthy"] is False and document["verdict"]["outcome"] == "not_judged"
+    assert run["read"]["reason"] == "no training loss among keys: val_loss"
+    assert document["verdict"]["not_judged"] == ["run 'evals-only': no training loss among keys: val_loss"]
 
 
 @pytest.mark.parametrize("breakage", [

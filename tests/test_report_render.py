@@ -72,7 +72,21 @@ class TestSummary:
     def test_notes_alone_leave_a_run_healthy(self):
         found = analysis(make_run(), finding("MEM001", Severity.INFO))
         assert s.is_healthy(found)
-        assert s.verdict([found]) == "healthy: no problems found in run 'exp' (1 note)"
+        assert s.verdict([found]) == "healthy: no problems found in run 'exp'; read: training loss (4 points); 1 note"
+
+    @pytest.mark.parametrize(("losses", "val", "reason"), [
+        ((), {1: 0.9, 2: 0.8}, "no training loss among keys: val_loss"),
+        ((2.0, 1.5, 1.0), {}, "3 training-loss points: too short to judge"),
+    ])
+    def test_a_run_with_too_little_to_read_is_not_judged(self, losses, val, reason):
+        found = analysis(make_run(losses=losses, val=val))
+        assert not s.is_healthy(found) and s.outcome(found) == "not_judged"
+        assert s.verdict([found]).startswith(f"not judged: run 'exp': {reason}; read: ")
+        assert s.run_row(found)[-1] == "not judged"
+
+    def test_the_verdict_names_validation_metrics_read(self):
+        read = s.coverage(make_run(val={2: 1.0, 4: 0.9}))
+        assert read.describe() == "training loss (4 points); validation: val_loss (2 evaluations)"
 
     def test_several_runs_are_ordered_worst_first(self):
         clean = analysis(make_run("clean"))

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from sample_files import EXAMPLES
 
 from diagnose.rules.base import DOC_SECTIONS, Category, Severity
 from diagnose.rules.codes import all_rules
 
 RULES = all_rules()
-from sample_files import EXAMPLES
+
 MINE = {"LR001", "LR002", "LR003", "LR004", "OVF001", "OVF002", "CH001", "PLT001", "SPK001", "NF001",
         "INIT001", "NOI001", "ZL001"}
 
 
 def test_the_loss_curve_rules_are_registered():
-    assert MINE <= {rule.code for rule in RULES}
+    assert {rule.code for rule in RULES} >= MINE
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.code)
@@ -72,3 +72,9 @@ def test_a_cause_is_reported_before_what_it_explains():
     run = diagnose.load(EXAMPLES / "ACT001" / "bad.jsonl")
     codes = diagnose.analyze(run).codes
     assert "CH001" in codes and codes.index("ACT001") < codes.index("CH001")
+
+
+def test_superseded_codes_exist_and_no_rule_supersedes_itself():
+    codes = {rule.code for rule in RULES}
+    for rule in RULES:
+        assert set(rule.supersedes) <= codes - {rule.code}, rule.code

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_files import scenario_file
 
 import diagnose
 from diagnose.rules import Severity, analyze, get_rule
 from diagnose.rules.config import RuleConfig
-
-from sample_files import scenario_file
 
 
 def sample(name: str):
@@ -52,15 +51,15 @@ class TestNonFinite:
 
     def test_a_climb_before_the_nan_blames_the_learning_rate(self, tmp_path):
         loss = list(decaying(60)) + list(np.geomspace(0.4, 40, 20)) + [math.nan] * 5
-        [finding] = findings(diagnose.load(write_log(tmp_path, [{"step": i + 1, "loss": v} for i, v in enumerate(loss)])),
-                             "NF001")
+        rows = [{"step": i + 1, "loss": v} for i, v in enumerate(loss)]
+        [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "NF001")
         assert "learning rate" in finding.causes[0] and finding.onset == 81
         assert "lower the learning rate" in finding.fixes[0]
 
     def test_a_smooth_fall_into_nan_points_at_a_numerical_edge_case(self, tmp_path):
         loss = list(decaying(80)) + [math.nan] * 3
-        [finding] = findings(diagnose.load(write_log(tmp_path, [{"step": i + 1, "loss": v} for i, v in enumerate(loss)])),
-                             "NF001")
+        rows = [{"step": i + 1, "loss": v} for i, v in enumerate(loss)]
+        [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "NF001")
         assert "not climbing" in finding.causes[0]
 
     def test_isolated_nonfinite_gradient_norms_are_only_a_note(self, tmp_path):
@@ -86,14 +85,16 @@ class TestLearningRate:
 
     def test_negative_losses_are_not_judged(self, tmp_path):
         rng = np.random.default_rng(0)
-        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.linspace(-0.1, 0.5, 200) + rng.normal(0, 0.05, 200))]
+        loss = np.linspace(-0.1, 0.5, 200) + rng.normal(0, 0.05, 200)
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(loss)]
         run = diagnose.load(write_log(tmp_path, rows))
         assert not findings(run, "LR001") and not findings(run, "PLT001")
 
     def test_decay_that_follows_a_plateau_is_not_too_early(self, tmp_path):
         loss = np.r_[decaying(40), np.full(160, decaying(40)[-1])]
         lr = np.r_[np.full(60, 1e-3), np.full(140, 1e-6)]
-        rows = [{"step": i + 1, "loss": float(v), "lr": float(r)} for i, (v, r) in enumerate(zip(loss, lr, strict=True))]
+        rows = [{"step": i + 1, "loss": float(v), "lr": float(r)}
+                for i, (v, r) in enumerate(zip(loss, lr, strict=True))]
         assert findings(diagnose.load(write_log(tmp_path, rows)), "LR004") == []
 
     def test_decay_too_early_says_how_much_of_the_run_was_wasted(self):

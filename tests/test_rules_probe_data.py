@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from real_corpus import corpus_folder
+from sample_files import HEALTHY, recorder, scenario_file
 
 import diagnose
 from diagnose.rules.resources import steady_growth
-from real_corpus import corpus_folder
-from sample_files import HEALTHY, recorder, scenario_file
 
 REAL_RUNS = corpus_folder() or Path("/nonexistent")
 FAMILIES = ("GRD", "ACT", "MEM", "AMP")
@@ -104,7 +104,8 @@ def _run_file(tmp_path: Path, records: list[dict]) -> Path:
 def test_out_of_memory_event_is_an_error(tmp_path: Path) -> None:
     # The event as the watch writes it when CUDA raises OutOfMemoryError (no GPU here to raise it).
     records = [{"kind": "step", "step": s, "loss": 1.0} for s in range(1, 5)]
-    records.append({"kind": "event", "step": 5, "event": "out_of_memory", "error": "OutOfMemoryError: CUDA out of memory"})
+    records.append({"kind": "event", "step": 5, "event": "out_of_memory",
+                    "error": "OutOfMemoryError: CUDA out of memory"})
     found = ours(diagnose.analyze(diagnose.load(_run_file(tmp_path, records))))
     assert [(f.code, f.severity.value, f.onset) for f in found] == [("MEM002", "error", 5)]
 

@@ -13,10 +13,10 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from real_corpus import corpus_folder
 
 import diagnose
 from diagnose.rules import Severity, analyze
-from real_corpus import corpus_folder
 
 CORPUS = corpus_folder() or Path("/nonexistent")
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"real-run corpus not present at {CORPUS}")

@@ -118,7 +118,8 @@ def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
 
 @pytest.mark.parametrize(("key", "canonical"), [
     ("val_loss", "val_loss"), ("eval_loss", "val_loss"), ("validation/loss", "val_loss"),
-    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_accuracy"), ("val_acc", "val_accuracy"),
+    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_accuracy"),
+    ("val_acc", "val_accuracy"),
 ])
 def test_eval_keys_take_their_canonical_names_and_test_scores_stay_apart(key: str, canonical: str) -> None:
     from diagnose.runfile import schema

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sample_files import EXAMPLES, recorder
 
 import diagnose
 from diagnose.rules import Severity, analyze
-from sample_files import EXAMPLES, recorder
 
 record = recorder()
 SCENARIOS = list(record.SCENARIOS.values())

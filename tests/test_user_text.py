@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from sample_files import recorded_runs
 from typer.testing import CliRunner
 
 import diagnose
 from diagnose.cli.app import app
 from diagnose.report import render
 from diagnose.rules import all_rules
-from sample_files import recorded_runs
 
 runner = CliRunner()
 SAMPLE_RUNS = recorded_runs()

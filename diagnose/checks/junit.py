@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from diagnose.checks import CheckResult, Expectation
-from diagnose.report.summary import describe, where
+from diagnose.report.summary import coverage, describe, where
 from diagnose.rules.base import Finding, Rule
 from diagnose.rules.engine import Analysis
 
@@ -42,6 +42,8 @@ def _suite(result: CheckResult, analysis: Analysis) -> ET.Element:
     for expectation in result.expectations:
         if expectation.run == analysis.run.name:
             suite.append(_expectation_case(analysis, expectation))
+    if result.require != "nothing":
+        suite.append(_requirement_case(result, analysis))
     _count(suite, suite.findall("testcase"))
     return suite
 
@@ -72,6 +74,13 @@ def _expectation_case(analysis: Analysis, expectation: Expectation) -> ET.Elemen
     case = _case(analysis, f"expect {expectation.label}")
     if expectation.failure:
         ET.SubElement(case, "failure", message=clean(expectation.failure), type="expectation")
+    return case
+
+
+def _requirement_case(result: CheckResult, analysis: Analysis) -> ET.Element:
+    case = _case(analysis, f"require {result.require}")
+    if analysis in result.unjudged:
+        ET.SubElement(case, "failure", message=clean(f"not judged: {coverage(analysis.run).reason}"), type="not-judged")
     return case
 
 

@@ -9,12 +9,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from diagnose.checks import DEFAULT_FAIL_ON, CheckResult, evaluate
+from diagnose.checks import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, CheckResult, evaluate
 from diagnose.cli import common
 from diagnose.report.terminal import print_report
 from diagnose.rules.base import Severity
 
 FINDINGS_FAILED = 1
+NOT_JUDGED = 3
 
 
 def check(
@@ -25,8 +26,16 @@ def check(
     final_loss_below: Annotated[float | None, typer.Option(
         "--expect-final-loss-below", help="Fail unless every run's last training loss is below this.",
         metavar="X")] = None,
+    expect_final: Annotated[list[str] | None, typer.Option(
+        "--expect-final", help="Fail unless every run's last value of a metric meets this bound, e.g. "
+        "'val_loss<0.5' or 'val_accuracy>=0.9' (NaN never does); repeatable.", metavar="METRIC<X")] = None,
+    require: Annotated[str, typer.Option(
+        "--require", help=f"What a run must hold to pass: {' or '.join(REQUIREMENTS)}. With train-loss (the "
+        "default) a run without a training loss of enough points to judge exits 3.",
+        metavar="WHAT")] = DEFAULT_REQUIRE,
     expect_no: Annotated[list[str] | None, typer.Option(
-        "--expect-no", help="Fail when this rule fires at all, whatever its severity; repeatable.",
+        "--expect-no", help="Fail when this rule fires at all, whatever its severity (codes, prefixes, names; "
+        "comma lists); repeatable.",
         metavar="CODE")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")] = None,
     select: common.SelectOpt = None,
@@ -34,18 +43,22 @@ def check(
     settings: common.SetOpt = None,
     format_in: common.FormatInOpt = None,
 ) -> None:
-    """Analyse runs and fail (exit 1) on findings at or above --fail-on or on unmet expectations."""
+    """Analyse runs and fail (exit 1) on findings at or above --fail-on or on unmet expectations;
+    exit 3 when a run could not be judged (no training loss, or too few points of it)."""
     config = common.rule_config(select, ignore, settings, fail_on.value if fail_on else None)
     analyses = common.analyze_paths(paths, format_in, config)
     result = evaluate(analyses, fail_on=config.fail_on or DEFAULT_FAIL_ON, config=config,
-                      final_loss_below=final_loss_below, forbidden=expect_no or ())
+                      final_loss_below=final_loss_below, forbidden=expect_no or (), finals=expect_final or (),
+                      require=require)
     _print(result)
     if junit is not None:
         from diagnose.checks.junit import render_junit
 
         common.write_file(junit, render_junit(result).encode("utf-8"), paths)
-    if not result.passed:
+    if result.failed:
         raise typer.Exit(FINDINGS_FAILED)
+    if result.unjudged:
+        raise typer.Exit(NOT_JUDGED)
 
 
 def _print(result: CheckResult) -> None:

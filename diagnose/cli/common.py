@@ -28,7 +28,8 @@ IgnoreOpt = Annotated[list[str] | None, typer.Option(
     "--ignore", help="Skip these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a rule threshold, e.g. --set OVF001.min_rise=0.1; repeatable.", metavar="CODE.name=value")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of standard output.")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write to this file instead of standard output.")]
 
 
 def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:

@@ -81,7 +81,7 @@ class Sinks:
     def send(self, finding: Finding, line: str) -> None:
         level = logging.WARNING if finding.severity.rank >= Severity.WARNING.rank else logging.INFO
         logger.log(level, "diagnose: %s", line)
-        try:
+        try:  # noqa: SIM105 - the comment on the except says why it is empty
             warnings.warn(line, DiagnoseWarning, stacklevel=2)
         except DiagnoseWarning:  # an "error" filter: stopping is stop_on's job, not the warning's
             pass

@@ -51,7 +51,8 @@ def replay(run: Run, judgements: int = 20, **options: Any) -> list[tuple[int, Fi
     if not len(steps):
         return []
     spacing = max(1, len(steps) // judgements)
-    due = {int(s) for s in steps[spacing - 1 :: spacing]} | {int(s) for s in steps if s >= 8 and not int(s) & int(s - 1)}
+    powers_of_two = {int(s) for s in steps if s >= 8 and not int(s) & int(s - 1)}
+    due = {int(s) for s in steps[spacing - 1 :: spacing]} | powers_of_two
     last_step = None
     for record in records_of(run):
         step = record.get("step")

@@ -75,7 +75,8 @@ class Batch:
                          f"got {type(batch).__name__}")
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(_map_tensors(self.inputs, lambda t: t.to(device)), _map_tensors(self.targets, lambda t: t.to(device)))
+        return Batch(_map_tensors(self.inputs, lambda t: t.to(device)),
+                     _map_tensors(self.targets, lambda t: t.to(device)))
 
     def first(self, n: int) -> Batch:
         """The first ``n`` samples."""

@@ -14,5 +14,5 @@ def check_gradients(ctx: Context) -> Outcome:
     trainable = [(n, p) for n, p in trial.model.named_parameters() if p.requires_grad]
     missing = [n for n, p in trainable if p.grad is None]
     zero = [n for n, p in trainable if p.grad is not None and not bool(p.grad.any())]
-    return Outcome({"trainable": len(trainable), "frozen": sum(1 for p in trial.model.parameters() if not p.requires_grad),
-                    "no_grad": missing, "zero_grad": zero})
+    frozen = sum(1 for p in trial.model.parameters() if not p.requires_grad)
+    return Outcome({"trainable": len(trainable), "frozen": frozen, "no_grad": missing, "zero_grad": zero})

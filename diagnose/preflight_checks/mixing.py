@@ -39,7 +39,8 @@ def check_mixing(ctx: Context) -> Outcome:
     leaking = [i for i in range(x.shape[0]) if i != sample and per_sample[i] > 0]
     return Outcome({"sample": sample, "batch": int(x.shape[0]), "own_grad": own,
                     "other_grad": float(others.max()), "leaking_samples": len(leaking),
-                    "batchnorm": any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trial.model.modules())})
+                    "batchnorm": any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                     for m in trial.model.modules())})
 
 
 def _replace_first(inputs, probe):

@@ -141,7 +141,7 @@ def _meta(ctx: Context, path: Path) -> dict[str, Any]:
     probe_optimizer = ctx.trial().optimizer
     ctx.user_lr = float(probe_optimizer.param_groups[0]["lr"])
     return {"kind": schema.META, "schema": schema.SCHEMA, "name": path.stem, "preflight": True,
-            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "torch": torch.__version__, "device": str(ctx.device), "model": describe_model(ctx.model),
             "optimizer": describe_optimizer(probe_optimizer), "metadata": ctx.metadata,
             "batch_size": ctx.batch.size}

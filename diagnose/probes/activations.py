@@ -82,6 +82,7 @@ def module_kind(module: nn.Module) -> str:
 
 class ActivationProbe(Probe):
     name = "activations"
+    provides = tuple(f"layers.{stat}" for stat in STATS)
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()

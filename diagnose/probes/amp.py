@@ -6,14 +6,16 @@ from typing import Any
 
 from diagnose.probes.base import Probe
 from diagnose.probes.presets import Schedule
-from diagnose.probes.record import StepRecord
+from diagnose.probes.record import SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
 
 class GradScalerProbe(Probe):
-    """Wraps ``scaler.step`` on the instance: when it returns without the optimizer having stepped, the step was skipped."""
+    """Wraps ``scaler.step`` on the instance: when it returns without the optimizer having stepped,
+    the step was skipped."""
 
     name = "grad_scaler"
+    provides = (SKIPPED_STEP, "loss_scale")
 
     def __init__(self, scaler: Any, schedule: Schedule) -> None:
         super().__init__()
@@ -35,6 +37,7 @@ class GradScalerProbe(Probe):
 
     def _skipped(self) -> None:
         record = self.host.record
+        record.skipped = True
         record.event(schema.EV_SKIPPED_STEP, loss_scale=float(self.scaler.get_scale()),
                      detail="GradScaler found inf/NaN gradients and skipped optimizer.step()")
         self.host.end_step()

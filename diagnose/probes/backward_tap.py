@@ -32,7 +32,7 @@ def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             listener(self)
         except TrainingStopped:  # stop_on's stop, meant for the training loop
             raise
-        except Exception:  # noqa: BLE001, S110 - backward must run whatever a listener did
+        except Exception:  # noqa: BLE001 - backward must run whatever a listener did
             pass
     return _original(self, *args, **kwargs)
 

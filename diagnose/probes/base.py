@@ -10,8 +10,8 @@ probe off instead of reaching the user's loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -40,6 +40,11 @@ class Probe:
     """Base class. Override only the callbacks the probe needs."""
 
     name = "probe"
+    # What the probe puts on the record: step fields ("grad_norm"), layer fields
+    # ("layers.grad_norm") and shared values (`record.SHARED_VALUES`); and what
+    # it reads that other probes provide. The watch runs providers first.
+    provides: ClassVar[tuple[str, ...]] = ()
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.host: ProbeHost | None = None
@@ -81,6 +86,23 @@ class Probe:
 
     def resolve(self, record: StepRecord) -> None:
         """Values are on the host now: turn ``record.private`` data into fields, layers, events."""
+
+
+def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
+    """The probes with the providers of every value a probe needs before it, otherwise in the order given.
+
+    A value nobody provides is simply absent (no optimizer: no gradient norms).
+    """
+    remaining = list(probes)
+    ordered: list[Probe] = []
+    while remaining:
+        ready = next((p for p in remaining if not any(
+            q is not p and set(p.needs) & set(q.provides) for q in remaining)), None)
+        if ready is None:
+            raise ValueError("probes need each other's values: " + ", ".join(p.name for p in remaining))
+        ordered.append(ready)
+        remaining.remove(ready)
+    return ordered
 
 
 def first_float_tensor(output: Any) -> Any:

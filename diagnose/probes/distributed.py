@@ -160,6 +160,7 @@ class RankProbe(Probe):
     """Per-rank timings and parameter checksums; never communicates with other ranks."""
 
     name = "ranks"
+    provides = ("data_time", "forward_time", "param_checksum", "layers.param_checksum")
 
     def __init__(self, checksums: Schedule) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from torch.autograd import Variable
 
 from diagnose.probes.base import Probe, first_float_tensor
 from diagnose.probes.presets import Schedule
-from diagnose.probes.record import StepRecord
+from diagnose.probes.record import PARAM_GRAD_NORMS, StepRecord
 
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -48,6 +48,7 @@ def _layer_norms(norms: list[float], owners: list[str]) -> dict[str, float]:
 
 class GradientProbe(Probe):
     name = "gradients"
+    provides = (PARAM_GRAD_NORMS, "grad_norm", "layers.grad_norm")
 
     def __init__(self, layer_schedule: Schedule, scaler: Any = None) -> None:
         super().__init__()
@@ -88,17 +89,17 @@ class GradientProbe(Probe):
             self._capture()
         present, norms = self._captured
         self._captured = None
-        record.private["grad_index"] = present
-        record.private["grad_norms"] = norms
+        record.grad_index = present
+        record.grad_norms = norms
 
     def resolve(self, record: StepRecord) -> None:
-        norms = record.private.get("grad_norms")
+        norms = record.grad_norms
         if norms is None:
             return
         norms = norms if isinstance(norms, list) else [norms]
         record.fields["grad_norm"] = math.sqrt(sum(n * n for n in norms))
         if self.layer_schedule.due(record.step, self.host.first_step):
-            owners = [self.host.params[i][0] for i in record.private["grad_index"]]
+            owners = [self.host.params[i][0] for i in record.grad_index]
             for module, norm in _layer_norms(norms, owners).items():
                 record.layer(module, grad_norm=norm)
 
@@ -107,6 +108,7 @@ class UpdateRatioProbe(Probe):
     """Parameter norms and ||update|| / ||parameter|| per layer, on sampled steps (needs a weight copy)."""
 
     name = "update_ratio"
+    provides = ("layers.param_norm", "layers.update_ratio")
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()

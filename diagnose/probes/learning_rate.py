@@ -8,6 +8,7 @@ from diagnose.probes.record import StepRecord
 
 class LearningRateProbe(Probe):
     name = "learning_rate"
+    provides = ("lr", "lrs")
 
     def before_step(self, record: StepRecord) -> None:
         # float() also covers a tensor lr (capturable optimizers); that is rare

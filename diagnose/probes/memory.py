@@ -36,6 +36,7 @@ class MemoryProbe(Probe):
     """RSS and, for a model on CUDA, the caching allocator's counters (host-side reads, no sync)."""
 
     name = "memory"
+    provides = ("rss", "cuda_allocated", "cuda_reserved", "cuda_peak", "cuda_total")
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()
@@ -62,6 +63,7 @@ class NvmlProbe(Probe):
     """Device memory and utilisation as the driver sees them (all processes), through pynvml."""
 
     name = "nvml"
+    provides = ("gpu_mem_used", "gpu_mem_total", "gpu_util")
 
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()

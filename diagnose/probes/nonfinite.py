@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from diagnose.probes.base import Probe, first_float_tensor
-from diagnose.probes.record import StepRecord
+from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
 _CANNOT_CREATE_NONFINITE = (
@@ -60,6 +60,9 @@ class NonFiniteProbe(Probe):
     """Reports the onset of non-finite values; with ``per_module`` also the module of origin."""
 
     name = "nonfinite"
+    # It reads the loss (set by the watch), the global and per-parameter gradient
+    # norms, and whether AMP skipped the step: it resolves after their providers.
+    needs = (PARAM_GRAD_NORMS, "grad_norm", SKIPPED_STEP)
 
     def __init__(self, per_module: bool) -> None:
         super().__init__()
@@ -103,7 +106,7 @@ class NonFiniteProbe(Probe):
         self._in_episode = bool(events)
 
     def _origins(self, record: StepRecord) -> list[dict[str, Any]]:
-        if any(e["event"] == schema.EV_SKIPPED_STEP for e in record.events):
+        if record.skipped:
             return []  # AMP overflow: the scaler skipped the step, as designed
         events = []
         forward = self._first_bad(record, "nf_forward")
@@ -132,7 +135,7 @@ class NonFiniteProbe(Probe):
         return next((pos for pos, value in enumerate(norms) if not math.isfinite(value)), None)
 
     def _backward_origin(self, record: StepRecord) -> dict[str, Any] | None:
-        norms, present = record.private.get("grad_norms"), record.private.get("grad_index")
+        norms, present = record.grad_norms, record.grad_index
         if norms is None or "nf_forward_index" not in record.private:
             return None
         norms = norms if isinstance(norms, list) else [norms]

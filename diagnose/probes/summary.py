@@ -55,7 +55,7 @@ def describe_run(model: nn.Module, optimizer: Any, *, name: str | None, metadata
         "kind": schema.META,
         "schema": schema.SCHEMA,
         "name": name,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "host": socket.gethostname(),

@@ -14,6 +14,7 @@ from diagnose.probes.record import StepRecord
 
 class StepTimeProbe(Probe):
     name = "step_time"
+    provides = ("step_time",)
 
     def __init__(self) -> None:
         super().__init__()

@@ -25,9 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from diagnose.live.monitor import LiveMonitor
+from diagnose.live.policy import TrainingStopped
+from diagnose.live.status import status_board
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
-from diagnose.probes.base import Probe
+from diagnose.probes.base import Probe, dependency_order
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
@@ -41,9 +44,6 @@ from diagnose.probes.signatures import (CarriedGradientProbe, DuplicateRowsProbe
 from diagnose.probes.record import StepRecord, materialize
 from diagnose.probes.summary import describe_run
 from diagnose.probes.timing import StepTimeProbe
-from diagnose.live.monitor import LiveMonitor
-from diagnose.live.policy import TrainingStopped
-from diagnose.live.status import status_board
 from diagnose.runfile import RunWriter, schema
 
 _CALLBACKS = ("on_forward_start", "on_forward_end", "on_gradients_ready", "before_step", "after_step",
@@ -220,9 +220,8 @@ class Watch:
         probes += self.ranks.probes()
         if preset.nonfinite:
             probes.append(NonFiniteOperationProbe())
-        # Last: it reads the loss and gradient norm the others have resolved.
         probes.append(NonFiniteProbe(per_module=preset.nonfinite))
-        return probes
+        return dependency_order(probes)
 
     def _signature_probes(self) -> list[Probe]:
         """The bug signatures (see `diagnose.probes.signatures`): once-only checks always,

@@ -156,7 +156,8 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
     that names a column the file does not have is the user's typo and gets one
     clear line. Two columns that take one name are one series when they never
     hold a value in the same row (``val_loss`` here, ``eval_loss`` there);
-    otherwise the later one keeps its own normalised name.
+    otherwise the later one keeps its own normalised name, and a reading note
+    (in the result's ``attrs["reading_notes"]``) says which one was taken.
     """
     chosen = {column: target for target, column in (mapping or {}).items()}
     missing = sorted(set(chosen) - set(raw.columns))
@@ -165,6 +166,8 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
         raise InputError(f"{path}: the mapping names column(s) {', '.join(map(repr, missing))}, "
                          f"which the file does not have (it has: {shown})")
     columns: dict[str, pd.Series] = {}
+    taken_from: dict[str, str] = {}
+    notes: list[str] = []
     for column in raw.columns:
         values = raw[column]
         name = chosen.get(column) or namer(str(column))
@@ -173,11 +176,17 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
         if name in columns and not (columns[name].notna() & values.notna()).any():
             values = columns[name].where(columns[name].notna(), values)
         elif name in columns:
-            name = schema.normalise_key(str(column))
+            wanted, name = name, schema.normalise_key(str(column))
             while name in columns:
                 name += "_"
+            if wanted in ("loss", "val_loss"):
+                notes.append(f"{wanted} read from {taken_from[wanted]!r}; {str(column)!r} also names one and is "
+                             f"kept as {name} (name the column in a mapping to choose it)")
+        taken_from.setdefault(name, str(column))
         columns[name] = values
-    return pd.DataFrame(columns, index=raw.index)
+    result = pd.DataFrame(columns, index=raw.index)
+    result.attrs["reading_notes"] = notes
+    return result
 
 
 def find_step_column(columns: list[str], mapping: Mapping[str, str] | None = None) -> str | None:
@@ -216,10 +225,11 @@ def is_eval_column(name: str) -> bool:
     return name.startswith("val_")
 
 
-def add_primary_losses(rows: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+def add_primary_losses(rows: pd.DataFrame, meta: dict[str, Any], warnings: WarningLog) -> pd.DataFrame:
     """A file with no plain loss (``critic_loss``, ``eval_g0_loss``, ...): the first loss it has stands in.
 
-    Which column stood in is recorded in ``meta["loss_from"]`` / ``meta["val_loss_from"]``.
+    Which column stood in is recorded in ``meta["loss_from"]`` / ``meta["val_loss_from"]``
+    and said in a reading note.
     """
     for target, candidates in (
         ("loss", [c for c in rows.columns if c.endswith("_loss") and not is_eval_column(c)]),
@@ -230,6 +240,7 @@ def add_primary_losses(rows: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame
         rows = rows.assign(**{target: rows[candidates[0]]})
         others = f"first of {len(candidates)} losses" if len(candidates) > 1 else "the only loss"
         meta[f"{target}_from"] = f"{candidates[0]} ({others}; the file has no plain {target})"
+        warnings.add(f"{target}-from", f"{target} read from {meta[f'{target}_from']}")
     return rows
 
 
@@ -279,7 +290,9 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
     rows = rows.reset_index(drop=True)
     if "step" not in rows.columns:
         rows.insert(0, "step", np.nan)
-    rows = add_primary_losses(usable_steps(rows, warnings), meta)
+    for note in rows.attrs.get("reading_notes", ()):
+        warnings.add("loss-choice", note)
+    rows = add_primary_losses(usable_steps(rows, warnings), meta, warnings)
     train_cols = [c for c in rows.columns if not is_eval_column(c) and c not in BOOKKEEPING]
     eval_cols = [c for c in rows.columns if is_eval_column(c)]
     is_train = rows[train_cols].notna().any(axis=1).to_numpy() if train_cols else np.zeros(len(rows), bool)

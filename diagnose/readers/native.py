@@ -90,7 +90,8 @@ def _tables(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataF
     return _tables_by_line(raw, warnings)
 
 
-def _tables_by_line(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
+def _tables_by_line(raw: bytes, warnings: frames.WarningLog,
+                    ) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
     """`_tables` one record at a time (orjson when installed, else the standard library).
 
     Each batch of lines becomes frames before the next is parsed, so that a
@@ -292,9 +293,9 @@ def _segment_meta(metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataF
     if not records:
         return {}
     owner = frames.segment_ids(_next_positions(np.asarray(positions), parts), boundaries)
-    own = [record for record, run in zip(records, owner) if run == index]
+    own = [record for record, run in zip(records, owner, strict=True) if run == index]
     if not own:
-        earlier = [record for record, run in zip(records, owner) if run < index]
+        earlier = [record for record, run in zip(records, owner, strict=True) if run < index]
         own = earlier[-1:]
     if not own:
         return {}

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 
-
 from diagnose.readers import native
 from diagnose.run import Run
 from diagnose.runfile.schema import split_rank_name
+
 
 def rank_sets(path: str | Path) -> list[list[Path]]:
     """The per-rank file sets ``path`` stands for (empty when it is no rank set)."""

@@ -54,13 +54,14 @@ READERS: dict[str, Reader] = {
     "csv": tables.read_generic_csv,
     "json": tables.read_json_records,
     "nanogpt": text.read_nanogpt_log,
+    "llmc": text.read_llmc_log,
     "text": text.read_text_log,
     "trainer_stdout": text.read_trainer_stdout,
     "tensorboard": _read_tensorboard,
 }
 ALIASES = {"hf": "huggingface", "transformers": "huggingface", "trainer_state": "huggingface",
            "pytorch_lightning": "lightning", "ultralytics": "yolo", "tb": "tensorboard", "txt": "text",
-           "log": "text", "native": "diagnose"}
+           "log": "text", "native": "diagnose", "llm.c": "llmc"}
 FORMATS = tuple(READERS)
 
 
@@ -232,6 +233,8 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
         return None
     if text.looks_like_nanogpt(lines):
         return "nanogpt"
+    if text.looks_like_llmc(lines):
+        return "llmc"
     if text.looks_like_key_values(lines):
         return "text"
     if text.looks_like_trainer_stdout(lines):
@@ -250,12 +253,24 @@ def _detect_json(sample: str, lines: list[str]) -> str | None:
     if isinstance(record, dict):
         if "log_history" in record:
             return "huggingface"
-        if record and all(isinstance(v, list) for v in record.values()):
+        if _is_history(record):
             return "keras"
         return "jsonl" if _is_metric_record(record) else None
     if '"log_history"' in sample:
         return "huggingface"
-    return "keras" if _JSON_HISTORY.match(sample) else None
+    if _JSON_HISTORY.match(sample):
+        return "keras"
+    try:  # a pretty-printed history whose first key is not a series ({"params": {...}, "loss": [...]})
+        whole = json.loads(sample, parse_constant=str)
+    except ValueError:
+        return None
+    return "keras" if isinstance(whole, dict) and _is_history(whole) else None
+
+
+def _is_history(record: dict) -> bool:
+    """A Keras-style history: metric lists under names, a loss among them; other keys may sit beside them."""
+    series = [str(k) for k, v in record.items() if tables.is_series(v)]
+    return bool(series) and (len(series) == len(record) or any("loss" in k.lower() for k in series))
 
 
 def _is_metric_record(record: dict) -> bool:
@@ -264,6 +279,18 @@ def _is_metric_record(record: dict) -> bool:
         return True
     keys = [schema.normalise_key(str(k)) for k in record]
     return any(k in frames.STEP_COLUMNS or "loss" in k for k in keys)
+
+
+def _epoch_repeats(lines: list[str], column: int) -> bool:
+    """Two consecutive data rows with the same epoch (Keras writes one row an epoch; appended runs restart)."""
+    previous = None
+    for line in [line for line in lines if line.strip()][1:]:
+        cells = line.split(",")
+        value = schema.to_number(cells[column]) if column < len(cells) else None
+        if value is not None and value == previous:
+            return True
+        previous = value
+    return False
 
 
 def _detect_table(lines: list[str]) -> str | None:
@@ -284,6 +311,8 @@ def _detect_table(lines: list[str]) -> str | None:
         return "yolo"
     if "step" in norms and "epoch" in norms:
         return "lightning"
+    if "epoch" in norms and _epoch_repeats(lines, norms.index("epoch")):
+        return "lightning"  # an early Lightning metrics.csv: no step column, a row per logging call
     if has_loss and ("epoch" in norms or not set(norms) & set(frames.STEP_COLUMNS)):
         return "keras"
     if has_loss or set(norms) & set(frames.STEP_COLUMNS):

@@ -73,11 +73,27 @@ def lightning_namer(columns: list[str]) -> Callable[[str], str]:
 
 
 def read_lightning_csv(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    """Lightning's ``metrics.csv``. Early versions wrote no ``step`` column, only ``epoch``, with a row per
+    logging call: the row number is then the step (merging the rows of an epoch would keep one point an epoch)."""
     path = Path(path)
     warnings = frames.WarningLog()
     raw = read_csv_table(path, warnings)
+    meta = {}
+    if several_rows_per_epoch(raw, mapping):
+        raw.insert(0, "step", np.arange(len(raw)))
+        meta["step_from"] = "row number (the file has no step column, and several rows per epoch)"
+        warnings.add("step-from", "no step column and several rows per epoch: the row number is read as the step")
     return table_runs(raw, path, format="lightning", mapping=mapping, warnings=warnings,
-                      namer=lightning_namer(list(raw.columns)))
+                      namer=lightning_namer(list(raw.columns)), meta=meta)
+
+
+def several_rows_per_epoch(raw: pd.DataFrame, mapping: Mapping[str, str] | None = None) -> bool:
+    """The table's step column is ``epoch`` and an epoch value repeats: rows are logging calls, not epochs."""
+    column = frames.find_step_column(list(raw.columns), mapping)
+    if column is None or schema.normalise_key(str(column)) != "epoch":
+        return False
+    epochs = pd.to_numeric(raw[column], errors="coerce").dropna()
+    return bool(epochs.duplicated().any())
 
 
 # -- Keras -----------------------------------------------------------------------
@@ -99,13 +115,24 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     """``{"loss": [...], "val_loss": [...], ...}``: one value per epoch, epochs counted from 0."""
     path = Path(path)
     doc = frames.read_json_document(path, 'a Keras history.json ({"loss": [...], "val_loss": [...]})')
-    series = {k: v for k, v in doc.items() if isinstance(v, list)} if isinstance(doc, dict) else {}
+    series = {k: v for k, v in doc.items() if is_series(v)} if isinstance(doc, dict) else {}
     if not series:
         raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
+    warnings = frames.WarningLog()
+    others = [str(k) for k in doc if k not in series]
+    if others:
+        shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
+        warnings.add("not-series", f"{len(others)} key(s) that are not per-epoch series ignored: {shown}")
     raw = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in series.items()})
     if frames.find_step_column(list(raw.columns), mapping) is None:
         raw.insert(0, "epoch", np.arange(len(raw)))
-    return table_runs(raw, path, format="keras", mapping=mapping, warnings=frames.WarningLog())
+    return table_runs(raw, path, format="keras", mapping=mapping, warnings=warnings)
+
+
+def is_series(value: object) -> bool:
+    """A list of numbers (NaN/Infinity spelled as strings allowed): one metric, one value per epoch."""
+    return (isinstance(value, list) and bool(value)
+            and all(schema.to_number(v) is not None and not isinstance(v, bool) for v in value))
 
 
 def read_json_records(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
@@ -149,7 +176,15 @@ def read_yolo_results(path: str | Path, *, mapping: Mapping[str, str] | None = N
     for prefix, target in (("train/", "loss"), ("val/", "val_loss")):
         parts = [c for c in raw.columns if c.lower().startswith(prefix) and c.lower().endswith("_loss")]
         if parts and not (mapping and target in mapping):
-            numbers = np.column_stack([frames.to_numbers(raw[c])[0] for c in parts])
-            raw[f"{prefix}loss"] = numbers.sum(axis=1)
+            raw[f"{prefix}loss"] = _sum_of_parts(raw, parts)
             meta[f"{target}_from"] = "sum of " + ", ".join(parts)
     return table_runs(raw, path, format="yolo", mapping=mapping, warnings=warnings, namer=yolo_name, meta=meta)
+
+
+def _sum_of_parts(raw: pd.DataFrame, parts: list[str]) -> pd.Series:
+    """Row sums of the loss parts; a row where a part was logged as NaN stays a logged ``"NaN"``, never a gap."""
+    read = [frames.to_numbers(raw[c]) for c in parts]
+    total = pd.Series(np.column_stack([numbers for numbers, _, _ in read]).sum(axis=1), index=raw.index, dtype=object)
+    logged_nan = np.column_stack([nan for _, nan, _ in read]).any(axis=1)
+    total[logged_nan] = "NaN"
+    return total

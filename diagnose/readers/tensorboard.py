@@ -53,7 +53,7 @@ def _scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
     accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
     try:
         accumulator.Reload()
-    except Exception as exc:  # the package raises assorted errors on damaged files
+    except Exception as exc:  # noqa: BLE001 - the package raises assorted errors on damaged files
         raise InputError(f"{path}: cannot read these TensorBoard event files ({type(exc).__name__})") from None
     tags = accumulator.Tags()
     series = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags.get("scalars", [])}

@@ -8,6 +8,10 @@
 A line with a loss but no marker (nanoGPT's ``validation loss: 3.07``) belongs
 to the next marked line's step: that is where the training loop goes on.
 
+- llm.c's ``main.log``: ``s:<step> trl:<train loss> lr:<lr> norm:<grad norm>``,
+  ``s:<step> tel:<val loss>`` and ``s:<step> eval:<HellaSwag accuracy>``;
+- lines with a loss and no marker at all (``Training Loss   :  5.45`` once an
+  epoch, Markdown or plain text): the n-th line with a training loss is step n;
 - the Hugging Face Trainer's printed log, ``{'loss': 0.52, 'learning_rate':
   5e-05, 'epoch': 0.1}`` per logging step, ``{'eval_loss': ...}`` per evaluation.
 """
@@ -15,7 +19,7 @@ to the next marked line's step: that is where the training loop goes on.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,11 @@ _MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:
 _KEY = r"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){0,2})"
 _PAIR = re.compile(rf"{_KEY}\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])", re.IGNORECASE)
 _MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
+_LLMC_LINE = re.compile(rf"^\s*s:(\d+)((?:\s+[A-Za-z_]+:(?:{_NUM}))+)\s*$", re.IGNORECASE)
+_LLMC_PAIR = re.compile(rf"([A-Za-z_]+):({_NUM})", re.IGNORECASE)
+_LLMC_NAMES = {"trl": "loss", "tel": "val_loss", "eval": "val_hellaswag", "lr": "lr", "norm": "grad_norm"}
+# Lines with a training loss that an unmarked log needs before it is read as one.
+_MIN_UNMARKED_LINES = 3
 UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
                 "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')")
 
@@ -45,19 +54,31 @@ def looks_like_nanogpt(lines: list[str]) -> bool:
     return bool(lines) and hits >= 0.9 * len(lines)
 
 
+def looks_like_llmc(lines: list[str]) -> bool:
+    """Most lines are llm.c's ``s:<step> trl:<loss> ...``."""
+    lines = [line for line in lines if line.strip()]
+    hits = sum(1 for line in lines if _LLMC_LINE.match(line))
+    return bool(lines) and hits >= 0.9 * len(lines)
+
+
 def looks_like_key_values(lines: list[str]) -> bool:
-    """Some line holds a loss and a step or epoch marker, or comes right after a marker line."""
+    """Some line holds a loss and a step or epoch marker, or comes right after a marker line;
+    or, without markers, a few lines hold a training loss."""
     marked = False
     for line in lines:
         has_marker = bool(_MARKER.search(line))
         if (has_marker or marked) and _has_loss(line):
             return True
         marked = has_marker or (marked and not line.strip())
-    return False
+    return sum(1 for line in lines if _has_train_loss(line)) >= _MIN_UNMARKED_LINES
 
 
 def _has_loss(line: str) -> bool:
     return any("loss" in key.lower() for key, _ in _PAIR.findall(line))
+
+
+def _has_train_loss(line: str) -> bool:
+    return any(frames.default_name(key) == "loss" for key, _ in _PAIR.findall(line))
 
 
 _TRAINER_ENTRY = re.compile(r"\{\s*'[^']+'\s*:[^{}]*\}")
@@ -93,18 +114,42 @@ def read_trainer_stdout(path: str | Path, *, mapping: Mapping[str, str] | None =
 
 
 def read_nanogpt_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
-    path = Path(path)
+    return _read_line_log(Path(path), mapping, "nanogpt", _nanogpt_row, "'<step> <name> <value>'", _nanogpt_name)
+
+
+def read_llmc_log(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
+    return _read_line_log(Path(path), mapping, "llmc", _llmc_row, "'s:<step> <name>:<value> ...'", _llmc_name)
+
+
+def _nanogpt_row(line: str) -> dict[str, str] | None:
+    match = _NANOGPT_LINE.match(line)
+    return {"step": match.group(1), match.group(2): match.group(3)} if match else None
+
+
+def _llmc_row(line: str) -> dict[str, str] | None:
+    match = _LLMC_LINE.match(line)
+    return {"step": match.group(1), **dict(_LLMC_PAIR.findall(match.group(2)))} if match else None
+
+
+def _read_line_log(path: Path, mapping: Mapping[str, str] | None, format: str,
+                   row_of: Callable[[str], dict[str, str] | None], shape: str,
+                   namer: Callable[[str], str]) -> list[Run]:
+    """A log of one fixed line shape: every line that has it is a row, any other line is skipped with a note."""
     warnings = frames.WarningLog()
     rows = []
     for number, line in enumerate(frames.read_text(path).splitlines(), start=1):
-        match = _NANOGPT_LINE.match(line)
-        if match:
-            rows.append({"step": match.group(1), match.group(2): match.group(3)})
+        row = row_of(line)
+        if row is not None:
+            rows.append(row)
         elif line.strip():
-            warnings.add("other-line", f"line {number}: not '<step> <name> <value>'; ignored")
+            warnings.add("other-line", f"line {number}: not {shape}; ignored")
     if not rows:
         raise InputError(f"{path}: {UNRECOGNISED}")
-    return _runs(rows, path, "nanogpt", mapping, warnings, _nanogpt_name)
+    return _runs(rows, path, format, mapping, warnings, namer)
+
+
+def _llmc_name(raw: str) -> str:
+    return _LLMC_NAMES.get(raw.lower()) or frames.default_name(raw)
 
 
 def _nanogpt_name(raw: str) -> str:
@@ -131,9 +176,26 @@ def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None)
             else:
                 pending.append(values)
     if not rows:
-        raise InputError(f"{path}: {UNRECOGNISED}")
+        return _unmarked_runs(pending, path, mapping)
     rows.extend(dict(p, step=rows[-1]["step"]) for p in pending)
     return _runs(rows, path, "text", mapping, frames.WarningLog(), frames.default_name)
+
+
+def _unmarked_runs(entries: list[dict[str, Any]], path: Path, mapping: Mapping[str, str] | None) -> list[Run]:
+    """Loss lines without any step or epoch marker: the n-th line with a training loss is step n,
+    a line with only validation values belongs to the latest step."""
+    rows = []
+    logged = 0
+    for entry in entries:
+        logged += any(frames.default_name(key) == "loss" for key in entry)
+        rows.append({"step": max(logged, 1), **entry})
+    if logged == 0:
+        raise InputError(f"{path}: {UNRECOGNISED}")
+    meta = {"step_from": "count of lines with a training loss (the log has no step or epoch marker)"}
+    warnings = frames.WarningLog()
+    warnings.add("step-from", "no step or epoch marker in the log: the n-th line with a training loss is read "
+                              "as step n")
+    return _runs(rows, path, "text", mapping, warnings, frames.default_name, meta)
 
 
 def _final_lines(text: str) -> list[str]:

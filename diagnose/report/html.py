@@ -34,8 +34,8 @@ section { border-top: 2px solid #ddd; margin-top: 2em; } img.plot { width: 100%;
 
 def render_html(analyses: Sequence[Analysis], *, plots: bool = True) -> str:
     ordered = s.order_runs(analyses)
-    worst = s.worst_finding([a for a in ordered if not s.is_healthy(a)])
-    verdict_class = worst.severity.value if worst else "healthy"
+    worst = s.worst_finding(ordered)
+    verdict_class = worst.severity.value if worst else ("healthy" if all(s.is_healthy(a) for a in ordered) else "")
     body = [f'<h1>diagnose report</h1>\n<p class="verdict {verdict_class}">{escape(s.verdict(ordered))}</p>']
     if len(ordered) > 1:
         body.append(runs_table(ordered))

@@ -1,4 +1,4 @@
-"""The JSON report (schema ``diagnose.report/1``, see diagnose/report/schema.py).
+"""The JSON report (schema ``diagnose.report/2``, see diagnose/report/schema.py).
 
 Non-finite numbers are spelled as in run files ("NaN", "Infinity",
 "-Infinity") so the output is strict JSON that any parser reads.
@@ -40,13 +40,23 @@ def report_dict(analyses: Sequence[Analysis]) -> dict[str, Any]:
 
 
 def _verdict(analyses: Sequence[Analysis], findings: Sequence[Finding]) -> dict[str, Any]:
-    worst = s.worst_finding([a for a in analyses if not s.is_healthy(a)])
+    worst = s.worst_finding(analyses)
+    outcomes = [s.outcome(a) for a in analyses]
+    reasons = [f"run '{a.run.name}': {s.coverage(a.run).reason}" for a in analyses if s.outcome(a) == "not_judged"]
     return {
-        "healthy": all(s.is_healthy(a) for a in analyses),
+        "healthy": all(o == "healthy" for o in outcomes),
+        "outcome": next((o for o in ("problems", "not_judged") if o in outcomes), "healthy"),
+        "not_judged": reasons,
         "text": s.verdict(analyses),
         "counts": {sev.value: sum(1 for f in findings if f.severity is sev) for sev in Severity},
         "worst": worst.code if worst else None,
     }
+
+
+def _read(read: s.Coverage) -> dict[str, Any]:
+    return {"judged": read.judged, "reason": read.reason, "train_loss_points": read.train_points,
+            "validation": list(read.validation), "evaluations": read.evaluations, "also": list(read.probes),
+            "text": read.describe()}
 
 
 def _run(analysis: Analysis) -> dict[str, Any]:
@@ -57,6 +67,7 @@ def _run(analysis: Analysis) -> dict[str, Any]:
         "format": run.format,
         "rank": run.rank,
         "summary": encode(asdict(s.summarize(run))),
+        "read": _read(s.coverage(run)),
         "verdict": _verdict([analysis], analysis.findings),
         "findings": [encode(f.to_dict()) for f in analysis.findings],
         "root_causes": [{"code": root.code, "title": root.title, "severity": root.severity.value,

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -71,7 +71,8 @@ def thin(values: pd.Series, max_points: int = MAX_POINTS) -> pd.Series:
     size = len(values) // buckets
     body = values.to_numpy()[: buckets * size].reshape(buckets, size)
     base = np.arange(buckets) * size
-    keep = np.unique(np.concatenate([base + body.argmin(1), base + body.argmax(1), np.arange(buckets * size, len(values))]))
+    rest = np.arange(buckets * size, len(values))
+    keep = np.unique(np.concatenate([base + body.argmin(1), base + body.argmax(1), rest]))
     return values.iloc[keep]
 
 

@@ -1,6 +1,6 @@
-"""JSON Schema (draft 2020-12) of the JSON report, version ``diagnose.report/1``.
+"""JSON Schema (draft 2020-12) of the JSON report, version ``diagnose.report/2``.
 
-Documented in docs/report-schema.md. Within version 1 fields are only ever
+Documented in docs/report-schema.md. Within a version fields are only ever
 added; a removed or retyped field bumps the version.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-REPORT_SCHEMA = "diagnose.report/1"
+REPORT_SCHEMA = "diagnose.report/2"
 
 # A number in the report: finite numbers as numbers, NaN and infinities as the
 # strings "NaN", "Infinity", "-Infinity" (as in run files), null when absent.
@@ -28,6 +28,8 @@ def _object(properties: dict[str, Any], *, closed: bool = False) -> dict[str, An
 
 _VERDICT = _object({
     "healthy": {"type": "boolean"},
+    "outcome": {"enum": ["healthy", "problems", "not_judged"]},
+    "not_judged": _STRINGS,
     "text": {"type": "string"},
     "counts": _object({"error": {"type": "integer"}, "warning": {"type": "integer"}, "info": {"type": "integer"}}),
     "worst": {"type": ["string", "null"]},
@@ -76,6 +78,16 @@ _SUMMARY = _object({
     "best_val_step": _STEP,
 })
 
+_READ = _object({
+    "judged": {"type": "boolean"},
+    "reason": {"type": ["string", "null"]},
+    "train_loss_points": {"type": "integer"},
+    "validation": _STRINGS,
+    "evaluations": {"type": "integer"},
+    "also": _STRINGS,
+    "text": {"type": "string"},
+})
+
 _RULE_NOTE = _object({"code": {"type": "string"}, "reason": {"type": "string"}})
 
 _RUN = _object({
@@ -84,6 +96,7 @@ _RUN = _object({
     "format": {"type": "string"},
     "rank": _STEP,
     "summary": _SUMMARY,
+    "read": _READ,
     "verdict": _VERDICT,
     "findings": {"type": "array", "items": _FINDING},
     "root_causes": {"type": "array", "items": _ROOT_CAUSE},
@@ -94,7 +107,7 @@ _RUN = _object({
 
 JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "urn:diagnose:report:1",
+    "$id": "urn:diagnose:report:2",
     "title": "diagnose report",
     **_object({
         "schema": {"const": REPORT_SCHEMA},

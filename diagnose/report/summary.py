@@ -17,8 +17,8 @@ import numpy as np
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.engine import Analysis
-from diagnose.runfile import schema
 from diagnose.run import Run
+from diagnose.runfile import schema
 
 # How many steps of a finding's step list a text report spells out.
 MAX_LISTED_STEPS = 6
@@ -75,7 +75,80 @@ def problems(analysis: Analysis) -> list[Finding]:
 
 
 def is_healthy(analysis: Analysis) -> bool:
-    return not problems(analysis)
+    """No problem found, on a run that gave the rules a training loss to judge."""
+    return not problems(analysis) and coverage(analysis.run).judged
+
+
+def outcome(analysis: Analysis) -> str:
+    """``"problems"``, ``"healthy"`` or ``"not_judged"`` (no problem found, but too little read to say healthy)."""
+    if problems(analysis):
+        return "problems"
+    return "healthy" if coverage(analysis.run).judged else "not_judged"
+
+
+# -- what a run gave the rules to read ------------------------------------------
+
+# The fewest training-loss points a run is called healthy on: the shortest
+# curve the loss-shape rules read (LR001 and OVF001 need 4, a start and an
+# end of three points). Fewer points say nothing about how training went.
+MIN_JUDGED_POINTS = 4
+# How many column names a "no training loss among keys" line spells out.
+MAX_LISTED_KEYS = 12
+# Probe-recorded quantities, in the words a verdict names them.
+_PROBE_FIELDS = (("grad_norm", "gradient norm"), ("lr", "learning rate"), ("rss", "memory"),
+                 ("cuda_allocated", "memory"), ("gpu_mem_used", "memory"), ("loss_scale", "AMP loss scale"))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What a run held for the rules to read, and whether that is enough for a verdict."""
+
+    train_points: int
+    validation: tuple[str, ...]
+    evaluations: int
+    probes: tuple[str, ...]
+    keys: tuple[str, ...]
+    preflight: bool = False  # a preflight record: its checks are judged, not a training curve
+
+    @property
+    def judged(self) -> bool:
+        return self.preflight or self.train_points >= MIN_JUDGED_POINTS
+
+    @property
+    def reason(self) -> str | None:
+        """Why no verdict can be given (None when one can)."""
+        if self.train_points == 0:
+            shown = ", ".join(self.keys[:MAX_LISTED_KEYS]) + (", ..." if len(self.keys) > MAX_LISTED_KEYS else "")
+            return f"no training loss among keys: {shown or 'none'}"
+        if not self.judged:
+            return f"{plural(self.train_points, 'training-loss point')}: too short to judge"
+        return None
+
+    def describe(self) -> str:
+        """``"training loss (400 points); validation: val_loss, val_accuracy (20 evaluations); probes: ..."``."""
+        if self.preflight:
+            return "preflight checks"
+        parts = [f"training loss ({plural(self.train_points, 'point')})" if self.train_points else "no training loss"]
+        if self.validation:
+            shown = ", ".join(self.validation[:4]) + (", ..." if len(self.validation) > 4 else "")
+            parts.append(f"validation: {shown} ({plural(self.evaluations, 'evaluation')})")
+        if self.probes:
+            parts.append("also: " + ", ".join(self.probes))
+        return "; ".join(parts)
+
+
+def coverage(run: Run) -> Coverage:
+    keys = tuple(c for frame in (run.steps, run.evals) for c in frame.columns if c != "step" and run.has(c))
+    validation = tuple(c for c in run.evals.columns if c.startswith("val_") and run.has(c))
+    probes = [word for column, word in _PROBE_FIELDS if run.has(column)]
+    if not run.layers.empty:
+        probes.append("per-layer statistics")
+    if not run.events.empty:
+        probes.append("events")
+    evaluations = int(run.evals[list(validation)].notna().any(axis=1).sum()) if validation else 0
+    return Coverage(train_points=len(run.series("loss", keep_nan=True)), validation=validation,
+                    evaluations=evaluations, probes=tuple(dict.fromkeys(probes)), keys=tuple(dict.fromkeys(keys)),
+                    preflight=run.meta.get("preflight") is True)
 
 
 def at_or_above(findings: Sequence[Finding], threshold: Severity) -> list[Finding]:
@@ -97,18 +170,18 @@ def plural(n: int, word: str) -> str:
 
 
 def order_runs(analyses: Sequence[Analysis]) -> list[Analysis]:
-    """Worst run first: by its worst finding, then by how many problems it has."""
+    """Worst run first: by its worst finding, then by how many problems it has; runs not judged after those with problems."""
 
     def key(analysis: Analysis) -> tuple[Any, ...]:
-        worst = analysis.worst
-        worst_key = worst.sort_key() if worst else (0,)
+        worst = problems(analysis)[0] if problems(analysis) else None
+        worst_key = worst.sort_key() if worst else (0 if outcome(analysis) == "not_judged" else 1,)
         return (worst_key, -len(problems(analysis)), analysis.run.name)
 
     return sorted(analyses, key=key)
 
 
 def worst_finding(analyses: Sequence[Analysis]) -> Finding | None:
-    found = [a.worst for a in analyses if a.worst is not None]
+    found = [problems(a)[0] for a in analyses if problems(a)]
     return min(found, key=Finding.sort_key) if found else None
 
 
@@ -116,25 +189,32 @@ def verdict(analyses: Sequence[Analysis]) -> str:
     """The one line a report opens with."""
     if len(analyses) == 1:
         return _run_verdict(analyses[0])
-    unhealthy = [a for a in analyses if not is_healthy(a)]
-    head = f"{plural(len(analyses), 'run')}: {len(analyses) - len(unhealthy)} healthy, {len(unhealthy)} with problems"
-    worst = worst_finding(unhealthy)
+    outcomes = [outcome(a) for a in analyses]
+    head = (f"{plural(len(analyses), 'run')}: {outcomes.count('healthy')} healthy, "
+            f"{outcomes.count('problems')} with problems")
+    if "not_judged" in outcomes:
+        head += f", {outcomes.count('not_judged')} not judged (too little read)"
+    worst = worst_finding(analyses)
     if worst is None:
         return head
-    every = [f for a in unhealthy for f in problems(a)]
+    every = [f for a in analyses for f in problems(a)]
     return f"{head} ({count_by_severity(every)}); worst: {describe(worst)} in run '{worst.run}'"
 
 
 def _run_verdict(analysis: Analysis) -> str:
     found = problems(analysis)
     name = analysis.run.name
-    if not found:
-        notes = len(analysis.findings)
-        extra = f" ({plural(notes, 'note')})" if notes else ""
-        return f"healthy: no problems found in run '{name}'{extra}"
-    head = f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); worst: {describe(found[0])}"
-    symptoms = next((members for root, members in analysis.root_causes if root is found[0]), [])
-    return f"{head}, which {explains_text(symptoms)}" if symptoms else head
+    read = coverage(analysis.run)
+    if found:
+        symptoms = next((members for root, members in analysis.root_causes if root is found[0]), [])
+        explained = f", which {explains_text(symptoms)}" if symptoms else ""
+        return (f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); "
+                f"worst: {describe(found[0])}{explained}; read: {read.describe()}")
+    notes = len(analysis.findings)
+    extra = f"; {plural(notes, 'note')}" if notes else ""
+    if not read.judged:
+        return f"not judged: run '{name}': {read.reason}; read: {read.describe()}{extra}"
+    return f"healthy: no problems found in run '{name}'; read: {read.describe()}{extra}"
 
 
 def explains_text(symptoms: Sequence[Finding]) -> str:
@@ -163,7 +243,7 @@ RUN_COLUMNS = ("run", "steps", "final loss", "lowest loss (step)", "lowest val (
 def run_row(analysis: Analysis) -> list[str]:
     """One summary row: run, steps, final loss, lowest loss, lowest validation loss, findings."""
     summary = summarize(analysis.run)
-    counts = count_by_severity(analysis.findings) or "healthy"
+    counts = count_by_severity(analysis.findings) or outcome(analysis).replace("_", " ")
     return [
         analysis.run.name,
         str(summary.steps),

@@ -47,8 +47,9 @@ def report_renderable(analyses: Sequence[Analysis], *, show_skipped: bool = Fals
 
 
 def _verdict(analyses: Sequence[Analysis]) -> Text:
-    worst = s.worst_finding([a for a in analyses if not s.is_healthy(a)])
-    style = STYLES[worst.severity] if worst else "bold green"
+    worst = s.worst_finding(analyses)
+    judged = all(s.coverage(a.run).judged for a in analyses)
+    style = STYLES[worst.severity] if worst else ("bold green" if judged else "bold")
     return Text(s.verdict(analyses), style=style)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -11,10 +10,9 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.gradients import later_samples, layer_table
+from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, listing
 from diagnose.run import Run
 from diagnose.runfile import schema
-
 
 
 def _settled(run: Run, column: str, min_samples: float) -> pd.Series:
@@ -25,9 +23,9 @@ def _settled(run: Run, column: str, min_samples: float) -> pd.Series:
     return later_samples(table).median().dropna()
 
 
-def _listing(values: pd.Series, most: int = 4) -> str:
-    parts = [f"{name} {value:.0%}" for name, value in values.iloc[:most].items()]
-    return ", ".join(parts) + (f" and {len(values) - most} more" if len(values) > most else "")
+def _shares(values: pd.Series) -> str:
+    """``"fc1 62%, fc2 40%"``: modules with the share of their units a rule counts."""
+    return listing([f"{name} {value:.0%}" for name, value in values.items()])
 
 
 class DeadReLUs(Rule):
@@ -64,7 +62,7 @@ class DeadReLUs(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_dead_frac", "layers.act_zero_frac")
     priority = 25
-    explains = ("CH001", "PLT001", "LR003")
+    explains = STALLED_LEARNING
     thresholds = (
         Threshold("max_dead", 0.5, "fraction of a layer's units dead across the batch",
                   source="CS231n (Karpathy) warns that 'as much as 40%' of a network can die with too high a "
@@ -87,7 +85,7 @@ class DeadReLUs(Rule):
         worst = str(bad.index[0])
         yield self.finding(
             run, module=worst,
-            message=f"dead ReLU units (never positive across the batch, later half of the run): {_listing(bad)}",
+            message=f"dead ReLU units (never positive across the batch, later half of the run): {_shares(bad)}",
             evidence={"dead_fraction": bad.to_dict(), "all_layers": dead.to_dict()},
             causes=["learning rate too high: a large update pushed the pre-activations negative for good",
                     "negative or too large initial biases / weights"],
@@ -128,7 +126,7 @@ class SaturatedUnits(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_sat_frac",)
     priority = 25
-    explains = ("CH001", "PLT001", "LR003")
+    explains = STALLED_LEARNING
     thresholds = (
         Threshold("max_saturated", 0.25, "fraction of a layer's outputs in the saturated tails",
                   source="Glorot & Bengio (2010) show training stall when top-layer sigmoids saturate; healthy "
@@ -144,7 +142,7 @@ class SaturatedUnits(Rule):
             return
         yield self.finding(
             run, module=str(bad.index[0]),
-            message=f"saturated tanh/sigmoid outputs (later half of the run): {_listing(bad)}",
+            message=f"saturated tanh/sigmoid outputs (later half of the run): {_shares(bad)}",
             evidence={"saturated_fraction": bad.to_dict(), "all_layers": saturated.to_dict()},
             causes=["weights initialised too large", "inputs not standardised", "learning rate inflated the weights"],
             fixes=["initialise with torch.nn.init.xavier_uniform_", "standardise the inputs",
@@ -205,7 +203,7 @@ class RepresentationCollapse(Rule):
     severity = Severity.WARNING
     requires = ("layers.act_batch_std", "layers.act_rms")
     priority = 22
-    explains = ("CH001", "PLT001", "LR003")
+    explains = STALLED_LEARNING
     thresholds = (
         Threshold("min_spread", 0.01, "batch spread / rms below which a layer no longer tells inputs apart",
                   source="healthy sample runs keep 0.3-1.0 at every layer; 1% is two orders below"),

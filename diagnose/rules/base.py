@@ -150,9 +150,18 @@ class Rule:
     # Lower runs first in the report among findings of equal severity: the
     # primary problem (NaN, divergence) before its consequences (spikes, stalls).
     priority: ClassVar[int] = 50
+    # Relations between findings, which the engine applies to the findings the
+    # rules actually produced on a run (with the user's thresholds); a rule never
+    # calls another rule to decide whether to fire.
     # Codes of findings this rule's finding is a cause of (dead units explain a
     # loss stuck at chance): when both fire, this one is reported first.
     explains: ClassVar[tuple[str, ...]] = ()
+    # A rule that reads "the training loss should fall" (divergence, stalls, chance
+    # level, overfitting, spikes): not applied to adversarial or RL losses.
+    assumes_falling_loss: ClassVar[bool] = False
+    # Codes of findings this rule's finding makes redundant (a plateau at chance
+    # level is also a stall): when both fire, those are set aside.
+    supersedes: ClassVar[tuple[str, ...]] = ()
     # True when ``check`` can judge a run in progress (its finding on a partial run means the same as on a
     # finished one): the live monitor then runs it while the run is recorded (see diagnose.live).
     live: ClassVar[bool] = False
@@ -215,8 +224,15 @@ class Rule:
         return {t.name: t.default for t in cls.thresholds}
 
 
+# A requirement of the cross-rank rules: a run recorded by several processes.
+RANKS = "ranks"
+
+
 def _run_has(run: Run, field_name: str) -> bool:
-    """``layers.X`` asks for a per-layer column, ``events`` for any event, else a step/eval column."""
+    """``layers.X`` asks for a per-layer column, ``events`` for any event, ``ranks`` for a run of several
+    processes (a rank's file may be missing), else a step/eval column."""
+    if field_name == RANKS:
+        return len(run.ranks) >= 2 or bool(run.meta.get("missing_ranks"))
     if field_name.startswith("layers."):
         column = field_name.split(".", 1)[1]
         return column in run.layers.columns and bool(run.layers[column].notna().any())

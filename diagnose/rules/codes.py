@@ -97,6 +97,8 @@ RULES: tuple[type[Rule], ...] = (
     resources.MemoryLeak,
     resources.NearOutOfMemory,
     numerics.NonFiniteLoss,
+    numerics.NonFiniteMetric,
+    numerics.FinalEvaluationBlowUp,
     optimization.NoisyLoss,
     generalization.Overfitting,
     generalization.AccuracyGap,

@@ -81,7 +81,8 @@ def _parse_setting(setting: str) -> tuple[str, str, float]:
         code, name = key.strip().split(".", 1)
         return code.strip().upper(), name.strip(), float(raw)
     except ValueError:
-        raise ConfigError(f"bad threshold setting {setting!r}: expected CODE.name=number, e.g. OVF001.min_rise=0.1") from None
+        raise ConfigError(f"bad threshold setting {setting!r}: expected CODE.name=number, "
+                          "e.g. OVF001.min_rise=0.1") from None
 
 
 def _validate_thresholds(thresholds: Mapping[str, Mapping[str, float]]) -> None:

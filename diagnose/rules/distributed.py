@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
-from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.base import RANKS, Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -86,6 +86,7 @@ class RankOutlier(Rule):
     title = "One rank's loss or gradient norm differs from the others"
     category = Category.DISTRIBUTED
     severity = Severity.WARNING
+    requires = (RANKS,)
     priority = 20
     thresholds = (
         Threshold("loss_ratio", 0.4, "median log-ratio of a rank's loss to the other ranks' median (0.4 = 1.5x)",
@@ -182,6 +183,7 @@ class NonFiniteOnOneRank(Rule):
     title = "A NaN/Inf appeared on one rank first"
     category = Category.DISTRIBUTED
     severity = Severity.ERROR
+    requires = (RANKS,)
     priority = 2
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -286,6 +288,7 @@ class StragglerRank(Rule):
     title = "One rank is consistently slower than the others"
     category = Category.DISTRIBUTED
     severity = Severity.WARNING
+    requires = (RANKS,)
     priority = 40
     thresholds = (
         Threshold("min_share", 0.7, "fraction of steps at which the rank must be the slowest",
@@ -377,6 +380,7 @@ class ParameterDesync(Rule):
     title = "Parameters differ across ranks"
     category = Category.DISTRIBUTED
     severity = Severity.ERROR
+    requires = (RANKS,)
     priority = 5
     thresholds = (
         Threshold("rel_tolerance", 1e-6, "relative difference of two parameter sums that counts as different",
@@ -402,7 +406,8 @@ class ParameterDesync(Rule):
         reference = _reference_rank(sums.loc[step], rank)
         module = _first_module(ranks, run, step, rank, reference, tolerance)
         where = f", first in module {module!r}" if module else ""
-        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s from step {step:.0f}{where} "
+        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s "
+                   f"from step {step:.0f}{where} "
                    f"({len(bad_steps)} of {len(sums)} compared steps differ)")
         finding = self.finding(
             run, message=message, onset=step, steps=bad_steps[:20], module=module,
@@ -504,6 +509,7 @@ class UnevenSteps(Rule):
     title = "Ranks recorded different numbers of steps"
     category = Category.DISTRIBUTED
     severity = Severity.WARNING
+    requires = (RANKS,)
     priority = 30
     thresholds = (
         Threshold("max_short", 0.02, "fraction of the run a rank may be short without counting",

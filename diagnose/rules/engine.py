@@ -1,5 +1,11 @@
-"""Run the rules over a `Run`, collect the findings, and order them as a differential
-diagnosis: root causes worst first, each followed by the symptoms it explains."""
+"""Run the rules over a `Run` collect the findings, and order them as a differential
+diagnosis: root causes worst first, each followed by the symptoms it explains.
+
+Rules are independent: each reads the run and nothing else. How findings
+relate (one causes another, one makes another redundant) is declared on the
+rules (`Rule.explains`, `Rule.supersedes`) and applied here, to the findings
+actually produced with the user's configuration.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ class Analysis:
     not_evaluated: list[tuple[str, str]] = field(default_factory=list)
     # (rule code, error) for rules that failed; a rule bug never hides the others.
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # (finding, code of the finding that supersedes it): set aside, not reported.
+    superseded: list[tuple[Finding, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Finding]:
         return iter(self.findings)
@@ -58,9 +66,23 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
         for rule_class in all_rules():
             if config.enabled(rule_class):
                 _apply(rule_class(), run, config, analysis)
+    kept, analysis.superseded = set_aside_superseded(analysis.findings)
     explains = {rule.code: set(rule.explains) for rule in all_rules()}
-    analysis.findings = differential(sorted(live_history(run, analysis.findings), key=Finding.sort_key), explains)
+    analysis.findings = differential(sorted(live_history(run, kept), key=Finding.sort_key), explains)
     return analysis
+
+
+def _relation(name: str) -> dict[str, set[str]]:
+    """Rule code -> the codes that rule's declared relation ``name`` names."""
+    return {rule.code: set(getattr(rule, name)) for rule in all_rules()}
+
+
+def set_aside_superseded(findings: list[Finding]) -> tuple[list[Finding], list[tuple[Finding, str]]]:
+    """Split off the findings that another finding of the same run supersedes (see `Rule.supersedes`)."""
+    supersedes = _relation("supersedes")
+    by = {(f.run, code): f.code for f in findings for code in supersedes.get(f.code, ())}
+    kept = [f for f in findings if (f.run, f.code) not in by]
+    return kept, [(f, by[(f.run, f.code)]) for f in findings if (f.run, f.code) in by]
 
 
 def live_history(run: Run, findings: list[Finding]) -> list[Finding]:
@@ -103,10 +125,26 @@ def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
     )
 
 
+def causes_first(findings: list[Finding]) -> list[Finding]:
+    """Move each finding ahead of the findings its rule explains (see `Rule.explains`)."""
+    explains = _relation("explains")
+    ordered = list(findings)
+    for finding in findings:
+        explained = [i for i, other in enumerate(ordered)
+                     if other.code in explains.get(finding.code, ()) and other.run == finding.run]
+        here = ordered.index(finding)
+        if explained and min(explained) < here:
+            ordered.insert(min(explained), ordered.pop(here))
+    return ordered
+
+
 def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None:
     missing = rule.missing(run)
     if missing:
         analysis.not_evaluated.append((rule.code, "needs " + ", ".join(missing)))
+        return
+    if rule.assumes_falling_loss and run.objective != "supervised":
+        analysis.not_evaluated.append((rule.code, f"needs a falling loss ({run.objective} losses are not meant to fall)"))
         return
     severity = config.severity_for(type(rule))
     try:

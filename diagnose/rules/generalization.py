@@ -12,7 +12,6 @@ from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
 
-
 def validation_loss(run: Run) -> tuple[str, pd.Series]:
     """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
     columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
@@ -56,6 +55,7 @@ class Overfitting(Rule):
     """
 
     code = "OVF001"
+    assumes_falling_loss = True
     name = "overfitting"
     title = "Overfitting: validation loss rises while training loss falls"
     category = Category.GENERALIZATION
@@ -115,7 +115,8 @@ class Overfitting(Rule):
                       "gap": last - train_end, "evaluations": len(val)},
             causes=["the model memorises the training set: too little data for its capacity",
                     "too many epochs without early stopping", "too little regularisation"],
-            fixes=[f"restore the checkpoint from step {best_step:.0f} and use early stopping (patience 2-5 evaluations)",
+            fixes=[f"restore the checkpoint from step {best_step:.0f} "
+                   "and use early stopping (patience 2-5 evaluations)",
                    "add data or augmentation",
                    "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
                    "use a smaller model or fewer epochs"],
@@ -193,6 +194,10 @@ class AccuracyGap(Rule):
         )
 
 
+# Parts of a loss that are 0 by design: YOLO's class loss of a one-class detector.
+_ZERO_BY_DESIGN = {"loss", "cls_loss", "class_loss"}
+
+
 class LossAtZero(Rule):
     """
     ## What it detects
@@ -207,7 +212,13 @@ class LossAtZero(Rule):
 
     ## How it decides
     The last ``min_points`` or more finite training losses, and at least
-    ``min_fraction`` of the run, are all exactly 0.
+    ``min_fraction`` of the run, are all exactly 0; or a logged part of the
+    loss (``box_loss``, ``dfl_loss``, ...) is exactly 0 at every one of its
+    ``min_points`` or more points (computed over nothing; a classification
+    part is 0 by design in a one-class detector and is left out); or the loss is
+    exactly 0 at some steps while every other value is at least
+    ``not_rounding`` (so the zeros are no rounding of a small loss: empty or
+    fully masked batches).
 
     ## What to do
     Check for label leakage (a feature that encodes the target, duplicates
@@ -217,6 +228,7 @@ class LossAtZero(Rule):
     """
 
     code = "ZL001"
+    assumes_falling_loss = True
     name = "loss-at-zero"
     title = "Training loss exactly zero"
     category = Category.GENERALIZATION
@@ -228,21 +240,41 @@ class LossAtZero(Rule):
                   source="one or two exact zeros can be rounding in a log written with 4 decimals"),
         Threshold("min_fraction", 0.1, "share of the run the zeros must cover",
                   source="a tenth of the run: enough steps to rule out a few lucky batches"),
+        Threshold("not_rounding", 0.01, "lowest non-zero loss above which an exact 0 cannot be rounding",
+                  source="logs round to 4 decimals at most in the real-log corpus: a loss never below 0.01 "
+                         "rounds to no exact 0"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
         nonzero = np.flatnonzero(loss.to_numpy() != 0)
         zeros = len(loss) - (int(nonzero[-1]) + 1 if nonzero.size else 0)
-        if zeros < t["min_points"] or zeros < t["min_fraction"] * len(loss):
+        if zeros >= t["min_points"] and zeros >= t["min_fraction"] * len(loss):
+            since = float(loss.index[len(loss) - zeros])
+            yield self._zero(run, f"training loss is exactly 0 from step {since:.0f} to the end ({zeros} of "
+                             f"{len(loss)} logged points): nothing is learnt from these batches", since,
+                             {"zero_since": since, "zero_points": zeros, "points": len(loss)})
             return
-        since = float(loss.index[len(loss) - zeros])
-        yield self.finding(
+        empty = [c for c in run.steps.columns if "loss" in c and c not in _ZERO_BY_DESIGN
+                 and len(part := curves.finite(run.series(c))) >= t["min_points"] and (part == 0).all()]
+        if empty:
+            yield self._zero(run, f"{', '.join(empty)} exactly 0 at every logged point: that part of the loss is "
+                             "computed over nothing (no targets reach it)", float(loss.index[0]) if len(loss) else None,
+                             {"zero_parts": empty})
+            return
+        at_zero = loss[loss == 0]
+        if len(at_zero) and len(nonzero) and float(loss.iloc[nonzero].min()) >= t["not_rounding"]:
+            yield self._zero(run, f"training loss is exactly 0 at {len(at_zero)} step(s) ({', '.join(f'{s:.0f}' for s in at_zero.index[:6])}) "
+                             f"while it is never below {float(loss.iloc[nonzero].min()):.3g} elsewhere: batches "
+                             "with nothing to learn from", float(at_zero.index[0]),
+                             {"zero_steps": [float(s) for s in at_zero.index[:20]], "lowest_other": float(loss.iloc[nonzero].min())})
+
+    def _zero(self, run: Run, message: str, onset: float | None, evidence: dict) -> Finding:
+        return self.finding(
             run,
-            message=(f"training loss is exactly 0 from step {since:.0f} to the end ({zeros} of {len(loss)} logged "
-                     f"points): nothing is learnt from these batches"),
-            onset=since,
-            evidence={"zero_since": since, "zero_points": zeros, "points": len(loss)},
+            message=message,
+            onset=onset,
+            evidence=evidence,
             causes=["label leakage: the target can be read off the input",
                     "the loss is computed over nothing (empty mask) or not on the model output",
                     "underflow of the loss in low precision"],

@@ -9,28 +9,11 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, listing
 from diagnose.run import Run
 
 # Module types whose gradient is a weight matrix: the layers depth is counted in.
 _WEIGHT_LAYERS = ("Linear", "Conv", "Bilinear")
-
-
-def later_samples(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
-    """The later ``fraction`` of a layer table's sampled steps (at least one; never the first sample alone
-    when there are more): what a layer settled into, not how it was initialised."""
-    if len(table) <= 1:
-        return table
-    count = max(1, int(np.ceil((len(table) - 1) * fraction)))
-    return table.iloc[-count:]
-
-
-def layer_table(run: Run, column: str) -> pd.DataFrame:
-    """``run.layer_series(column)`` up to the first NaN/Inf loss: after it every layer statistic is a
-    consequence of the NaN (NF001's finding), not a problem of its own. (A non-finite gradient alone
-    does not cut: AMP skips such steps on purpose.)"""
-    table = run.layer_series(column)
-    cut = curves.first_nonfinite_step(run.series("loss", keep_nan=True))
-    return table if cut is None else table[table.index < cut]
 
 
 def weight_layers(run: Run, columns: pd.Index) -> list[str]:
@@ -40,11 +23,6 @@ def weight_layers(run: Run, columns: pd.Index) -> list[str]:
     if not types:
         return list(columns)
     return [c for c in columns if any(k in str(types.get(c, "")) for k in _WEIGHT_LAYERS)]
-
-
-def _names(modules: list[str], most: int = 4) -> str:
-    shown = ", ".join(modules[:most])
-    return shown + (f" and {len(modules) - most} more" if len(modules) > most else "")
 
 
 def global_grad_norm(run: Run) -> pd.Series:
@@ -86,6 +64,7 @@ class ExplodingGradients(Rule):
     """
 
     code = "GRD001"
+    assumes_falling_loss = True
     name = "exploding-gradients"
     title = "Gradient norm grows by orders of magnitude"
     category = Category.GRADIENTS
@@ -194,7 +173,7 @@ class VanishingGradients(Rule):
     severity = Severity.WARNING
     requires = ("layers.grad_norm",)
     priority = 15
-    explains = ("CH001", "PLT001", "LR003")
+    explains = STALLED_LEARNING
     thresholds = (
         Threshold("max_ratio", 1e-3, "first-layer / last-layer gradient norm below which gradients vanish",
                   source="three orders of magnitude; healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x; "
@@ -217,8 +196,8 @@ class VanishingGradients(Rule):
         ratio = first_norm / last_norm
         yield self.finding(
             run, module=first[0],
-            message=(f"gradient norm of the first layers ({_names(first)}: {first_norm:.3g}) is {ratio:.2g} of the "
-                     f"last layers' ({_names(last)}: {last_norm:.3g}) across {len(layers)} weight layers"),
+            message=(f"gradient norm of the first layers ({listing(first)}: {first_norm:.3g}) is {ratio:.2g} of the "
+                     f"last layers' ({listing(last)}: {last_norm:.3g}) across {len(layers)} weight layers"),
             evidence={"ratio": ratio, "first_layers": first, "last_layers": last, "first_norm": first_norm,
                       "last_norm": last_norm, "per_layer": table[layers].median().to_dict()},
             causes=["deep stack of sigmoid/tanh layers: each divides the backward signal",
@@ -276,7 +255,7 @@ class UpdateRatioOffScale(Rule):
     severity = Severity.WARNING
     requires = ("layers.update_ratio",)
     priority = 18
-    explains = ("CH001", "PLT001", "LR003")
+    explains = STALLED_LEARNING
     thresholds = (
         Threshold("too_slow", 1e-5, "median update/weight ratio below which a layer barely learns",
                   source="two orders of magnitude below the ~1e-3 of Karpathy, 'A Recipe for Training Neural "
@@ -315,7 +294,7 @@ class UpdateRatioOffScale(Rule):
             fixes = ["lower the learning rate 3-10x", "add a warm-up", "check weight decay and parameter groups"]
         return self.finding(
             run, module=str(worst),
-            message=(f"update/weight ratio too {way} in {scope} ({_names([str(m) for m in layers])}): "
+            message=(f"update/weight ratio too {way} in {scope} ({listing([str(m) for m in layers])}): "
                      f"median {off[worst]:.2g} at {worst}, {'below' if way == 'slow' else 'above'} {limit:g} "
                      f"(healthy ~1e-3)"),
             evidence={"direction": way, "per_layer": medians.to_dict(), "layers": layers},
@@ -369,7 +348,7 @@ class LayerWithoutGradient(Rule):
         yield self.finding(
             run, module=without[0],
             message=(f"{len(without)} of {len(trainable)} trainable modules never get a non-zero gradient: "
-                     f"{_names(without)}"),
+                     f"{listing(without)}"),
             evidence={"modules": without, "trainable": len(trainable), "samples": len(grads)},
             causes=["a .detach(), torch.no_grad() or .item() on the path from the module to the loss",
                     "the module's output is not used in the loss", "the module is never called in forward"],

@@ -13,14 +13,23 @@ from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
 from diagnose.run import Run
 
-# Class counts whose chance-level cross-entropy is recognised from the level
-# alone, when the run does not say how many classes it has: binary, 4-way
-# multiple choice, the 10 of MNIST/CIFAR-10, CIFAR-100, ImageNet-1k.
-_COMMON_CLASS_COUNTS = (2, 4, 10, 100, 1000)
+# Class counts whose chance level a loss can be recognised by when the run does
+# not declare one: the small counts (2-10, where ln C and ln(C+1) are more than
+# the 4% tolerance apart), CIFAR-100 and ImageNet-1k. Recognised only with
+# evidence (see `chance_evidence`), never from the level alone.
+_GUESSED_CLASS_COUNTS = (*range(2, 11), 100, 1000)
 # Mean squared error of a constant 0.5 prediction on 0/1 targets.
 _MSE_CHANCE = 0.25
 _MSE_NAMES = ("mse", "l2", "mean_squared_error")
 _ACCURACY_COLUMNS = ("val_accuracy", "accuracy")
+# A loss "pinned" at a level: its last third within 0.5% of it with a relative
+# scatter under 0.5%. A model that predicts a constant gives exactly that; a
+# language model on a plateau near 1.386 scatters by several percent.
+_PINNED = 0.005
+# Accuracy this close to 1/C names C as the class count: random-label runs in the
+# held-out checks score within 3 points of 1/C (CH002's max_accuracy_gain); a
+# 3-class run on a plateau at 40% accuracy (the real-log corpus) is 6.4 points off.
+_ACCURACY_AT_CHANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -51,13 +60,36 @@ def declared_chance(run: Run) -> ChanceLevel | None:
 
 
 def candidate_chance_levels(run: Run) -> list[ChanceLevel]:
-    """The declared level, or else the common levels a loss could be recognised by."""
+    """The declared level, or else the levels a loss could be recognised by (each needs evidence)."""
     declared = declared_chance(run)
     if declared is not None:
         return [declared]
     guessed = [ChanceLevel(math.log(c), f"ln {c}, uniform guessing over {c} classes", c, False)
-               for c in _COMMON_CLASS_COUNTS]
+               for c in _GUESSED_CLASS_COUNTS]
     return guessed + [ChanceLevel(_MSE_CHANCE, "MSE of a constant 0.5 on 0/1 targets", 2, False)]
+
+
+def chance_evidence(series: pd.Series, level: ChanceLevel, accuracy: float | None, tolerance: float) -> str | None:
+    """Why ``level`` is this run's chance level, or None when nothing says so.
+
+    The metadata declares it; or the accuracy sits within 5 points of 1/C; or
+    the curve starts at the level (an untrained model predicts the label
+    frequencies) and sits there at the end; or the curve is pinned at the level
+    (a constant prediction). A loss that merely passes near 1.386 or 0.693 is
+    none of these: a language model or a regression loss can sit there by chance.
+    """
+    if level.declared:
+        return "declared in the run's metadata"
+    if accuracy is not None and level.classes and abs(accuracy - 1 / level.classes) <= _ACCURACY_AT_CHANCE:
+        return f"accuracy {accuracy:.3f} near 1/{level.classes}"
+    if abs(curves.log_ratio(float(series.iloc[0]), level.value)) <= tolerance:
+        return f"the loss started at it ({float(series.iloc[0]):.4g})"
+    tail = curves.tail(series, 1 / 3, min_points=3)
+    median = float(tail.median())
+    scatter = float((tail - median).abs().median()) / median if median > 0 else math.inf
+    if abs(curves.log_ratio(median, level.value)) <= _PINNED and scatter <= _PINNED:
+        return f"the loss is pinned at it (scatter {scatter:.2%})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,7 @@ class ChanceStall:
     onset: float
     tail_level: float
     accuracy: float | None
+    evidence: str
 
 
 def _accuracy_at_end(run: Run) -> float | None:
@@ -76,11 +109,6 @@ def _accuracy_at_end(run: Run) -> float | None:
             if len(values):
                 return curves.end_level(values, 0.3)
     return None
-
-
-def _accuracy_near_chance(accuracy: float | None, classes: int | None) -> bool:
-    """Accuracy within 10 points of 1/C: it confirms a loss that only looks like chance."""
-    return accuracy is not None and classes is not None and abs(accuracy - 1 / classes) <= 0.1
 
 
 def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
@@ -95,7 +123,9 @@ def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
         return None  # still moving through the level, not sitting at it
     smoothed = curves.smooth(series)
     away = np.abs(np.log(np.maximum(smoothed.to_numpy(), 1e-12) / level)) > tolerance
-    return float(series.index[int(np.flatnonzero(away)[-1]) + 1]) if away.any() and not away[-1] else float(series.index[0])
+    if away.any() and not away[-1]:
+        return float(series.index[int(np.flatnonzero(away)[-1]) + 1])
+    return float(series.index[0])
 
 
 def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
@@ -108,11 +138,10 @@ def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
         for level in candidate_chance_levels(run):
             if accuracy is not None and level.classes and accuracy > 1 / level.classes + 0.1:
                 continue  # the model predicts better than chance, whatever its loss looks like
-            confirmed = level.declared or _accuracy_near_chance(accuracy, level.classes)
-            tolerance = t["tolerance"] if confirmed else t["guess_tolerance"]
-            onset = _sits_at(series, level.value, tolerance)
+            evidence = chance_evidence(series, level, accuracy, t["tolerance"])
+            onset = _sits_at(series, level.value, t["tolerance"]) if evidence else None
             if onset is not None:
-                return ChanceStall(level, column, onset, curves.end_level(series, 1 / 3), accuracy)
+                return ChanceStall(level, column, onset, curves.end_level(series, 1 / 3), accuracy, evidence)
     return None
 
 
@@ -123,8 +152,12 @@ class ChancePlateau(Rule):
     inputs: ln 2 for a binary classifier, ln C for C classes, the entropy of
     the label prior for unbalanced classes, 0.25 for mean squared error on 0/1
     targets. The class count comes from the run's metadata (``num_classes``,
-    ``class_prior``, ``loss_fn``); without it the common levels (2, 4, 10,
-    100, 1000 classes, MSE 0.25) are recognised from a tighter match.
+    ``class_prior``, ``loss_fn``); without it a level (ln 2 to ln 10, ln 100,
+    ln 1000, MSE 0.25) is claimed only with evidence: an accuracy within 5
+    points of 1/C, a curve that started at the level, or a curve pinned at it
+    (within 0.5%, scattering less than 0.5%: a constant prediction). A
+    language-model or regression loss that merely sits near 1.386 is a
+    plateau (PLT001), not 4-class chance.
 
     ## Why it matters
     At chance level the model predicts the label frequencies whatever the
@@ -133,8 +166,7 @@ class ChancePlateau(Rule):
 
     ## How it decides
     The median of the last third of the loss (or of the validation loss)
-    lies within ``tolerance`` of the chance level (``guess_tolerance`` when
-    the level is only recognised and no accuracy near 1/C confirms it), and
+    lies within ``tolerance`` of a chance level the evidence supports, and
     a robust line through that third moves less than the same tolerance. An
     accuracy more than 10 points above 1/C rules it out. The onset is where
     the smoothed loss entered the band for good.
@@ -149,21 +181,20 @@ class ChancePlateau(Rule):
     """
 
     code = "CH001"
+    assumes_falling_loss = True
     name = "chance-level-plateau"
     title = "Loss stuck at chance level"
     category = Category.INITIALIZATION
     severity = Severity.ERROR
     requires = ("loss",)
     priority = 10
+    # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall adds nothing.
+    supersedes = ("PLT001",)
     thresholds = (
         Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
                   "(0.04 = 4%)",
                   source="the labelled stuck_at_chance runs in the real-log corpus sit within 0.1-3.7% of "
                          "ln C; the healthy runs that pass through ln 2 or ln 10 leave it by more than 8%"),
-        Threshold("guess_tolerance", 0.015, "the same distance when the level is only recognised (no metadata, "
-                  "no accuracy near 1/C)",
-                  source="stricter, because a healthy loss can settle near 2.30 or 0.69 by coincidence; the "
-                         "unconfirmed stuck runs in the real-log corpus sit within 0.5% of their level"),
         Threshold("min_points", 5, "fewest finite points of a curve judged",
                   source="a third of the curve must hold at least two points to be called flat"),
     )
@@ -177,10 +208,12 @@ class ChancePlateau(Rule):
         yield self.finding(
             run,
             message=(f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:.0f} to the end: "
-                     f"chance level {stall.level.value:.4g} ({stall.level.meaning}){accuracy}"),
+                     f"chance level {stall.level.value:.4g} ({stall.level.meaning}; evidence: {stall.evidence})"
+                     f"{accuracy}"),
             onset=stall.onset,
             evidence={"column": stall.column, "level": stall.tail_level, "chance_level": stall.level.value,
-                      "classes": stall.level.classes, "declared": stall.level.declared, "accuracy": stall.accuracy},
+                      "classes": stall.level.classes, "declared": stall.level.declared, "accuracy": stall.accuracy,
+                      "why_this_level": stall.evidence},
             confidence=1.0 if stall.level.declared else 0.8,
             causes=["labels do not match inputs (shuffled separately, wrong column, broken augmentation)",
                     "inputs carry no signal (constant, all zeros, not normalised)",
@@ -227,6 +260,7 @@ class ValidationNeverBeatsChance(Rule):
     """
 
     code = "CH002"
+    assumes_falling_loss = True
     name = "validation-never-beats-chance"
     title = "Validation loss never gets below chance level"
     category = Category.INITIALIZATION
@@ -254,11 +288,12 @@ class ValidationNeverBeatsChance(Rule):
         train = curves.finite(run.series("loss"))
         if min(len(val), len(accuracy)) < t["min_evals"] or len(train) < 3:
             return
-        levels = [c for c in candidate_chance_levels(run)
-                  if c.classes and float(accuracy.max()) <= 1 / c.classes + t["max_accuracy_gain"]]
-        if not levels:
+        best_accuracy = float(accuracy.max())
+        levels = [c for c in candidate_chance_levels(run) if c.classes and (c.declared or abs(
+                  best_accuracy - 1 / c.classes) <= t["max_accuracy_gain"])]
+        if not levels or best_accuracy > 1 / levels[0].classes + t["max_accuracy_gain"]:
             return
-        level = levels[0]
+        level = min(levels, key=lambda c: abs(best_accuracy - 1 / c.classes))  # the count the accuracy points at
         best, train_end = float(val.min()), curves.end_level(train, 0.2)
         if best < level.value * math.exp(-t["tolerance"]) or train_end > t["max_train_share"] * level.value:
             return
@@ -310,6 +345,7 @@ class BadInitialLoss(Rule):
     """
 
     code = "INIT001"
+    assumes_falling_loss = True
     name = "bad-initial-loss"
     title = "Initial loss far above chance level"
     category = Category.INITIALIZATION

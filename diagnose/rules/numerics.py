@@ -150,7 +150,8 @@ class NonFiniteLoss(Rule):
         message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
                    f"{after}){where}{_operation_text(operation)}. Likely cause: {causes[0]}")
         return self.finding(
-            run, message=message, onset=broken.first_step, steps=[broken.first_step], module=(origin or {}).get("module"),
+            run, message=message, onset=broken.first_step, steps=[broken.first_step],
+            module=(origin or {}).get("module"),
             evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
                       "recovered": broken.recovered, "rising_before": rising, **(origin or {}),
                       **{f"operation_{k}" if k != "op" else "operation": v for k, v in operation.items()}},
@@ -159,6 +160,8 @@ class NonFiniteLoss(Rule):
 
     def _gradient_finding(self, run: Run, grads: _Episode) -> Finding:
         amp = run.has("loss_scale")
+        # The loss went on finite: the optimizer never applied those gradients (a GradScaler, or the
+        # Trainer's fp16 scaler, skips such steps), so this is a note, as the labelled real runs agree.
         # One bad point, the last one, is no persistence yet (a run in progress, judged live, ends there).
         if grads.recovered or grads.bad_points == 1:
             message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
@@ -171,7 +174,8 @@ class NonFiniteLoss(Rule):
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or severity is Severity.INFO)
         return self.finding(
             run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
-            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points, "recovered": grads.recovered},
+            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points,
+                      "recovered": grads.recovered},
             causes=causes, fixes=fixes,
         )
 
@@ -221,3 +225,165 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
                   "record with diagnose.watch(..., preset='default') to find the module that made the first NaN"]
     fixes.append("run one step under torch.autograd.set_detect_anomaly(True) to see the failing operation")
     return causes, fixes
+
+
+# Columns that say where a row sits, or that NF001 judges: not re-reported here.
+_NOT_METRICS = frozenset({"step", "epoch", "loss", "grad_norm"})
+
+
+@dataclass(frozen=True)
+class _Broken:
+    """A logged series that held NaN or Inf."""
+
+    column: str
+    first_step: float
+    bad_points: int
+    points: int
+    at_end: bool
+
+
+def nonfinite_series(run: Run) -> list[_Broken]:
+    """Every logged series but the training loss and gradient norm that holds a NaN or Inf, earliest first."""
+    found = []
+    for frame in (run.steps, run.evals):
+        for column in frame.columns:
+            if column in _NOT_METRICS or frame[column].dtype.kind not in "fc":
+                continue
+            values = run.series(column, keep_nan=True)
+            bad = ~np.isfinite(values.to_numpy(dtype="float64"))
+            if bad.any():
+                found.append(_Broken(column, float(values.index[np.argmax(bad)]), int(bad.sum()), len(values),
+                                     bool(bad[-1])))
+    return sorted(found, key=lambda b: (b.first_step, b.column))
+
+
+def is_validation_loss(column: str) -> bool:
+    return column.startswith("val_") and not column.startswith("val_test_") and "loss" in column
+
+
+class NonFiniteMetric(Rule):
+    """
+    ## What it detects
+    A NaN or an infinity in any series the run logged besides the training
+    loss and the gradient norm (NF001's): a validation loss or metric, a loss
+    component (box, cls, KL, ...), a learning rate, a user scalar. It names
+    each series with its first non-finite step and how many points were hit.
+
+    ## Why it matters
+    A validation loss that is NaN at every evaluation means the model
+    produces NaN on unseen data (fp16 overflow in evaluation, an empty
+    validation batch, a division by the number of positives), while the
+    training curve looks fine; the checkpoint you would keep is broken. A
+    NaN loss component ends up in the total loss the optimizer follows.
+    Readers keep these values so they are never silently dropped.
+
+    ## How it decides
+    Any logged NaN (a ``nan``/``NaN`` value, not an empty cell) or infinity
+    in a numeric series other than ``loss`` and ``grad_norm``. An error when
+    a validation loss is still non-finite at its last evaluation; a warning
+    otherwise.
+
+    ## What to do
+    Evaluate in float32 (``model.float()`` or autocast off for evaluation),
+    check the validation data for empty batches and for samples without a
+    target, guard divisions by counts (``x / max(n, 1)``), and look at the
+    first step named here.
+    """
+
+    code = "NF002"
+    name = "non-finite-metric"
+    title = "A logged metric became NaN/Inf"
+    category = Category.NUMERICS
+    severity = Severity.WARNING
+    requires = ()
+    priority = 2
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        broken = nonfinite_series(run)
+        if not broken:
+            return
+        fatal = [b for b in broken if is_validation_loss(b.column) and b.at_end]
+        first = broken[0]
+        listed = "; ".join(
+            f"{b.column} from step {b.first_step:.0f} ({b.bad_points} of {b.points} points"
+            f"{', to the end' if b.at_end else ''})" for b in broken[:6])
+        more = f"; and {len(broken) - 6} more series" if len(broken) > 6 else ""
+        yield self.finding(
+            run, message=f"non-finite values in {len(broken)} logged series: {listed}{more}",
+            onset=first.first_step, steps=[b.first_step for b in broken[:20]],
+            severity=Severity.ERROR if fatal else Severity.WARNING,
+            evidence={"series": {b.column: {"first_step": b.first_step, "nonfinite_points": b.bad_points,
+                                            "points": b.points, "at_end": b.at_end} for b in broken[:20]}},
+            causes=["overflow in evaluation under float16 (a logit or a sum past 65504)",
+                    "an empty validation batch or a metric divided by a count of zero",
+                    "a loss component computed on no elements (no positives, an empty mask)"],
+            fixes=["evaluate in float32: disable autocast/half precision for the evaluation loop",
+                   "check the validation loader for empty batches and samples without a target",
+                   "guard divisions by counts: x / max(n, 1); clamp logs: torch.log(p.clamp(min=1e-7))",
+                   f"look at the batch at step {first.first_step:.0f}, where {first.column} first broke"],
+        )
+
+
+class FinalEvaluationBlowUp(Rule):
+    """
+    ## What it detects
+    The last evaluation of a validation loss is orders of magnitude worse
+    than the best evaluation of the same run, while still a finite number.
+
+    ## Why it matters
+    A model that ends 100x worse on validation than it once was has been
+    destroyed late in training (a divergence the per-step log hides, a
+    corrupted checkpoint reload, an overflow in evaluation). Whatever the
+    training curve says, the final model is unusable; the best checkpoint is
+    the one to keep.
+
+    ## How it decides
+    For each validation loss (``val_loss`` and other ``val_*loss*`` series),
+    with at least ``min_evals`` finite evaluations: the last one above
+    ``ratio`` times the best one. Non-finite values are NF002's.
+
+    ## What to do
+    Keep the checkpoint of the best evaluation. Then look for what happened
+    between the best and the last evaluation: a learning-rate restart or
+    warm-up at a resume, a loss spike, evaluation in half precision, a
+    different validation set.
+    """
+
+    code = "NF003"
+    name = "final-evaluation-blow-up"
+    title = "Last evaluation orders of magnitude worse than the best"
+    category = Category.NUMERICS
+    severity = Severity.ERROR
+    requires = ()
+    priority = 3
+    thresholds = (
+        Threshold("ratio", 100.0, "last over best validation loss above which the run blew up (100 = two orders "
+                  "of magnitude)",
+                  source="healthy and overfitting runs of the real-log corpora end within 5x of their best "
+                         "evaluation; the blown-up run of issue 10 ends at 4.7e25"),
+        Threshold("min_evals", 2, "fewest finite evaluations judged",
+                  source="a best and a last evaluation are all the comparison needs"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        for column in [c for c in run.evals.columns if is_validation_loss(c)]:
+            values = curves.finite(run.series(column))
+            if len(values) < t["min_evals"] or not (values > 0).all():
+                continue
+            best, last = float(values.min()), float(values.iloc[-1])
+            if last <= t["ratio"] * best:
+                continue
+            yield self.finding(
+                run, message=(f"{column} ends at {last:.4g} at step {values.index[-1]:.0f}, {last / best:.3g}x its "
+                              f"best {best:.4g} at step {values.idxmin():.0f}"),
+                onset=float(values.idxmin()), end=float(values.index[-1]),
+                evidence={"column": column, "best": best, "best_step": float(values.idxmin()), "last": last,
+                          "ratio": last / best},
+                causes=["a late divergence the logged training loss does not show",
+                        "a checkpoint reload or resume that broke the weights or the optimizer state",
+                        "evaluation in half precision overflowing"],
+                fixes=[f"keep the checkpoint of step {values.idxmin():.0f}, the best evaluation",
+                       "look at what changed between the best and the last evaluation (resume, schedule restart)",
+                       "evaluate in float32"],
+            )
+            return

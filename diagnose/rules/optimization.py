@@ -10,7 +10,6 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.initialization import ChancePlateau, find_chance_stall
 from diagnose.run import Run
 
 
@@ -130,6 +129,7 @@ class LossDiverges(Rule):
     """
 
     code = "LR001"
+    assumes_falling_loss = True
     name = "loss-diverges"
     title = "Loss rises: learning rate too high"
     category = Category.OPTIMIZATION
@@ -175,14 +175,17 @@ class LossDiverges(Rule):
             what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:.0f} and never got "
                     f"back below its first value (ends at {shape.end:.4g})")
         elif from_start:
-            what = f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started ({shape.start:.4g})"
+            what = (f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started "
+                    f"({shape.start:.4g})")
         else:
-            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, then climbed back to {shape.end:.4g} "
+            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, "
+                    f"then climbed back to {shape.end:.4g} "
                     f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
         lr = _lr_note(run)
         yield self.finding(
             run, message=what + lr, onset=loss.index[0] if exploded else shape.best_step,
-            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
+            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best,
+                      "lowest_level_step": shape.best_step,
                       "end_over_start": float(np.exp(shape.rise_from_start)),
                       "end_over_best": float(np.exp(shape.rise_from_best))},
             causes=["learning rate too high: updates overshoot", "no warm-up for an optimizer like Adam",
@@ -227,6 +230,7 @@ class LateLearningRateTooHigh(Rule):
     """
 
     code = "LR002"
+    assumes_falling_loss = True
     name = "lr-too-high-late"
     title = "Loss bounces above its best level: learning rate too high late in training"
     category = Category.OPTIMIZATION
@@ -264,7 +268,8 @@ class LateLearningRateTooHigh(Rule):
                      f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
                      f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)),
             onset=shape.best_step,
-            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step, "end": shape.end,
+            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
+                      "end": shape.end,
                       "end_over_best": float(np.exp(shape.rise_from_best)), "noise": curves.noise(loss)},
             causes=["the learning rate stays too high once the loss nears a minimum"],
             fixes=["decay the learning rate: cosine or step schedule down to 1-10% of the peak",
@@ -301,6 +306,7 @@ class LearningRateTooLow(Rule):
     """
 
     code = "LR003"
+    assumes_falling_loss = True
     name = "lr-too-low"
     title = "Slow, straight decline: learning rate too low"
     category = Category.OPTIMIZATION
@@ -404,13 +410,15 @@ class LearningRateDecayedEarly(Rule):
         if dead_from is None or curves.fraction_of_run(loss, dead_from) >= t["max_at"]:
             return
         before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.1 * (loss.index[-1] - loss.index[0]))]
-        gain = curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2)) if len(before) >= 4 else 0
+        gain = (curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2))
+                if len(before) >= 4 else 0)
         if not gain > t["min_gain"]:
             return
         wasted = 1 - curves.fraction_of_run(loss, dead_from)
         yield self.finding(
             run,
-            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} at step {dead_from:.0f} "
+            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} "
+                     f"at step {dead_from:.0f} "
                      f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
                      f"loss fell {1 - np.exp(-gain):.0%} just before"),
             onset=dead_from,
@@ -438,9 +446,9 @@ def _dead_from(lr: pd.Series, near_zero: float) -> float | None:
 class TrainingStalled(Rule):
     """
     ## What it detects
-    The loss stops improving early and stays flat for most of the run, at a
-    level that is not chance (CH001 covers that) and with a learning rate
-    that is still alive.
+    The loss stops improving early and stays flat for most of the run, with
+    a learning rate that is still alive. A plateau at chance level is CH001's
+    case: when CH001 fires on the run, this finding is set aside.
 
     ## Why it matters
     A run that has not improved for most of its steps is wasting them: the
@@ -467,6 +475,7 @@ class TrainingStalled(Rule):
     """
 
     code = "PLT001"
+    assumes_falling_loss = True
     name = "training-stalled"
     title = "Training stalled on a plateau"
     category = Category.OPTIMIZATION
@@ -499,8 +508,6 @@ class TrainingStalled(Rule):
             return
         level = curves.end_level(loss, 0.5)
         if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
-            return
-        if find_chance_stall(run, ChancePlateau.threshold_defaults()) is not None:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
@@ -564,6 +571,7 @@ class LossSpikes(Rule):
     """
 
     code = "SPK001"
+    assumes_falling_loss = True
     name = "loss-spikes"
     title = "Loss spikes"
     category = Category.OPTIMIZATION
@@ -595,7 +603,8 @@ class LossSpikes(Rule):
             run,
             message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:.0f}: {worst.peak:.4g} against a "
                      f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
-                     f"{start:.4g} or never recovered" + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
+                     f"{start:.4g} or never recovered"
+                     + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
             onset=spikes[0].step, steps=[s.step for s in spikes],
             severity=Severity.WARNING if harmful else Severity.INFO,
             evidence={"count": len(spikes), "harmful": len(harmful), "unrecovered": len(unrecovered),
@@ -637,6 +646,7 @@ class NoisyLoss(Rule):
     """
 
     code = "NOI001"
+    assumes_falling_loss = True
     name = "noisy-loss"
     title = "Loss too noisy: batch too small"
     category = Category.OPTIMIZATION
@@ -655,7 +665,8 @@ class NoisyLoss(Rule):
         Threshold("max_of_start", 0.2, "scatter as a fraction of the smoothed loss at the start",
                   source="batch sizes 1-2 in sample_runs/ and held-out runs scatter 23%-35% of their starting "
                          "loss; the healthy runs of the real-log corpus and sample_runs at most 13%"),
-        Threshold("min_points", 50, "fewest finite points judged", source="per-step logs; epoch means average noise away"),
+        Threshold("min_points", 50, "fewest finite points judged",
+                  source="per-step logs; epoch means average noise away"),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import listing
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -75,11 +76,6 @@ class PreflightRule(Rule):
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
         raise NotImplementedError
-
-
-def _names(names: list[str], most: int = 5) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 class PreflightCheckFailed(Rule):
@@ -368,9 +364,9 @@ class ParametersWithoutGradient(PreflightRule):
         if not (missing or zero):
             return
         trainable = int(number(record, "trainable"))
-        text = (f"{len(missing)} of {trainable} trainable parameters get no gradient: {_names(missing)}"
+        text = (f"{len(missing)} of {trainable} trainable parameters get no gradient: {listing(missing, most=5)}"
                 if missing else f"{len(zero)} of {trainable} trainable parameters get an all-zero gradient: "
-                                f"{_names(zero)}")
+                                f"{listing(zero, most=5)}")
         yield self.finding(
             run,
             message=text + (f"; {len(zero)} more get an all-zero one" if missing and zero else ""),
@@ -495,9 +491,11 @@ class CannotOverfitOneBatch(PreflightRule):
                      f"(it must fall {t['min_fall']:g}x){blew_up}"),
             evidence=measured(record),
             causes=["layers frozen (requires_grad False) or left out of the optimizer",
-                    "the learning rate is far too low (or so high that the loss blows up)", "the loss compares the wrong output or targets",
+                    "the learning rate is far too low (or so high that the loss blows up)",
+                    "the loss compares the wrong output or targets",
                     "too little capacity (rare for a few examples)"],
-            fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] and unfreeze what should train",
+            fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] "
+                   "and unfreeze what should train",
                    "try a 10x higher learning rate on this batch", "check loss_fn(output, targets) by hand",
                    "make the model larger"],
         )

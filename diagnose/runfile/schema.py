@@ -338,44 +338,77 @@ def to_number(value: Any) -> float | None:
 
 
 # Aliases that other tools and hand-written files use for the canonical names.
-# Keys are compared lower-cased with "/" and "-" turned into "_".
-_TRAIN_LOSS_ALIASES = {"loss", "train_loss", "training_loss", "train_loss_step", "trn_loss"}
-_VAL_LOSS_ALIASES = {
-    "val_loss",
-    "eval_loss",
-    "valid_loss",
-    "validation_loss",
-    "val_loss_epoch",
-    "dev_loss",
-}
-_LR_ALIASES = {"lr", "learning_rate", "train_lr", "lr_abs"}
+# Keys are compared normalised (`normalise_key`): lower case, camelCase split,
+# every run of separators ("/", "-", ".", spaces) turned into one "_".
+#
+# How a key is resolved (documented in docs/run-format.md, "Key resolution"):
+# 1. an evaluation prefix (val_, eval_, valid_, validation_, dev_; test_ kept
+#    apart) makes it an evaluation key, any other key is a training key;
+# 2. a training prefix (train_, training_, trn_, tr_) is dropped;
+# 3. what is left is the loss when it names one (`_LOSS_NAMES`: loss, losses,
+#    nll, ce, cross_entropy, bpb, nats_per_byte, ... alone, or after "loss_",
+#    "mean_", "avg_"), the learning rate, the gradient norm or the accuracy
+#    when it names one of those, otherwise it keeps its normalised name.
+_LOSS_NAMES = {"loss", "losses", "nll", "ce", "ce_loss", "xent", "cross_entropy", "bpb", "bits_per_byte",
+               "nats_per_byte", "nll_loss", "loss_step"}
+_LOSS_QUALIFIERS = ("loss_", "mean_", "avg_", "average_", "total_")
+_VAL_LOSS_ALIASES = {"val_loss_epoch"}
+_LR_ALIASES = {"lr", "learning_rate", "lr_abs"}
 _GRAD_NORM_ALIASES = {"grad_norm", "gradient_norm", "norm", "grad_norm_total", "total_grad_norm"}
 _ACCURACY_ALIASES = {"acc", "accuracy"}
 _EVAL_PREFIXES = ("val_", "eval_", "valid_", "validation_", "test_", "dev_")
+_TRAIN_PREFIXES = ("train_", "training_", "trn_", "tr_")
+_POSITION_KEYS = {"step", "epoch", "_step", "iteration", "iter", "it", "global_step"}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")  # TrainLoss, valLoss; not mAP50
+_SEPARATORS = re.compile(r"[\s/.\-_]+")
 
 
 def normalise_key(key: str) -> str:
-    return key.strip().lower().replace("/", "_").replace("-", "_").replace(" ", "_")
+    """``"Train Loss"``, ``"train/loss"``, ``"TrainLoss"`` -> ``"train_loss"``.
+
+    camelCase is split only in a key without separators, and only before a
+    capital followed by a small letter (``TrainLoss``), so ``mAP50`` keeps its
+    letters together.
+    """
+    text = key.strip()
+    if not _SEPARATORS.search(text):
+        text = _CAMEL.sub("_", text)
+    return _SEPARATORS.sub("_", text.lower()).strip("_")
+
+
+def is_loss_name(name: str) -> bool:
+    """A normalised name, without train/eval prefix, that names the loss (``nll``, ``loss_nats_per_byte``)."""
+    if name in _LOSS_NAMES:
+        return True
+    return any(name.startswith(q) and name[len(q):] in _LOSS_NAMES for q in _LOSS_QUALIFIERS)
+
+
+def _without_train_prefix(norm: str) -> str:
+    for prefix in _TRAIN_PREFIXES:
+        if norm.startswith(prefix) and len(norm) > len(prefix):
+            return norm[len(prefix):]
+    return norm
 
 
 def canonical_step_key(key: str) -> str:
     """Map a step-record key to its canonical name (or its normalised self)."""
     norm = normalise_key(key)
-    if norm in _TRAIN_LOSS_ALIASES:
+    name = _without_train_prefix(norm)
+    if is_loss_name(name):
         return "loss"
-    if norm in _LR_ALIASES:
+    if name in _LR_ALIASES:
         return "lr"
-    if norm in _GRAD_NORM_ALIASES:
+    if name in _GRAD_NORM_ALIASES:
         return "grad_norm"
-    if norm in _ACCURACY_ALIASES:
+    if name in _ACCURACY_ALIASES:
         return "accuracy"
-    if norm.startswith("train_"):
-        return canonical_step_key(norm[len("train_") :])  # "train/learning_rate" -> "lr"
+    if norm.startswith("train_") and name not in _POSITION_KEYS:  # "train_step" is a metric, not the step
+        return name  # "train/box_loss" -> "box_loss", as the parts are named
     return norm
 
 
 def canonical_eval_key(key: str) -> str:
-    """Map an evaluation key to ``val_*`` (``eval_loss`` -> ``val_loss``).
+    """Map an evaluation key to ``val_*`` (``eval_loss`` -> ``val_loss``, ``valid_nll`` -> ``val_loss``).
 
     ``test_*`` keeps its prefix (``test_loss`` -> ``val_test_loss``): a test
     score logged once at the end must not pass for the validation curve.
@@ -392,12 +425,14 @@ def canonical_eval_key(key: str) -> str:
 
 
 def _metric_name(name: str) -> str:
+    if is_loss_name(name):
+        return "loss"
     return "accuracy" if name in _ACCURACY_ALIASES else name
 
 
 def is_eval_key(key: str) -> bool:
     norm = normalise_key(key)
-    return norm in _VAL_LOSS_ALIASES or norm.startswith(_EVAL_PREFIXES)
+    return norm in _VAL_LOSS_ALIASES or (norm.startswith(_EVAL_PREFIXES) and norm not in _EVAL_PREFIXES)
 
 
 # Under torch.distributed each rank writes its own file: run.jsonl -> run.rank3.jsonl.

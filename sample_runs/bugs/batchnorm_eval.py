@@ -1,4 +1,5 @@
-"""The loop never calls ``model.train()``: after the first evaluation BatchNorm stays in eval mode and stops normalising."""
+"""The loop never calls ``model.train()``: after the first evaluation BatchNorm stays in eval mode and stops
+normalising."""
 
 import torch
 from _common import blobs, evaluate, fit, main

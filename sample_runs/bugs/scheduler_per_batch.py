@@ -1,4 +1,5 @@
-"""A ``MultiStepLR`` with milestones in epochs is stepped every batch: the learning rate collapses in the first epoch."""
+"""A ``MultiStepLR`` with milestones in epochs is stepped every batch: the learning rate collapses in the
+first epoch."""
 
 import torch
 from _common import blobs, fit, main, mlp, standard_step
@@ -6,7 +7,8 @@ from torch import nn
 
 BUG = {
     "kind": "scheduler_per_batch",
-    "description": "scheduler.step() inside the batch loop with epoch milestones [3, 6, 8]: lr is 1e-4 of its value by step 8",
+    "description": "scheduler.step() inside the batch loop with epoch milestones [3, 6, 8]: "
+                   "lr is 1e-4 of its value by step 8",
     "observable": "live",
     "symptoms": ["LR004", "PLT001", "LR003"],
     "root_cause": r"schedul|learning rate (has )?(collapsed|decay)|decays? to",

@@ -1,4 +1,5 @@
-"""The model ends in ``nn.Sigmoid`` and its probabilities go into ``BCEWithLogitsLoss``, which applies a sigmoid again."""
+"""The model ends in ``nn.Sigmoid`` and its probabilities go into ``BCEWithLogitsLoss``, which applies a
+sigmoid again."""
 
 import torch
 from _common import blobs, fit, main, mlp

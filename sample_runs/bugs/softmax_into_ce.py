@@ -1,4 +1,5 @@
-"""The model ends in ``nn.Softmax`` and its probabilities go into ``CrossEntropyLoss``, which applies log-softmax again."""
+"""The model ends in ``nn.Softmax`` and its probabilities go into ``CrossEntropyLoss``, which applies
+log-softmax again."""
 
 import torch
 from _common import blobs, fit, main, mlp

@@ -1,6 +1,7 @@
 """A plain training loop, unaware of diagnose: ``python plain_loop.py [WEIGHTS_OUT]``."""
 
 import sys
+
 import torch
 from torch import nn
 

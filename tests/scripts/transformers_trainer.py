@@ -5,9 +5,9 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
+import torch
+import transformers
+from torch.utils.data import Dataset
 
 
 class Tokens(Dataset):

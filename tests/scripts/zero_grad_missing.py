@@ -7,7 +7,7 @@ torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.02)
 gen = torch.Generator().manual_seed(1)
-for step in range(60):
+for _ in range(60):
     x = torch.randn(32, 8, generator=gen)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     loss = nn.functional.cross_entropy(model(x), y)

@@ -1,0 +1,40 @@
+"""What several rule modules share. A rule module imports from here, never from another rule module."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from diagnose import curves
+from diagnose.run import Run
+
+# Codes of the findings a blocked update explains: a loss stuck at chance, a
+# stall, a slow straight decline. Dead, saturated or collapsed units and
+# vanishing or tiny updates all declare `explains = STALLED_LEARNING`.
+STALLED_LEARNING = ("CH001", "PLT001", "LR003")
+
+
+def later_samples(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
+    """The later ``fraction`` of a layer table's sampled steps (at least one; never the first sample alone
+    when there are more): what a layer settled into, not how it was initialised."""
+    if len(table) <= 1:
+        return table
+    count = max(1, int(np.ceil((len(table) - 1) * fraction)))
+    return table.iloc[-count:]
+
+
+def layer_table(run: Run, column: str) -> pd.DataFrame:
+    """``run.layer_series(column)`` up to the first NaN/Inf loss: after it every layer statistic is a
+    consequence of the NaN (NF001's finding), not a problem of its own. (A non-finite gradient alone
+    does not cut: AMP skips such steps on purpose.)"""
+    table = run.layer_series(column)
+    cut = curves.first_nonfinite_step(run.series("loss", keep_nan=True))
+    return table if cut is None else table[table.index < cut]
+
+
+def listing(items: Sequence[str], most: int = 4) -> str:
+    """``"a, b, c, d and 3 more"``: the first ``most`` items of a list too long to print whole."""
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
