@@ -34,10 +34,13 @@ from diagnose.probes.base import Hook, Probe, dependency_order
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
+from diagnose.probes.loss_inputs import LayerInputProbe, LossInputProbe
 from diagnose.probes.memory import MemoryProbe, NvmlProbe
 from diagnose.probes.nan_ops import NonFiniteOperationProbe
 from diagnose.probes.nonfinite import NonFiniteProbe
 from diagnose.probes.presets import Preset, get_preset
+from diagnose.probes.signatures import (CarriedGradientProbe, DuplicateRowsProbe, LossGradientProbe,
+                                        OptimizerCoverageProbe, TrainingModeProbe, WarningProbe)
 from diagnose.probes.record import StepRecord, materialize
 from diagnose.probes.summary import describe_run
 from diagnose.probes.timing import StepTimeProbe
@@ -229,7 +232,8 @@ class Watch:
             if preset.updates.every:
                 probes.append(UpdateRatioProbe(preset.updates))
         if preset.activations.every:
-            probes.append(ActivationProbe(preset.activations))
+            probes += [ActivationProbe(preset.activations), LayerInputProbe(preset.activations)]
+        probes += self._signature_probes()
         if preset.nvml.every and NvmlProbe.available_for(self.model):
             probes.append(NvmlProbe(preset.nvml))
         if scaler is not None:
@@ -239,6 +243,21 @@ class Watch:
             probes.append(NonFiniteOperationProbe())
         probes.append(NonFiniteProbe(per_module=preset.nonfinite))
         return dependency_order(probes)
+
+    def _signature_probes(self) -> list[Probe]:
+        """The bug signatures (see `diagnose.probes.signatures`): once-only checks always,
+        sampled ones on the per-layer gradient schedule."""
+        preset = self.preset
+        probes: list[Probe] = [WarningProbe(), DuplicateRowsProbe()]
+        if self.optimizer is not None:
+            probes += [OptimizerCoverageProbe(), TrainingModeProbe(preset.activations)]
+            if preset.layer_grads.every:
+                probes.append(CarriedGradientProbe(preset.layer_grads))
+        if preset.layer_grads.every:
+            probes.append(LossInputProbe(preset.layer_grads))
+        if preset.nonfinite:
+            probes.append(LossGradientProbe())
+        return probes
 
     def _attach(self, probe: Probe) -> None:
         try:

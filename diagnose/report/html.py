@@ -88,7 +88,7 @@ def _run_section(analysis: Analysis, plots: bool) -> str:
     parts = [f"<section>\n<h2>{escape(analysis.run.name)}</h2>", f"<p>{escape(s.run_summary_line(analysis))}</p>"]
     if plots:
         parts.append(plot_img(analysis))
-    parts += [finding_html(i, f) for i, f in enumerate(analysis.findings, 1)]
+    parts += [finding_html(i, root, symptoms) for i, (root, symptoms) in enumerate(analysis.root_causes, 1)]
     parts += _footnotes(analysis)
     return "\n".join(parts) + "\n</section>"
 
@@ -117,7 +117,7 @@ def _module_key(analysis: Analysis) -> str:
             f"<table><tr><th>label</th><th>module</th></tr>{rows}</table></details>")
 
 
-def finding_html(index: int, finding: Finding) -> str:
+def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> str:
     sev = finding.severity.value
     place = s.where(finding)
     lines = [f'<div class="finding {sev}">',
@@ -128,7 +128,10 @@ def finding_html(index: int, finding: Finding) -> str:
     lines.append(f"<p>{escape(finding.message)}</p>")
     if finding.evidence:
         lines.append(f"<p><b>Evidence:</b> {escape(', '.join(s.evidence_items(finding.evidence)))}</p>")
+    if finding.confidence < 1:
+        lines.append(f"<p><b>Confidence:</b> {finding.confidence:.0%}</p>")
     lines += _list("Likely causes", finding.causes) + _list("What to do", finding.fixes)
+    lines += _list(f"Symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms])
     return "\n".join(lines + ["</div>"])
 
 

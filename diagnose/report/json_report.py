@@ -70,6 +70,9 @@ def _run(analysis: Analysis) -> dict[str, Any]:
         "read": _read(s.coverage(run)),
         "verdict": _verdict([analysis], analysis.findings),
         "findings": [encode(f.to_dict()) for f in analysis.findings],
+        "root_causes": [{"code": root.code, "title": root.title, "severity": root.severity.value,
+                         "confidence": root.confidence, "symptoms": [f.code for f in symptoms]}
+                        for root, symptoms in analysis.root_causes],
         "not_evaluated": [{"code": code, "reason": reason} for code, reason in analysis.not_evaluated],
         "errors": [{"code": code, "reason": error} for code, error in analysis.errors],
         "warnings": list(run.warnings),

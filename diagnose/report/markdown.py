@@ -42,8 +42,8 @@ def runs_table(ordered: Sequence[Analysis]) -> list[str]:
 
 def _run_section(analysis: Analysis) -> list[str]:
     lines = [f"#### {escape(s.run_summary_line(analysis))}", ""]
-    for index, finding in enumerate(analysis.findings, 1):
-        lines += finding_lines(index, finding) + [""]
+    for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
+        lines += finding_lines(index, root, symptoms) + [""]
     if s.relevant_not_evaluated(analysis):
         lines += [f"<details><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}</summary>", "",
                   escape(s.not_evaluated(analysis)), "", "</details>", ""]
@@ -52,14 +52,17 @@ def _run_section(analysis: Analysis) -> list[str]:
     return lines + [""] if analysis.errors or analysis.run.warnings else lines
 
 
-def finding_lines(index: int, finding: Finding) -> list[str]:
+def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> list[str]:
     head = (f"{index}. {MARKS[finding.severity]} **{finding.severity.value}** "
             f"**{escape(finding.code)}** {escape(finding.title)}")
     place = s.where(finding)
     lines = [head + (f" ({escape(place)})" if place else ""), "", f"   {escape(finding.message)}", ""]
     if finding.evidence:
         lines.append("   - Evidence: " + escape(", ".join(s.evidence_items(finding.evidence))))
+    if finding.confidence < 1:
+        lines.append(f"   - Confidence: {finding.confidence:.0%}")
     lines += _list("Likely causes", finding.causes) + _list("What to do", finding.fixes)
+    lines += _list(f"Symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms])
     return lines
 
 

@@ -55,6 +55,16 @@ _FINDING = _object({
     "fixes": _STRINGS,
     "priority": {"type": "integer"},
     "seen_live": _STEP,
+    "explained_by": {"type": ["string", "null"]},
+    "symptoms": _STRINGS,
+})
+
+_ROOT_CAUSE = _object({
+    "code": {"type": "string"},
+    "title": {"type": "string"},
+    "severity": _SEVERITY,
+    "confidence": {"type": "number"},
+    "symptoms": _STRINGS,
 })
 
 _SUMMARY = _object({
@@ -89,6 +99,7 @@ _RUN = _object({
     "read": _READ,
     "verdict": _VERDICT,
     "findings": {"type": "array", "items": _FINDING},
+    "root_causes": {"type": "array", "items": _ROOT_CAUSE},
     "not_evaluated": {"type": "array", "items": _RULE_NOTE},
     "errors": {"type": "array", "items": _RULE_NOTE},
     "warnings": _STRINGS,

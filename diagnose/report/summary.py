@@ -206,13 +206,28 @@ def _run_verdict(analysis: Analysis) -> str:
     name = analysis.run.name
     read = coverage(analysis.run)
     if found:
+        symptoms = next((members for root, members in analysis.root_causes if root is found[0]), [])
+        explained = f", which {explains_text(symptoms)}" if symptoms else ""
         return (f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); "
-                f"worst: {describe(found[0])}; read: {read.describe()}")
+                f"worst: {describe(found[0])}{explained}; read: {read.describe()}")
     notes = len(analysis.findings)
     extra = f"; {plural(notes, 'note')}" if notes else ""
     if not read.judged:
         return f"not judged: run '{name}': {read.reason}; read: {read.describe()}{extra}"
     return f"healthy: no problems found in run '{name}'; read: {read.describe()}{extra}"
+
+
+def explains_text(symptoms: Sequence[Finding]) -> str:
+    """``"explains 2 other findings: LR001, SPK001"`` (empty without symptoms)."""
+    if not symptoms:
+        return ""
+    return f"explains {plural(len(symptoms), 'other finding')}: {', '.join(f.code for f in symptoms)}"
+
+
+def symptom_line(finding: Finding) -> str:
+    """A symptom under its root cause, on one line: code, title, where, what was seen."""
+    place = where(finding)
+    return f"{finding.code} {finding.title} ({finding.severity.value}{', ' + place if place else ''}): {finding.message}"
 
 
 def describe(finding: Finding) -> str:

@@ -67,13 +67,13 @@ def runs_table(ordered: Sequence[Analysis]) -> Table:
 def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> list[RenderableType]:
     parts: list[RenderableType] = [Text("")]
     parts.append(Text(visible(s.run_summary_line(analysis)), style="bold" if not single else "dim"))
-    for index, finding in enumerate(analysis.findings, 1):
-        parts.append(finding_block(index, finding))
+    for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
+        parts.append(finding_block(index, root, symptoms))
     parts.extend(_footnotes(analysis, show_skipped))
     return parts
 
 
-def finding_block(index: int, finding: Finding) -> Group:
+def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> Group:
     head = Text.assemble(
         f"{index}. ", (finding.severity.value.upper(), STYLES[finding.severity]), " ",
         (visible(finding.code), "bold"), visible(f" {finding.title}"), (visible(f"  [{finding.name}]"), "dim"),
@@ -85,8 +85,12 @@ def finding_block(index: int, finding: Finding) -> Group:
     lines.append(_indented(Text(visible(finding.message)), 3))
     if finding.evidence:
         lines.append(_field("evidence", ", ".join(s.evidence_items(finding.evidence))))
+    if finding.confidence < 1:
+        lines.append(_field("confidence", f"{finding.confidence:.0%}"))
     lines.extend(_bullets("likely causes", finding.causes))
     lines.extend(_bullets("what to do", finding.fixes))
+    if symptoms:
+        lines.extend(_bullets(f"symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms]))
     return Group(*lines)
 
 

@@ -75,6 +75,7 @@ class Category(str, enum.Enum):
     RESOURCES = "resources"  # memory, skipped AMP steps, throughput
     DISTRIBUTED = "distributed"  # cross-rank problems
     PREFLIGHT = "preflight"  # checks run before training
+    BUGS = "bugs"  # a mistake in the training script (missing zero_grad, softmax into cross-entropy, ...)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class Finding:
     causes: tuple[str, ...] = ()
     fixes: tuple[str, ...] = ()
     priority: int = 50
+    # The differential diagnosis (diagnose.rules.diagnosis): the code of the root-cause
+    # finding this one is a symptom of, or the codes of the symptoms this root cause explains.
+    explained_by: str | None = None
+    symptoms: tuple[str, ...] = ()
     # The step at which the live monitor first announced this finding while the run was recorded.
     seen_live: int | None = None
 
@@ -123,12 +128,13 @@ class Finding:
         data["steps"] = list(self.steps)
         data["causes"] = list(self.causes)
         data["fixes"] = list(self.fixes)
+        data["symptoms"] = list(self.symptoms)
         data["evidence"] = dict(self.evidence)
         return data
 
     def sort_key(self) -> tuple[float, ...]:
-        """Worst first: severity, then the rule's priority, then confidence."""
-        return (-self.severity.rank, self.priority, -self.confidence, self.onset if self.onset is not None else 0)
+        """Worst first: severity, then confidence, then the rule's priority."""
+        return (-self.severity.rank, -self.confidence, self.priority, self.onset if self.onset is not None else 0)
 
 
 class Rule:

@@ -1,4 +1,5 @@
-"""Run the rules over a `Run` and collect the findings, worst first.
+"""Run the rules over a `Run` collect the findings, and order them as a differential
+diagnosis: root causes worst first, each followed by the symptoms it explains.
 
 Rules are independent: each reads the run and nothing else. How findings
 relate (one causes another, one makes another redundant) is declared on the
@@ -16,6 +17,7 @@ from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity
 from diagnose.rules.codes import all_rules, get_rule
 from diagnose.rules.config import RuleConfig
+from diagnose.rules.diagnosis import differential, root_causes
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -47,6 +49,11 @@ class Analysis:
         return self.findings[0] if self.findings else None
 
     @property
+    def root_causes(self) -> list[tuple[Finding, list[Finding]]]:
+        """(root cause, the symptoms it explains), most likely first."""
+        return root_causes(self.findings)
+
+    @property
     def codes(self) -> list[str]:
         return [f.code for f in self.findings]
 
@@ -60,7 +67,8 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
             if config.enabled(rule_class):
                 _apply(rule_class(), run, config, analysis)
     kept, analysis.superseded = set_aside_superseded(analysis.findings)
-    analysis.findings = causes_first(sorted(live_history(run, kept), key=Finding.sort_key))
+    explains = {rule.code: set(rule.explains) for rule in all_rules()}
+    analysis.findings = differential(sorted(live_history(run, kept), key=Finding.sort_key), explains)
     return analysis
 
 

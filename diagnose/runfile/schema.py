@@ -82,6 +82,17 @@ STEP_FIELDS = {
     "gpu_util": "GPU utilization percent from NVML",
     "loss_scale": "AMP GradScaler scale",
     "epoch": "epoch, when the source logs one",
+    # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs), on sampled steps.
+    "grad_carried": "L2 norm of the gradients parameters already held when the step's first backward began"
+                    " (0: reset since the last step)",
+    "loss_grad_nonfinite": "1 when the gradient of the loss with respect to the model output held NaN/Inf",
+    "pred_min": "smallest value the loss function was given (the model output when the loss is a function)",
+    "pred_max": "largest value the loss function was given",
+    "pred_rowsum_dev": "mean |sum over the last dimension - 1| of the loss input (0: probabilities)",
+    "pred_lse_dev": "mean |logsumexp over the last dimension| of the loss input (0: log-probabilities)",
+    "pred_zero_frac": "fraction of the loss input that is exactly zero",
+    "label_entropy": "entropy (nats) of the class labels of the batch the loss saw",
+    "label_classes": "number of distinct class labels in that batch",
     "data_time": "host seconds from the previous optimizer step to this step's first forward (distributed)",
     "forward_time": "host seconds from the step's first training forward to the end of its last (distributed)",
     "param_checksum": "float64 sum of all parameters after the step (distributed)",
@@ -131,6 +142,14 @@ LAYER_FIELDS = {
     "act_sat_frac": "fraction of outputs saturated (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)",
     "act_batch_std": "mean over features of the standard deviation across the batch",
     "act_nonfinite": "1 when the output held NaN or Inf",
+    # Inputs of Linear/convolution layers (diagnose.probes.loss_inputs.LayerInputProbe).
+    "in_absmax": "largest |value| of the layer input",
+    "in_mean": "mean of the layer input",
+    "in_std": "standard deviation of the layer input",
+    "in_min": "smallest value of the layer input",
+    "in_sat_frac": "fraction of the layer input beyond 0.99 in magnitude (a saturated tanh before it)",
+    "in_zero_frac": "fraction of the layer input that is exactly zero",
+    "in_dead_frac": "fraction of input features <= 0 for the whole batch (a dead ReLU before it)",
     "param_checksum": "float64 sum of the module's own parameters after the step (distributed)",
 }
 
@@ -157,6 +176,14 @@ EV_NONFINITE_OP = "nonfinite_op"
 EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
 EV_NOTE = "note"
+# Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs).
+EV_UNOPTIMIZED = "unoptimized"
+EV_EVAL_MODE = "eval_mode"
+EV_DUPLICATE_ROWS = "duplicate_rows"
+EV_WARNING = "warning"
+EV_LOSS_FUNCTION = "loss_function"
+DUPLICATE_ROWS_START = "start"
+DUPLICATE_ROWS_TRAINING = "training"
 
 # The ``where`` of a nonfinite event: the pass or value in which NaN/Inf was first seen.
 WHERE_FORWARD = "forward"
@@ -220,6 +247,29 @@ EVENTS: dict[str, Event] = {event.name: event for event in (
     }, values={"check": tuple(PREFLIGHT_CHECKS)}),
     Event(EV_NOTE, "text given to Watch.log (w.log(phase='warmup-done')), kept at the step it was logged at", {
         "key": "the keyword it was logged under", "text": "the text (at most 500 characters)",
+    }),
+    Event(EV_UNOPTIMIZED, "trainable parameters got a gradient at the first step but are in no parameter group", {
+        "count": "parameter tensors left out", "numel": "values in them",
+        "trainable_numel": "values in all trainable parameters", "modules": "owning modules (up to 20)",
+    }),
+    Event(EV_EVAL_MODE, "the optimizer stepped with dropout/normalisation modules in eval mode (written on change)", {
+        "count": "mode-sensitive modules in eval mode", "sensitive": "mode-sensitive modules in the model",
+        "model_training": "1 when the model itself was in training mode", "modules": "their names (up to 20)",
+        "types": "their class names",
+    }),
+    Event(EV_DUPLICATE_ROWS, "a weight matrix with identical rows (units that compute the same thing)", {
+        "module": "the module", "type": "its class name", "rows": "rows (output units)",
+        "distinct": "distinct rows", "phase": "start: before training; training: after step 10 or 100",
+        "zero": "1 when every row is all zeros",
+    }, values={"phase": (DUPLICATE_ROWS_START, DUPLICATE_ROWS_TRAINING)}),
+    Event(EV_WARNING, "a Python/torch warning raised while training (again when its count grows)", {
+        "category": "warning class name", "message": "the message (up to 500 characters)",
+        "origin": "file name and line that raised it", "count": "times it was shown so far",
+    }),
+    Event(EV_LOSS_FUNCTION, "the loss module called on the output (again when it or its shapes change)", {
+        "loss_fn": "class name of the loss module", "reduction": "its reduction",
+        "input_shape": "shape of the prediction it was given", "target_shape": "shape of the target",
+        "target_dtype": "dtype of the target", "broadcast": "1 when the shapes differ with the same dtype",
     }),
     Event(EV_NONFINITE_OP, "the operation that made the first non-finite training loss, read from its autograd "
           "graph when backward was called on it", {

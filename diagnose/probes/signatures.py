@@ -1,0 +1,293 @@
+"""Bug signatures: cheap facts about the training loop itself, not about the curve.
+
+Each probe here looks for the trace one common coding mistake leaves, at a
+cost that does not show on the default preset: Python-side checks at one or a
+few steps, or reductions on sampled steps only.
+
+- `CarriedGradientProbe`: gradients already populated when a step's first
+  backward begins (``optimizer.zero_grad()`` missing, or called once per epoch).
+- `OptimizerCoverageProbe`: parameters that receive gradients but sit in no
+  optimizer parameter group (an optimizer built on part of the model).
+- `TrainingModeProbe`: dropout and normalisation modules in eval mode while the
+  optimizer steps (``model.eval()`` left on, a BatchNorm frozen by accident).
+- `DuplicateRowsProbe`: weight matrices whose rows are identical (constant or
+  symmetric initialisation), at the start and again after some steps.
+- `WarningProbe`: Python and torch warnings raised during training, once per
+  distinct message, with counts; the user's own warning display is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.presets import Schedule
+from diagnose.probes.record import StepRecord
+from diagnose.runfile import schema
+
+# Steps after the first at which a loop that never resets its gradients shows
+# it; a run shorter than the first scheduled sample is still covered.
+_EARLY_STEPS = 3
+
+
+def _due_or_early(schedule: Schedule, step: int, first_step: int) -> bool:
+    return schedule.due(step, first_step) or (schedule.every > 0 and first_step < step <= first_step + _EARLY_STEPS)
+
+
+class CarriedGradientProbe(Probe):
+    """``grad_carried``: the L2 norm of the gradients parameters already hold when a step's
+    first backward begins; 0 when they were reset (to None or to zeros) since the last step.
+
+    A gradient counts as carried only when it was present at the step's first
+    forward *and* is still non-zero when its backward begins, so
+    ``optimizer.zero_grad()`` called between forward and backward is a reset.
+    Only the optimizer's own parameters count: parameters outside every
+    parameter group are never reset by ``optimizer.zero_grad()``, and
+    `OptimizerCoverageProbe` reports those.
+    """
+
+    name = "carried_gradients"
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self._forward_seen = False
+        self._present_at_forward = False
+        self._backward_seen = False
+        self._params: list[torch.Tensor] = []
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        optimized = {id(p) for group in host.optimizer.param_groups for p in group["params"]}
+        self._params = [p for _, p in host.params if id(p) in optimized]
+
+    def on_forward_start(self, record: StepRecord) -> None:
+        if self._forward_seen or not _due_or_early(self.schedule, record.step, self.host.first_step):
+            return
+        self._forward_seen = True
+        self._present_at_forward = any(p.grad is not None for p in self._params)
+
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        if not self._forward_seen or self._backward_seen:
+            return
+        tensor = first_float_tensor(output)
+        if tensor is not None and tensor.requires_grad:
+            tensor.register_hook(self.host.guard(self, self._on_backward_start))
+
+    def _on_backward_start(self, grad: torch.Tensor) -> None:
+        if self._backward_seen:
+            return
+        self._backward_seen = True
+        held = [p.grad.detach() for p in self._params if p.grad is not None] if self._present_at_forward else []
+        if held:
+            norms = torch._foreach_norm(held, 2, dtype=torch.float32)
+            carried = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+        else:
+            carried = 0.0
+        self.host.record.fields["grad_carried"] = carried
+
+    def after_step(self, record: StepRecord) -> None:
+        self._forward_seen = self._backward_seen = self._present_at_forward = False
+
+
+class LossGradientProbe(Probe):
+    """``loss_grad_nonfinite``: 1 at a step where the gradient of the loss with respect to
+    the model output held NaN or Inf, i.e. the loss computation itself made it
+    (``log(0)`` in a hand-written loss, a sigmoid output of exactly 0 or 1 fed to BCE).
+
+    One norm of the output gradient per forward, kept on the device.
+    """
+
+    name = "loss_gradient"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._norms: list[torch.Tensor] = []
+
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        tensor = first_float_tensor(output)
+        if tensor is not None and tensor.requires_grad:
+            tensor.register_hook(self.host.guard(self, self._on_output_grad))
+
+    def _on_output_grad(self, grad: torch.Tensor) -> None:
+        self._norms.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+
+    def finish(self, record: StepRecord) -> None:
+        if self._norms:
+            record.private["loss_grad_norms"] = torch.stack([n.to(self._norms[0].device) for n in self._norms])
+        self._norms = []
+
+    def resolve(self, record: StepRecord) -> None:
+        norms = record.private.get("loss_grad_norms")
+        if norms is None:
+            return
+        norms = norms if isinstance(norms, list) else [norms]
+        if not all(math.isfinite(n) for n in norms):
+            record.fields["loss_grad_nonfinite"] = 1
+
+
+class OptimizerCoverageProbe(Probe):
+    """An ``unoptimized`` event: trainable parameters that received a gradient at the first
+    step but belong to no optimizer parameter group, so they never move."""
+
+    name = "optimizer_coverage"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._done = False
+
+    def after_step(self, record: StepRecord) -> None:
+        if self._done:
+            return
+        with_grad = [(owner, p) for owner, p in self.host.params if p.grad is not None]
+        if not with_grad:
+            return  # gradients not there yet (or reset before the step): look again next step
+        self._done = True
+        optimized = {id(p) for group in self.host.optimizer.param_groups for p in group["params"]}
+        left_out = [(owner, p) for owner, p in with_grad if id(p) not in optimized]
+        if left_out:
+            modules = list(dict.fromkeys(owner for owner, _ in left_out))
+            record.event(schema.EV_UNOPTIMIZED, count=len(left_out), numel=sum(p.numel() for _, p in left_out),
+                         trainable_numel=sum(p.numel() for _, p in self.host.params), modules=modules[:20])
+
+
+# Modules whose forward differs between train() and eval(): the ones a wrong mode changes.
+_MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+                   nn.modules.instancenorm._InstanceNorm)
+
+
+def _mode_sensitive(module: nn.Module) -> bool:
+    """Dropout and normalisation with running statistics."""
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return module.track_running_stats
+    return isinstance(module, _MODE_SENSITIVE)
+
+
+def _frozen(module: nn.Module) -> bool:
+    """All own parameters frozen: a frozen BatchNorm kept in eval mode is the usual way to
+    fine-tune, not a mistake."""
+    own = list(module.parameters(recurse=False))
+    return bool(own) and not any(p.requires_grad for p in own)
+
+
+class TrainingModeProbe(Probe):
+    """An ``eval_mode`` event when the optimizer steps while dropout or normalisation
+    modules are in eval mode (``training`` False); written again when that changes."""
+
+    name = "training_mode"
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self._sensitive: list[tuple[str, nn.Module]] = []
+        self._last: tuple[str, ...] | None = None
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        self._sensitive = [(name, m) for name, m in host.modules if _mode_sensitive(m)]
+
+    def before_step(self, record: StepRecord) -> None:
+        if not self._sensitive or not _due_or_early(self.schedule, record.step, self.host.first_step):
+            return
+        in_eval = tuple(name for name, module in self._sensitive if not module.training and not _frozen(module))
+        if in_eval == self._last or (self._last is None and not in_eval):
+            self._last = in_eval
+            return
+        self._last = in_eval
+        types = [type(module).__name__ for name, module in self._sensitive if name in in_eval]
+        record.event(schema.EV_EVAL_MODE, count=len(in_eval), sensitive=len(self._sensitive),
+                     model_training=int(self.host.model.training), modules=list(in_eval[:20]),
+                     types=sorted(set(types)))
+
+
+# Matrices larger than this are compared with their first row only (a full
+# row-uniqueness sort of a large embedding table would cost a noticeable pause).
+_UNIQUE_ROWS_MAX_NUMEL = 1 << 22
+_ROW_CHECK_STEPS = (10, 100)
+
+
+def distinct_rows(weight: torch.Tensor) -> int:
+    """How many different rows a weight matrix has (first dimension = output units)."""
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    if rows.numel() <= _UNIQUE_ROWS_MAX_NUMEL:
+        return int(torch.unique(rows, dim=0).shape[0])
+    same_as_first = bool((rows == rows[0]).all())
+    return 1 if same_as_first else rows.shape[0]
+
+
+class DuplicateRowsProbe(Probe):
+    """``duplicate_rows`` events: weight matrices with identical rows (units that compute
+    the same thing), checked before training and after steps 10 and 100: identical
+    rows that stay identical under training never separate."""
+
+    name = "duplicate_rows"
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        self._check(host.record, when=schema.DUPLICATE_ROWS_START)
+
+    def after_step(self, record: StepRecord) -> None:
+        if record.step - self.host.first_step + 1 in _ROW_CHECK_STEPS:
+            self._check(record, when=schema.DUPLICATE_ROWS_TRAINING)
+
+    def _check(self, record: StepRecord, when: str) -> None:
+        for name, module in self.host.modules:
+            weight = getattr(module, "weight", None)
+            if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.shape[0] < 2:
+                continue
+            distinct = distinct_rows(weight)
+            if distinct < weight.shape[0]:
+                record.event(schema.EV_DUPLICATE_ROWS, module=name or schema.MODEL_MODULE, type=type(module).__name__,
+                             rows=int(weight.shape[0]), distinct=distinct, phase=when,
+                             zero=int(distinct == 1 and not bool(weight.detach().reshape(-1)[0] != 0)))
+
+
+class WarningProbe(Probe):
+    """``warning`` events: each distinct warning raised while the watch is open, with the
+    step it first appeared and how often it was shown. The display the user had
+    (``warnings.showwarning``) still runs: nothing is swallowed."""
+
+    name = "warnings"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._previous: Any = None
+        self._counts: dict[tuple[str, str, str], int] = {}
+        self._changed: set[tuple[str, str, str]] = set()
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        self._previous = warnings.showwarning
+        warnings.showwarning = self._show
+
+    def detach(self) -> None:
+        if warnings.showwarning == self._show:
+            warnings.showwarning = self._previous
+        super().detach()
+
+    def _show(self, message: Any, category: type[Warning], filename: str, lineno: int, *args: Any,
+              **kwargs: Any) -> None:
+        try:
+            if self.active and not str(message).startswith("diagnose:"):
+                self._count(str(message), category.__name__, f"{os.path.basename(filename)}:{lineno}")
+        finally:
+            self._previous(message, category, filename, lineno, *args, **kwargs)
+
+    def _count(self, message: str, category: str, origin: str) -> None:
+        key = (category, message[:500], origin)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self._changed.add(key)
+
+    def finish(self, record: StepRecord) -> None:
+        if not self._changed:
+            return
+        for category, message, origin in sorted(self._changed):
+            record.event(schema.EV_WARNING, category=category, message=message, origin=origin,
+                         count=self._counts[(category, message, origin)])
+        self._changed.clear()

@@ -1,0 +1,986 @@
+"""Rules that name a mistake in the training script, from the probes' bug signatures.
+
+These are root causes: each declares the curve-level symptoms it explains, so
+that the engine lists those under it instead of next to it, and the fixes
+come from the bug ("call optimizer.zero_grad() every step") rather than from
+the symptom ("lower the learning rate"). Every decision is a pure function in
+:mod:`diagnose.rules.bug_signatures`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from diagnose import curves
+from diagnose.rules import bug_signatures as sig
+from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.run import Run
+from diagnose.runfile import schema
+
+# Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
+_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001")
+_STALL = ("PLT001", "CH001", "LR003", "GRD003")
+
+
+def events_of(run: Run, name: str) -> list[dict[str, Any]]:
+    """The event rows of one kind, as dicts without the columns they do not use."""
+    events = run.events
+    if events.empty or "event" not in events.columns:
+        return []
+    rows = events[events["event"] == name]
+    return [{k: v for k, v in row.items() if not _missing(v)} for row in rows.to_dict("records")]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _sampled(run: Run, column: str) -> Any:
+    return curves.finite(run.series(column))
+
+
+def _layer_columns(run: Run, column: str) -> dict[str, list[float]]:
+    table = run.layer_series(column)
+    return {module: table[module].dropna().tolist() for module in table.columns} if not table.empty else {}
+
+
+class GradientsNotReset(Rule):
+    """
+    ## What it detects
+    The training loop does not reset the gradients between optimizer steps:
+    when a step's first backward begins, the optimizer's parameters still
+    hold the previous steps' gradients, so every step adds to the pile.
+
+    ## Why it matters
+    ``loss.backward()`` adds to ``.grad``; it never replaces it. Without
+    ``optimizer.zero_grad()`` each update is the sum of every gradient so
+    far: the steps grow without bound, the loss bounces and then rises, and it
+    looks exactly like a learning rate that is too high, although the same
+    rate trains fine once the gradients are reset (pytorch/pytorch#47175 has
+    asked for a warning about this since 2020).
+
+    ## How it decides
+    Needs ``grad_carried`` (the probes, on sampled steps). A gradient is
+    carried when it was present at the step's first forward and is non-zero
+    when the step's first backward begins (a ``zero_grad()`` between forward
+    and backward is a reset). It fires when at least ``min_share`` of the
+    sampled steps after the first carry gradients; at fewer (but at least
+    ``partial_share``) the gradients are reset only now and then
+    (``zero_grad()`` once per epoch).
+
+    ## What to do
+    Call ``optimizer.zero_grad()`` once per optimizer step, inside the batch
+    loop (before ``loss.backward()``); under gradient accumulation, after each
+    ``optimizer.step()``.
+    """
+
+    code = "BUG001"
+    name = "gradients-not-reset"
+    title = "Gradients are never reset: call optimizer.zero_grad() every step"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("grad_carried",)
+    priority = 3
+    explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "NF001", "ACT001", "ACT003", "LR004")
+    thresholds = (
+        Threshold("min_share", 0.8, "share of sampled steps with carried gradients that means never reset",
+                  source="a loop that never resets carries at every step after the first"),
+        Threshold("partial_share", 0.3, "share that means reset only now and then",
+                  source="zero_grad() once per epoch of 3+ steps carries at 2/3 or more of the steps"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        carried = _sampled(run, "grad_carried")
+        carried = carried[carried.index > carried.index.min()] if len(carried) else carried
+        norms = run.series("grad_norm").reindex(carried.index)
+        found = sig.carried_gradients(carried.to_numpy(), norms.to_numpy(), t["partial_share"])
+        if found is None:
+            return
+        growth = sig.gradient_growth(run.series("grad_norm").to_numpy())
+        always = found["share"] >= t["min_share"]
+        grown = f"; the gradient norm grew {growth:.3g}x over the run" if math.isfinite(growth) else ""
+        if always:
+            message = (f"gradients were still populated when backward began at {found['carried_steps']} of "
+                       f"{found['sampled_steps']} sampled steps after the first{grown}: optimizer.zero_grad() "
+                       f"is never called, so every step adds the new gradient to all the old ones")
+        else:
+            message = (f"gradients were still populated when backward began at {found['carried_steps']} of "
+                       f"{found['sampled_steps']} sampled steps: they are reset only now and then "
+                       f"(optimizer.zero_grad() outside the batch loop, once per epoch?){grown}")
+        yield self.finding(
+            run,
+            message=message,
+            onset=float(carried[carried > 0].index[0]),
+            evidence={**found, "grad_norm_growth": growth},
+            confidence=0.95 if always else 0.8,
+            causes=["optimizer.zero_grad() missing from the training loop, or called once per epoch "
+                    "instead of once per step"],
+            fixes=["call optimizer.zero_grad() before every loss.backward() (inside the batch loop)",
+                   "look for: a loop with loss.backward(); optimizer.step() and no zero_grad() between steps"],
+        )
+
+
+class ParametersOutsideOptimizer(Rule):
+    """
+    ## What it detects
+    Trainable parameters receive gradients but belong to no optimizer
+    parameter group: the optimizer was built on part of the model.
+
+    ## Why it matters
+    Those parameters never move, and ``optimizer.zero_grad()`` never resets
+    their gradients, which pile up step after step: the gradient norm grows
+    as if the gradients were exploding, while the layers that do train try
+    to make up for the frozen ones.
+
+    ## How it decides
+    Needs the probes' ``unoptimized`` event (written at the first step with
+    gradients). It fires for any parameter in it; the message gives the
+    share of the trainable parameters.
+
+    ## What to do
+    Build the optimizer on every trainable parameter:
+    ``torch.optim.AdamW(model.parameters(), ...)``; when the model changes
+    after the optimizer was made (a new head, ``model.to()`` on a copy),
+    create the optimizer after it. To freeze layers on purpose, set
+    ``requires_grad_(False)`` on them.
+    """
+
+    code = "BUG002"
+    name = "parameters-outside-optimizer"
+    title = "Parameters get gradients but are not in the optimizer"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("events",)
+    priority = 3
+    explains = (*_STALL, "GRD001", "GRD004", "BUG001", "BUG003", "LR001", "SPK001")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        for event in events_of(run, schema.EV_UNOPTIMIZED)[:1]:
+            share = event["numel"] / event["trainable_numel"] if event.get("trainable_numel") else math.nan
+            modules = ", ".join(str(m) for m in event.get("modules", []))
+            yield self.finding(
+                run,
+                message=(f"{event['count']:g} parameter tensor(s) ({event['numel']:g} values, {share:.0%} of the "
+                         f"trainable parameters) in {modules} received gradients but are in no optimizer "
+                         f"parameter group: they never move, and their gradients are never reset"),
+                onset=event.get("step"),
+                module=str(event["modules"][0]) if event.get("modules") else None,
+                evidence={"tensors": event["count"], "values": event["numel"], "share": share,
+                          "modules": event.get("modules", [])},
+                confidence=0.95,
+                causes=["the optimizer was built on part of the model (one submodule's parameters), or before "
+                        "layers were added or replaced"],
+                fixes=["build the optimizer on model.parameters() after the model is complete",
+                       "look for: torch.optim.X(model.<submodule>.parameters(), ...) or an optimizer made before "
+                       "a new head was attached; freeze on purpose with requires_grad_(False)"],
+            )
+
+
+class UpdatesExactlyZero(Rule):
+    """
+    ## What it detects
+    Layers whose parameters receive a gradient but whose update is exactly
+    zero at every sampled step.
+
+    ## Why it matters
+    A layer that gets a gradient and never moves is frozen by the optimizer:
+    a parameter group with learning rate 0, a mask, or ``optimizer.step()``
+    applied to a copy of the parameters. The rest of the model trains around it.
+
+    ## How it decides
+    Needs the per-layer ``update_ratio`` and ``grad_norm``: every one of at
+    least ``min_samples`` sampled update ratios is exactly 0 while a
+    gradient norm of the layer is positive.
+
+    ## What to do
+    Check the learning rate of each parameter group
+    (``[g["lr"] for g in optimizer.param_groups]``) and that the optimizer
+    holds the model's own parameter tensors (not copies made before
+    ``model.to(device)``).
+    """
+
+    code = "BUG003"
+    name = "updates-exactly-zero"
+    title = "Layers get gradients but their weights never change"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("layers.update_ratio", "layers.grad_norm")
+    priority = 4
+    explains = _STALL
+    thresholds = (Threshold("min_samples", 2, "sampled updates needed", source="one sample can be a skipped step"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        frozen = sig.frozen_layers(_layer_columns(run, "grad_norm"), _layer_columns(run, "update_ratio"),
+                                   int(t["min_samples"]))
+        if not frozen:
+            return
+        yield self.finding(
+            run,
+            message=(f"{len(frozen)} layer(s) ({', '.join(frozen[:8])}) received gradients, but every sampled "
+                     f"update of their weights was exactly zero: the optimizer does not move them"),
+            module=frozen[0],
+            evidence={"layers": frozen},
+            confidence=0.9,
+            causes=["a parameter group with learning rate 0", "the optimizer holds copies of the parameters"],
+            fixes=["print [g['lr'] for g in optimizer.param_groups] and check each group's parameters",
+                   "create the optimizer after model.to(device)"],
+        )
+
+
+class GradientExactlyZero(Rule):
+    """
+    ## What it detects
+    The global gradient norm is exactly zero at most steps: nothing the loss
+    computes flows back to the weights.
+
+    ## Why it matters
+    An exactly zero gradient is not a small one: it means the graph from the
+    loss to the parameters is cut (``.detach()``, ``.item()``, ``torch.no_grad()``,
+    an ``argmax`` or rounding in the loss path) or every unit is dead. The
+    model cannot learn, whatever the learning rate.
+
+    ## How it decides
+    Needs ``grad_norm``. It fires when at least ``min_share`` of the finite
+    values are exactly 0.
+
+    ## What to do
+    Find where the loss stops depending on the weights: check
+    ``loss.grad_fn`` and ``output.requires_grad``; remove ``.detach()``,
+    ``.item()``, ``.numpy()`` or ``torch.no_grad()`` between the model and the
+    loss; replace ``argmax``/``round`` in the loss with a differentiable form.
+    """
+
+    code = "BUG004"
+    name = "gradient-exactly-zero"
+    title = "Gradient norm exactly zero: the loss does not reach the weights"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("grad_norm",)
+    priority = 3
+    explains = (*_STALL, "GRD002", "GRD004", "ACT001", "BUG003")
+    thresholds = (Threshold("min_share", 0.9, "share of steps with a zero gradient norm",
+                            source="a float gradient is exactly 0 only when no path reaches the weights"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        found = sig.exactly_zero_gradients(run.series("grad_norm").to_numpy(), t["min_share"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(f"the gradient norm was exactly 0 at {found['zero_steps']} of {found['steps']} steps: the "
+                     f"loss does not depend on any weight through a differentiable path"),
+            evidence=found,
+            confidence=0.9,
+            causes=["the graph is cut between the model and the loss (.detach(), .item(), torch.no_grad(), argmax)"],
+            fixes=["check loss.grad_fn and that the model output requires grad",
+                   "look for: .detach(), .item(), .numpy(), torch.no_grad() or argmax/round between the model "
+                   "output and the loss"],
+        )
+
+
+class ModulesInEvalMode(Rule):
+    """
+    ## What it detects
+    The optimizer steps while dropout or normalisation modules are in eval
+    mode (``module.training`` False): ``model.eval()`` left on for training,
+    or a BatchNorm switched to eval by a helper.
+
+    ## Why it matters
+    In eval mode dropout does nothing and BatchNorm normalises with its
+    running statistics instead of the batch's, and stops updating them. The
+    model trains without the regularisation it was built with and overfits,
+    or BatchNorm normalises with statistics that do not fit the activations,
+    which looks like an unstable learning rate.
+
+    ## How it decides
+    Needs the probes' ``eval_mode`` event (the mode is read before sampled
+    optimizer steps). Modules whose parameters are all frozen are not counted
+    (a frozen BatchNorm in eval mode is the usual way to fine-tune). The whole
+    model in eval mode is an error; single modules a warning.
+
+    ## What to do
+    Call ``model.train()`` at the start of every training epoch (after each
+    evaluation, which calls ``model.eval()``).
+    """
+
+    code = "BUG005"
+    name = "modules-in-eval-mode"
+    title = "Training in eval mode: dropout/BatchNorm are switched off, call model.train()"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("events",)
+    priority = 4
+    explains = (*_LOSS_SHAPE, "OVF001", "OVF002", "GRD001", "GRD003", "NF001", "ACT001", "ACT003")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        found = [e for e in events_of(run, schema.EV_EVAL_MODE) if e.get("count")]
+        if not found:
+            return
+        event = found[0]
+        whole = not event.get("model_training", 1)
+        types = ", ".join(event.get("types", []))
+        where = "the whole model was in eval mode (model.eval())" if whole else \
+            f"{event['count']:g} of {event['sensitive']:g} dropout/normalisation modules were in eval mode"
+        yield self.finding(
+            run,
+            message=(f"while the optimizer stepped, {where} from step {event['step']:g}: {types} "
+                     f"{'behave' if event['count'] > 1 else 'behaves'} as at inference (no dropout, BatchNorm "
+                     f"with frozen running statistics)"),
+            onset=event.get("step"),
+            module=str(event["modules"][0]) if event.get("modules") and not whole else None,
+            evidence={"modules_in_eval": event["count"], "mode_sensitive_modules": event["sensitive"],
+                      "model_training": bool(event.get("model_training", 1)), "modules": event.get("modules", [])},
+            confidence=0.9,
+            severity=Severity.ERROR if whole else None,
+            causes=["model.eval() called for an evaluation and model.train() not called again before training"],
+            fixes=["call model.train() at the start of every training epoch",
+                   "look for: model.eval() (or an evaluate() helper) before the training loop with no "
+                   "model.train() after it"],
+        )
+
+
+_MISMATCH_TEXT = {
+    "softmax-into-cross-entropy": (
+        "softmax fed into CrossEntropyLoss",
+        "CrossEntropyLoss was given probabilities (rows in [{pred_min:.3g}, {pred_max:.3g}] summing to 1): it "
+        "applies log_softmax itself, so the loss cannot go below {floor}",
+        "remove the softmax before CrossEntropyLoss: it expects raw logits",
+        "look for: softmax/Softmax as the last step of forward() or applied to the output before the loss"),
+    "nll-on-raw-scores": (
+        "NLLLoss on raw scores",
+        "NLLLoss was given values in [{pred_min:.3g}, {pred_max:.3g}] that are not log-probabilities: it "
+        "only negates the true class's score, so the loss falls without bound",
+        "apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
+        "look for: NLLLoss() with a model whose last layer is Linear (no LogSoftmax)"),
+    "sigmoid-into-bce-with-logits": (
+        "sigmoid fed into BCEWithLogitsLoss",
+        "BCEWithLogitsLoss was given values in [{pred_min:.3g}, {pred_max:.3g}]: probabilities, not logits; it "
+        "applies the sigmoid itself, so its outputs stay between 0.5 and 0.73 and the loss floors",
+        "remove the sigmoid before BCEWithLogitsLoss (or use BCELoss on the probabilities)",
+        "look for: torch.sigmoid/nn.Sigmoid as the last step of forward()"),
+    "logits-clamped-at-zero": (
+        "a ReLU after the last layer",
+        "the loss was given outputs clamped at 0 ({zero_frac:.0%} exactly zero): negative logits are cut off, "
+        "so the model cannot make a class unlikely",
+        "remove the ReLU (or other clamp) after the last layer: the loss expects unbounded logits",
+        "look for: an activation after the final Linear in forward() or nn.Sequential"),
+}
+
+
+class OutputDoesNotFitLoss(Rule):
+    """
+    ## What it detects
+    What the model gives the loss does not fit the loss function:
+    probabilities fed into ``CrossEntropyLoss`` (which expects logits),
+    raw scores into ``NLLLoss`` (which expects log-probabilities),
+    probabilities into ``BCEWithLogitsLoss``, or logits clamped at zero by
+    a ReLU after the last layer.
+
+    ## Why it matters
+    The loss still runs and still falls a little, so nothing fails; but it
+    optimises the wrong quantity. Softmax into cross-entropy floors the loss
+    at ``log(1 + (K - 1) / e)`` (1.461 for 10 classes) and flattens the
+    gradients; NLLLoss on raw scores drives the loss to minus infinity.
+
+    ## How it decides
+    Needs the probes' ``loss_function`` event (the loss module called on the
+    output) or ``metadata.loss_fn``, and the ``pred_*`` statistics (median
+    over sampled steps): probabilities are values in [0, 1] whose rows sum
+    to 1 within ``tolerance``; log-probabilities have a row ``logsumexp``
+    within ``tolerance`` of 0 and no value above it.
+
+    ## What to do
+    Give each loss what it expects: logits to ``CrossEntropyLoss`` and
+    ``BCEWithLogitsLoss``, ``log_softmax`` outputs to ``NLLLoss``; no
+    activation after the last layer.
+    """
+
+    code = "BUG006"
+    name = "output-does-not-fit-loss"
+    title = "The model output does not fit the loss function"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("pred_min",)
+    priority = 3
+    explains = (*_LOSS_SHAPE, "GRD003", "ACT002", "INIT001", "ZL001", "LR004", "BUG014", "BUG015", "BUG007")
+    thresholds = (Threshold("tolerance", 1e-3, "how close a row sum (or logsumexp) must be to 1 (0)",
+                            source="float32 softmax rows sum to 1 within ~1e-6"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss_fn = _loss_function(run)
+        if loss_fn is None:
+            return
+        stats = {c: float(_sampled(run, c).median()) for c in ("pred_min", "pred_max", "pred_rowsum_dev",
+                                                                "pred_lse_dev", "pred_zero_frac") if run.has(c)}
+        found = sig.output_loss_mismatch(loss_fn, stats, t["tolerance"])
+        if found is None:
+            return
+        bug, text, fix, pattern = _MISMATCH_TEXT[found["kind"]]
+        floor = f"{sig.softmax_ce_floor(run.num_classes):.4g} for {run.num_classes} classes" if run.num_classes \
+            else "log(1 + (K - 1)/e) for K classes"
+        yield self.finding(
+            run,
+            message=f"{bug}: " + text.format(floor=floor, **{k: v for k, v in found.items() if k != "kind"}),
+            evidence={"loss_fn": loss_fn, **found},
+            confidence=0.95,
+            causes=[bug],
+            fixes=[fix, pattern],
+        )
+
+
+def _loss_function(run: Run) -> str | None:
+    described = events_of(run, schema.EV_LOSS_FUNCTION)
+    if described:
+        return str(described[-1]["loss_fn"])
+    named = run.metadata.get("loss_fn")
+    return str(named) if named else None
+
+
+class SoftmaxCrossEntropyFloor(Rule):
+    """
+    ## What it detects
+    From the loss curve alone: a cross-entropy loss that flattens at the
+    floor of softmax probabilities fed into ``CrossEntropyLoss``,
+    ``log(1 + (K - 1) / e)`` for K classes (1.461 for 10, 0.313 for 2), and
+    never goes below it.
+
+    ## Why it matters
+    ``CrossEntropyLoss`` applies ``log_softmax`` to its input; fed
+    probabilities in [0, 1], the logit gap it sees is at most 1, so even a
+    perfect classifier scores ``log(1 + (K - 1)/e)``. A loss resting exactly
+    there is this bug's fingerprint, not a plateau to push through with a
+    higher learning rate.
+
+    ## How it decides
+    Needs ``loss`` and ``num_classes`` in the metadata, and is skipped when
+    the probes saw the loss input (``OutputDoesNotFitLoss`` decides then).
+    The lowest tenth of the loss values sits within ``tolerance`` (relative)
+    above the floor, and no value falls below the floor by more than that.
+
+    ## What to do
+    Remove the softmax before ``CrossEntropyLoss``: it expects raw logits and
+    applies ``log_softmax`` itself (take ``softmax`` only for predictions).
+    """
+
+    code = "BUG007"
+    name = "softmax-cross-entropy-floor"
+    title = "Loss rests on the softmax-into-cross-entropy floor"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("loss",)
+    priority = 4
+    explains = _LOSS_SHAPE
+    thresholds = (Threshold("tolerance", 0.03, "relative distance above the floor that counts as resting on it",
+                            source="the floor is approached from above as the model sharpens; 3% covers "
+                                   "float32 and a batch-mean of near-perfect rows"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        classes = run.num_classes
+        if classes is None or run.has("pred_min") or (run.task and run.task not in ("binary", "multiclass")):
+            return
+        loss = curves.finite(run.series("loss"))
+        if len(loss) < 20:
+            return
+        floor = sig.softmax_ce_floor(classes)
+        low = float(np.quantile(loss.to_numpy(), 0.1))
+        if not (floor * (1 - t["tolerance"]) <= float(loss.min()) and low <= floor * (1 + t["tolerance"])):
+            return
+        yield self.finding(
+            run,
+            message=(f"the loss bottoms out at {loss.min():.4g}, on the floor log(1 + (K-1)/e) = {floor:.4g} "
+                     f"for K = {classes} classes that CrossEntropyLoss cannot go below when it is fed "
+                     f"softmax probabilities instead of logits"),
+            evidence={"floor": floor, "min_loss": float(loss.min()), "low_decile": low, "num_classes": classes},
+            confidence=0.7,
+            causes=["softmax applied before CrossEntropyLoss"],
+            fixes=["remove the softmax before CrossEntropyLoss: it expects raw logits",
+                   "look for: softmax/Softmax as the last step of forward()"],
+        )
+
+
+class LossBroadcastWarning(Rule):
+    """
+    ## What it detects
+    The loss warned that the target's shape differs from the output's and
+    broadcast them (``MSELoss``: "Using a target size ... that is different
+    to the input size"), or the probes saw the loss given shapes that
+    broadcast (``(N, 1)`` against ``(N,)``).
+
+    ## Why it matters
+    Broadcasting ``(N, 1)`` against ``(N,)`` compares every output with every
+    target: the loss becomes the distance to the mean target, the best the
+    model can do is predict that mean for every input, and the loss floors at
+    the variance of the targets (the mean-only floor).
+
+    ## How it decides
+    Needs events: the ``warning`` event with that message, or a
+    ``loss_function`` event whose input and target shapes differ with the
+    same dtype.
+
+    ## What to do
+    Make the shapes of output and target equal before the loss:
+    ``loss_fn(output.squeeze(-1), target)`` or ``target.unsqueeze(-1)``.
+    """
+
+    code = "BUG008"
+    name = "loss-broadcasts-target"
+    title = "The loss broadcasts the target against the output: shapes differ"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("events",)
+    priority = 3
+    explains = (*_LOSS_SHAPE, "GRD003")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        warned = sig.broadcast_warning([str(e.get("message", "")) for e in events_of(run, schema.EV_WARNING)])
+        shapes = next((e for e in events_of(run, schema.EV_LOSS_FUNCTION) if e.get("broadcast")), None)
+        if warned is None and shapes is None:
+            return
+        detail = (f"{shapes['loss_fn']} was given an output of shape {tuple(shapes['input_shape'])} and a target "
+                  f"of shape {tuple(shapes['target_shape'])}") if shapes else f"the loss warned: {warned[:160]}"
+        yield self.finding(
+            run,
+            message=(f"{detail}: broadcasting compares every output with every target, so the model can only "
+                     f"learn the mean target and the loss floors at the targets' variance"),
+            onset=(shapes or {}).get("step"),
+            evidence={"warning": warned, "input_shape": (shapes or {}).get("input_shape"),
+                      "target_shape": (shapes or {}).get("target_shape")},
+            confidence=0.95,
+            causes=["output of shape (N, 1) against a target of shape (N,)"],
+            fixes=["make the shapes equal: loss_fn(output.squeeze(-1), target) or target.unsqueeze(-1)",
+                   "look for: a regression head nn.Linear(..., 1) with a 1-d target"],
+        )
+
+
+class InputsNotNormalised(Rule):
+    """
+    ## What it detects
+    The features reaching the first layer are far from unit scale (raw
+    values in the hundreds or thousands): the inputs were not standardised.
+
+    ## Why it matters
+    The first layer's pre-activations, and its gradients, scale with the
+    inputs: a learning rate that suits standardised data is orders of
+    magnitude too high, units saturate or die, and the loss spikes or
+    diverges. Standardising inputs to zero mean and unit variance is the
+    first recommendation of LeCun et al. 1998 ("Efficient BackProp", §4.3).
+
+    ## How it decides
+    Needs the per-layer ``in_std`` / ``in_mean`` of the first Linear or
+    convolution (the probes, on sampled steps): fires when the larger of
+    |mean| and std exceeds ``max_scale``.
+
+    ## What to do
+    Standardise the inputs with the training set's statistics
+    (``(x - mean) / std`` per feature, ``transforms.Normalize`` for images,
+    ``StandardScaler`` for tables), or put a normalisation layer first.
+    """
+
+    code = "BUG009"
+    name = "raw-input-features"
+    title = "Inputs are not normalised: raw features reach the first layer"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("layers.in_std",)
+    priority = 6
+    explains = (*_LOSS_SHAPE, "NF001", "GRD001", "ACT001", "ACT002", "INIT001", "GRD003")
+    thresholds = (Threshold("max_scale", 20.0, "largest |mean| or std of the first layer's input",
+                            source="standardised features have std 1; images in [0, 255] have std ~60"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        first = _first_layer_with(run, "in_std")
+        if first is None or _normalised_after(run, first):
+            return
+        stats = {c: float(run.layer_series(c)[first].median()) for c in ("in_absmax", "in_std", "in_mean")}
+        found = sig.unnormalised_inputs(stats["in_absmax"], stats["in_std"], stats["in_mean"], t["max_scale"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(f"the input of the first layer ({first}) has std {stats['in_std']:.3g}, mean "
+                     f"{stats['in_mean']:.3g} and values up to {stats['in_absmax']:.3g}: the features were not "
+                     f"standardised"),
+            module=first,
+            evidence=found,
+            confidence=0.85,
+            causes=["raw features (pixel values, prices, counts) fed to the model unscaled"],
+            fixes=["standardise the inputs with the training set's mean and std (transforms.Normalize, "
+                   "StandardScaler)", "look for: a dataset that returns raw values with no normalisation step"],
+        )
+
+
+def _normalised_after(run: Run, module: str) -> bool:
+    """True when the module right after ``module`` normalises (BatchNorm/LayerNorm/GroupNorm...):
+    raw features into a first layer followed by a normalisation are trained at unit scale."""
+    modules = [m for m in (run.meta.get("model") or {}).get("modules") or [] if isinstance(m, (list, tuple))]
+    names = [m[0] for m in modules]
+    if module not in names or names.index(module) + 1 >= len(names):
+        return False
+    return "Norm" in str(modules[names.index(module) + 1][1])
+
+
+def _first_layer_with(run: Run, column: str) -> str | None:
+    table = run.layer_series(column)
+    return table.columns[0] if not table.empty else None
+
+
+class IdenticalUnits(Rule):
+    """
+    ## What it detects
+    A layer whose weight rows are all identical at the start and still
+    identical after training steps: constant (or symmetric) initialisation.
+
+    ## Why it matters
+    Units with identical weights get identical gradients and stay identical
+    for ever: a layer of 256 units computes one feature. The loss falls a
+    little and stalls, whatever the learning rate.
+
+    ## How it decides
+    Needs the probes' ``duplicate_rows`` events: a layer (not the output
+    layer, whose rows separate by themselves) with one distinct row at the
+    start; for an all-zero matrix (a zero-initialised adapter separates by
+    itself) also at a check during training (after steps 10 and 100).
+
+    ## What to do
+    Use a random initialisation (PyTorch's default, ``kaiming_normal_``,
+    ``xavier_uniform_``); never ``nn.init.constant_`` or ``zeros_`` on hidden
+    weight matrices.
+    """
+
+    code = "BUG010"
+    name = "identical-units"
+    title = "Units are identical: constant weight initialisation"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("events",)
+    priority = 3
+    explains = (*_STALL, "ACT003", "GRD002")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        order = run.module_order()
+        found = sig.identical_units(events_of(run, schema.EV_DUPLICATE_ROWS))
+        found = [e for e in found if _has_layer_after(order, e["module"], run)]
+        if not found:
+            return
+        names = ", ".join(f"{e['module']} ({e['rows']:g} rows)" for e in found[:6])
+        yield self.finding(
+            run,
+            message=(f"every row of the weights of {names} was the same at the start"
+                     f"{' and still was after training steps' if found[0]['stayed'] else ''}: the units of the layer "
+                     f"start identical, get the same gradient (up to their biases) and stay (nearly) identical"),
+            module=str(found[0]["module"]),
+            evidence={"layers": [e["module"] for e in found], "rows": [e["rows"] for e in found]},
+            confidence=0.95,
+            causes=["weights initialised to a constant (nn.init.constant_, zeros_, fill_)"],
+            fixes=["initialise weights randomly (the PyTorch default, kaiming_normal_ or xavier_uniform_)",
+                   "look for: nn.init.constant_/zeros_/fill_ on weight matrices"],
+        )
+
+
+def _has_layer_after(order: list[str], module: str, run: Run) -> bool:
+    """True unless ``module`` is the last layer with weights (its rows separate on their own)."""
+    weighted = [m for m in order if m in set(run.layers["module"])] if "module" in run.layers.columns else order
+    return bool(weighted) and module != weighted[-1] if weighted else True
+
+
+_ACTIVATION_TYPES = {"tanh": ("Tanh", "Hardtanh", "Softsign"), "relu": ("ReLU", "ReLU6", "LeakyReLU", "PReLU")}
+
+
+class FunctionalActivationTrouble(Rule):
+    """
+    ## What it detects
+    The input of a Linear or convolution layer (after the first) looks like
+    the output of saturated tanh units (values in [-1, 1], most beyond 0.99
+    in magnitude) or of dead ReLUs (non-negative, most features zero for the
+    whole batch), where no activation module precedes the layer: a
+    functional ``torch.tanh`` / ``F.relu`` inside ``forward``.
+
+    ## Why it matters
+    Saturated and dead units pass back no gradient; the layers before them
+    stop learning. Module hooks cannot see a functional activation, so the
+    layer after it is where it shows.
+
+    ## How it decides
+    Needs the per-layer ``in_*`` statistics. Median over sampled steps of the
+    saturated share, or of the dead share, at least ``min_share``; skipped
+    when the module just before the layer is an activation module (the
+    activation rules judge those).
+
+    ## What to do
+    Saturation: lower the scale of the pre-activations (initialisation with
+    ``xavier_uniform_``, normalise the inputs, add LayerNorm before the tanh).
+    Dead units: use LeakyReLU/GELU, initialise biases at zero, check the
+    learning rate of the first steps.
+    """
+
+    code = "BUG011"
+    name = "functional-activation-trouble"
+    title = "A functional activation inside forward() saturates or dies"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("layers.in_sat_frac",)
+    priority = 20
+    explains = (*_STALL, "GRD002")
+    thresholds = (Threshold("min_share", 0.5, "median share of saturated values / dead features",
+                            source="ACT001/ACT002 use the same half-of-the-layer level"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        order = run.module_order()
+        types = dict((run.meta.get("model") or {}).get("modules") or [])
+        table = run.layer_series("in_sat_frac")
+        for module in list(table.columns)[1:]:
+            before = order[order.index(module) - 1] if module in order and order.index(module) > 0 else None
+            if before is not None and types.get(before) in sum(_ACTIVATION_TYPES.values(), ()):
+                continue
+            stats = {c: float(run.layer_series(c)[module].median()) if module in run.layer_series(c) else math.nan
+                     for c in ("in_min", "in_absmax", "in_sat_frac", "in_dead_frac", "in_zero_frac")}
+            for kind in ("tanh", "relu"):
+                found = sig.functional_activation(kind, stats["in_min"], stats["in_absmax"], stats["in_sat_frac"],
+                                                  stats["in_dead_frac"], stats["in_zero_frac"], t["min_share"])
+                if found is not None:
+                    yield self._report(run, module, kind, found)
+                    return
+
+    def _report(self, run: Run, module: str, kind: str, found: dict) -> Finding:
+        if kind == "tanh":
+            message = (f"{found['saturated']:.0%} of the input of {module} is beyond 0.99 in magnitude: a tanh "
+                       f"applied in forward() (torch.tanh) saturates and passes back almost no gradient")
+            fixes = ["scale the pre-activations down: xavier_uniform_ initialisation, normalised inputs, or "
+                     "LayerNorm before the tanh", "look for: torch.tanh/torch.sigmoid inside forward()"]
+        else:
+            message = (f"{found['dead']:.0%} of the features entering {module} are zero for the whole batch: "
+                       f"the ReLU applied in forward() (F.relu) before it has dead units")
+            fixes = ["use LeakyReLU or GELU, initialise biases at 0", "look for: F.relu/torch.relu inside forward()"]
+        return self.finding(run, message=message, module=module, evidence={"kind": kind, **found},
+                            confidence=0.75, fixes=fixes)
+
+
+class LearningRateCollapsed(Rule):
+    """
+    ## What it detects
+    The learning rate falls by orders of magnitude within the first few
+    percent of the run and never recovers: a scheduler stepped every batch
+    with milestones (or ``step_size``) counted in epochs.
+
+    ## Why it matters
+    ``StepLR(step_size=10, gamma=0.1)`` stepped per batch divides the rate by
+    10 every 10 batches: by step 60 it is 1e-6 of the start, and the rest of
+    the run cannot move the weights. The curve flattens early and looks like
+    a plateau or a learning rate too low.
+
+    ## How it decides
+    Needs ``lr`` (at least 20 points). The rate falls by ``min_drop`` x or
+    more within the first ``within`` of the run and ends at least that far
+    below its start.
+
+    ## What to do
+    Call ``scheduler.step()`` once per epoch for an epoch-based schedule, or
+    express ``milestones``/``step_size``/``T_max`` in batches.
+    """
+
+    code = "BUG012"
+    name = "lr-collapsed-early"
+    title = "Learning rate collapsed early: scheduler stepped per batch with epoch-sized settings"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("lr",)
+    priority = 3
+    explains = (*_STALL, "LR004", "SPK001")
+    thresholds = (
+        Threshold("within", 0.1, "early share of the run in which the collapse happens",
+                  source="a per-epoch schedule stepped per batch runs its whole course in 1/batches-per-epoch "
+                         "of the run"),
+        Threshold("min_drop", 100.0, "how many times smaller the rate becomes",
+                  source="two decades: no sane warm-down reaches this in a tenth of a run"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        lr = run.series("lr")
+        found = sig.learning_rate_collapse(lr.index.to_numpy(), lr.to_numpy(), t["within"], t["min_drop"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(f"the learning rate fell from {found['initial_lr']:.3g} to {found['lr_at_cutoff']:.3g} "
+                     f"({found['drop']:.3g}x) by step {found['cutoff_step']:g}, {t['within']:.0%} into the run, "
+                     f"and ended at {found['final_lr']:.3g}: the scheduler is stepped per batch with settings "
+                     f"counted in epochs"),
+            onset=found["collapsed_at"],
+            evidence=found,
+            confidence=0.85,
+            causes=["scheduler.step() called every batch with milestones/step_size/T_max in epochs"],
+            fixes=["call scheduler.step() once per epoch, or give its milestones/step_size/T_max in batches",
+                   "look for: scheduler.step() inside the batch loop"],
+        )
+
+
+class LabelsSortedByClass(Rule):
+    """
+    ## What it detects
+    Each batch holds far fewer classes than the data: the labels arrive
+    sorted (or grouped) by class.
+
+    ## Why it matters
+    A model trained on one class at a time learns "everything is class k",
+    then forgets it at the next block: the loss saws up and down with the
+    blocks, the gradients jump, and it looks like a learning rate too high or
+    a batch too small. Shuffled, the same rate trains fine.
+
+    ## How it decides
+    Needs ``label_entropy`` (the probes, from the target the loss module was
+    given). The mean batch label entropy is under ``max_share`` of
+    ``ln(classes)``, the entropy of mixed batches, over at least 3 sampled
+    batches.
+
+    ## What to do
+    Shuffle the training data: ``DataLoader(..., shuffle=True)`` (or a
+    shuffling sampler); for a hand-made loop, permute the indices every epoch.
+    """
+
+    code = "BUG013"
+    name = "labels-sorted-by-class"
+    title = "Batches hold one class at a time: the data is sorted by label, shuffle it"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("label_entropy",)
+    priority = 3
+    explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "OVF001", "ACT003")
+    thresholds = (Threshold("max_share", 0.35, "mean batch label entropy over ln(classes)",
+                            source="a shuffled batch of 32 from 10 balanced classes has ~0.9 ln(10); one of 3 "
+                                   "classes in a batch gives <= 0.48"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        entropy, classes = run.series("label_entropy"), run.series("label_classes")
+        found = sig.sorted_labels(entropy.to_numpy(), classes.reindex(entropy.index).to_numpy(), run.num_classes,
+                                  t["max_share"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(f"the batches held {found['classes_per_batch']:g} class(es) each (median of "
+                     f"{found['batches']} sampled batches; {found['classes']:g} classes in all), label entropy "
+                     f"{found['batch_entropy']:.3g} against {found['mixed_entropy']:.3g} for mixed batches: the "
+                     f"training data arrives sorted by class"),
+            evidence=found,
+            confidence=0.9,
+            causes=["a DataLoader without shuffle=True over data stored class by class"],
+            fixes=["shuffle the training data: DataLoader(dataset, shuffle=True)",
+                   "look for: DataLoader(..., shuffle=False) or a hand-made loop over an unpermuted index"],
+        )
+
+
+class NonFiniteMadeInLoss(Rule):
+    """
+    ## What it detects
+    The first NaN/Inf was made by the loss computation itself, in its
+    backward: the loss and every module output were finite, but the gradient
+    of the loss with respect to the model output was not.
+
+    ## Why it matters
+    The last layer gets the blame otherwise: its gradients are the first to
+    turn NaN. The fix is in the loss: a ``log`` of 0 (``torch.log(softmax)``,
+    BCE on a sigmoid that reached exactly 0 or 1), a division by a zero
+    count, a ``sqrt`` of 0 in a hand-written loss.
+
+    ## How it decides
+    Needs ``loss_grad_nonfinite`` (the probes, every step): at its first step
+    the loss is finite and no module's forward made a NaN/Inf at or before
+    it. (A loss that is itself NaN while the outputs are finite is NF001's
+    ``where=loss``: usually a divergence, judged there.)
+
+    ## What to do
+    Use the fused, stable forms: ``F.cross_entropy`` on logits instead of
+    ``log(softmax)``, ``BCEWithLogitsLoss`` instead of sigmoid + BCE,
+    ``log_softmax``; clamp before ``log`` (``x.clamp_min(1e-12)``); guard
+    divisions by a count with ``max(count, 1)``.
+    """
+
+    code = "BUG014"
+    name = "nonfinite-made-in-loss"
+    title = "The NaN/Inf was made in the loss computation, not in the model"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("loss",)  # loss_grad_nonfinite is written only where it is 1
+    priority = 1
+    explains = ("NF001", "SPK001", "GRD001", "LR001")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if not run.has("loss_grad_nonfinite"):
+            return
+        first_loss = float(run.series("loss_grad_nonfinite").index.min())
+        loss = run.series("loss", keep_nan=True)
+        if first_loss not in loss.index or not np.isfinite(loss.loc[first_loss]):
+            return
+        made_forward = [e["step"] for e in events_of(run, schema.EV_NONFINITE)
+                        if e.get("where") == schema.WHERE_FORWARD and e["step"] <= first_loss]
+        if made_forward:
+            return
+        yield self.finding(
+            run,
+            message=(f"at step {first_loss:g} the loss and every module output were finite, but the gradient of "
+                     f"the loss with respect to the model output was NaN/Inf: the loss computation made it in its "
+                     f"backward, not the last layer"),
+            onset=first_loss,
+            evidence={"step": first_loss},
+            confidence=0.9,
+            causes=["log of 0, division by 0 or sqrt of 0 inside the loss"],
+            fixes=["use fused losses on logits (F.cross_entropy, BCEWithLogitsLoss) instead of log(softmax) or "
+                   "sigmoid + BCE", "look for: torch.log/division/sqrt in the loss code; clamp_min(1e-12) "
+                   "before log"],
+        )
+
+
+class LossFallsWithoutBound(Rule):
+    """
+    ## What it detects
+    The training loss crosses zero and keeps falling by orders of magnitude
+    (-1e3, -1e9, ...): a likelihood loss given raw scores (``NLLLoss`` on
+    logits), or a loss whose sign is flipped.
+
+    ## Why it matters
+    A negative log-likelihood of a discrete label is never below zero; one
+    that runs to minus infinity is optimising a score with no minimum, and
+    the weights grow until they overflow. Curve rules read such a curve as
+    healthy improvement.
+
+    ## How it decides
+    Needs ``loss``: it ends below zero, at least ``min_orders`` decades
+    larger in magnitude than its start.
+
+    ## What to do
+    Apply ``log_softmax`` before ``NLLLoss`` (or use ``CrossEntropyLoss`` on
+    logits); check the sign of a custom loss.
+    """
+
+    code = "BUG015"
+    name = "loss-falls-without-bound"
+    title = "Loss falls below zero without bound: NLLLoss on raw scores?"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("loss",)
+    priority = 4
+    explains = (*_LOSS_SHAPE, "NF001", "GRD001")
+    thresholds = (Threshold("min_orders", 2.0, "decades of magnitude past zero",
+                            source="a bounded loss cannot end 100x past its starting magnitude on the negative side"),)
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if run.task == "regression" or _loss_function(run) in ("GaussianNLLLoss", "PoissonNLLLoss"):
+            return
+        found = sig.falls_below_zero_without_bound(run.series("loss").to_numpy(), t["min_orders"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(f"the loss went from {found['start']:.3g} to {found['end']:.3g}, {found['orders']:.1f} decades "
+                     f"past zero: a log-likelihood of labels cannot fall below 0, so the loss is given raw scores "
+                     f"(NLLLoss without log_softmax) or has its sign flipped"),
+            evidence=found,
+            confidence=0.7,
+            causes=["NLLLoss on logits", "a custom loss with the wrong sign"],
+            fixes=["apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
+                   "look for: NLLLoss() after a plain Linear output"],
+        )
