@@ -5,9 +5,8 @@ PY := $(VENV)/bin/python
 
 # What ruff lints and formats.
 LINTED := diagnose tests benchmarks sample_runs
-# 1 once the tree has been formatted with `ruff format $(LINTED)`: then `make test`
-# also fails on code the formatter would change.
-FORMAT_CHECK ?= 0
+# `make test` also fails on code `ruff format $(LINTED)` would change (FORMAT_CHECK=0 skips that).
+FORMAT_CHECK ?= 1
 
 .PHONY: setup demo lint test bench corpus-score bug-suite clean
 

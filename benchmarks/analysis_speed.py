@@ -51,22 +51,30 @@ def fastest_parser() -> str:
 
 def write_run(path: Path, steps: int, layers: int, layer_every: int) -> None:
     rng = random.Random(0)
-    meta = {"kind": "meta", "schema": "diagnose.run/1", "name": "long-run",
-            "metadata": {"task": "multiclass", "num_classes": 10},
-            "model": {"modules": [[f"blocks.{i}", "Linear"] for i in range(layers)]}}
+    meta = {
+        "kind": "meta",
+        "schema": "diagnose.run/1",
+        "name": "long-run",
+        "metadata": {"task": "multiclass", "num_classes": 10},
+        "model": {"modules": [[f"blocks.{i}", "Linear"] for i in range(layers)]},
+    }
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(json.dumps(meta) + "\n")
         for step in range(1, steps + 1):
             loss = 2.3 * math.exp(-step / (steps / 5)) + 0.2 + rng.gauss(0, 0.02)
             lr = 1e-3 * min(1.0, step / 1000) * (0.5 + 0.5 * math.cos(math.pi * step / steps))
-            fh.write(f'{{"kind":"step","step":{step},"loss":{loss:.6g},"lr":{lr:.6g},'
-                     f'"grad_norm":{abs(rng.gauss(1, 0.1)):.6g}}}\n')
+            fh.write(
+                f'{{"kind":"step","step":{step},"loss":{loss:.6g},"lr":{lr:.6g},'
+                f'"grad_norm":{abs(rng.gauss(1, 0.1)):.6g}}}\n'
+            )
             if step % layer_every == 0:
                 for i in range(layers):
-                    fh.write(f'{{"kind":"layer","step":{step},"module":"blocks.{i}","type":"Linear",'
-                             f'"grad_norm":{abs(rng.gauss(0.1, 0.01)):.6g},"param_norm":{10 + i * 0.1:.6g},'
-                             f'"act_mean":{rng.gauss(0, 0.1):.6g},"act_std":{abs(rng.gauss(1, 0.05)):.6g},'
-                             f'"act_zero_frac":{rng.random() * 0.1:.6g}}}\n')
+                    fh.write(
+                        f'{{"kind":"layer","step":{step},"module":"blocks.{i}","type":"Linear",'
+                        f'"grad_norm":{abs(rng.gauss(0.1, 0.01)):.6g},"param_norm":{10 + i * 0.1:.6g},'
+                        f'"act_mean":{rng.gauss(0, 0.1):.6g},"act_std":{abs(rng.gauss(1, 0.05)):.6g},'
+                        f'"act_zero_frac":{rng.random() * 0.1:.6g}}}\n'
+                    )
             if step % 1000 == 0:
                 fh.write(f'{{"kind":"eval","step":{step},"val_loss":{loss + 0.05:.6g}}}\n')
 
@@ -88,22 +96,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "long-run.jsonl"
         write_run(path, args.steps, args.layers, args.layer_every)
-        print(f"run: {args.steps:,} steps, {args.layers} layers every {args.layer_every} steps, "
-              f"{path.stat().st_size / 2**20:.0f} MiB; parser: {name}")
+        print(
+            f"run: {args.steps:,} steps, {args.layers} layers every {args.layer_every} steps, "
+            f"{path.stat().st_size / 2**20:.0f} MiB; parser: {name}"
+        )
         parse_cmd = [sys.executable, "-c", PARSERS[name], str(path)]
-        report_cmd = [sys.executable, "-c", "from diagnose.cli.app import main; main()", "report", "--format", "json",
-                      "-o", str(Path(folder) / "report.json"), str(path)]
+        report_cmd = [
+            sys.executable,
+            "-c",
+            "from diagnose.cli.app import main; main()",
+            "report",
+            "--format",
+            "json",
+            "-o",
+            str(Path(folder) / "report.json"),
+            str(path),
+        ]
         parses, reports = [], []
         for round_ in range(1, args.rounds + 1):
             parses.append(seconds_of(parse_cmd))
             reports.append(seconds_of(report_cmd))
-            print(f"  round {round_}: parse {parses[-1]:6.2f} s  report {reports[-1]:6.2f} s  "
-                  f"ratio {reports[-1] / parses[-1]:.2f}", flush=True)
+            print(
+                f"  round {round_}: parse {parses[-1]:6.2f} s  report {reports[-1]:6.2f} s  "
+                f"ratio {reports[-1] / parses[-1]:.2f}",
+                flush=True,
+            )
     ratios = [r / p for r, p in zip(reports, parses, strict=True)]
     ratio = statistics.median(ratios)
-    print(f"parse (median) {statistics.median(parses):.2f} s, report (median) {statistics.median(reports):.2f} s; "
-          f"report / parse: median {ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}; target <= {TARGET}) "
-          f"{'OK' if ratio <= TARGET else 'OVER'}")
+    print(
+        f"parse (median) {statistics.median(parses):.2f} s, report (median) {statistics.median(reports):.2f} s; "
+        f"report / parse: median {ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}; target <= {TARGET}) "
+        f"{'OK' if ratio <= TARGET else 'OVER'}"
+    )
 
 
 if __name__ == "__main__":

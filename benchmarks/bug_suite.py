@@ -59,8 +59,14 @@ def record(kind: str, folder: Path, timeout: float) -> tuple[Path, Path, str]:
     bad, good = folder / f"{kind}.jsonl", folder / f"{kind}-fixed.jsonl"
     command = [sys.executable, "-c", RECORD, str(suite.HERE), kind, str(bad), str(good)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     except subprocess.TimeoutExpired:
         return bad, good, f"timed out after {timeout:.0f} s"
     if done.returncode != 0:
@@ -72,8 +78,10 @@ def plain_log(path: Path, dest: Path) -> Path:
     """The run as a loss-only logger would have written it: step, loss and val_* columns."""
     run = diagnose.load(path)
     lines = []
-    for frame, keep in ((run.steps, lambda c: c in PLAIN_KEYS),
-                        (run.evals, lambda c: c == "step" or c.startswith("val_"))):
+    for frame, keep in (
+        (run.steps, lambda c: c in PLAIN_KEYS),
+        (run.evals, lambda c: c == "step" or c.startswith("val_")),
+    ):
         columns = [c for c in frame.columns if keep(c)]
         for row in frame[columns].itertuples(index=False):
             lines.append(json.dumps({c: _json_number(v) for c, v in zip(columns, row, strict=True)}))
@@ -108,8 +116,9 @@ def evaluate_kind(kind: str, folder: Path, timeout: float) -> Outcome:
     outcome.failures = suite.verify(bug, suite.summarize(bad), suite.summarize(good))
     outcome.verified = not outcome.failures
     outcome.probes = judge(bug, bad, good)
-    outcome.plain = judge(bug, plain_log(bad, folder / f"{kind}.plain.jsonl"),
-                          plain_log(good, folder / f"{kind}-fixed.plain.jsonl"))
+    outcome.plain = judge(
+        bug, plain_log(bad, folder / f"{kind}.plain.jsonl"), plain_log(good, folder / f"{kind}-fixed.plain.jsonl")
+    )
     return outcome
 
 
@@ -119,8 +128,11 @@ def totals(outcomes: list[Outcome]) -> dict[str, Any]:
     for part in (*suite.PARTS, "all"):
         chosen = [o for o in outcomes if part in ("all", o.part) and not o.error]
         live = [o for o in chosen if o.observable == "live"]
-        entry: dict[str, Any] = {"kinds": len(chosen), "live_kinds": len(live),
-                                 "verified": sum(o.verified for o in chosen)}
+        entry: dict[str, Any] = {
+            "kinds": len(chosen),
+            "live_kinds": len(live),
+            "verified": sum(o.verified for o in chosen),
+        }
         for source in ("probes", "plain"):
             entry[source] = {
                 "symptom": sum(getattr(o, source)["symptom"] for o in chosen),
@@ -139,16 +151,20 @@ def _pct(hit: int, total: int) -> str:
 
 def print_report(outcomes: list[Outcome], table: dict[str, Any]) -> None:
     mark = {True: "yes", False: "-"}
-    print(f"{'kind':28} {'part':11} {'obs':5} {'verified':8} | probes: symptom root twin-alarms "
-          f"| plain: symptom root twin-alarms | codes on the buggy run")
+    print(
+        f"{'kind':28} {'part':11} {'obs':5} {'verified':8} | probes: symptom root twin-alarms "
+        f"| plain: symptom root twin-alarms | codes on the buggy run"
+    )
     for o in outcomes:
         if o.error:
             print(f"{o.kind:28} {o.part:11} {o.observable:5} ERROR {o.error}")
             continue
         p, q = o.probes, o.plain
-        print(f"{o.kind:28} {o.part:11} {o.observable:5} {mark[o.verified]:8} | {mark[p['symptom']]:7} "
-              f"{mark[p['root_cause']]:4} {','.join(p['false_alarms']) or '-':11} | {mark[q['symptom']]:7} "
-              f"{mark[q['root_cause']]:4} {','.join(q['false_alarms']) or '-':11} | {','.join(p['bug_codes']) or '-'}")
+        print(
+            f"{o.kind:28} {o.part:11} {o.observable:5} {mark[o.verified]:8} | {mark[p['symptom']]:7} "
+            f"{mark[p['root_cause']]:4} {','.join(p['false_alarms']) or '-':11} | {mark[q['symptom']]:7} "
+            f"{mark[q['root_cause']]:4} {','.join(q['false_alarms']) or '-':11} | {','.join(p['bug_codes']) or '-'}"
+        )
     for o in outcomes:
         for failure in o.failures:
             print("not verified:", failure)
@@ -157,9 +173,11 @@ def print_report(outcomes: list[Outcome], table: dict[str, Any]) -> None:
         print(f"\n{part}: {n} kinds ({live} observable live), verified {_pct(entry['verified'], n)}")
         for source in ("probes", "plain"):
             s = entry[source]
-            print(f"  {source:6}: symptom {_pct(s['symptom'], n)}, root cause {_pct(s['root_cause'], n)} "
-                  f"(live kinds: {_pct(s['root_cause_live'], live)}), false alarms on twins "
-                  f"{_pct(s['false_alarm_twins'], n)}")
+            print(
+                f"  {source:6}: symptom {_pct(s['symptom'], n)}, root cause {_pct(s['root_cause'], n)} "
+                f"(live kinds: {_pct(s['root_cause_live'], live)}), false alarms on twins "
+                f"{_pct(s['false_alarm_twins'], n)}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,11 +127,16 @@ def score(outcomes: list[Outcome], name_files: bool) -> dict:
         found = [o for o in scored if o.alarms & set(codes)]
         missed = [o.item.name for o in scored if not o.alarms & set(codes)]
         if scored:
-            recall[label] = {"found": len(found), "files": len(scored), "codes": list(codes),
-                             **({"missed": missed} if name_files else {})}
+            recall[label] = {
+                "found": len(found),
+                "files": len(scored),
+                "codes": list(codes),
+                **({"missed": missed} if name_files else {}),
+            }
     problem_files = [o for o in outcomes if o.item.labels & set(FOUND_BY) and "healthy" not in o.item.labels]
-    found_files = [o for o in problem_files
-                   if any(o.alarms & set(FOUND_BY[label]) for label in o.item.labels & set(FOUND_BY))]
+    found_files = [
+        o for o in problem_files if any(o.alarms & set(FOUND_BY[label]) for label in o.item.labels & set(FOUND_BY))
+    ]
     healthy = [o for o in outcomes if "healthy" in o.item.labels]
     alarms = [o for o in healthy if o.alarms]
 
@@ -158,14 +163,22 @@ def count(value: list | int) -> int:
 
 def render(split: str, result: dict) -> str:
     pf = result["problem_files"]
-    lines = [f"== {split}: {result['files']} files; problem files found {pf['found']}/{pf['files']}"
-             f" ({percent(pf['found'], pf['files'])})"]
+    lines = [
+        f"== {split}: {result['files']} files; problem files found {pf['found']}/{pf['files']}"
+        f" ({percent(pf['found'], pf['files'])})"
+    ]
     for label, r in sorted(result["label_recall"].items()):
-        lines.append(f"  {label:<20} {r['found']:>3}/{r['files']:<3} ({percent(r['found'], r['files'])})"
-                     f"  by {','.join(r['codes'])}")
+        lines.append(
+            f"  {label:<20} {r['found']:>3}/{r['files']:<3} ({percent(r['found'], r['files'])})"
+            f"  by {','.join(r['codes'])}"
+        )
         lines += [f"      missed: {name}" for name in r.get("missed", [])]
-    for key, title in (("false_alarms", "false alarms on healthy files"), ("read_failures", "read failures"),
-                       ("rule_errors", "rule errors"), ("healthy_without_loss", "'healthy' without a training loss")):
+    for key, title in (
+        ("false_alarms", "false alarms on healthy files"),
+        ("read_failures", "read failures"),
+        ("rule_errors", "rule errors"),
+        ("healthy_without_loss", "'healthy' without a training loss"),
+    ):
         value = result[key]
         extra = f" of {result['healthy_files']}" if key == "false_alarms" else ""
         lines.append(f"  {title}: {count(value)}{extra}")
@@ -185,8 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name-heldout", action="store_true", help="also name the held-out files missed or alarmed")
     args = parser.parse_args(argv)
     outcomes = [judge(item) for item in corpus_items()]
-    results = {split: score([o for o in outcomes if o.item.split == split],
-                            name_files=split == "calibration" or args.name_heldout) for split in SPLITS}
+    results = {
+        split: score(
+            [o for o in outcomes if o.item.split == split], name_files=split == "calibration" or args.name_heldout
+        )
+        for split in SPLITS
+    }
     results["mapping"] = {label: list(codes) for label, codes in FOUND_BY.items()}
     if args.json:
         print(json.dumps(results, indent=2))

@@ -31,10 +31,29 @@ LABEL_COLUMNS = ["file", "repository", "path", "commit", "format", "labels", "sp
 
 # Chance-level cross-entropy ln K for the class counts people train on most.
 CHANCE_CLASSES = (2, 3, 4, 5, 6, 7, 8, 10, 100, 1000)
-TRAIN_KEYS = ("loss", "train_loss_step", "train_loss", "train_loss_epoch", "train/loss", "train/box_loss",
-              "trl", "training_loss", "train_losses", "train_mean_nll")
-EVAL_KEYS = ("eval_loss", "val_loss", "val_loss_epoch", "validation_loss", "val/loss", "val/box_loss", "test_loss",
-             "valid_loss", "val_losses")
+TRAIN_KEYS = (
+    "loss",
+    "train_loss_step",
+    "train_loss",
+    "train_loss_epoch",
+    "train/loss",
+    "train/box_loss",
+    "trl",
+    "training_loss",
+    "train_losses",
+    "train_mean_nll",
+)
+EVAL_KEYS = (
+    "eval_loss",
+    "val_loss",
+    "val_loss_epoch",
+    "validation_loss",
+    "val/loss",
+    "val/box_loss",
+    "test_loss",
+    "valid_loss",
+    "val_losses",
+)
 Series = dict[str, list[tuple[float, float]]]
 
 
@@ -125,8 +144,11 @@ def parse_text(text: str) -> Series:
     for i, line in enumerate(lines):
         step = _STEP.search(line)
         x = int(step[1]) if step else i
-        for name, value in re.findall(r"([A-Za-z][A-Za-z_/ ]*?(?:loss|Loss|LOSS|nll|acc|Acc|trl|tel))\s*[:=]?\s*"
-                                      r"(-?\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)", line):
+        for name, value in re.findall(
+            r"([A-Za-z][A-Za-z_/ ]*?(?:loss|Loss|LOSS|nll|acc|Acc|trl|tel))\s*[:=]?\s*"
+            r"(-?\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf)",
+            line,
+        ):
             key = re.sub(r"\s+", "_", name.strip().lower())
             found.setdefault(key, []).append((x, float(value)))
     return found
@@ -175,7 +197,7 @@ def jumps(points: list[tuple[float, float]]) -> list[str]:
     spread = max(values) - min(values)
     found = []
     for i in range(10, len(points)):
-        window = sorted(values[i - 10:i])
+        window = sorted(values[i - 10 : i])
         median = (window[4] + window[5]) / 2
         if values[i] > 3 * median and values[i] - median > 0.1 * spread and median > 0:
             found.append(f"step {at(points[i][0])}: {g(values[i])} vs median {g(median)}")
@@ -183,7 +205,7 @@ def jumps(points: list[tuple[float, float]]) -> list[str]:
 
 
 def chance(values: list[float]) -> str | None:
-    tail = values[-max(1, len(values) // 4):]
+    tail = values[-max(1, len(values) // 4) :]
     mean = sum(tail) / len(tail)
     std = (sum((v - mean) ** 2 for v in tail) / len(tail)) ** 0.5
     for k in CHANCE_CLASSES:
@@ -203,8 +225,10 @@ def describe_series(name: str, points: list[tuple[float, float]]) -> str:
     if min(values) < 0:
         trend = "moves"
     low = min(range(len(values)), key=values.__getitem__)
-    text = (f"{name} {trend} {g(values[0])} -> {g(values[-1])} (min {g(values[low])} at step {at(finite[low][0])}, "
-            f"max {g(max(values))}; last-quarter mean {g(last)} vs first-quarter {g(first)})")
+    text = (
+        f"{name} {trend} {g(values[0])} -> {g(values[-1])} (min {g(values[low])} at step {at(finite[low][0])}, "
+        f"max {g(max(values))}; last-quarter mean {g(last)} vs first-quarter {g(first)})"
+    )
     if bad:
         first_bad = next(x for x, v in points if not math.isfinite(v))
         text += f"; {bad} non-finite value(s), first at step {at(first_bad)}"
@@ -227,8 +251,9 @@ def eval_rise(train: list[tuple[float, float]], evals: list[tuple[float, float]]
     if low < 0.85 * len(values) and values[-1] > 1.1 * values[low]:
         train_values = [v for _, v in train if math.isfinite(v)]
         falling = bool(train_values) and quarters(train_values)[1] < 0.9 * quarters(train_values)[0]
-        return f", then rises: ends {values[-1] / values[low]:.2f}x its min" + (" while train keeps falling"
-                                                                                  if falling else "")
+        return f", then rises: ends {values[-1] / values[low]:.2f}x its min" + (
+            " while train keeps falling" if falling else ""
+        )
     return ""
 
 
@@ -253,8 +278,10 @@ def shape(path: Path) -> tuple[str, str]:
         if values:
             bad = sum(not math.isfinite(v) for v in values)
             finite = [v for v in values if math.isfinite(v)] or [float("nan")]
-            parts.append(f"{extra} {g(finite[0])} -> {g(finite[-1])} (max {g(max(finite))})"
-                         + (f", {bad} non-finite" if bad else ""))
+            parts.append(
+                f"{extra} {g(finite[0])} -> {g(finite[-1])} (max {g(max(finite))})"
+                + (f", {bad} non-finite" if bad else "")
+            )
     if len(train) < 20:
         parts.append("SHORT (<20 points)")
     return f"{len(train)} / {len(evals)}", "; ".join(parts)
@@ -313,20 +340,35 @@ def write_sources() -> None:
     formats = Counter(r["format"] for r in rows)
     labels = Counter(label for r in rows for label in r["labels"].split(";"))
     out = [HEADER.replace("{CLASSES}", ", ".join(map(str, CHANCE_CLASSES))), "## Totals", ""]
-    out.append(f"{len(rows)} files from {len({r['repository'] for r in rows})} repositories; "
-               f"{sum(1 for r in rows if r['split'] == 'calibration')} calibration, "
-               f"{sum(1 for r in rows if r['split'] == 'heldout')} held-out.")
+    out.append(
+        f"{len(rows)} files from {len({r['repository'] for r in rows})} repositories; "
+        f"{sum(1 for r in rows if r['split'] == 'calibration')} calibration, "
+        f"{sum(1 for r in rows if r['split'] == 'heldout')} held-out."
+    )
     out += ["", "| format | files |", "|---|---|"] + [f"| {k} | {v} |" for k, v in sorted(formats.items())]
     out += ["", "| label | files |", "|---|---|"] + [f"| {k} | {v} |" for k, v in labels.most_common()]
     for fmt in sorted(formats):
-        out += ["", f"## {fmt}", "",
-                "| file | repository | path in repository | commit | points (train / eval) | labels | split | "
-                "shape (computed) |", "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"## {fmt}",
+            "",
+            "| file | repository | path in repository | commit | points (train / eval) | labels | split | "
+            "shape (computed) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in (r for r in rows if r["format"] == fmt):
             points, text = shape(CORPUS / row["file"])
             note = f" **Note:** {row['notes']}" if row["notes"] else ""
-            cells = [f"`{row['file']}`", row["repository"], f"`{row['path']}`", f"`{row['commit']}`", points,
-                     ", ".join(row["labels"].split(";")), row["split"], (text + "." + note).replace("|", "/")]
+            cells = [
+                f"`{row['file']}`",
+                row["repository"],
+                f"`{row['path']}`",
+                f"`{row['commit']}`",
+                points,
+                ", ".join(row["labels"].split(";")),
+                row["split"],
+                (text + "." + note).replace("|", "/"),
+            ]
             out.append("| " + " | ".join(cells) + " |")
     (CORPUS / "SOURCES.md").write_text("\n".join(out) + "\n", encoding="utf-8")
 

@@ -38,11 +38,15 @@ TARGET = 1.05
 def _step_times(variant: str, steps: int, folder: Path, rank: int) -> list[float]:
     torch.manual_seed(0)
     model = nn.parallel.DistributedDataParallel(
-        nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)))
+        nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
-    watch = nullcontext() if variant == "none" else diagnose.watch(
-        model, optimizer, folder / f"{variant}.jsonl", distributed=DistributedOptions(mode=variant))
+    watch = (
+        nullcontext()
+        if variant == "none"
+        else diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", distributed=DistributedOptions(mode=variant))
+    )
     times = []
     with watch as w:
         for _ in range(steps):

@@ -67,9 +67,17 @@ def mlp(width: int = 128, depth: int = 2, act: type[nn.Module] = nn.ReLU, norm: 
 
 
 def cnn(batch_norm: bool = True) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16) if batch_norm else nn.Identity(),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16) if batch_norm else nn.Identity(),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 class GRUClassifier(nn.Module):
@@ -108,11 +116,13 @@ def step_decay(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_s
 
 def poison_at(step: int) -> Callable[[int, torch.Tensor, nn.Module], torch.Tensor]:
     """From ``step`` on the first layer's weights are infinite: NaN from there."""
+
     def corrupt(now: int, inputs: torch.Tensor, model: nn.Module) -> torch.Tensor:
         if now == step:
             with torch.no_grad():
                 next(model.parameters()).mul_(float("inf"))
         return inputs
+
     return corrupt
 
 
@@ -139,8 +149,9 @@ STALL = ("CH001", "PLT001", "LR003")
 CASES: dict[str, Case] = {
     # Healthy: enough data for the number of epochs.
     "mlp-adam": Case(mlp, lambda: teacher(21, n=20000), steps=800),
-    "mlp-sgd-step-decay": Case(mlp, lambda: teacher(22, n=20000), optimizer="sgd", lr=0.05, schedule=step_decay,
-                               steps=800),
+    "mlp-sgd-step-decay": Case(
+        mlp, lambda: teacher(22, n=20000), optimizer="sgd", lr=0.05, schedule=step_decay, steps=800
+    ),
     "mlp-one-cycle-short": Case(mlp, lambda: teacher(3), lr=3e-3, schedule=one_cycle, steps=300),
     "mlp-tanh": Case(lambda: mlp(act=nn.Tanh), lambda: teacher(6), steps=300),
     "mlp-short": Case(mlp, lambda: teacher(11), steps=120),
@@ -151,20 +162,28 @@ CASES: dict[str, Case] = {
     "transformer": Case(TinyTransformer, lambda: sequences(5), steps=500),
     "transformer-cosine": Case(TinyTransformer, lambda: sequences(6), lr=2e-3, schedule=cosine, steps=800),
     # One fault each, and the rules that name it.
-    "overfit-wide-mlp": Case(lambda: mlp(512, 3), lambda: teacher(17, n=1600), lr=3e-3, steps=1500,
-                             expect=("OVF001", "OVF002")),
-    "overfit-clipped-sgd": Case(mlp, lambda: teacher(10), optimizer="sgd", lr=0.1, clip=1.0,
-                                expect=("OVF001", "OVF002")),
+    "overfit-wide-mlp": Case(
+        lambda: mlp(512, 3), lambda: teacher(17, n=1600), lr=3e-3, steps=1500, expect=("OVF001", "OVF002")
+    ),
+    "overfit-clipped-sgd": Case(
+        mlp, lambda: teacher(10), optimizer="sgd", lr=0.1, clip=1.0, expect=("OVF001", "OVF002")
+    ),
     "lr-100x-sgd": Case(mlp, lambda: teacher(12), optimizer="sgd", lr=8.0, expect=("LR001", "NF001")),
     "lr-500x-adam": Case(mlp, lambda: teacher(13), lr=0.5, expect=("LR001", "NF001", "LR002", *STALL)),
-    "lr-high-cnn": Case(lambda: cnn(False), lambda: images(7), optimizer="sgd", lr=1.0,
-                        expect=("LR001", "NF001", "ACT001", "ACT003", "CH001")),
+    "lr-high-cnn": Case(
+        lambda: cnn(False),
+        lambda: images(7),
+        optimizer="sgd",
+        lr=1.0,
+        expect=("LR001", "NF001", "ACT001", "ACT003", "CH001"),
+    ),
     "lr-high-transformer": Case(TinyTransformer, lambda: sequences(10), lr=0.05, expect=("LR001", "NF001", "CH001")),
     "lr-low-sgd": Case(mlp, lambda: teacher(14), optimizer="sgd", lr=1e-4, expect=("LR003", "GRD003", "CH001")),
     "lr-low-gru": Case(GRUClassifier, lambda: sequences(8), lr=3e-6, expect=STALL + ("GRD003",)),
     "labels-random": Case(mlp, lambda: teacher(15, n=20000, random_labels=True), steps=400, expect=("CH001",)),
-    "labels-random-memorised": Case(lambda: mlp(512, 3), lambda: teacher(19, random_labels=True), lr=3e-3,
-                                    steps=800, expect=("CH002",)),
+    "labels-random-memorised": Case(
+        lambda: mlp(512, 3), lambda: teacher(19, random_labels=True), lr=3e-3, steps=800, expect=("CH002",)
+    ),
     "inputs-zeroed": Case(TinyTransformer, lambda: sequences(9), corrupt=zero_inputs, expect=("CH001", "ACT003")),
     "nan-at-300": Case(mlp, lambda: teacher(16), corrupt=poison_at(300), expect=("NF001",)),
     "batch-of-2": Case(mlp, lambda: teacher(18), lr=3e-3, batch=2, expect=("NOI001", "LR002")),

@@ -33,14 +33,31 @@ def write_runs(folder: Path, runs: int, steps: int) -> None:
     rng = random.Random(0)
     for index in range(runs):
         diverges, overfits = index % 17 == 0, index % 23 == 0
-        lines = [json.dumps({"kind": "meta", "schema": "diagnose.run/1", "name": f"run-{index:04d}",
-                             "metadata": {"task": "multiclass", "num_classes": 10}})]
+        lines = [
+            json.dumps(
+                {
+                    "kind": "meta",
+                    "schema": "diagnose.run/1",
+                    "name": f"run-{index:04d}",
+                    "metadata": {"task": "multiclass", "num_classes": 10},
+                }
+            )
+        ]
         for step in range(1, steps + 1):
             loss = 2.3 * math.exp(-step / (steps / 4)) + 0.1 + rng.gauss(0, 0.02)
             if diverges and step > steps // 2:
                 loss *= math.exp((step - steps // 2) / 40)
-            lines.append(json.dumps({"kind": "step", "step": step, "loss": round(loss, 6), "lr": 1e-3,
-                                     "grad_norm": round(abs(rng.gauss(1, 0.1)), 6)}))
+            lines.append(
+                json.dumps(
+                    {
+                        "kind": "step",
+                        "step": step,
+                        "loss": round(loss, 6),
+                        "lr": 1e-3,
+                        "grad_norm": round(abs(rng.gauss(1, 0.1)), 6),
+                    }
+                )
+            )
             if step % 50 == 0:
                 val = loss + 0.05 + (0.004 * max(0, step - steps // 3) if overfits else 0.0)
                 lines.append(json.dumps({"kind": "eval", "step": step, "val_loss": round(val, 6)}))
@@ -84,8 +101,10 @@ def main() -> None:
             limit_s, limit_mib = TARGETS[name]
             ok = seconds <= limit_s and (limit_mib is None or mib <= limit_mib)
             memory = f"{mib:7.0f} MiB" + (f" (<= {limit_mib:.0f})" if limit_mib else "")
-            print(f"  {name:<7} {seconds:7.2f} s (<= {limit_s:.0f}) {memory}  exit {code}  {'OK' if ok else 'OVER'}",
-                  flush=True)
+            print(
+                f"  {name:<7} {seconds:7.2f} s (<= {limit_s:.0f}) {memory}  exit {code}  {'OK' if ok else 'OVER'}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

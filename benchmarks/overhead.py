@@ -61,9 +61,14 @@ def mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
 
 def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
     model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 8 * 8, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 8 * 8, 10),
     )
     return model, torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)), nn.functional.cross_entropy
 
@@ -85,19 +90,32 @@ def deep_narrow() -> tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]:
     return model, torch.randn(64, 32), torch.randint(0, 10, (64,)), nn.functional.cross_entropy
 
 
-WORKLOADS = {"mlp-784-512-512-10": mlp, "small-cnn": cnn, "causal-transformer": transformer,
-             "deep-narrow-481-modules": deep_narrow}
+WORKLOADS = {
+    "mlp-784-512-512-10": mlp,
+    "small-cnn": cnn,
+    "causal-transformer": transformer,
+    "deep-narrow-481-modules": deep_narrow,
+}
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 clock = time.perf_counter
 
 
-def time_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               loss_fn: Callable, variant: str, steps: int, folder: Path) -> list[float]:
+def time_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable,
+    variant: str,
+    steps: int,
+    folder: Path,
+) -> list[float]:
     options = OPTIONS.get(variant, {"preset": variant, "live": False})
-    probes = (nullcontext() if variant == "none"
-              else diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", **options))
+    probes = (
+        nullcontext() if variant == "none" else diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", **options)
+    )
     times = []
     with probes as w:
         for _ in range(steps):
@@ -135,9 +153,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    parser.add_argument("--clock", choices=CLOCKS, default="wall",
-                        help="wall: elapsed time; cpu: CPU time of the training thread, which other processes "
-                             "cannot inflate (use with --threads 1, where that thread does all the work)")
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall: elapsed time; cpu: CPU time of the training thread, which other processes "
+        "cannot inflate (use with --threads 1, where that thread does all the work)",
+    )
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="this workload only (repeatable)")
     args = parser.parse_args()
     global clock
@@ -145,8 +167,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
-          f"{args.rounds} rounds x {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
     print(f"{'workload':<22}{'step (ms)':>10}" + "".join(f"{v:>10}" for v in VARIANTS[1:]))
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,8 +180,11 @@ def main() -> None:
             result = measure(build, args.rounds, args.steps, Path(tmp))
             print(f"{name:<22}{result['step_ms']:>10.2f}" + "".join(f"{result[v]:>9.3f}x" for v in VARIANTS[1:]))
             failed += [f"{name}/{v}" for v, limit in TARGETS.items() if result[v] > limit]
-    print("targets: " + ", ".join(f"{v} <= {limit}x" for v, limit in TARGETS.items())
-          + (" -- all met" if not failed else f" -- missed: {', '.join(failed)}"))
+    print(
+        "targets: "
+        + ", ".join(f"{v} <= {limit}x" for v, limit in TARGETS.items())
+        + (" -- all met" if not failed else f" -- missed: {', '.join(failed)}")
+    )
 
 
 if __name__ == "__main__":

@@ -44,13 +44,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    loader = [((torch.rand(64, 1, 28, 28, generator=gen) - 0.1307) / 0.3081, torch.randint(0, 10, (64,), generator=gen))
-              for _ in range(20)]
+    loader = [
+        ((torch.rand(64, 1, 28, 28, generator=gen) - 0.1307) / 0.3081, torch.randint(0, 10, (64,), generator=gen))
+        for _ in range(20)
+    ]
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        analysis = preflight(Net(), nn.NLLLoss(), loader, lambda p: torch.optim.Adadelta(p, lr=1.0),
-                             {"task": "multiclass", "num_classes": 10}, path=Path(folder) / "pf.jsonl",
-                             budget_s=args.budget)
+        analysis = preflight(
+            Net(),
+            nn.NLLLoss(),
+            loader,
+            lambda p: torch.optim.Adadelta(p, lr=1.0),
+            {"task": "multiclass", "num_classes": 10},
+            path=Path(folder) / "pf.jsonl",
+            budget_s=args.budget,
+        )
         total = time.perf_counter() - start
     for _, event in analysis.run.events.iterrows():
         print(f"  {event['check']:<14} {event.get('seconds', float('nan')):6.2f} s")

@@ -19,8 +19,19 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from diagnose.probes import Watch
 
-__all__ = ["DiagnoseWarning", "Run", "TrainingStopped", "Watch", "__version__", "analyze", "assert_healthy", "load",
-           "load_all", "preflight", "watch"]
+__all__ = [
+    "DiagnoseWarning",
+    "Run",
+    "TrainingStopped",
+    "Watch",
+    "__version__",
+    "analyze",
+    "assert_healthy",
+    "load",
+    "load_all",
+    "preflight",
+    "watch",
+]
 
 
 def __getattr__(name: str) -> Any:

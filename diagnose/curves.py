@@ -80,8 +80,9 @@ def _fingerprint(series: pd.Series) -> tuple[int, bytes]:
     values = series.to_numpy(dtype="float64")
     steps = np.asarray(series.index, dtype="float64")
     stride = max(1, len(values) // 2048)
-    summary = np.concatenate([values[::stride], steps[::stride],
-                              [values.sum(), np.dot(values, values), steps.sum(), np.dot(steps, values)]])
+    summary = np.concatenate(
+        [values[::stride], steps[::stride], [values.sum(), np.dot(values, values), steps.sum(), np.dot(steps, values)]]
+    )
     return len(values), summary.tobytes()
 
 
@@ -229,7 +230,7 @@ def rolling_median(series: pd.Series, window: int, *, causal: bool = False) -> p
 def _rolling_median(series: pd.Series, window: int, causal: bool) -> pd.Series:
     values = series.to_numpy(dtype="float64")
     missing = np.isnan(values)
-    if causal and missing.any() and not missing[np.argmin(missing):].any():
+    if causal and missing.any() and not missing[np.argmin(missing) :].any():
         # Only a run of NaN first (what a causal median leaves at the start): a
         # causal window there holds nothing, later ones skip it.
         lead = int(np.argmin(missing))
@@ -424,8 +425,7 @@ class Spike:
     recovered_step: float | None
 
 
-def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
-                min_z: float = 6.0) -> list[Spike]:
+def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7, min_z: float = 6.0) -> list[Spike]:
     """Jumps far above the median of the ``window`` points before them.
 
     A point is a spike when it stands ``min_height`` above that causal
@@ -436,27 +436,28 @@ def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
     """
     if len(series) < 5:
         return []
-    return _shared("spikes", series, (window, min_height, min_z),
-                   lambda: _find_spikes(series, window, min_height, min_z))
+    return _shared(
+        "spikes", series, (window, min_height, min_z), lambda: _find_spikes(series, window, min_height, min_z)
+    )
 
 
 def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float) -> list[Spike]:
     scaled = comparable(series)
     baseline = rolling_median(scaled, window, causal=True)
     if len(series) > SHAPE_POINTS:
-        return _group_spikes(series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z),
-                             min_height)
+        return _group_spikes(
+            series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z), min_height
+        )
     scatter = rolling_mad(scaled, window, causal=True)
     floor = float(np.nanmedian(scatter.to_numpy())) if scatter.notna().any() else 0.0
     scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
     excess = (scaled - baseline).to_numpy()
     is_spike = (excess > min_height) & (excess > min_z * scatter.to_numpy())
-    is_spike[:min(3, len(is_spike))] = False  # no baseline yet
+    is_spike[: min(3, len(is_spike))] = False  # no baseline yet
     return _group_spikes(series, scaled, baseline, is_spike, min_height)
 
 
-def _spikes_of_long(scaled: pd.Series, baseline: pd.Series, window: int, min_height: float,
-                    min_z: float) -> np.ndarray:
+def _spikes_of_long(scaled: pd.Series, baseline: pd.Series, window: int, min_height: float, min_z: float) -> np.ndarray:
     """`find_spikes`' test on a very long curve: the local scatter (the causal rolling MAD) only
     where a point clears ``min_height`` at all, and its typical level from `SHAPE_POINTS` evenly
     spaced points instead of every one."""
@@ -488,8 +489,9 @@ def _causal_window_medians(values: np.ndarray, at: np.ndarray, window: int) -> n
     return result
 
 
-def _group_spikes(series: pd.Series, scaled: pd.Series, baseline: pd.Series,
-                  is_spike: np.ndarray, min_height: float) -> list[Spike]:
+def _group_spikes(
+    series: pd.Series, scaled: pd.Series, baseline: pd.Series, is_spike: np.ndarray, min_height: float
+) -> list[Spike]:
     if not is_spike.any():
         return []
     positions = np.flatnonzero(is_spike)
@@ -502,14 +504,16 @@ def _group_spikes(series: pd.Series, scaled: pd.Series, baseline: pd.Series,
         base = float(baseline.iloc[start])
         peak_at = start + int(np.argmax(values[start : end + 1]))
         back = np.flatnonzero(values[end + 1 :] - base < min_height / 2)
-        spikes.append(Spike(
-            step=float(steps[start]),
-            peak=float(series.iloc[peak_at]),
-            baseline=_unscale(series, base),
-            height=float(values[peak_at] - base),
-            points=int(end - start + 1),
-            recovered_step=float(steps[end + 1 + back[0]]) if back.size else None,
-        ))
+        spikes.append(
+            Spike(
+                step=float(steps[start]),
+                peak=float(series.iloc[peak_at]),
+                baseline=_unscale(series, base),
+                height=float(values[peak_at] - base),
+                points=int(end - start + 1),
+                recovered_step=float(steps[end + 1 + back[0]]) if back.size else None,
+            )
+        )
     return spikes
 
 
@@ -544,8 +548,9 @@ def stall_start(series: pd.Series, tolerance: float, *, max_points: int = 200) -
     return float(reduced.index[first_flat])
 
 
-def change_points(series: pd.Series, *, max_changes: int = 3, min_gain: float = 0.2,
-                  min_size: int = 3, max_points: int = 300) -> list[float]:
+def change_points(
+    series: pd.Series, *, max_changes: int = 3, min_gain: float = 0.2, min_size: int = 3, max_points: int = 300
+) -> list[float]:
     """Steps where the level of the curve shifts, by binary segmentation.
 
     The curve (comparable scale, bin medians) is split where a two-level fit
@@ -599,8 +604,9 @@ def value_at(series: pd.Series, steps: np.ndarray | pd.Index) -> np.ndarray:
     """
     if len(series) == 0:
         return np.full(len(steps), np.nan)
-    return np.interp(np.asarray(steps, dtype="float64"), np.asarray(series.index, dtype="float64"),
-                     series.to_numpy(dtype="float64"))
+    return np.interp(
+        np.asarray(steps, dtype="float64"), np.asarray(series.index, dtype="float64"), series.to_numpy(dtype="float64")
+    )
 
 
 def fraction_of_run(series: pd.Series, step: float) -> float:

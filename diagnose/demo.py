@@ -34,8 +34,11 @@ class DemoRun:
 
 RUNS = (
     DemoRun("healthy", HEALTHY_LR, f"plain SGD, learning rate {HEALTHY_LR}"),
-    DemoRun("lr-too-high", HEALTHY_LR * FAULT_FACTOR,
-            f"the same, learning rate {HEALTHY_LR * FAULT_FACTOR:g} ({FAULT_FACTOR}x too high)"),
+    DemoRun(
+        "lr-too-high",
+        HEALTHY_LR * FAULT_FACTOR,
+        f"the same, learning rate {HEALTHY_LR * FAULT_FACTOR:g} ({FAULT_FACTOR}x too high)",
+    ),
 )
 
 
@@ -51,14 +54,17 @@ def make_data(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def make_model(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Linear(FEATURES, 128), nn.ReLU(),
-        nn.Linear(128, 128), nn.ReLU(),
+        nn.Linear(FEATURES, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
         nn.Linear(128, NUM_CLASSES),
     )
 
 
-def train(path: Path, demo_run: DemoRun, *, steps: int = 400, seed: int = 0,
-          on_step: Callable[[int], None] | None = None) -> Path:
+def train(
+    path: Path, demo_run: DemoRun, *, steps: int = 400, seed: int = 0, on_step: Callable[[int], None] | None = None
+) -> Path:
     """Train one run with the probes attached and write its run file to ``path`` (replaced if present)."""
     path.unlink(missing_ok=True)
     x, y = make_data(seed, steps * BATCH)
@@ -66,8 +72,12 @@ def train(path: Path, demo_run: DemoRun, *, steps: int = 400, seed: int = 0,
     model = make_model(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=demo_run.lr)
     criterion = nn.CrossEntropyLoss()
-    metadata = {"task": "multiclass", "num_classes": NUM_CLASSES, "loss_fn": "cross_entropy",
-                "description": demo_run.description}
+    metadata = {
+        "task": "multiclass",
+        "num_classes": NUM_CLASSES,
+        "loss_fn": "cross_entropy",
+        "description": demo_run.description,
+    }
     with diagnose.watch(model, optimizer, path=path, preset="default", metadata=metadata, name=demo_run.name) as w:
         for step in range(1, steps + 1):
             batch = slice((step - 1) * BATCH, step * BATCH)
@@ -87,7 +97,9 @@ def _evaluate(model: nn.Module, criterion: nn.Module, x: torch.Tensor, y: torch.
     model.eval()
     with torch.no_grad():
         logits = model(x)
-        result = {"val_loss": criterion(logits, y).item(),
-                  "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
+        result = {
+            "val_loss": criterion(logits, y).item(),
+            "val_accuracy": (logits.argmax(1) == y).float().mean().item(),
+        }
     model.train()
     return result

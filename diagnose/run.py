@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 import numpy as np
 import pandas as pd
@@ -18,8 +17,10 @@ ADVERSARIAL_TASKS = {"gan", "adversarial", "wgan"}
 RL_TASKS = {"rl", "reinforcement", "reinforcement_learning", "ppo", "grpo", "dqn", "rlhf", "policy_gradient"}
 _GENERATOR = re.compile(r"(^|_)(g|gen|generator|netg)(_|$)")
 _DISCRIMINATOR = re.compile(r"(^|_)(d|disc|discriminator|netd|critic)(_|$)")
-_POLICY = re.compile(r"(^|_)(policy|pg|actor|value|vf|entropy)(_gradient)?_loss$|^(approx_kl|clip_?frac(tion)?|"
-                     r"episode_reward|ep_rew_mean|mean_reward|reward|rewards|reward_mean|episode_return)$")
+_POLICY = re.compile(
+    r"(^|_)(policy|pg|actor|value|vf|entropy)(_gradient)?_loss$|^(approx_kl|clip_?frac(tion)?|"
+    r"episode_reward|ep_rew_mean|mean_reward|reward|rewards|reward_mean|episode_return)$"
+)
 
 
 def _empty_frame(*columns: str) -> pd.DataFrame:
@@ -82,8 +83,9 @@ class Run:
         task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
         names = [c for c in self.steps.columns if c != "step" and self.has(c)]
         losses = [c for c in names if "loss" in c]
-        if task in ADVERSARIAL_TASKS or (any(_GENERATOR.search(c) for c in losses)
-                                         and any(_DISCRIMINATOR.search(c) for c in losses)):
+        if task in ADVERSARIAL_TASKS or (
+            any(_GENERATOR.search(c) for c in losses) and any(_DISCRIMINATOR.search(c) for c in losses)
+        ):
             return "adversarial"
         if task in RL_TASKS or any(_POLICY.search(c) for c in names):
             return "reinforcement"
@@ -158,8 +160,10 @@ class Run:
         grid = np.full((len(step_values), len(names)), np.nan)
         grid[steps[present], modules[present]] = values[present]  # a repeated (step, module): the last wins
         table = pd.DataFrame(grid, index=pd.Index(step_values, name="step"), columns=pd.Index(names, name="module"))
-        table = table.loc[np.isin(np.arange(len(step_values)), np.unique(steps[present])),
-                          np.isin(np.arange(len(names)), np.unique(modules[present]))]
+        table = table.loc[
+            np.isin(np.arange(len(step_values)), np.unique(steps[present])),
+            np.isin(np.arange(len(names)), np.unique(modules[present])),
+        ]
         order = [m for m in self.module_order() if m in table.columns]
         rest = [m for m in table.columns if m not in order]
         return table[order + rest]

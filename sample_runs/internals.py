@@ -110,59 +110,124 @@ def adamw(lr: float, decay: float) -> Callable[[nn.Module], torch.optim.Optimize
 def decay_first_layer(lr: float, decay: float) -> Callable[[nn.Module], torch.optim.Optimizer]:
     """SGD with a huge weight decay on the first layer's weight: it shrinks to nothing, and with it
     every difference between inputs (a per-layer decay set 1000x too high)."""
+
     def build(model: nn.Module) -> torch.optim.Optimizer:
         first = model[0].weight
         rest = [p for p in model.parameters() if p is not first]
         return torch.optim.SGD([{"params": [first], "weight_decay": decay}, {"params": rest}], lr=lr)
+
     return build
 
 
 def inject_inf(every: int) -> Callable[[int, nn.Module], None]:
     """Put an Inf into one gradient every ``every`` steps (what an overflowing fp16 backward does)."""
+
     def hook(step: int, model: nn.Module) -> None:
         if step % every == 0:
             next(model.parameters()).grad.view(-1)[0] = float("inf")
+
     return hook
 
 
 SCENARIOS: dict[str, Scenario] = {
     # Bad runs: one problem each.
-    "exploding": Scenario(lambda: mlp(3, 64, nn.Identity), sgd(0.12), steps=22, regression=True,
-                          every={**SPARSE, "layer_grads": 2}, expect="GRD001", primary="LR001",
-                          about="a deep linear network regressed with a step size past the stability limit: every "
-                                "update overshoots further and the gradient grows geometrically"),
-    "vanishing": Scenario(lambda: mlp(10, 32, nn.Sigmoid), sgd(0.1), expect="GRD002",
-                          about="ten sigmoid layers: the first layers' gradients are a tiny fraction of the last's"),
-    "update-tiny": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(1e-5), expect="GRD003",
-                            about="plain SGD at 1e-5: the weights barely move"),
-    "update-huge": Scenario(lambda: mlp(2, 64, nn.ReLU), adamw(0.5, 1.0), expect="GRD003",
-                            file="GRD003/bad_huge.jsonl", about="AdamW at 0.5 with weight decay 1: updates the size "
-                                                                 "of the weights"),
-    "dead-relu": Scenario(lambda: negative_bias(mlp(3, 64, nn.ReLU), -1.5), sgd(0.05), expect="ACT001",
-                          about="ReLU layers with a bias of -1.5: most units never fire"),
-    "saturated-tanh": Scenario(lambda: scaled(mlp(3, 64, nn.Tanh), 6.0), sgd(0.01), expect="ACT002",
-                               primary="INIT001",
-                               about="tanh layers initialised 6x too large: outputs stuck at +-1"),
-    "collapse": Scenario(lambda: mlp(3, 64, nn.ReLU), decay_first_layer(0.1, 8.0), expect="ACT003",
-                         about="weight decay 8 on the first layer: every input maps to the same representation"),
-    "detached-branch": Scenario(TwoBranch, adam(0.01), expect="GRD004",
-                                about="one branch's output is detached: its parameters never get a gradient"),
-    "memory-leak": Scenario(lambda: mlp(4, 256, nn.ReLU), adam(1e-3), steps=80, batch=256, leak=True,
-                            every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1}, expect="MEM001",
-                            about="each loss is kept with its graph: memory grows every step"),
-    "amp-skips": Scenario(lambda: mlp(2, 64, nn.ReLU), sgd(0.05), steps=80, amp=True,
-                          after_backward=inject_inf(4), every={**SPARSE, "memory": 2}, expect="AMP001",
-                          about="an Inf gradient every 4th step: the GradScaler skips a quarter of the steps"),
+    "exploding": Scenario(
+        lambda: mlp(3, 64, nn.Identity),
+        sgd(0.12),
+        steps=22,
+        regression=True,
+        every={**SPARSE, "layer_grads": 2},
+        expect="GRD001",
+        primary="LR001",
+        about="a deep linear network regressed with a step size past the stability limit: every "
+        "update overshoots further and the gradient grows geometrically",
+    ),
+    "vanishing": Scenario(
+        lambda: mlp(10, 32, nn.Sigmoid),
+        sgd(0.1),
+        expect="GRD002",
+        about="ten sigmoid layers: the first layers' gradients are a tiny fraction of the last's",
+    ),
+    "update-tiny": Scenario(
+        lambda: mlp(2, 64, nn.ReLU), sgd(1e-5), expect="GRD003", about="plain SGD at 1e-5: the weights barely move"
+    ),
+    "update-huge": Scenario(
+        lambda: mlp(2, 64, nn.ReLU),
+        adamw(0.5, 1.0),
+        expect="GRD003",
+        file="GRD003/bad_huge.jsonl",
+        about="AdamW at 0.5 with weight decay 1: updates the size of the weights",
+    ),
+    "dead-relu": Scenario(
+        lambda: negative_bias(mlp(3, 64, nn.ReLU), -1.5),
+        sgd(0.05),
+        expect="ACT001",
+        about="ReLU layers with a bias of -1.5: most units never fire",
+    ),
+    "saturated-tanh": Scenario(
+        lambda: scaled(mlp(3, 64, nn.Tanh), 6.0),
+        sgd(0.01),
+        expect="ACT002",
+        primary="INIT001",
+        about="tanh layers initialised 6x too large: outputs stuck at +-1",
+    ),
+    "collapse": Scenario(
+        lambda: mlp(3, 64, nn.ReLU),
+        decay_first_layer(0.1, 8.0),
+        expect="ACT003",
+        about="weight decay 8 on the first layer: every input maps to the same representation",
+    ),
+    "detached-branch": Scenario(
+        TwoBranch,
+        adam(0.01),
+        expect="GRD004",
+        about="one branch's output is detached: its parameters never get a gradient",
+    ),
+    "memory-leak": Scenario(
+        lambda: mlp(4, 256, nn.ReLU),
+        adam(1e-3),
+        steps=80,
+        batch=256,
+        leak=True,
+        every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1},
+        expect="MEM001",
+        about="each loss is kept with its graph: memory grows every step",
+    ),
+    "amp-skips": Scenario(
+        lambda: mlp(2, 64, nn.ReLU),
+        sgd(0.05),
+        steps=80,
+        amp=True,
+        after_backward=inject_inf(4),
+        every={**SPARSE, "memory": 2},
+        expect="AMP001",
+        about="an Inf gradient every 4th step: the GradScaler skips a quarter of the steps",
+    ),
     # Healthy runs: the same task, trained sensibly.
-    "healthy-relu": Scenario(lambda: mlp(3, 64, nn.ReLU), adam(1e-3), steps=80,
-                             every={**SPARSE, "memory": 2}, file="healthy/probed-relu.jsonl",
-                             about="a ReLU network trained with Adam at 1e-3"),
-    "healthy-tanh-norm": Scenario(lambda: mlp(4, 64, nn.Tanh, norm=True), sgd(0.05, momentum=0.9), steps=80,
-                                  file="healthy/probed-tanh-norm.jsonl",
-                                  about="a normalised tanh network trained with SGD and momentum"),
-    "healthy-amp": Scenario(lambda: mlp(3, 64, nn.ReLU), adam(1e-3), steps=80, amp=True,
-                            every={**SPARSE, "memory": 2}, file="healthy/probed-amp.jsonl",
-                            about="the ReLU network under autocast with a GradScaler"),
+    "healthy-relu": Scenario(
+        lambda: mlp(3, 64, nn.ReLU),
+        adam(1e-3),
+        steps=80,
+        every={**SPARSE, "memory": 2},
+        file="healthy/probed-relu.jsonl",
+        about="a ReLU network trained with Adam at 1e-3",
+    ),
+    "healthy-tanh-norm": Scenario(
+        lambda: mlp(4, 64, nn.Tanh, norm=True),
+        sgd(0.05, momentum=0.9),
+        steps=80,
+        file="healthy/probed-tanh-norm.jsonl",
+        about="a normalised tanh network trained with SGD and momentum",
+    ),
+    "healthy-amp": Scenario(
+        lambda: mlp(3, 64, nn.ReLU),
+        adam(1e-3),
+        steps=80,
+        amp=True,
+        every={**SPARSE, "memory": 2},
+        file="healthy/probed-amp.jsonl",
+        about="the ReLU network under autocast with a GradScaler",
+    ),
 }
 
 
@@ -180,8 +245,9 @@ def record(scenario: Scenario, path: Path) -> None:
     scaler = torch.amp.GradScaler("cpu") if scenario.amp else None
     kept: list[torch.Tensor] = []  # the leak: losses with their graphs, never freed
     metadata = {"task": "multiclass", "num_classes": CLASSES, "scenario": scenario.about}
-    with diagnose.watch(model, optimizer, path, name=example_name(path), metadata=metadata,
-                       scaler=scaler, every=scenario.every) as w:
+    with diagnose.watch(
+        model, optimizer, path, name=example_name(path), metadata=metadata, scaler=scaler, every=scenario.every
+    ) as w:
         for step in range(1, scenario.steps + 1):
             batch = torch.randint(0, len(x), (scenario.batch,), generator=torch.Generator().manual_seed(step))
             loss = _step(scenario, model, optimizer, scaler, x[batch], y[batch], step)
@@ -190,8 +256,15 @@ def record(scenario: Scenario, path: Path) -> None:
             w.log(loss=loss.detach())
 
 
-def _step(scenario: Scenario, model: nn.Module, optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler | None, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+def _step(
+    scenario: Scenario,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: int,
+) -> torch.Tensor:
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=scenario.amp):
         loss = objective(scenario, model(x), y)

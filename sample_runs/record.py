@@ -78,8 +78,14 @@ def scenario(expect: str | None, file: str | None = None) -> Callable[[Callable[
     return add
 
 
-def register(name: str, expect: str | None, record: Callable[[Path], None], about: str, file: str | None,
-             primary: str | None = None) -> None:
+def register(
+    name: str,
+    expect: str | None,
+    record: Callable[[Path], None],
+    about: str,
+    file: str | None,
+    primary: str | None = None,
+) -> None:
     default = f"{expect}/bad.jsonl" if expect else f"healthy/{name.removeprefix('healthy_')}.jsonl"
     SCENARIOS[name] = Scenario(name, expect, record, about, file or default, primary)
 
@@ -191,8 +197,15 @@ def run(setup: Setup, path: Path) -> None:
     x, y = setup.train
     order = torch.Generator().manual_seed(setup.seed)
     classify = setup.metadata.get("task") in ("binary", "multiclass")
-    with diagnose.watch(setup.model, setup.optimizer, path, preset=setup.preset, metadata=setup.metadata,
-                        name=internals.example_name(path), every={"memory": 0, "nvml": 0}) as w:
+    with diagnose.watch(
+        setup.model,
+        setup.optimizer,
+        path,
+        preset=setup.preset,
+        metadata=setup.metadata,
+        name=internals.example_name(path),
+        every={"memory": 0, "nvml": 0},
+    ) as w:
         for step in range(1, setup.steps + 1):
             pick = torch.randint(0, len(x), (min(setup.batch, len(x)),), generator=order)
             inputs = x[pick] if setup.corrupt is None else setup.corrupt(step, x[pick])
@@ -219,17 +232,37 @@ def evaluate(setup: Setup, classify: bool) -> dict[str, float]:
     return metrics
 
 
-def classifier_setup(classes: int = 4, *, lr: float = 3e-3, seed: int = 0, n: int = 2048, hidden: int = 64,
-                     optimizer: str = "adam", label_noise: float = 0.0, **options) -> Setup:
+def classifier_setup(
+    classes: int = 4,
+    *,
+    lr: float = 3e-3,
+    seed: int = 0,
+    n: int = 2048,
+    hidden: int = 64,
+    optimizer: str = "adam",
+    label_noise: float = 0.0,
+    **options,
+) -> Setup:
     """A teacher-labelled classification task with an MLP; ``options`` override Setup fields."""
     torch.manual_seed(seed)
     model = mlp(20, classes, hidden)
-    opt = (torch.optim.Adam(model.parameters(), lr) if optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr, momentum=0.9 if optimizer == "momentum" else 0.0))
+    opt = (
+        torch.optim.Adam(model.parameters(), lr)
+        if optimizer == "adam"
+        else torch.optim.SGD(model.parameters(), lr, momentum=0.9 if optimizer == "momentum" else 0.0)
+    )
     task = "binary" if classes == 2 else "multiclass"
     train, val = teacher_classes(n, classes, seed, label_noise=label_noise)
-    return Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.cross_entropy,
-                 metadata={"task": task, "num_classes": classes, "loss_fn": "cross_entropy"}, seed=seed, **options)
+    return Setup(
+        model=model,
+        optimizer=opt,
+        train=train,
+        val=val,
+        loss_fn=F.cross_entropy,
+        metadata={"task": task, "num_classes": classes, "loss_fn": "cross_entropy"},
+        seed=seed,
+        **options,
+    )
 
 
 # -- healthy runs --------------------------------------------------------------------------
@@ -254,20 +287,47 @@ def healthy_regression(path: Path) -> None:
     model = mlp(8, 1, 64)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     train, val = smooth_regression(2048, 2)
-    run(Setup(model=model, optimizer=opt, train=train, val=val, loss_fn=F.mse_loss,
-              metadata={"task": "regression", "loss_fn": "mse"},
-              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS), seed=2), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=opt,
+            train=train,
+            val=val,
+            loss_fn=F.mse_loss,
+            metadata={"task": "regression", "loss_fn": "mse"},
+            scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(opt, STEPS),
+            seed=2,
+        ),
+        path,
+    )
 
 
 @scenario(expect=None)
 def healthy_cnn(path: Path) -> None:
     """Small CNN on noisy bar images, SGD with momentum."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
-    run(Setup(model=model, optimizer=torch.optim.SGD(model.parameters(), 0.05, momentum=0.9),
-              train=bar_images(2048, 3), val=bar_images(512, 1003), loss_fn=F.cross_entropy,
-              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"}, seed=3), path)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), 0.05, momentum=0.9),
+            train=bar_images(2048, 3),
+            val=bar_images(512, 1003),
+            loss_fn=F.cross_entropy,
+            metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"},
+            seed=3,
+        ),
+        path,
+    )
 
 
 @scenario(expect=None)
@@ -275,9 +335,18 @@ def healthy_gru(path: Path) -> None:
     """GRU classifying whether a sequence sums above zero."""
     torch.manual_seed(4)
     model = GRUClassifier()
-    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-2), train=sign_sequences(2048, 4),
-              val=sign_sequences(512, 1004), loss_fn=F.cross_entropy,
-              metadata={"task": "binary", "num_classes": 2, "loss_fn": "cross_entropy"}, seed=4), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+            train=sign_sequences(2048, 4),
+            val=sign_sequences(512, 1004),
+            loss_fn=F.cross_entropy,
+            metadata={"task": "binary", "num_classes": 2, "loss_fn": "cross_entropy"},
+            seed=4,
+        ),
+        path,
+    )
 
 
 # -- one bad run per problem --------------------------------------------------------------
@@ -318,11 +387,22 @@ def overfitting(path: Path) -> None:
 def _chance(classes: int, seed: int, path: Path) -> None:
     torch.manual_seed(seed)
     model = mlp(20, classes, 32)
-    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 1e-3),
-              train=random_labels(8192, classes, seed), val=random_labels(512, classes, seed + 1000),
-              loss_fn=F.cross_entropy, seed=seed,
-              metadata={"task": "binary" if classes == 2 else "multiclass", "num_classes": classes,
-                        "loss_fn": "cross_entropy"}), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), 1e-3),
+            train=random_labels(8192, classes, seed),
+            val=random_labels(512, classes, seed + 1000),
+            loss_fn=F.cross_entropy,
+            seed=seed,
+            metadata={
+                "task": "binary" if classes == 2 else "multiclass",
+                "num_classes": classes,
+                "loss_fn": "cross_entropy",
+            },
+        ),
+        path,
+    )
 
 
 @scenario(expect="CH001")
@@ -343,10 +423,19 @@ def memorised_random_labels(path: Path) -> None:
     and the validation set stays at chance (what inputs and labels shuffled separately look like)."""
     torch.manual_seed(13)
     model = mlp(20, 4, 256)
-    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 3e-3),
-              train=random_labels(256, 4, 13), val=random_labels(512, 4, 1013), loss_fn=F.cross_entropy,
-              seed=13, steps=400,
-              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"}), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), 3e-3),
+            train=random_labels(256, 4, 13),
+            val=random_labels(512, 4, 1013),
+            loss_fn=F.cross_entropy,
+            seed=13,
+            steps=400,
+            metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "cross_entropy"},
+        ),
+        path,
+    )
 
 
 @scenario(expect="PLT001")
@@ -355,9 +444,18 @@ def stalled(path: Path) -> None:
     torch.manual_seed(12)
     model = nn.Linear(8, 1)
     train, val = smooth_regression(2048, 12)
-    run(Setup(model=model, optimizer=torch.optim.Adam(model.parameters(), 3e-2), train=train, val=val,
-              loss_fn=F.mse_loss,
-              metadata={"task": "regression", "loss_fn": "mse"}, seed=12), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.Adam(model.parameters(), 3e-2),
+            train=train,
+            val=val,
+            loss_fn=F.mse_loss,
+            metadata={"task": "regression", "loss_fn": "mse"},
+            seed=12,
+        ),
+        path,
+    )
 
 
 @scenario(expect="SPK001")
@@ -372,9 +470,19 @@ def nan_log(path: Path) -> None:
     torch.manual_seed(14)
     model = nn.Sequential(mlp(20, 4, 64), LogProbs())
     train, val = teacher_classes(2048, 4, 14)
-    run(Setup(model=model, optimizer=torch.optim.SGD(model.parameters(), 0.5, momentum=0.9),
-              train=train, val=val, loss_fn=F.nll_loss, preset="default",
-              metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "nll"}, seed=14), path)
+    run(
+        Setup(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), 0.5, momentum=0.9),
+            train=train,
+            val=val,
+            loss_fn=F.nll_loss,
+            preset="default",
+            metadata={"task": "multiclass", "num_classes": 4, "loss_fn": "nll"},
+            seed=14,
+        ),
+        path,
+    )
 
 
 @scenario(expect="INIT001")
@@ -435,8 +543,9 @@ def late_blow_up(path: Path) -> None:
 
 def _register_internals() -> None:
     for name, internal in internals.SCENARIOS.items():
-        register(name, internal.expect, partial(internals.record, internal), internal.about, internal.file,
-                 internal.primary)
+        register(
+            name, internal.expect, partial(internals.record, internal), internal.about, internal.file, internal.primary
+        )
 
 
 _register_internals()

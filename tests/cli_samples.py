@@ -42,6 +42,12 @@ class FinalAboveFirst(Rule):
         loss = run.series("loss", keep_nan=True)
         first, last = float(loss.iloc[0]), float(loss.iloc[-1])
         if not last <= t["ratio"] * first:
-            yield self.finding(run, message=f"loss went from {first:.3g} to {last:.3g}", onset=loss.index[0],
-                               end=loss.index[-1], evidence={"first": first, "last": last},
-                               causes=["a learning rate far too high"], fixes=["lower the learning rate"])
+            yield self.finding(
+                run,
+                message=f"loss went from {first:.3g} to {last:.3g}",
+                onset=loss.index[0],
+                end=loss.index[-1],
+                evidence={"first": first, "last": last},
+                causes=["a learning rate far too high"],
+                fixes=["lower the learning rate"],
+            )

@@ -33,8 +33,17 @@ def data(n: int = 32, classes: int = 3, seed: int = 0) -> tuple[torch.Tensor, to
     return x, torch.randint(0, classes, (n,), generator=generator)
 
 
-def train(path: Path, model: nn.Module, steps: int = 12, *, lr: float = 0.05, perturb: Callable | None = None,
-          loss_fn: Callable = nn.functional.cross_entropy, clip: float | None = None, **options) -> list[float]:
+def train(
+    path: Path,
+    model: nn.Module,
+    steps: int = 12,
+    *,
+    lr: float = 0.05,
+    perturb: Callable | None = None,
+    loss_fn: Callable = nn.functional.cross_entropy,
+    clip: float | None = None,
+    **options,
+) -> list[float]:
     """Train with the probes attached; returns what clip_grad_norm_ reported at each step."""
     torch.manual_seed(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)

@@ -68,12 +68,27 @@ def loader(n: int, seed: int, batch_size: int) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=batch_size)
 
 
-def fit(path: Path, module: Classifier, *, epochs: int = 2, train_size: int = 64,
-        callbacks: tuple[L.Callback, ...] = (), **trainer_options: object) -> L.Trainer:
+def fit(
+    path: Path,
+    module: Classifier,
+    *,
+    epochs: int = 2,
+    train_size: int = 64,
+    callbacks: tuple[L.Callback, ...] = (),
+    **trainer_options: object,
+) -> L.Trainer:
     torch.manual_seed(0)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=path.parent,
-                        callbacks=[DiagnoseCallback(path, metadata=METADATA), *callbacks], **trainer_options)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=path.parent,
+        callbacks=[DiagnoseCallback(path, metadata=METADATA), *callbacks],
+        **trainer_options,
+    )
     trainer.fit(module, loader(train_size, 1, 8), loader(32, 2, 16))
     return trainer
 
@@ -103,7 +118,8 @@ def test_recorded_loss_and_norm_are_per_optimizer_step_and_before_clipping(tmp_p
     run = diagnose.load(path)
     micro = module.losses
     assert run.series("loss").to_numpy() == pytest.approx(
-        [sum(micro[0:3]) / 3, sum(micro[3:6]) / 3, sum(micro[6:8]) / 2], rel=1e-5)
+        [sum(micro[0:3]) / 3, sum(micro[3:6]) / 3, sum(micro[6:8]) / 2], rel=1e-5
+    )
     assert run.series("grad_norm").to_numpy() == pytest.approx(norms.norms, rel=1e-5)
     assert min(norms.norms) > 1e-3  # clipping really changed the gradients
 

@@ -60,18 +60,37 @@ class Mlp(nn.Module):
 
 
 def tiny_bert() -> nn.Module:
-    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
     return transformers.BertForSequenceClassification(config)
 
 
 def train(path: Path, model: nn.Module, train_set: Dataset, eval_set: Dataset, **options: object):
-    settings = {"output_dir": str(path.parent / "out"), "use_cpu": True, "report_to": [], "save_strategy": "no",
-                "disable_tqdm": True, "per_device_train_batch_size": 8, "logging_steps": 1,
-                "logging_nan_inf_filter": False, **options}
-    trainer = transformers.Trainer(model=model, args=transformers.TrainingArguments(**settings),
-                                   train_dataset=train_set, eval_dataset=eval_set,
-                                   callbacks=[DiagnoseCallback(path, metadata=METADATA)])
+    settings = {
+        "output_dir": str(path.parent / "out"),
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "per_device_train_batch_size": 8,
+        "logging_steps": 1,
+        "logging_nan_inf_filter": False,
+        **options,
+    }
+    trainer = transformers.Trainer(
+        model=model,
+        args=transformers.TrainingArguments(**settings),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        callbacks=[DiagnoseCallback(path, metadata=METADATA)],
+    )
     trainer.train()
     return trainer
 
@@ -89,8 +108,9 @@ def test_a_bert_run_records_what_the_trainer_logs_and_more(tmp_path: Path) -> No
     path = tmp_path / "run.jsonl"
     model = tiny_bert()
     # max_grad_norm far below the real norm: every step is clipped by the Trainer.
-    trainer = train(path, model, Tokens(48, 1), Tokens(16, 2), max_steps=6, eval_strategy="steps", eval_steps=3,
-                    max_grad_norm=1e-3)
+    trainer = train(
+        path, model, Tokens(48, 1), Tokens(16, 2), max_steps=6, eval_strategy="steps", eval_steps=3, max_grad_norm=1e-3
+    )
     run = diagnose.load(path)
     assert run.series("loss").to_dict() == pytest.approx(logged(trainer, "loss"), rel=1e-6)
     assert run.series("loss").index.tolist() == list(range(1, 7))
@@ -123,8 +143,18 @@ def test_a_learning_rate_100x_too_high_is_diagnosed(tmp_path: Path) -> None:
     codes = {}
     for lr in (0.05, 5.0):
         path = tmp_path / f"lr{lr}.jsonl"
-        train(path, Mlp(), Points(256, 1), Points(64, 2), num_train_epochs=3, per_device_train_batch_size=16,
-              learning_rate=lr, optim="sgd", lr_scheduler_type="constant", eval_strategy="epoch")
+        train(
+            path,
+            Mlp(),
+            Points(256, 1),
+            Points(64, 2),
+            num_train_epochs=3,
+            per_device_train_batch_size=16,
+            learning_rate=lr,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            eval_strategy="epoch",
+        )
         codes[lr] = {finding.code: finding.severity.value for finding in diagnose.analyze(diagnose.load(path))}
     assert "error" not in codes[0.05].values()
     assert codes[5.0].get("LR001") == "error"  # loss-diverges

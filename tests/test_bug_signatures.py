@@ -32,20 +32,32 @@ def _mlp(hidden: int = 16) -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES))
 
 
-def _train(path: Path, model: nn.Module, *, steps: int = 30, lr: float = 0.05, zero_grad: str = "before",
-           optimizer: torch.optim.Optimizer | None = None, criterion: Callable | None = None,
-           output: Callable = lambda out: out, target: Callable = lambda y: y, data=None,
-           before: Callable = lambda model: None, **options) -> diagnose.Run:
+def _train(
+    path: Path,
+    model: nn.Module,
+    *,
+    steps: int = 30,
+    lr: float = 0.05,
+    zero_grad: str = "before",
+    optimizer: torch.optim.Optimizer | None = None,
+    criterion: Callable | None = None,
+    output: Callable = lambda out: out,
+    target: Callable = lambda y: y,
+    data=None,
+    before: Callable = lambda model: None,
+    **options,
+) -> diagnose.Run:
     """A plain loop over 32-sample batches; ``zero_grad`` is ``before`` (forward), ``between``
     (forward and backward) or ``never``."""
     x, y = data if data is not None else _data()
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     criterion = criterion or nn.CrossEntropyLoss()
-    with diagnose.watch(model, optimizer, path, metadata={"task": "multiclass", "num_classes": CLASSES},
-                        **options) as w:
+    with diagnose.watch(
+        model, optimizer, path, metadata={"task": "multiclass", "num_classes": CLASSES}, **options
+    ) as w:
         before(model)
         for step in range(steps):
-            xb, yb = x[(step * 32) % len(x):][:32], y[(step * 32) % len(x):][:32]
+            xb, yb = x[(step * 32) % len(x) :][:32], y[(step * 32) % len(x) :][:32]
             if zero_grad == "before":
                 optimizer.zero_grad()
             out = output(model(xb))
@@ -144,8 +156,9 @@ def test_sigmoid_into_bce_with_logits(tmp_path: Path) -> None:
         return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
 
     as_float = lambda y: (y > 0).float().unsqueeze(-1)  # noqa: E731
-    bad = _train(tmp_path / "bad.jsonl", model(), criterion=nn.BCEWithLogitsLoss(), output=torch.sigmoid,
-                 target=as_float)
+    bad = _train(
+        tmp_path / "bad.jsonl", model(), criterion=nn.BCEWithLogitsLoss(), output=torch.sigmoid, target=as_float
+    )
     assert "BUG006" in _bugs(bad) and "sigmoid" in diagnose.analyze(bad).worst.message
     assert _bugs(_train(tmp_path / "good.jsonl", model(), criterion=nn.BCEWithLogitsLoss(), target=as_float)) == []
 
@@ -242,7 +255,7 @@ def test_scheduler_stepped_per_batch_collapses_the_learning_rate(tmp_path: Path)
     x, y = _data()
     with diagnose.watch(model, optimizer, tmp_path / "bad.jsonl") as w:
         for step in range(100):
-            xb, yb = x[(step * 32) % 256:][:32], y[(step * 32) % 256:][:32]
+            xb, yb = x[(step * 32) % 256 :][:32], y[(step * 32) % 256 :][:32]
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(xb), yb)
             loss.backward()

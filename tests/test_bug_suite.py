@@ -24,21 +24,54 @@ import _common as suite  # noqa: E402 - found through the path set above
 
 # One or two kinds of each family (gradients, loss/output, data, optimizer, modes),
 # the ones that record in about a second each.
-CI_KINDS = ("no_zero_grad", "softmax_into_ce", "sigmoid_into_bce_logits", "nll_on_logits", "scheduler_per_batch",
-            "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer", "constant_init",
-            "item_cuts_graph", "step_before_backward", "labels_shuffled_apart", "val_not_normalized", "log_of_zero_nan")
+CI_KINDS = (
+    "no_zero_grad",
+    "softmax_into_ce",
+    "sigmoid_into_bce_logits",
+    "nll_on_logits",
+    "scheduler_per_batch",
+    "sorted_by_label",
+    "mse_broadcast",
+    "batchnorm_eval",
+    "partial_optimizer",
+    "constant_init",
+    "item_cuts_graph",
+    "step_before_backward",
+    "labels_shuffled_apart",
+    "val_not_normalized",
+    "log_of_zero_nan",
+)
 
 # Kinds whose root cause no rule names yet; the signatures and rules that name them
 # come with issue 11 items 1-2. Remove a kind from here when its rule lands.
-AWAITING_NAMING_RULE = {"no_zero_grad", "softmax_into_ce", "sigmoid_into_bce_logits", "nll_on_logits",
-                        "sorted_by_label", "mse_broadcast", "batchnorm_eval", "partial_optimizer", "constant_init",
-                        "item_cuts_graph", "step_before_backward", "labels_shuffled_apart", "val_not_normalized",
-                        "log_of_zero_nan"}
+AWAITING_NAMING_RULE = {
+    "no_zero_grad",
+    "softmax_into_ce",
+    "sigmoid_into_bce_logits",
+    "nll_on_logits",
+    "sorted_by_label",
+    "mse_broadcast",
+    "batchnorm_eval",
+    "partial_optimizer",
+    "constant_init",
+    "item_cuts_graph",
+    "step_before_backward",
+    "labels_shuffled_apart",
+    "val_not_normalized",
+    "log_of_zero_nan",
+}
 # Kinds whose symptom the current rules miss (the same rules are expected to catch them).
 AWAITING_SYMPTOM_RULE = {"softmax_into_ce", "nll_on_logits", "partial_optimizer", "constant_init"}
 
-REQUIRED = {"kind": str, "description": str, "observable": str, "symptoms": list, "root_cause": str, "part": str,
-            "verify": dict}
+REQUIRED = {
+    "kind": str,
+    "description": str,
+    "observable": str,
+    "symptoms": list,
+    "root_cause": str,
+    "part": str,
+    "verify": dict,
+}
 
 
 def _awaiting(kinds: tuple[str, ...], waiting: set[str], why: str) -> list:
@@ -114,8 +147,9 @@ def test_bug_root_cause_is_named(kind: str, recorded: Callable[[str], tuple[Path
     assert suite.named(suite.load_script(kind).BUG, findings), [f"{f.code}: {f.title}" for f in findings]
 
 
-def test_plain_log_keeps_only_step_loss_and_validation(recorded: Callable[[str], tuple[Path, Path]],
-                                                       tmp_path: Path) -> None:
+def test_plain_log_keeps_only_step_loss_and_validation(
+    recorded: Callable[[str], tuple[Path, Path]], tmp_path: Path
+) -> None:
     spec = importlib.util.spec_from_file_location("bug_suite_bench", ROOT / "benchmarks" / "bug_suite.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # its dataclasses look their module up there

@@ -50,7 +50,8 @@ def test_fail_on_threshold(runs, demoted, fail_on, code):
 
 def test_fail_on_from_pyproject(runs, demoted, tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.diagnose]\nfail-on = "info"\n[tool.diagnose.severity]\nTST001 = "info"\n')
+        '[tool.diagnose]\nfail-on = "info"\n[tool.diagnose.severity]\nTST001 = "info"\n'
+    )
     assert invoke(runs["broken"], *ONLY_TEST_RULE).exit_code == 1
     assert invoke(runs["broken"], *ONLY_TEST_RULE, "--fail-on", "error").exit_code == 0
 

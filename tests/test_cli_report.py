@@ -87,15 +87,18 @@ def test_pyproject_configuration_applies(runs, test_rule, tmp_path, monkeypatch)
     assert test_rule.code not in invoke("report", runs["broken"]).stdout
 
 
-@pytest.mark.parametrize("args", [
-    ("report", "missing.jsonl"),
-    ("report", "{garbage}", "--set", "TST001.nope=1"),
-    ("report", "{garbage}", "--format-in", "nonsense"),
-    ("report", "{garbage}", "--select", "NOSUCHRULE"),
-    ("report", "{garbage}", "--ignore", "nosuch-name"),
-    ("report", "{garbage}"),
-    ("report", "{garbage}", "-o", "{garbage}"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "missing.jsonl"),
+        ("report", "{garbage}", "--set", "TST001.nope=1"),
+        ("report", "{garbage}", "--format-in", "nonsense"),
+        ("report", "{garbage}", "--select", "NOSUCHRULE"),
+        ("report", "{garbage}", "--ignore", "nosuch-name"),
+        ("report", "{garbage}"),
+        ("report", "{garbage}", "-o", "{garbage}"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_and_leaves_files_alone(args, test_rule, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     garbage = tmp_path / "garbage.jsonl"
@@ -125,11 +128,18 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(runs, test_rule, monk
 
 def test_commands_other_than_demo_do_not_import_torch(runs, tmp_path):
     run = str(runs["healthy"])
-    commands = [["report", run, "-f", "json"], ["check", run], ["rules"], ["plot", run, "-o", str(tmp_path / "p.png")],
-                ["explain", all_rules()[0].code]]
-    code = ("import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
-            f"codes = [CliRunner().invoke(app, c).exit_code for c in {commands!r}]; "
-            "print(*codes, 'torch' in sys.modules)")
+    commands = [
+        ["report", run, "-f", "json"],
+        ["check", run],
+        ["rules"],
+        ["plot", run, "-o", str(tmp_path / "p.png")],
+        ["explain", all_rules()[0].code],
+    ]
+    code = (
+        "import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
+        f"codes = [CliRunner().invoke(app, c).exit_code for c in {commands!r}]; "
+        "print(*codes, 'torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     *codes, torch_loaded = result.stdout.split()
     assert codes[2:] == ["0", "0", "0"] and codes[0] == "0" and codes[1] in ("0", "1")
@@ -139,5 +149,6 @@ def test_commands_other_than_demo_do_not_import_torch(runs, tmp_path):
 def test_unknown_rule_patterns_are_refused(runs):
     result = invoke("report", runs["healthy"], "--select", "NOSUCH")
     assert result.exit_code == 2
-    assert result.stderr == ("diagnose: error: 'NOSUCH' matches no rule code, code prefix or name "
-                             "(`diagnose rules` lists them)\n")
+    assert result.stderr == (
+        "diagnose: error: 'NOSUCH' matches no rule code, code prefix or name (`diagnose rules` lists them)\n"
+    )

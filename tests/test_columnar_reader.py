@@ -23,7 +23,7 @@ TRICKY = [
     '{"kind":"meta","schema":"diagnose.run/1","name":"a","metadata":{"task":"multiclass"}}',
     '{"kind":"step","step":1,"loss":2.0,"lr":0.1,"lrs":[0.1,0.2]}',
     '{"kind":"step","step":2,"loss":"NaN","lr":0.1,"lrs":[0.1,"NaN"],"extra":5}',
-    '',
+    "",
     '{"kind":"step","step":3,"loss":"Infinity","grad_norm":"-Infinity"}',
     '{"kind":"eval","step":3,"eval_loss":1.5}',
     '{"kind":"event","step":2,"event":"nonfinite","where":"fc1","detail":"x"}',
@@ -70,10 +70,19 @@ def test_tricky_lines_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert_same_runs(fast, pure)
 
 
-@pytest.mark.parametrize("line", ["garbage", '{"kind":"weird","step":1}', '{"kind":"event","step":1,"detail":{"a":1}}',
-                                  '{"kind":"step","step":2,"loss":true}', "[1, 2]"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "garbage",
+        '{"kind":"weird","step":1}',
+        '{"kind":"event","step":1,"detail":{"a":1}}',
+        '{"kind":"step","step":2,"loss":true}',
+        "[1, 2]",
+    ],
+)
 def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str
+) -> None:
     path = tmp_path / "odd.jsonl"
     path.write_text("\n".join(['{"kind":"step","step":1,"loss":1.0}', line, '{"kind":"step","step":3,"loss":0.5}']))
     fast, pure = both_readers(path, monkeypatch)

@@ -48,8 +48,11 @@ def test_no_file_comes_from_a_reserved_repository():
     reserved_list = shared.parent / "corpus-reserved.txt" if shared else None
     if reserved_list is None or not reserved_list.is_file():
         pytest.skip("shared/corpus-reserved.txt is not beside the checkout")
-    reserved = {line.strip().lower() for line in reserved_list.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")}
+    reserved = {
+        line.strip().lower()
+        for line in reserved_list.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {row["repository"].lower() for row in ROWS.values()} & reserved == set()
 
 

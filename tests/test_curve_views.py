@@ -28,8 +28,9 @@ def test_bin_medians_equal_a_group_by_median_for_uneven_bins() -> None:
     bins = np.minimum((np.arange(len(series)) * 300) // len(series), 299)
     expected = series.groupby(bins).median().to_numpy()
     np.testing.assert_array_equal(reduced.to_numpy(), expected)
-    np.testing.assert_array_equal(reduced.index.to_numpy(), pd.Series(series.index, index=bins).groupby(level=0)
-                                  .median().to_numpy())
+    np.testing.assert_array_equal(
+        reduced.index.to_numpy(), pd.Series(series.index, index=bins).groupby(level=0).median().to_numpy()
+    )
 
 
 def test_a_causal_median_after_leading_nan_is_what_pandas_computes() -> None:
@@ -37,8 +38,9 @@ def test_a_causal_median_after_leading_nan_is_what_pandas_computes() -> None:
     values[:3] = np.nan
     series = pd.Series(values)
     expected = series.shift(1).rolling(20, min_periods=1).median()
-    np.testing.assert_allclose(curves.rolling_median(series, 20, causal=True).to_numpy(), expected.to_numpy(),
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        curves.rolling_median(series, 20, causal=True).to_numpy(), expected.to_numpy(), equal_nan=True
+    )
 
 
 def test_within_shared_views_a_curve_with_the_same_contents_is_computed_once() -> None:

@@ -39,10 +39,20 @@ def test_the_sample_runs_hold_findings_to_check() -> None:
     assert sum(len(a.findings) for p in RUN_FILES for a in _analyses(p)) > 20
 
 
-def _finding(code: str, severity: Severity, fix: str, confidence: float = 1.0,
-             category: Category = Category.OPTIMIZATION) -> Finding:
-    return Finding(code=code, name=code.lower(), title=code, severity=severity, category=category, message="m",
-                   run="r", confidence=confidence, fixes=(fix,))
+def _finding(
+    code: str, severity: Severity, fix: str, confidence: float = 1.0, category: Category = Category.OPTIMIZATION
+) -> Finding:
+    return Finding(
+        code=code,
+        name=code.lower(),
+        title=code,
+        severity=severity,
+        category=category,
+        message="m",
+        run="r",
+        confidence=confidence,
+        fixes=(fix,),
+    )
 
 
 def test_a_root_cause_takes_its_symptoms_and_their_severity_and_its_fixes_win() -> None:
@@ -70,14 +80,17 @@ def test_explanations_that_go_round_in_a_circle_lose_no_finding() -> None:
     assert sorted(f.code for f in ordered) == ["ACT001", "PLT001"]
 
 
-@pytest.mark.parametrize(("text", "turned"), [
-    ("lower the learning rate 3-10x", {"learning_rate": -1}),
-    ("raise the learning rate 3-10x", {"learning_rate": 1}),
-    ("raise the batch size 4-16x, or accumulate gradients over several batches", {"batch_size": 1}),
-    ("halve the batch size and keep the effective batch with gradient accumulation", {"batch_size": -1}),
-    ("regularise: weight decay 0.01-0.1, dropout 0.1-0.3", {"regularisation": 1}),
-    ("use a smaller model or fewer epochs", {"model_size": -1, "training_length": -1}),
-    ("call optimizer.zero_grad() every step", {}),
-])
+@pytest.mark.parametrize(
+    ("text", "turned"),
+    [
+        ("lower the learning rate 3-10x", {"learning_rate": -1}),
+        ("raise the learning rate 3-10x", {"learning_rate": 1}),
+        ("raise the batch size 4-16x, or accumulate gradients over several batches", {"batch_size": 1}),
+        ("halve the batch size and keep the effective batch with gradient accumulation", {"batch_size": -1}),
+        ("regularise: weight decay 0.01-0.1, dropout 0.1-0.3", {"regularisation": 1}),
+        ("use a smaller model or fewer epochs", {"model_size": -1, "training_length": -1}),
+        ("call optimizer.zero_grad() every step", {}),
+    ],
+)
 def test_fix_directions(text: str, turned: dict) -> None:
     assert fixes.directions(text) == turned

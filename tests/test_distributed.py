@@ -42,8 +42,9 @@ def _train(folder: Path, scenario: str, rank: int) -> None:
     if scenario == "outlier" and rank == 1:
         x = x * 20  # a shard that missed its normalisation
     steps = 6 if scenario == "uneven" and rank == 2 else 14
-    options = DistributedOptions(mode="gather" if scenario in ("healthy", "broken_watch") else "files",
-                                 gather_every=2, checksum_every=1)
+    options = DistributedOptions(
+        mode="gather" if scenario in ("healthy", "broken_watch") else "files", gather_every=2, checksum_every=1
+    )
     with diagnose.watch(model, optimizer, folder / scenario / "run.jsonl", distributed=options) as w:
         for step in range(1, steps + 1):
             inputs = x.clone()
@@ -68,8 +69,13 @@ def _train(folder: Path, scenario: str, rank: int) -> None:
 
 
 def _worker(rank: int, port: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     torch.set_num_threads(1)
     try:
         for scenario in SCENARIOS:

@@ -52,7 +52,8 @@ def test_cross_rank_rules_are_not_evaluated_on_one_process_and_junit_does_not_pa
     analysis = analyze(diagnose.load(scenario_file("healthy_mlp")))
     distributed = [rule.code for rule in codes.select_rules("DST")]
     assert {code: reason for code, reason in analysis.not_evaluated if code in distributed} == dict.fromkeys(
-        distributed, "needs ranks")
+        distributed, "needs ranks"
+    )
     result = evaluate([analysis], config=RuleConfig())
     assert not {rule.code for rule in result.evaluated(analysis)} & set(distributed)
     xml = render_junit(result)

@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from real_corpus import CORPUS
 
 import diagnose
 from diagnose.rules import analyze, get_rule
-from real_corpus import CORPUS
 
 # Real logs of the shared corpus, read in place: (code, bad or good, path in the corpus).
 SHARED = [
@@ -52,11 +52,14 @@ def test_real_example(code, kind, name):
 
 
 @pytest.mark.skipif(CORPUS is None, reason="the shared corpus of real logs is not beside this checkout")
-@pytest.mark.parametrize(("name", "objective"), [
-    ("keras_history_json/Maanasvee_wgan-cifar10_history.json", "adversarial"),  # critic_loss + gen_loss
-    ("hf_trainer_state/Rusheel86_Chaos-Economy_grpo_training_logs.json", "reinforcement"),  # reward columns
-    ("hf_trainer_state/CoralReefFish_whisper-tiny-nbaiLab_final.json", "supervised"),
-])
+@pytest.mark.parametrize(
+    ("name", "objective"),
+    [
+        ("keras_history_json/Maanasvee_wgan-cifar10_history.json", "adversarial"),  # critic_loss + gen_loss
+        ("hf_trainer_state/Rusheel86_Chaos-Economy_grpo_training_logs.json", "reinforcement"),  # reward columns
+        ("hf_trainer_state/CoralReefFish_whisper-tiny-nbaiLab_final.json", "supervised"),
+    ],
+)
 def test_the_kind_of_objective_is_recognised(name, objective):
     run = diagnose.load(CORPUS / name)
     assert run.objective == objective

@@ -25,18 +25,39 @@ from diagnose.report.plots import figure, image_bytes
 from diagnose.rules.engine import analyze
 
 FUZZ = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
-KEYS = ["step", "loss", "val_loss", "val_loss_epoch", "lr", "grad_norm", "epoch", "kind", "module", "event",
-        "where", "name", "rank", "world_size", "eval_accuracy", "train/loss", "global_step", "Loss", "\x1b[2J"]
+KEYS = [
+    "step",
+    "loss",
+    "val_loss",
+    "val_loss_epoch",
+    "lr",
+    "grad_norm",
+    "epoch",
+    "kind",
+    "module",
+    "event",
+    "where",
+    "name",
+    "rank",
+    "world_size",
+    "eval_accuracy",
+    "train/loss",
+    "global_step",
+    "Loss",
+    "\x1b[2J",
+]
 NUMBERS = st.one_of(
     st.integers(-(10**6), 10**6),
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([1.7e308, -1.7e308, 5e-324, 0.0, 1e-30]),
 )
-TEXT = st.one_of(st.sampled_from(["NaN", "Infinity", "-inf", "step", "layer", "event", "meta", "eval", ""]),
-                 st.text(max_size=12))
+TEXT = st.one_of(
+    st.sampled_from(["NaN", "Infinity", "-inf", "step", "layer", "event", "meta", "eval", ""]), st.text(max_size=12)
+)
 SCALAR = st.one_of(NUMBERS, TEXT, st.booleans(), st.none())
-VALUE = st.recursive(SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-                     max_leaves=6)
+VALUE = st.recursive(
+    SCALAR, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6
+)
 RECORD = st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), VALUE, max_size=6)
 
 
@@ -80,16 +101,22 @@ CURVE = st.lists(st.tuples(st.integers(-5, 10**9), NUMBERS, NUMBERS), min_size=1
 def test_generated_native_curves(points, key_kind) -> None:
     """Mostly well-formed run files with hostile numbers: what the rules and the reports really see."""
     records = [{"kind": "meta", "schema": "diagnose.run/1", "name": "fuzz"}] if key_kind == "meta" else []
-    records += [{"kind": "step", "step": s, "loss": a, "grad_norm": b} if key_kind != "step" else
-                {"step": s, "loss": a, "val_loss": b} for s, a, b in points]
+    records += [
+        {"kind": "step", "step": s, "loss": a, "grad_norm": b}
+        if key_kind != "step"
+        else {"step": s, "loss": a, "val_loss": b}
+        for s, a, b in points
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_everything(write(jsonl_text(records, []), "run.jsonl"))
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(KEYS[:8]) | st.text(max_size=6), min_size=1, max_size=5),
-       st.lists(st.lists(st.one_of(NUMBERS.map(repr), TEXT), max_size=6), max_size=25))
+@given(
+    st.lists(st.sampled_from(KEYS[:8]) | st.text(max_size=6), min_size=1, max_size=5),
+    st.lists(st.lists(st.one_of(NUMBERS.map(repr), TEXT), max_size=6), max_size=25),
+)
 def test_generated_csv(header, rows) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -101,8 +128,10 @@ def test_generated_csv(header, rows) -> None:
 
 
 @FUZZ
-@given(st.lists(RECORD, max_size=20), st.dictionaries(st.sampled_from(["global_step", "epoch", "best_metric"]),
-                                                     SCALAR, max_size=3))
+@given(
+    st.lists(RECORD, max_size=20),
+    st.dictionaries(st.sampled_from(["global_step", "epoch", "best_metric"]), SCALAR, max_size=3),
+)
 def test_generated_trainer_state(history, extra) -> None:
     state = {"log_history": history, **extra}
     with warnings.catch_warnings():

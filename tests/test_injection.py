@@ -34,12 +34,24 @@ def hostile_run(folder: Path, payload: str) -> Path:
     """A run named ``payload`` whose NaN is made by a module named ``payload``, logging a key named ``payload``."""
     path = folder / "run.jsonl"
     records = [{"kind": "meta", "schema": "diagnose.run/1", "name": payload}]
-    records += [{"kind": "step", "step": i, "loss": 2.0 / i if i < 20 else "NaN", "grad_norm": 1.0, payload: 0.5}
-                for i in range(1, 31)]
-    records += [{"kind": "layer", "step": i, "module": payload, "type": "Linear", "grad_norm": 1.0 / i}
-                for i in range(1, 31, 5)]
-    records.append({"kind": "event", "step": 20, "event": "nonfinite", "where": "forward", "module": payload,
-                    "type": "Linear", "detail": payload})
+    records += [
+        {"kind": "step", "step": i, "loss": 2.0 / i if i < 20 else "NaN", "grad_norm": 1.0, payload: 0.5}
+        for i in range(1, 31)
+    ]
+    records += [
+        {"kind": "layer", "step": i, "module": payload, "type": "Linear", "grad_norm": 1.0 / i} for i in range(1, 31, 5)
+    ]
+    records.append(
+        {
+            "kind": "event",
+            "step": 20,
+            "event": "nonfinite",
+            "where": "forward",
+            "module": payload,
+            "type": "Linear",
+            "detail": payload,
+        }
+    )
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 

@@ -73,8 +73,9 @@ def test_stop_on_error_ends_training_at_the_nan_step_with_the_finding(tmp_path: 
     assert f"first seen live at step {NAN_STEP}" in render_terminal([analysis], width=200)
 
 
-def test_without_stop_on_the_alert_is_one_line_and_training_goes_on(tmp_path: Path,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_without_stop_on_the_alert_is_one_line_and_training_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     seen = []
     with caplog.at_level(logging.WARNING, logger="diagnose"):
         done, stopped = train_until_nan(tmp_path / "run.jsonl", on_finding=seen.append)
@@ -109,9 +110,19 @@ def test_stop_on_takes_severities_and_codes() -> None:
         StopPolicy([""])
 
 
-@pytest.mark.parametrize("name", ["healthy/mlp.jsonl", "healthy/cnn.jsonl", "healthy/gru.jsonl",
-                                  "healthy/probed-amp.jsonl", "GRD003/bad_huge.jsonl", "OVF001/bad.jsonl",
-                                  "LR003/bad.jsonl", "SPK001/bad.jsonl"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "healthy/mlp.jsonl",
+        "healthy/cnn.jsonl",
+        "healthy/gru.jsonl",
+        "healthy/probed-amp.jsonl",
+        "GRD003/bad_huge.jsonl",
+        "OVF001/bad.jsonl",
+        "LR003/bad.jsonl",
+        "SPK001/bad.jsonl",
+    ],
+)
 def test_live_judgements_of_runs_without_those_problems_announce_nothing(name: str) -> None:
     assert replay(diagnose.load(SAMPLES / name)) == []
 
@@ -139,15 +150,22 @@ def _loss_through(make: object, *inputs: torch.Tensor) -> torch.Tensor:
     return make(*leaves).sum()
 
 
-@pytest.mark.parametrize(("make", "inputs", "op", "problem"), [
-    (torch.log, (torch.tensor([0.5, 0.0]),), "log", "log of an input <= 0"),
-    (lambda x: torch.sqrt(x - 1), (torch.tensor([2.0, 0.5]),), "sqrt", "square root of a negative input"),
-    (lambda x: torch.exp(x * 100), (torch.tensor([1.0, 0.1]),), "exp", "exp overflow"),
-    (lambda a, b: a / (b - 1), (torch.tensor([1.0, 2.0]), torch.tensor([1.0, 3.0])), "div", "division by a value"),
-    # 90000 does not fit float16; the multiplication that takes it in saves it as Inf.
-    (lambda x, w: ((x * 300).half() * 300) * w.half(), (torch.tensor([1.0]), torch.tensor([1.0])), "mul",
-     "float16 overflow"),
-])
+@pytest.mark.parametrize(
+    ("make", "inputs", "op", "problem"),
+    [
+        (torch.log, (torch.tensor([0.5, 0.0]),), "log", "log of an input <= 0"),
+        (lambda x: torch.sqrt(x - 1), (torch.tensor([2.0, 0.5]),), "sqrt", "square root of a negative input"),
+        (lambda x: torch.exp(x * 100), (torch.tensor([1.0, 0.1]),), "exp", "exp overflow"),
+        (lambda a, b: a / (b - 1), (torch.tensor([1.0, 2.0]), torch.tensor([1.0, 3.0])), "div", "division by a value"),
+        # 90000 does not fit float16; the multiplication that takes it in saves it as Inf.
+        (
+            lambda x, w: ((x * 300).half() * 300) * w.half(),
+            (torch.tensor([1.0]), torch.tensor([1.0])),
+            "mul",
+            "float16 overflow",
+        ),
+    ],
+)
 def test_the_operation_that_made_the_first_nonfinite_value_is_named(make, inputs, op, problem) -> None:
     loss = _loss_through(make, *inputs)
     assert not math.isfinite(float(loss))

@@ -41,8 +41,9 @@ def adam(params):
 
 
 def run_preflight(tmp_path, model, batch=None, optimizer=adam, metadata=META, name="pf"):
-    return preflight(model, nn.CrossEntropyLoss(), batch or clusters(), optimizer, metadata,
-                     path=tmp_path / f"{name}.jsonl")
+    return preflight(
+        model, nn.CrossEntropyLoss(), batch or clusters(), optimizer, metadata, path=tmp_path / f"{name}.jsonl"
+    )
 
 
 def serious(analysis) -> list[str]:
@@ -187,7 +188,7 @@ def test_inputs_that_are_not_normalised_or_not_finite(tmp_path):
 
 def test_a_learning_rate_far_past_the_range_test_minimum(tmp_path):
     x, y = clusters(256)
-    loader = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    loader = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
     analysis = run_preflight(tmp_path, mlp(), loader, lambda p: torch.optim.SGD(p, lr=8.0))
     finding = next(f for f in analysis.findings if f.code == "PRE010")
     assert finding.evidence["user_lr"] > finding.evidence["lr_at_minimum"]
@@ -196,8 +197,12 @@ def test_a_learning_rate_far_past_the_range_test_minimum(tmp_path):
 def test_the_users_model_optimizer_and_rng_are_untouched(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(FEATURES, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, C))
-    optimizer = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-3},
-                                   {"params": list(model[1].parameters()) + list(model[3].parameters()), "lr": 3e-3}])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model[0].parameters(), "lr": 1e-3},
+            {"params": list(model[1].parameters()) + list(model[3].parameters()), "lr": 3e-3},
+        ]
+    )
     x, y = clusters()
     nn.CrossEntropyLoss()(model(x), y).backward()
     optimizer.step()  # some optimizer state and gradients, as after a resumed run
@@ -294,8 +299,9 @@ def test_cli_takes_a_file_path(project):
     assert invoke(f"{project / 'preflight_pieces.py'}:healthy", "--path", "pf.jsonl").exit_code == 0
 
 
-@pytest.mark.parametrize("target", ["preflight_pieces", "preflight_pieces:nothing", "no_such_module:f",
-                                    "preflight_pieces:incomplete"])
+@pytest.mark.parametrize(
+    "target", ["preflight_pieces", "preflight_pieces:nothing", "no_such_module:f", "preflight_pieces:incomplete"]
+)
 def test_cli_usage_errors_exit_2(project, target):
     result = invoke(target, "--path", "pf.jsonl")
     assert result.exit_code == 2, result.output

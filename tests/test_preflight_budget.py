@@ -26,13 +26,14 @@ class Slow(nn.Module):
 
 def test_a_small_budget_cuts_the_checks_and_says_what_was_cut(tmp_path) -> None:
     # 200 steps of overfitting alone take 4 s here: the budget must cut it.
-    analysis = preflight(Slow(), nn.CrossEntropyLoss(), clusters(), adam, META, path=tmp_path / "pf.jsonl",
-                         budget_s=0.5)
+    analysis = preflight(
+        Slow(), nn.CrossEntropyLoss(), clusters(), adam, META, path=tmp_path / "pf.jsonl", budget_s=0.5
+    )
     events = analysis.run.events
     by_budget = events["skipped"].fillna("").str.contains("time budget").to_numpy()
     order = events["check"].tolist()
     cut = [name for name, hit in zip(order, by_budget, strict=True) if hit]
-    assert "overfit" in cut and cut == order[order.index(cut[0]):]  # once spent, every later check is cut
+    assert "overfit" in cut and cut == order[order.index(cut[0]) :]  # once spent, every later check is cut
     first = events.loc[by_budget, "skipped"].iloc[0]
     assert "ran out after" in first or "spent before this check" in first
     assert not {"PRE008", "PRE009", "PRE010", "PRE011"} & {f.code for f in analysis.findings}
@@ -42,7 +43,6 @@ def test_a_small_budget_cuts_the_checks_and_says_what_was_cut(tmp_path) -> None:
 
 
 def test_a_budget_large_enough_runs_every_check(tmp_path) -> None:
-    analysis = preflight(mlp(), nn.CrossEntropyLoss(), clusters(), adam, META, path=tmp_path / "pf.jsonl",
-                         budget_s=600)
+    analysis = preflight(mlp(), nn.CrossEntropyLoss(), clusters(), adam, META, path=tmp_path / "pf.jsonl", budget_s=600)
     assert analysis.run.events["skipped"].isna().all() if "skipped" in analysis.run.events else True
     assert "cut" not in time_spent(analysis.run)

@@ -60,8 +60,7 @@ def test_the_non_finite_probe_runs_after_the_probes_whose_values_it_reads():
 
 def test_the_watch_attaches_its_probes_in_dependency_order(tmp_path):
     model = mlp()
-    with diagnose.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path / "run.jsonl",
-                        preset="full") as w:
+    with diagnose.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), tmp_path / "run.jsonl", preset="full") as w:
         names = [p.name for p in w._probes]
     assert names.index("nonfinite") > names.index("gradients")
 

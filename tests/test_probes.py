@@ -336,10 +336,16 @@ def test_a_loop_that_bypasses_the_watched_module_still_splits_steps(tmp_path: Pa
     assert run.series("grad_norm").size == 5
 
 
-@pytest.mark.parametrize(("error", "event"), [
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"), "out_of_memory"),
-    (ValueError("shapes do not match"), "exception"),
-])
+@pytest.mark.parametrize(
+    ("error", "event"),
+    [
+        (
+            RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"),
+            "out_of_memory",
+        ),
+        (ValueError("shapes do not match"), "exception"),
+    ],
+)
 def test_an_exception_in_the_loop_is_recorded_and_still_raised(tmp_path: Path, error, event) -> None:
     path = tmp_path / "run.jsonl"
     model = mlp()

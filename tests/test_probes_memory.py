@@ -33,8 +33,11 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 3 * GIB)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 4 * GIB)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 5 * GIB)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda index: types.SimpleNamespace(total_memory=80 * GIB, uuid="1234-abcd"))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda index: types.SimpleNamespace(total_memory=80 * GIB, uuid="1234-abcd"),
+    )
     handles = {}
     fake = types.ModuleType("pynvml")
     fake.nvmlInit = lambda: None

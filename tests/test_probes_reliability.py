@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from probe_models import data, mlp
 from torch import nn
 
 import diagnose
-from probe_models import data, mlp
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, w, x, y, clip: float | None = None) -> float:
@@ -49,6 +49,7 @@ def test_a_path_that_cannot_be_written_records_nowhere_with_one_warning(tmp_path
         (tmp_path / "taken").write_text("not a folder")
         path = tmp_path / "taken" / "run.jsonl"
     else:
+
         def refuse(self, *args, **kwargs):  # chmod does not stop root, who runs some CI containers
             raise PermissionError(13, "Permission denied")
 
@@ -150,8 +151,9 @@ def test_pre_clip_norm_whatever_the_model_returns(tmp_path: Path, kind: str) -> 
         for _ in range(6):
             optimizer.zero_grad()
             out = model(x)
-            logits = {"dict": lambda: out["logits"], "dataclass": lambda: out.logits,
-                      "none": lambda: model.last}[kind]()
+            logits = {"dict": lambda o: o["logits"], "dataclass": lambda o: o.logits, "none": lambda _: model.last}[
+                kind
+            ](out)
             loss = nn.functional.cross_entropy(logits, y)
             loss.backward()
             reported.append(float(nn.utils.clip_grad_norm_(model.parameters(), 1e-3)))
@@ -189,8 +191,13 @@ def test_sparse_embedding_gradients_are_counted(tmp_path: Path) -> None:
             loss = nn.functional.cross_entropy(model(tokens), y)
             loss.backward()
             dense = model[0].weight.grad.to_dense()
-            reported.append(float(torch.linalg.vector_norm(torch.cat([dense.flatten(), model[1].weight.grad.flatten(),
-                                                                       model[1].bias.grad]))))
+            reported.append(
+                float(
+                    torch.linalg.vector_norm(
+                        torch.cat([dense.flatten(), model[1].weight.grad.flatten(), model[1].bias.grad])
+                    )
+                )
+            )
             optimizers[1].step()
             optimizers[0].step()
             w.log(loss=loss)
@@ -269,12 +276,23 @@ def test_a_second_process_on_the_same_path_records_its_own_file(tmp_path: Path) 
 
     path = tmp_path / "run.jsonl"
     holder = subprocess.Popen(  # another training process that has the path open and is still running
-        [sys.executable, "-c", "import sys, diagnose.runfile as r; w = r.RunWriter(sys.argv[1]); "
-         "w.write({'kind': 'meta', 'name': 'other'}); w.flush(); print('ready', flush=True); sys.stdin.read()",
-         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        [
+            sys.executable,
+            "-c",
+            "import sys, diagnose.runfile as r; w = r.RunWriter(sys.argv[1]); "
+            "w.write({'kind': 'meta', 'name': 'other'}); w.flush(); print('ready', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         assert holder.stdout.readline().strip() == "ready"
-        with pytest.warns(RuntimeWarning, match=r"is being written by another run; this one goes to .*run\.pid\d+\.jsonl"):
+        with pytest.warns(
+            RuntimeWarning, match=r"is being written by another run; this one goes to .*run\.pid\d+\.jsonl"
+        ):
             _train_steps(path, 7, seed=1)
     finally:
         holder.communicate("", timeout=60)

@@ -302,8 +302,12 @@ def test_csv_with_a_byte_order_mark_and_a_cut_last_row(tmp_path: Path) -> None:
 
 def test_a_folder_reads_every_recognised_run_file_and_nothing_else(tmp_path: Path) -> None:
     folder = tmp_path / "experiments"
-    for name in ("hf_run/trainer_state.json", "lightning_logs/version_0/metrics.csv", "keras_appended.csv",
-                 "nanogpt/log.txt"):
+    for name in (
+        "hf_run/trainer_state.json",
+        "lightning_logs/version_0/metrics.csv",
+        "keras_appended.csv",
+        "nanogpt/log.txt",
+    ):
         source = FIXTURES / name
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, folder / name)
@@ -355,8 +359,9 @@ def test_an_empty_folder_is_one_line(tmp_path: Path) -> None:
         ("input.dat", "just some words\n", "not a training log"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(tmp_path: Path, name: str, content: str,
-                                                                 message: str) -> None:
+def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(InputError, match=message) as error:
@@ -368,14 +373,33 @@ def test_bad_input_is_one_clear_line_and_the_file_is_left_alone(tmp_path: Path, 
 # -- key resolution and the formats of issue 10 --------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "canonical"), [
-    ("train_losses", "loss"), ("TrainLoss", "loss"), ("train_mean_nll", "loss"), ("Training Loss", "loss"),
-    ("train_loss_nats_per_byte", "loss"), ("trn_loss", "loss"), ("tr_loss", "loss"), ("train/bpb", "loss"),
-    ("ce", "loss"), ("train/box_loss", "box_loss"), ("train_acc", "accuracy"), ("kl_loss", "kl_loss"),
-    ("val_losses", "val_loss"), ("valid_nll", "val_loss"), ("Validation Loss", "val_loss"), ("valLoss", "val_loss"),
-    ("eval_mean_nll", "val_loss"), ("val_box_loss", "val_box_loss"), ("test_loss", "val_test_loss"),
-    ("val_mAP50", "val_map50"), ("train_step", "train_step"), ("train_epoch", "train_epoch"),
-])
+@pytest.mark.parametrize(
+    ("key", "canonical"),
+    [
+        ("train_losses", "loss"),
+        ("TrainLoss", "loss"),
+        ("train_mean_nll", "loss"),
+        ("Training Loss", "loss"),
+        ("train_loss_nats_per_byte", "loss"),
+        ("trn_loss", "loss"),
+        ("tr_loss", "loss"),
+        ("train/bpb", "loss"),
+        ("ce", "loss"),
+        ("train/box_loss", "box_loss"),
+        ("train_acc", "accuracy"),
+        ("kl_loss", "kl_loss"),
+        ("val_losses", "val_loss"),
+        ("valid_nll", "val_loss"),
+        ("Validation Loss", "val_loss"),
+        ("valLoss", "val_loss"),
+        ("eval_mean_nll", "val_loss"),
+        ("val_box_loss", "val_box_loss"),
+        ("test_loss", "val_test_loss"),
+        ("val_mAP50", "val_map50"),
+        ("train_step", "train_step"),
+        ("train_epoch", "train_epoch"),
+    ],
+)
 def test_loss_and_metric_keys_resolve_under_the_names_people_use(key, canonical):
     from diagnose.readers.frames import default_name
 

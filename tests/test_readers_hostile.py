@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from probe_models import data, mlp
 from torch import nn
 from typer.testing import CliRunner
 
 import diagnose
 from diagnose.cli.app import app
 from diagnose.errors import InputError
-from probe_models import data, mlp
 
 runner = CliRunner()
 
@@ -108,7 +108,11 @@ def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["run.jsonl", "train.log"])
 def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read(tmp_path: Path, encoding: str, name: str) -> None:
     path = tmp_path / name
-    text = lines(*curve()) if name.endswith(".jsonl") else "".join(f"step {i} | loss {2.0 / i:.4f}\n" for i in range(1, 31))
+    text = (
+        lines(*curve())
+        if name.endswith(".jsonl")
+        else "".join(f"step {i} | loss {2.0 / i:.4f}\n" for i in range(1, 31))
+    )
     bom = {"utf-16": b"", "utf-16-be": b"\xfe\xff", "utf-32": b""}[encoding]  # Python writes the mark itself for two
     path.write_bytes(bom + text.encode(encoding))
     run = diagnose.load(path)
@@ -137,8 +141,10 @@ Totals: 89 files from 71 repositories; 9.4 MB.
 def test_a_markdown_document_is_not_read_as_runs(tmp_path: Path) -> None:
     path = tmp_path / "SOURCES.md"
     path.write_text(SOURCES_DOCUMENT)
-    assert one_line_error("report", path) == (f"diagnose: error: {path}: a document, not a training log: no run read "
-                                              "from it (pass --format-in text to read it anyway)\n")
+    assert one_line_error("report", path) == (
+        f"diagnose: error: {path}: a document, not a training log: no run read "
+        "from it (pass --format-in text to read it anyway)\n"
+    )
     pasted = SOURCES_DOCUMENT + "\n```\n" + "".join(f"step {i} | loss {2.0 / i:.3f}\n" for i in range(1, 31)) + "```\n"
     path.write_text(pasted)
     assert diagnose.load(path).n_steps >= 30  # a log pasted into a document is still a log
@@ -152,12 +158,17 @@ def test_unreadable_paths_and_usage_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_values_near_the_float_limit_plot_and_render(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    records = [{"step": i, "loss": 1.7e308 if i % 2 else -1.7e308, "lr": 1e308, "grad_norm": 1.79e308}
-               for i in range(1, 40)]
-    layers = [{"kind": "layer", "step": i, "module": "fc", "grad_norm": 1.7e308 if i % 2 else 1e-308}
-              for i in range(1, 40)]
+    records = [
+        {"step": i, "loss": 1.7e308 if i % 2 else -1.7e308, "lr": 1e308, "grad_norm": 1.79e308} for i in range(1, 40)
+    ]
+    layers = [
+        {"kind": "layer", "step": i, "module": "fc", "grad_norm": 1.7e308 if i % 2 else 1e-308} for i in range(1, 40)
+    ]
     path.write_text(lines(*records, *layers, {"step": 1e308, "loss": 1.0}))
-    for args in (["plot", path, "-o", tmp_path / "out.png"], ["report", "-f", "html", "-o", tmp_path / "out.html", path]):
+    for args in (
+        ["plot", path, "-o", tmp_path / "out.png"],
+        ["report", "-f", "html", "-o", tmp_path / "out.html", path],
+    ):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 0, result.output
         assert result.exception is None

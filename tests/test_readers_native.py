@@ -47,22 +47,25 @@ def test_a_resumed_session_stays_one_run_and_later_values_win(tmp_path: Path) ->
 
 
 def test_minimal_records_without_a_step_follow_one_another(tmp_path: Path) -> None:
-    run = load(write_lines(tmp_path / "bare.jsonl", [{"loss": 0.9}, {"loss": 0.8}, {"step": 10, "loss": 0.7},
-                                                    {"loss": 0.6}]))
+    run = load(
+        write_lines(tmp_path / "bare.jsonl", [{"loss": 0.9}, {"loss": 0.8}, {"step": 10, "loss": 0.7}, {"loss": 0.6}])
+    )
     assert run.series("loss").index.tolist() == [0, 1, 10, 11]
 
 
 def test_a_record_holding_only_an_epoch_is_not_a_training_step(tmp_path: Path) -> None:
-    run = load(write_lines(tmp_path / "epochs.jsonl", [{"step": 1, "loss": 0.9}, {"step": 2, "val_loss": 0.8,
-                                                                                    "epoch": 1}]))
+    run = load(
+        write_lines(tmp_path / "epochs.jsonl", [{"step": 1, "loss": 0.9}, {"step": 2, "val_loss": 0.8, "epoch": 1}])
+    )
     assert run.n_steps == 1
     assert run.series("val_loss").to_dict() == {2: 0.8}
 
 
 def test_long_file_read_in_batches_keeps_every_record_and_skips_bad_lines(tmp_path: Path) -> None:
     steps = 45_000  # more than two parsing batches
-    records: list[dict | str] = [{"kind": "step", "step": s, "loss": 1.0, "grad_norm": 0.5}
-                                 for s in range(1, steps + 1)]
+    records: list[dict | str] = [
+        {"kind": "step", "step": s, "loss": 1.0, "grad_norm": 0.5} for s in range(1, steps + 1)
+    ]
     records.insert(30_000, "{this line is damaged")
     records.append('{"kind": "step", "step": 45001, "lo')  # cut off by a killed writer
     path = write_lines(tmp_path / "long.jsonl", records)

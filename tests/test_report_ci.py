@@ -19,8 +19,12 @@ def test_github_escaping_rules():
 
 def test_one_annotation_per_finding_with_its_level():
     run = make_run("r")
-    found = analysis(run, finding("NF001", run="r", message="loss is NaN: 100%"),
-                     finding("SPK001", Severity.WARNING, run="r"), finding("MEM001", Severity.INFO, run="r"))
+    found = analysis(
+        run,
+        finding("NF001", run="r", message="loss is NaN: 100%"),
+        finding("SPK001", Severity.WARNING, run="r"),
+        finding("MEM001", Severity.INFO, run="r"),
+    )
     lines = annotations(evaluate([found]))
     assert [line.split(" ", 1)[0] for line in lines] == ["::error", "::warning", "::notice"]
     assert lines[0].endswith("::loss is NaN: 100%25")

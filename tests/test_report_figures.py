@@ -78,8 +78,11 @@ def drawn_texts(fig: Figure) -> list[Text]:
 
 
 def _is_tick_label(text: Text) -> bool:
-    return any(text is tick.label1 or text is tick.label2 for axis in text.figure.findobj(Axis)
-               for tick in axis.get_major_ticks() + axis.get_minor_ticks())
+    return any(
+        text is tick.label1 or text is tick.label2
+        for axis in text.figure.findobj(Axis)
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+    )
 
 
 def overlapping(fig: Figure) -> list[tuple[str, str]]:

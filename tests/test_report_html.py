@@ -20,8 +20,14 @@ NETWORK = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.IGNORECASE
 def layered_run(name="layers", modules=("enc", "dec")) -> Run:
     run = make_run(name, losses=np.geomspace(5, 0.01, 300))
     steps = np.repeat(np.arange(1, 301, 10, dtype=float), len(modules))
-    layers = pd.DataFrame({"step": steps, "module": list(modules) * (len(steps) // len(modules)),
-                           "grad_norm": np.linspace(0.01, 1, len(steps)), "act_std": 1.0})
+    layers = pd.DataFrame(
+        {
+            "step": steps,
+            "module": list(modules) * (len(steps) // len(modules)),
+            "grad_norm": np.linspace(0.01, 1, len(steps)),
+            "act_std": 1.0,
+        }
+    )
     return Run(name=name, steps=run.steps.assign(lr=1e-3, grad_norm=1.0), layers=layers)
 
 
@@ -49,10 +55,11 @@ class TestPlots:
         assert {p.key for p in recorded} >= {"loss", "lr", "grad_norm", "layer_grad", "layer_act"}
 
     def test_findings_are_drawn_where_they_happen(self):
-        found = analysis(layered_run(),
-                         finding("SPK001", Severity.WARNING, onset=20, end=60, steps=(30, 40)),
-                         finding("NF001", onset=250, module="dec", category=Category.GRADIENTS,
-                                 evidence={"best_step": 120}))
+        found = analysis(
+            layered_run(),
+            finding("SPK001", Severity.WARNING, onset=20, end=60, steps=(30, 40)),
+            finding("NF001", onset=250, module="dec", category=Category.GRADIENTS, evidence={"best_step": 120}),
+        )
         loss_ax = figure([found]).axes[0]
         labels = loss_ax.get_legend_handles_labels()[1]
         assert {"SPK001", "NF001 (dec)", "best_step (NF001)"} <= set(labels)
@@ -66,8 +73,9 @@ class TestHtml:
     def test_self_contained_with_plots_and_escaped(self):
         name = "<script>alert(1)</script>"
         run = make_run(name)
-        text = render_html([analysis(run, finding(run=name, message="a <b>bold</b> & more",
-                                                  fixes=("use <tt>clip</tt>",)))])
+        text = render_html(
+            [analysis(run, finding(run=name, message="a <b>bold</b> & more", fixes=("use <tt>clip</tt>",)))]
+        )
         assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "a &lt;b&gt;bold&lt;/b&gt; &amp; more" in text and "&lt;tt&gt;clip" in text
         assert not NETWORK.search(text)

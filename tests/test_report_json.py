@@ -50,8 +50,12 @@ def errors(value, schema, path="$") -> list[str]:
 def sample() -> list:
     run = make_run("exp", losses=(2.0, 1.0, math.nan), val={2: 1.5})
     return [
-        analysis(run, finding("NF001", onset=3, module="net.2", evidence={"value": math.inf, "ratio": 2.5}),
-                 finding("SPK001", Severity.WARNING, steps=(1, 2)), not_evaluated=[("GRD001", "needs grad_norm")]),
+        analysis(
+            run,
+            finding("NF001", onset=3, module="net.2", evidence={"value": math.inf, "ratio": 2.5}),
+            finding("SPK001", Severity.WARNING, steps=(1, 2)),
+            not_evaluated=[("GRD001", "needs grad_norm")],
+        ),
         analysis(make_run("clean")),
     ]
 
@@ -70,8 +74,12 @@ def test_content_matches_the_analyses():
     assert first["findings"][0]["evidence"]["value"] == "Infinity"
     assert first["not_evaluated"] == [{"code": "GRD001", "reason": "needs grad_norm"}]
     assert document["verdict"] == {
-        "healthy": False, "outcome": "problems", "not_judged": [], "text": document["verdict"]["text"],
-        "worst": "NF001", "counts": {"error": 1, "warning": 1, "info": 0},
+        "healthy": False,
+        "outcome": "problems",
+        "not_judged": [],
+        "text": document["verdict"]["text"],
+        "worst": "NF001",
+        "counts": {"error": 1, "warning": 1, "info": 0},
     }
     assert second["verdict"]["healthy"] is True
     assert second["read"]["judged"] is True and second["read"]["train_loss_points"] == 4
@@ -86,12 +94,15 @@ def test_a_run_without_a_training_loss_is_not_called_healthy():
     assert document["verdict"]["not_judged"] == ["run 'evals-only': no training loss among keys: val_loss"]
 
 
-@pytest.mark.parametrize("breakage", [
-    lambda d: d.pop("runs"),
-    lambda d: d.update(schema="diagnose.report/0"),
-    lambda d: d["runs"][0]["findings"][0].update(severity="fatal"),
-    lambda d: d["runs"][0]["summary"].update(steps="3"),
-])
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d.pop("runs"),
+        lambda d: d.update(schema="diagnose.report/0"),
+        lambda d: d["runs"][0]["findings"][0].update(severity="fatal"),
+        lambda d: d["runs"][0]["summary"].update(steps="3"),
+    ],
+)
 def test_the_validator_catches_a_broken_report(breakage):
     document = json.loads(render_json(sample()))
     breakage(document)

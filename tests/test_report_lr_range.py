@@ -21,8 +21,14 @@ def preflight_run(tmp_path_factory) -> Path:
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
     path = tmp_path_factory.mktemp("preflight") / "preflight.jsonl"
     loader = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
-    diagnose.preflight(model, nn.CrossEntropyLoss(), loader, lambda p: torch.optim.Adam(p, lr=1e-3),
-                       {"task": "binary", "num_classes": 2}, path=path)
+    diagnose.preflight(
+        model,
+        nn.CrossEntropyLoss(),
+        loader,
+        lambda p: torch.optim.Adam(p, lr=1e-3),
+        {"task": "binary", "num_classes": 2},
+        path=path,
+    )
     return path
 
 

@@ -28,8 +28,15 @@ def make_run(name: str = "exp", losses=(2.0, 1.5, 1.0, 0.8), val=None) -> Run:
 
 
 def finding(code="LR001", severity=Severity.ERROR, run="exp", **kw) -> Finding:
-    base = dict(code=code, name=code.lower() + "-rule", title=f"Title of {code}", severity=severity,
-                category=Category.OPTIMIZATION, message=f"message of {code}", run=run)
+    base = dict(
+        code=code,
+        name=code.lower() + "-rule",
+        title=f"Title of {code}",
+        severity=severity,
+        category=Category.OPTIMIZATION,
+        message=f"message of {code}",
+        run=run,
+    )
     return Finding(**{**base, **kw})
 
 
@@ -49,16 +56,19 @@ class TestSummary:
         summary = s.summarize(Run(name="empty"))
         assert summary.final_loss is None and summary.best_val_step is None and summary.steps == 0
 
-    @pytest.mark.parametrize(("kw", "expected"), [
-        ({"onset": 10, "end": 80}, "steps 10-80"),
-        ({"onset": 10}, "from step 10"),
-        ({"onset": 7, "end": 7}, "at step 7"),
-        ({"steps": (3,)}, "at step 3"),
-        ({"steps": tuple(range(1, 10))}, "at steps 1, 2, 3, 4, 5, 6 (+3 more)"),
-        ({"onset": 5, "module": "net.0", "rank": 1}, "from step 5, in module net.0, rank 1"),
-        ({"onset": 9, "steps": (9,)}, "from step 9"),
-        ({}, ""),
-    ])
+    @pytest.mark.parametrize(
+        ("kw", "expected"),
+        [
+            ({"onset": 10, "end": 80}, "steps 10-80"),
+            ({"onset": 10}, "from step 10"),
+            ({"onset": 7, "end": 7}, "at step 7"),
+            ({"steps": (3,)}, "at step 3"),
+            ({"steps": tuple(range(1, 10))}, "at steps 1, 2, 3, 4, 5, 6 (+3 more)"),
+            ({"onset": 5, "module": "net.0", "rank": 1}, "from step 5, in module net.0, rank 1"),
+            ({"onset": 9, "steps": (9,)}, "from step 9"),
+            ({}, ""),
+        ],
+    )
     def test_where(self, kw, expected):
         assert s.where(finding(**kw)) == expected
 
@@ -74,10 +84,13 @@ class TestSummary:
         assert s.is_healthy(found)
         assert s.verdict([found]) == "healthy: no problems found in run 'exp'; read: training loss (4 points); 1 note"
 
-    @pytest.mark.parametrize(("losses", "val", "reason"), [
-        ((), {1: 0.9, 2: 0.8}, "no training loss among keys: val_loss"),
-        ((2.0, 1.5, 1.0), {}, "3 training-loss points: too short to judge"),
-    ])
+    @pytest.mark.parametrize(
+        ("losses", "val", "reason"),
+        [
+            ((), {1: 0.9, 2: 0.8}, "no training loss among keys: val_loss"),
+            ((2.0, 1.5, 1.0), {}, "3 training-loss points: too short to judge"),
+        ],
+    )
     def test_a_run_with_too_little_to_read_is_not_judged(self, losses, val, reason):
         found = analysis(make_run(losses=losses, val=val))
         assert not s.is_healthy(found) and s.outcome(found) == "not_judged"
@@ -97,16 +110,27 @@ class TestSummary:
         assert s.verdict(ordered).startswith("3 runs: 1 healthy, 2 with problems (1 error, 1 warning)")
 
     def test_not_evaluated_is_grouped_by_what_is_missing(self):
-        missing = [("GRD001", "needs grad_norm"), ("GRD002", "needs grad_norm"), ("GRD003", "needs grad_norm"),
-                   ("GRD004", "needs grad_norm"), ("ACT001", "needs layers.act_std"),
-                   ("ACT002", "needs layers.act_std, accuracy")]
+        missing = [
+            ("GRD001", "needs grad_norm"),
+            ("GRD002", "needs grad_norm"),
+            ("GRD003", "needs grad_norm"),
+            ("GRD004", "needs grad_norm"),
+            ("ACT001", "needs layers.act_std"),
+            ("ACT002", "needs layers.act_std, accuracy"),
+        ]
         text = s.not_evaluated(analysis(make_run(), not_evaluated=missing + self.preflight_missing()))
-        assert text == ("GRD001-GRD004 (4 rules need grad_norm); ACT001 (needs layers.act_std); "
-                        "ACT002 (needs layers.act_std, accuracy)")
+        assert text == (
+            "GRD001-GRD004 (4 rules need grad_norm); ACT001 (needs layers.act_std); "
+            "ACT002 (needs layers.act_std, accuracy)"
+        )
 
     def test_not_evaluated_folds_to_one_line_naming_what_was_missing(self):
-        missing = [("GRD001", "needs grad_norm"), ("ACT001", "needs layers.act_std"), ("OVF002", "needs accuracy"),
-                   ("MEM001", "needs rss")]
+        missing = [
+            ("GRD001", "needs grad_norm"),
+            ("ACT001", "needs layers.act_std"),
+            ("OVF002", "needs accuracy"),
+            ("MEM001", "needs rss"),
+        ]
         text = s.not_evaluated_short(analysis(make_run(), not_evaluated=missing + self.preflight_missing()))
         assert text == "4 rules, for lack of grad_norm, layers.act_std, accuracy and 1 more"
 
@@ -127,7 +151,14 @@ class TestSummary:
 
     def test_numbers(self):
         assert [s.number(v) for v in (math.nan, math.inf, -math.inf, 3, 0.123456, None, True)] == [
-            "NaN", "inf", "-inf", "3", "0.1235", "-", "true"]
+            "NaN",
+            "inf",
+            "-inf",
+            "3",
+            "0.1235",
+            "-",
+            "true",
+        ]
         assert s.number({"fc1": 0.123456, "fc2": [1, 2.0]}) == "{fc1: 0.1235, fc2: [1, 2]}"
 
 
@@ -146,8 +177,14 @@ class TestTerminal:
         lines = text.splitlines()
         assert lines[0].startswith("2 problems in run 'exp'")
         assert text.index("LR001") < text.index("SPK001", text.index("LR001"))
-        for needle in ("steps 10-80", "at steps 40, 90", "max_ratio=4.568", "learning rate too high",
-                       "divide the lr by 10", "lowest validation loss 1.2 at step 4"):
+        for needle in (
+            "steps 10-80",
+            "at steps 40, 90",
+            "max_ratio=4.568",
+            "learning rate too high",
+            "divide the lr by 10",
+            "lowest validation loss 1.2 at step 4",
+        ):
             assert needle in text
 
     def test_not_evaluated_and_rule_errors_are_listed(self):
@@ -166,9 +203,15 @@ class TestTerminal:
         assert all(line == line.rstrip() for line in text.splitlines())
 
     def test_table_never_hides_a_finding_count(self):
-        runs = [analysis(make_run("a-rather-long-run-name")), analysis(
-            make_run("b"), finding("NF001", run="b"), finding("SPK001", Severity.WARNING, run="b"),
-            finding("MEM001", Severity.INFO, run="b"))]
+        runs = [
+            analysis(make_run("a-rather-long-run-name")),
+            analysis(
+                make_run("b"),
+                finding("NF001", run="b"),
+                finding("SPK001", Severity.WARNING, run="b"),
+                finding("MEM001", Severity.INFO, run="b"),
+            ),
+        ]
         lines = [line for line in render_terminal(runs, width=60).splitlines() if "\u2502" in line]
         last_column = " ".join(line.split("\u2502")[-1].strip() for line in lines)
         assert "1 error, 1 warning, 1 info" in " ".join(last_column.split())

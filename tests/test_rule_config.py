@@ -17,9 +17,11 @@ def enabled_codes(config: RuleConfig) -> set[str]:
 
 def test_select_by_prefix_and_name_ignore_by_code(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
-    pyproject.write_text('[tool.diagnose]\nselect = ["LR", "overfitting"]\nignore = ["LR004"]\n'
-                         '[tool.diagnose.severity]\nLR002 = "info"\n'
-                         '[tool.diagnose.thresholds]\n"OVF001.min_rise" = 0.3\n')
+    pyproject.write_text(
+        '[tool.diagnose]\nselect = ["LR", "overfitting"]\nignore = ["LR004"]\n'
+        '[tool.diagnose.severity]\nLR002 = "info"\n'
+        '[tool.diagnose.thresholds]\n"OVF001.min_rise" = 0.3\n'
+    )
     config = load_config(pyproject)
     assert enabled_codes(config) == {"LR001", "LR002", "LR003", "OVF001"}
     lr002 = next(r for r in all_rules() if r.code == "LR002")
@@ -34,14 +36,17 @@ def test_command_line_adds_to_the_file() -> None:
     assert config.thresholds["OVF001"]["min_rise"] == 0.2
 
 
-@pytest.mark.parametrize("table", [
-    '[tool.diagnose]\nselect = ["XYZ"]\n',
-    '[tool.diagnose]\nignore = ["no-such-rule"]\n',
-    '[tool.diagnose.thresholds]\n"OVF001.no_such_threshold" = 1\n',
-    '[tool.diagnose.thresholds]\n"ZZZ999.x" = 1\n',
-    '[tool.diagnose.severity]\nLR001 = "fatal"\n',
-    '[tool.diagnose\n',
-])
+@pytest.mark.parametrize(
+    "table",
+    [
+        '[tool.diagnose]\nselect = ["XYZ"]\n',
+        '[tool.diagnose]\nignore = ["no-such-rule"]\n',
+        '[tool.diagnose.thresholds]\n"OVF001.no_such_threshold" = 1\n',
+        '[tool.diagnose.thresholds]\n"ZZZ999.x" = 1\n',
+        '[tool.diagnose.severity]\nLR001 = "fatal"\n',
+        "[tool.diagnose\n",
+    ],
+)
 def test_a_bad_table_is_one_clear_error(tmp_path: Path, table: str) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(table)

@@ -12,8 +12,21 @@ from diagnose.rules.codes import all_rules
 
 RULES = all_rules()
 
-MINE = {"LR001", "LR002", "LR003", "LR004", "OVF001", "OVF002", "CH001", "PLT001", "SPK001", "NF001",
-        "INIT001", "NOI001", "ZL001"}
+MINE = {
+    "LR001",
+    "LR002",
+    "LR003",
+    "LR004",
+    "OVF001",
+    "OVF002",
+    "CH001",
+    "PLT001",
+    "SPK001",
+    "NF001",
+    "INIT001",
+    "NOI001",
+    "ZL001",
+}
 
 
 def test_the_loss_curve_rules_are_registered():

@@ -63,8 +63,10 @@ class TestNonFinite:
         assert "not climbing" in finding.causes[0]
 
     def test_isolated_nonfinite_gradient_norms_are_only_a_note(self, tmp_path):
-        rows = [{"step": i + 1, "loss": v, "grad_norm": math.nan if i in (3, 9) else 1.0}
-                for i, v in enumerate(decaying(50))]
+        rows = [
+            {"step": i + 1, "loss": v, "grad_norm": math.nan if i in (3, 9) else 1.0}
+            for i, v in enumerate(decaying(50))
+        ]
         [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "NF001")
         assert finding.severity == Severity.INFO
 
@@ -93,8 +95,9 @@ class TestLearningRate:
     def test_decay_that_follows_a_plateau_is_not_too_early(self, tmp_path):
         loss = np.r_[decaying(40), np.full(160, decaying(40)[-1])]
         lr = np.r_[np.full(60, 1e-3), np.full(140, 1e-6)]
-        rows = [{"step": i + 1, "loss": float(v), "lr": float(r)}
-                for i, (v, r) in enumerate(zip(loss, lr, strict=True))]
+        rows = [
+            {"step": i + 1, "loss": float(v), "lr": float(r)} for i, (v, r) in enumerate(zip(loss, lr, strict=True))
+        ]
         assert findings(diagnose.load(write_log(tmp_path, rows)), "LR004") == []
 
     def test_decay_too_early_says_how_much_of_the_run_was_wasted(self):

@@ -104,8 +104,9 @@ def _run_file(tmp_path: Path, records: list[dict]) -> Path:
 def test_out_of_memory_event_is_an_error(tmp_path: Path) -> None:
     # The event as the watch writes it when CUDA raises OutOfMemoryError (no GPU here to raise it).
     records = [{"kind": "step", "step": s, "loss": 1.0} for s in range(1, 5)]
-    records.append({"kind": "event", "step": 5, "event": "out_of_memory",
-                    "error": "OutOfMemoryError: CUDA out of memory"})
+    records.append(
+        {"kind": "event", "step": 5, "event": "out_of_memory", "error": "OutOfMemoryError: CUDA out of memory"}
+    )
     found = ours(diagnose.analyze(diagnose.load(_run_file(tmp_path, records))))
     assert [(f.code, f.severity.value, f.onset) for f in found] == [("MEM002", "error", 5)]
 
@@ -113,8 +114,10 @@ def test_out_of_memory_event_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("peak", "fires"), [(0.97, True), (0.6, False)])
 def test_device_memory_share(tmp_path: Path, peak: float, fires: bool) -> None:
     total = 80 * 1024**3
-    records = [{"kind": "step", "step": s, "loss": 1.0, "cuda_peak": peak * total * s / 20, "cuda_total": total}
-               for s in range(1, 21)]
+    records = [
+        {"kind": "step", "step": s, "loss": 1.0, "cuda_peak": peak * total * s / 20, "cuda_total": total}
+        for s in range(1, 21)
+    ]
     found = ours(diagnose.analyze(diagnose.load(_run_file(tmp_path, records))))
     assert [f.code for f in found] == (["MEM002"] if fires else [])
 

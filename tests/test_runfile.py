@@ -30,8 +30,10 @@ def test_non_finite_values_round_trip_as_strict_json(tmp_path: Path) -> None:
 
 def test_minimal_form_written_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "hand.jsonl"
-    path.write_text('{"step": 10, "loss": 0.52}\n{"step": 10, "val_loss": 0.61}\n{"step": 20, "loss": 0.41}\n'
-                    '{"step": 20, "eval_loss": 0.55, "eval_accuracy": 0.8}\n')
+    path.write_text(
+        '{"step": 10, "loss": 0.52}\n{"step": 10, "val_loss": 0.61}\n{"step": 20, "loss": 0.41}\n'
+        '{"step": 20, "eval_loss": 0.55, "eval_accuracy": 0.8}\n'
+    )
     run = diagnose.load(path)
     assert run.series("loss").to_dict() == {10: 0.52, 20: 0.41}
     assert run.series("val_loss").to_dict() == {10: 0.61, 20: 0.55}
@@ -106,21 +108,36 @@ def test_writer_appends_and_repairs_a_cut_last_line(tmp_path: Path) -> None:
     assert run.series("loss").to_dict() == {1: 1.0, 3: 0.5}
 
 
-@pytest.mark.parametrize(("key", "canonical"), [
-    ("loss", "loss"), ("train/loss", "loss"), ("train_loss_step", "loss"), ("learning_rate", "lr"),
-    ("train/learning_rate", "lr"), ("grad_norm", "grad_norm"), ("train/acc", "accuracy"),
-])
+@pytest.mark.parametrize(
+    ("key", "canonical"),
+    [
+        ("loss", "loss"),
+        ("train/loss", "loss"),
+        ("train_loss_step", "loss"),
+        ("learning_rate", "lr"),
+        ("train/learning_rate", "lr"),
+        ("grad_norm", "grad_norm"),
+        ("train/acc", "accuracy"),
+    ],
+)
 def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
     from diagnose.runfile import schema
 
     assert not schema.is_eval_key(key) and schema.canonical_step_key(key) == canonical
 
 
-@pytest.mark.parametrize(("key", "canonical"), [
-    ("val_loss", "val_loss"), ("eval_loss", "val_loss"), ("validation/loss", "val_loss"),
-    ("eval_accuracy", "val_accuracy"), ("test_loss", "val_test_loss"), ("test/acc", "val_test_accuracy"),
-    ("val_acc", "val_accuracy"),
-])
+@pytest.mark.parametrize(
+    ("key", "canonical"),
+    [
+        ("val_loss", "val_loss"),
+        ("eval_loss", "val_loss"),
+        ("validation/loss", "val_loss"),
+        ("eval_accuracy", "val_accuracy"),
+        ("test_loss", "val_test_loss"),
+        ("test/acc", "val_test_accuracy"),
+        ("val_acc", "val_accuracy"),
+    ],
+)
 def test_eval_keys_take_their_canonical_names_and_test_scores_stay_apart(key: str, canonical: str) -> None:
     from diagnose.runfile import schema
 

@@ -38,8 +38,12 @@ def recorded(tmp_path_factory) -> list[dict]:
     folder = tmp_path_factory.mktemp("schema")
     model, (x, y) = _model(), _data()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with pytest.raises(RuntimeError), diagnose.watch(model, optimizer, folder / "full.jsonl", preset="full",
-                                                     metadata={"task": "multiclass", "num_classes": 3}) as w:
+    with (
+        pytest.raises(RuntimeError),
+        diagnose.watch(
+            model, optimizer, folder / "full.jsonl", preset="full", metadata={"task": "multiclass", "num_classes": 3}
+        ) as w,
+    ):
         for step in range(1, 9):
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x * float("nan") if step == NAN_STEP else x), y)
@@ -50,11 +54,19 @@ def recorded(tmp_path_factory) -> list[dict]:
                 w.log(val_loss=loss.item(), eval_accuracy=0.4)
         raise RuntimeError("the loop fails after its last step")
     torch.manual_seed(0)
-    preflight(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)), nn.CrossEntropyLoss(), (x, y),
-              lambda params: torch.optim.Adam(params, lr=1e-3), {"task": "classification", "num_classes": 3},
-              path=folder / "preflight.jsonl")
-    return [json.loads(line) for name in ("full", "preflight")
-            for line in (folder / f"{name}.jsonl").read_text().splitlines()]
+    preflight(
+        nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)),
+        nn.CrossEntropyLoss(),
+        (x, y),
+        lambda params: torch.optim.Adam(params, lr=1e-3),
+        {"task": "classification", "num_classes": 3},
+        path=folder / "preflight.jsonl",
+    )
+    return [
+        json.loads(line)
+        for name in ("full", "preflight")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
 
 
 def _of_kind(records: list[dict], kind: str) -> list[dict]:
@@ -86,8 +98,7 @@ def test_every_layer_field_and_the_output_module_are_recorded_by_the_full_preset
 def test_evaluation_keys_are_declared_or_user_metrics(recorded):
     evals = _of_kind(recorded, schema.EVAL)
     assert {"val_loss", "val_accuracy"} <= {key for record in evals for key in record}
-    assert all(key.startswith(schema.EVAL_METRIC_PREFIX)
-               for key in _undeclared(evals, schema.EVAL_FIELDS))
+    assert all(key.startswith(schema.EVAL_METRIC_PREFIX) for key in _undeclared(evals, schema.EVAL_FIELDS))
 
 
 def test_every_event_and_its_keys_and_values_are_declared(recorded):

@@ -29,9 +29,7 @@ except ImportError:
     try:
         from pytorch_lightning import Callback
     except ImportError:
-        raise ImportError(
-            "diagnose.adapters.lightning needs Lightning: pip install 'diagnose[lightning]'"
-        ) from None
+        raise ImportError("diagnose.adapters.lightning needs Lightning: pip install 'diagnose[lightning]'") from None
 
 __all__ = ["DiagnoseCallback"]
 

@@ -43,19 +43,23 @@ class DiagnoseCallback(TrainerCallback):
     def __init__(self, path: str | Path = "diagnose-run.jsonl", **options: Any) -> None:
         self.recorder = Recorder(path, **options)
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero or model is None:
             return
         ranks = {"rank": args.process_index, "world_size": args.world_size} if args.world_size > 1 else {}
         if getattr(args, "logging_nan_inf_filter", False):
-            warnings.warn("diagnose: logging_nan_inf_filter=True replaces NaN/Inf losses by the running mean before "
-                          "they are logged; set logging_nan_inf_filter=False to have them recorded (the gradients "
-                          "are recorded either way)", UserWarning, stacklevel=2)
+            warnings.warn(
+                "diagnose: logging_nan_inf_filter=True replaces NaN/Inf losses by the running mean before "
+                "they are logged; set logging_nan_inf_filter=False to have them recorded (the gradients "
+                "are recorded either way)",
+                UserWarning,
+                stacklevel=2,
+            )
         self.recorder.start(model, _torch_optimizer(optimizer), state.global_step + 1, **ranks)
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.recorder.train(state.global_step, loss=logs["loss"])
         if self.recorder.should_stop():
@@ -65,8 +69,9 @@ class DiagnoseCallback(TrainerCallback):
         if self.recorder.should_stop():
             control.should_training_stop = True
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None,
-                    **kwargs: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         quality = {k: v for k, v in (metrics or {}).items() if not k.endswith(_SPEED_SUFFIXES)}
         self.recorder.evaluate(state.global_step, quality)
 

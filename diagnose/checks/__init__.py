@@ -86,8 +86,9 @@ class CheckResult:
             missed = len(self.failed_expectations)
             parts.append(f"{missed} of {len(self.expectations)} expectations not met")
         if self.unjudged:
-            parts.append(f"{len(self.unjudged)} run(s) not judged ({self.unjudged_text()}; "
-                         "--require nothing accepts that)")
+            parts.append(
+                f"{len(self.unjudged)} run(s) not judged ({self.unjudged_text()}; --require nothing accepts that)"
+            )
         state = "failed" if self.failed else ("not judged" if self.unjudged else "passed")
         return f"check {state}: " + ", ".join(parts)
 
@@ -95,9 +96,16 @@ class CheckResult:
         return "; ".join(f"run '{a.run.name}': {coverage(a.run).reason}" for a in self.unjudged)
 
 
-def evaluate(analyses: Sequence[Analysis], *, fail_on: Severity = DEFAULT_FAIL_ON, config: RuleConfig | None = None,
-             final_loss_below: float | None = None, forbidden: Sequence[str] = (), finals: Sequence[str] = (),
-             require: str = DEFAULT_REQUIRE) -> CheckResult:
+def evaluate(
+    analyses: Sequence[Analysis],
+    *,
+    fail_on: Severity = DEFAULT_FAIL_ON,
+    config: RuleConfig | None = None,
+    final_loss_below: float | None = None,
+    forbidden: Sequence[str] = (),
+    finals: Sequence[str] = (),
+    require: str = DEFAULT_REQUIRE,
+) -> CheckResult:
     """Judge analysed runs against a severity threshold, the stated expectations and the requirement."""
     if require not in REQUIREMENTS:
         raise ConfigError(f"unknown requirement {require!r} (expected {' or '.join(REQUIREMENTS)})")
@@ -149,8 +157,9 @@ def parse_final_bound(text: str) -> FinalBound:
     found = _BOUND.match(text)
     limit = schema.to_number(found[3]) if found else None
     if found is None or limit is None or not math.isfinite(limit):
-        raise ConfigError(f"expectation {text!r} is not METRIC<X, METRIC<=X, METRIC>X or METRIC>=X "
-                          "(e.g. val_accuracy>=0.9)")
+        raise ConfigError(
+            f"expectation {text!r} is not METRIC<X, METRIC<=X, METRIC>X or METRIC>=X (e.g. val_accuracy>=0.9)"
+        )
     name = found[1]
     column = schema.canonical_eval_key(name) if schema.is_eval_key(name) else schema.canonical_step_key(name)
     return FinalBound(text.strip(), column, found[2], limit)
@@ -173,8 +182,13 @@ def expect_no(analysis: Analysis, code: str) -> Expectation:
     return Expectation(f"no {code}", analysis.run.name, failure)
 
 
-def assert_healthy(run_or_path: Run | Analysis | str | os.PathLike[str], fail_on: str | Severity = "warning",
-                   *, config: RuleConfig | None = None, require: str = DEFAULT_REQUIRE) -> list[Analysis]:
+def assert_healthy(
+    run_or_path: Run | Analysis | str | os.PathLike[str],
+    fail_on: str | Severity = "warning",
+    *,
+    config: RuleConfig | None = None,
+    require: str = DEFAULT_REQUIRE,
+) -> list[Analysis]:
     """Raise AssertionError listing the findings at or above ``fail_on``; return the analyses otherwise.
 
     ``run_or_path``: a `Run`, an `Analysis`, or a run file (every run in it is

@@ -31,10 +31,14 @@ def command(level: str, title: str, message: str) -> str:
 def annotations(result: CheckResult) -> list[str]:
     """One workflow command per finding (every severity) and per unmet expectation."""
     lines = [_finding(f) for analysis in result.analyses for f in analysis.findings]
-    lines += [command("error", f"diagnose: expected {e.label} (run {e.run})", e.failure or "")
-              for e in result.failed_expectations]
-    lines += [command("warning", f"diagnose: run {a.run.name} not judged", result.unjudged_text())
-              for a in result.unjudged[:1]]
+    lines += [
+        command("error", f"diagnose: expected {e.label} (run {e.run})", e.failure or "")
+        for e in result.failed_expectations
+    ]
+    lines += [
+        command("warning", f"diagnose: run {a.run.name} not judged", result.unjudged_text())
+        for a in result.unjudged[:1]
+    ]
     return lines
 
 

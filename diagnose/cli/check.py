@@ -20,23 +20,47 @@ NOT_JUDGED = 3
 
 def check(
     paths: common.PathsArg,
-    fail_on: Annotated[Severity | None, typer.Option(
-        "--fail-on", help="Lowest severity that fails the check (default: [tool.diagnose] fail-on, else warning).",
-        case_sensitive=False)] = None,
-    final_loss_below: Annotated[float | None, typer.Option(
-        "--expect-final-loss-below", help="Fail unless every run's last training loss is below this.",
-        metavar="X")] = None,
-    expect_final: Annotated[list[str] | None, typer.Option(
-        "--expect-final", help="Fail unless every run's last value of a metric meets this bound, e.g. "
-        "'val_loss<0.5' or 'val_accuracy>=0.9' (NaN never does); repeatable.", metavar="METRIC<X")] = None,
-    require: Annotated[str, typer.Option(
-        "--require", help=f"What a run must hold to pass: {' or '.join(REQUIREMENTS)}. With train-loss (the "
-        "default) a run without a training loss of enough points to judge exits 3.",
-        metavar="WHAT")] = DEFAULT_REQUIRE,
-    expect_no: Annotated[list[str] | None, typer.Option(
-        "--expect-no", help="Fail when this rule fires at all, whatever its severity (codes, prefixes, names; "
-        "comma lists); repeatable.",
-        metavar="CODE")] = None,
+    fail_on: Annotated[
+        Severity | None,
+        typer.Option(
+            "--fail-on",
+            help="Lowest severity that fails the check (default: [tool.diagnose] fail-on, else warning).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    final_loss_below: Annotated[
+        float | None,
+        typer.Option(
+            "--expect-final-loss-below", help="Fail unless every run's last training loss is below this.", metavar="X"
+        ),
+    ] = None,
+    expect_final: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect-final",
+            help="Fail unless every run's last value of a metric meets this bound, e.g. "
+            "'val_loss<0.5' or 'val_accuracy>=0.9' (NaN never does); repeatable.",
+            metavar="METRIC<X",
+        ),
+    ] = None,
+    require: Annotated[
+        str,
+        typer.Option(
+            "--require",
+            help=f"What a run must hold to pass: {' or '.join(REQUIREMENTS)}. With train-loss (the "
+            "default) a run without a training loss of enough points to judge exits 3.",
+            metavar="WHAT",
+        ),
+    ] = DEFAULT_REQUIRE,
+    expect_no: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--expect-no",
+            help="Fail when this rule fires at all, whatever its severity (codes, prefixes, names; "
+            "comma lists); repeatable.",
+            metavar="CODE",
+        ),
+    ] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")] = None,
     select: common.SelectOpt = None,
     ignore: common.IgnoreOpt = None,
@@ -47,9 +71,15 @@ def check(
     exit 3 when a run could not be judged (no training loss, or too few points of it)."""
     config = common.rule_config(select, ignore, settings, fail_on.value if fail_on else None)
     analyses = common.analyze_paths(paths, format_in, config)
-    result = evaluate(analyses, fail_on=config.fail_on or DEFAULT_FAIL_ON, config=config,
-                      final_loss_below=final_loss_below, forbidden=expect_no or (), finals=expect_final or (),
-                      require=require)
+    result = evaluate(
+        analyses,
+        fail_on=config.fail_on or DEFAULT_FAIL_ON,
+        config=config,
+        final_loss_below=final_loss_below,
+        forbidden=expect_no or (),
+        finals=expect_final or (),
+        require=require,
+    )
     _print(result)
     if junit is not None:
         from diagnose.checks.junit import render_junit

@@ -21,17 +21,39 @@ from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Run files, or folders holding run files.", show_default=False)]
-FormatInOpt = Annotated[str | None, typer.Option(
-    "--format-in", metavar="READER",
-    help=f"Read the inputs with this reader instead of recognising them ({', '.join(FORMATS)}).")]
-SelectOpt = Annotated[list[str] | None, typer.Option(
-    "--select", help="Run only these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE")]
-IgnoreOpt = Annotated[list[str] | None, typer.Option(
-    "--ignore", help="Skip these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a rule threshold, e.g. --set OVF001.min_rise=0.1; repeatable.", metavar="CODE.name=value")]
-OutputOpt = Annotated[Path | None, typer.Option(
-    "--output", "-o", help="Write to this file instead of standard output.")]
+FormatInOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format-in",
+        metavar="READER",
+        help=f"Read the inputs with this reader instead of recognising them ({', '.join(FORMATS)}).",
+    ),
+]
+SelectOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--select",
+        help="Run only these rules (codes, code prefixes or names; comma lists); repeatable.",
+        metavar="CODE",
+    ),
+]
+IgnoreOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ignore", help="Skip these rules (codes, code prefixes or names; comma lists); repeatable.", metavar="CODE"
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a rule threshold, e.g. --set OVF001.min_rise=0.1; repeatable.",
+        metavar="CODE.name=value",
+    ),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to this file instead of standard output.")
+]
 
 
 def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
@@ -39,8 +61,12 @@ def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
     return [run for path in paths for run in load_all(path, format=format_in)]
 
 
-def rule_config(select: list[str] | None = None, ignore: list[str] | None = None,
-                settings: list[str] | None = None, fail_on: str | None = None) -> RuleConfig:
+def rule_config(
+    select: list[str] | None = None,
+    ignore: list[str] | None = None,
+    settings: list[str] | None = None,
+    fail_on: str | None = None,
+) -> RuleConfig:
     """``[tool.diagnose]`` from pyproject.toml with the command-line options on top."""
     return load_config().merged(select=select or (), ignore=ignore or (), settings=settings or (), fail_on=fail_on)
 

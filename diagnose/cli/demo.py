@@ -18,7 +18,8 @@ from diagnose.rules.config import RuleConfig
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the run files and report.html.")] = Path(
-        "diagnose-demo"),
+        "diagnose-demo"
+    ),
     steps: Annotated[int, typer.Option("--steps", min=50, help="Optimizer steps per run.")] = 400,
 ) -> None:
     """Train a small classifier live, healthy and with a fault, and diagnose both runs."""
@@ -30,8 +31,9 @@ def demo(
     analyses = common.analyze_paths(paths, None, RuleConfig())
     common.write_file(out / "report.html", render_html(analyses).encode("utf-8"))
     print_report(analyses, console)
-    console.print(f"\nRun files and report.html are in {out}/. Try: diagnose explain {_first_code(analyses)}",
-                  markup=False)
+    console.print(
+        f"\nRun files and report.html are in {out}/. Try: diagnose explain {_first_code(analyses)}", markup=False
+    )
 
 
 def _train_all(out: Path, steps: int, console: Console) -> list[Path]:
@@ -43,8 +45,9 @@ def _train_all(out: Path, steps: int, console: Console) -> list[Path]:
         for run in training.RUNS:
             task = progress.add_task(f"training {run.name}", total=steps)
             path = out / f"{run.name}.jsonl"
-            training.train(path, run, steps=steps,
-                           on_step=lambda step, task=task: progress.update(task, completed=step))
+            training.train(
+                path, run, steps=steps, on_step=lambda step, task=task: progress.update(task, completed=step)
+            )
             paths.append(path)
     return paths
 

@@ -19,8 +19,11 @@ from diagnose.rules.codes import select_rules
 from diagnose.rules.engine import analyze
 
 
-def explain(code: Annotated[str, typer.Argument(
-        help="Rule code (LR001), name (loss-diverges), code prefix (LR) or a comma list of them.")]) -> None:
+def explain(
+    code: Annotated[
+        str, typer.Argument(help="Rule code (LR001), name (loss-diverges), code prefix (LR) or a comma list of them.")
+    ],
+) -> None:
     """Show what a rule detects, why it matters, how it decides, what to do, and its thresholds.
 
     A prefix or list that picks several rules lists them instead.
@@ -55,9 +58,12 @@ def example_renderable(rule: type[Rule]) -> Group | None:
     if not found:
         return None
     finding = found[0]
-    parts: list[RenderableType] = [Text(""), Text("Example", style="bold underline"),
-                                   Text(f"On the recorded run {shown}, {rule.code} says:"),
-                                   Padding(Text(finding.message), (0, 0, 0, 2))]
+    parts: list[RenderableType] = [
+        Text(""),
+        Text("Example", style="bold underline"),
+        Text(f"On the recorded run {shown}, {rule.code} says:"),
+        Padding(Text(finding.message), (0, 0, 0, 2)),
+    ]
     if finding.fixes:
         parts += [Text("Use instead:"), *(Padding(Text(f"- {fix}"), (0, 0, 0, 2)) for fix in finding.fixes)]
     return Group(*parts)
@@ -86,8 +92,9 @@ def _prose(text: str) -> Text:
 def _thresholds(rule: type[Rule]) -> RenderableType:
     if not rule.thresholds:
         return Text("No thresholds.", style="dim")
-    table = Table(title="Thresholds (override with --set CODE.name=value)", title_justify="left",
-                  show_edge=False, pad_edge=False)
+    table = Table(
+        title="Thresholds (override with --set CODE.name=value)", title_justify="left", show_edge=False, pad_edge=False
+    )
     for header in ("name", "default", "description", "source"):
         table.add_column(header, overflow="fold")
     for t in rule.thresholds:

@@ -27,8 +27,9 @@ def report(
     ignore: common.IgnoreOpt = None,
     settings: common.SetOpt = None,
     format_in: common.FormatInOpt = None,
-    show_skipped: Annotated[bool, typer.Option(
-        "--show-skipped", help="List every rule that was not evaluated and the data it lacked.")] = False,
+    show_skipped: Annotated[
+        bool, typer.Option("--show-skipped", help="List every rule that was not evaluated and the data it lacked.")
+    ] = False,
 ) -> None:
     """Analyse one or more runs and report what went wrong and what to do about it."""
     config = common.rule_config(select, ignore, settings)

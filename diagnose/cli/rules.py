@@ -27,8 +27,9 @@ def print_rule_list(listed: Sequence[type[Rule]]) -> None:
     else:
         # Piped into grep or a file: one unwrapped line per rule, whatever the width.
         typer.echo(_aligned(rows))
-    console.print(f"{len(rows)} rules; `diagnose explain CODE` shows one in full.", style="dim", markup=False,
-                  soft_wrap=True)
+    console.print(
+        f"{len(rows)} rules; `diagnose explain CODE` shows one in full.", style="dim", markup=False, soft_wrap=True
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> Table:
@@ -44,5 +45,6 @@ def _table(rows: list[tuple[str, ...]]) -> Table:
 def _aligned(rows: list[tuple[str, ...]]) -> str:
     table = [COLUMNS, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
-    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
-                     for row in table)
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in table
+    )

@@ -32,22 +32,36 @@ INTERRUPTED = 130
 
 
 def run(
-    script: Annotated[Path, typer.Argument(help="The training script, run as `python SCRIPT ARGS...` would.",
-                                           show_default=False)],
-    args: Annotated[list[str] | None, typer.Argument(help="Arguments passed to the script.", show_default=False)]
-    = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the run files (one per model/optimizer pair).")]
-    = Path("diagnose-runs"),
+    script: Annotated[
+        Path, typer.Argument(help="The training script, run as `python SCRIPT ARGS...` would.", show_default=False)
+    ],
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments passed to the script.", show_default=False)
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the run files (one per model/optimizer pair).")] = Path(
+        "diagnose-runs"
+    ),
     preset: Annotated[str, typer.Option("--preset", help="Probe preset: minimal, default or full.")] = "default",
-    stop_on: Annotated[str | None, typer.Option(
-        "--stop-on", metavar="SEVERITY|CODES",
-        help="End training at the next step when a live finding matches: a severity (error, warning, info) "
-             "or comma-separated rule codes.")] = None,
-    metadata: Annotated[str | None, typer.Option(
-        "--metadata", metavar="KEY=VALUE,...", help="What the rules should know, e.g. task=multiclass,num_classes=10.")]
-    = None,
-    status: Annotated[bool, typer.Option("--status/--no-status",
-                                         help="A status line on a terminal while it trains.")] = True,
+    stop_on: Annotated[
+        str | None,
+        typer.Option(
+            "--stop-on",
+            metavar="SEVERITY|CODES",
+            help="End training at the next step when a live finding matches: a severity (error, warning, info) "
+            "or comma-separated rule codes.",
+        ),
+    ] = None,
+    metadata: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata",
+            metavar="KEY=VALUE,...",
+            help="What the rules should know, e.g. task=multiclass,num_classes=10.",
+        ),
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status/--no-status", help="A status line on a terminal while it trains.")
+    ] = True,
 ) -> None:
     """Run a training script unchanged with the probes attached; report what went wrong."""
     if not script.is_file():
@@ -56,8 +70,7 @@ def run(
     StopPolicy(stops)  # a bad --stop-on is a usage error before the script starts
     from diagnose.live.session import Session  # imports torch: only once the options are known good
 
-    session = Session(out, script.stem, preset=preset, metadata=parse_metadata(metadata), stop_on=stops,
-                      status=status)
+    session = Session(out, script.stem, preset=preset, metadata=parse_metadata(metadata), stop_on=stops, status=status)
     code = _run_script(script, args or [], session)
     _report(session.paths)
     raise typer.Exit(code)

@@ -94,9 +94,17 @@ class Sentinel:
 class LiveMonitor:
     """Live findings for one run; the `Watch` feeds it records and asks it at each step boundary."""
 
-    def __init__(self, name: str, write: Callable[[Record], None], *, stop_on: str | Iterable[str] | None = None,
-                 on_finding: Callable[[Finding], Any] | None = None, status: Any = None,
-                 config: RuleConfig | None = None, budget: float = 0.01) -> None:
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[Record], None],
+        *,
+        stop_on: str | Iterable[str] | None = None,
+        on_finding: Callable[[Finding], Any] | None = None,
+        status: Any = None,
+        config: RuleConfig | None = None,
+        budget: float = 0.01,
+    ) -> None:
         self.sketch = RunSketch(name)
         self.write = write
         self.policy = StopPolicy(stop_on)
@@ -137,8 +145,7 @@ class LiveMonitor:
         if final or self._due():
             self._evaluate()
         if self.status is not None:
-            self.status.update(self.sketch.name, self.sketch.latest_step, self.sketch.latest_fields,
-                               len(self.findings))
+            self.status.update(self.sketch.name, self.sketch.latest_step, self.sketch.latest_fields, len(self.findings))
 
     def take_stop(self) -> Finding | None:
         """The finding that should stop training, once."""
@@ -179,10 +186,20 @@ class LiveMonitor:
     def _announce(self, finding: Finding, step: int) -> None:
         self.first_seen[finding.code] = step
         self.findings.append(finding)
-        self.write({"kind": schema.EVENT, "step": step, "event": schema.EV_FINDING, "code": finding.code,
-                    "severity": finding.severity.value, "title": finding.title, "message": finding.message,
-                    "module": finding.module, "onset": finding.onset,
-                    "fix": finding.fixes[0] if finding.fixes else None})
+        self.write(
+            {
+                "kind": schema.EVENT,
+                "step": step,
+                "event": schema.EV_FINDING,
+                "code": finding.code,
+                "severity": finding.severity.value,
+                "title": finding.title,
+                "message": finding.message,
+                "module": finding.module,
+                "onset": finding.onset,
+                "fix": finding.fixes[0] if finding.fixes else None,
+            }
+        )
         self.sinks.send(finding, announcement(finding, step))
         if self._stop is None and self.policy.matches(finding):
             self._stop = finding

@@ -92,4 +92,3 @@ class Sinks:
         except Exception as exc:  # noqa: BLE001 - a broken sink must not end the run
             self._failed = True
             logger.warning("diagnose: on_finding failed and is switched off (%s: %s)", type(exc).__name__, exc)
-

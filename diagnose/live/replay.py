@@ -24,8 +24,9 @@ def _rows(frame: pd.DataFrame, kind: str, nan_steps: dict[str, Any]) -> Iterator
     real_nans = {column: set(steps.tolist()) for column, steps in nan_steps.items()}
     for row in frame.to_dict("records"):
         step = row.get("step")
-        values = {k: v for k, v in row.items()
-                  if not (isinstance(v, float) and math.isnan(v)) or step in real_nans.get(k, ())}
+        values = {
+            k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v)) or step in real_nans.get(k, ())
+        }
         if isinstance(step, float) and math.isfinite(step):
             values["step"] = int(step)
         yield {"kind": kind, **values}
@@ -34,8 +35,9 @@ def _rows(frame: pd.DataFrame, kind: str, nan_steps: dict[str, Any]) -> Iterator
 def records_of(run: Run) -> list[Record]:
     """The run as the records a watch would have written, in step order (meta first)."""
     ordered: list[tuple[float, int, Record]] = []
-    for order, (frame, kind) in enumerate(((run.steps, schema.STEP), (run.layers, schema.LAYER),
-                                           (run.evals, schema.EVAL), (run.events, schema.EVENT))):
+    for order, (frame, kind) in enumerate(
+        ((run.steps, schema.STEP), (run.layers, schema.LAYER), (run.evals, schema.EVAL), (run.events, schema.EVENT))
+    ):
         nans = run.nan_steps if kind in (schema.STEP, schema.EVAL) else {}
         ordered += [(float(r.get("step", math.inf)), order, r) for r in _rows(frame, kind, nans)]
     ordered.sort(key=lambda item: (item[0], item[1]))

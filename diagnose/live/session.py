@@ -72,8 +72,11 @@ class Session:
             except TrainingStopped:
                 raise
             except Exception as exc:  # noqa: BLE001 - recording must never break the script
-                warnings.warn(f"diagnose run: recording stopped after an internal error ({type(exc).__name__}: "
-                              f"{exc})", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"diagnose run: recording stopped after an internal error ({type(exc).__name__}: {exc})",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.close()
 
         return guarded

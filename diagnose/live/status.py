@@ -27,8 +27,9 @@ class StatusBoard:
     def __init__(self, console: Console) -> None:
         self.console = console
         self._rows: dict[str, tuple[int, float, str]] = {}  # name -> (step, time, line)
-        self._live = Live(console=console, auto_refresh=False, transient=True, redirect_stdout=True,
-                          redirect_stderr=True)
+        self._live = Live(
+            console=console, auto_refresh=False, transient=True, redirect_stdout=True, redirect_stderr=True
+        )
         self._started = False
 
     def update(self, name: str, step: int, fields: dict[str, Any], findings: int) -> None:
@@ -36,8 +37,10 @@ class StatusBoard:
         before = self._rows.get(name)
         rate = (step - before[0]) / (now - before[1]) if before and now > before[1] and step > before[0] else None
         speed = f"{rate:.3g}" if rate is not None and math.isfinite(rate) else "-"
-        line = (f"{name}: step {step}  loss {_number(fields.get('loss'))}  grad norm {_number(fields.get('grad_norm'))}"
-                f"  {speed} steps/s  findings {findings}")
+        line = (
+            f"{name}: step {step}  loss {_number(fields.get('loss'))}  grad norm {_number(fields.get('grad_norm'))}"
+            f"  {speed} steps/s  findings {findings}"
+        )
         self._rows[name] = (step, now, line)
         self._draw()
 

@@ -53,8 +53,10 @@ class Budget:
     def check(self, done: int, planned: int) -> None:
         """Stop a check, after ``done`` of its ``planned`` steps, when the budget is spent."""
         if self.spent:
-            raise OutOfTime(f"the {self.seconds:g} s time budget ran out after {done} of {planned} steps; "
-                            "not judged (raise budget_s, or check on a smaller batch)")
+            raise OutOfTime(
+                f"the {self.seconds:g} s time budget ran out after {done} of {planned} steps; "
+                "not judged (raise budget_s, or check on a smaller batch)"
+            )
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,20 @@ class Batch:
     @classmethod
     def of(cls, batch: Any) -> Batch:
         if isinstance(batch, Mapping):
-            return cls(batch.get("inputs", batch.get("input", batch.get("x"))),
-                       batch.get("targets", batch.get("target", batch.get("y"))))
+            return cls(
+                batch.get("inputs", batch.get("input", batch.get("x"))),
+                batch.get("targets", batch.get("target", batch.get("y"))),
+            )
         if isinstance(batch, (tuple, list)) and len(batch) == 2:
             return cls(batch[0], batch[1])
-        raise InputError("a preflight batch is (inputs, targets) or a dict with 'inputs' and 'targets'; "
-                         f"got {type(batch).__name__}")
+        raise InputError(
+            f"a preflight batch is (inputs, targets) or a dict with 'inputs' and 'targets'; got {type(batch).__name__}"
+        )
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(_map_tensors(self.inputs, lambda t: t.to(device)),
-                     _map_tensors(self.targets, lambda t: t.to(device)))
+        return Batch(
+            _map_tensors(self.inputs, lambda t: t.to(device)), _map_tensors(self.targets, lambda t: t.to(device))
+        )
 
     def first(self, n: int) -> Batch:
         """The first ``n`` samples."""
@@ -186,7 +192,8 @@ class Context:
         if not isinstance(self.optimizer, torch.optim.Optimizer):
             return self.optimizer(params)
         originals = list(self.model.parameters()) + (
-            list(self.loss_fn.parameters()) if isinstance(self.loss_fn, nn.Module) else [])
+            list(self.loss_fn.parameters()) if isinstance(self.loss_fn, nn.Module) else []
+        )
         return rebuild_optimizer(self.optimizer, dict(zip(map(id, originals), params, strict=True)))
 
     def batches(self) -> Iterator[Batch]:
@@ -205,10 +212,13 @@ def rebuild_optimizer(optimizer: torch.optim.Optimizer, copies: Mapping[int, nn.
     for group in optimizer.param_groups:
         missing = [p for p in group["params"] if id(p) not in copies]
         if missing:
-            raise InputError("the optimizer holds parameters that are neither the model's nor the loss "
-                             "function's; pass an optimizer factory instead (lambda params: ...)")
-        groups.append({**{k: v for k, v in group.items() if k != "params"},
-                       "params": [copies[id(p)] for p in group["params"]]})
+            raise InputError(
+                "the optimizer holds parameters that are neither the model's nor the loss "
+                "function's; pass an optimizer factory instead (lambda params: ...)"
+            )
+        groups.append(
+            {**{k: v for k, v in group.items() if k != "params"}, "params": [copies[id(p)] for p in group["params"]]}
+        )
     # Every group carries its own hyperparameters; the defaults only fill required constructor arguments.
     accepted = inspect.signature(type(optimizer)).parameters
     fresh = type(optimizer)(groups, **{k: v for k, v in optimizer.defaults.items() if k in accepted})
@@ -219,8 +229,12 @@ def rebuild_optimizer(optimizer: torch.optim.Optimizer, copies: Mapping[int, nn.
 @contextmanager
 def preserved_rng(seed: int) -> Iterator[None]:
     """Seed every generator for a reproducible preflight and give the caller back the states it had."""
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    states = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    )
     torch.manual_seed(seed)
     try:
         yield

@@ -18,13 +18,15 @@ def check_inputs(ctx: Context) -> Outcome:
     values = x.detach().double()
     finite = torch.isfinite(values)
     kept = values[finite]
-    return Outcome({
-        "shape": list(x.shape),
-        "nonfinite": int((~finite).sum()),
-        "elements": int(values.numel()),
-        "mean": float(kept.mean()) if kept.numel() else float("nan"),
-        "std": float(kept.std()) if kept.numel() > 1 else float("nan"),
-    })
+    return Outcome(
+        {
+            "shape": list(x.shape),
+            "nonfinite": int((~finite).sum()),
+            "elements": int(values.numel()),
+            "mean": float(kept.mean()) if kept.numel() else float("nan"),
+            "std": float(kept.std()) if kept.numel() > 1 else float("nan"),
+        }
+    )
 
 
 def check_labels(ctx: Context) -> Outcome:
@@ -43,9 +45,16 @@ def check_labels(ctx: Context) -> Outcome:
         labels = labels[labels != ignore]
     high = 1 if ctx.metadata.get("task") == "binary" else classes - 1
     outside = (labels < 0) | (labels > high) | (labels != labels.round())
-    fields = {"classes": classes, "low": 0, "high": high, "ignore_index": ignore, "count": int(labels.numel()),
-              "outside": int(outside.sum()), "min": float(labels.min()) if labels.numel() else None,
-              "max": float(labels.max()) if labels.numel() else None,
-              "examples": sorted({float(v) for v in labels[outside][:100].tolist()})[:5]}
+    fields = {
+        "classes": classes,
+        "low": 0,
+        "high": high,
+        "ignore_index": ignore,
+        "count": int(labels.numel()),
+        "outside": int(outside.sum()),
+        "min": float(labels.min()) if labels.numel() else None,
+        "max": float(labels.max()) if labels.numel() else None,
+        "examples": sorted({float(v) for v in labels[outside][:100].tolist()})[:5],
+    }
     blocks = f"labels outside 0..{high} would make the loss fail" if fields["outside"] else None
     return Outcome(fields, blocks=blocks)

@@ -22,8 +22,16 @@ def check_overfit(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> O
     """The loss before and after ``steps`` steps on the first ``samples`` samples, at the user's settings."""
     batch = ctx.batch.first(samples)
     losses = ctx.trial().fit(batch, steps)
-    return Outcome({"steps": steps, "samples": batch.size, "lr": ctx.user_lr, "first": losses[0],
-                    "last": losses[-1], "best": min(losses)})
+    return Outcome(
+        {
+            "steps": steps,
+            "samples": batch.size,
+            "lr": ctx.user_lr,
+            "first": losses[0],
+            "last": losses[-1],
+            "best": min(losses),
+        }
+    )
 
 
 def check_baseline(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> Outcome:

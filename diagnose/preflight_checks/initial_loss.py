@@ -29,5 +29,12 @@ def check_initial_loss(ctx: Context) -> Outcome:
     trial.model.train()
     with torch.no_grad():
         loss = float(trial.loss(ctx.batch))
-    return Outcome({"loss": loss, "expected": expected, "meaning": meaning,
-                    "classes": ctx.num_classes, "prior_given": "class_prior" in ctx.metadata})
+    return Outcome(
+        {
+            "loss": loss,
+            "expected": expected,
+            "meaning": meaning,
+            "classes": ctx.num_classes,
+            "prior_given": "class_prior" in ctx.metadata,
+        }
+    )

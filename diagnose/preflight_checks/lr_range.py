@@ -29,8 +29,10 @@ BETA = 0.98
 def check_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS) -> Outcome:
     trial = ctx.trial()
     trial.model.train()
-    ratios = [g["lr"] / trial.optimizer.param_groups[0]["lr"] if trial.optimizer.param_groups[0]["lr"] else 1.0
-              for g in trial.optimizer.param_groups]
+    ratios = [
+        g["lr"] / trial.optimizer.param_groups[0]["lr"] if trial.optimizer.param_groups[0]["lr"] else 1.0
+        for g in trial.optimizer.param_groups
+    ]
     curve: list[dict[str, float]] = []
     average, best = 0.0, math.inf
     for step, batch in zip(range(1, steps + 1), ctx.batches(), strict=False):
@@ -50,6 +52,16 @@ def check_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END
             break
         best = min(best, smoothed)
     stopped = curve[-1]["lr"] if len(curve) < steps else None
-    return Outcome({"start_lr": start_lr, "end_lr": end_lr, "steps": len(curve), "planned_steps": steps,
-                    "stop_factor": STOP_FACTOR, "diverged_at_lr": stopped, "user_lr": ctx.user_lr,
-                    "one_batch": ctx.loader is None}, steps=curve)
+    return Outcome(
+        {
+            "start_lr": start_lr,
+            "end_lr": end_lr,
+            "steps": len(curve),
+            "planned_steps": steps,
+            "stop_factor": STOP_FACTOR,
+            "diverged_at_lr": stopped,
+            "user_lr": ctx.user_lr,
+            "one_batch": ctx.loader is None,
+        },
+        steps=curve,
+    )

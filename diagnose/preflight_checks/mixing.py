@@ -35,12 +35,18 @@ def check_mixing(ctx: Context) -> Outcome:
         raise Skip("the output does not depend on the first input tensor at all")
     per_sample = grad.detach().abs().reshape(x.shape[0], -1).amax(dim=1).double()
     own = float(per_sample[sample])
-    others = torch.cat([per_sample[:sample], per_sample[sample + 1:]])
+    others = torch.cat([per_sample[:sample], per_sample[sample + 1 :]])
     leaking = [i for i in range(x.shape[0]) if i != sample and per_sample[i] > 0]
-    return Outcome({"sample": sample, "batch": int(x.shape[0]), "own_grad": own,
-                    "other_grad": float(others.max()), "leaking_samples": len(leaking),
-                    "batchnorm": any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                     for m in trial.model.modules())})
+    return Outcome(
+        {
+            "sample": sample,
+            "batch": int(x.shape[0]),
+            "own_grad": own,
+            "other_grad": float(others.max()),
+            "leaking_samples": len(leaking),
+            "batchnorm": any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in trial.model.modules()),
+        }
+    )
 
 
 def _replace_first(inputs, probe):
@@ -49,4 +55,4 @@ def _replace_first(inputs, probe):
         key = next(k for k, v in inputs.items() if isinstance(v, torch.Tensor))
         return {**inputs, key: probe}
     index = next(i for i, v in enumerate(inputs) if isinstance(v, torch.Tensor))
-    return type(inputs)((*inputs[:index], probe, *inputs[index + 1:]))
+    return type(inputs)((*inputs[:index], probe, *inputs[index + 1 :]))

@@ -33,8 +33,10 @@ class Pieces:
         found["batch"] = found["batch"] if found["batch"] is not None else get("loader")
         missing = [name for name, v in found.items() if v is None and name != "metadata"]
         if missing:
-            raise InputError(f"the preflight function returned no {', '.join(missing)} "
-                             "(expected model, loss_fn, batch or loader, optimizer, and optionally metadata)")
+            raise InputError(
+                f"the preflight function returned no {', '.join(missing)} "
+                "(expected model, loss_fn, batch or loader, optimizer, and optionally metadata)"
+            )
         return cls(**{**found, "metadata": dict(found["metadata"] or {})})
 
 

@@ -47,10 +47,17 @@ CHECKS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
 )
 
 
-def preflight(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_loader: Any,
-              optimizer: OptimizerFactory | torch.optim.Optimizer, metadata: Mapping[str, Any] | None = None,
-              path: str | os.PathLike[str] | None = None, *, config: Any = None,
-              budget_s: float | None = BUDGET_S) -> Any:
+def preflight(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    batch_or_loader: Any,
+    optimizer: OptimizerFactory | torch.optim.Optimizer,
+    metadata: Mapping[str, Any] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    config: Any = None,
+    budget_s: float | None = BUDGET_S,
+) -> Any:
     """Check a model, loss and optimizer on one batch before training, and return the findings.
 
     Every check works on a deep copy of ``model`` (and of ``loss_fn``) with a
@@ -107,16 +114,25 @@ def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
             yield {**event, "skipped": str(skip), "seconds": time.monotonic() - started}
             continue
         except Exception as exc:  # noqa: BLE001 - a failing model is a finding, not a crash
-            yield {**event, "error": f"{type(exc).__name__}: {exc}", "where": _where(exc),
-                   "seconds": time.monotonic() - started}
+            yield {
+                **event,
+                "error": f"{type(exc).__name__}: {exc}",
+                "where": _where(exc),
+                "seconds": time.monotonic() - started,
+            }
             continue
         blocked = outcome.blocks
         yield {**event, **outcome.fields, "seconds": time.monotonic() - started}
         yield from ({"kind": schema.STEP, **step} for step in outcome.steps)
 
 
-def _context(model: nn.Module, loss_fn: Callable[..., torch.Tensor], batch_or_loader: Any,
-             optimizer: OptimizerFactory | torch.optim.Optimizer, metadata: dict[str, Any]) -> Context:
+def _context(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    batch_or_loader: Any,
+    optimizer: OptimizerFactory | torch.optim.Optimizer,
+    metadata: dict[str, Any],
+) -> Context:
     from diagnose.errors import InputError
 
     loader = None if _is_batch(batch_or_loader) else batch_or_loader
@@ -140,11 +156,19 @@ def _is_batch(value: Any) -> bool:
 def _meta(ctx: Context, path: Path) -> dict[str, Any]:
     probe_optimizer = ctx.trial().optimizer
     ctx.user_lr = float(probe_optimizer.param_groups[0]["lr"])
-    return {"kind": schema.META, "schema": schema.SCHEMA, "name": path.stem, "preflight": True,
-            "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "device": str(ctx.device), "model": describe_model(ctx.model),
-            "optimizer": describe_optimizer(probe_optimizer), "metadata": ctx.metadata,
-            "batch_size": ctx.batch.size}
+    return {
+        "kind": schema.META,
+        "schema": schema.SCHEMA,
+        "name": path.stem,
+        "preflight": True,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "device": str(ctx.device),
+        "model": describe_model(ctx.model),
+        "optimizer": describe_optimizer(probe_optimizer),
+        "metadata": ctx.metadata,
+        "batch_size": ctx.batch.size,
+    }
 
 
 def _where(exc: BaseException) -> str:

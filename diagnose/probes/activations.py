@@ -24,8 +24,18 @@ _SIGMOID_LIKE = (nn.Sigmoid, nn.Hardsigmoid)
 _AFFINE = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.LazyLinear)
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten)
 
-STATS = ("act_mean", "act_std", "act_rms", "act_batch_std", "act_zero_frac", "act_dead_frac",
-         "act_neg_frac", "act_sat_frac", "act_nonfinite", "act_unit_samples")
+STATS = (
+    "act_mean",
+    "act_std",
+    "act_rms",
+    "act_batch_std",
+    "act_zero_frac",
+    "act_dead_frac",
+    "act_neg_frac",
+    "act_sat_frac",
+    "act_nonfinite",
+    "act_unit_samples",
+)
 
 # Saturation bands: tanh beyond 0.99 in magnitude, sigmoid below 0.01 or above
 # 0.99, where the local derivative has fallen under ~2% of its maximum
@@ -64,8 +74,20 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     elif kind == "sigmoid":
         sat_frac = ((x < 1 - _SATURATION) | (x > _SATURATION)).float().mean()
     rms = torch.linalg.vector_norm(x) / math.sqrt(max(x.numel(), 1))
-    return torch.stack([x.mean(), std, rms, batch_std, zero_frac, dead_frac, neg_frac, sat_frac,
-                        (~torch.isfinite(rms)).float(), unit_samples])
+    return torch.stack(
+        [
+            x.mean(),
+            std,
+            rms,
+            batch_std,
+            zero_frac,
+            dead_frac,
+            neg_frac,
+            sat_frac,
+            (~torch.isfinite(rms)).float(),
+            unit_samples,
+        ]
+    )
 
 
 def module_kind(module: nn.Module) -> str:
@@ -90,8 +112,11 @@ class ActivationProbe(Probe):
         self._sampled_step: int | None = None
 
     def _watched(self) -> list[tuple[str, nn.Module]]:
-        return [(name, m) for name, m in self.host.modules
-                if m is not self.host.model and not list(m.children()) and not isinstance(m, _SKIPPED)]
+        return [
+            (name, m)
+            for name, m in self.host.modules
+            if m is not self.host.model and not list(m.children()) and not isinstance(m, _SKIPPED)
+        ]
 
     def on_forward_start(self, record: StepRecord) -> None:
         if self._sampled_step == record.step or not self.schedule.due(record.step, self.host.first_step):

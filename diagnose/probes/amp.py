@@ -38,8 +38,11 @@ class GradScalerProbe(Probe):
     def _skipped(self) -> None:
         record = self.host.record
         record.skipped = True
-        record.event(schema.EV_SKIPPED_STEP, loss_scale=float(self.scaler.get_scale()),
-                     detail="GradScaler found inf/NaN gradients and skipped optimizer.step()")
+        record.event(
+            schema.EV_SKIPPED_STEP,
+            loss_scale=float(self.scaler.get_scale()),
+            detail="GradScaler found inf/NaN gradients and skipped optimizer.step()",
+        )
         self.host.end_step()
 
     def finish(self, record: StepRecord) -> None:

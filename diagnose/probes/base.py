@@ -121,8 +121,9 @@ def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
     remaining = list(probes)
     ordered: list[Probe] = []
     while remaining:
-        ready = next((p for p in remaining if not any(
-            q is not p and set(p.needs) & set(q.provides) for q in remaining)), None)
+        ready = next(
+            (p for p in remaining if not any(q is not p and set(p.needs) & set(q.provides) for q in remaining)), None
+        )
         if ready is None:
             raise ValueError("probes need each other's values: " + ", ".join(p.name for p in remaining))
         ordered.append(ready)

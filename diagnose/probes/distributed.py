@@ -96,8 +96,9 @@ class RankSetup:
     options: DistributedOptions
 
     @classmethod
-    def detect(cls, value: str | DistributedOptions, rank: int | None, world_size: int | None,
-               optimizer: Any) -> RankSetup:
+    def detect(
+        cls, value: str | DistributedOptions, rank: int | None, world_size: int | None, optimizer: Any
+    ) -> RankSetup:
         options = DistributedOptions.parse(value)
         if options.mode == "gather" and optimizer is None:
             raise ConfigError("distributed='gather' needs the optimizer (its steps set the schedule)")
@@ -152,8 +153,7 @@ def _backend() -> str | None:
 
 def _is_sharded(model: nn.Module) -> bool:
     """FSDP (and similar) hold a different shard of the parameters on each rank."""
-    return any("FullyShardedDataParallel" in type(m).__name__ or hasattr(m, "_fsdp_state")
-               for m in model.modules())
+    return any("FullyShardedDataParallel" in type(m).__name__ or hasattr(m, "_fsdp_state") for m in model.modules())
 
 
 class RankProbe(Probe):
@@ -282,8 +282,9 @@ class RankGather:
             dist.all_gather(rows, row)
         except Exception as exc:  # noqa: BLE001 - the group itself is broken: every rank sees this
             self.remove()
-            warnings.warn(f"diagnose: cross-rank gather stopped ({type(exc).__name__}: {exc})",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"diagnose: cross-rank gather stopped ({type(exc).__name__}: {exc})", RuntimeWarning, stacklevel=2
+            )
             return
         if self.rank == 0:
             last = self.probe.last if self.probe is not None else None
@@ -305,10 +306,13 @@ def _summary(step: int, table: torch.Tensor) -> StepRecord:
     column = {name: table[:, i] for i, name in enumerate(_PAYLOAD)}
     record = StepRecord(step)
     record.fields.update(
-        ranks_loss_min=column["loss"].min(), ranks_loss_mean=column["loss"].mean(),
+        ranks_loss_min=column["loss"].min(),
+        ranks_loss_mean=column["loss"].mean(),
         ranks_loss_max=column["loss"].max(),
-        ranks_grad_norm_min=column["grad_norm"].min(), ranks_grad_norm_max=column["grad_norm"].max(),
-        ranks_lead_time_min=column["lead_time"].min(), ranks_lead_time_max=column["lead_time"].max(),
+        ranks_grad_norm_min=column["grad_norm"].min(),
+        ranks_grad_norm_max=column["grad_norm"].max(),
+        ranks_lead_time_min=column["lead_time"].min(),
+        ranks_lead_time_max=column["lead_time"].max(),
         slowest_rank=torch.nan_to_num(column["lead_time"], nan=-1.0).argmax().to(torch.float64),
         ranks_checksum_spread=column["checksum"].max() - column["checksum"].min(),
     )

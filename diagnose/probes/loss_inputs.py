@@ -106,17 +106,29 @@ class LossInputProbe(Probe):
         labels = label_stats(target) if target is not None else None
         if labels is not None:
             record.private["label_stats"] = labels
-        described = (type(module).__name__, getattr(module, "reduction", None), tuple(pred.shape),
-                     tuple(target.shape) if target is not None else None,
-                     str(target.dtype).replace("torch.", "") if target is not None else None)
+        described = (
+            type(module).__name__,
+            getattr(module, "reduction", None),
+            tuple(pred.shape),
+            tuple(target.shape) if target is not None else None,
+            str(target.dtype).replace("torch.", "") if target is not None else None,
+        )
         if described != self._described:
             self._described = described
             name, reduction, pred_shape, target_shape, target_dtype = described
-            record.event(schema.EV_LOSS_FUNCTION, loss_fn=name, reduction=reduction, input_shape=list(pred_shape),
-                         target_shape=list(target_shape) if target_shape is not None else None,
-                         target_dtype=target_dtype,
-                         broadcast=int(target_shape is not None and target_shape != pred_shape
-                                       and pred.dtype == getattr(target, "dtype", None)))
+            record.event(
+                schema.EV_LOSS_FUNCTION,
+                loss_fn=name,
+                reduction=reduction,
+                input_shape=list(pred_shape),
+                target_shape=list(target_shape) if target_shape is not None else None,
+                target_dtype=target_dtype,
+                broadcast=int(
+                    target_shape is not None
+                    and target_shape != pred_shape
+                    and pred.dtype == getattr(target, "dtype", None)
+                ),
+            )
 
     def before_step(self, record: StepRecord) -> None:
         self._remove_hook()  # no loss module between forward and step: the loss is a function
@@ -149,10 +161,12 @@ def layer_input_stats(tensor: torch.Tensor) -> torch.Tensor:
     """
     x = tensor.detach().float()
     std = x.std(correction=0) if x.numel() > 1 else torch.full((), math.nan, device=x.device)
-    dead = (~(x > 0).any(dim=_unit_dims(x))).float().mean() if x.dim() >= 2 else torch.full((), math.nan,
-                                                                                              device=x.device)
-    return torch.stack([x.abs().max(), x.mean(), std, x.min(), (x.abs() > _SATURATION).float().mean(),
-                        (x == 0).float().mean(), dead])
+    dead = (
+        (~(x > 0).any(dim=_unit_dims(x))).float().mean() if x.dim() >= 2 else torch.full((), math.nan, device=x.device)
+    )
+    return torch.stack(
+        [x.abs().max(), x.mean(), std, x.min(), (x.abs() > _SATURATION).float().mean(), (x == 0).float().mean(), dead]
+    )
 
 
 class LayerInputProbe(Probe):

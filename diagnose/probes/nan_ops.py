@@ -63,8 +63,7 @@ def _log(node: Any, low: float) -> dict[str, Any] | None:
     x = _saved(node, "_saved_self")
     if x is None or not bool((x <= low).any()):
         return None
-    return {"op": node.name().removesuffix("Backward0").lower(),
-            "problem": f"log of an input <= {low:g}", **_span(x)}
+    return {"op": node.name().removesuffix("Backward0").lower(), "problem": f"log of an input <= {low:g}", **_span(x)}
 
 
 def _sqrt(node: Any) -> dict[str, Any] | None:
@@ -72,8 +71,10 @@ def _sqrt(node: Any) -> dict[str, Any] | None:
     if result is None or bool(torch.isfinite(result).all()):
         return None
     inverse = node.name().startswith("Rsqrt")
-    return {"op": "rsqrt" if inverse else "sqrt",
-            "problem": "square root of a negative input" + (" or of zero" if inverse else "")}
+    return {
+        "op": "rsqrt" if inverse else "sqrt",
+        "problem": "square root of a negative input" + (" or of zero" if inverse else ""),
+    }
 
 
 def _exp(node: Any) -> dict[str, Any] | None:
@@ -81,8 +82,11 @@ def _exp(node: Any) -> dict[str, Any] | None:
     if result is None or not bool(torch.isinf(result).any()):
         return None
     limit = math.log(torch.finfo(node._saved_result.dtype).max)
-    return {"op": "exp", "problem": f"exp overflow: an input above {limit:.4g} "
-                                    f"({str(node._saved_result.dtype).removeprefix('torch.')} limit)"}
+    return {
+        "op": "exp",
+        "problem": f"exp overflow: an input above {limit:.4g} "
+        f"({str(node._saved_result.dtype).removeprefix('torch.')} limit)",
+    }
 
 
 def _div(node: Any) -> dict[str, Any] | None:
@@ -129,8 +133,10 @@ def _half_overflow(node: Any) -> dict[str, Any] | None:
         except RuntimeError:
             return None
         if isinstance(value, torch.Tensor) and value.dtype == torch.float16 and bool(torch.isinf(value).any()):
-            return {"op": node.name().removesuffix("Backward0").lower(),
-                    "problem": "float16 overflow: an input of this operation exceeded 65504"}
+            return {
+                "op": node.name().removesuffix("Backward0").lower(),
+                "problem": "float16 overflow: an input of this operation exceeded 65504",
+            }
     return None
 
 
@@ -157,8 +163,11 @@ def first_nonfinite_operation(loss: torch.Tensor) -> dict[str, Any]:
         found = check(node)
         if found is not None:
             return {"node": node.name(), **found}
-    return {"op": None, "problem": "no operation in the graph made it: it was already in an input "
-                                   "(the batch, or weights an earlier update made non-finite)"}
+    return {
+        "op": None,
+        "problem": "no operation in the graph made it: it was already in an input "
+        "(the batch, or weights an earlier update made non-finite)",
+    }
 
 
 class NonFiniteOperationProbe(Probe):

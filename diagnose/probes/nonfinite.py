@@ -39,12 +39,43 @@ from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
 _CANNOT_CREATE_NONFINITE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid,
-    nn.Hardswish, nn.GELU, nn.SiLU, nn.Mish, nn.Softsign, nn.Softmax,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.Sequential, nn.ModuleList, nn.ModuleDict,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softsign,
+    nn.Softmax,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Sequential,
+    nn.ModuleList,
+    nn.ModuleDict,
 )
 
 
@@ -120,12 +151,18 @@ class NonFiniteProbe(Probe):
             events.append(backward)
         loss = record.fields.get("loss")
         if not events and loss is not None and not math.isfinite(loss):
-            events.append({"where": schema.WHERE_LOSS, "value": loss,
-                           "detail": "the loss was NaN/Inf while every module output was finite"})
+            events.append(
+                {
+                    "where": schema.WHERE_LOSS,
+                    "value": loss,
+                    "detail": "the loss was NaN/Inf while every module output was finite",
+                }
+            )
         grad_norm = record.fields.get("grad_norm")
         if not events and grad_norm is not None and not math.isfinite(grad_norm):
-            events.append({"where": schema.WHERE_GRAD_NORM, "value": grad_norm,
-                           "detail": "a parameter gradient held NaN/Inf"})
+            events.append(
+                {"where": schema.WHERE_GRAD_NORM, "value": grad_norm, "detail": "a parameter gradient held NaN/Inf"}
+            )
         return events
 
     def _first_bad(self, record: StepRecord, key: str) -> int | None:

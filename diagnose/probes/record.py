@@ -52,8 +52,9 @@ class StepRecord:
 
     @property
     def empty(self) -> bool:
-        return not (self.fields or self.layers or self.events or self.private or self.losses
-                    or self.grad_norms is not None)
+        return not (
+            self.fields or self.layers or self.events or self.private or self.losses or self.grad_norms is not None
+        )
 
 
 def materialize(records: Iterable[StepRecord]) -> None:

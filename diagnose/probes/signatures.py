@@ -153,13 +153,21 @@ class OptimizerCoverageProbe(Probe):
         left_out = [(owner, p) for owner, p in with_grad if id(p) not in optimized]
         if left_out:
             modules = list(dict.fromkeys(owner for owner, _ in left_out))
-            record.event(schema.EV_UNOPTIMIZED, count=len(left_out), numel=sum(p.numel() for _, p in left_out),
-                         trainable_numel=sum(p.numel() for _, p in self.host.params), modules=modules[:20])
+            record.event(
+                schema.EV_UNOPTIMIZED,
+                count=len(left_out),
+                numel=sum(p.numel() for _, p in left_out),
+                trainable_numel=sum(p.numel() for _, p in self.host.params),
+                modules=modules[:20],
+            )
 
 
 # Modules whose forward differs between train() and eval(): the ones a wrong mode changes.
-_MODE_SENSITIVE = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
-                   nn.modules.instancenorm._InstanceNorm)
+_MODE_SENSITIVE = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def _mode_sensitive(module: nn.Module) -> bool:
@@ -201,9 +209,14 @@ class TrainingModeProbe(Probe):
             return
         self._last = in_eval
         types = [type(module).__name__ for name, module in self._sensitive if name in in_eval]
-        record.event(schema.EV_EVAL_MODE, count=len(in_eval), sensitive=len(self._sensitive),
-                     model_training=int(self.host.model.training), modules=list(in_eval[:20]),
-                     types=sorted(set(types)))
+        record.event(
+            schema.EV_EVAL_MODE,
+            count=len(in_eval),
+            sensitive=len(self._sensitive),
+            model_training=int(self.host.model.training),
+            modules=list(in_eval[:20]),
+            types=sorted(set(types)),
+        )
 
 
 # Matrices larger than this are compared with their first row only (a full
@@ -243,9 +256,15 @@ class DuplicateRowsProbe(Probe):
                 continue
             distinct = distinct_rows(weight)
             if distinct < weight.shape[0]:
-                record.event(schema.EV_DUPLICATE_ROWS, module=name or schema.MODEL_MODULE, type=type(module).__name__,
-                             rows=int(weight.shape[0]), distinct=distinct, phase=when,
-                             zero=int(distinct == 1 and not bool(weight.detach().reshape(-1)[0] != 0)))
+                record.event(
+                    schema.EV_DUPLICATE_ROWS,
+                    module=name or schema.MODEL_MODULE,
+                    type=type(module).__name__,
+                    rows=int(weight.shape[0]),
+                    distinct=distinct,
+                    phase=when,
+                    zero=int(distinct == 1 and not bool(weight.detach().reshape(-1)[0] != 0)),
+                )
 
 
 class WarningProbe(Probe):
@@ -271,8 +290,9 @@ class WarningProbe(Probe):
             warnings.showwarning = self._previous
         super().detach()
 
-    def _show(self, message: Any, category: type[Warning], filename: str, lineno: int, *args: Any,
-              **kwargs: Any) -> None:
+    def _show(
+        self, message: Any, category: type[Warning], filename: str, lineno: int, *args: Any, **kwargs: Any
+    ) -> None:
         try:
             if self.active and not str(message).startswith("diagnose:"):
                 self._count(str(message), category.__name__, f"{os.path.basename(filename)}:{lineno}")
@@ -288,6 +308,11 @@ class WarningProbe(Probe):
         if not self._changed:
             return
         for category, message, origin in sorted(self._changed):
-            record.event(schema.EV_WARNING, category=category, message=message, origin=origin,
-                         count=self._counts[(category, message, origin)])
+            record.event(
+                schema.EV_WARNING,
+                category=category,
+                message=message,
+                origin=origin,
+                count=self._counts[(category, message, origin)],
+            )
         self._changed.clear()

@@ -49,8 +49,16 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def describe_run(model: nn.Module, optimizer: Any, *, name: str | None, metadata: dict[str, Any] | None,
-                 preset: Preset, rank: int | None = None, world_size: int | None = None) -> dict[str, Any]:
+def describe_run(
+    model: nn.Module,
+    optimizer: Any,
+    *,
+    name: str | None,
+    metadata: dict[str, Any] | None,
+    preset: Preset,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "kind": schema.META,
         "schema": schema.SCHEMA,
@@ -64,8 +72,10 @@ def describe_run(model: nn.Module, optimizer: Any, *, name: str | None, metadata
         "model": describe_model(model),
         "optimizer": describe_optimizer(optimizer),
         "metadata": dict(metadata or {}),
-        "probes": {"preset": preset.name, **{f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)
-                                             if f.name != "name"}},
+        "probes": {
+            "preset": preset.name,
+            **{f.name: getattr(preset, f.name) for f in dataclasses.fields(preset) if f.name != "name"},
+        },
     }
     for key in ("layer_grads", "activations", "updates", "memory", "nvml"):
         record["probes"][key] = record["probes"][key].every

@@ -39,15 +39,28 @@ from diagnose.probes.memory import MemoryProbe, NvmlProbe
 from diagnose.probes.nan_ops import NonFiniteOperationProbe
 from diagnose.probes.nonfinite import NonFiniteProbe
 from diagnose.probes.presets import Preset, get_preset
-from diagnose.probes.signatures import (CarriedGradientProbe, DuplicateRowsProbe, LossGradientProbe,
-                                        OptimizerCoverageProbe, TrainingModeProbe, WarningProbe)
 from diagnose.probes.record import StepRecord, materialize
+from diagnose.probes.signatures import (
+    CarriedGradientProbe,
+    DuplicateRowsProbe,
+    LossGradientProbe,
+    OptimizerCoverageProbe,
+    TrainingModeProbe,
+    WarningProbe,
+)
 from diagnose.probes.summary import describe_run
 from diagnose.probes.timing import StepTimeProbe
 from diagnose.runfile import RunWriter, schema
 
-_CALLBACKS = ("on_forward_start", "on_forward_end", "on_gradients_ready", "before_step", "after_step",
-              "finish", "resolve")
+_CALLBACKS = (
+    "on_forward_start",
+    "on_forward_end",
+    "on_gradients_ready",
+    "before_step",
+    "after_step",
+    "finish",
+    "resolve",
+)
 
 # Records waiting for the host: bounded so that a run that never flushes by
 # time (very fast steps) still writes regularly and holds little memory.
@@ -106,11 +119,29 @@ class Watch:
             return
         self.path = self._writer.path  # another live run may hold the path given
         run_name = name or Path(path).stem
-        self._live = (LiveMonitor(run_name, self._writer.write, stop_on=stop_on, on_finding=on_finding,
-                                  status=status_board() if status else None)
-                      if live or stop_on or on_finding or status else None)
-        self._emit(describe_run(model, optimizer, name=run_name, metadata=metadata, preset=self.preset,
-                                rank=self.ranks.rank, world_size=self.ranks.world_size) | self.ranks.describe(model))
+        self._live = (
+            LiveMonitor(
+                run_name,
+                self._writer.write,
+                stop_on=stop_on,
+                on_finding=on_finding,
+                status=status_board() if status else None,
+            )
+            if live or stop_on or on_finding or status
+            else None
+        )
+        self._emit(
+            describe_run(
+                model,
+                optimizer,
+                name=run_name,
+                metadata=metadata,
+                preset=self.preset,
+                rank=self.ranks.rank,
+                world_size=self.ranks.world_size,
+            )
+            | self.ranks.describe(model)
+        )
         for probe in self._choose_probes(scaler):
             self._attach(probe)
         self._install_hooks()
@@ -218,8 +249,12 @@ class Watch:
         try:
             return RunWriter(self.path, flush_seconds=flush_seconds)
         except OSError as exc:
-            warnings.warn(f"diagnose: cannot write the run file {self.path} ({exc.strerror or exc}); "
-                          "training goes on without recording", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"diagnose: cannot write the run file {self.path} ({exc.strerror or exc}); "
+                "training goes on without recording",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             self._closed = True
             return None
 
@@ -264,8 +299,9 @@ class Watch:
             probe.attach(self)
         except Exception as exc:  # noqa: BLE001 - e.g. NVML missing a driver
             probe.detach()
-            self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, phase="attach",
-                               error=f"{type(exc).__name__}: {exc}")
+            self._record.event(
+                schema.EV_PROBE_ERROR, probe=probe.name, phase="attach", error=f"{type(exc).__name__}: {exc}"
+            )
             return
         self._probes.append(probe)
         self._index_callbacks()
@@ -376,8 +412,11 @@ class Watch:
                     self._record.event(schema.EV_NOTE, key=key, text=value[:_MAX_NOTE])
                 elif key not in self._warned_keys:
                     self._warned_keys.add(key)
-                    warnings.warn(f"diagnose: log({key}=...) got a {type(value).__name__}, not a number or text; "
-                                  "not recorded", RuntimeWarning, stacklevel=4)
+                    warnings.warn(
+                        f"diagnose: log({key}=...) got a {type(value).__name__}, not a number or text; not recorded",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
         return numbers
 
     def _record_for_train(self, step: int | None) -> StepRecord:
@@ -411,8 +450,15 @@ class Watch:
         if evals:
             self._emit({"kind": schema.EVAL, "step": step, **evals})
         for module, values in record.layers.items():
-            self._emit({"kind": schema.LAYER, "step": step, "module": module,
-                        "type": self._module_types.get(module, schema.OUTPUT_TYPE), **values})
+            self._emit(
+                {
+                    "kind": schema.LAYER,
+                    "step": step,
+                    "module": module,
+                    "type": self._module_types.get(module, schema.OUTPUT_TYPE),
+                    **values,
+                }
+            )
         for event in record.events:
             self._emit({"kind": schema.EVENT, "step": step, **event})
 
@@ -430,27 +476,41 @@ class Watch:
             self._index_callbacks()
         error = _describe_error(exc)
         self._record.event(schema.EV_PROBE_ERROR, probe=probe.name, error=error)
-        warnings.warn(f"diagnose: probe {probe.name!r} failed and was switched off ({error})",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"diagnose: probe {probe.name!r} failed and was switched off ({error})", RuntimeWarning, stacklevel=3
+        )
 
     def _fail(self, exc: Exception) -> None:
         """The watch itself broke: say so once, keep what was measured if possible, and get out of the way."""
-        warnings.warn(f"diagnose: recording stopped after an internal error ({type(exc).__name__}: {exc})",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"diagnose: recording stopped after an internal error ({type(exc).__name__}: {exc})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         with contextlib.suppress(Exception):  # the file itself may be the problem
             if not self._record.empty:
                 self._finish_step()
             self._flush()
         with contextlib.suppress(Exception):
-            self._writer.write({"kind": schema.EVENT, "step": self._record.step, "event": schema.EV_PROBE_ERROR,
-                                "probe": "watch", "error": f"{type(exc).__name__}: {exc}"})
+            self._writer.write(
+                {
+                    "kind": schema.EVENT,
+                    "step": self._record.step,
+                    "event": schema.EV_PROBE_ERROR,
+                    "probe": "watch",
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
         self._shutdown()
 
     def _record_exception(self, exc: BaseException) -> None:
         text = str(exc).lower()
         # CUDA says "out of memory"; the CPU allocator says "can't allocate memory".
-        is_oom = (isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
-                  or "out of memory" in text or "can't allocate memory" in text)
+        is_oom = (
+            isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
+            or "out of memory" in text
+            or "can't allocate memory" in text
+        )
         detail: dict[str, Any] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         if is_oom and torch.cuda.is_available():
             detail["cuda_allocated"] = torch.cuda.memory_allocated()
@@ -499,8 +559,12 @@ def _scalar(value: Any) -> Any:
     return float(value)
 
 
-def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-          path: str | Path = "diagnose-run.jsonl", **options: Any) -> Watch:
+def watch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    path: str | Path = "diagnose-run.jsonl",
+    **options: Any,
+) -> Watch:
     """Attach the probes to ``model`` (and ``optimizer``) and record the run to ``path``.
 
     Returns a `Watch`, also usable as a context manager::

@@ -60,8 +60,11 @@ def read_tables(raw: bytes, data_kinds: tuple[str, ...]) -> tuple[Records, Metas
         if quoted in body:
             body = body.replace(quoted, bare)
     if not body or body.isspace():
-        return {kind: _ordered({"_pos": np.zeros(0, "int64")}, {}, {}) for kind in (None, *data_kinds)}, ([], []), \
-            cut_line
+        return (
+            {kind: _ordered({"_pos": np.zeros(0, "int64")}, {}, {}) for kind in (None, *data_kinds)},
+            ([], []),
+            cut_line,
+        )
     try:
         table = pj.read_json(io.BytesIO(body), read_options=pj.ReadOptions(block_size=_BLOCK_BYTES))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -197,14 +200,14 @@ def _part(columns: dict[str, _Column], rows: np.ndarray) -> tuple[dict[str, Any]
 def _ordered(columns: dict[str, Any], first_seen: dict[str, int], records: dict[int, dict]) -> pd.DataFrame:
     """One frame, columns in the order the pure parse finds them: by the record each first appears
     in, then by its place among that record's keys."""
+
     def place(name: str) -> tuple[int, int]:
         row = first_seen[name]
         keys = list(records[row])
         return row, keys.index(name) if name in keys else len(keys)
 
     order = sorted(first_seen, key=place)
-    return pd.DataFrame({name: columns[name] for name in [*order, "_pos"]},
-                        index=pd.RangeIndex(len(columns["_pos"])))
+    return pd.DataFrame({name: columns[name] for name in [*order, "_pos"]}, index=pd.RangeIndex(len(columns["_pos"])))
 
 
 def _records_at(raw: bytes, positions: set[int]) -> dict[int, dict]:

@@ -31,8 +31,21 @@ BOOKKEEPING = ("step", "epoch")
 # Column names that hold the step, most specific first (compared normalised).
 STEP_COLUMNS = ("step", "global_step", "_step", "iteration", "iter", "it", "steps", "epoch")
 # Names that say nothing about the run: a run read from one takes its folder's name.
-GENERIC_STEMS = {"metrics", "trainer_state", "results", "log", "history", "training", "train",
-                 "training_log", "train_log", "events", "output", "outputs", "stdout"}
+GENERIC_STEMS = {
+    "metrics",
+    "trainer_state",
+    "results",
+    "log",
+    "history",
+    "training",
+    "train",
+    "training_log",
+    "train_log",
+    "events",
+    "output",
+    "outputs",
+    "stdout",
+}
 
 
 class WarningLog:
@@ -83,9 +96,13 @@ def to_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
     return numbers, logged_nan, 0
 
 
-def numeric_frame(frame: pd.DataFrame, label: str, warnings: WarningLog,
-                  nan_steps: dict[str, np.ndarray] | None = None,
-                  text_columns: Iterable[str] = ()) -> pd.DataFrame:
+def numeric_frame(
+    frame: pd.DataFrame,
+    label: str,
+    warnings: WarningLog,
+    nan_steps: dict[str, np.ndarray] | None = None,
+    text_columns: Iterable[str] = (),
+) -> pd.DataFrame:
     """Every column but ``text_columns`` as float64; columns with no number at all are dropped.
 
     Steps where a column was logged as NaN go into ``nan_steps`` when given.
@@ -101,12 +118,15 @@ def numeric_frame(frame: pd.DataFrame, label: str, warnings: WarningLog,
         numbers, logged_nan, bad = to_numbers(frame[column])
         if np.isnan(numbers).all() and not logged_nan.any():
             if bad and _is_known_field(column):
-                warnings.add(f"not-number-{label}-{column}",
-                             f"{label} field {column!r}: no value is a number; column ignored")
+                warnings.add(
+                    f"not-number-{label}-{column}", f"{label} field {column!r}: no value is a number; column ignored"
+                )
             continue
         if bad:
-            warnings.add(f"not-number-{label}-{column}",
-                         f"{label} field {column!r}: {bad} value(s) are not numbers; read as missing")
+            warnings.add(
+                f"not-number-{label}-{column}",
+                f"{label} field {column!r}: {bad} value(s) are not numbers; read as missing",
+            )
         if nan_steps is not None and column != "step" and logged_nan.any():
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
@@ -149,8 +169,9 @@ def default_name(raw: str) -> str:
     return schema.canonical_step_key(raw)
 
 
-def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | None = None,
-                   namer: Callable[[str], str] = default_name) -> pd.DataFrame:
+def rename_columns(
+    raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | None = None, namer: Callable[[str], str] = default_name
+) -> pd.DataFrame:
     """Raw columns under canonical names.
 
     ``mapping`` (canonical name -> raw column) wins over the guess; a mapping
@@ -164,8 +185,10 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
     missing = sorted(set(chosen) - set(raw.columns))
     if missing:
         shown = ", ".join(map(str, list(raw.columns)[:12])) + (", ..." if len(raw.columns) > 12 else "")
-        raise InputError(f"{path}: the mapping names column(s) {', '.join(map(repr, missing))}, "
-                         f"which the file does not have (it has: {shown})")
+        raise InputError(
+            f"{path}: the mapping names column(s) {', '.join(map(repr, missing))}, "
+            f"which the file does not have (it has: {shown})"
+        )
     columns: dict[str, pd.Series] = {}
     taken_from: dict[str, str] = {}
     notes: list[str] = []
@@ -181,8 +204,10 @@ def rename_columns(raw: pd.DataFrame, path: Path, mapping: Mapping[str, str] | N
             while name in columns:
                 name += "_"
             if wanted in ("loss", "val_loss"):
-                notes.append(f"{wanted} read from {taken_from[wanted]!r}; {str(column)!r} also names one and is "
-                             f"kept as {name} (name the column in a mapping to choose it)")
+                notes.append(
+                    f"{wanted} read from {taken_from[wanted]!r}; {str(column)!r} also names one and is "
+                    f"kept as {name} (name the column in a mapping to choose it)"
+                )
         taken_from.setdefault(name, str(column))
         columns[name] = values
     result = pd.DataFrame(columns, index=raw.index)
@@ -198,8 +223,14 @@ def find_step_column(columns: list[str], mapping: Mapping[str, str] | None = Non
     return next((by_norm[name] for name in STEP_COLUMNS if name in by_norm), None)
 
 
-def name_table(raw: pd.DataFrame, path: Path, *, mapping: Mapping[str, str] | None = None,
-               namer: Callable[[str], str] = default_name, meta: dict[str, Any]) -> pd.DataFrame:
+def name_table(
+    raw: pd.DataFrame,
+    path: Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    namer: Callable[[str], str] = default_name,
+    meta: dict[str, Any],
+) -> pd.DataFrame:
     """A raw table as rows: ``step`` first (NaN when there is no step column), then canonical names.
 
     Which column gave the step goes into ``meta["step_from"]``; an epoch column
@@ -283,8 +314,15 @@ def segment_ids(order: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
 # -- rows table -> runs ----------------------------------------------------------
 
 
-def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any] | None = None,
-               warnings: WarningLog | None = None, name: str | None = None) -> list[Run]:
+def build_runs(
+    rows: pd.DataFrame,
+    *,
+    path: Path,
+    format: str,
+    meta: dict[str, Any] | None = None,
+    warnings: WarningLog | None = None,
+    name: str | None = None,
+) -> list[Run]:
     """Turn a rows table (file order, canonical names) into one `Run` per appended run."""
     warnings = warnings or WarningLog()
     meta = dict(meta or {})
@@ -306,8 +344,16 @@ def build_runs(rows: pd.DataFrame, *, path: Path, format: str, meta: dict[str, A
     runs = []
     for index in range(len(starts) + 1):
         in_seg = seg == index
-        runs.append(_run(rows.loc[in_seg & is_train, step_cols], rows.loc[in_seg & is_eval, ["step", *eval_cols]],
-                         path=path, format=format, meta=dict(meta), warnings=warnings))
+        runs.append(
+            _run(
+                rows.loc[in_seg & is_train, step_cols],
+                rows.loc[in_seg & is_eval, ["step", *eval_cols]],
+                path=path,
+                format=format,
+                meta=dict(meta),
+                warnings=warnings,
+            )
+        )
     runs = name_runs(runs, path, name)
     if not runs:
         raise no_values_error(path, f"training or evaluation values in this {format} file", warnings.summary())
@@ -323,8 +369,9 @@ def usable_steps(rows: pd.DataFrame, warnings: WarningLog, what: str = "row") ->
     return rows.loc[~bad].assign(step=steps[~bad])
 
 
-def _run(train: pd.DataFrame, evals: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any],
-         warnings: WarningLog) -> Run:
+def _run(
+    train: pd.DataFrame, evals: pd.DataFrame, *, path: Path, format: str, meta: dict[str, Any], warnings: WarningLog
+) -> Run:
     nan_steps: dict[str, np.ndarray] = {}
     repeated: dict[str, int] = {}
     steps = merge_duplicate_steps(numeric_frame(train, "step", warnings, nan_steps), repeated)
@@ -332,16 +379,26 @@ def _run(train: pd.DataFrame, evals: pd.DataFrame, *, path: Path, format: str, m
     notes = warnings.summary() + repeated_warning(repeated)
     if repeated:
         meta["repeated_steps"] = repeated
-    return Run(name="", source=str(path), format=format, meta=meta, steps=steps, evals=evals,
-               nan_steps=nan_steps, warnings=notes)
+    return Run(
+        name="",
+        source=str(path),
+        format=format,
+        meta=meta,
+        steps=steps,
+        evals=evals,
+        nan_steps=nan_steps,
+        warnings=notes,
+    )
 
 
 def repeated_warning(repeated: dict[str, int]) -> list[str]:
     if not repeated:
         return []
     worst = max(repeated, key=repeated.get)
-    return [f"{repeated[worst]} {worst} value(s) were logged again for a step already logged (logged twice, "
-            "or a resume from a checkpoint); the later value is kept"]
+    return [
+        f"{repeated[worst]} {worst} value(s) were logged again for a step already logged (logged twice, "
+        "or a resume from a checkpoint); the later value is kept"
+    ]
 
 
 def _holds_values(run: Run) -> bool:
@@ -362,8 +419,10 @@ def name_runs(runs: list[Run], path: Path, name: str | None = None) -> list[Run]
     for index, run in enumerate(runs):
         run.name = run.name or (base if len(runs) == 1 else f"{base}#{index + 1}")
         if len(runs) > 1:
-            run.warnings.append(f"{path.name} holds {len(runs)} runs appended one after another "
-                                "(the step counter restarts); they are read as separate runs")
+            run.warnings.append(
+                f"{path.name} holds {len(runs)} runs appended one after another "
+                "(the step counter restarts); they are read as separate runs"
+            )
     return runs
 
 
@@ -392,15 +451,19 @@ def read_bytes(path: Path) -> bytes:
 # A pipe would block the read forever, a device may never end: only regular files are opened.
 NOT_REGULAR = "not a regular file (a pipe, socket or device); not read"
 # Byte-order marks of the encodings Windows tools write (PowerShell 5's `>` writes UTF-16 LE).
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
 
 
 def as_utf8(raw: bytes) -> bytes:
     """Text that starts with a UTF-16 or UTF-32 byte-order mark, re-encoded as UTF-8; other bytes as they are."""
     for bom, encoding in _BOMS:  # UTF-32 LE first: its mark begins with UTF-16 LE's
         if raw.startswith(bom):
-            return raw[len(bom):].decode(encoding, errors="replace").encode("utf-8")
+            return raw[len(bom) :].decode(encoding, errors="replace").encode("utf-8")
     return raw
 
 

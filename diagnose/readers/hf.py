@@ -18,8 +18,19 @@ from diagnose.readers import frames
 from diagnose.run import Run
 
 _SUMMARY_KEYS = ("train_runtime", "total_flos")
-_META_KEYS = ("global_step", "max_steps", "epoch", "num_train_epochs", "logging_steps", "eval_steps",
-              "save_steps", "train_batch_size", "best_metric", "best_model_checkpoint", "best_global_step")
+_META_KEYS = (
+    "global_step",
+    "max_steps",
+    "epoch",
+    "num_train_epochs",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "train_batch_size",
+    "best_metric",
+    "best_model_checkpoint",
+    "best_global_step",
+)
 
 
 def read_trainer_state(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:

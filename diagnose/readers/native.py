@@ -25,8 +25,7 @@ from diagnose.runfile import schema
 
 _BATCH = 20_000
 _DATA_KINDS = (schema.STEP, schema.EVAL, schema.LAYER, schema.EVENT)
-_TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail",
-                 "phase")
+_TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase")
 
 
 def _loads_std(data: bytes) -> Any:
@@ -52,18 +51,19 @@ def read_jsonl(path: str | Path, *, name: str | None = None, mapping: Mapping[st
     return runs_from_bytes(frames.read_bytes(path), path, name=name, mapping=mapping)
 
 
-def runs_from_bytes(raw: bytes, path: Path, *, name: str | None = None,
-                    mapping: Mapping[str, str] | None = None) -> list[Run]:
+def runs_from_bytes(
+    raw: bytes, path: Path, *, name: str | None = None, mapping: Mapping[str, str] | None = None
+) -> list[Run]:
     """The runs in run-file content ``raw``; ``path`` names them and their messages (it is not read)."""
     warnings = frames.WarningLog()
     tables, metas = _tables(raw, warnings)
     parts = _parts(tables, mapping, path)
     if all(part.empty for part in parts.values()):
-        raise InputError(f"{path}: no step, evaluation or event records found (expected JSON lines like "
-                         '{"step": 1, "loss": 0.5})')
+        raise InputError(
+            f'{path}: no step, evaluation or event records found (expected JSON lines like {{"step": 1, "loss": 0.5}})'
+        )
     boundaries = _run_boundaries(parts["steps"])
-    built = [_build_run(parts, metas, boundaries, index, path, warnings)
-             for index in range(len(boundaries) + 1)]
+    built = [_build_run(parts, metas, boundaries, index, path, warnings) for index in range(len(boundaries) + 1)]
     runs = frames.name_runs(built, path, name)
     if not runs:
         raise frames.no_values_error(path, 'JSON lines like {"step": 1, "loss": 0.5}', built[0].warnings)
@@ -90,8 +90,10 @@ def _tables(raw: bytes, warnings: frames.WarningLog) -> tuple[dict[Any, pd.DataF
     return _tables_by_line(raw, warnings)
 
 
-def _tables_by_line(raw: bytes, warnings: frames.WarningLog,
-                    ) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
+def _tables_by_line(
+    raw: bytes,
+    warnings: frames.WarningLog,
+) -> tuple[dict[Any, pd.DataFrame], tuple[list[dict], list[int]]]:
     """`_tables` one record at a time (orjson when installed, else the standard library).
 
     Each batch of lines becomes frames before the next is parsed, so that a
@@ -118,7 +120,7 @@ def _batches(raw: bytes, warnings: frames.WarningLog) -> Iterator[list[Any]]:
     """Parsed lines, a batch at a time; a batch with a bad line is parsed line by line."""
     lines = raw.split(b"\n")
     for start in range(0, len(lines), _BATCH):
-        batch = [line for line in lines[start:start + _BATCH] if line and not line.isspace()]
+        batch = [line for line in lines[start : start + _BATCH] if line and not line.isspace()]
         joined = b"[" + b",".join(batch) + b"]"
         parsed = _try_loads(_loads_fast, joined) or _try_loads(_loads_std, joined)
         yield parsed if parsed is not None else _parse_each(lines, start, _last_line(lines), warnings)
@@ -188,8 +190,12 @@ def _parts(tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, p
         steps["lr"] = steps["lr"].where(steps["lr"].notna(), first_lr) if "lr" in steps.columns else first_lr
     # Two keys with one canonical name (Lightning's val_loss and val_loss_epoch) stay one column each.
     evals = frames.rename_columns(evals, path, namer=_eval_name)
-    return {"steps": _stack(steps, minimal_train), "evals": _stack(evals, minimal_eval), "layers": layers,
-            "events": events}
+    return {
+        "steps": _stack(steps, minimal_train),
+        "evals": _stack(evals, minimal_eval),
+        "layers": layers,
+        "events": events,
+    }
 
 
 def _eval_name(key: str) -> str:
@@ -247,8 +253,14 @@ def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
     return usable["_pos"].to_numpy()[frames.restart_positions(values)]
 
 
-def _build_run(parts: dict[str, pd.DataFrame], metas: tuple[list[dict], list[int]], boundaries: np.ndarray,
-               index: int, path: Path, warnings: frames.WarningLog) -> Run:
+def _build_run(
+    parts: dict[str, pd.DataFrame],
+    metas: tuple[list[dict], list[int]],
+    boundaries: np.ndarray,
+    index: int,
+    path: Path,
+    warnings: frames.WarningLog,
+) -> Run:
     chosen = {key: _segment(frame, boundaries, index) for key, frame in parts.items()}
     meta = _segment_meta(metas, parts, boundaries, index)
     nan_steps: dict[str, np.ndarray] = {}
@@ -290,8 +302,9 @@ def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.Data
     return frame.loc[ids == index].drop(columns="_pos")
 
 
-def _segment_meta(metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataFrame], boundaries: np.ndarray,
-                  index: int) -> dict[str, Any]:
+def _segment_meta(
+    metas: tuple[list[dict], list[int]], parts: dict[str, pd.DataFrame], boundaries: np.ndarray, index: int
+) -> dict[str, Any]:
     """The meta record that opened this run; later ones in it are resumed sessions.
 
     A meta record belongs to the run of the first record after it. A run

@@ -78,8 +78,9 @@ def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Run:
     warnings = list(first.warnings) + notes
     if meta["missing_ranks"]:
         warnings.append(f"no file for rank(s) {', '.join(map(str, meta['missing_ranks']))} of {world_size}")
-    own.update(name=str(first.meta.get("name") or base), source=str(files[0].parent / base), meta=meta,
-               warnings=warnings)
+    own.update(
+        name=str(first.meta.get("name") or base), source=str(files[0].parent / base), meta=meta, warnings=warnings
+    )
     return Run(**own, ranks=ranks)
 
 

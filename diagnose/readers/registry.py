@@ -28,9 +28,11 @@ _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 _JSON_RECORDS = re.compile(r"^\s*\[\s*\{")
 _METRIC_KEY = re.compile(r'\{[^{}]*"(step|global_step|iteration|epoch|[^"]*loss)"\s*:', re.IGNORECASE)
 _JSON_HISTORY = re.compile(r'^\s*\{\s*"[^"]+"\s*:\s*\[')
-_NOT_RECOGNISED = ("not a training log diagnose can read (expected a run file of JSON lines, a trainer_state.json, "
-                   "a metrics CSV, a Keras history.json, TensorBoard event files, or a text log with lines like "
-                   "'step 10 | loss 0.52' or 'Epoch [1/10], Train Loss: 0.52')")
+_NOT_RECOGNISED = (
+    "not a training log diagnose can read (expected a run file of JSON lines, a trainer_state.json, "
+    "a metrics CSV, a Keras history.json, TensorBoard event files, or a text log with lines like "
+    "'step 10 | loss 0.52' or 'Epoch [1/10], Train Loss: 0.52')"
+)
 
 
 def _read_keras(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
@@ -59,9 +61,18 @@ READERS: dict[str, Reader] = {
     "trainer_stdout": text.read_trainer_stdout,
     "tensorboard": _read_tensorboard,
 }
-ALIASES = {"hf": "huggingface", "transformers": "huggingface", "trainer_state": "huggingface",
-           "pytorch_lightning": "lightning", "ultralytics": "yolo", "tb": "tensorboard", "txt": "text",
-           "log": "text", "native": "diagnose", "llm.c": "llmc"}
+ALIASES = {
+    "hf": "huggingface",
+    "transformers": "huggingface",
+    "trainer_state": "huggingface",
+    "pytorch_lightning": "lightning",
+    "ultralytics": "yolo",
+    "tb": "tensorboard",
+    "txt": "text",
+    "log": "text",
+    "native": "diagnose",
+    "llm.c": "llmc",
+}
 FORMATS = tuple(READERS)
 
 
@@ -95,15 +106,16 @@ def _load_path(path: Path, format: str | None, mapping: Mapping[str, str] | None
         return _reader(format, path)(path, mapping=mapping)
     found = detect(path) or _BY_SUFFIX.get(path.suffix.lower())
     if found is None:
-        raw = frames.read_bytes(path)  # an empty or unreadable file says so first
+        frames.read_bytes(path)  # an empty or unreadable file says so first
         if path.suffix.lower() in text.DOCUMENT_SUFFIXES:
             raise InputError(f"{path}: {text.NOT_A_LOG}")
         raise InputError(f"{path}: {_NOT_RECOGNISED}")
     return READERS[found](path, mapping=mapping)
 
 
-def load(path: str | Path, *, format: str | None = None, mapping: Mapping[str, str] | None = None,
-         index: int = -1) -> Run:
+def load(
+    path: str | Path, *, format: str | None = None, mapping: Mapping[str, str] | None = None, index: int = -1
+) -> Run:
     """Read one run. When the path holds several, take ``index`` (default: the last) and warn."""
     runs = load_all(path, format=format, mapping=mapping)
     if len(runs) > 1:
@@ -145,12 +157,17 @@ def folder_sources(folder: Path) -> tuple[list[tuple[Path, str]], list[str]]:
 
 def is_plain_folder(path: Path, format: str | None = None) -> bool:
     """True when `load_all` reads ``path`` as a folder of separate run files."""
-    return (path.is_dir() and not _has_tfevents(path) and _canonical(format) != "tensorboard"
-            and not (format is None and ranks.rank_sets(path)))
+    return (
+        path.is_dir()
+        and not _has_tfevents(path)
+        and _canonical(format) != "tensorboard"
+        and not (format is None and ranks.rank_sets(path))
+    )
 
 
-def read_source(folder: Path, source: Path, found: str, format: str | None = None,
-                mapping: Mapping[str, str] | None = None) -> tuple[list[Run], str | None]:
+def read_source(
+    folder: Path, source: Path, found: str, format: str | None = None, mapping: Mapping[str, str] | None = None
+) -> tuple[list[Run], str | None]:
     """The runs of one file of a folder, or why it was skipped."""
     reader = READERS[found] if format is None else _reader(format, source)
     try:
@@ -159,8 +176,9 @@ def read_source(folder: Path, source: Path, found: str, format: str | None = Non
         return [], f"skipped {source.relative_to(folder)}: {exc}"
 
 
-def gather_folder(folder: Path, read: list[tuple[list[Any], str | None]], notes: list[str],
-                  run_of: Callable[[Any], Run]) -> list[Any]:
+def gather_folder(
+    folder: Path, read: list[tuple[list[Any], str | None]], notes: list[str], run_of: Callable[[Any], Run]
+) -> list[Any]:
     """What the files of a folder gave (runs, or anything holding one), in file order; the files that
     failed are named on the first run, and a folder where none could be read is an error."""
     found = [item for items, _ in read for item in items]
@@ -216,8 +234,14 @@ def _latest_checkpoints(sources: list[tuple[Path, str]]) -> tuple[list[tuple[Pat
                 chosen[root] = (rank, path)
     keep = {path for _, path in chosen.values()}
     kept = [(p, f) for p, f in sources if p.name != "trainer_state.json" or p in keep]
-    notes = [f"{len(sources) - len(kept)} earlier checkpoint trainer_state.json file(s) skipped: the latest one "
-             "holds their history"] if len(kept) < len(sources) else []
+    notes = (
+        [
+            f"{len(sources) - len(kept)} earlier checkpoint trainer_state.json file(s) skipped: the latest one "
+            "holds their history"
+        ]
+        if len(kept) < len(sources)
+        else []
+    )
     return kept, notes
 
 

@@ -25,8 +25,14 @@ def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
     """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped."""
     text = frames.read_text(path)
     try:
-        table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                            skipinitialspace=True, on_bad_lines="skip")
+        table = pd.read_csv(
+            io.StringIO(text),
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            skipinitialspace=True,
+            on_bad_lines="skip",
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
     table.columns = [str(c).strip() for c in table.columns]
@@ -38,9 +44,16 @@ def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
     return table
 
 
-def table_runs(raw: pd.DataFrame, path: Path, *, format: str, mapping: Mapping[str, str] | None,
-               warnings: frames.WarningLog, namer: Callable[[str], str] = frames.default_name,
-               meta: dict | None = None) -> list[Run]:
+def table_runs(
+    raw: pd.DataFrame,
+    path: Path,
+    *,
+    format: str,
+    mapping: Mapping[str, str] | None,
+    warnings: frames.WarningLog,
+    namer: Callable[[str], str] = frames.default_name,
+    meta: dict | None = None,
+) -> list[Run]:
     """Rows of a table to runs: the step column (or the row number), canonical names."""
     meta = dict(meta or {})
     rows = frames.name_table(raw, path, mapping=mapping, namer=namer, meta=meta)
@@ -83,8 +96,15 @@ def read_lightning_csv(path: str | Path, *, mapping: Mapping[str, str] | None = 
         raw.insert(0, "step", np.arange(len(raw)))
         meta["step_from"] = "row number (the file has no step column, and several rows per epoch)"
         warnings.add("step-from", "no step column and several rows per epoch: the row number is read as the step")
-    return table_runs(raw, path, format="lightning", mapping=mapping, warnings=warnings,
-                      namer=lightning_namer(list(raw.columns)), meta=meta)
+    return table_runs(
+        raw,
+        path,
+        format="lightning",
+        mapping=mapping,
+        warnings=warnings,
+        namer=lightning_namer(list(raw.columns)),
+        meta=meta,
+    )
 
 
 def several_rows_per_epoch(raw: pd.DataFrame, mapping: Mapping[str, str] | None = None) -> bool:
@@ -131,8 +151,11 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
 
 def is_series(value: object) -> bool:
     """A list of numbers (NaN/Infinity spelled as strings allowed): one metric, one value per epoch."""
-    return (isinstance(value, list) and bool(value)
-            and all(schema.to_number(v) is not None and not isinstance(v, bool) for v in value))
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(schema.to_number(v) is not None and not isinstance(v, bool) for v in value)
+    )
 
 
 def read_json_records(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:

@@ -17,8 +17,15 @@ from diagnose.readers import frames
 from diagnose.run import Run
 
 _MISSING = "reading TensorBoard event files needs the tensorboard package: pip install 'diagnose[tensorboard]'"
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-           "eval": "eval", "test": "test"}
+_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "eval": "eval",
+    "test": "test",
+}
 
 
 def read_tensorboard(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:

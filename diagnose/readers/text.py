@@ -43,8 +43,10 @@ _LLMC_PAIR = re.compile(rf"([A-Za-z_]+):({_NUM})", re.IGNORECASE)
 _LLMC_NAMES = {"trl": "loss", "tel": "val_loss", "eval": "val_hellaswag", "lr": "lr", "norm": "grad_norm"}
 # Lines with a training loss that an unmarked log needs before it is read as one.
 _MIN_UNMARKED_LINES = 3
-UNRECOGNISED = ("no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
-                "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')")
+UNRECOGNISED = (
+    "no training log pattern recognised (expected lines like 'step 10 | loss 0.52 | lr 1e-3', "
+    "'Epoch [1/10], Train Loss: 0.52, Val Loss: 0.61' or nanoGPT's '10 train 0.52')"
+)
 
 
 # A document (README, notes, a list of sources) mentions steps and losses in its tables and lists; only
@@ -143,9 +145,14 @@ def _llmc_row(line: str) -> dict[str, str] | None:
     return {"step": match.group(1), **dict(_LLMC_PAIR.findall(match.group(2)))} if match else None
 
 
-def _read_line_log(path: Path, mapping: Mapping[str, str] | None, format: str,
-                   row_of: Callable[[str], dict[str, str] | None], shape: str,
-                   namer: Callable[[str], str]) -> list[Run]:
+def _read_line_log(
+    path: Path,
+    mapping: Mapping[str, str] | None,
+    format: str,
+    row_of: Callable[[str], dict[str, str] | None],
+    shape: str,
+    namer: Callable[[str], str],
+) -> list[Run]:
     """A log of one fixed line shape: every line that has it is a row, any other line is skipped with a note."""
     warnings = frames.WarningLog()
     rows = []
@@ -175,8 +182,7 @@ def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None)
     current: dict[str, str] = {}  # a marker on a line of its own ("Epoch 3/10" above Keras' progress line)
     for line in _final_lines(frames.read_text(path)):
         marker = _markers(line)
-        values = {key: value for key, value in _PAIR.findall(line)
-                  if schema.normalise_key(key) not in _MARKER_KEYS}
+        values = {key: value for key, value in _PAIR.findall(line) if schema.normalise_key(key) not in _MARKER_KEYS}
         if marker:
             rows.extend(dict(p, **marker) for p in pending)
             pending, current = [], ({} if values else marker)
@@ -205,8 +211,9 @@ def _unmarked_runs(entries: list[dict[str, Any]], path: Path, mapping: Mapping[s
         raise InputError(f"{path}: {UNRECOGNISED}")
     meta = {"step_from": "count of lines with a training loss (the log has no step or epoch marker)"}
     warnings = frames.WarningLog()
-    warnings.add("step-from", "no step or epoch marker in the log: the n-th line with a training loss is read "
-                              "as step n")
+    warnings.add(
+        "step-from", "no step or epoch marker in the log: the n-th line with a training loss is read as step n"
+    )
     return _runs(rows, path, "text", mapping, warnings, frames.default_name, meta)
 
 
@@ -227,8 +234,15 @@ def _markers(line: str) -> dict[str, str]:
     return {}
 
 
-def _runs(rows: list[dict[str, Any]], path: Path, format: str, mapping: Mapping[str, str] | None,
-          warnings: frames.WarningLog, namer, meta: dict[str, Any] | None = None) -> list[Run]:
+def _runs(
+    rows: list[dict[str, Any]],
+    path: Path,
+    format: str,
+    mapping: Mapping[str, str] | None,
+    warnings: frames.WarningLog,
+    namer,
+    meta: dict[str, Any] | None = None,
+) -> list[Run]:
     raw = pd.DataFrame(rows)
     step = raw.pop("step")
     table = frames.rename_columns(raw, path, mapping, namer)

@@ -58,8 +58,10 @@ def _many_runs(ordered: Sequence[Analysis], plots: bool) -> list[str]:
     the worst `FULL_SECTIONS` runs with problems; every run is in the table above."""
     worst = [a for a in ordered if not s.is_healthy(a)][:FULL_SECTIONS]
     parts = [_summary_img(ordered)] if plots else []
-    parts.append(f'<p class="dim">{len(ordered)} runs: a section for each of the {len(worst)} worst with problems '
-                 "below; the table above lists every run.</p>")
+    parts.append(
+        f'<p class="dim">{len(ordered)} runs: a section for each of the {len(worst)} worst with problems '
+        "below; the table above lists every run.</p>"
+    )
     return parts + [_run_section(a, plots) for a in worst]
 
 
@@ -72,10 +74,12 @@ def _summary_img(ordered: Sequence[Analysis]) -> str:
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
-            f"<title>diagnose: {escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-            f"<body>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f"<title>diagnose: {escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def runs_table(ordered: Sequence[Analysis]) -> str:
@@ -111,18 +115,21 @@ def _module_key(analysis: Analysis) -> str:
     shortened = [(short, name) for short, name in zip(module_labels(names), names, strict=True) if short != name]
     if not shortened:
         return ""
-    rows = "".join(f"<tr><td>{escape(short)}</td><td>model.{escape(name)}</td></tr>"
-                   for short, name in shortened)
-    return (f'\n<details><summary class="dim">Shortened module names in the heat maps ({len(shortened)})</summary>'
-            f"<table><tr><th>label</th><th>module</th></tr>{rows}</table></details>")
+    rows = "".join(f"<tr><td>{escape(short)}</td><td>model.{escape(name)}</td></tr>" for short, name in shortened)
+    return (
+        f'\n<details><summary class="dim">Shortened module names in the heat maps ({len(shortened)})</summary>'
+        f"<table><tr><th>label</th><th>module</th></tr>{rows}</table></details>"
+    )
 
 
 def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> str:
     sev = finding.severity.value
     place = s.where(finding)
-    lines = [f'<div class="finding {sev}">',
-             f'<h3>{index}. <span class="{sev}">{sev.upper()}</span> {escape(finding.code)} {escape(finding.title)} '
-             f'<span class="dim">{escape(finding.name)}</span></h3>']
+    lines = [
+        f'<div class="finding {sev}">',
+        f'<h3>{index}. <span class="{sev}">{sev.upper()}</span> {escape(finding.code)} {escape(finding.title)} '
+        f'<span class="dim">{escape(finding.name)}</span></h3>',
+    ]
     if place:
         lines.append(f"<p><b>Where:</b> {escape(place)}</p>")
     lines.append(f"<p>{escape(finding.message)}</p>")
@@ -144,8 +151,10 @@ def _list(label: str, items: Sequence[str]) -> list[str]:
 def _footnotes(analysis: Analysis) -> list[str]:
     notes = []
     if s.relevant_not_evaluated(analysis):
-        notes.append(f'<details class="dim"><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}'
-                     f'</summary><p>{escape(s.not_evaluated(analysis))}</p></details>')
+        notes.append(
+            f'<details class="dim"><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}'
+            f"</summary><p>{escape(s.not_evaluated(analysis))}</p></details>"
+        )
     notes += [f'<p class="error">Rule error: {escape(code)} failed: {escape(err)}</p>' for code, err in analysis.errors]
     notes += [f'<p class="dim">Reading: {escape(w)}</p>' for w in analysis.run.warnings]
     return notes

@@ -54,9 +54,15 @@ def _verdict(analyses: Sequence[Analysis], findings: Sequence[Finding]) -> dict[
 
 
 def _read(read: s.Coverage) -> dict[str, Any]:
-    return {"judged": read.judged, "reason": read.reason, "train_loss_points": read.train_points,
-            "validation": list(read.validation), "evaluations": read.evaluations, "also": list(read.probes),
-            "text": read.describe()}
+    return {
+        "judged": read.judged,
+        "reason": read.reason,
+        "train_loss_points": read.train_points,
+        "validation": list(read.validation),
+        "evaluations": read.evaluations,
+        "also": list(read.probes),
+        "text": read.describe(),
+    }
 
 
 def _run(analysis: Analysis) -> dict[str, Any]:
@@ -70,9 +76,16 @@ def _run(analysis: Analysis) -> dict[str, Any]:
         "read": _read(s.coverage(run)),
         "verdict": _verdict([analysis], analysis.findings),
         "findings": [encode(f.to_dict()) for f in analysis.findings],
-        "root_causes": [{"code": root.code, "title": root.title, "severity": root.severity.value,
-                         "confidence": root.confidence, "symptoms": [f.code for f in symptoms]}
-                        for root, symptoms in analysis.root_causes],
+        "root_causes": [
+            {
+                "code": root.code,
+                "title": root.title,
+                "severity": root.severity.value,
+                "confidence": root.confidence,
+                "symptoms": [f.code for f in symptoms],
+            }
+            for root, symptoms in analysis.root_causes
+        ],
         "not_evaluated": [{"code": code, "reason": reason} for code, reason in analysis.not_evaluated],
         "errors": [{"code": code, "reason": error} for code, error in analysis.errors],
         "warnings": list(run.warnings),

@@ -14,8 +14,11 @@ from diagnose.report import summary as s
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.engine import Analysis
 
-MARKS = {Severity.ERROR: "\N{LARGE RED CIRCLE}", Severity.WARNING: "\N{LARGE ORANGE CIRCLE}",
-         Severity.INFO: "\N{LARGE BLUE CIRCLE}"}
+MARKS = {
+    Severity.ERROR: "\N{LARGE RED CIRCLE}",
+    Severity.WARNING: "\N{LARGE ORANGE CIRCLE}",
+    Severity.INFO: "\N{LARGE BLUE CIRCLE}",
+}
 _SPECIAL = re.compile(r"([\\`*_\[\]|~<>&])")
 
 
@@ -45,16 +48,24 @@ def _run_section(analysis: Analysis) -> list[str]:
     for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
         lines += finding_lines(index, root, symptoms) + [""]
     if s.relevant_not_evaluated(analysis):
-        lines += [f"<details><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}</summary>", "",
-                  escape(s.not_evaluated(analysis)), "", "</details>", ""]
+        lines += [
+            f"<details><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}</summary>",
+            "",
+            escape(s.not_evaluated(analysis)),
+            "",
+            "</details>",
+            "",
+        ]
     lines += [f"- **Rule error** {escape(code)}: {escape(error)}" for code, error in analysis.errors]
     lines += [f"- Reading: {escape(warning)}" for warning in analysis.run.warnings]
     return lines + [""] if analysis.errors or analysis.run.warnings else lines
 
 
 def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> list[str]:
-    head = (f"{index}. {MARKS[finding.severity]} **{finding.severity.value}** "
-            f"**{escape(finding.code)}** {escape(finding.title)}")
+    head = (
+        f"{index}. {MARKS[finding.severity]} **{finding.severity.value}** "
+        f"**{escape(finding.code)}** {escape(finding.title)}"
+    )
     place = s.where(finding)
     lines = [head + (f" ({escape(place)})" if place else ""), "", f"   {escape(finding.message)}", ""]
     if finding.evidence:

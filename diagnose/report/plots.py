@@ -132,9 +132,15 @@ def _heat(column: str) -> Callable[[Axes, Run], None]:
         # Exactly zero (a dead layer: the key evidence) is coloured apart from "not sampled".
         logged[values == 0] = low - 1.0
         cmap = colormaps["viridis"].with_extremes(under=ZERO_COLOUR, bad=MISSING_COLOUR)
-        mesh = ax.pcolormesh(_edges(table.index.to_numpy(dtype="float64")), np.arange(len(table.columns) + 1) - 0.5,
-                             np.ma.masked_invalid(logged.T), cmap=cmap, vmin=low, vmax=max(high, low + 1e-9),
-                             shading="flat")
+        mesh = ax.pcolormesh(
+            _edges(table.index.to_numpy(dtype="float64")),
+            np.arange(len(table.columns) + 1) - 0.5,
+            np.ma.masked_invalid(logged.T),
+            cmap=cmap,
+            vmin=low,
+            vmax=max(high, low + 1e-9),
+            shading="flat",
+        )
         names = [run.module_label(m).removeprefix("model.") for m in table.columns]
         ax.set_yticks(range(len(table.columns)), module_labels(names), fontsize="x-small")
         ax.set_ylim(len(table.columns) - 0.5, -0.5)
@@ -163,7 +169,7 @@ def _shorten(name: str, most: int) -> str:
     last, room = parts[-1], most - len(head)
     if len(last) > room:
         keep = room - 1
-        last = last[: keep // 2] + "\N{HORIZONTAL ELLIPSIS}" + last[len(last) - (keep - keep // 2):]
+        last = last[: keep // 2] + "\N{HORIZONTAL ELLIPSIS}" + last[len(last) - (keep - keep // 2) :]
     return head + last
 
 
@@ -200,8 +206,13 @@ def _lr_range(ax: Axes, run: Run) -> None:
 
 
 # Evidence keys of the range-test findings that name a learning rate, and how to draw them.
-LR_MARKS = {"suggested": ("#2ca02c", "-"), "steepest": ("#9467bd", ":"), "lr_at_minimum": ("#7f7f7f", ":"),
-            "diverged_at": ("#d62728", "--"), "user_lr": ("#ff7f0e", "-.")}
+LR_MARKS = {
+    "suggested": ("#2ca02c", "-"),
+    "steepest": ("#9467bd", ":"),
+    "lr_at_minimum": ("#7f7f7f", ":"),
+    "diverged_at": ("#d62728", "--"),
+    "user_lr": ("#ff7f0e", "-."),
+}
 
 
 def mark_learning_rates(ax: Axes, findings: Sequence[Finding]) -> None:
@@ -218,17 +229,38 @@ def _has_layers(column: str) -> Callable[[Run], bool]:
 
 PANELS = (
     Panel("loss", "loss", _has_any("loss", "val_loss"), lambda ax, run: _curves(ax, run, ("loss", "val_loss"))),
-    Panel("lr", "learning rate", lambda run: run.has("lr") and not run.has("lr_test_loss"),
-          lambda ax, run: _curves(ax, run, ("lr",)), (Category.OPTIMIZATION,)),
+    Panel(
+        "lr",
+        "learning rate",
+        lambda run: run.has("lr") and not run.has("lr_test_loss"),
+        lambda ax, run: _curves(ax, run, ("lr",)),
+        (Category.OPTIMIZATION,),
+    ),
     Panel("lr_range", "loss (range test)", _has_any("lr_test_loss"), _lr_range, (Category.PREFLIGHT,), x="lr"),
-    Panel("grad_norm", "gradient norm", _has_any("grad_norm"), lambda ax, run: _curves(ax, run, ("grad_norm",)),
-          (Category.GRADIENTS,)),
-    Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _memory(ax, run),
-          (Category.RESOURCES,)),
-    Panel("layer_grad", "per-layer gradient norm", _has_layers("grad_norm"), _heat("grad_norm"), (Category.GRADIENTS,),
-          layer_column="grad_norm"),
-    Panel("layer_act", "per-layer activation std", _has_layers("act_std"), _heat("act_std"), (Category.ACTIVATIONS,),
-          layer_column="act_std"),
+    Panel(
+        "grad_norm",
+        "gradient norm",
+        _has_any("grad_norm"),
+        lambda ax, run: _curves(ax, run, ("grad_norm",)),
+        (Category.GRADIENTS,),
+    ),
+    Panel("memory", "memory (GiB)", _has_any(*MEMORY_FIELDS), lambda ax, run: _memory(ax, run), (Category.RESOURCES,)),
+    Panel(
+        "layer_grad",
+        "per-layer gradient norm",
+        _has_layers("grad_norm"),
+        _heat("grad_norm"),
+        (Category.GRADIENTS,),
+        layer_column="grad_norm",
+    ),
+    Panel(
+        "layer_act",
+        "per-layer activation std",
+        _has_layers("act_std"),
+        _heat("act_std"),
+        (Category.ACTIVATIONS,),
+        layer_column="act_std",
+    ),
 )
 
 
@@ -246,8 +278,15 @@ def draw_finding(ax: Axes, finding: Finding) -> None:
         # Named in the legend, not by text beside the line: labels of nearby findings would overprint.
         ax.axvline(finding.onset, color=colour, ls="--", lw=1.2, label=label)
     if finding.steps:
-        ax.plot(list(finding.steps), [0.98] * len(finding.steps), "v", color=colour, ms=5,
-                transform=ax.get_xaxis_transform(), label=None if finding.onset is not None else label)
+        ax.plot(
+            list(finding.steps),
+            [0.98] * len(finding.steps),
+            "v",
+            color=colour,
+            ms=5,
+            transform=ax.get_xaxis_transform(),
+            label=None if finding.onset is not None else label,
+        )
     for key, value in finding.evidence.items():
         if ("best" in key or "lowest" in key) and key.endswith("step") and isinstance(value, (int, float)):
             ax.axvline(value, color="#2ca02c", ls=":", lw=1.2, label=f"{key} ({finding.code})")
@@ -274,8 +313,11 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
     grid = fig.subplots(len(panels), len(analyses), squeeze=False, gridspec_kw={"height_ratios": heights})
     for column, analysis in enumerate(analyses):
         # A heat map whose finite values fill a sliver of the run (it broke early) keeps its own axis.
-        by_step = [grid[row][column] for row, panel in enumerate(panels)
-                   if panel.x == "step" and not _narrow_heat(panel, analysis.run)]
+        by_step = [
+            grid[row][column]
+            for row, panel in enumerate(panels)
+            if panel.x == "step" and not _narrow_heat(panel, analysis.run)
+        ]
         for ax in by_step[1:]:
             ax.sharex(by_step[0])
     for column, analysis in enumerate(analyses):
@@ -308,7 +350,7 @@ def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Fig
         ax.tick_params(labelsize="x-small")
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    for ax in grid.flat[len(shown):]:
+    for ax in grid.flat[len(shown) :]:
         ax.set_axis_off()
     return fig
 
@@ -358,8 +400,12 @@ def _draw_panel(ax: Axes, panel: Panel, analysis: Analysis) -> None:
         sampled = analysis.run.layer_series(panel.layer_column).index.to_numpy()
         sampled = sampled[sampled <= ax.get_xlim()[1]]
         ax.set_xticks(sampled[:: max(1, len(sampled) // 8)])
-        ax.set_title(f"finite values only at steps {sampled[0]:.0f}-{sampled[-1]:.0f} of {analysis.run.last_step}",
-                     fontsize="x-small", loc="right", color="grey")
+        ax.set_title(
+            f"finite values only at steps {sampled[0]:.0f}-{sampled[-1]:.0f} of {analysis.run.last_step}",
+            fontsize="x-small",
+            loc="right",
+            color="grey",
+        )
     findings = _findings_for(panel, analysis.findings)
     if panel.x == "lr":
         mark_learning_rates(ax, findings)

@@ -26,93 +26,107 @@ def _object(properties: dict[str, Any], *, closed: bool = False) -> dict[str, An
     return schema
 
 
-_VERDICT = _object({
-    "healthy": {"type": "boolean"},
-    "outcome": {"enum": ["healthy", "problems", "not_judged"]},
-    "not_judged": _STRINGS,
-    "text": {"type": "string"},
-    "counts": _object({"error": {"type": "integer"}, "warning": {"type": "integer"}, "info": {"type": "integer"}}),
-    "worst": {"type": ["string", "null"]},
-})
+_VERDICT = _object(
+    {
+        "healthy": {"type": "boolean"},
+        "outcome": {"enum": ["healthy", "problems", "not_judged"]},
+        "not_judged": _STRINGS,
+        "text": {"type": "string"},
+        "counts": _object({"error": {"type": "integer"}, "warning": {"type": "integer"}, "info": {"type": "integer"}}),
+        "worst": {"type": ["string", "null"]},
+    }
+)
 
-_FINDING = _object({
-    "code": {"type": "string"},
-    "name": {"type": "string"},
-    "title": {"type": "string"},
-    "severity": _SEVERITY,
-    "category": {"type": "string"},
-    "message": {"type": "string"},
-    "run": {"type": "string"},
-    "onset": _STEP,
-    "end": _STEP,
-    "steps": {"type": "array", "items": {"type": "integer"}},
-    "module": {"type": ["string", "null"]},
-    "module_label": {"type": "string"},
-    "rank": _STEP,
-    "evidence": {"type": "object"},
-    "confidence": {"type": "number"},
-    "causes": _STRINGS,
-    "fixes": _STRINGS,
-    "priority": {"type": "integer"},
-    "seen_live": _STEP,
-    "explained_by": {"type": ["string", "null"]},
-    "symptoms": _STRINGS,
-})
+_FINDING = _object(
+    {
+        "code": {"type": "string"},
+        "name": {"type": "string"},
+        "title": {"type": "string"},
+        "severity": _SEVERITY,
+        "category": {"type": "string"},
+        "message": {"type": "string"},
+        "run": {"type": "string"},
+        "onset": _STEP,
+        "end": _STEP,
+        "steps": {"type": "array", "items": {"type": "integer"}},
+        "module": {"type": ["string", "null"]},
+        "module_label": {"type": "string"},
+        "rank": _STEP,
+        "evidence": {"type": "object"},
+        "confidence": {"type": "number"},
+        "causes": _STRINGS,
+        "fixes": _STRINGS,
+        "priority": {"type": "integer"},
+        "seen_live": _STEP,
+        "explained_by": {"type": ["string", "null"]},
+        "symptoms": _STRINGS,
+    }
+)
 
-_ROOT_CAUSE = _object({
-    "code": {"type": "string"},
-    "title": {"type": "string"},
-    "severity": _SEVERITY,
-    "confidence": {"type": "number"},
-    "symptoms": _STRINGS,
-})
+_ROOT_CAUSE = _object(
+    {
+        "code": {"type": "string"},
+        "title": {"type": "string"},
+        "severity": _SEVERITY,
+        "confidence": {"type": "number"},
+        "symptoms": _STRINGS,
+    }
+)
 
-_SUMMARY = _object({
-    "steps": {"type": "integer"},
-    "last_step": _STEP,
-    "final_loss": _NUMBER,
-    "best_loss": _NUMBER,
-    "best_loss_step": _STEP,
-    "final_val_loss": _NUMBER,
-    "best_val_loss": _NUMBER,
-    "best_val_step": _STEP,
-})
+_SUMMARY = _object(
+    {
+        "steps": {"type": "integer"},
+        "last_step": _STEP,
+        "final_loss": _NUMBER,
+        "best_loss": _NUMBER,
+        "best_loss_step": _STEP,
+        "final_val_loss": _NUMBER,
+        "best_val_loss": _NUMBER,
+        "best_val_step": _STEP,
+    }
+)
 
-_READ = _object({
-    "judged": {"type": "boolean"},
-    "reason": {"type": ["string", "null"]},
-    "train_loss_points": {"type": "integer"},
-    "validation": _STRINGS,
-    "evaluations": {"type": "integer"},
-    "also": _STRINGS,
-    "text": {"type": "string"},
-})
+_READ = _object(
+    {
+        "judged": {"type": "boolean"},
+        "reason": {"type": ["string", "null"]},
+        "train_loss_points": {"type": "integer"},
+        "validation": _STRINGS,
+        "evaluations": {"type": "integer"},
+        "also": _STRINGS,
+        "text": {"type": "string"},
+    }
+)
 
 _RULE_NOTE = _object({"code": {"type": "string"}, "reason": {"type": "string"}})
 
-_RUN = _object({
-    "name": {"type": "string"},
-    "source": {"type": "string"},
-    "format": {"type": "string"},
-    "rank": _STEP,
-    "summary": _SUMMARY,
-    "read": _READ,
-    "verdict": _VERDICT,
-    "findings": {"type": "array", "items": _FINDING},
-    "root_causes": {"type": "array", "items": _ROOT_CAUSE},
-    "not_evaluated": {"type": "array", "items": _RULE_NOTE},
-    "errors": {"type": "array", "items": _RULE_NOTE},
-    "warnings": _STRINGS,
-})
+_RUN = _object(
+    {
+        "name": {"type": "string"},
+        "source": {"type": "string"},
+        "format": {"type": "string"},
+        "rank": _STEP,
+        "summary": _SUMMARY,
+        "read": _READ,
+        "verdict": _VERDICT,
+        "findings": {"type": "array", "items": _FINDING},
+        "root_causes": {"type": "array", "items": _ROOT_CAUSE},
+        "not_evaluated": {"type": "array", "items": _RULE_NOTE},
+        "errors": {"type": "array", "items": _RULE_NOTE},
+        "warnings": _STRINGS,
+    }
+)
 
 JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "urn:diagnose:report:2",
     "title": "diagnose report",
-    **_object({
-        "schema": {"const": REPORT_SCHEMA},
-        "tool": _object({"name": {"const": "diagnose"}, "version": {"type": "string"}}),
-        "verdict": _VERDICT,
-        "runs": {"type": "array", "items": _RUN},
-    }),
+    **_object(
+        {
+            "schema": {"const": REPORT_SCHEMA},
+            "tool": _object({"name": {"const": "diagnose"}, "version": {"type": "string"}}),
+            "verdict": _VERDICT,
+            "runs": {"type": "array", "items": _RUN},
+        }
+    ),
 }

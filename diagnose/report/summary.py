@@ -95,8 +95,14 @@ MIN_JUDGED_POINTS = 4
 # How many column names a "no training loss among keys" line spells out.
 MAX_LISTED_KEYS = 12
 # Probe-recorded quantities, in the words a verdict names them.
-_PROBE_FIELDS = (("grad_norm", "gradient norm"), ("lr", "learning rate"), ("rss", "memory"),
-                 ("cuda_allocated", "memory"), ("gpu_mem_used", "memory"), ("loss_scale", "AMP loss scale"))
+_PROBE_FIELDS = (
+    ("grad_norm", "gradient norm"),
+    ("lr", "learning rate"),
+    ("rss", "memory"),
+    ("cuda_allocated", "memory"),
+    ("gpu_mem_used", "memory"),
+    ("loss_scale", "AMP loss scale"),
+)
 
 
 @dataclass(frozen=True)
@@ -146,9 +152,14 @@ def coverage(run: Run) -> Coverage:
     if not run.events.empty:
         probes.append("events")
     evaluations = int(run.evals[list(validation)].notna().any(axis=1).sum()) if validation else 0
-    return Coverage(train_points=len(run.series("loss", keep_nan=True)), validation=validation,
-                    evaluations=evaluations, probes=tuple(dict.fromkeys(probes)), keys=tuple(dict.fromkeys(keys)),
-                    preflight=run.meta.get("preflight") is True)
+    return Coverage(
+        train_points=len(run.series("loss", keep_nan=True)),
+        validation=validation,
+        evaluations=evaluations,
+        probes=tuple(dict.fromkeys(probes)),
+        keys=tuple(dict.fromkeys(keys)),
+        preflight=run.meta.get("preflight") is True,
+    )
 
 
 def at_or_above(findings: Sequence[Finding], threshold: Severity) -> list[Finding]:
@@ -170,7 +181,10 @@ def plural(n: int, word: str) -> str:
 
 
 def order_runs(analyses: Sequence[Analysis]) -> list[Analysis]:
-    """Worst run first: by its worst finding, then by how many problems it has; runs not judged after those with problems."""
+    """Worst run first: by its worst finding, then by how many problems it has.
+
+    Runs that could not be judged come after those with problems.
+    """
 
     def key(analysis: Analysis) -> tuple[Any, ...]:
         worst = problems(analysis)[0] if problems(analysis) else None
@@ -190,8 +204,10 @@ def verdict(analyses: Sequence[Analysis]) -> str:
     if len(analyses) == 1:
         return _run_verdict(analyses[0])
     outcomes = [outcome(a) for a in analyses]
-    head = (f"{plural(len(analyses), 'run')}: {outcomes.count('healthy')} healthy, "
-            f"{outcomes.count('problems')} with problems")
+    head = (
+        f"{plural(len(analyses), 'run')}: {outcomes.count('healthy')} healthy, "
+        f"{outcomes.count('problems')} with problems"
+    )
     if "not_judged" in outcomes:
         head += f", {outcomes.count('not_judged')} not judged (too little read)"
     worst = worst_finding(analyses)
@@ -208,8 +224,10 @@ def _run_verdict(analysis: Analysis) -> str:
     if found:
         symptoms = next((members for root, members in analysis.root_causes if root is found[0]), [])
         explained = f", which {explains_text(symptoms)}" if symptoms else ""
-        return (f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); "
-                f"worst: {describe(found[0])}{explained}; read: {read.describe()}")
+        return (
+            f"{plural(len(found), 'problem')} in run '{name}' ({count_by_severity(found)}); "
+            f"worst: {describe(found[0])}{explained}; read: {read.describe()}"
+        )
     notes = len(analysis.findings)
     extra = f"; {plural(notes, 'note')}" if notes else ""
     if not read.judged:
@@ -227,7 +245,9 @@ def explains_text(symptoms: Sequence[Finding]) -> str:
 def symptom_line(finding: Finding) -> str:
     """A symptom under its root cause, on one line: code, title, where, what was seen."""
     place = where(finding)
-    return f"{finding.code} {finding.title} ({finding.severity.value}{', ' + place if place else ''}): {finding.message}"
+    return (
+        f"{finding.code} {finding.title} ({finding.severity.value}{', ' + place if place else ''}): {finding.message}"
+    )
 
 
 def describe(finding: Finding) -> str:

@@ -28,12 +28,19 @@ def print_report(analyses: Sequence[Analysis], console: Console, *, show_skipped
     console.print(report_renderable(analyses, show_skipped=show_skipped))
 
 
-def render_terminal(analyses: Sequence[Analysis], *, width: int = 100, color: bool = False,
-                    show_skipped: bool = False) -> str:
+def render_terminal(
+    analyses: Sequence[Analysis], *, width: int = 100, color: bool = False, show_skipped: bool = False
+) -> str:
     """The report as text (for a file or a test); ANSI colours only when asked."""
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, highlight=False)
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        no_color=not color,
+        color_system="standard" if color else None,
+        highlight=False,
+    )
     print_report(analyses, console, show_skipped=show_skipped)
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
@@ -75,8 +82,12 @@ def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> lis
 
 def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> Group:
     head = Text.assemble(
-        f"{index}. ", (finding.severity.value.upper(), STYLES[finding.severity]), " ",
-        (visible(finding.code), "bold"), visible(f" {finding.title}"), (visible(f"  [{finding.name}]"), "dim"),
+        f"{index}. ",
+        (finding.severity.value.upper(), STYLES[finding.severity]),
+        " ",
+        (visible(finding.code), "bold"),
+        visible(f" {finding.title}"),
+        (visible(f"  [{finding.name}]"), "dim"),
     )
     lines: list[RenderableType] = [Text(""), head]
     place = s.where(finding)
@@ -114,8 +125,9 @@ def _footnotes(analysis: Analysis, show_skipped: bool) -> list[Text]:
     if show_skipped and s.relevant_not_evaluated(analysis):
         notes.append(Text(visible(f"not evaluated: {s.not_evaluated(analysis)}"), style="dim"))
     elif s.relevant_not_evaluated(analysis):
-        notes.append(Text(visible(f"not evaluated: {s.not_evaluated_short(analysis)} (--show-skipped lists them)"),
-                          style="dim"))
+        notes.append(
+            Text(visible(f"not evaluated: {s.not_evaluated_short(analysis)} (--show-skipped lists them)"), style="dim")
+        )
     for code, error in analysis.errors:
         notes.append(Text(visible(f"rule error: {code} failed: {error}"), style="red"))
     for warning in analysis.run.warnings:

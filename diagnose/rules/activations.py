@@ -64,14 +64,26 @@ class DeadReLUs(Rule):
     priority = 25
     explains = STALLED_LEARNING
     thresholds = (
-        Threshold("max_dead", 0.5, "fraction of a layer's units dead across the batch",
-                  source="CS231n (Karpathy) warns that 'as much as 40%' of a network can die with too high a "
-                         "learning rate; healthy sample runs stay under 10%"),
-        Threshold("min_samples", 2, "fewest activation samples: one sample cannot show persistence",
-                  source="practice: persistence needs a second look"),
-        Threshold("min_unit_samples", 16, "fewest values a unit is seen over for 'never positive' to mean dead",
-                  source="a healthy unit, positive half the time, shows no positive value in 16 draws with "
-                         "probability 2^-16; over a batch of 2, one time in four"),
+        Threshold(
+            "max_dead",
+            0.5,
+            "fraction of a layer's units dead across the batch",
+            source="CS231n (Karpathy) warns that 'as much as 40%' of a network can die with too high a "
+            "learning rate; healthy sample runs stay under 10%",
+        ),
+        Threshold(
+            "min_samples",
+            2,
+            "fewest activation samples: one sample cannot show persistence",
+            source="practice: persistence needs a second look",
+        ),
+        Threshold(
+            "min_unit_samples",
+            16,
+            "fewest values a unit is seen over for 'never positive' to mean dead",
+            source="a healthy unit, positive half the time, shows no positive value in 16 draws with "
+            "probability 2^-16; over a batch of 2, one time in four",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -84,13 +96,20 @@ class DeadReLUs(Rule):
             return
         worst = str(bad.index[0])
         yield self.finding(
-            run, module=worst,
+            run,
+            module=worst,
             message=f"dead ReLU units (never positive across the batch, later half of the run): {_shares(bad)}",
             evidence={"dead_fraction": bad.to_dict(), "all_layers": dead.to_dict()},
-            causes=["learning rate too high: a large update pushed the pre-activations negative for good",
-                    "negative or too large initial biases / weights"],
-            fixes=["lower the learning rate", "initialise biases at 0 and weights with kaiming_normal_",
-                   "use LeakyReLU or GELU", "add BatchNorm/LayerNorm before the activation"],
+            causes=[
+                "learning rate too high: a large update pushed the pre-activations negative for good",
+                "negative or too large initial biases / weights",
+            ],
+            fixes=[
+                "lower the learning rate",
+                "initialise biases at 0 and weights with kaiming_normal_",
+                "use LeakyReLU or GELU",
+                "add BatchNorm/LayerNorm before the activation",
+            ],
         )
 
 
@@ -128,9 +147,13 @@ class SaturatedUnits(Rule):
     priority = 25
     explains = STALLED_LEARNING
     thresholds = (
-        Threshold("max_saturated", 0.25, "fraction of a layer's outputs in the saturated tails",
-                  source="Glorot & Bengio (2010) show training stall when top-layer sigmoids saturate; healthy "
-                         "sample runs stay under 1%, the large-init tanh run at ~40%"),
+        Threshold(
+            "max_saturated",
+            0.25,
+            "fraction of a layer's outputs in the saturated tails",
+            source="Glorot & Bengio (2010) show training stall when top-layer sigmoids saturate; healthy "
+            "sample runs stay under 1%, the large-init tanh run at ~40%",
+        ),
         Threshold("min_samples", 2, "fewest activation samples", source="practice: persistence needs a second look"),
     )
 
@@ -141,12 +164,17 @@ class SaturatedUnits(Rule):
         if bad.empty:
             return
         yield self.finding(
-            run, module=str(bad.index[0]),
+            run,
+            module=str(bad.index[0]),
             message=f"saturated tanh/sigmoid outputs (later half of the run): {_shares(bad)}",
             evidence={"saturated_fraction": bad.to_dict(), "all_layers": saturated.to_dict()},
             causes=["weights initialised too large", "inputs not standardised", "learning rate inflated the weights"],
-            fixes=["initialise with torch.nn.init.xavier_uniform_", "standardise the inputs",
-                   "add LayerNorm/BatchNorm before the activation", "use ReLU/GELU in hidden layers"],
+            fixes=[
+                "initialise with torch.nn.init.xavier_uniform_",
+                "standardise the inputs",
+                "add LayerNorm/BatchNorm before the activation",
+                "use ReLU/GELU in hidden layers",
+            ],
         )
 
 
@@ -205,12 +233,24 @@ class RepresentationCollapse(Rule):
     priority = 22
     explains = STALLED_LEARNING
     thresholds = (
-        Threshold("min_spread", 0.01, "batch spread / rms below which a layer no longer tells inputs apart",
-                  source="healthy sample runs keep 0.3-1.0 at every layer; 1% is two orders below"),
-        Threshold("min_drop", 10.0, "how many times the spread must have fallen from its start",
-                  source="separates a collapse during training from a layer that is narrow by design"),
-        Threshold("constant_output", 1e-4, "output spread below which the output is one constant from the start",
-                  source="four significant digits identical for every input; healthy classifiers sit at 0.3-1.0"),
+        Threshold(
+            "min_spread",
+            0.01,
+            "batch spread / rms below which a layer no longer tells inputs apart",
+            source="healthy sample runs keep 0.3-1.0 at every layer; 1% is two orders below",
+        ),
+        Threshold(
+            "min_drop",
+            10.0,
+            "how many times the spread must have fallen from its start",
+            source="separates a collapse during training from a layer that is narrow by design",
+        ),
+        Threshold(
+            "constant_output",
+            1e-4,
+            "output spread below which the output is one constant from the start",
+            source="four significant digits identical for every input; healthy classifiers sit at 0.3-1.0",
+        ),
         Threshold("min_samples", 3, "fewest activation samples", source="a start and a later third"),
     )
 
@@ -219,7 +259,7 @@ class RepresentationCollapse(Rule):
         if len(table) < t["min_samples"]:
             return
         early = curves.head(table, 0.2).median()
-        late = table.iloc[-max(1, len(table) // 3):].median()
+        late = table.iloc[-max(1, len(table) // 3) :].median()
         collapsed = [m for m in table.columns if late[m] < t["min_spread"] and late[m] * t["min_drop"] < early[m]]
         constant = late.get(schema.OUTPUT_MODULE, np.nan) < t["constant_output"]
         if constant and schema.OUTPUT_MODULE not in collapsed:
@@ -229,14 +269,26 @@ class RepresentationCollapse(Rule):
         first = collapsed[0]
         onset = _collapse_onset(table[first], early[first], t["min_spread"])
         yield self.finding(
-            run, module=first, onset=onset,
+            run,
+            module=first,
+            onset=onset,
             message=_collapse_message(first, early[first], late, collapsed),
-            evidence={"collapsed": collapsed, "early_spread": early[collapsed].to_dict(),
-                      "late_spread": late[collapsed].to_dict()},
-            causes=["weight decay far too strong on a layer", "normalisation over the wrong axis",
-                    "self-supervised objective without its anti-collapse term", "identical inputs in the batch"],
-            fixes=["check weight decay per parameter group", "check normalisation axes and the input pipeline",
-                   "for self-supervised learning add the method's variance / stop-gradient term"],
+            evidence={
+                "collapsed": collapsed,
+                "early_spread": early[collapsed].to_dict(),
+                "late_spread": late[collapsed].to_dict(),
+            },
+            causes=[
+                "weight decay far too strong on a layer",
+                "normalisation over the wrong axis",
+                "self-supervised objective without its anti-collapse term",
+                "identical inputs in the batch",
+            ],
+            fixes=[
+                "check weight decay per parameter group",
+                "check normalisation axes and the input pipeline",
+                "for self-supervised learning add the method's variance / stop-gradient term",
+            ],
         )
 
 

@@ -31,10 +31,17 @@ def carried_gradients(carried: Sequence[float], grad_norm: Sequence[float], min_
     share = float(held.mean())
     if share < min_share:
         return None
-    ratio = float(np.nanmedian(carried_arr[held] / np.where(norms[held] > 0, norms[held], np.nan))) \
-        if np.isfinite(norms[held]).any() else math.nan
-    return {"carried_steps": int(held.sum()), "sampled_steps": len(carried_arr), "share": share,
-            "carried_to_total": ratio}
+    ratio = (
+        float(np.nanmedian(carried_arr[held] / np.where(norms[held] > 0, norms[held], np.nan)))
+        if np.isfinite(norms[held]).any()
+        else math.nan
+    )
+    return {
+        "carried_steps": int(held.sum()),
+        "sampled_steps": len(carried_arr),
+        "share": share,
+        "carried_to_total": ratio,
+    }
 
 
 def gradient_growth(grad_norm: Sequence[float]) -> float:
@@ -53,12 +60,14 @@ def exactly_zero_gradients(grad_norm: Sequence[float], min_share: float) -> dict
     if len(values) < 3:
         return None
     share = float((values == 0).mean())
-    return {"zero_steps": int((values == 0).sum()), "steps": len(values), "share": share} if share >= min_share \
-        else None
+    return (
+        {"zero_steps": int((values == 0).sum()), "steps": len(values), "share": share} if share >= min_share else None
+    )
 
 
-def frozen_layers(grad_norm: Mapping[str, Sequence[float]], update_ratio: Mapping[str, Sequence[float]],
-                  min_samples: int) -> list[str]:
+def frozen_layers(
+    grad_norm: Mapping[str, Sequence[float]], update_ratio: Mapping[str, Sequence[float]], min_samples: int
+) -> list[str]:
     """Modules whose parameters get a gradient but never move: every sampled update exactly zero."""
     frozen = []
     for module, ratios in update_ratio.items():
@@ -70,8 +79,7 @@ def frozen_layers(grad_norm: Mapping[str, Sequence[float]], update_ratio: Mappin
     return frozen
 
 
-def learning_rate_collapse(steps: Sequence[float], lr: Sequence[float], within: float, min_drop: float) \
-        -> dict | None:
+def learning_rate_collapse(steps: Sequence[float], lr: Sequence[float], within: float, min_drop: float) -> dict | None:
     """The learning rate fell by ``min_drop`` x or more within the first ``within`` of the run."""
     steps_arr, lr_arr = np.asarray(steps, float), np.asarray(lr, float)
     keep = np.isfinite(lr_arr) & (lr_arr >= 0)
@@ -84,12 +92,19 @@ def learning_rate_collapse(steps: Sequence[float], lr: Sequence[float], within: 
     if drop < min_drop or lr_arr[-1] > lr_arr[0] / min_drop:
         return None
     collapsed_at = float(steps_arr[np.argmax(lr_arr <= lr_arr[0] / min_drop)])
-    return {"initial_lr": float(lr_arr[0]), "lr_at_cutoff": float(early[-1]), "cutoff_step": float(cutoff),
-            "collapsed_at": collapsed_at, "drop": drop, "final_lr": float(lr_arr[-1])}
+    return {
+        "initial_lr": float(lr_arr[0]),
+        "lr_at_cutoff": float(early[-1]),
+        "cutoff_step": float(cutoff),
+        "collapsed_at": collapsed_at,
+        "drop": drop,
+        "final_lr": float(lr_arr[-1]),
+    }
 
 
-def sorted_labels(entropy: Sequence[float], classes: Sequence[float], num_classes: int | None,
-                  max_share: float) -> dict | None:
+def sorted_labels(
+    entropy: Sequence[float], classes: Sequence[float], num_classes: int | None, max_share: float
+) -> dict | None:
     """Batches hold far fewer classes than the data: the mean batch label entropy is under
     ``max_share`` of the entropy of the classes seen over all sampled batches."""
     entropy_arr, classes_arr = np.asarray(entropy, float), np.asarray(classes, float)
@@ -106,8 +121,14 @@ def sorted_labels(entropy: Sequence[float], classes: Sequence[float], num_classe
     share = float(np.mean(entropy_arr)) / reference
     if share > max_share:
         return None
-    return {"batch_entropy": float(np.mean(entropy_arr)), "mixed_entropy": reference, "share": share,
-            "classes_per_batch": float(np.median(classes_arr)), "classes": seen, "batches": len(entropy_arr)}
+    return {
+        "batch_entropy": float(np.mean(entropy_arr)),
+        "mixed_entropy": reference,
+        "share": share,
+        "classes_per_batch": float(np.median(classes_arr)),
+        "classes": seen,
+        "batches": len(entropy_arr),
+    }
 
 
 def softmax_ce_floor(num_classes: int) -> float:
@@ -159,8 +180,9 @@ def unnormalised_inputs(absmax: float, std: float, mean: float, max_scale: float
     return {"input_absmax": absmax, "input_std": std, "input_mean": mean}
 
 
-def functional_activation(kind: str, in_min: float, in_absmax: float, sat_frac: float, dead_frac: float,
-                          zero_frac: float, min_share: float) -> dict | None:
+def functional_activation(
+    kind: str, in_min: float, in_absmax: float, sat_frac: float, dead_frac: float, zero_frac: float, min_share: float
+) -> dict | None:
     """A layer's input looks like the output of a saturated tanh or of dead ReLUs."""
     if kind == "tanh" and in_absmax <= 1.0 and in_min >= -1.0 and sat_frac >= min_share:
         return {"saturated": sat_frac}
@@ -174,7 +196,9 @@ def identical_units(events: Sequence[Mapping[str, Any]]) -> list[dict]:
     all-zero matrix only if it was still identical after training steps (a zero-initialised
     adapter such as LoRA's B matrix separates by itself)."""
     start = {e["module"]: e for e in events if e.get("phase") == schema.DUPLICATE_ROWS_START and e.get("distinct") == 1}
-    stayed = {e["module"] for e in events if e.get("phase") == schema.DUPLICATE_ROWS_TRAINING and e.get("distinct") == 1}
+    stayed = {
+        e["module"] for e in events if e.get("phase") == schema.DUPLICATE_ROWS_TRAINING and e.get("distinct") == 1
+    }
     return [dict(e, stayed=module in stayed) for module, e in start.items() if not e.get("zero") or module in stayed]
 
 

@@ -87,10 +87,18 @@ class GradientsNotReset(Rule):
     priority = 3
     explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "NF001", "ACT001", "ACT003", "LR004")
     thresholds = (
-        Threshold("min_share", 0.8, "share of sampled steps with carried gradients that means never reset",
-                  source="a loop that never resets carries at every step after the first"),
-        Threshold("partial_share", 0.3, "share that means reset only now and then",
-                  source="zero_grad() once per epoch of 3+ steps carries at 2/3 or more of the steps"),
+        Threshold(
+            "min_share",
+            0.8,
+            "share of sampled steps with carried gradients that means never reset",
+            source="a loop that never resets carries at every step after the first",
+        ),
+        Threshold(
+            "partial_share",
+            0.3,
+            "share that means reset only now and then",
+            source="zero_grad() once per epoch of 3+ steps carries at 2/3 or more of the steps",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -104,23 +112,31 @@ class GradientsNotReset(Rule):
         always = found["share"] >= t["min_share"]
         grown = f"; the gradient norm grew {growth:.3g}x over the run" if math.isfinite(growth) else ""
         if always:
-            message = (f"gradients were still populated when backward began at {found['carried_steps']} of "
-                       f"{found['sampled_steps']} sampled steps after the first{grown}: optimizer.zero_grad() "
-                       f"is never called, so every step adds the new gradient to all the old ones")
+            message = (
+                f"gradients were still populated when backward began at {found['carried_steps']} of "
+                f"{found['sampled_steps']} sampled steps after the first{grown}: optimizer.zero_grad() "
+                f"is never called, so every step adds the new gradient to all the old ones"
+            )
         else:
-            message = (f"gradients were still populated when backward began at {found['carried_steps']} of "
-                       f"{found['sampled_steps']} sampled steps: they are reset only now and then "
-                       f"(optimizer.zero_grad() outside the batch loop, once per epoch?){grown}")
+            message = (
+                f"gradients were still populated when backward began at {found['carried_steps']} of "
+                f"{found['sampled_steps']} sampled steps: they are reset only now and then "
+                f"(optimizer.zero_grad() outside the batch loop, once per epoch?){grown}"
+            )
         yield self.finding(
             run,
             message=message,
             onset=float(carried[carried > 0].index[0]),
             evidence={**found, "grad_norm_growth": growth},
             confidence=0.95 if always else 0.8,
-            causes=["optimizer.zero_grad() missing from the training loop, or called once per epoch "
-                    "instead of once per step"],
-            fixes=["call optimizer.zero_grad() before every loss.backward() (inside the batch loop)",
-                   "look for: a loop with loss.backward(); optimizer.step() and no zero_grad() between steps"],
+            causes=[
+                "optimizer.zero_grad() missing from the training loop, or called once per epoch "
+                "instead of once per step"
+            ],
+            fixes=[
+                "call optimizer.zero_grad() before every loss.backward() (inside the batch loop)",
+                "look for: a loop with loss.backward(); optimizer.step() and no zero_grad() between steps",
+            ],
         )
 
 
@@ -164,19 +180,29 @@ class ParametersOutsideOptimizer(Rule):
             modules = ", ".join(str(m) for m in event.get("modules", []))
             yield self.finding(
                 run,
-                message=(f"{event['count']:g} parameter tensor(s) ({event['numel']:g} values, {share:.0%} of the "
-                         f"trainable parameters) in {modules} received gradients but are in no optimizer "
-                         f"parameter group: they never move, and their gradients are never reset"),
+                message=(
+                    f"{event['count']:g} parameter tensor(s) ({event['numel']:g} values, {share:.0%} of the "
+                    f"trainable parameters) in {modules} received gradients but are in no optimizer "
+                    f"parameter group: they never move, and their gradients are never reset"
+                ),
                 onset=event.get("step"),
                 module=str(event["modules"][0]) if event.get("modules") else None,
-                evidence={"tensors": event["count"], "values": event["numel"], "share": share,
-                          "modules": event.get("modules", [])},
+                evidence={
+                    "tensors": event["count"],
+                    "values": event["numel"],
+                    "share": share,
+                    "modules": event.get("modules", []),
+                },
                 confidence=0.95,
-                causes=["the optimizer was built on part of the model (one submodule's parameters), or before "
-                        "layers were added or replaced"],
-                fixes=["build the optimizer on model.parameters() after the model is complete",
-                       "look for: torch.optim.X(model.<submodule>.parameters(), ...) or an optimizer made before "
-                       "a new head was attached; freeze on purpose with requires_grad_(False)"],
+                causes=[
+                    "the optimizer was built on part of the model (one submodule's parameters), or before "
+                    "layers were added or replaced"
+                ],
+                fixes=[
+                    "build the optimizer on model.parameters() after the model is complete",
+                    "look for: torch.optim.X(model.<submodule>.parameters(), ...) or an optimizer made before "
+                    "a new head was attached; freeze on purpose with requires_grad_(False)",
+                ],
             )
 
 
@@ -214,20 +240,25 @@ class UpdatesExactlyZero(Rule):
     thresholds = (Threshold("min_samples", 2, "sampled updates needed", source="one sample can be a skipped step"),)
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        frozen = sig.frozen_layers(_layer_columns(run, "grad_norm"), _layer_columns(run, "update_ratio"),
-                                   int(t["min_samples"]))
+        frozen = sig.frozen_layers(
+            _layer_columns(run, "grad_norm"), _layer_columns(run, "update_ratio"), int(t["min_samples"])
+        )
         if not frozen:
             return
         yield self.finding(
             run,
-            message=(f"{len(frozen)} layer(s) ({', '.join(frozen[:8])}) received gradients, but every sampled "
-                     f"update of their weights was exactly zero: the optimizer does not move them"),
+            message=(
+                f"{len(frozen)} layer(s) ({', '.join(frozen[:8])}) received gradients, but every sampled "
+                f"update of their weights was exactly zero: the optimizer does not move them"
+            ),
             module=frozen[0],
             evidence={"layers": frozen},
             confidence=0.9,
             causes=["a parameter group with learning rate 0", "the optimizer holds copies of the parameters"],
-            fixes=["print [g['lr'] for g in optimizer.param_groups] and check each group's parameters",
-                   "create the optimizer after model.to(device)"],
+            fixes=[
+                "print [g['lr'] for g in optimizer.param_groups] and check each group's parameters",
+                "create the optimizer after model.to(device)",
+            ],
         )
 
 
@@ -262,8 +293,14 @@ class GradientExactlyZero(Rule):
     requires = ("grad_norm",)
     priority = 3
     explains = (*_STALL, "GRD002", "GRD004", "ACT001", "BUG003")
-    thresholds = (Threshold("min_share", 0.9, "share of steps with a zero gradient norm",
-                            source="a float gradient is exactly 0 only when no path reaches the weights"),)
+    thresholds = (
+        Threshold(
+            "min_share",
+            0.9,
+            "share of steps with a zero gradient norm",
+            source="a float gradient is exactly 0 only when no path reaches the weights",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         found = sig.exactly_zero_gradients(run.series("grad_norm").to_numpy(), t["min_share"])
@@ -271,14 +308,18 @@ class GradientExactlyZero(Rule):
             return
         yield self.finding(
             run,
-            message=(f"the gradient norm was exactly 0 at {found['zero_steps']} of {found['steps']} steps: the "
-                     f"loss does not depend on any weight through a differentiable path"),
+            message=(
+                f"the gradient norm was exactly 0 at {found['zero_steps']} of {found['steps']} steps: the "
+                f"loss does not depend on any weight through a differentiable path"
+            ),
             evidence=found,
             confidence=0.9,
             causes=["the graph is cut between the model and the loss (.detach(), .item(), torch.no_grad(), argmax)"],
-            fixes=["check loss.grad_fn and that the model output requires grad",
-                   "look for: .detach(), .item(), .numpy(), torch.no_grad() or argmax/round between the model "
-                   "output and the loss"],
+            fixes=[
+                "check loss.grad_fn and that the model output requires grad",
+                "look for: .detach(), .item(), .numpy(), torch.no_grad() or argmax/round between the model "
+                "output and the loss",
+            ],
         )
 
 
@@ -323,23 +364,34 @@ class ModulesInEvalMode(Rule):
         event = found[0]
         whole = not event.get("model_training", 1)
         types = ", ".join(event.get("types", []))
-        where = "the whole model was in eval mode (model.eval())" if whole else \
-            f"{event['count']:g} of {event['sensitive']:g} dropout/normalisation modules were in eval mode"
+        where = (
+            "the whole model was in eval mode (model.eval())"
+            if whole
+            else f"{event['count']:g} of {event['sensitive']:g} dropout/normalisation modules were in eval mode"
+        )
         yield self.finding(
             run,
-            message=(f"while the optimizer stepped, {where} from step {event['step']:g}: {types} "
-                     f"{'behave' if event['count'] > 1 else 'behaves'} as at inference (no dropout, BatchNorm "
-                     f"with frozen running statistics)"),
+            message=(
+                f"while the optimizer stepped, {where} from step {event['step']:g}: {types} "
+                f"{'behave' if event['count'] > 1 else 'behaves'} as at inference (no dropout, BatchNorm "
+                f"with frozen running statistics)"
+            ),
             onset=event.get("step"),
             module=str(event["modules"][0]) if event.get("modules") and not whole else None,
-            evidence={"modules_in_eval": event["count"], "mode_sensitive_modules": event["sensitive"],
-                      "model_training": bool(event.get("model_training", 1)), "modules": event.get("modules", [])},
+            evidence={
+                "modules_in_eval": event["count"],
+                "mode_sensitive_modules": event["sensitive"],
+                "model_training": bool(event.get("model_training", 1)),
+                "modules": event.get("modules", []),
+            },
             confidence=0.9,
             severity=Severity.ERROR if whole else None,
             causes=["model.eval() called for an evaluation and model.train() not called again before training"],
-            fixes=["call model.train() at the start of every training epoch",
-                   "look for: model.eval() (or an evaluate() helper) before the training loop with no "
-                   "model.train() after it"],
+            fixes=[
+                "call model.train() at the start of every training epoch",
+                "look for: model.eval() (or an evaluate() helper) before the training loop with no "
+                "model.train() after it",
+            ],
         )
 
 
@@ -349,25 +401,29 @@ _MISMATCH_TEXT = {
         "CrossEntropyLoss was given probabilities (rows in [{pred_min:.3g}, {pred_max:.3g}] summing to 1): it "
         "applies log_softmax itself, so the loss cannot go below {floor}",
         "remove the softmax before CrossEntropyLoss: it expects raw logits",
-        "look for: softmax/Softmax as the last step of forward() or applied to the output before the loss"),
+        "look for: softmax/Softmax as the last step of forward() or applied to the output before the loss",
+    ),
     "nll-on-raw-scores": (
         "NLLLoss on raw scores",
         "NLLLoss was given values in [{pred_min:.3g}, {pred_max:.3g}] that are not log-probabilities: it "
         "only negates the true class's score, so the loss falls without bound",
         "apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
-        "look for: NLLLoss() with a model whose last layer is Linear (no LogSoftmax)"),
+        "look for: NLLLoss() with a model whose last layer is Linear (no LogSoftmax)",
+    ),
     "sigmoid-into-bce-with-logits": (
         "sigmoid fed into BCEWithLogitsLoss",
         "BCEWithLogitsLoss was given values in [{pred_min:.3g}, {pred_max:.3g}]: probabilities, not logits; it "
         "applies the sigmoid itself, so its outputs stay between 0.5 and 0.73 and the loss floors",
         "remove the sigmoid before BCEWithLogitsLoss (or use BCELoss on the probabilities)",
-        "look for: torch.sigmoid/nn.Sigmoid as the last step of forward()"),
+        "look for: torch.sigmoid/nn.Sigmoid as the last step of forward()",
+    ),
     "logits-clamped-at-zero": (
         "a ReLU after the last layer",
         "the loss was given outputs clamped at 0 ({zero_frac:.0%} exactly zero): negative logits are cut off, "
         "so the model cannot make a class unlikely",
         "remove the ReLU (or other clamp) after the last layer: the loss expects unbounded logits",
-        "look for: an activation after the final Linear in forward() or nn.Sequential"),
+        "look for: an activation after the final Linear in forward() or nn.Sequential",
+    ),
 }
 
 
@@ -407,21 +463,33 @@ class OutputDoesNotFitLoss(Rule):
     requires = ("pred_min",)
     priority = 3
     explains = (*_LOSS_SHAPE, "GRD003", "ACT002", "INIT001", "ZL001", "LR004", "BUG014", "BUG015", "BUG007")
-    thresholds = (Threshold("tolerance", 1e-3, "how close a row sum (or logsumexp) must be to 1 (0)",
-                            source="float32 softmax rows sum to 1 within ~1e-6"),)
+    thresholds = (
+        Threshold(
+            "tolerance",
+            1e-3,
+            "how close a row sum (or logsumexp) must be to 1 (0)",
+            source="float32 softmax rows sum to 1 within ~1e-6",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         loss_fn = _loss_function(run)
         if loss_fn is None:
             return
-        stats = {c: float(_sampled(run, c).median()) for c in ("pred_min", "pred_max", "pred_rowsum_dev",
-                                                                "pred_lse_dev", "pred_zero_frac") if run.has(c)}
+        stats = {
+            c: float(_sampled(run, c).median())
+            for c in ("pred_min", "pred_max", "pred_rowsum_dev", "pred_lse_dev", "pred_zero_frac")
+            if run.has(c)
+        }
         found = sig.output_loss_mismatch(loss_fn, stats, t["tolerance"])
         if found is None:
             return
         bug, text, fix, pattern = _MISMATCH_TEXT[found["kind"]]
-        floor = f"{sig.softmax_ce_floor(run.num_classes):.4g} for {run.num_classes} classes" if run.num_classes \
+        floor = (
+            f"{sig.softmax_ce_floor(run.num_classes):.4g} for {run.num_classes} classes"
+            if run.num_classes
             else "log(1 + (K - 1)/e) for K classes"
+        )
         yield self.finding(
             run,
             message=f"{bug}: " + text.format(floor=floor, **{k: v for k, v in found.items() if k != "kind"}),
@@ -474,9 +542,15 @@ class SoftmaxCrossEntropyFloor(Rule):
     requires = ("loss",)
     priority = 4
     explains = _LOSS_SHAPE
-    thresholds = (Threshold("tolerance", 0.03, "relative distance above the floor that counts as resting on it",
-                            source="the floor is approached from above as the model sharpens; 3% covers "
-                                   "float32 and a batch-mean of near-perfect rows"),)
+    thresholds = (
+        Threshold(
+            "tolerance",
+            0.03,
+            "relative distance above the floor that counts as resting on it",
+            source="the floor is approached from above as the model sharpens; 3% covers "
+            "float32 and a batch-mean of near-perfect rows",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         classes = run.num_classes
@@ -491,14 +565,18 @@ class SoftmaxCrossEntropyFloor(Rule):
             return
         yield self.finding(
             run,
-            message=(f"the loss bottoms out at {loss.min():.4g}, on the floor log(1 + (K-1)/e) = {floor:.4g} "
-                     f"for K = {classes} classes that CrossEntropyLoss cannot go below when it is fed "
-                     f"softmax probabilities instead of logits"),
+            message=(
+                f"the loss bottoms out at {loss.min():.4g}, on the floor log(1 + (K-1)/e) = {floor:.4g} "
+                f"for K = {classes} classes that CrossEntropyLoss cannot go below when it is fed "
+                f"softmax probabilities instead of logits"
+            ),
             evidence={"floor": floor, "min_loss": float(loss.min()), "low_decile": low, "num_classes": classes},
             confidence=0.7,
             causes=["softmax applied before CrossEntropyLoss"],
-            fixes=["remove the softmax before CrossEntropyLoss: it expects raw logits",
-                   "look for: softmax/Softmax as the last step of forward()"],
+            fixes=[
+                "remove the softmax before CrossEntropyLoss: it expects raw logits",
+                "look for: softmax/Softmax as the last step of forward()",
+            ],
         )
 
 
@@ -540,19 +618,32 @@ class LossBroadcastWarning(Rule):
         shapes = next((e for e in events_of(run, schema.EV_LOSS_FUNCTION) if e.get("broadcast")), None)
         if warned is None and shapes is None:
             return
-        detail = (f"{shapes['loss_fn']} was given an output of shape {tuple(shapes['input_shape'])} and a target "
-                  f"of shape {tuple(shapes['target_shape'])}") if shapes else f"the loss warned: {warned[:160]}"
+        detail = (
+            (
+                f"{shapes['loss_fn']} was given an output of shape {tuple(shapes['input_shape'])} and a target "
+                f"of shape {tuple(shapes['target_shape'])}"
+            )
+            if shapes
+            else f"the loss warned: {warned[:160]}"
+        )
         yield self.finding(
             run,
-            message=(f"{detail}: broadcasting compares every output with every target, so the model can only "
-                     f"learn the mean target and the loss floors at the targets' variance"),
+            message=(
+                f"{detail}: broadcasting compares every output with every target, so the model can only "
+                f"learn the mean target and the loss floors at the targets' variance"
+            ),
             onset=(shapes or {}).get("step"),
-            evidence={"warning": warned, "input_shape": (shapes or {}).get("input_shape"),
-                      "target_shape": (shapes or {}).get("target_shape")},
+            evidence={
+                "warning": warned,
+                "input_shape": (shapes or {}).get("input_shape"),
+                "target_shape": (shapes or {}).get("target_shape"),
+            },
             confidence=0.95,
             causes=["output of shape (N, 1) against a target of shape (N,)"],
-            fixes=["make the shapes equal: loss_fn(output.squeeze(-1), target) or target.unsqueeze(-1)",
-                   "look for: a regression head nn.Linear(..., 1) with a 1-d target"],
+            fixes=[
+                "make the shapes equal: loss_fn(output.squeeze(-1), target) or target.unsqueeze(-1)",
+                "look for: a regression head nn.Linear(..., 1) with a 1-d target",
+            ],
         )
 
 
@@ -588,8 +679,14 @@ class InputsNotNormalised(Rule):
     requires = ("layers.in_std",)
     priority = 6
     explains = (*_LOSS_SHAPE, "NF001", "GRD001", "ACT001", "ACT002", "INIT001", "GRD003")
-    thresholds = (Threshold("max_scale", 20.0, "largest |mean| or std of the first layer's input",
-                            source="standardised features have std 1; images in [0, 255] have std ~60"),)
+    thresholds = (
+        Threshold(
+            "max_scale",
+            20.0,
+            "largest |mean| or std of the first layer's input",
+            source="standardised features have std 1; images in [0, 255] have std ~60",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         first = _first_layer_with(run, "in_std")
@@ -601,15 +698,19 @@ class InputsNotNormalised(Rule):
             return
         yield self.finding(
             run,
-            message=(f"the input of the first layer ({first}) has std {stats['in_std']:.3g}, mean "
-                     f"{stats['in_mean']:.3g} and values up to {stats['in_absmax']:.3g}: the features were not "
-                     f"standardised"),
+            message=(
+                f"the input of the first layer ({first}) has std {stats['in_std']:.3g}, mean "
+                f"{stats['in_mean']:.3g} and values up to {stats['in_absmax']:.3g}: the features were not "
+                f"standardised"
+            ),
             module=first,
             evidence=found,
             confidence=0.85,
             causes=["raw features (pixel values, prices, counts) fed to the model unscaled"],
-            fixes=["standardise the inputs with the training set's mean and std (transforms.Normalize, "
-                   "StandardScaler)", "look for: a dataset that returns raw values with no normalisation step"],
+            fixes=[
+                "standardise the inputs with the training set's mean and std (transforms.Normalize, StandardScaler)",
+                "look for: a dataset that returns raw values with no normalisation step",
+            ],
         )
 
 
@@ -669,15 +770,19 @@ class IdenticalUnits(Rule):
         names = ", ".join(f"{e['module']} ({e['rows']:g} rows)" for e in found[:6])
         yield self.finding(
             run,
-            message=(f"every row of the weights of {names} was the same at the start"
-                     f"{' and still was after training steps' if found[0]['stayed'] else ''}: the units of the layer "
-                     f"start identical, get the same gradient (up to their biases) and stay (nearly) identical"),
+            message=(
+                f"every row of the weights of {names} was the same at the start"
+                f"{' and still was after training steps' if found[0]['stayed'] else ''}: the units of the layer "
+                f"start identical, get the same gradient (up to their biases) and stay (nearly) identical"
+            ),
             module=str(found[0]["module"]),
             evidence={"layers": [e["module"] for e in found], "rows": [e["rows"] for e in found]},
             confidence=0.95,
             causes=["weights initialised to a constant (nn.init.constant_, zeros_, fill_)"],
-            fixes=["initialise weights randomly (the PyTorch default, kaiming_normal_ or xavier_uniform_)",
-                   "look for: nn.init.constant_/zeros_/fill_ on weight matrices"],
+            fixes=[
+                "initialise weights randomly (the PyTorch default, kaiming_normal_ or xavier_uniform_)",
+                "look for: nn.init.constant_/zeros_/fill_ on weight matrices",
+            ],
         )
 
 
@@ -725,8 +830,14 @@ class FunctionalActivationTrouble(Rule):
     requires = ("layers.in_sat_frac",)
     priority = 20
     explains = (*_STALL, "GRD002")
-    thresholds = (Threshold("min_share", 0.5, "median share of saturated values / dead features",
-                            source="ACT001/ACT002 use the same half-of-the-layer level"),)
+    thresholds = (
+        Threshold(
+            "min_share",
+            0.5,
+            "median share of saturated values / dead features",
+            source="ACT001/ACT002 use the same half-of-the-layer level",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         order = run.module_order()
@@ -736,27 +847,44 @@ class FunctionalActivationTrouble(Rule):
             before = order[order.index(module) - 1] if module in order and order.index(module) > 0 else None
             if before is not None and types.get(before) in sum(_ACTIVATION_TYPES.values(), ()):
                 continue
-            stats = {c: float(run.layer_series(c)[module].median()) if module in run.layer_series(c) else math.nan
-                     for c in ("in_min", "in_absmax", "in_sat_frac", "in_dead_frac", "in_zero_frac")}
+            stats = {
+                c: float(run.layer_series(c)[module].median()) if module in run.layer_series(c) else math.nan
+                for c in ("in_min", "in_absmax", "in_sat_frac", "in_dead_frac", "in_zero_frac")
+            }
             for kind in ("tanh", "relu"):
-                found = sig.functional_activation(kind, stats["in_min"], stats["in_absmax"], stats["in_sat_frac"],
-                                                  stats["in_dead_frac"], stats["in_zero_frac"], t["min_share"])
+                found = sig.functional_activation(
+                    kind,
+                    stats["in_min"],
+                    stats["in_absmax"],
+                    stats["in_sat_frac"],
+                    stats["in_dead_frac"],
+                    stats["in_zero_frac"],
+                    t["min_share"],
+                )
                 if found is not None:
                     yield self._report(run, module, kind, found)
                     return
 
     def _report(self, run: Run, module: str, kind: str, found: dict) -> Finding:
         if kind == "tanh":
-            message = (f"{found['saturated']:.0%} of the input of {module} is beyond 0.99 in magnitude: a tanh "
-                       f"applied in forward() (torch.tanh) saturates and passes back almost no gradient")
-            fixes = ["scale the pre-activations down: xavier_uniform_ initialisation, normalised inputs, or "
-                     "LayerNorm before the tanh", "look for: torch.tanh/torch.sigmoid inside forward()"]
+            message = (
+                f"{found['saturated']:.0%} of the input of {module} is beyond 0.99 in magnitude: a tanh "
+                f"applied in forward() (torch.tanh) saturates and passes back almost no gradient"
+            )
+            fixes = [
+                "scale the pre-activations down: xavier_uniform_ initialisation, normalised inputs, or "
+                "LayerNorm before the tanh",
+                "look for: torch.tanh/torch.sigmoid inside forward()",
+            ]
         else:
-            message = (f"{found['dead']:.0%} of the features entering {module} are zero for the whole batch: "
-                       f"the ReLU applied in forward() (F.relu) before it has dead units")
+            message = (
+                f"{found['dead']:.0%} of the features entering {module} are zero for the whole batch: "
+                f"the ReLU applied in forward() (F.relu) before it has dead units"
+            )
             fixes = ["use LeakyReLU or GELU, initialise biases at 0", "look for: F.relu/torch.relu inside forward()"]
-        return self.finding(run, message=message, module=module, evidence={"kind": kind, **found},
-                            confidence=0.75, fixes=fixes)
+        return self.finding(
+            run, message=message, module=module, evidence={"kind": kind, **found}, confidence=0.75, fixes=fixes
+        )
 
 
 class LearningRateCollapsed(Rule):
@@ -791,11 +919,18 @@ class LearningRateCollapsed(Rule):
     priority = 3
     explains = (*_STALL, "LR004", "SPK001")
     thresholds = (
-        Threshold("within", 0.1, "early share of the run in which the collapse happens",
-                  source="a per-epoch schedule stepped per batch runs its whole course in 1/batches-per-epoch "
-                         "of the run"),
-        Threshold("min_drop", 100.0, "how many times smaller the rate becomes",
-                  source="two decades: no sane warm-down reaches this in a tenth of a run"),
+        Threshold(
+            "within",
+            0.1,
+            "early share of the run in which the collapse happens",
+            source="a per-epoch schedule stepped per batch runs its whole course in 1/batches-per-epoch of the run",
+        ),
+        Threshold(
+            "min_drop",
+            100.0,
+            "how many times smaller the rate becomes",
+            source="two decades: no sane warm-down reaches this in a tenth of a run",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -805,16 +940,20 @@ class LearningRateCollapsed(Rule):
             return
         yield self.finding(
             run,
-            message=(f"the learning rate fell from {found['initial_lr']:.3g} to {found['lr_at_cutoff']:.3g} "
-                     f"({found['drop']:.3g}x) by step {found['cutoff_step']:g}, {t['within']:.0%} into the run, "
-                     f"and ended at {found['final_lr']:.3g}: the scheduler is stepped per batch with settings "
-                     f"counted in epochs"),
+            message=(
+                f"the learning rate fell from {found['initial_lr']:.3g} to {found['lr_at_cutoff']:.3g} "
+                f"({found['drop']:.3g}x) by step {found['cutoff_step']:g}, {t['within']:.0%} into the run, "
+                f"and ended at {found['final_lr']:.3g}: the scheduler is stepped per batch with settings "
+                f"counted in epochs"
+            ),
             onset=found["collapsed_at"],
             evidence=found,
             confidence=0.85,
             causes=["scheduler.step() called every batch with milestones/step_size/T_max in epochs"],
-            fixes=["call scheduler.step() once per epoch, or give its milestones/step_size/T_max in batches",
-                   "look for: scheduler.step() inside the batch loop"],
+            fixes=[
+                "call scheduler.step() once per epoch, or give its milestones/step_size/T_max in batches",
+                "look for: scheduler.step() inside the batch loop",
+            ],
         )
 
 
@@ -849,27 +988,38 @@ class LabelsSortedByClass(Rule):
     requires = ("label_entropy",)
     priority = 3
     explains = (*_LOSS_SHAPE, "GRD001", "GRD003", "OVF001", "ACT003")
-    thresholds = (Threshold("max_share", 0.35, "mean batch label entropy over ln(classes)",
-                            source="a shuffled batch of 32 from 10 balanced classes has ~0.9 ln(10); one of 3 "
-                                   "classes in a batch gives <= 0.48"),)
+    thresholds = (
+        Threshold(
+            "max_share",
+            0.35,
+            "mean batch label entropy over ln(classes)",
+            source="a shuffled batch of 32 from 10 balanced classes has ~0.9 ln(10); one of 3 "
+            "classes in a batch gives <= 0.48",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         entropy, classes = run.series("label_entropy"), run.series("label_classes")
-        found = sig.sorted_labels(entropy.to_numpy(), classes.reindex(entropy.index).to_numpy(), run.num_classes,
-                                  t["max_share"])
+        found = sig.sorted_labels(
+            entropy.to_numpy(), classes.reindex(entropy.index).to_numpy(), run.num_classes, t["max_share"]
+        )
         if found is None:
             return
         yield self.finding(
             run,
-            message=(f"the batches held {found['classes_per_batch']:g} class(es) each (median of "
-                     f"{found['batches']} sampled batches; {found['classes']:g} classes in all), label entropy "
-                     f"{found['batch_entropy']:.3g} against {found['mixed_entropy']:.3g} for mixed batches: the "
-                     f"training data arrives sorted by class"),
+            message=(
+                f"the batches held {found['classes_per_batch']:g} class(es) each (median of "
+                f"{found['batches']} sampled batches; {found['classes']:g} classes in all), label entropy "
+                f"{found['batch_entropy']:.3g} against {found['mixed_entropy']:.3g} for mixed batches: the "
+                f"training data arrives sorted by class"
+            ),
             evidence=found,
             confidence=0.9,
             causes=["a DataLoader without shuffle=True over data stored class by class"],
-            fixes=["shuffle the training data: DataLoader(dataset, shuffle=True)",
-                   "look for: DataLoader(..., shuffle=False) or a hand-made loop over an unpermuted index"],
+            fixes=[
+                "shuffle the training data: DataLoader(dataset, shuffle=True)",
+                "look for: DataLoader(..., shuffle=False) or a hand-made loop over an unpermuted index",
+            ],
         )
 
 
@@ -915,22 +1065,29 @@ class NonFiniteMadeInLoss(Rule):
         loss = run.series("loss", keep_nan=True)
         if first_loss not in loss.index or not np.isfinite(loss.loc[first_loss]):
             return
-        made_forward = [e["step"] for e in events_of(run, schema.EV_NONFINITE)
-                        if e.get("where") == schema.WHERE_FORWARD and e["step"] <= first_loss]
+        made_forward = [
+            e["step"]
+            for e in events_of(run, schema.EV_NONFINITE)
+            if e.get("where") == schema.WHERE_FORWARD and e["step"] <= first_loss
+        ]
         if made_forward:
             return
         yield self.finding(
             run,
-            message=(f"at step {first_loss:g} the loss and every module output were finite, but the gradient of "
-                     f"the loss with respect to the model output was NaN/Inf: the loss computation made it in its "
-                     f"backward, not the last layer"),
+            message=(
+                f"at step {first_loss:g} the loss and every module output were finite, but the gradient of "
+                f"the loss with respect to the model output was NaN/Inf: the loss computation made it in its "
+                f"backward, not the last layer"
+            ),
             onset=first_loss,
             evidence={"step": first_loss},
             confidence=0.9,
             causes=["log of 0, division by 0 or sqrt of 0 inside the loss"],
-            fixes=["use fused losses on logits (F.cross_entropy, BCEWithLogitsLoss) instead of log(softmax) or "
-                   "sigmoid + BCE", "look for: torch.log/division/sqrt in the loss code; clamp_min(1e-12) "
-                   "before log"],
+            fixes=[
+                "use fused losses on logits (F.cross_entropy, BCEWithLogitsLoss) instead of log(softmax) or "
+                "sigmoid + BCE",
+                "look for: torch.log/division/sqrt in the loss code; clamp_min(1e-12) before log",
+            ],
         )
 
 
@@ -964,8 +1121,14 @@ class LossFallsWithoutBound(Rule):
     requires = ("loss",)
     priority = 4
     explains = (*_LOSS_SHAPE, "NF001", "GRD001")
-    thresholds = (Threshold("min_orders", 2.0, "decades of magnitude past zero",
-                            source="a bounded loss cannot end 100x past its starting magnitude on the negative side"),)
+    thresholds = (
+        Threshold(
+            "min_orders",
+            2.0,
+            "decades of magnitude past zero",
+            source="a bounded loss cannot end 100x past its starting magnitude on the negative side",
+        ),
+    )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         if run.task == "regression" or _loss_function(run) in ("GaussianNLLLoss", "PoissonNLLLoss"):
@@ -975,12 +1138,16 @@ class LossFallsWithoutBound(Rule):
             return
         yield self.finding(
             run,
-            message=(f"the loss went from {found['start']:.3g} to {found['end']:.3g}, {found['orders']:.1f} decades "
-                     f"past zero: a log-likelihood of labels cannot fall below 0, so the loss is given raw scores "
-                     f"(NLLLoss without log_softmax) or has its sign flipped"),
+            message=(
+                f"the loss went from {found['start']:.3g} to {found['end']:.3g}, {found['orders']:.1f} decades "
+                f"past zero: a log-likelihood of labels cannot fall below 0, so the loss is given raw scores "
+                f"(NLLLoss without log_softmax) or has its sign flipped"
+            ),
             evidence=found,
             confidence=0.7,
             causes=["NLLLoss on logits", "a custom loss with the wrong sign"],
-            fixes=["apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
-                   "look for: NLLLoss() after a plain Linear output"],
+            fixes=[
+                "apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
+                "look for: NLLLoss() after a plain Linear output",
+            ],
         )

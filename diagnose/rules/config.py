@@ -49,8 +49,14 @@ class RuleConfig:
     def severity_for(self, rule: type[Rule]) -> Severity:
         return self.severity.get(rule.code, rule.severity)
 
-    def merged(self, *, select: Iterable[str] = (), ignore: Iterable[str] = (),
-               settings: Iterable[str] = (), fail_on: str | None = None) -> RuleConfig:
+    def merged(
+        self,
+        *,
+        select: Iterable[str] = (),
+        ignore: Iterable[str] = (),
+        settings: Iterable[str] = (),
+        fail_on: str | None = None,
+    ) -> RuleConfig:
         """This configuration with command-line options applied on top."""
         select, ignore = split_patterns(select), split_patterns(ignore)
         _validate_patterns((*select, *ignore))
@@ -81,8 +87,9 @@ def _parse_setting(setting: str) -> tuple[str, str, float]:
         code, name = key.strip().split(".", 1)
         return code.strip().upper(), name.strip(), float(raw)
     except ValueError:
-        raise ConfigError(f"bad threshold setting {setting!r}: expected CODE.name=number, "
-                          "e.g. OVF001.min_rise=0.1") from None
+        raise ConfigError(
+            f"bad threshold setting {setting!r}: expected CODE.name=number, e.g. OVF001.min_rise=0.1"
+        ) from None
 
 
 def _validate_thresholds(thresholds: Mapping[str, Mapping[str, float]]) -> None:

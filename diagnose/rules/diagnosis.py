@@ -59,9 +59,14 @@ def _one_run(findings: list[Finding], explains: Mapping[str, set[str]]) -> list[
 def _explainer(index: int, findings: list[Finding], explains: Mapping[str, set[str]]) -> int | None:
     """The finding that best explains ``findings[index]`` (most severe, most confident), if any."""
     code = findings[index].code
-    candidates = [j for j, other in enumerate(findings)
-                  if j != index and other.code != code and code in explains.get(other.code, ())
-                  and not (other.code in explains.get(code, ()) and _root_key(findings[index]) < _root_key(other))]
+    candidates = [
+        j
+        for j, other in enumerate(findings)
+        if j != index
+        and other.code != code
+        and code in explains.get(other.code, ())
+        and not (other.code in explains.get(code, ()) and _root_key(findings[index]) < _root_key(other))
+    ]
     return min(candidates, key=lambda j: _root_key(findings[j])) if candidates else None
 
 
@@ -88,8 +93,13 @@ def _root(index: int, parent: Mapping[int, int | None]) -> int:
 
 def _root_key(finding: Finding) -> tuple:
     """Worst first: severity, then confidence; a named bug before a symptom-level finding."""
-    return (-finding.severity.rank, -finding.confidence, finding.category is not Category.BUGS, finding.priority,
-            finding.onset if finding.onset is not None else 0)
+    return (
+        -finding.severity.rank,
+        -finding.confidence,
+        finding.category is not Category.BUGS,
+        finding.priority,
+        finding.onset if finding.onset is not None else 0,
+    )
 
 
 def _consistent_fixes(finding: Finding, settled: dict[str, int]) -> Finding:

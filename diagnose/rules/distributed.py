@@ -89,15 +89,31 @@ class RankOutlier(Rule):
     requires = (RANKS,)
     priority = 20
     thresholds = (
-        Threshold("loss_ratio", 0.4, "median log-ratio of a rank's loss to the other ranks' median (0.4 = 1.5x)",
-                  source="healthy data-parallel ranks differ by batch noise only; the median over half a run of "
-                         "the per-step ratio stays within a few percent of 1"),
-        Threshold("grad_ratio", 0.7, "the same for the gradient norm (0.7 = 2x), which is noisier per batch",
-                  source="per-batch gradient norms scatter about twice as much as losses"),
-        Threshold("min_gap", 0.1, "smallest gap that counts, as a fraction of the run's starting loss",
-                  source="keeps tiny, converged losses (1e-4 vs 3e-4) from counting as a ratio"),
-        Threshold("min_steps", 6, "fewest steps logged by every rank",
-                  source="the median over the second half needs a few points to outvote one odd batch"),
+        Threshold(
+            "loss_ratio",
+            0.4,
+            "median log-ratio of a rank's loss to the other ranks' median (0.4 = 1.5x)",
+            source="healthy data-parallel ranks differ by batch noise only; the median over half a run of "
+            "the per-step ratio stays within a few percent of 1",
+        ),
+        Threshold(
+            "grad_ratio",
+            0.7,
+            "the same for the gradient norm (0.7 = 2x), which is noisier per batch",
+            source="per-batch gradient norms scatter about twice as much as losses",
+        ),
+        Threshold(
+            "min_gap",
+            0.1,
+            "smallest gap that counts, as a fraction of the run's starting loss",
+            source="keeps tiny, converged losses (1e-4 vs 3e-4) from counting as a ratio",
+        ),
+        Threshold(
+            "min_steps",
+            6,
+            "fewest steps logged by every rank",
+            source="the median over the second half needs a few points to outvote one odd batch",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -108,8 +124,9 @@ class RankOutlier(Rule):
                 yield found
                 return
 
-    def _outlier(self, run: Run, table: pd.DataFrame, column: str, ratio: float,
-                 t: Mapping[str, float]) -> Finding | None:
+    def _outlier(
+        self, run: Run, table: pd.DataFrame, column: str, ratio: float, t: Mapping[str, float]
+    ) -> Finding | None:
         if len(table) < t["min_steps"] or not (table.to_numpy() > 0).all():
             return None
         logs = np.log(table)
@@ -125,27 +142,49 @@ class RankOutlier(Rule):
             return None
         return self._finding(run, table, column, rank, level, reference, deviation[rank], ratio)
 
-    def _finding(self, run: Run, table: pd.DataFrame, column: str, rank: int, level: float, reference: float,
-                 deviation: float, ratio: float) -> Finding:
+    def _finding(
+        self,
+        run: Run,
+        table: pd.DataFrame,
+        column: str,
+        rank: int,
+        level: float,
+        reference: float,
+        deviation: float,
+        ratio: float,
+    ) -> Finding:
         per_step = np.log(table[rank]) - np.log(table.drop(columns=rank)).median(axis=1)
         onset = float(per_step.index[np.argmax(np.abs(per_step.to_numpy()) > ratio)])
         what = "loss" if column == "loss" else "gradient norm"
         pair = " (with two ranks either one may be the odd one)" if table.shape[1] == 2 else ""
-        message = (f"rank {rank}'s {what} is {math.exp(abs(deviation)):.2f}x {'above' if deviation > 0 else 'below'} "
-                   f"the other ranks' ({level:.4g} vs {reference:.4g} over the second half of the run){pair}")
+        message = (
+            f"rank {rank}'s {what} is {math.exp(abs(deviation)):.2f}x {'above' if deviation > 0 else 'below'} "
+            f"the other ranks' ({level:.4g} vs {reference:.4g} over the second half of the run){pair}"
+        )
         finding = self.finding(
-            run, message=message, onset=onset,
-            evidence={"column": column, "rank": rank, "rank_level": level, "others_level": reference,
-                      "ratio": math.exp(deviation), "steps_compared": len(table)},
-            causes=["that rank reads a different or broken data shard (wrong split, unshuffled or corrupted files, "
-                    "DistributedSampler missing or given the wrong rank)",
-                    "preprocessing, augmentation or label mapping that depends on the rank or the host",
-                    "a seed derived from the rank where it should not be (or the same seed where shards "
-                    "should differ)"],
-            fixes=[f"print a few inputs and targets on rank {rank} and on another rank at step 1 and compare them",
-                   "check the sampler: DistributedSampler(dataset, num_replicas=world_size, rank=rank) and "
-                   "sampler.set_epoch(epoch) every epoch",
-                   "check the file list or shard index each rank was given"],
+            run,
+            message=message,
+            onset=onset,
+            evidence={
+                "column": column,
+                "rank": rank,
+                "rank_level": level,
+                "others_level": reference,
+                "ratio": math.exp(deviation),
+                "steps_compared": len(table),
+            },
+            causes=[
+                "that rank reads a different or broken data shard (wrong split, unshuffled or corrupted files, "
+                "DistributedSampler missing or given the wrong rank)",
+                "preprocessing, augmentation or label mapping that depends on the rank or the host",
+                "a seed derived from the rank where it should not be (or the same seed where shards should differ)",
+            ],
+            fixes=[
+                f"print a few inputs and targets on rank {rank} and on another rank at step 1 and compare them",
+                "check the sampler: DistributedSampler(dataset, num_replicas=world_size, rank=rank) and "
+                "sampler.set_epoch(epoch) every epoch",
+                "check the file list or shard index each rank was given",
+            ],
         )
         return _blame(finding, rank)
 
@@ -202,23 +241,43 @@ class NonFiniteOnOneRank(Rule):
         where = f" in the {first['where']} pass of module {module!r}" if module else f" ({first['where']})"
         followers = {r: f["step"] for r, f in firsts.items() if r != rank}
         clean = sorted(set(ranks) - set(firsts))
-        after = (f"; ranks {_rank_list(sorted(followers))} followed at step(s) "
-                 f"{_rank_list(sorted({int(s) for s in followers.values()}))}") if followers else ""
+        after = (
+            (
+                f"; ranks {_rank_list(sorted(followers))} followed at step(s) "
+                f"{_rank_list(sorted({int(s) for s in followers.values()}))}"
+            )
+            if followers
+            else ""
+        )
         after += f"; rank(s) {_rank_list(clean)} stayed finite" if clean else ""
         message = f"rank {rank} produced the first NaN/Inf at step {first['step']:.0f}{where}{after}"
         finding = self.finding(
-            run, message=message, onset=first["step"], steps=[first["step"]], module=module,
-            evidence={"rank": rank, "step": first["step"], "where": first["where"], "module": module,
-                      "type": first.get("type"), "followers": {str(r): s for r, s in followers.items()}},
-            causes=[f"a bad sample in the batch rank {rank} loaded at that step (NaN/Inf or extreme values, "
-                    "an empty sequence, a division by zero in preprocessing)",
-                    "code that runs only on that rank (rank-dependent augmentation, loss term or data path)",
-                    "a faulty device, when it keeps happening on the same physical GPU"],
-            fixes=[f"save the sample indices each rank loads and check rank {rank}'s batch at step "
-                   f"{first['step']:.0f} with torch.isfinite",
-                   "assert torch.isfinite(inputs).all() on every rank before the forward while you search",
-                   "run that batch alone under torch.autograd.set_detect_anomaly(True) to find the operation",
-                   "if it follows one device across data, run a GPU memory test on that host"],
+            run,
+            message=message,
+            onset=first["step"],
+            steps=[first["step"]],
+            module=module,
+            evidence={
+                "rank": rank,
+                "step": first["step"],
+                "where": first["where"],
+                "module": module,
+                "type": first.get("type"),
+                "followers": {str(r): s for r, s in followers.items()},
+            },
+            causes=[
+                f"a bad sample in the batch rank {rank} loaded at that step (NaN/Inf or extreme values, "
+                "an empty sequence, a division by zero in preprocessing)",
+                "code that runs only on that rank (rank-dependent augmentation, loss term or data path)",
+                "a faulty device, when it keeps happening on the same physical GPU",
+            ],
+            fixes=[
+                f"save the sample indices each rank loads and check rank {rank}'s batch at step "
+                f"{first['step']:.0f} with torch.isfinite",
+                "assert torch.isfinite(inputs).all() on every rank before the forward while you search",
+                "run that batch alone under torch.autograd.set_detect_anomaly(True) to find the operation",
+                "if it follows one device across data, run a GPU memory test on that host",
+            ],
         )
         return _blame(finding, rank)
 
@@ -249,9 +308,15 @@ def _nonfinite_events(run: Run) -> list[dict[str, Any]]:
         where = str(row.get("where", "?"))
         module = row.get("module")
         own = 1 if where == schema.WHERE_GRAD_NORM else 0
-        result.append({"step": float(row["step"]), "where": where, "order": (float(row["step"]), own),
-                       "module": module if isinstance(module, str) else None,
-                       "type": row.get("type") if isinstance(row.get("type"), str) else None})
+        result.append(
+            {
+                "step": float(row["step"]),
+                "where": where,
+                "order": (float(row["step"]), own),
+                "module": module if isinstance(module, str) else None,
+                "type": row.get("type") if isinstance(row.get("type"), str) else None,
+            }
+        )
     return result
 
 
@@ -291,12 +356,24 @@ class StragglerRank(Rule):
     requires = (RANKS,)
     priority = 40
     thresholds = (
-        Threshold("min_share", 0.7, "fraction of steps at which the rank must be the slowest",
-                  source="with 2 ranks a rank is the slowest at half the steps by chance"),
-        Threshold("min_excess", 0.15, "median excess over the other ranks, as a fraction of the median step time",
-                  source="scheduling jitter of a few percent of a step is normal; 15% is a slowdown worth fixing"),
-        Threshold("min_steps", 5, "fewest steps timed on every rank",
-                  source="min_share over fewer steps is decided by one or two noisy steps"),
+        Threshold(
+            "min_share",
+            0.7,
+            "fraction of steps at which the rank must be the slowest",
+            source="with 2 ranks a rank is the slowest at half the steps by chance",
+        ),
+        Threshold(
+            "min_excess",
+            0.15,
+            "median excess over the other ranks, as a fraction of the median step time",
+            source="scheduling jitter of a few percent of a step is normal; 15% is a slowdown worth fixing",
+        ),
+        Threshold(
+            "min_steps",
+            5,
+            "fewest steps timed on every rank",
+            source="min_share over fewer steps is decided by one or two noisy steps",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -313,22 +390,37 @@ class StragglerRank(Rule):
             if share >= t["min_share"] and scale > 0 and excess >= t["min_excess"] * scale:
                 yield self._finding(run, rank, share, excess, scale, measure, lead)
 
-    def _finding(self, run: Run, rank: int, share: float, excess: float, scale: float, measure: str,
-                 lead: pd.DataFrame) -> Finding:
-        message = (f"rank {rank} is the slowest at {share:.0%} of steps: its {measure} exceeds the other ranks' by "
-                   f"{excess * 1000:.1f} ms per step (median), {excess / scale:.0%} of a step; every rank waits for it")
+    def _finding(
+        self, run: Run, rank: int, share: float, excess: float, scale: float, measure: str, lead: pd.DataFrame
+    ) -> Finding:
+        message = (
+            f"rank {rank} is the slowest at {share:.0%} of steps: its {measure} exceeds the other ranks' by "
+            f"{excess * 1000:.1f} ms per step (median), {excess / scale:.0%} of a step; every rank waits for it"
+        )
         finding = self.finding(
-            run, message=message, onset=float(lead.index[0]),
-            evidence={"rank": rank, "share_slowest": share, "excess_seconds": excess, "median_step_time": scale,
-                      "measure": measure, "median_by_rank": {str(r): float(lead[r].median()) for r in lead.columns}},
-            causes=["a slower data path on that rank: fewer DataLoader workers, a remote or cold disk, heavier "
-                    "samples in its shard",
-                    "work only that rank does inside the step (logging, checkpointing, evaluation on rank 0)",
-                    "CPU contention or a wrong CPU/GPU affinity on its host, or a slower or throttled device"],
-            fixes=["profile that rank's data loading (time next(iterator)) and raise num_workers / pin_memory",
-                   "move rank-0-only work out of the step or make it asynchronous",
-                   "check the host: other processes, CPU affinity (numactl), GPU clocks and temperature",
-                   "balance shards by cost (sequence length, image size), not by sample count"],
+            run,
+            message=message,
+            onset=float(lead.index[0]),
+            evidence={
+                "rank": rank,
+                "share_slowest": share,
+                "excess_seconds": excess,
+                "median_step_time": scale,
+                "measure": measure,
+                "median_by_rank": {str(r): float(lead[r].median()) for r in lead.columns},
+            },
+            causes=[
+                "a slower data path on that rank: fewer DataLoader workers, a remote or cold disk, heavier "
+                "samples in its shard",
+                "work only that rank does inside the step (logging, checkpointing, evaluation on rank 0)",
+                "CPU contention or a wrong CPU/GPU affinity on its host, or a slower or throttled device",
+            ],
+            fixes=[
+                "profile that rank's data loading (time next(iterator)) and raise num_workers / pin_memory",
+                "move rank-0-only work out of the step or make it asynchronous",
+                "check the host: other processes, CPU affinity (numactl), GPU clocks and temperature",
+                "balance shards by cost (sequence length, image size), not by sample count",
+            ],
         )
         return _blame(finding, rank)
 
@@ -383,8 +475,12 @@ class ParameterDesync(Rule):
     requires = (RANKS,)
     priority = 5
     thresholds = (
-        Threshold("rel_tolerance", 1e-6, "relative difference of two parameter sums that counts as different",
-                  source="replicas under DDP are bit-identical; float32 rounding alone is about 1e-7 relative"),
+        Threshold(
+            "rel_tolerance",
+            1e-6,
+            "relative difference of two parameter sums that counts as different",
+            source="replicas under DDP are bit-identical; float32 rounding alone is about 1e-7 relative",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -399,30 +495,52 @@ class ParameterDesync(Rule):
         if bad_steps:
             yield self._finding(run, ranks, sums, bad_steps, differs[bad_steps[0]], t["rel_tolerance"])
 
-    def _finding(self, run: Run, ranks: dict[int, Run], sums: pd.DataFrame, bad_steps: list[float],
-                 odd: list[int], tolerance: float) -> Finding:
+    def _finding(
+        self,
+        run: Run,
+        ranks: dict[int, Run],
+        sums: pd.DataFrame,
+        bad_steps: list[float],
+        odd: list[int],
+        tolerance: float,
+    ) -> Finding:
         step = bad_steps[0]
         rank = odd[0]
         reference = _reference_rank(sums.loc[step], rank)
         module = _first_module(ranks, run, step, rank, reference, tolerance)
         where = f", first in module {module!r}" if module else ""
-        message = (f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s "
-                   f"from step {step:.0f}{where} "
-                   f"({len(bad_steps)} of {len(sums)} compared steps differ)")
+        message = (
+            f"parameters of rank(s) {_rank_list(odd)} differ from rank {reference}'s "
+            f"from step {step:.0f}{where} "
+            f"({len(bad_steps)} of {len(sums)} compared steps differ)"
+        )
         finding = self.finding(
-            run, message=message, onset=step, steps=bad_steps[:20], module=module,
-            evidence={"ranks": odd, "reference_rank": reference, "first_step": step,
-                      "checksums": {str(r): float(sums.loc[step, r]) for r in sums.columns},
-                      "steps_compared": len(sums), "steps_differing": len(bad_steps)},
-            causes=["parameters changed on one rank only (a checkpoint loaded or weights edited on one rank "
-                    "after DDP broadcast them)",
-                    "the model is not wrapped in DDP and was initialised with different seeds, or gradients are "
-                    "all-reduced by hand and some parameters are skipped",
-                    "unused parameters or no_sync left on, so some gradients were never averaged"],
-            fixes=["load checkpoints and edit weights before wrapping the model in DDP, on every rank",
-                   "after any rank-specific change, broadcast: for p in model.parameters(): dist.broadcast(p.data, 0)",
-                   "seed every rank identically before building the model",
-                   "check that every parameter's gradient is all-reduced (find_unused_parameters, no_sync)"],
+            run,
+            message=message,
+            onset=step,
+            steps=bad_steps[:20],
+            module=module,
+            evidence={
+                "ranks": odd,
+                "reference_rank": reference,
+                "first_step": step,
+                "checksums": {str(r): float(sums.loc[step, r]) for r in sums.columns},
+                "steps_compared": len(sums),
+                "steps_differing": len(bad_steps),
+            },
+            causes=[
+                "parameters changed on one rank only (a checkpoint loaded or weights edited on one rank "
+                "after DDP broadcast them)",
+                "the model is not wrapped in DDP and was initialised with different seeds, or gradients are "
+                "all-reduced by hand and some parameters are skipped",
+                "unused parameters or no_sync left on, so some gradients were never averaged",
+            ],
+            fixes=[
+                "load checkpoints and edit weights before wrapping the model in DDP, on every rank",
+                "after any rank-specific change, broadcast: for p in model.parameters(): dist.broadcast(p.data, 0)",
+                "seed every rank identically before building the model",
+                "check that every parameter's gradient is all-reduced (find_unused_parameters, no_sync)",
+            ],
         )
         return _blame(finding, rank)
 
@@ -459,8 +577,9 @@ def _reference_rank(row: pd.Series, odd_rank: int) -> int:
     return int(min(r for r in row.index if r != odd_rank))
 
 
-def _first_module(ranks: dict[int, Run], run: Run, step: float, rank: int, reference: int,
-                  tolerance: float) -> str | None:
+def _first_module(
+    ranks: dict[int, Run], run: Run, step: float, rank: int, reference: int, tolerance: float
+) -> str | None:
     """The first module, in model order, whose parameter sum differs between two ranks at ``step``."""
     sums = {}
     for r in (rank, reference):
@@ -471,8 +590,11 @@ def _first_module(ranks: dict[int, Run], run: Run, step: float, rank: int, refer
         sums[r] = dict(zip(at["module"], at["param_checksum"], strict=False))
     order = run.module_order() + sorted(sums[rank])
     for module in dict.fromkeys(order):
-        if module in sums[rank] and module in sums[reference] and _differ(sums[rank][module],
-                                                                          sums[reference][module], tolerance):
+        if (
+            module in sums[rank]
+            and module in sums[reference]
+            and _differ(sums[rank][module], sums[reference][module], tolerance)
+        ):
             return module
     return None
 
@@ -512,9 +634,12 @@ class UnevenSteps(Rule):
     requires = (RANKS,)
     priority = 30
     thresholds = (
-        Threshold("max_short", 0.02, "fraction of the run a rank may be short without counting",
-                  source="records reach the file in batches (about a second); ranks killed together can differ "
-                         "by one batch"),
+        Threshold(
+            "max_short",
+            0.02,
+            "fraction of the run a rank may be short without counting",
+            source="records reach the file in batches (about a second); ranks killed together can differ by one batch",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -536,15 +661,24 @@ class UnevenSteps(Rule):
             parts.append(f"rank(s) {_rank_list(missing)} wrote no file")
         onset = min(short.values()) if short else None
         finding = self.finding(
-            run, message="; ".join(parts), onset=onset,
-            evidence={"last_step_by_rank": {str(r): last for r, last in lasts.items()},
-                      "missing_ranks": missing, "furthest": furthest},
-            causes=["the rank crashed or was killed (host out of memory, preemption, an exception only it hit)",
-                    "ranks got different numbers of batches (uneven shards, DistributedSampler without drop_last)",
-                    "a rank left the loop on its own condition (early stopping decided per rank)"],
-            fixes=["read that rank's own log and exit status for the error",
-                   "give every rank the same number of batches: DistributedSampler(..., drop_last=True)",
-                   "decide early stopping on rank 0 and broadcast the decision to every rank"],
+            run,
+            message="; ".join(parts),
+            onset=onset,
+            evidence={
+                "last_step_by_rank": {str(r): last for r, last in lasts.items()},
+                "missing_ranks": missing,
+                "furthest": furthest,
+            },
+            causes=[
+                "the rank crashed or was killed (host out of memory, preemption, an exception only it hit)",
+                "ranks got different numbers of batches (uneven shards, DistributedSampler without drop_last)",
+                "a rank left the loop on its own condition (early stopping decided per rank)",
+            ],
+            fixes=[
+                "read that rank's own log and exit status for the error",
+                "give every rank the same number of batches: DistributedSampler(..., drop_last=True)",
+                "decide early stopping on rank 0 and broadcast the decision to every rank",
+            ],
         )
         blamed = next(iter(short), missing[0] if missing else None)
         return _blame(finding, blamed)

@@ -117,11 +117,22 @@ def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
     step = int(event["step"])
     fix = event.get("fix")
     return Finding(
-        code=code, name=name, title=title, severity=Severity.INFO, category=category,
-        message=(f"announced during the run at step {step} ({event.get('severity')}): {event.get('message')}; "
-                 "the whole run no longer shows it"),
-        run=run.name, onset=step, module=event.get("module") if isinstance(event.get("module"), str) else None,
-        rank=run.rank, fixes=(fix,) if isinstance(fix, str) else (), priority=priority, seen_live=step,
+        code=code,
+        name=name,
+        title=title,
+        severity=Severity.INFO,
+        category=category,
+        message=(
+            f"announced during the run at step {step} ({event.get('severity')}): {event.get('message')}; "
+            "the whole run no longer shows it"
+        ),
+        run=run.name,
+        onset=step,
+        module=event.get("module") if isinstance(event.get("module"), str) else None,
+        rank=run.rank,
+        fixes=(fix,) if isinstance(fix, str) else (),
+        priority=priority,
+        seen_live=step,
     )
 
 
@@ -130,8 +141,11 @@ def causes_first(findings: list[Finding]) -> list[Finding]:
     explains = _relation("explains")
     ordered = list(findings)
     for finding in findings:
-        explained = [i for i, other in enumerate(ordered)
-                     if other.code in explains.get(finding.code, ()) and other.run == finding.run]
+        explained = [
+            i
+            for i, other in enumerate(ordered)
+            if other.code in explains.get(finding.code, ()) and other.run == finding.run
+        ]
         here = ordered.index(finding)
         if explained and min(explained) < here:
             ordered.insert(min(explained), ordered.pop(here))
@@ -144,7 +158,9 @@ def _apply(rule: Rule, run: Run, config: RuleConfig, analysis: Analysis) -> None
         analysis.not_evaluated.append((rule.code, "needs " + ", ".join(missing)))
         return
     if rule.assumes_falling_loss and run.objective != "supervised":
-        analysis.not_evaluated.append((rule.code, f"needs a falling loss ({run.objective} losses are not meant to fall)"))
+        analysis.not_evaluated.append(
+            (rule.code, f"needs a falling loss ({run.objective} losses are not meant to fall)")
+        )
         return
     severity = config.severity_for(type(rule))
     try:

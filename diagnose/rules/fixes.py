@@ -38,8 +38,9 @@ KNOBS: dict[str, tuple[str, str]] = {
         r"\bfewer (epochs|steps)\b|\bearly stopping\b|\bstop earlier\b",
     ),
 }
-_COMPILED = {knob: (re.compile(up, re.IGNORECASE), re.compile(down, re.IGNORECASE))
-             for knob, (up, down) in KNOBS.items()}
+_COMPILED = {
+    knob: (re.compile(up, re.IGNORECASE), re.compile(down, re.IGNORECASE)) for knob, (up, down) in KNOBS.items()
+}
 
 
 def directions(fix: str) -> dict[str, int]:

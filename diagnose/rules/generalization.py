@@ -64,19 +64,34 @@ class Overfitting(Rule):
     requires = ("loss",)
     priority = 30
     thresholds = (
-        Threshold("min_rise", 0.08, "log rise of the later validation losses over the best (0.08 = 8.3%)",
-                  source="the mildest labelled overfitting run in the real-log corpus rises 9% (median of its "
-                         "later evaluations); healthy ones that flatten stay within 5%, or within 9% without a "
-                         "rising trend"),
-        Threshold("clear_rise", 0.15, "log rise (0.15 = 16%) above which a positive slope is enough, without "
-                  "its 95% interval clearing zero",
-                  source="the short, noisy overfitting runs in the real-log corpus rise 16%-86%; the healthy "
-                         "run whose validation loss steps up 9% and stays flat must not pass"),
-        Threshold("train_fall", 0.02, "log fall of the training loss over the same stretch (0.02 = 2%)",
-                  source="anything less is a flat training loss: noise, not learning"),
-        Threshold("min_points", 4, "fewest evaluations judged",
-                  source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
-                         "in the real-log corpus rise at every evaluation"),
+        Threshold(
+            "min_rise",
+            0.08,
+            "log rise of the later validation losses over the best (0.08 = 8.3%)",
+            source="the mildest labelled overfitting run in the real-log corpus rises 9% (median of its "
+            "later evaluations); healthy ones that flatten stay within 5%, or within 9% without a "
+            "rising trend",
+        ),
+        Threshold(
+            "clear_rise",
+            0.15,
+            "log rise (0.15 = 16%) above which a positive slope is enough, without its 95% interval clearing zero",
+            source="the short, noisy overfitting runs in the real-log corpus rise 16%-86%; the healthy "
+            "run whose validation loss steps up 9% and stays flat must not pass",
+        ),
+        Threshold(
+            "train_fall",
+            0.02,
+            "log fall of the training loss over the same stretch (0.02 = 2%)",
+            source="anything less is a flat training loss: noise, not learning",
+        ),
+        Threshold(
+            "min_points",
+            4,
+            "fewest evaluations judged",
+            source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
+            "in the real-log corpus rise at every evaluation",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -100,26 +115,41 @@ class Overfitting(Rule):
         train_fall = curves.log_ratio(train_at_best, train_end) if min(train_at_best, train_end) > 0 else 0.0
         turned = curves.trend(val.iloc[best_at:])
         trending = turned is not None and (turned.rising or (turned.slope > 0 and rise > t["clear_rise"]))
-        if not (rise > t["min_rise"] and not rise_from_level <= 2 * scatter and trending
-                and train_fall > t["train_fall"]):
+        if not (
+            rise > t["min_rise"] and not rise_from_level <= 2 * scatter and trending and train_fall > t["train_fall"]
+        ):
             return
         last = float(val.iloc[-1])
         yield self.finding(
             run,
-            message=(f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, to {last:.4g} "
-                     f"({np.exp(rise):.2f}x over the later evaluations), while the training loss fell from "
-                     f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"),
-            onset=best_step, steps=[best_step],
-            evidence={"best_step": best_step, "best_val_loss": best, "last_val_loss": last,
-                      "rise": float(np.exp(rise)), "train_at_best": train_at_best, "train_end": train_end,
-                      "gap": last - train_end, "evaluations": len(val)},
-            causes=["the model memorises the training set: too little data for its capacity",
-                    "too many epochs without early stopping", "too little regularisation"],
-            fixes=[f"restore the checkpoint from step {best_step:.0f} "
-                   "and use early stopping (patience 2-5 evaluations)",
-                   "add data or augmentation",
-                   "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
-                   "use a smaller model or fewer epochs"],
+            message=(
+                f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, to {last:.4g} "
+                f"({np.exp(rise):.2f}x over the later evaluations), while the training loss fell from "
+                f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"
+            ),
+            onset=best_step,
+            steps=[best_step],
+            evidence={
+                "best_step": best_step,
+                "best_val_loss": best,
+                "last_val_loss": last,
+                "rise": float(np.exp(rise)),
+                "train_at_best": train_at_best,
+                "train_end": train_end,
+                "gap": last - train_end,
+                "evaluations": len(val),
+            },
+            causes=[
+                "the model memorises the training set: too little data for its capacity",
+                "too many epochs without early stopping",
+                "too little regularisation",
+            ],
+            fixes=[
+                f"restore the checkpoint from step {best_step:.0f} and use early stopping (patience 2-5 evaluations)",
+                "add data or augmentation",
+                "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
+                "use a smaller model or fewer epochs",
+            ],
         )
 
 
@@ -158,12 +188,24 @@ class AccuracyGap(Rule):
     requires = ("accuracy", "val_accuracy")
     priority = 50
     thresholds = (
-        Threshold("min_gap", 0.1, "final training minus validation accuracy (0.1 = 10 points)",
-                  source="a gap of a few points is normal on any held-out set"),
-        Threshold("min_growth", 0.05, "growth of the gap since the first third of the run",
-                  source="separates a gap that opens during training from one present from the start"),
-        Threshold("max_val_drop", 0.02, "fall of validation accuracy from its best that makes it a warning",
-                  source="two points: beyond the evaluation noise of a few thousand examples"),
+        Threshold(
+            "min_gap",
+            0.1,
+            "final training minus validation accuracy (0.1 = 10 points)",
+            source="a gap of a few points is normal on any held-out set",
+        ),
+        Threshold(
+            "min_growth",
+            0.05,
+            "growth of the gap since the first third of the run",
+            source="separates a gap that opens during training from one present from the start",
+        ),
+        Threshold(
+            "max_val_drop",
+            0.02,
+            "fall of validation accuracy from its best that makes it a warning",
+            source="two points: beyond the evaluation noise of a few thousand examples",
+        ),
         Threshold("min_points", 5, "fewest evaluations judged", source="thirds of the run need points in them"),
     )
 
@@ -181,16 +223,26 @@ class AccuracyGap(Rule):
         falling = best_val - val_end > t["max_val_drop"]
         yield self.finding(
             run,
-            message=(f"training accuracy leads validation accuracy by {late:.3f} at the end (was {early:.3f}); "
-                     f"validation accuracy {'fell' if falling else 'stays'} at {val_end:.3f} "
-                     f"against its best {best_val:.3f} at step {val.idxmax():.0f}"),
-            onset=float(val.idxmax()), severity=Severity.WARNING if falling else Severity.INFO,
-            evidence={"gap_end": late, "gap_start": early, "best_val_accuracy": best_val,
-                      "best_step": float(val.idxmax()), "val_accuracy_end": val_end},
+            message=(
+                f"training accuracy leads validation accuracy by {late:.3f} at the end (was {early:.3f}); "
+                f"validation accuracy {'fell' if falling else 'stays'} at {val_end:.3f} "
+                f"against its best {best_val:.3f} at step {val.idxmax():.0f}"
+            ),
+            onset=float(val.idxmax()),
+            severity=Severity.WARNING if falling else Severity.INFO,
+            evidence={
+                "gap_end": late,
+                "gap_start": early,
+                "best_val_accuracy": best_val,
+                "best_step": float(val.idxmax()),
+                "val_accuracy_end": val_end,
+            },
             causes=["the model memorises the training set", "too little regularisation or data"],
-            fixes=[f"keep the checkpoint from step {val.idxmax():.0f} (best validation accuracy)",
-                   "stop early; add data or augmentation",
-                   "regularise: weight decay 0.01-0.1, dropout 0.1-0.3; or use a smaller model"],
+            fixes=[
+                f"keep the checkpoint from step {val.idxmax():.0f} (best validation accuracy)",
+                "stop early; add data or augmentation",
+                "regularise: weight decay 0.01-0.1, dropout 0.1-0.3; or use a smaller model",
+            ],
         )
 
 
@@ -236,13 +288,25 @@ class LossAtZero(Rule):
     requires = ("loss",)
     priority = 12
     thresholds = (
-        Threshold("min_points", 3, "fewest consecutive zero losses at the end",
-                  source="one or two exact zeros can be rounding in a log written with 4 decimals"),
-        Threshold("min_fraction", 0.1, "share of the run the zeros must cover",
-                  source="a tenth of the run: enough steps to rule out a few lucky batches"),
-        Threshold("not_rounding", 0.01, "lowest non-zero loss above which an exact 0 cannot be rounding",
-                  source="logs round to 4 decimals at most in the real-log corpus: a loss never below 0.01 "
-                         "rounds to no exact 0"),
+        Threshold(
+            "min_points",
+            3,
+            "fewest consecutive zero losses at the end",
+            source="one or two exact zeros can be rounding in a log written with 4 decimals",
+        ),
+        Threshold(
+            "min_fraction",
+            0.1,
+            "share of the run the zeros must cover",
+            source="a tenth of the run: enough steps to rule out a few lucky batches",
+        ),
+        Threshold(
+            "not_rounding",
+            0.01,
+            "lowest non-zero loss above which an exact 0 cannot be rounding",
+            source="logs round to 4 decimals at most in the real-log corpus: a loss never below 0.01 "
+            "rounds to no exact 0",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -251,23 +315,42 @@ class LossAtZero(Rule):
         zeros = len(loss) - (int(nonzero[-1]) + 1 if nonzero.size else 0)
         if zeros >= t["min_points"] and zeros >= t["min_fraction"] * len(loss):
             since = float(loss.index[len(loss) - zeros])
-            yield self._zero(run, f"training loss is exactly 0 from step {since:.0f} to the end ({zeros} of "
-                             f"{len(loss)} logged points): nothing is learnt from these batches", since,
-                             {"zero_since": since, "zero_points": zeros, "points": len(loss)})
+            yield self._zero(
+                run,
+                f"training loss is exactly 0 from step {since:.0f} to the end ({zeros} of "
+                f"{len(loss)} logged points): nothing is learnt from these batches",
+                since,
+                {"zero_since": since, "zero_points": zeros, "points": len(loss)},
+            )
             return
-        empty = [c for c in run.steps.columns if "loss" in c and c not in _ZERO_BY_DESIGN
-                 and len(part := curves.finite(run.series(c))) >= t["min_points"] and (part == 0).all()]
+        empty = [
+            c
+            for c in run.steps.columns
+            if "loss" in c
+            and c not in _ZERO_BY_DESIGN
+            and len(part := curves.finite(run.series(c))) >= t["min_points"]
+            and (part == 0).all()
+        ]
         if empty:
-            yield self._zero(run, f"{', '.join(empty)} exactly 0 at every logged point: that part of the loss is "
-                             "computed over nothing (no targets reach it)", float(loss.index[0]) if len(loss) else None,
-                             {"zero_parts": empty})
+            yield self._zero(
+                run,
+                f"{', '.join(empty)} exactly 0 at every logged point: that part of the loss is "
+                "computed over nothing (no targets reach it)",
+                float(loss.index[0]) if len(loss) else None,
+                {"zero_parts": empty},
+            )
             return
         at_zero = loss[loss == 0]
         if len(at_zero) and len(nonzero) and float(loss.iloc[nonzero].min()) >= t["not_rounding"]:
-            yield self._zero(run, f"training loss is exactly 0 at {len(at_zero)} step(s) ({', '.join(f'{s:.0f}' for s in at_zero.index[:6])}) "
-                             f"while it is never below {float(loss.iloc[nonzero].min()):.3g} elsewhere: batches "
-                             "with nothing to learn from", float(at_zero.index[0]),
-                             {"zero_steps": [float(s) for s in at_zero.index[:20]], "lowest_other": float(loss.iloc[nonzero].min())})
+            yield self._zero(
+                run,
+                f"training loss is exactly 0 at {len(at_zero)} step(s) "
+                f"({', '.join(f'{s:.0f}' for s in at_zero.index[:6])}) "
+                f"while it is never below {float(loss.iloc[nonzero].min()):.3g} elsewhere: batches "
+                "with nothing to learn from",
+                float(at_zero.index[0]),
+                {"zero_steps": [float(s) for s in at_zero.index[:20]], "lowest_other": float(loss.iloc[nonzero].min())},
+            )
 
     def _zero(self, run: Run, message: str, onset: float | None, evidence: dict) -> Finding:
         return self.finding(
@@ -275,10 +358,14 @@ class LossAtZero(Rule):
             message=message,
             onset=onset,
             evidence=evidence,
-            causes=["label leakage: the target can be read off the input",
-                    "the loss is computed over nothing (empty mask) or not on the model output",
-                    "underflow of the loss in low precision"],
-            fixes=["look for features that encode the label and for duplicates shared by train and validation",
-                   "check that the loss uses the model output and a non-empty set of elements",
-                   "compute the loss in float32 under mixed precision"],
+            causes=[
+                "label leakage: the target can be read off the input",
+                "the loss is computed over nothing (empty mask) or not on the model output",
+                "underflow of the loss in low precision",
+            ],
+            fixes=[
+                "look for features that encode the label and for duplicates shared by train and validation",
+                "check that the loss uses the model output and a non-empty set of elements",
+                "compute the loss in float32 under mixed precision",
+            ],
         )

@@ -18,8 +18,14 @@ _WEIGHT_LAYERS = ("Linear", "Conv", "Bilinear")
 
 def weight_layers(run: Run, columns: pd.Index) -> list[str]:
     """Modules among ``columns`` that hold a weight matrix (Linear/Conv), in model order; all when types are unknown."""
-    types = {name: kind for name, kind in ((m[0], m[1]) for m in (run.meta.get("model") or {}).get("modules", [])
-                                           if isinstance(m, (list, tuple)) and len(m) == 2)}
+    types = {
+        name: kind
+        for name, kind in (
+            (m[0], m[1])
+            for m in (run.meta.get("model") or {}).get("modules", [])
+            if isinstance(m, (list, tuple)) and len(m) == 2
+        )
+    }
     if not types:
         return list(columns)
     return [c for c in columns if any(k in str(types.get(c, "")) for k in _WEIGHT_LAYERS)]
@@ -73,11 +79,19 @@ class ExplodingGradients(Rule):
     live = True
     priority = 10
     thresholds = (
-        Threshold("min_growth", 30.0, "how many times its start the smoothed norm must reach (30x = 1.5 orders)",
-                  source="healthy runs in the real-log corpus and sample_runs grow at most ~10x (fine-tuning "
-                         "warm-ups); the recorded divergence grows >1000x before it overflows"),
-        Threshold("min_points", 10, "fewest finite grad-norm points (or layer samples) judged",
-                  source="a start level and a trend need ~10 points"),
+        Threshold(
+            "min_growth",
+            30.0,
+            "how many times its start the smoothed norm must reach (30x = 1.5 orders)",
+            source="healthy runs in the real-log corpus and sample_runs grow at most ~10x (fine-tuning "
+            "warm-ups); the recorded divergence grows >1000x before it overflows",
+        ),
+        Threshold(
+            "min_points",
+            10,
+            "fewest finite grad-norm points (or layer samples) judged",
+            source="a start level and a trend need ~10 points",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -93,24 +107,46 @@ class ExplodingGradients(Rule):
         growth, onset = global_growth if global_fires else (None, None)
         yield self._finding(run, norm, growth, onset, worst, layers)
 
-    def _finding(self, run: Run, norm: pd.Series, growth: float | None, onset: float | None,
-                 worst: str | None, layers: dict[str, float]) -> Finding:
+    def _finding(
+        self,
+        run: Run,
+        norm: pd.Series,
+        growth: float | None,
+        onset: float | None,
+        worst: str | None,
+        layers: dict[str, float],
+    ) -> Finding:
         if growth is not None:
-            message = (f"gradient norm grows {growth:.3g}x, from {curves.start_level(norm):.3g} to "
-                       f"{norm.max():.3g}, rising from step {onset:.0f}")
+            message = (
+                f"gradient norm grows {growth:.3g}x, from {curves.start_level(norm):.3g} to "
+                f"{norm.max():.3g}, rising from step {onset:.0f}"
+            )
         else:
             message = f"gradient norm of layer {worst} grows {layers[worst]:.3g}x over the run"
         if worst is not None:
             message += f"; fastest-growing layer: {worst} ({layers[worst]:.3g}x)"
         return self.finding(
-            run, message=message, onset=onset, module=worst,
-            evidence={"growth": growth, "start": curves.start_level(norm) if len(norm) else None,
-                      "peak": float(norm.max()) if len(norm) else None, "layer_growth": layers},
-            causes=["learning rate past the stability limit: each step overshoots further",
-                    "no normalisation in a deep stack, or too large an initial weight scale",
-                    "a recurrence whose weights amplify the signal"],
-            fixes=["lower the learning rate 3-10x", "clip gradients: torch.nn.utils.clip_grad_norm_(params, 1.0)",
-                   "add BatchNorm/LayerNorm between layers", f"check the initialisation of {worst or 'the model'}"],
+            run,
+            message=message,
+            onset=onset,
+            module=worst,
+            evidence={
+                "growth": growth,
+                "start": curves.start_level(norm) if len(norm) else None,
+                "peak": float(norm.max()) if len(norm) else None,
+                "layer_growth": layers,
+            },
+            causes=[
+                "learning rate past the stability limit: each step overshoots further",
+                "no normalisation in a deep stack, or too large an initial weight scale",
+                "a recurrence whose weights amplify the signal",
+            ],
+            fixes=[
+                "lower the learning rate 3-10x",
+                "clip gradients: torch.nn.utils.clip_grad_norm_(params, 1.0)",
+                "add BatchNorm/LayerNorm between layers",
+                f"check the initialisation of {worst or 'the model'}",
+            ],
         )
 
 
@@ -175,11 +211,19 @@ class VanishingGradients(Rule):
     priority = 15
     explains = STALLED_LEARNING
     thresholds = (
-        Threshold("max_ratio", 1e-3, "first-layer / last-layer gradient norm below which gradients vanish",
-                  source="three orders of magnitude; healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x; "
-                         "Glorot & Bengio (2010) show deep sigmoid nets losing orders of magnitude per few layers"),
-        Threshold("min_layers", 4, "fewest weight layers for a depth problem",
-                  source="with fewer layers the first and last quarter are neighbours"),
+        Threshold(
+            "max_ratio",
+            1e-3,
+            "first-layer / last-layer gradient norm below which gradients vanish",
+            source="three orders of magnitude; healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x; "
+            "Glorot & Bengio (2010) show deep sigmoid nets losing orders of magnitude per few layers",
+        ),
+        Threshold(
+            "min_layers",
+            4,
+            "fewest weight layers for a depth problem",
+            source="with fewer layers the first and last quarter are neighbours",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -195,16 +239,30 @@ class VanishingGradients(Rule):
             return
         ratio = first_norm / last_norm
         yield self.finding(
-            run, module=first[0],
-            message=(f"gradient norm of the first layers ({listing(first)}: {first_norm:.3g}) is {ratio:.2g} of the "
-                     f"last layers' ({listing(last)}: {last_norm:.3g}) across {len(layers)} weight layers"),
-            evidence={"ratio": ratio, "first_layers": first, "last_layers": last, "first_norm": first_norm,
-                      "last_norm": last_norm, "per_layer": table[layers].median().to_dict()},
-            causes=["deep stack of sigmoid/tanh layers: each divides the backward signal",
-                    "no normalisation and too small an initial weight scale"],
-            fixes=["use ReLU/GELU activations in hidden layers", "add BatchNorm/LayerNorm between layers",
-                   "initialise with torch.nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh)",
-                   "add residual (skip) connections"],
+            run,
+            module=first[0],
+            message=(
+                f"gradient norm of the first layers ({listing(first)}: {first_norm:.3g}) is {ratio:.2g} of the "
+                f"last layers' ({listing(last)}: {last_norm:.3g}) across {len(layers)} weight layers"
+            ),
+            evidence={
+                "ratio": ratio,
+                "first_layers": first,
+                "last_layers": last,
+                "first_norm": first_norm,
+                "last_norm": last_norm,
+                "per_layer": table[layers].median().to_dict(),
+            },
+            causes=[
+                "deep stack of sigmoid/tanh layers: each divides the backward signal",
+                "no normalisation and too small an initial weight scale",
+            ],
+            fixes=[
+                "use ReLU/GELU activations in hidden layers",
+                "add BatchNorm/LayerNorm between layers",
+                "initialise with torch.nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh)",
+                "add residual (skip) connections",
+            ],
         )
 
 
@@ -257,18 +315,34 @@ class UpdateRatioOffScale(Rule):
     priority = 18
     explains = STALLED_LEARNING
     thresholds = (
-        Threshold("too_slow", 1e-5, "median update/weight ratio below which a layer barely learns",
-                  source="two orders of magnitude below the ~1e-3 of Karpathy, 'A Recipe for Training Neural "
-                         "Networks' (2019) and CS231n; healthy sample runs sit at 1e-3 to 3e-2"),
-        Threshold("too_fast", 0.1, "median update/weight ratio above which a layer is rewritten every few steps",
-                  source="two orders of magnitude above Karpathy's / CS231n's ~1e-3"),
-        Threshold("min_loss_left", 0.5, "training loss at the end over its start above which slow updates count",
-                  source="an overfitting held-out run that fell 99% shows 5e-6 in its first layer at the end; the "
-                         "runs that are really too slow (sample_runs/, held-out SGD at 1e-4) end within 2% of "
-                         "their start"),
-        Threshold("gone", 1e-9, "median ratio below which the layer gets no gradient to speak of",
-                  source="even Adam at a learning rate of 1e-9 moves weights of scale 0.05 by ~2e-8 a step; a "
-                         "network killed by a learning rate of 1.0 in the held-out checks shows 1e-11"),
+        Threshold(
+            "too_slow",
+            1e-5,
+            "median update/weight ratio below which a layer barely learns",
+            source="two orders of magnitude below the ~1e-3 of Karpathy, 'A Recipe for Training Neural "
+            "Networks' (2019) and CS231n; healthy sample runs sit at 1e-3 to 3e-2",
+        ),
+        Threshold(
+            "too_fast",
+            0.1,
+            "median update/weight ratio above which a layer is rewritten every few steps",
+            source="two orders of magnitude above Karpathy's / CS231n's ~1e-3",
+        ),
+        Threshold(
+            "min_loss_left",
+            0.5,
+            "training loss at the end over its start above which slow updates count",
+            source="an overfitting held-out run that fell 99% shows 5e-6 in its first layer at the end; the "
+            "runs that are really too slow (sample_runs/, held-out SGD at 1e-4) end within 2% of "
+            "their start",
+        ),
+        Threshold(
+            "gone",
+            1e-9,
+            "median ratio below which the layer gets no gradient to speak of",
+            source="even Adam at a learning rate of 1e-9 moves weights of scale 0.05 by ~2e-8 a step; a "
+            "network killed by a learning rate of 1.0 in the held-out checks shows 1e-11",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -288,15 +362,21 @@ class UpdateRatioOffScale(Rule):
         scope = "every layer" if len(off) == len(medians) else f"{len(off)} of {len(medians)} layers"
         worst = off.idxmin() if way == "slow" else off.idxmax()
         if way == "slow":
-            fixes = ["raise the learning rate 3-10x", "check the layer's parameter group: learning rate or "
-                     "scheduler at (near) zero", "check that the weights are not tiny-gradient by design (frozen)"]
+            fixes = [
+                "raise the learning rate 3-10x",
+                "check the layer's parameter group: learning rate or scheduler at (near) zero",
+                "check that the weights are not tiny-gradient by design (frozen)",
+            ]
         else:
             fixes = ["lower the learning rate 3-10x", "add a warm-up", "check weight decay and parameter groups"]
         return self.finding(
-            run, module=str(worst),
-            message=(f"update/weight ratio too {way} in {scope} ({listing([str(m) for m in layers])}): "
-                     f"median {off[worst]:.2g} at {worst}, {'below' if way == 'slow' else 'above'} {limit:g} "
-                     f"(healthy ~1e-3)"),
+            run,
+            module=str(worst),
+            message=(
+                f"update/weight ratio too {way} in {scope} ({listing([str(m) for m in layers])}): "
+                f"median {off[worst]:.2g} at {worst}, {'below' if way == 'slow' else 'above'} {limit:g} "
+                f"(healthy ~1e-3)"
+            ),
             evidence={"direction": way, "per_layer": medians.to_dict(), "layers": layers},
             causes=[f"learning rate too {'low' if way == 'slow' else 'high'} for these weights"],
             fixes=fixes,
@@ -346,12 +426,20 @@ class LayerWithoutGradient(Rule):
         if not without or not (peak > 0).any():
             return
         yield self.finding(
-            run, module=without[0],
-            message=(f"{len(without)} of {len(trainable)} trainable modules never get a non-zero gradient: "
-                     f"{listing(without)}"),
+            run,
+            module=without[0],
+            message=(
+                f"{len(without)} of {len(trainable)} trainable modules never get a non-zero gradient: "
+                f"{listing(without)}"
+            ),
             evidence={"modules": without, "trainable": len(trainable), "samples": len(grads)},
-            causes=["a .detach(), torch.no_grad() or .item() on the path from the module to the loss",
-                    "the module's output is not used in the loss", "the module is never called in forward"],
-            fixes=["remove the .detach()/no_grad()/.item() between the module and the loss",
-                   "if the module should stay fixed: requires_grad_(False) and leave it out of the optimizer"],
+            causes=[
+                "a .detach(), torch.no_grad() or .item() on the path from the module to the loss",
+                "the module's output is not used in the loss",
+                "the module is never called in forward",
+            ],
+            fixes=[
+                "remove the .detach()/no_grad()/.item() between the module and the loss",
+                "if the module should stay fixed: requires_grad_(False) and leave it out of the optimizer",
+            ],
         )

@@ -64,8 +64,9 @@ def candidate_chance_levels(run: Run) -> list[ChanceLevel]:
     declared = declared_chance(run)
     if declared is not None:
         return [declared]
-    guessed = [ChanceLevel(math.log(c), f"ln {c}, uniform guessing over {c} classes", c, False)
-               for c in _GUESSED_CLASS_COUNTS]
+    guessed = [
+        ChanceLevel(math.log(c), f"ln {c}, uniform guessing over {c} classes", c, False) for c in _GUESSED_CLASS_COUNTS
+    ]
     return guessed + [ChanceLevel(_MSE_CHANCE, "MSE of a constant 0.5 on 0/1 targets", 2, False)]
 
 
@@ -118,8 +119,11 @@ def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
     if not distance <= tolerance:
         return None
     fit = curves.trend(tail)
-    if fit is not None and abs(curves.log_ratio(fit.intercept + fit.slope * tail.index[-1],
-                                                fit.intercept + fit.slope * tail.index[0])) > tolerance:
+    if (
+        fit is not None
+        and abs(curves.log_ratio(fit.intercept + fit.slope * tail.index[-1], fit.intercept + fit.slope * tail.index[0]))
+        > tolerance
+    ):
         return None  # still moving through the level, not sitting at it
     smoothed = curves.smooth(series)
     away = np.abs(np.log(np.maximum(smoothed.to_numpy(), 1e-12) / level)) > tolerance
@@ -191,12 +195,19 @@ class ChancePlateau(Rule):
     # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall adds nothing.
     supersedes = ("PLT001",)
     thresholds = (
-        Threshold("tolerance", 0.04, "log distance from the declared chance level that counts as 'at chance' "
-                  "(0.04 = 4%)",
-                  source="the labelled stuck_at_chance runs in the real-log corpus sit within 0.1-3.7% of "
-                         "ln C; the healthy runs that pass through ln 2 or ln 10 leave it by more than 8%"),
-        Threshold("min_points", 5, "fewest finite points of a curve judged",
-                  source="a third of the curve must hold at least two points to be called flat"),
+        Threshold(
+            "tolerance",
+            0.04,
+            "log distance from the declared chance level that counts as 'at chance' (0.04 = 4%)",
+            source="the labelled stuck_at_chance runs in the real-log corpus sit within 0.1-3.7% of "
+            "ln C; the healthy runs that pass through ln 2 or ln 10 leave it by more than 8%",
+        ),
+        Threshold(
+            "min_points",
+            5,
+            "fewest finite points of a curve judged",
+            source="a third of the curve must hold at least two points to be called flat",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -207,22 +218,34 @@ class ChancePlateau(Rule):
         accuracy = f"; accuracy {stall.accuracy:.3f}" if stall.accuracy is not None else ""
         yield self.finding(
             run,
-            message=(f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:.0f} to the end: "
-                     f"chance level {stall.level.value:.4g} ({stall.level.meaning}; evidence: {stall.evidence})"
-                     f"{accuracy}"),
+            message=(
+                f"{curve} sits at {stall.tail_level:.4g} from step {stall.onset:.0f} to the end: "
+                f"chance level {stall.level.value:.4g} ({stall.level.meaning}; evidence: {stall.evidence})"
+                f"{accuracy}"
+            ),
             onset=stall.onset,
-            evidence={"column": stall.column, "level": stall.tail_level, "chance_level": stall.level.value,
-                      "classes": stall.level.classes, "declared": stall.level.declared, "accuracy": stall.accuracy,
-                      "why_this_level": stall.evidence},
+            evidence={
+                "column": stall.column,
+                "level": stall.tail_level,
+                "chance_level": stall.level.value,
+                "classes": stall.level.classes,
+                "declared": stall.level.declared,
+                "accuracy": stall.accuracy,
+                "why_this_level": stall.evidence,
+            },
             confidence=1.0 if stall.level.declared else 0.8,
-            causes=["labels do not match inputs (shuffled separately, wrong column, broken augmentation)",
-                    "inputs carry no signal (constant, all zeros, not normalised)",
-                    "no gradient reaches the weights (detach, frozen parameters, optimizer over other parameters)",
-                    "learning rate far too low, or so high that the output layer saturated"],
-            fixes=["check a few (input, label) pairs by eye after the data pipeline",
-                   "check that every trainable parameter has a non-zero .grad after backward()",
-                   "overfit a single batch of 8-32 examples: the loss must fall well below chance",
-                   "try a learning rate 3-10x higher"],
+            causes=[
+                "labels do not match inputs (shuffled separately, wrong column, broken augmentation)",
+                "inputs carry no signal (constant, all zeros, not normalised)",
+                "no gradient reaches the weights (detach, frozen parameters, optimizer over other parameters)",
+                "learning rate far too low, or so high that the output layer saturated",
+            ],
+            fixes=[
+                "check a few (input, label) pairs by eye after the data pipeline",
+                "check that every trainable parameter has a non-zero .grad after backward()",
+                "overfit a single batch of 8-32 examples: the loss must fall well below chance",
+                "try a learning rate 3-10x higher",
+            ],
         )
 
 
@@ -269,16 +292,28 @@ class ValidationNeverBeatsChance(Rule):
     priority = 9
     explains = ("OVF001", "OVF002")
     thresholds = (
-        Threshold("tolerance", 0.04, "log distance below chance level that the best validation loss must reach "
-                  "to count as having learnt something (0.04 = 4%)",
-                  source="the same band as CH001's: a validation loss within 4% of ln C is chance"),
-        Threshold("max_train_share", 0.7, "training loss at the end, as a fraction of chance level, below which "
-                  "the model clearly fits its training data",
-                  source="a fitted training set ends far below chance; 0.7 ln C keeps runs that learn "
-                         "nothing at all to CH001"),
-        Threshold("max_accuracy_gain", 0.05, "best validation accuracy above 1/C that still counts as chance",
-                  source="random-label runs in the held-out checks score within 3 points of 1/C on 512 "
-                         "validation examples; the overfitting sample run, which did learn, is 20 points above"),
+        Threshold(
+            "tolerance",
+            0.04,
+            "log distance below chance level that the best validation loss must reach "
+            "to count as having learnt something (0.04 = 4%)",
+            source="the same band as CH001's: a validation loss within 4% of ln C is chance",
+        ),
+        Threshold(
+            "max_train_share",
+            0.7,
+            "training loss at the end, as a fraction of chance level, below which "
+            "the model clearly fits its training data",
+            source="a fitted training set ends far below chance; 0.7 ln C keeps runs that learn "
+            "nothing at all to CH001",
+        ),
+        Threshold(
+            "max_accuracy_gain",
+            0.05,
+            "best validation accuracy above 1/C that still counts as chance",
+            source="random-label runs in the held-out checks score within 3 points of 1/C on 512 "
+            "validation examples; the overfitting sample run, which did learn, is 20 points above",
+        ),
         Threshold("min_evals", 3, "fewest validation points judged", source="a best value needs a few evaluations"),
     )
 
@@ -289,8 +324,11 @@ class ValidationNeverBeatsChance(Rule):
         if min(len(val), len(accuracy)) < t["min_evals"] or len(train) < 3:
             return
         best_accuracy = float(accuracy.max())
-        levels = [c for c in candidate_chance_levels(run) if c.classes and (c.declared or abs(
-                  best_accuracy - 1 / c.classes) <= t["max_accuracy_gain"])]
+        levels = [
+            c
+            for c in candidate_chance_levels(run)
+            if c.classes and (c.declared or abs(best_accuracy - 1 / c.classes) <= t["max_accuracy_gain"])
+        ]
         if not levels or best_accuracy > 1 / levels[0].classes + t["max_accuracy_gain"]:
             return
         level = min(levels, key=lambda c: abs(best_accuracy - 1 / c.classes))  # the count the accuracy points at
@@ -299,23 +337,34 @@ class ValidationNeverBeatsChance(Rule):
             return
         yield self.finding(
             run,
-            message=(f"validation loss never got below chance level {level.value:.4g} ({level.meaning}): best "
-                     f"{best:.4g} at step {val.idxmin():.0f}, validation accuracy at most {accuracy.max():.3f} "
-                     f"(1/C = {1 / level.classes:.3f}), while the training loss fell to {train_end:.4g}"),
+            message=(
+                f"validation loss never got below chance level {level.value:.4g} ({level.meaning}): best "
+                f"{best:.4g} at step {val.idxmin():.0f}, validation accuracy at most {accuracy.max():.3f} "
+                f"(1/C = {1 / level.classes:.3f}), while the training loss fell to {train_end:.4g}"
+            ),
             onset=float(val.index[0]),
             end=float(val.index[-1]),
-            evidence={"best_val_loss": best, "best_val_step": float(val.idxmin()), "chance_level": level.value,
-                      "best_val_accuracy": float(accuracy.max()), "train_end": train_end,
-                      "classes": level.classes, "declared": level.declared},
+            evidence={
+                "best_val_loss": best,
+                "best_val_step": float(val.idxmin()),
+                "chance_level": level.value,
+                "best_val_accuracy": float(accuracy.max()),
+                "train_end": train_end,
+                "classes": level.classes,
+                "declared": level.declared,
+            },
             confidence=1.0 if level.declared else 0.8,
-            causes=["labels do not belong to their inputs: shuffled separately, a misaligned join, the wrong "
-                    "label column",
-                    "the validation data is processed differently (normalisation, tokenizer, resizing)",
-                    "the labels cannot be predicted from the inputs at all (random or leaked-then-removed targets)"],
-            fixes=["print a few (input, label) pairs from both loaders and check them by hand",
-                   "make the validation pipeline the training pipeline minus augmentation",
-                   "check that any shuffle moves inputs and labels together",
-                   "run diagnose.preflight on one batch (it checks labels, inputs and that the model can learn)"],
+            causes=[
+                "labels do not belong to their inputs: shuffled separately, a misaligned join, the wrong label column",
+                "the validation data is processed differently (normalisation, tokenizer, resizing)",
+                "the labels cannot be predicted from the inputs at all (random or leaked-then-removed targets)",
+            ],
+            fixes=[
+                "print a few (input, label) pairs from both loaders and check them by hand",
+                "make the validation pipeline the training pipeline minus augmentation",
+                "check that any shuffle moves inputs and labels together",
+                "run diagnose.preflight on one batch (it checks labels, inputs and that the model can learn)",
+            ],
         )
 
 
@@ -353,9 +402,13 @@ class BadInitialLoss(Rule):
     requires = ("loss",)
     priority = 15
     thresholds = (
-        Threshold("max_ratio", 2.0, "first loss over the expected ln C above which the initialisation is bad",
-                  source="PyTorch's default Linear init gives logits of std ~0.6, so the first loss is within "
-                         "~1.3x ln C; Karpathy, 'A Recipe for Training Neural Networks' (2019): 'verify loss @ init'"),
+        Threshold(
+            "max_ratio",
+            2.0,
+            "first loss over the expected ln C above which the initialisation is bad",
+            source="PyTorch's default Linear init gives logits of std ~0.6, so the first loss is within "
+            "~1.3x ln C; Karpathy, 'A Recipe for Training Neural Networks' (2019): 'verify loss @ init'",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -369,13 +422,19 @@ class BadInitialLoss(Rule):
             return
         yield self.finding(
             run,
-            message=(f"first loss {first:.4g} at step {loss.index[0]:.0f} is {ratio:.1f}x the {expected.value:.4g} "
-                     f"of an untrained classifier ({expected.meaning})"),
+            message=(
+                f"first loss {first:.4g} at step {loss.index[0]:.0f} is {ratio:.1f}x the {expected.value:.4g} "
+                f"of an untrained classifier ({expected.meaning})"
+            ),
             onset=loss.index[0],
             evidence={"first_loss": first, "expected": expected.value, "ratio": ratio},
-            causes=["the last layer's weights or bias are initialised too large",
-                    "the logits are scaled up (temperature, missing normalisation)"],
-            fixes=["initialise the last layer with zeros or std=0.01 (nn.init.normal_(layer.weight, std=0.01))",
-                   "set the last bias to log(class prior) for unbalanced classes",
-                   "look for anything multiplying the logits before the loss"],
+            causes=[
+                "the last layer's weights or bias are initialised too large",
+                "the logits are scaled up (temperature, missing normalisation)",
+            ],
+            fixes=[
+                "initialise the last layer with zeros or std=0.01 (nn.init.normal_(layer.weight, std=0.01))",
+                "set the last bias to log(class prior) for unbalanced classes",
+                "look for anything multiplying the logits before the loss",
+            ],
         )

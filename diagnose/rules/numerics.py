@@ -45,8 +45,11 @@ def _origin(run: Run) -> dict[str, str] | None:
     if found.empty:
         return None
     first = found.sort_values("step", kind="stable").iloc[0]
-    return {key: str(first[key]) for key in ("where", "module", "type", "detail")
-            if key in found.columns and isinstance(first[key], str)}
+    return {
+        key: str(first[key])
+        for key in ("where", "module", "type", "detail")
+        if key in found.columns and isinstance(first[key], str)
+    }
 
 
 def _operation(run: Run) -> dict[str, object]:
@@ -123,10 +126,14 @@ class NonFiniteLoss(Rule):
     live_at_once = True
     priority = 1
     thresholds = (
-        Threshold("rise_before", 0.5, "log-ratio of the loss just before it broke over its best smoothed level "
-                  "that counts as 'it was climbing' (0.5 = 1.65x)",
-                  source="above the 0.2-0.3 scatter of the smoothed loss of the healthy runs in "
-                         "the real-log corpus; the labelled lr_too_high NaN runs there climb 1.3x-13x first"),
+        Threshold(
+            "rise_before",
+            0.5,
+            "log-ratio of the loss just before it broke over its best smoothed level "
+            "that counts as 'it was climbing' (0.5 = 1.65x)",
+            source="above the 0.2-0.3 scatter of the smoothed loss of the healthy runs in "
+            "the real-log corpus; the labelled lr_too_high NaN runs there climb 1.3x-13x first",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -147,15 +154,27 @@ class NonFiniteLoss(Rule):
         causes, fixes = _explain({**(origin or {}), **operation}, rising, amp=run.has("loss_scale"))
         after = "came back later" if broken.recovered else "never came back"
         where = f"; first made in {_describe(origin, run)}" if origin else ""
-        message = (f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
-                   f"{after}){where}{_operation_text(operation)}. Likely cause: {causes[0]}")
+        message = (
+            f"loss became non-finite at step {broken.first_step:.0f} ({broken.bad_points} non-finite point(s), "
+            f"{after}){where}{_operation_text(operation)}. Likely cause: {causes[0]}"
+        )
         return self.finding(
-            run, message=message, onset=broken.first_step, steps=[broken.first_step],
+            run,
+            message=message,
+            onset=broken.first_step,
+            steps=[broken.first_step],
             module=(origin or {}).get("module"),
-            evidence={"first_step": broken.first_step, "nonfinite_points": broken.bad_points,
-                      "recovered": broken.recovered, "rising_before": rising, **(origin or {}),
-                      **{f"operation_{k}" if k != "op" else "operation": v for k, v in operation.items()}},
-            causes=causes, fixes=fixes, severity=Severity.ERROR if not broken.recovered else Severity.WARNING,
+            evidence={
+                "first_step": broken.first_step,
+                "nonfinite_points": broken.bad_points,
+                "recovered": broken.recovered,
+                "rising_before": rising,
+                **(origin or {}),
+                **{f"operation_{k}" if k != "op" else "operation": v for k, v in operation.items()},
+            },
+            causes=causes,
+            fixes=fixes,
+            severity=Severity.ERROR if not broken.recovered else Severity.WARNING,
         )
 
     def _gradient_finding(self, run: Run, grads: _Episode) -> Finding:
@@ -164,19 +183,31 @@ class NonFiniteLoss(Rule):
         # Trainer's fp16 scaler, skips such steps), so this is a note, as the labelled real runs agree.
         # One bad point, the last one, is no persistence yet (a run in progress, judged live, ends there).
         if grads.recovered or grads.bad_points == 1:
-            message = (f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
-                       "but the loss stayed finite: isolated overflow steps, which a GradScaler skips")
+            message = (
+                f"gradient norm was non-finite at {grads.bad_points} step(s) from step {grads.first_step:.0f}, "
+                "but the loss stayed finite: isolated overflow steps, which a GradScaler skips"
+            )
             severity = Severity.INFO
         else:
-            message = (f"gradient norm became non-finite at step {grads.first_step:.0f} and stayed so to the end "
-                       f"({grads.bad_points} points) while the loss was still finite")
+            message = (
+                f"gradient norm became non-finite at step {grads.first_step:.0f} and stayed so to the end "
+                f"({grads.bad_points} points) while the loss was still finite"
+            )
             severity = Severity.WARNING
         causes, fixes = _explain(_origin(run), rising=False, amp=amp or severity is Severity.INFO)
         return self.finding(
-            run, message=message, onset=grads.first_step, steps=[grads.first_step], severity=severity,
-            evidence={"first_step": grads.first_step, "nonfinite_points": grads.bad_points,
-                      "recovered": grads.recovered},
-            causes=causes, fixes=fixes,
+            run,
+            message=message,
+            onset=grads.first_step,
+            steps=[grads.first_step],
+            severity=severity,
+            evidence={
+                "first_step": grads.first_step,
+                "nonfinite_points": grads.bad_points,
+                "recovered": grads.recovered,
+            },
+            causes=causes,
+            fixes=fixes,
         )
 
 
@@ -202,13 +233,17 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
     hint = " ".join(str(v) for k, v in (origin or {}).items() if k in ("module", "type", "op")).lower()
     if rising:
         causes.append("divergence: the loss was climbing before it broke, so the learning rate is too high")
-        fixes += ["lower the learning rate 3-10x and restart from scratch (the weights are already poisoned)",
-                  "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
-                  "add a learning-rate warm-up over the first 1-5% of steps"]
+        fixes += [
+            "lower the learning rate 3-10x and restart from scratch (the weights are already poisoned)",
+            "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+            "add a learning-rate warm-up over the first 1-5% of steps",
+        ]
     if any(h in hint for h in _LOG_HINTS) or (origin or {}).get("where") == schema.WHERE_LOSS:
         causes.append("log of zero or of a negative number (a probability or input reached 0)")
-        fixes += ["guard the argument: torch.log(x.clamp(min=1e-7)), or compute the loss from logits "
-                  "(F.cross_entropy, BCEWithLogitsLoss, log_softmax) instead of from probabilities"]
+        fixes += [
+            "guard the argument: torch.log(x.clamp(min=1e-7)), or compute the loss from logits "
+            "(F.cross_entropy, BCEWithLogitsLoss, log_softmax) instead of from probabilities"
+        ]
     if any(h in hint for h in _EXP_HINTS):
         causes.append("exp overflow: an input to exp/softmax grew past ~88 (fp32) or ~11 (fp16)")
         fixes += ["subtract the maximum before exp (or use torch.logsumexp / log_softmax)"]
@@ -219,10 +254,14 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
         causes.append("fp16 overflow: a value exceeded 65504 under mixed precision")
         fixes += ["train in bfloat16 instead of float16, or compute the loss in float32 with a GradScaler"]
     if not causes:
-        causes.append("a numerical edge case (log/division of zero, exp overflow) or a bad input batch: "
-                      "the loss was not climbing before it broke")
-        fixes += ["check the inputs and targets of the failing step for NaN/Inf",
-                  "record with diagnose.watch(..., preset='default') to find the module that made the first NaN"]
+        causes.append(
+            "a numerical edge case (log/division of zero, exp overflow) or a bad input batch: "
+            "the loss was not climbing before it broke"
+        )
+        fixes += [
+            "check the inputs and targets of the failing step for NaN/Inf",
+            "record with diagnose.watch(..., preset='default') to find the module that made the first NaN",
+        ]
     fixes.append("run one step under torch.autograd.set_detect_anomaly(True) to see the failing operation")
     return causes, fixes
 
@@ -252,8 +291,9 @@ def nonfinite_series(run: Run) -> list[_Broken]:
             values = run.series(column, keep_nan=True)
             bad = ~np.isfinite(values.to_numpy(dtype="float64"))
             if bad.any():
-                found.append(_Broken(column, float(values.index[np.argmax(bad)]), int(bad.sum()), len(values),
-                                     bool(bad[-1])))
+                found.append(
+                    _Broken(column, float(values.index[np.argmax(bad)]), int(bad.sum()), len(values), bool(bad[-1]))
+                )
     return sorted(found, key=lambda b: (b.first_step, b.column))
 
 
@@ -306,21 +346,38 @@ class NonFiniteMetric(Rule):
         first = broken[0]
         listed = "; ".join(
             f"{b.column} from step {b.first_step:.0f} ({b.bad_points} of {b.points} points"
-            f"{', to the end' if b.at_end else ''})" for b in broken[:6])
+            f"{', to the end' if b.at_end else ''})"
+            for b in broken[:6]
+        )
         more = f"; and {len(broken) - 6} more series" if len(broken) > 6 else ""
         yield self.finding(
-            run, message=f"non-finite values in {len(broken)} logged series: {listed}{more}",
-            onset=first.first_step, steps=[b.first_step for b in broken[:20]],
+            run,
+            message=f"non-finite values in {len(broken)} logged series: {listed}{more}",
+            onset=first.first_step,
+            steps=[b.first_step for b in broken[:20]],
             severity=Severity.ERROR if fatal else Severity.WARNING,
-            evidence={"series": {b.column: {"first_step": b.first_step, "nonfinite_points": b.bad_points,
-                                            "points": b.points, "at_end": b.at_end} for b in broken[:20]}},
-            causes=["overflow in evaluation under float16 (a logit or a sum past 65504)",
-                    "an empty validation batch or a metric divided by a count of zero",
-                    "a loss component computed on no elements (no positives, an empty mask)"],
-            fixes=["evaluate in float32: disable autocast/half precision for the evaluation loop",
-                   "check the validation loader for empty batches and samples without a target",
-                   "guard divisions by counts: x / max(n, 1); clamp logs: torch.log(p.clamp(min=1e-7))",
-                   f"look at the batch at step {first.first_step:.0f}, where {first.column} first broke"],
+            evidence={
+                "series": {
+                    b.column: {
+                        "first_step": b.first_step,
+                        "nonfinite_points": b.bad_points,
+                        "points": b.points,
+                        "at_end": b.at_end,
+                    }
+                    for b in broken[:20]
+                }
+            },
+            causes=[
+                "overflow in evaluation under float16 (a logit or a sum past 65504)",
+                "an empty validation batch or a metric divided by a count of zero",
+                "a loss component computed on no elements (no positives, an empty mask)",
+            ],
+            fixes=[
+                "evaluate in float32: disable autocast/half precision for the evaluation loop",
+                "check the validation loader for empty batches and samples without a target",
+                "guard divisions by counts: x / max(n, 1); clamp logs: torch.log(p.clamp(min=1e-7))",
+                f"look at the batch at step {first.first_step:.0f}, where {first.column} first broke",
+            ],
         )
 
 
@@ -357,12 +414,19 @@ class FinalEvaluationBlowUp(Rule):
     requires = ()
     priority = 3
     thresholds = (
-        Threshold("ratio", 100.0, "last over best validation loss above which the run blew up (100 = two orders "
-                  "of magnitude)",
-                  source="healthy and overfitting runs of the real-log corpora end within 5x of their best "
-                         "evaluation; the blown-up run of issue 10 ends at 4.7e25"),
-        Threshold("min_evals", 2, "fewest finite evaluations judged",
-                  source="a best and a last evaluation are all the comparison needs"),
+        Threshold(
+            "ratio",
+            100.0,
+            "last over best validation loss above which the run blew up (100 = two orders of magnitude)",
+            source="healthy and overfitting runs of the real-log corpora end within 5x of their best "
+            "evaluation; the blown-up run of issue 10 ends at 4.7e25",
+        ),
+        Threshold(
+            "min_evals",
+            2,
+            "fewest finite evaluations judged",
+            source="a best and a last evaluation are all the comparison needs",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -374,16 +438,29 @@ class FinalEvaluationBlowUp(Rule):
             if last <= t["ratio"] * best:
                 continue
             yield self.finding(
-                run, message=(f"{column} ends at {last:.4g} at step {values.index[-1]:.0f}, {last / best:.3g}x its "
-                              f"best {best:.4g} at step {values.idxmin():.0f}"),
-                onset=float(values.idxmin()), end=float(values.index[-1]),
-                evidence={"column": column, "best": best, "best_step": float(values.idxmin()), "last": last,
-                          "ratio": last / best},
-                causes=["a late divergence the logged training loss does not show",
-                        "a checkpoint reload or resume that broke the weights or the optimizer state",
-                        "evaluation in half precision overflowing"],
-                fixes=[f"keep the checkpoint of step {values.idxmin():.0f}, the best evaluation",
-                       "look at what changed between the best and the last evaluation (resume, schedule restart)",
-                       "evaluate in float32"],
+                run,
+                message=(
+                    f"{column} ends at {last:.4g} at step {values.index[-1]:.0f}, {last / best:.3g}x its "
+                    f"best {best:.4g} at step {values.idxmin():.0f}"
+                ),
+                onset=float(values.idxmin()),
+                end=float(values.index[-1]),
+                evidence={
+                    "column": column,
+                    "best": best,
+                    "best_step": float(values.idxmin()),
+                    "last": last,
+                    "ratio": last / best,
+                },
+                causes=[
+                    "a late divergence the logged training loss does not show",
+                    "a checkpoint reload or resume that broke the weights or the optimizer state",
+                    "evaluation in half precision overflowing",
+                ],
+                fixes=[
+                    f"keep the checkpoint of step {values.idxmin():.0f}, the best evaluation",
+                    "look at what changed between the best and the last evaluation (resume, schedule restart)",
+                    "evaluate in float32",
+                ],
             )
             return

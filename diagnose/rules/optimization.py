@@ -52,9 +52,14 @@ class Shape:
         # A bin's index is its centre, which need not be a logged step: name the nearest one.
         logged = loss.index.to_numpy(dtype="float64")
         best_step = float(logged[np.abs(logged - float(levels.index[best_at])).argmin()])
-        return cls(first=float(loss.iloc[0]), start=curves.start_level(loss), end=curves.end_level(loss),
-                   best=float(levels.iloc[best_at]), best_step=best_step,
-                   level_noise=_bin_median_noise(loss, len(levels)))
+        return cls(
+            first=float(loss.iloc[0]),
+            start=curves.start_level(loss),
+            end=curves.end_level(loss),
+            best=float(levels.iloc[best_at]),
+            best_step=best_step,
+            level_noise=_bin_median_noise(loss, len(levels)),
+        )
 
     @property
     def given_back(self) -> float:
@@ -93,7 +98,7 @@ def _early_blowup(loss: pd.Series) -> tuple[float, float]:
 
 
 def _tail_rising(loss: pd.Series, fraction: float = 0.3) -> bool:
-    fit = curves.trend(curves.comparable(loss).iloc[-max(3, int(len(loss) * fraction)):])
+    fit = curves.trend(curves.comparable(loss).iloc[-max(3, int(len(loss) * fraction)) :])
     return fit is not None and fit.rising
 
 
@@ -138,26 +143,48 @@ class LossDiverges(Rule):
     live = True
     priority = 5
     thresholds = (
-        Threshold("rise", 0.3, "log(end/start) above which the run ends worse than it began (0.3 = 1.35x)",
-                  source="no healthy run in the real-log corpus ends above 0.95x its start; the labelled "
-                         "diverging runs end 1.4x-6.3x above it"),
-        Threshold("rebound", 1.0, "log(end/best) above which a run that still rises has given its progress back "
-                  "(1.0 = 2.7x)",
-                  source="healthy runs in the real-log corpus end within 1.6x of their best smoothed level "
-                         "(per-step losses near zero included)"),
-        Threshold("min_given_back", 0.25, "share of the run's fall (start to best, in loss units) that a late "
-                  "rise must undo",
-                  source="a run memorising its training set bounces from 0.006 to 0.04 after falling from 1.6 "
-                         "(2% of its fall); the late divergences in sample_runs/ undo most of theirs"),
-        Threshold("blowup", 0.69, "log(early peak / first loss) that counts as an explosion (0.69 = 2x)",
-                  source="no healthy run in the real-log corpus peaks above 1.5x its first logged loss; the "
-                         "lr_too_high runs there jump 7x-12x, a held-out transformer at Adam 0.05 2.1x before "
-                         "it sat at chance"),
-        Threshold("min_gain", 0.1, "log(first / end) below which the run learnt nothing after exploding",
-                  source="a run that recovered and learnt ends well over 10% below its first loss"),
-        Threshold("min_points", 4, "fewest finite points judged",
-                  source="a start, an end of at least three points; the real 10-point divergence in "
-                         "the real-log corpus is unmistakable"),
+        Threshold(
+            "rise",
+            0.3,
+            "log(end/start) above which the run ends worse than it began (0.3 = 1.35x)",
+            source="no healthy run in the real-log corpus ends above 0.95x its start; the labelled "
+            "diverging runs end 1.4x-6.3x above it",
+        ),
+        Threshold(
+            "rebound",
+            1.0,
+            "log(end/best) above which a run that still rises has given its progress back (1.0 = 2.7x)",
+            source="healthy runs in the real-log corpus end within 1.6x of their best smoothed level "
+            "(per-step losses near zero included)",
+        ),
+        Threshold(
+            "min_given_back",
+            0.25,
+            "share of the run's fall (start to best, in loss units) that a late rise must undo",
+            source="a run memorising its training set bounces from 0.006 to 0.04 after falling from 1.6 "
+            "(2% of its fall); the late divergences in sample_runs/ undo most of theirs",
+        ),
+        Threshold(
+            "blowup",
+            0.69,
+            "log(early peak / first loss) that counts as an explosion (0.69 = 2x)",
+            source="no healthy run in the real-log corpus peaks above 1.5x its first logged loss; the "
+            "lr_too_high runs there jump 7x-12x, a held-out transformer at Adam 0.05 2.1x before "
+            "it sat at chance",
+        ),
+        Threshold(
+            "min_gain",
+            0.1,
+            "log(first / end) below which the run learnt nothing after exploding",
+            source="a run that recovered and learnt ends well over 10% below its first loss",
+        ),
+        Threshold(
+            "min_points",
+            4,
+            "fewest finite points judged",
+            source="a start, an end of at least three points; the real 10-point divergence in "
+            "the real-log corpus is unmistakable",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -172,27 +199,44 @@ class LossDiverges(Rule):
         if not (from_start or late or exploded):
             return
         if exploded and not from_start:
-            what = (f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:.0f} and never got "
-                    f"back below its first value (ends at {shape.end:.4g})")
+            what = (
+                f"loss jumped from {shape.first:.4g} to {loss.max():.4g} by step {peak_step:.0f} and never got "
+                f"back below its first value (ends at {shape.end:.4g})"
+            )
         elif from_start:
-            what = (f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started "
-                    f"({shape.start:.4g})")
+            what = (
+                f"loss ends at {shape.end:.4g}, {np.exp(shape.rise_from_start):.3g}x where it started "
+                f"({shape.start:.4g})"
+            )
         else:
-            what = (f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, "
-                    f"then climbed back to {shape.end:.4g} "
-                    f"({np.exp(shape.rise_from_best):.3g}x) and is still rising")
+            what = (
+                f"loss fell to {shape.best:.4g} at step {shape.best_step:.0f}, "
+                f"then climbed back to {shape.end:.4g} "
+                f"({np.exp(shape.rise_from_best):.3g}x) and is still rising"
+            )
         lr = _lr_note(run)
         yield self.finding(
-            run, message=what + lr, onset=loss.index[0] if exploded else shape.best_step,
-            evidence={"start": shape.start, "end": shape.end, "lowest_level": shape.best,
-                      "lowest_level_step": shape.best_step,
-                      "end_over_start": float(np.exp(shape.rise_from_start)),
-                      "end_over_best": float(np.exp(shape.rise_from_best))},
-            causes=["learning rate too high: updates overshoot", "no warm-up for an optimizer like Adam",
-                    "unclipped gradient bursts"],
-            fixes=["lower the learning rate 3-10x and restart from scratch",
-                   "add a linear warm-up over the first 1-5% of steps",
-                   "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)"],
+            run,
+            message=what + lr,
+            onset=loss.index[0] if exploded else shape.best_step,
+            evidence={
+                "start": shape.start,
+                "end": shape.end,
+                "lowest_level": shape.best,
+                "lowest_level_step": shape.best_step,
+                "end_over_start": float(np.exp(shape.rise_from_start)),
+                "end_over_best": float(np.exp(shape.rise_from_best)),
+            },
+            causes=[
+                "learning rate too high: updates overshoot",
+                "no warm-up for an optimizer like Adam",
+                "unclipped gradient bursts",
+            ],
+            fixes=[
+                "lower the learning rate 3-10x and restart from scratch",
+                "add a linear warm-up over the first 1-5% of steps",
+                "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+            ],
         )
 
 
@@ -238,16 +282,32 @@ class LateLearningRateTooHigh(Rule):
     requires = ("loss",)
     priority = 25
     thresholds = (
-        Threshold("rebound", 0.2, "log(end/best) above which the run gave back its progress (0.2 = 1.22x)",
-                  source="healthy runs in the real-log corpus end within 1.15x of their best smoothed level, "
-                         "except the per-step near-zero MNIST losses (0.2-0.5 log) that fail min_drop's noise test"),
-        Threshold("min_drop", 0.3, "log(start/best): the fast early drop that must come first (0.3 = 1.35x)",
-                  source="separates 'learnt, then bounced' from a curve that never fell (PLT001, CH001)"),
-        Threshold("max_best_at", 0.75, "latest fraction of the run at which the best level may lie",
-                  source="a best point in the last quarter is ordinary noise at the end of a converging run"),
-        Threshold("min_given_back", 0.05, "share of the fall (start to best, in loss units) the end must undo",
-                  source="the late-LR sample run undoes 38%, its real counterpart in the real-log corpus more; "
-                         "runs memorising their training set bounce near zero and undo 0.3%-0.4%"),
+        Threshold(
+            "rebound",
+            0.2,
+            "log(end/best) above which the run gave back its progress (0.2 = 1.22x)",
+            source="healthy runs in the real-log corpus end within 1.15x of their best smoothed level, "
+            "except the per-step near-zero MNIST losses (0.2-0.5 log) that fail min_drop's noise test",
+        ),
+        Threshold(
+            "min_drop",
+            0.3,
+            "log(start/best): the fast early drop that must come first (0.3 = 1.35x)",
+            source="separates 'learnt, then bounced' from a curve that never fell (PLT001, CH001)",
+        ),
+        Threshold(
+            "max_best_at",
+            0.75,
+            "latest fraction of the run at which the best level may lie",
+            source="a best point in the last quarter is ordinary noise at the end of a converging run",
+        ),
+        Threshold(
+            "min_given_back",
+            0.05,
+            "share of the fall (start to best, in loss units) the end must undo",
+            source="the late-LR sample run undoes 38%, its real counterpart in the real-log corpus more; "
+            "runs memorising their training set bounce near zero and undo 0.3%-0.4%",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a smoothed curve needs ~20 points"),
     )
 
@@ -257,24 +317,38 @@ class LateLearningRateTooHigh(Rule):
             return
         shape = Shape.of(loss)
         best_at = curves.fraction_of_run(loss, shape.best_step)
-        if not (shape.early_drop > t["min_drop"] and best_at < t["max_best_at"] and shape.rise_from_best > t["rebound"]
-                and shape.rise_from_best > 3 * shape.level_noise and shape.given_back >= t["min_given_back"]):
+        if not (
+            shape.early_drop > t["min_drop"]
+            and best_at < t["max_best_at"]
+            and shape.rise_from_best > t["rebound"]
+            and shape.rise_from_best > 3 * shape.level_noise
+            and shape.given_back >= t["min_given_back"]
+        ):
             return
         if LossDiverges.threshold_defaults()["rise"] < shape.rise_from_start:
             return  # ends above its start: LR001's case
         yield self.finding(
             run,
-            message=(f"loss fell from {shape.start:.4g} to {shape.best:.4g} by step {shape.best_step:.0f} "
-                     f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
-                     f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)),
+            message=(
+                f"loss fell from {shape.start:.4g} to {shape.best:.4g} by step {shape.best_step:.0f} "
+                f"({best_at:.0%} of the run), then stayed around {shape.end:.4g} "
+                f"({np.exp(shape.rise_from_best):.2f}x its best) to the end" + _lr_note(run)
+            ),
             onset=shape.best_step,
-            evidence={"start": shape.start, "lowest_level": shape.best, "lowest_level_step": shape.best_step,
-                      "end": shape.end,
-                      "end_over_best": float(np.exp(shape.rise_from_best)), "noise": curves.noise(loss)},
+            evidence={
+                "start": shape.start,
+                "lowest_level": shape.best,
+                "lowest_level_step": shape.best_step,
+                "end": shape.end,
+                "end_over_best": float(np.exp(shape.rise_from_best)),
+                "noise": curves.noise(loss),
+            },
             causes=["the learning rate stays too high once the loss nears a minimum"],
-            fixes=["decay the learning rate: cosine or step schedule down to 1-10% of the peak",
-                   "or ReduceLROnPlateau(factor=0.1-0.5) on the validation loss",
-                   f"keep the checkpoint from step {shape.best_step:.0f}, the best so far"],
+            fixes=[
+                "decay the learning rate: cosine or step schedule down to 1-10% of the peak",
+                "or ReduceLROnPlateau(factor=0.1-0.5) on the validation loss",
+                f"keep the checkpoint from step {shape.best_step:.0f}, the best so far",
+            ],
         )
 
 
@@ -314,14 +388,26 @@ class LearningRateTooLow(Rule):
     requires = ("loss",)
     priority = 40
     thresholds = (
-        Threshold("min_linearity", 0.9, "R^2 of a straight line through the loss",
-                  source="healthy runs in the real-log corpus bend: R^2 of a line is 0.2-0.85 on all of them"),
-        Threshold("max_bend", 2.0, "first-half drop over second-half drop below which the curve is not bending",
-                  source="an exponential approach with the run 2x its time constant drops 2.7x more in its "
-                         "first half; healthy runs in the real-log corpus drop 3x-50x more"),
-        Threshold("min_remaining", 0.8, "end/start ratio above which the run is far from converged",
-                  source="the slowest healthy runs in the real-log corpus (a slow-starting Keras classifier, "
-                         "a short fine-tune) end at 0.71x-0.78x their start"),
+        Threshold(
+            "min_linearity",
+            0.9,
+            "R^2 of a straight line through the loss",
+            source="healthy runs in the real-log corpus bend: R^2 of a line is 0.2-0.85 on all of them",
+        ),
+        Threshold(
+            "max_bend",
+            2.0,
+            "first-half drop over second-half drop below which the curve is not bending",
+            source="an exponential approach with the run 2x its time constant drops 2.7x more in its "
+            "first half; healthy runs in the real-log corpus drop 3x-50x more",
+        ),
+        Threshold(
+            "min_remaining",
+            0.8,
+            "end/start ratio above which the run is far from converged",
+            source="the slowest healthy runs in the real-log corpus (a slow-starting Keras classifier, "
+            "a short fine-tune) end at 0.71x-0.78x their start",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a line fit on fewer is not telling"),
     )
 
@@ -333,21 +419,35 @@ class LearningRateTooLow(Rule):
         linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
         first_half, second_half = _half_drops(loss)
         remaining = curves.end_level(loss) / curves.start_level(loss)
-        if not (fit is not None and fit.falling and linearity >= t["min_linearity"] and second_half > 0
-                and first_half < t["max_bend"] * second_half and remaining > t["min_remaining"]):
+        if not (
+            fit is not None
+            and fit.falling
+            and linearity >= t["min_linearity"]
+            and second_half > 0
+            and first_half < t["max_bend"] * second_half
+            and remaining > t["min_remaining"]
+        ):
             return
         yield self.finding(
             run,
-            message=(f"loss falls in a near-straight line (R^2 {linearity:.2f}) from {curves.start_level(loss):.4g} "
-                     f"to {curves.end_level(loss):.4g}: only {1 - remaining:.0%} lower, and the second half fell "
-                     f"as fast as the first" + _lr_note(run)),
+            message=(
+                f"loss falls in a near-straight line (R^2 {linearity:.2f}) from {curves.start_level(loss):.4g} "
+                f"to {curves.end_level(loss):.4g}: only {1 - remaining:.0%} lower, and the second half fell "
+                f"as fast as the first" + _lr_note(run)
+            ),
             onset=loss.index[0],
-            evidence={"linearity": linearity, "first_half_drop": first_half, "second_half_drop": second_half,
-                      "end_over_start": remaining},
+            evidence={
+                "linearity": linearity,
+                "first_half_drop": first_half,
+                "second_half_drop": second_half,
+                "end_over_start": remaining,
+            },
             causes=["learning rate too low", "gradients scaled down (loss divided by a large constant)"],
-            fixes=["raise the learning rate 3-10x",
-                   "or run a learning-rate range test and take ~1/10 of the rate where the loss starts rising",
-                   "Adam: 3e-4 to 1e-3 is the usual range; SGD: 0.01-0.1 with momentum 0.9"],
+            fixes=[
+                "raise the learning rate 3-10x",
+                "or run a learning-rate range test and take ~1/10 of the rate where the loss starts rising",
+                "Adam: 3e-4 to 1e-3 is the usual range; SGD: 0.01-0.1 with momentum 0.9",
+            ],
         )
 
 
@@ -391,14 +491,25 @@ class LearningRateDecayedEarly(Rule):
     requires = ("loss", "lr")
     priority = 20
     thresholds = (
-        Threshold("near_zero", 0.01, "fraction of the peak learning rate that counts as ~0",
-                  source="a cosine schedule is at 1% of its peak only in its last 6% of steps"),
-        Threshold("max_at", 0.75, "latest fraction of the run at which reaching ~0 counts as too early",
-                  source="a quarter of the run or more wasted"),
-        Threshold("min_gain", 0.05, "log drop of the loss over the tenth of the run before the decay that shows "
-                  "it was still learning (0.05 = 5%)",
-                  source="healthy plateau-scheduled Keras runs in the real-log corpus improve <2% before "
-                         "their rate is cut"),
+        Threshold(
+            "near_zero",
+            0.01,
+            "fraction of the peak learning rate that counts as ~0",
+            source="a cosine schedule is at 1% of its peak only in its last 6% of steps",
+        ),
+        Threshold(
+            "max_at",
+            0.75,
+            "latest fraction of the run at which reaching ~0 counts as too early",
+            source="a quarter of the run or more wasted",
+        ),
+        Threshold(
+            "min_gain",
+            0.05,
+            "log drop of the loss over the tenth of the run before the decay that shows "
+            "it was still learning (0.05 = 5%)",
+            source="healthy plateau-scheduled Keras runs in the real-log corpus improve <2% before their rate is cut",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -410,24 +521,33 @@ class LearningRateDecayedEarly(Rule):
         if dead_from is None or curves.fraction_of_run(loss, dead_from) >= t["max_at"]:
             return
         before = loss[(loss.index <= dead_from) & (loss.index >= dead_from - 0.1 * (loss.index[-1] - loss.index[0]))]
-        gain = (curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2))
-                if len(before) >= 4 else 0)
+        gain = (
+            curves.log_ratio(curves.start_level(before, 0.2), curves.end_level(before, 0.2)) if len(before) >= 4 else 0
+        )
         if not gain > t["min_gain"]:
             return
         wasted = 1 - curves.fraction_of_run(loss, dead_from)
         yield self.finding(
             run,
-            message=(f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} "
-                     f"at step {dead_from:.0f} "
-                     f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
-                     f"loss fell {1 - np.exp(-gain):.0%} just before"),
+            message=(
+                f"learning rate fell below {t['near_zero']:.0%} of its peak {lr.max():.3g} "
+                f"at step {dead_from:.0f} "
+                f"and stayed there: the last {wasted:.0%} of the run barely moved the weights, although the "
+                f"loss fell {1 - np.exp(-gain):.0%} just before"
+            ),
             onset=dead_from,
-            evidence={"peak_lr": float(lr.max()), "dead_from": dead_from, "wasted_fraction": wasted,
-                      "gain_before": gain},
+            evidence={
+                "peak_lr": float(lr.max()),
+                "dead_from": dead_from,
+                "wasted_fraction": wasted,
+                "gain_before": gain,
+            },
             causes=["the schedule is set for fewer steps than the run has (epochs vs batches mix-up)"],
-            fixes=["set total_steps / T_max to the number of scheduler.step() calls",
-                   "step a per-epoch scheduler once per epoch, not per batch",
-                   "or keep a floor: eta_min at 1-10% of the peak"],
+            fixes=[
+                "set total_steps / T_max to the number of scheduler.step() calls",
+                "step a per-epoch scheduler once per epoch, not per batch",
+                "or keep a floor: eta_min at 1-10% of the peak",
+            ],
         )
 
 
@@ -483,18 +603,35 @@ class TrainingStalled(Rule):
     requires = ("loss",)
     priority = 35
     thresholds = (
-        Threshold("tolerance", 0.03, "log improvement below which the loss counts as flat (0.03 = 3%)",
-                  source="the plateau runs in the real-log corpus move <2% after their stall; healthy "
-                         "runs keep improving >3% until their last third"),
-        Threshold("max_start", 0.35, "latest fraction of the run at which the stall may start",
-                  source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
-                         "until at least 48% of the run"),
-        Threshold("max_drop", 1.0, "log(start / plateau) below which the plateau counts as high (1.0 = the "
-                  "loss kept more than 37% of its starting value)",
-                  source="the plateau runs in the real-log corpus keep 63%-67% of their starting loss; runs "
-                         "that converge early to a low floor keep far less"),
-        Threshold("min_lr", 0.05, "learning rate during the stall, as a fraction of its peak, above which the "
-                  "stall is not the schedule's doing", source="a cosine schedule is at 5% in its last 14%"),
+        Threshold(
+            "tolerance",
+            0.03,
+            "log improvement below which the loss counts as flat (0.03 = 3%)",
+            source="the plateau runs in the real-log corpus move <2% after their stall; healthy "
+            "runs keep improving >3% until their last third",
+        ),
+        Threshold(
+            "max_start",
+            0.35,
+            "latest fraction of the run at which the stall may start",
+            source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
+            "until at least 48% of the run",
+        ),
+        Threshold(
+            "max_drop",
+            1.0,
+            "log(start / plateau) below which the plateau counts as high (1.0 = the "
+            "loss kept more than 37% of its starting value)",
+            source="the plateau runs in the real-log corpus keep 63%-67% of their starting loss; runs "
+            "that converge early to a low floor keep far less",
+        ),
+        Threshold(
+            "min_lr",
+            0.05,
+            "learning rate during the stall, as a fraction of its peak, above which the "
+            "stall is not the schedule's doing",
+            source="a cosine schedule is at 5% in its last 14%",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -513,16 +650,23 @@ class TrainingStalled(Rule):
             return
         yield self.finding(
             run,
-            message=(f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
-                     f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
-                     f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"),
+            message=(
+                f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
+                f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
+                f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
+            ),
             onset=stall,
             evidence={"stall_step": stall, "level": level, "start": curves.start_level(loss)},
-            causes=["model too small or badly conditioned for the task", "learning rate too low for this stage",
-                    "updates blocked by dead or saturated units or vanishing gradients"],
-            fixes=["overfit one small batch: if that fails too, the model or data path is broken",
-                   "try a learning rate 3x higher, or a warm restart of the schedule",
-                   "add normalisation (BatchNorm/LayerNorm) or residual connections; try a larger model"],
+            causes=[
+                "model too small or badly conditioned for the task",
+                "learning rate too low for this stage",
+                "updates blocked by dead or saturated units or vanishing gradients",
+            ],
+            fixes=[
+                "overfit one small batch: if that fails too, the model or data path is broken",
+                "try a learning rate 3x higher, or a warm restart of the schedule",
+                "add normalisation (BatchNorm/LayerNorm) or residual connections; try a larger model",
+            ],
         )
 
 
@@ -531,7 +675,7 @@ def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     val = val[val.index >= since]
     if len(val) < 3 or not curves.is_positive(val):
         return False
-    return curves.log_ratio(float(val.iloc[:max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
+    return curves.log_ratio(float(val.iloc[: max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
 
 
 def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
@@ -579,10 +723,18 @@ class LossSpikes(Rule):
     requires = ("loss",)
     priority = 45
     thresholds = (
-        Threshold("min_height", 0.7, "log height above the local median that makes a spike (0.7 = 2x)",
-                  source="the labelled spikes in the real-log corpus stand 4x-2500x above their baseline"),
-        Threshold("min_z", 5.0, "height in robust standard deviations of the local scatter",
-                  source="5 sigma: about one false point in 3.5 million for normal noise"),
+        Threshold(
+            "min_height",
+            0.7,
+            "log height above the local median that makes a spike (0.7 = 2x)",
+            source="the labelled spikes in the real-log corpus stand 4x-2500x above their baseline",
+        ),
+        Threshold(
+            "min_z",
+            5.0,
+            "height in robust standard deviations of the local scatter",
+            source="5 sigma: about one false point in 3.5 million for normal noise",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="the local median needs 20 points"),
     )
 
@@ -601,21 +753,34 @@ class LossSpikes(Rule):
         unrecovered = [s for s in spikes if s.recovered_step is None]
         yield self.finding(
             run,
-            message=(f"{len(spikes)} loss spike(s); the highest at step {worst.step:.0f}: {worst.peak:.4g} against a "
-                     f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
-                     f"{start:.4g} or never recovered"
-                     + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")),
-            onset=spikes[0].step, steps=[s.step for s in spikes],
+            message=(
+                f"{len(spikes)} loss spike(s); the highest at step {worst.step:.0f}: {worst.peak:.4g} against a "
+                f"local level of {worst.baseline:.4g}; {len(harmful)} reached above the starting loss "
+                f"{start:.4g} or never recovered" + (f" ({len(unrecovered)} never recovered)" if unrecovered else "")
+            ),
+            onset=spikes[0].step,
+            steps=[s.step for s in spikes],
             severity=Severity.WARNING if harmful else Severity.INFO,
-            evidence={"count": len(spikes), "harmful": len(harmful), "unrecovered": len(unrecovered),
-                      "spikes": [{"step": s.step, "peak": s.peak, "baseline": s.baseline,
-                                  "recovered_step": s.recovered_step} for s in spikes[:20]]},
-            causes=["a bad batch (corrupt sample, wrong scale)", "learning rate too high for sharp regions",
-                    "Adam's second-moment estimate too small after a quiet stretch"],
-            fixes=["clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
-                   "lower the learning rate 2-3x or lengthen the warm-up",
-                   f"inspect the batches at steps {', '.join(f'{s.step:.0f}' for s in spikes[:5])}",
-                   "with Adam, raise eps to 1e-6 or lower beta2 to 0.95"],
+            evidence={
+                "count": len(spikes),
+                "harmful": len(harmful),
+                "unrecovered": len(unrecovered),
+                "spikes": [
+                    {"step": s.step, "peak": s.peak, "baseline": s.baseline, "recovered_step": s.recovered_step}
+                    for s in spikes[:20]
+                ],
+            },
+            causes=[
+                "a bad batch (corrupt sample, wrong scale)",
+                "learning rate too high for sharp regions",
+                "Adam's second-moment estimate too small after a quiet stretch",
+            ],
+            fixes=[
+                "clip gradients: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)",
+                "lower the learning rate 2-3x or lengthen the warm-up",
+                f"inspect the batches at steps {', '.join(f'{s.step:.0f}' for s in spikes[:5])}",
+                "with Adam, raise eps to 1e-6 or lower beta2 to 0.95",
+            ],
         )
 
 
@@ -656,17 +821,30 @@ class NoisyLoss(Rule):
     # this noisy every other curve shape is uncertain, the validation loss too.
     priority = 28
     thresholds = (
-        Threshold("max_relative", 0.35, "robust scatter as a fraction of the loss level",
-                  source="measured on sample_runs/: batch size 1 scatters 43% of its level, batches of 32 "
-                         "8%-24% (MSE the most)"),
-        Threshold("max_share", 0.5, "scatter as a fraction of the run's total (smoothed) drop",
-                  source="keeps noisy losses near zero on runs that fell a long way (per-step MNIST logs in "
-                         "the real-log corpus scatter <5% of their drop)"),
-        Threshold("max_of_start", 0.2, "scatter as a fraction of the smoothed loss at the start",
-                  source="batch sizes 1-2 in sample_runs/ and held-out runs scatter 23%-35% of their starting "
-                         "loss; the healthy runs of the real-log corpus and sample_runs at most 13%"),
-        Threshold("min_points", 50, "fewest finite points judged",
-                  source="per-step logs; epoch means average noise away"),
+        Threshold(
+            "max_relative",
+            0.35,
+            "robust scatter as a fraction of the loss level",
+            source="measured on sample_runs/: batch size 1 scatters 43% of its level, batches of 32 "
+            "8%-24% (MSE the most)",
+        ),
+        Threshold(
+            "max_share",
+            0.5,
+            "scatter as a fraction of the run's total (smoothed) drop",
+            source="keeps noisy losses near zero on runs that fell a long way (per-step MNIST logs in "
+            "the real-log corpus scatter <5% of their drop)",
+        ),
+        Threshold(
+            "max_of_start",
+            0.2,
+            "scatter as a fraction of the smoothed loss at the start",
+            source="batch sizes 1-2 in sample_runs/ and held-out runs scatter 23%-35% of their starting "
+            "loss; the healthy runs of the real-log corpus and sample_runs at most 13%",
+        ),
+        Threshold(
+            "min_points", 50, "fewest finite points judged", source="per-step logs; epoch means average noise away"
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -685,12 +863,16 @@ class NoisyLoss(Rule):
             return
         yield self.finding(
             run,
-            message=(f"step-to-step scatter of the loss ({scatter:.3g}) is {scatter / level:.0%} of its level "
-                     f"and {'more than' if drop <= 0 else f'{scatter / drop:.0%} of'} the whole run's drop"
-                     + ("" if drop <= 0 else f" ({drop:.3g})")),
+            message=(
+                f"step-to-step scatter of the loss ({scatter:.3g}) is {scatter / level:.0%} of its level "
+                f"and {'more than' if drop <= 0 else f'{scatter / drop:.0%} of'} the whole run's drop"
+                + ("" if drop <= 0 else f" ({drop:.3g})")
+            ),
             evidence={"scatter": scatter, "level": level, "drop": drop},
             causes=["batch too small for a stable gradient estimate", "learning rate high for this batch size"],
-            fixes=["raise the batch size 4-16x, or accumulate gradients over several batches",
-                   "lower the learning rate 2-3x",
-                   "log a running mean of the loss to read the trend"],
+            fixes=[
+                "raise the batch size 4-16x, or accumulate gradients over several batches",
+                "lower the learning rate 2-3x",
+                "log a running mean of the loss to read the trend",
+            ],
         )

@@ -119,12 +119,16 @@ class PreflightCheckFailed(Rule):
                 run,
                 message=f"the {record['check']} check raised {record['error']}{where}",
                 evidence={"check": record["check"], "error": record["error"], "where": record.get("where")},
-                causes=["the model's output and the targets do not fit the loss (shape, dtype)",
-                        "model and batch are on different devices",
-                        "a bug in the forward pass that only shows on real data"],
-                fixes=["run model(inputs) and loss_fn(output, targets) once by hand and read the error",
-                       "check the target dtype: long class indices for cross-entropy, float for BCE",
-                       "move the batch to the model's device"],
+                causes=[
+                    "the model's output and the targets do not fit the loss (shape, dtype)",
+                    "model and batch are on different devices",
+                    "a bug in the forward pass that only shows on real data",
+                ],
+                fixes=[
+                    "run model(inputs) and loss_fn(output, targets) once by hand and read the error",
+                    "check the target dtype: long class indices for cross-entropy, float for BCE",
+                    "move the batch to the model's device",
+                ],
             )
 
 
@@ -167,14 +171,22 @@ class LabelsOutOfRange(PreflightRule):
         examples = ", ".join(f"{v:g}" for v in record.get("examples", []))
         yield self.finding(
             run,
-            message=(f"{outside} of {int(number(record, 'count'))} labels lie outside {low}..{high} "
-                     f"(smallest {number(record, 'min'):g}, largest {number(record, 'max'):g}; e.g. {examples}) "
-                     f"for {int(number(record, 'classes'))} classes"),
+            message=(
+                f"{outside} of {int(number(record, 'count'))} labels lie outside {low}..{high} "
+                f"(smallest {number(record, 'min'):g}, largest {number(record, 'max'):g}; e.g. {examples}) "
+                f"for {int(number(record, 'classes'))} classes"
+            ),
             evidence=measured(record),
-            causes=["labels start at 1 instead of 0", "num_classes (and the last layer) is one too small",
-                    "a padding or 'unknown' label (-1, 255) that the loss does not ignore"],
-            fixes=["subtract 1 from 1-based labels", "set num_classes to the largest label + 1",
-                   "pass ignore_index=<that label> to the loss"],
+            causes=[
+                "labels start at 1 instead of 0",
+                "num_classes (and the last layer) is one too small",
+                "a padding or 'unknown' label (-1, 255) that the loss does not ignore",
+            ],
+            fixes=[
+                "subtract 1 from 1-based labels",
+                "set num_classes to the largest label + 1",
+                "pass ignore_index=<that label> to the loss",
+            ],
         )
 
 
@@ -211,11 +223,16 @@ class NonFiniteInputs(PreflightRule):
                 run,
                 message=f"{bad} of {int(number(record, 'elements'))} input values are NaN or infinite",
                 evidence=measured(record),
-                causes=["missing values in the source data", "normalising by a zero standard deviation",
-                        "log or division of zero in feature engineering"],
-                fixes=["fill or drop missing values before batching",
-                       "guard the normalisation: (x - mean) / (std + 1e-8)",
-                       "assert torch.isfinite(x).all() in the dataset's __getitem__ to find the sample"],
+                causes=[
+                    "missing values in the source data",
+                    "normalising by a zero standard deviation",
+                    "log or division of zero in feature engineering",
+                ],
+                fixes=[
+                    "fill or drop missing values before batching",
+                    "guard the normalisation: (x - mean) / (std + 1e-8)",
+                    "assert torch.isfinite(x).all() in the dataset's __getitem__ to find the sample",
+                ],
             )
 
 
@@ -248,13 +265,25 @@ class InputsNotNormalised(PreflightRule):
     check_name = "inputs"
     requires = ("preflight.inputs",)
     thresholds = (
-        Threshold("max_abs_mean", 1.0, "largest |mean| of the inputs that passes",
-                  source="LeCun et al., 'Efficient BackProp' (1998), section 4.3: inputs should average near "
-                         "zero; one standard deviation off is a generous bound"),
-        Threshold("min_std", 0.2, "smallest standard deviation that passes",
-                  source="same source (unit variance); images scaled to 0..1 have a std of about 0.25 and pass"),
-        Threshold("max_std", 5.0, "largest standard deviation that passes",
-                  source="same source; raw 0..255 pixels (std ~60) fail, standardised data (~1) passes"),
+        Threshold(
+            "max_abs_mean",
+            1.0,
+            "largest |mean| of the inputs that passes",
+            source="LeCun et al., 'Efficient BackProp' (1998), section 4.3: inputs should average near "
+            "zero; one standard deviation off is a generous bound",
+        ),
+        Threshold(
+            "min_std",
+            0.2,
+            "smallest standard deviation that passes",
+            source="same source (unit variance); images scaled to 0..1 have a std of about 0.25 and pass",
+        ),
+        Threshold(
+            "max_std",
+            5.0,
+            "largest standard deviation that passes",
+            source="same source; raw 0..255 pixels (std ~60) fail, standardised data (~1) passes",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -304,9 +333,13 @@ class InitialLossOffChance(PreflightRule):
     requires = ("preflight.initial_loss",)
     priority = 20
     thresholds = (
-        Threshold("max_ratio", 1.5, "initial loss over the expected chance-level loss above which the init is off",
-                  source=f"{KARPATHY}: 'verify loss @ init' (-ln(1/C) for a softmax over C classes); PyTorch's "
-                         "default Linear init lands within ~1.3x of it"),
+        Threshold(
+            "max_ratio",
+            1.5,
+            "initial loss over the expected chance-level loss above which the init is off",
+            source=f"{KARPATHY}: 'verify loss @ init' (-ln(1/C) for a softmax over C classes); PyTorch's "
+            "default Linear init lands within ~1.3x of it",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -315,15 +348,21 @@ class InitialLossOffChance(PreflightRule):
             return
         yield self.finding(
             run,
-            message=(f"initial loss {loss:.3g} against {expected:.3g} expected ({record.get('meaning')}): "
-                     "the last layer's scale is off; initialise its weights smaller and its bias to the log "
-                     "of the class prior"),
+            message=(
+                f"initial loss {loss:.3g} against {expected:.3g} expected ({record.get('meaning')}): "
+                "the last layer's scale is off; initialise its weights smaller and its bias to the log "
+                "of the class prior"
+            ),
             evidence={"loss": loss, "expected": expected, "ratio": loss / expected},
-            causes=["the last layer's weights or bias are initialised too large",
-                    "the logits are scaled up (temperature, missing normalisation)"],
-            fixes=["nn.init.normal_(last.weight, std=0.01) or zeros for the last layer",
-                   "set the last layer's bias to log(class prior)",
-                   "look for anything multiplying the logits before the loss"],
+            causes=[
+                "the last layer's weights or bias are initialised too large",
+                "the logits are scaled up (temperature, missing normalisation)",
+            ],
+            fixes=[
+                "nn.init.normal_(last.weight, std=0.01) or zeros for the last layer",
+                "set the last layer's bias to log(class prior)",
+                "look for anything multiplying the logits before the loss",
+            ],
         )
 
 
@@ -364,21 +403,27 @@ class ParametersWithoutGradient(PreflightRule):
         if not (missing or zero):
             return
         trainable = int(number(record, "trainable"))
-        text = (f"{len(missing)} of {trainable} trainable parameters get no gradient: {listing(missing, most=5)}"
-                if missing else f"{len(zero)} of {trainable} trainable parameters get an all-zero gradient: "
-                                f"{listing(zero, most=5)}")
+        text = (
+            f"{len(missing)} of {trainable} trainable parameters get no gradient: {listing(missing, most=5)}"
+            if missing
+            else f"{len(zero)} of {trainable} trainable parameters get an all-zero gradient: {listing(zero, most=5)}"
+        )
         yield self.finding(
             run,
             message=text + (f"; {len(zero)} more get an all-zero one" if missing and zero else ""),
             module=(missing or zero)[0].rsplit(".", 1)[0],
             evidence={"no_grad": missing, "zero_grad": zero, "trainable": trainable},
             severity=None if missing else Severity.WARNING,
-            causes=["a branch's output is detached (.detach(), .item(), .numpy(), torch.no_grad())",
-                    "a module is created but never called in forward",
-                    "dead ReLUs or unused embedding rows (all-zero gradients)"],
-            fixes=["remove the detach() / no_grad() on that branch",
-                   "call the module in forward, or delete it",
-                   "freeze it on purpose with requires_grad_(False) if it should not train"],
+            causes=[
+                "a branch's output is detached (.detach(), .item(), .numpy(), torch.no_grad())",
+                "a module is created but never called in forward",
+                "dead ReLUs or unused embedding rows (all-zero gradients)",
+            ],
+            fixes=[
+                "remove the detach() / no_grad() on that branch",
+                "call the module in forward, or delete it",
+                "freeze it on purpose with requires_grad_(False) if it should not train",
+            ],
         )
 
 
@@ -416,9 +461,13 @@ class SamplesMixedInBatch(PreflightRule):
     requires = ("preflight.mixing",)
     priority = 10
     thresholds = (
-        Threshold("max_leak", 1e-6, "largest gradient on other samples' inputs, relative to the sample's own",
-                  source=f"{KARPATHY}, 'use backprop to chart dependencies': without a path between samples the "
-                         "gradient is exactly zero; the tolerance only absorbs floating-point residue"),
+        Threshold(
+            "max_leak",
+            1e-6,
+            "largest gradient on other samples' inputs, relative to the sample's own",
+            source=f"{KARPATHY}, 'use backprop to chart dependencies': without a path between samples the "
+            "gradient is exactly zero; the tolerance only absorbs floating-point residue",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -428,15 +477,21 @@ class SamplesMixedInBatch(PreflightRule):
         sample, batch = int(number(record, "sample")), int(number(record, "batch"))
         yield self.finding(
             run,
-            message=(f"the output for sample {sample} depends on {int(number(record, 'leaking_samples'))} other "
-                     f"samples of the batch of {batch} (largest input gradient {other:.3g} against {own:.3g} "
-                     "on its own input; model in eval mode)"),
+            message=(
+                f"the output for sample {sample} depends on {int(number(record, 'leaking_samples'))} other "
+                f"samples of the batch of {batch} (largest input gradient {other:.3g} against {own:.3g} "
+                "on its own input; model in eval mode)"
+            ),
             evidence=measured(record),
-            causes=["view()/reshape() where transpose()/permute() was meant (batch dimension swapped)",
-                    "a reduction (mean, softmax, norm) over dimension 0",
-                    "a custom layer that normalises across the batch"],
-            fixes=["replace x.view(T, B, ...) of a (B, T, ...) tensor with x.transpose(0, 1)",
-                   "check the dim= of every mean, sum, softmax and norm in forward"],
+            causes=[
+                "view()/reshape() where transpose()/permute() was meant (batch dimension swapped)",
+                "a reduction (mean, softmax, norm) over dimension 0",
+                "a custom layer that normalises across the batch",
+            ],
+            fixes=[
+                "replace x.view(T, B, ...) of a (B, T, ...) tensor with x.transpose(0, 1)",
+                "check the dim= of every mean, sum, softmax and norm in forward",
+            ],
         )
 
 
@@ -472,9 +527,13 @@ class CannotOverfitOneBatch(PreflightRule):
     requires = ("preflight.overfit",)
     priority = 15
     thresholds = (
-        Threshold("min_fall", 10.0, "factor the loss on the small batch must fall by",
-                  source=f"{KARPATHY}: 'overfit one batch' to a loss near zero; from ln 10 = 2.3 this asks for "
-                         "0.23, which a working small network reaches within 200 steps at Adam's default 1e-3"),
+        Threshold(
+            "min_fall",
+            10.0,
+            "factor the loss on the small batch must fall by",
+            source=f"{KARPATHY}: 'overfit one batch' to a loss near zero; from ln 10 = 2.3 this asks for "
+            "0.23, which a working small network reaches within 200 steps at Adam's default 1e-3",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -482,22 +541,31 @@ class CannotOverfitOneBatch(PreflightRule):
         if math.isfinite(last) and last <= first / t["min_fall"]:
             return
         lr = number(record, "lr")
-        blew_up = "; it turned non-finite: the learning rate or the initial scale is too large" \
-            if not math.isfinite(last) else ""
+        blew_up = (
+            "; it turned non-finite: the learning rate or the initial scale is too large"
+            if not math.isfinite(last)
+            else ""
+        )
         yield self.finding(
             run,
-            message=(f"trained alone on {int(number(record, 'samples'))} samples for {int(number(record, 'steps'))} "
-                     f"steps at lr {lr:.3g}, the loss went from {first:.4g} to {last:.4g} "
-                     f"(it must fall {t['min_fall']:g}x){blew_up}"),
+            message=(
+                f"trained alone on {int(number(record, 'samples'))} samples for {int(number(record, 'steps'))} "
+                f"steps at lr {lr:.3g}, the loss went from {first:.4g} to {last:.4g} "
+                f"(it must fall {t['min_fall']:g}x){blew_up}"
+            ),
             evidence=measured(record),
-            causes=["layers frozen (requires_grad False) or left out of the optimizer",
-                    "the learning rate is far too low (or so high that the loss blows up)",
-                    "the loss compares the wrong output or targets",
-                    "too little capacity (rare for a few examples)"],
-            fixes=["list [n for n, p in model.named_parameters() if not p.requires_grad] "
-                   "and unfreeze what should train",
-                   "try a 10x higher learning rate on this batch", "check loss_fn(output, targets) by hand",
-                   "make the model larger"],
+            causes=[
+                "layers frozen (requires_grad False) or left out of the optimizer",
+                "the learning rate is far too low (or so high that the loss blows up)",
+                "the loss compares the wrong output or targets",
+                "too little capacity (rare for a few examples)",
+            ],
+            fixes=[
+                "list [n for n, p in model.named_parameters() if not p.requires_grad] and unfreeze what should train",
+                "try a 10x higher learning rate on this batch",
+                "check loss_fn(output, targets) by hand",
+                "make the model larger",
+            ],
         )
 
 
@@ -531,9 +599,13 @@ class IgnoresInputs(PreflightRule):
     requires = ("preflight.baseline",)
     priority = 18
     thresholds = (
-        Threshold("min_gain", 2.0, "how many times lower the real-input loss must end than the zero-input loss",
-                  source=f"{KARPATHY}: 'input-independent baseline'; a model using its inputs memorises the "
-                         "batch while the zeroed copy can only learn its label frequencies, usually a gap of 10x+"),
+        Threshold(
+            "min_gain",
+            2.0,
+            "how many times lower the real-input loss must end than the zero-input loss",
+            source=f"{KARPATHY}: 'input-independent baseline'; a model using its inputs memorises the "
+            "batch while the zeroed copy can only learn its label frequencies, usually a gap of 10x+",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -542,11 +614,16 @@ class IgnoresInputs(PreflightRule):
             return
         yield self.finding(
             run,
-            message=(f"after {int(number(record, 'steps'))} steps on one batch the loss is {real:.4g} with the real "
-                     f"inputs and {zeroed:.4g} with zeroed inputs: no better than an input-independent baseline"),
+            message=(
+                f"after {int(number(record, 'steps'))} steps on one batch the loss is {real:.4g} with the real "
+                f"inputs and {zeroed:.4g} with zeroed inputs: no better than an input-independent baseline"
+            ),
             evidence=measured(record),
-            causes=["forward drops or overwrites the input", "the inputs carry no signal about the labels",
-                    "the model cannot learn at all (see cannot-overfit-one-batch)"],
+            causes=[
+                "forward drops or overwrites the input",
+                "the inputs carry no signal about the labels",
+                "the model cannot learn at all (see cannot-overfit-one-batch)",
+            ],
             fixes=["print the tensor that reaches the first layer", "check a few (input, label) pairs by eye"],
         )
 
@@ -567,13 +644,17 @@ class LrSuggestion:
     @property
     def suggested(self) -> tuple[float, str] | None:
         """The lower of the two suggestions that apply, with the rule that gave it."""
-        options = [(v, rule) for v, rule in ((self.min_over_10, "minimum/10"), (self.steepest, "steepest descent"))
-                   if v is not None]
+        options = [
+            (v, rule)
+            for v, rule in ((self.min_over_10, "minimum/10"), (self.steepest, "steepest descent"))
+            if v is not None
+        ]
         return min(options) if options else None
 
 
-def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray, diverged_at: float | None = None,
-               skip_start: float = 0.1) -> LrSuggestion | None:
+def suggest_lr(
+    lrs: np.ndarray, smoothed: np.ndarray, diverged_at: float | None = None, skip_start: float = 0.1
+) -> LrSuggestion | None:
     """Steepest descent of the smoothed loss (ignoring the first ``skip_start`` of the curve) and min/10."""
     ok = np.isfinite(smoothed) & np.isfinite(lrs) & (lrs > 0)
     lrs, smoothed = lrs[ok], smoothed[ok]
@@ -593,17 +674,25 @@ def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray, diverged_at: float | None 
 def _range_test(run: Run, record: Mapping[str, Any]) -> LrSuggestion | None:
     curve = run.steps.dropna(subset=["lr", "lr_test_smoothed"])
     diverged = number(record, "diverged_at_lr")
-    return suggest_lr(curve["lr"].to_numpy(dtype="float64"), curve["lr_test_smoothed"].to_numpy(dtype="float64"),
-                      diverged if math.isfinite(diverged) else None)
+    return suggest_lr(
+        curve["lr"].to_numpy(dtype="float64"),
+        curve["lr_test_smoothed"].to_numpy(dtype="float64"),
+        diverged if math.isfinite(diverged) else None,
+    )
 
 
-_LR_SOURCE = ("Smith, 'Cyclical Learning Rates for Training Neural Networks' (2017), section 3.3; fastai lr_find "
-              "(suggestions 'steep' and 'minimum/10', early stop at 4x the best smoothed loss)")
+_LR_SOURCE = (
+    "Smith, 'Cyclical Learning Rates for Training Neural Networks' (2017), section 3.3; fastai lr_find "
+    "(suggestions 'steep' and 'minimum/10', early stop at 4x the best smoothed loss)"
+)
 
 
 def _lr_text(s: LrSuggestion) -> str:
-    low = (f"smoothed loss lowest at lr {s.at_minimum:.2g} (minimum/10 = {s.min_over_10:.2g})" if s.turned_up
-           else f"the loss was still falling at the end of the range (lr {s.at_minimum:.2g})")
+    low = (
+        f"smoothed loss lowest at lr {s.at_minimum:.2g} (minimum/10 = {s.min_over_10:.2g})"
+        if s.turned_up
+        else f"the loss was still falling at the end of the range (lr {s.at_minimum:.2g})"
+    )
     steep = f"steepest descent at {s.steepest:.2g}" if s.steepest else "no clear steepest descent"
     end = f"; the loss blew up by {s.diverged_at:.2g}" if s.diverged_at else ""
     return f"{low}, {steep}{end}"
@@ -640,8 +729,12 @@ class LearningRateTooHigh(PreflightRule):
     requires = ("preflight.lr_range", "lr_test_smoothed")
     priority = 25
     thresholds = (
-        Threshold("max_over_minimum", 1.0, "user lr over the lr at the lowest smoothed loss above which it is too high",
-                  source=_LR_SOURCE + ": the upper bound is where the loss stops falling"),
+        Threshold(
+            "max_over_minimum",
+            1.0,
+            "user lr over the lr at the lowest smoothed loss above which it is too high",
+            source=_LR_SOURCE + ": the upper bound is where the loss stops falling",
+        ),
     )
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
@@ -651,11 +744,19 @@ class LearningRateTooHigh(PreflightRule):
         yield self.finding(
             run,
             message=f"learning rate {user:.3g} is past where the range test's loss stops falling: {_lr_text(found)}",
-            evidence={"user_lr": user, "lr_at_minimum": found.at_minimum, "steepest": found.steepest,
-                      "diverged_at": found.diverged_at},
+            evidence={
+                "user_lr": user,
+                "lr_at_minimum": found.at_minimum,
+                "steepest": found.steepest,
+                "diverged_at": found.diverged_at,
+            },
             causes=["a learning rate copied from a setup with another optimizer, batch size or model"],
-            fixes=[f"try lr {found.suggested[0]:.2g} ({found.suggested[1]})" if found.suggested else
-                   "lower the learning rate 10x", "add a warm-up if a high peak rate is intended"],
+            fixes=[
+                f"try lr {found.suggested[0]:.2g} ({found.suggested[1]})"
+                if found.suggested
+                else "lower the learning rate 10x",
+                "add a warm-up if a high peak rate is intended",
+            ],
         )
 
 
@@ -699,9 +800,15 @@ class LearningRateSuggestion(PreflightRule):
         yield self.finding(
             run,
             message=f"suggested lr {lr:.2g} by the {rule} rule{one}; {_lr_text(found)}; "
-                    f"the optimizer is set to {user:.3g}",
-            evidence={"suggested": lr, "rule": rule, "steepest": found.steepest, "lr_at_minimum": found.at_minimum,
-                      "turned_up": found.turned_up, "diverged_at": found.diverged_at, "user_lr": user},
-            fixes=[f"start at lr {lr:.2g}",
-                   "plot lr_test_loss against lr (log scale) to see the curve"],
+            f"the optimizer is set to {user:.3g}",
+            evidence={
+                "suggested": lr,
+                "rule": rule,
+                "steepest": found.steepest,
+                "lr_at_minimum": found.at_minimum,
+                "turned_up": found.turned_up,
+                "diverged_at": found.diverged_at,
+                "user_lr": user,
+            },
+            fixes=[f"start at lr {lr:.2g}", "plot lr_test_loss against lr (log scale) to see the curve"],
         )

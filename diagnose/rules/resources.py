@@ -47,8 +47,13 @@ def steady_growth(memory: pd.Series, t: Mapping[str, float]) -> Growth | None:
     whole, late = curves.trend(judged), curves.trend(curves.tail(judged, 0.5, 3))
     if whole is None or late is None or not whole.rising or late.slope < 0.5 * whole.slope:
         return None
-    growth = Growth(whole.slope, curves.start_level(judged), curves.end_level(judged),
-                    float(judged.index[0]), float(judged.index[-1]))
+    growth = Growth(
+        whole.slope,
+        curves.start_level(judged),
+        curves.end_level(judged),
+        float(judged.index[0]),
+        float(judged.index[-1]),
+    )
     return growth if growth.start > 0 and growth.relative >= t["min_growth"] else None
 
 
@@ -89,12 +94,21 @@ class MemoryLeak(Rule):
     requires = ("rss",)
     priority = 20
     thresholds = (
-        Threshold("min_growth", 0.1, "growth after warm-up, relative to the level after warm-up",
-                  source="healthy sample runs stay within 1% after warm-up; the recorded leak grows 35%"),
-        Threshold("warmup", 0.1, "fraction of the points skipped as warm-up",
-                  source="allocator and cache warm-up happens in the first few steps in practice"),
-        Threshold("min_points", 10, "fewest memory points judged after warm-up",
-                  source="a steady trend needs ~10 points"),
+        Threshold(
+            "min_growth",
+            0.1,
+            "growth after warm-up, relative to the level after warm-up",
+            source="healthy sample runs stay within 1% after warm-up; the recorded leak grows 35%",
+        ),
+        Threshold(
+            "warmup",
+            0.1,
+            "fraction of the points skipped as warm-up",
+            source="allocator and cache warm-up happens in the first few steps in practice",
+        ),
+        Threshold(
+            "min_points", 10, "fewest memory points judged after warm-up", source="a steady trend needs ~10 points"
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -105,20 +119,38 @@ class MemoryLeak(Rule):
 
     def _finding(self, run: Run, column: str, growth: Growth, capacity: float | None) -> Finding:
         per_step = growth.slope / 1024**2
-        message = (f"{column} grows {per_step:.3g} MiB per step from step {growth.first_step:.0f} to "
-                   f"{growth.last_step:.0f} ({growth.start / _GB:.3g} -> {growth.end / _GB:.3g} GiB, "
-                   f"+{growth.relative:.0%})")
+        message = (
+            f"{column} grows {per_step:.3g} MiB per step from step {growth.first_step:.0f} to "
+            f"{growth.last_step:.0f} ({growth.start / _GB:.3g} -> {growth.end / _GB:.3g} GiB, "
+            f"+{growth.relative:.0%})"
+        )
         steps_left = (capacity - growth.end) / growth.slope if capacity else None
         if steps_left is not None:
             message += f"; full in about {max(steps_left, 0):.0f} more steps at this rate"
         return self.finding(
-            run, message=message, onset=growth.first_step, end=growth.last_step,
-            evidence={"column": column, "bytes_per_step": growth.slope, "start_bytes": growth.start,
-                      "end_bytes": growth.end, "growth": growth.relative, "steps_to_full": steps_left},
-            causes=["tensors kept with their autograd graph: total_loss += loss, or a list of losses/outputs",
-                    "retain_graph=True", "a cache (list, dict) that grows every step"],
-            fixes=["log loss.item() instead of the loss tensor", "detach() whatever is kept across steps",
-                   "drop retain_graph=True", "clear or bound growing caches in the training loop"],
+            run,
+            message=message,
+            onset=growth.first_step,
+            end=growth.last_step,
+            evidence={
+                "column": column,
+                "bytes_per_step": growth.slope,
+                "start_bytes": growth.start,
+                "end_bytes": growth.end,
+                "growth": growth.relative,
+                "steps_to_full": steps_left,
+            },
+            causes=[
+                "tensors kept with their autograd graph: total_loss += loss, or a list of losses/outputs",
+                "retain_graph=True",
+                "a cache (list, dict) that grows every step",
+            ],
+            fixes=[
+                "log loss.item() instead of the loss tensor",
+                "detach() whatever is kept across steps",
+                "drop retain_graph=True",
+                "clear or bound growing caches in the training loop",
+            ],
         )
 
 
@@ -162,9 +194,13 @@ class NearOutOfMemory(Rule):
     requires = ("cuda_peak or gpu_mem_used, or events",)
     priority = 5
     thresholds = (
-        Threshold("max_used", 0.95, "share of device memory in use that counts as close to running out",
-                  source="practice: above ~95% the caching allocator retries and fragmentation makes OOM likely "
-                         "(PyTorch CUDA semantics notes on memory management)"),
+        Threshold(
+            "max_used",
+            0.95,
+            "share of device memory in use that counts as close to running out",
+            source="practice: above ~95% the caching allocator retries and fragmentation makes OOM likely "
+            "(PyTorch CUDA semantics notes on memory management)",
+        ),
     )
 
     def missing(self, run: Run) -> list[str]:
@@ -180,7 +216,9 @@ class NearOutOfMemory(Rule):
         used, step, column = _highest_share(run)
         if used is not None and used > t["max_used"]:
             yield self.finding(
-                run, onset=step, steps=[step],
+                run,
+                onset=step,
+                steps=[step],
                 message=f"{column} reached {used:.1%} of device memory at step {step:.0f}",
                 evidence={"share": used, "column": column},
                 causes=["batch, sequence or model too large for the device"],
@@ -191,7 +229,10 @@ class NearOutOfMemory(Rule):
         first = float(ooms["step"].iloc[0])
         detail = str(ooms["error"].iloc[0]) if "error" in ooms.columns else ""
         return self.finding(
-            run, severity=Severity.ERROR, onset=first, steps=ooms["step"].tolist(),
+            run,
+            severity=Severity.ERROR,
+            onset=first,
+            steps=ooms["step"].tolist(),
             message=f"out of memory at step {first:.0f}" + (f": {detail[:160]}" if detail else ""),
             evidence={"events": len(ooms), "first_step": first},
             causes=["batch, sequence or model too large for the device", "a memory leak (see MEM001)"],
@@ -199,9 +240,12 @@ class NearOutOfMemory(Rule):
         )
 
 
-_MEMORY_FIXES = ["halve the batch size and keep the effective batch with gradient accumulation",
-                 "train in bf16/fp16 mixed precision", "enable activation checkpointing",
-                 "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True against fragmentation"]
+_MEMORY_FIXES = [
+    "halve the batch size and keep the effective batch with gradient accumulation",
+    "train in bf16/fp16 mixed precision",
+    "enable activation checkpointing",
+    "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True against fragmentation",
+]
 
 
 def _highest_share(run: Run) -> tuple[float | None, float, str]:
@@ -252,13 +296,25 @@ class SkippedAmpSteps(Rule):
     requires = ("events",)
     priority = 15
     thresholds = (
-        Threshold("min_skips", 3, "fewest skips after calibration", source="practice: one or two are the scaler "
-                  "probing a larger scale"),
-        Threshold("max_rate", 0.01, "skipped share of the steps after calibration",
-                  source="GradScaler's default growth_interval=2000 gives ~0.05% skips in a healthy run "
-                         "(PyTorch AMP docs); 1% is 20x that"),
-        Threshold("min_scale", 1.0, "loss scale below which AMP scaling has collapsed",
-                  source="a scale under 1 shrinks the gradients instead of protecting them from underflow"),
+        Threshold(
+            "min_skips",
+            3,
+            "fewest skips after calibration",
+            source="practice: one or two are the scaler probing a larger scale",
+        ),
+        Threshold(
+            "max_rate",
+            0.01,
+            "skipped share of the steps after calibration",
+            source="GradScaler's default growth_interval=2000 gives ~0.05% skips in a healthy run "
+            "(PyTorch AMP docs); 1% is 20x that",
+        ),
+        Threshold(
+            "min_scale",
+            1.0,
+            "loss scale below which AMP scaling has collapsed",
+            source="a scale under 1 shrinks the gradients instead of protecting them from underflow",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -275,15 +331,31 @@ class SkippedAmpSteps(Rule):
         scale = _last_scale(run, skips)
         collapsed = scale is not None and scale < t["min_scale"]
         yield self.finding(
-            run, onset=later[0], steps=later, severity=Severity.ERROR if collapsed else None,
-            message=(f"{len(later)} optimizer steps skipped after calibration ({len(later) / after:.0%} of "
-                     f"{after:.0f} steps)" + (f"; loss scale down to {scale:.3g}" if scale is not None else "")),
-            evidence={"skipped": len(later), "calibration_skips": calibration, "rate": len(later) / after,
-                      "last_scale": scale},
-            causes=["gradients overflow even at a small scale: loss or an op computed in fp16",
-                    "learning rate too high", "NaN gradients from the model itself (see NF001)"],
-            fixes=["compute the loss in fp32 (outside autocast)", "switch to bf16 autocast (no scaler needed)",
-                   "lower the learning rate", "find the overflowing module with the non-finite probe (NF001)"],
+            run,
+            onset=later[0],
+            steps=later,
+            severity=Severity.ERROR if collapsed else None,
+            message=(
+                f"{len(later)} optimizer steps skipped after calibration ({len(later) / after:.0%} of "
+                f"{after:.0f} steps)" + (f"; loss scale down to {scale:.3g}" if scale is not None else "")
+            ),
+            evidence={
+                "skipped": len(later),
+                "calibration_skips": calibration,
+                "rate": len(later) / after,
+                "last_scale": scale,
+            },
+            causes=[
+                "gradients overflow even at a small scale: loss or an op computed in fp16",
+                "learning rate too high",
+                "NaN gradients from the model itself (see NF001)",
+            ],
+            fixes=[
+                "compute the loss in fp32 (outside autocast)",
+                "switch to bf16 autocast (no scaler needed)",
+                "lower the learning rate",
+                "find the overflowing module with the non-finite probe (NF001)",
+            ],
         )
 
 

@@ -84,7 +84,7 @@ STEP_FIELDS = {
     "epoch": "epoch, when the source logs one",
     # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs), on sampled steps.
     "grad_carried": "L2 norm of the gradients parameters already held when the step's first backward began"
-                    " (0: reset since the last step)",
+    " (0: reset since the last step)",
     "loss_grad_nonfinite": "1 when the gradient of the loss with respect to the model output held NaN/Inf",
     "pred_min": "smallest value the loss function was given (the model output when the loss is a function)",
     "pred_max": "largest value the loss function was given",
@@ -193,27 +193,69 @@ WHERE_GRAD_NORM = "grad_norm"
 
 # The checks of diagnose.preflight, in the order they run, with the measurements each records.
 PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
-    "inputs": {"shape": "input shape", "nonfinite": "NaN/Inf input elements", "elements": "input elements",
-               "mean": "mean of the finite inputs", "std": "standard deviation of the finite inputs"},
-    "labels": {"classes": "class count", "low": "smallest valid label", "high": "largest valid label",
-               "ignore_index": "label the loss ignores", "count": "labels", "outside": "labels out of range",
-               "min": "smallest label", "max": "largest label", "examples": "up to 5 labels out of range"},
-    "initial_loss": {"loss": "loss of the untrained model", "expected": "loss expected at chance",
-                     "meaning": "what the expected value is", "classes": "class count",
-                     "prior_given": "whether the user gave class_prior"},
-    "gradients": {"trainable": "trainable parameters", "frozen": "frozen parameters",
-                  "no_grad": "trainable parameters without a gradient", "zero_grad": "those with an all-zero one"},
-    "mixing": {"sample": "the sample whose loss is differentiated", "batch": "batch size",
-               "own_grad": "input-gradient norm of that sample", "other_grad": "largest of the other samples'",
-               "leaking_samples": "other samples with a gradient", "batchnorm": "whether the model has BatchNorm"},
-    "overfit": {"steps": "steps trained on one batch", "samples": "batch size", "lr": "learning rate used",
-                "first": "first loss", "last": "last loss", "best": "lowest loss"},
-    "baseline": {"steps": "steps trained", "samples": "batch size", "real": "last loss on the real inputs",
-                 "zeroed": "last loss on zeroed inputs"},
-    "lr_range": {"start_lr": "first learning rate", "end_lr": "last planned learning rate", "steps": "steps run",
-                 "planned_steps": "steps planned", "stop_factor": "loss rise that stops the test",
-                 "diverged_at_lr": "learning rate the loss diverged at, or null", "user_lr": "the user's rate",
-                 "one_batch": "whether the test repeated one batch: no loader was given"},
+    "inputs": {
+        "shape": "input shape",
+        "nonfinite": "NaN/Inf input elements",
+        "elements": "input elements",
+        "mean": "mean of the finite inputs",
+        "std": "standard deviation of the finite inputs",
+    },
+    "labels": {
+        "classes": "class count",
+        "low": "smallest valid label",
+        "high": "largest valid label",
+        "ignore_index": "label the loss ignores",
+        "count": "labels",
+        "outside": "labels out of range",
+        "min": "smallest label",
+        "max": "largest label",
+        "examples": "up to 5 labels out of range",
+    },
+    "initial_loss": {
+        "loss": "loss of the untrained model",
+        "expected": "loss expected at chance",
+        "meaning": "what the expected value is",
+        "classes": "class count",
+        "prior_given": "whether the user gave class_prior",
+    },
+    "gradients": {
+        "trainable": "trainable parameters",
+        "frozen": "frozen parameters",
+        "no_grad": "trainable parameters without a gradient",
+        "zero_grad": "those with an all-zero one",
+    },
+    "mixing": {
+        "sample": "the sample whose loss is differentiated",
+        "batch": "batch size",
+        "own_grad": "input-gradient norm of that sample",
+        "other_grad": "largest of the other samples'",
+        "leaking_samples": "other samples with a gradient",
+        "batchnorm": "whether the model has BatchNorm",
+    },
+    "overfit": {
+        "steps": "steps trained on one batch",
+        "samples": "batch size",
+        "lr": "learning rate used",
+        "first": "first loss",
+        "last": "last loss",
+        "best": "lowest loss",
+    },
+    "baseline": {
+        "steps": "steps trained",
+        "samples": "batch size",
+        "real": "last loss on the real inputs",
+        "zeroed": "last loss on zeroed inputs",
+    },
+    "lr_range": {
+        "start_lr": "first learning rate",
+        "end_lr": "last planned learning rate",
+        "steps": "steps run",
+        "planned_steps": "steps planned",
+        "stop_factor": "loss rise that stops the test",
+        "diverged_at_lr": "learning rate the loss diverged at, or null",
+        "user_lr": "the user's rate",
+        "one_batch": "whether the test repeated one batch: no loader was given",
+    },
 }
 _PREFLIGHT_COMMON = {
     "check": "which check (a key of PREFLIGHT_CHECKS)",
@@ -223,68 +265,146 @@ _PREFLIGHT_COMMON = {
     "where": "file:line in function where it was raised",
 }
 
-EVENTS: dict[str, Event] = {event.name: event for event in (
-    Event(EV_NONFINITE, "the first NaN/Inf of an episode, and where it was made", {
-        "where": "the pass or value it was first seen in",
-        "module": "the module that made it (forward and backward)",
-        "type": "that module's class name",
-        "detail": "how it was located",
-        "value": "the non-finite loss or gradient norm (where loss or grad_norm)",
-    }, values={"where": (WHERE_FORWARD, WHERE_BACKWARD, WHERE_LOSS, WHERE_GRAD_NORM)}),
-    Event(EV_SKIPPED_STEP, "an AMP GradScaler skipped optimizer.step()",
-          {"loss_scale": "the scale after the skip", "detail": "what happened"}),
-    Event(EV_PROBE_ERROR, "a probe failed and switched itself off", {
-        "probe": "the probe's name (watch: the watch itself)",
-        "error": "the exception",
-        "phase": "attach, when it failed while attaching",
-    }),
-    Event(EV_OOM, "the training loop ran out of memory", {
-        "error": "the exception", "cuda_allocated": "allocated bytes then", "cuda_reserved": "reserved bytes then",
-    }),
-    Event(EV_EXCEPTION, "the training loop raised", {"error": "the exception"}),
-    Event(EV_PREFLIGHT, "one preflight check and its measurements", {
-        **_PREFLIGHT_COMMON, **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
-    }, values={"check": tuple(PREFLIGHT_CHECKS)}),
-    Event(EV_NOTE, "text given to Watch.log (w.log(phase='warmup-done')), kept at the step it was logged at", {
-        "key": "the keyword it was logged under", "text": "the text (at most 500 characters)",
-    }),
-    Event(EV_UNOPTIMIZED, "trainable parameters got a gradient at the first step but are in no parameter group", {
-        "count": "parameter tensors left out", "numel": "values in them",
-        "trainable_numel": "values in all trainable parameters", "modules": "owning modules (up to 20)",
-    }),
-    Event(EV_EVAL_MODE, "the optimizer stepped with dropout/normalisation modules in eval mode (written on change)", {
-        "count": "mode-sensitive modules in eval mode", "sensitive": "mode-sensitive modules in the model",
-        "model_training": "1 when the model itself was in training mode", "modules": "their names (up to 20)",
-        "types": "their class names",
-    }),
-    Event(EV_DUPLICATE_ROWS, "a weight matrix with identical rows (units that compute the same thing)", {
-        "module": "the module", "type": "its class name", "rows": "rows (output units)",
-        "distinct": "distinct rows", "phase": "start: before training; training: after step 10 or 100",
-        "zero": "1 when every row is all zeros",
-    }, values={"phase": (DUPLICATE_ROWS_START, DUPLICATE_ROWS_TRAINING)}),
-    Event(EV_WARNING, "a Python/torch warning raised while training (again when its count grows)", {
-        "category": "warning class name", "message": "the message (up to 500 characters)",
-        "origin": "file name and line that raised it", "count": "times it was shown so far",
-    }),
-    Event(EV_LOSS_FUNCTION, "the loss module called on the output (again when it or its shapes change)", {
-        "loss_fn": "class name of the loss module", "reduction": "its reduction",
-        "input_shape": "shape of the prediction it was given", "target_shape": "shape of the target",
-        "target_dtype": "dtype of the target", "broadcast": "1 when the shapes differ with the same dtype",
-    }),
-    Event(EV_NONFINITE_OP, "the operation that made the first non-finite training loss, read from its autograd "
-          "graph when backward was called on it", {
-              "node": "the autograd node (LogBackward0, DivBackward0, ...)",
-              "op": "the operation (log, sqrt, exp, div, pow, ...), or null when no operation in the graph made it",
-              "problem": "what went wrong in it",
-              "input_min": "smallest finite value of the offending input",
-              "input_max": "largest finite value of the offending input",
-          }),
-    Event(EV_FINDING, "a finding the live rules made while the run was recorded; step: when first seen", {
-        "code": "the rule code", "severity": "error, warning or info", "title": "the rule's title",
-        "message": "what the rule said then", "module": "the module it names, or null",
-        "onset": "the step the problem began, or null", "fix": "the first fix it suggests",
-    }, values={"severity": ("error", "warning", "info")}),
-)}
+EVENTS: dict[str, Event] = {
+    event.name: event
+    for event in (
+        Event(
+            EV_NONFINITE,
+            "the first NaN/Inf of an episode, and where it was made",
+            {
+                "where": "the pass or value it was first seen in",
+                "module": "the module that made it (forward and backward)",
+                "type": "that module's class name",
+                "detail": "how it was located",
+                "value": "the non-finite loss or gradient norm (where loss or grad_norm)",
+            },
+            values={"where": (WHERE_FORWARD, WHERE_BACKWARD, WHERE_LOSS, WHERE_GRAD_NORM)},
+        ),
+        Event(
+            EV_SKIPPED_STEP,
+            "an AMP GradScaler skipped optimizer.step()",
+            {"loss_scale": "the scale after the skip", "detail": "what happened"},
+        ),
+        Event(
+            EV_PROBE_ERROR,
+            "a probe failed and switched itself off",
+            {
+                "probe": "the probe's name (watch: the watch itself)",
+                "error": "the exception",
+                "phase": "attach, when it failed while attaching",
+            },
+        ),
+        Event(
+            EV_OOM,
+            "the training loop ran out of memory",
+            {
+                "error": "the exception",
+                "cuda_allocated": "allocated bytes then",
+                "cuda_reserved": "reserved bytes then",
+            },
+        ),
+        Event(EV_EXCEPTION, "the training loop raised", {"error": "the exception"}),
+        Event(
+            EV_PREFLIGHT,
+            "one preflight check and its measurements",
+            {
+                **_PREFLIGHT_COMMON,
+                **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
+            },
+            values={"check": tuple(PREFLIGHT_CHECKS)},
+        ),
+        Event(
+            EV_NOTE,
+            "text given to Watch.log (w.log(phase='warmup-done')), kept at the step it was logged at",
+            {
+                "key": "the keyword it was logged under",
+                "text": "the text (at most 500 characters)",
+            },
+        ),
+        Event(
+            EV_UNOPTIMIZED,
+            "trainable parameters got a gradient at the first step but are in no parameter group",
+            {
+                "count": "parameter tensors left out",
+                "numel": "values in them",
+                "trainable_numel": "values in all trainable parameters",
+                "modules": "owning modules (up to 20)",
+            },
+        ),
+        Event(
+            EV_EVAL_MODE,
+            "the optimizer stepped with dropout/normalisation modules in eval mode (written on change)",
+            {
+                "count": "mode-sensitive modules in eval mode",
+                "sensitive": "mode-sensitive modules in the model",
+                "model_training": "1 when the model itself was in training mode",
+                "modules": "their names (up to 20)",
+                "types": "their class names",
+            },
+        ),
+        Event(
+            EV_DUPLICATE_ROWS,
+            "a weight matrix with identical rows (units that compute the same thing)",
+            {
+                "module": "the module",
+                "type": "its class name",
+                "rows": "rows (output units)",
+                "distinct": "distinct rows",
+                "phase": "start: before training; training: after step 10 or 100",
+                "zero": "1 when every row is all zeros",
+            },
+            values={"phase": (DUPLICATE_ROWS_START, DUPLICATE_ROWS_TRAINING)},
+        ),
+        Event(
+            EV_WARNING,
+            "a Python/torch warning raised while training (again when its count grows)",
+            {
+                "category": "warning class name",
+                "message": "the message (up to 500 characters)",
+                "origin": "file name and line that raised it",
+                "count": "times it was shown so far",
+            },
+        ),
+        Event(
+            EV_LOSS_FUNCTION,
+            "the loss module called on the output (again when it or its shapes change)",
+            {
+                "loss_fn": "class name of the loss module",
+                "reduction": "its reduction",
+                "input_shape": "shape of the prediction it was given",
+                "target_shape": "shape of the target",
+                "target_dtype": "dtype of the target",
+                "broadcast": "1 when the shapes differ with the same dtype",
+            },
+        ),
+        Event(
+            EV_NONFINITE_OP,
+            "the operation that made the first non-finite training loss, read from its autograd "
+            "graph when backward was called on it",
+            {
+                "node": "the autograd node (LogBackward0, DivBackward0, ...)",
+                "op": "the operation (log, sqrt, exp, div, pow, ...), or null when no operation in the graph made it",
+                "problem": "what went wrong in it",
+                "input_min": "smallest finite value of the offending input",
+                "input_max": "largest finite value of the offending input",
+            },
+        ),
+        Event(
+            EV_FINDING,
+            "a finding the live rules made while the run was recorded; step: when first seen",
+            {
+                "code": "the rule code",
+                "severity": "error, warning or info",
+                "title": "the rule's title",
+                "message": "what the rule said then",
+                "module": "the module it names, or null",
+                "onset": "the step the problem began, or null",
+                "fix": "the first fix it suggests",
+            },
+            values={"severity": ("error", "warning", "info")},
+        ),
+    )
+}
 
 _NONFINITE_STRINGS = {
     "nan": math.nan,
@@ -353,8 +473,20 @@ def to_number(value: Any) -> float | None:
 #    nll, ce, cross_entropy, bpb, nats_per_byte, ... alone, or after "loss_",
 #    "mean_", "avg_"), the learning rate, the gradient norm or the accuracy
 #    when it names one of those, otherwise it keeps its normalised name.
-_LOSS_NAMES = {"loss", "losses", "nll", "ce", "ce_loss", "xent", "cross_entropy", "bpb", "bits_per_byte",
-               "nats_per_byte", "nll_loss", "loss_step"}
+_LOSS_NAMES = {
+    "loss",
+    "losses",
+    "nll",
+    "ce",
+    "ce_loss",
+    "xent",
+    "cross_entropy",
+    "bpb",
+    "bits_per_byte",
+    "nats_per_byte",
+    "nll_loss",
+    "loss_step",
+}
 _LOSS_QUALIFIERS = ("loss_", "mean_", "avg_", "average_", "total_")
 _VAL_LOSS_ALIASES = {"val_loss_epoch"}
 _LR_ALIASES = {"lr", "learning_rate", "lr_abs"}
@@ -384,13 +516,13 @@ def is_loss_name(name: str) -> bool:
     """A normalised name, without train/eval prefix, that names the loss (``nll``, ``loss_nats_per_byte``)."""
     if name in _LOSS_NAMES:
         return True
-    return any(name.startswith(q) and name[len(q):] in _LOSS_NAMES for q in _LOSS_QUALIFIERS)
+    return any(name.startswith(q) and name[len(q) :] in _LOSS_NAMES for q in _LOSS_QUALIFIERS)
 
 
 def _without_train_prefix(norm: str) -> str:
     for prefix in _TRAIN_PREFIXES:
         if norm.startswith(prefix) and len(norm) > len(prefix):
-            return norm[len(prefix):]
+            return norm[len(prefix) :]
     return norm
 
 

@@ -49,8 +49,11 @@ class RunWriter:
             fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
             if _lock(fh):
                 if self.path != wanted:
-                    warnings.warn(f"diagnose: {wanted} is being written by another run; this one goes to "
-                                  f"{self.path}", RuntimeWarning, stacklevel=5)
+                    warnings.warn(
+                        f"diagnose: {wanted} is being written by another run; this one goes to {self.path}",
+                        RuntimeWarning,
+                        stacklevel=5,
+                    )
                 return fh
             fh.close()
             self.path = schema.process_file(wanted, os.getpid(), attempt)

@@ -48,8 +48,15 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # -- data ---------------------------------------------------------------------------------
 
 
-def blobs(seed: int, classes: int = 4, dim: int = 8, n: int = 2048, val: int = 512, per_class: int = 3,
-          label_noise: float = 0.0) -> Split:
+def blobs(
+    seed: int,
+    classes: int = 4,
+    dim: int = 8,
+    n: int = 2048,
+    val: int = 512,
+    per_class: int = 3,
+    label_noise: float = 0.0,
+) -> Split:
     """Gaussian blobs, several per class, so the classes are not linearly separable: (train, validation).
 
     ``label_noise``: the fraction of training labels replaced by random ones (validation stays clean).
@@ -106,8 +113,14 @@ def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Callable[..., torch.Tensor],
-             task: str = "multiclass", threshold: float = 0.0) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: Callable[..., torch.Tensor],
+    task: str = "multiclass",
+    threshold: float = 0.0,
+) -> dict[str, float]:
     """Validation loss and accuracy (classification) or R^2 (regression), in eval mode.
 
     Like most evaluation functions it calls ``model.eval()`` and leaves the
@@ -167,10 +180,23 @@ def standard_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion:
     return step
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Callable[..., torch.Tensor], data: Split,
-        out: Path, metadata: dict[str, Any], *, epochs: int = 10, batch_size: int = 64, shuffle: bool = True,
-        step: Step | None = None, epoch_start: Callable[[], Any] | None = None,
-        epoch_end: Callable[[], Any] | None = None, task: str = "multiclass", threshold: float = 0.0) -> None:
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Callable[..., torch.Tensor],
+    data: Split,
+    out: Path,
+    metadata: dict[str, Any],
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    step: Step | None = None,
+    epoch_start: Callable[[], Any] | None = None,
+    epoch_end: Callable[[], Any] | None = None,
+    task: str = "multiclass",
+    threshold: float = 0.0,
+) -> None:
     """The ordinary loop under ``diagnose.watch``: per epoch ``epoch_start`` (default ``model.train()``),
     one ``step`` per batch with its loss logged, then the validation metrics and ``epoch_end``.
 
@@ -245,9 +271,12 @@ def summarize(path: Path) -> dict[str, float]:
     run = diagnose.load(path)
     losses = torch.tensor(run.steps["loss"].to_numpy(dtype=float))
     finite = losses[torch.isfinite(losses)]
-    tail = finite[-max(1, len(finite) // 10):] if len(finite) else torch.tensor([math.inf])
-    summary = {"train_loss": float(tail.median()), "nonfinite": float(len(finite) < len(losses)),
-               "steps": float(len(losses))}
+    tail = finite[-max(1, len(finite) // 10) :] if len(finite) else torch.tensor([math.inf])
+    summary = {
+        "train_loss": float(tail.median()),
+        "nonfinite": float(len(finite) < len(losses)),
+        "steps": float(len(losses)),
+    }
     if "rss" in run.steps:
         rss = run.steps["rss"].dropna().to_numpy(dtype=float)
         if len(rss) > 1:

@@ -34,8 +34,17 @@ def run(fixed: bool, out) -> None:
             optimizer.zero_grad()
         return loss
 
-    fit(model, optimizer, criterion, blobs(seed=13), out, {"task": "multiclass", "num_classes": 4},
-        step=step, batch_size=32, epochs=8)
+    fit(
+        model,
+        optimizer,
+        criterion,
+        blobs(seed=13),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        step=step,
+        batch_size=32,
+        epochs=8,
+    )
 
 
 if __name__ == "__main__":

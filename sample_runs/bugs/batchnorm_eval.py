@@ -21,8 +21,15 @@ def run(fixed: bool, out) -> None:
     (x, y), (x_val, y_val) = blobs(seed=7)
     # raw sensor-like readings: BatchNorm after the first layer is what makes them trainable at this lr
     x, x_val = 20 * x + 30, 20 * x_val + 30
-    model = nn.Sequential(nn.Linear(8, 64), nn.BatchNorm1d(64), nn.ReLU(),
-                          nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 4))
+    model = nn.Sequential(
+        nn.Linear(8, 64),
+        nn.BatchNorm1d(64),
+        nn.ReLU(),
+        nn.Linear(64, 64),
+        nn.BatchNorm1d(64),
+        nn.ReLU(),
+        nn.Linear(64, 4),
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     print("before training:", evaluate(model, x_val, y_val, criterion))  # leaves the model in eval mode
@@ -31,8 +38,15 @@ def run(fixed: bool, out) -> None:
         if fixed:
             model.train()
 
-    fit(model, optimizer, criterion, ((x, y), (x_val, y_val)), out, {"task": "multiclass", "num_classes": 4},
-        epoch_start=epoch_start)
+    fit(
+        model,
+        optimizer,
+        criterion,
+        ((x, y), (x_val, y_val)),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        epoch_start=epoch_start,
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,32 @@ BUG = {
 def run(fixed: bool, out) -> None:
     torch.manual_seed(0)
     (x, y), validation = blobs(seed=27, n=256, label_noise=0.15)
-    model = nn.Sequential(nn.Linear(8, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 256), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(256, 4))
+    model = nn.Sequential(
+        nn.Linear(8, 256),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(256, 4),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def epoch_start() -> None:
         if fixed:
             model.train()
 
-    fit(model, optimizer, nn.CrossEntropyLoss(), ((x, y), validation), out, {"task": "multiclass", "num_classes": 4},
-        epochs=30, batch_size=32, epoch_start=epoch_start)
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        ((x, y), validation),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        epochs=30,
+        batch_size=32,
+        epoch_start=epoch_start,
+    )
 
 
 if __name__ == "__main__":

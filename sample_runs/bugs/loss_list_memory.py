@@ -11,8 +11,10 @@ BUG = {
     "symptoms": ["MEM001"],
     "root_cause": r"graph|\.item\(\)|detach|kept (alive|in a list)|list of loss",
     "part": "calibration",
-    "verify": {"twin": [("val_accuracy", ">=", 0.95), ("rss_growth_mb", "<=", 30.0)],
-               "bug": [("rss_growth_mb", ">=", 50.0)]},
+    "verify": {
+        "twin": [("val_accuracy", ">=", 0.95), ("rss_growth_mb", "<=", 30.0)],
+        "bug": [("rss_growth_mb", ">=", 50.0)],
+    },
 }
 
 

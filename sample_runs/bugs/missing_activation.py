@@ -19,7 +19,14 @@ def run(fixed: bool, out) -> None:
     torch.manual_seed(0)
     model = mlp(8, 64, 64, 4, activation=nn.ReLU if fixed else nn.Identity)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fit(model, optimizer, nn.CrossEntropyLoss(), blobs(seed=29, per_class=5), out, {"task": "multiclass", "num_classes": 4})
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        blobs(seed=29, per_class=5),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+    )
 
 
 if __name__ == "__main__":

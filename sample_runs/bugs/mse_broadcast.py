@@ -7,7 +7,7 @@ from torch import nn
 BUG = {
     "kind": "mse_broadcast",
     "description": "nn.MSELoss(out, y) with out (N, 1) and y (N,): "
-                   "PyTorch warns 'target size different to the input size'",
+    "PyTorch warns 'target size different to the input size'",
     "observable": "live",
     "symptoms": ["PLT001", "LR003", "CH001"],
     "root_cause": r"broadcast|target size|shape",

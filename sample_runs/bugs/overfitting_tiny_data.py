@@ -26,8 +26,15 @@ def run(fixed: bool, out) -> None:
         x, y = x[:64], y[:64]
     model = mlp(8, 256, 256, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fit(model, optimizer, nn.CrossEntropyLoss(), ((x, y), validation), out, {"task": "multiclass", "num_classes": 4},
-        epochs=STEPS // math.ceil(len(x) / 64))
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        ((x, y), validation),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        epochs=STEPS // math.ceil(len(x) / 64),
+    )
 
 
 if __name__ == "__main__":

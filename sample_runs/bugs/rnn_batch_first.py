@@ -19,8 +19,15 @@ def run(fixed: bool, out) -> None:
     torch.manual_seed(0)
     model = LastStep(nn.GRU(4, 32, batch_first=fixed), classes=4)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fit(model, optimizer, nn.CrossEntropyLoss(), sequences(seed=22, steps=12, n=1024), out,
-        {"task": "multiclass", "num_classes": 4}, batch_size=32)
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        sequences(seed=22, steps=12, n=1024),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        batch_size=32,
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,16 @@ def run(fixed: bool, out) -> None:
         optimizer.step()
         return loss
 
-    fit(model, optimizer, criterion, sequences(seed=23, steps=12, n=1024), out, {"task": "multiclass", "num_classes": 4},
-        step=step, batch_size=32)
+    fit(
+        model,
+        optimizer,
+        criterion,
+        sequences(seed=23, steps=12, n=1024),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        step=step,
+        batch_size=32,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from torch import nn
 BUG = {
     "kind": "scheduler_per_batch",
     "description": "scheduler.step() inside the batch loop with epoch milestones [3, 6, 8]: "
-                   "lr is 1e-4 of its value by step 8",
+    "lr is 1e-4 of its value by step 8",
     "observable": "live",
     "symptoms": ["LR004", "PLT001", "LR003"],
     "root_cause": r"schedul|learning rate (has )?(collapsed|decay)|decays? to",
@@ -31,8 +31,16 @@ def run(fixed: bool, out) -> None:
             scheduler.step()
         return loss
 
-    fit(model, optimizer, criterion, blobs(seed=10), out, {"task": "multiclass", "num_classes": 4},
-        step=step, epoch_end=scheduler.step if fixed else None)
+    fit(
+        model,
+        optimizer,
+        criterion,
+        blobs(seed=10),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        step=step,
+        epoch_end=scheduler.step if fixed else None,
+    )
 
 
 if __name__ == "__main__":

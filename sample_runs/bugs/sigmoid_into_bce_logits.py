@@ -26,8 +26,16 @@ def run(fixed: bool, out) -> None:
     if not fixed:
         model.append(nn.Sigmoid())
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fit(model, optimizer, nn.BCEWithLogitsLoss(), data, out, {"task": "binary", "num_classes": 2},
-        task="binary", threshold=0.0 if fixed else 0.5)
+    fit(
+        model,
+        optimizer,
+        nn.BCEWithLogitsLoss(),
+        data,
+        out,
+        {"task": "binary", "num_classes": 2},
+        task="binary",
+        threshold=0.0 if fixed else 0.5,
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,14 @@ def run(fixed: bool, out) -> None:
     if not fixed:
         model.append(nn.Softmax(dim=1))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fit(model, optimizer, nn.CrossEntropyLoss(), blobs(seed=3, classes=10, dim=16, per_class=1), out,
-        {"task": "multiclass", "num_classes": 10})
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        blobs(seed=3, classes=10, dim=16, per_class=1),
+        out,
+        {"task": "multiclass", "num_classes": 10},
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,15 @@ def run(fixed: bool, out) -> None:
     by_class = y.argsort(stable=True)  # the files were written one class after another
     model = mlp(8, 64, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    fit(model, optimizer, nn.CrossEntropyLoss(), ((x[by_class], y[by_class]), validation), out,
-        {"task": "multiclass", "num_classes": 4}, shuffle=fixed)
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss(),
+        ((x[by_class], y[by_class]), validation),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        shuffle=fixed,
+    )
 
 
 if __name__ == "__main__":

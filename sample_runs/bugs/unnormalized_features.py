@@ -24,8 +24,9 @@ def run(fixed: bool, out) -> None:
         x, x_val = (x - mean) / std, (x_val - mean) / std
     model = mlp(8, 64, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    fit(model, optimizer, nn.CrossEntropyLoss(), ((x, y), (x_val, y_val)), out,
-        {"task": "multiclass", "num_classes": 4})
+    fit(
+        model, optimizer, nn.CrossEntropyLoss(), ((x, y), (x_val, y_val)), out, {"task": "multiclass", "num_classes": 4}
+    )
 
 
 if __name__ == "__main__":

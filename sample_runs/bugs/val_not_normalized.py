@@ -25,8 +25,9 @@ def run(fixed: bool, out) -> None:
         x_val = (x_val - mean) / std
     model = mlp(8, 64, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    fit(model, optimizer, nn.CrossEntropyLoss(), ((x, y), (x_val, y_val)), out,
-        {"task": "multiclass", "num_classes": 4})
+    fit(
+        model, optimizer, nn.CrossEntropyLoss(), ((x, y), (x_val, y_val)), out, {"task": "multiclass", "num_classes": 4}
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,14 @@ def run(fixed: bool, out) -> None:
     def as_regression(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return mse(out.squeeze(1), target.float())
 
-    fit(model, optimizer, nn.CrossEntropyLoss() if fixed else as_regression, blobs(seed=25, classes=5), out,
-        {"task": "multiclass", "num_classes": 5})
+    fit(
+        model,
+        optimizer,
+        nn.CrossEntropyLoss() if fixed else as_regression,
+        blobs(seed=25, classes=5),
+        out,
+        {"task": "multiclass", "num_classes": 5},
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,16 @@ def run(fixed: bool, out) -> None:
         optimizer.step()
         return loss
 
-    fit(model, optimizer, criterion, blobs(seed=2), out, {"task": "multiclass", "num_classes": 4},
-        step=step, epoch_start=epoch_start)
+    fit(
+        model,
+        optimizer,
+        criterion,
+        blobs(seed=2),
+        out,
+        {"task": "multiclass", "num_classes": 4},
+        step=step,
+        epoch_start=epoch_start,
+    )
 
 
 if __name__ == "__main__":

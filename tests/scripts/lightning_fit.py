@@ -34,7 +34,13 @@ def loader(n: int, seed: int) -> DataLoader:
 
 if __name__ == "__main__":
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=sys.argv[1] if len(sys.argv) > 1 else ".")
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=sys.argv[1] if len(sys.argv) > 1 else ".",
+    )
     trainer.fit(Classifier(), loader(160, 1), loader(32, 2))

@@ -24,12 +24,31 @@ class Tokens(Dataset):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16, num_labels=2)
-    args = transformers.TrainingArguments(output_dir=sys.argv[1] if len(sys.argv) > 1 else "hf-out", use_cpu=True,
-                                          report_to=[], save_strategy="no", disable_tqdm=True, max_steps=24,
-                                          per_device_train_batch_size=8, logging_steps=1, eval_strategy="steps",
-                                          eval_steps=12)
-    trainer = transformers.Trainer(model=transformers.BertForSequenceClassification(config), args=args,
-                                   train_dataset=Tokens(192, 0), eval_dataset=Tokens(32, 1))
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    args = transformers.TrainingArguments(
+        output_dir=sys.argv[1] if len(sys.argv) > 1 else "hf-out",
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps=24,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=12,
+    )
+    trainer = transformers.Trainer(
+        model=transformers.BertForSequenceClassification(config),
+        args=args,
+        train_dataset=Tokens(192, 0),
+        eval_dataset=Tokens(32, 1),
+    )
     trainer.train()
