@@ -17,8 +17,10 @@ _UP, _DOWN = 1, -1
 # knob -> (phrasings that raise it, phrasings that lower it), matched case-insensitively.
 KNOBS: dict[str, tuple[str, str]] = {
     "learning_rate": (
-        r"\b(raise|increase|higher|larger)\b[^.;:]{0,20}\b(learning rate|lr)\b|\b(learning rate|lr)\b up\b",
-        r"\b(lower|reduce|decrease|smaller|halve)\b[^.;:]{0,20}\b(learning rate|lr)\b",
+        r"\b(raise|increase|higher|larger)\b[^.;:]{0,20}\b(learning rate|lr)\b|\b(learning rate|lr)\b up\b"
+        r"|\b(learning rate|lr)\b [\d.x-]*\s*(higher|larger)\b",
+        r"\b(lower|reduce|decrease|smaller|halve)\b[^.;:]{0,20}\b(learning rate|lr)\b"
+        r"|\b(learning rate|lr)\b [\d.x-]*\s*(lower|smaller)\b",
     ),
     "batch_size": (
         r"\b(raise|increase|larger|bigger)\b[^.;:]{0,12}\bbatch\b|\baccumulate gradients\b",
