@@ -23,9 +23,9 @@ def _settled(run: Run, column: str, min_samples: float) -> pd.Series:
     return later_samples(table).median().dropna()
 
 
-def _shares(values: pd.Series) -> str:
-    """``"fc1 62%, fc2 40%"``: modules with the share of their units a rule counts."""
-    return listing([f"{name} {value:.0%}" for name, value in values.items()])
+def _shares(run: Run, values: pd.Series) -> str:
+    """``"model.fc1 (Linear) 62%, ..."``: modules with the share of their units a rule counts."""
+    return listing([f"{run.module_label(str(name))} {value:.0%}" for name, value in values.items()])
 
 
 class DeadReLUs(Rule):
@@ -98,7 +98,7 @@ class DeadReLUs(Rule):
         yield self.finding(
             run,
             module=worst,
-            message=f"dead ReLU units (never positive across the batch, later half of the run): {_shares(bad)}",
+            message=f"dead ReLU units (never positive across the batch, later half of the run): {_shares(run, bad)}",
             evidence={"dead_fraction": bad.to_dict(), "all_layers": dead.to_dict()},
             causes=[
                 "learning rate too high: a large update pushed the pre-activations negative for good",
@@ -166,7 +166,7 @@ class SaturatedUnits(Rule):
         yield self.finding(
             run,
             module=str(bad.index[0]),
-            message=f"saturated tanh/sigmoid outputs (later half of the run): {_shares(bad)}",
+            message=f"saturated tanh/sigmoid outputs (later half of the run): {_shares(run, bad)}",
             evidence={"saturated_fraction": bad.to_dict(), "all_layers": saturated.to_dict()},
             causes=["weights initialised too large", "inputs not standardised", "learning rate inflated the weights"],
             fixes=[
@@ -272,7 +272,7 @@ class RepresentationCollapse(Rule):
             run,
             module=first,
             onset=onset,
-            message=_collapse_message(first, early[first], late, collapsed),
+            message=_collapse_message(run, first, early[first], late, collapsed),
             evidence={
                 "collapsed": collapsed,
                 "early_spread": early[collapsed].to_dict(),
@@ -299,13 +299,15 @@ def _collapse_onset(values: pd.Series, early: float, min_spread: float) -> float
     return float(below.index[0]) if len(below) else None
 
 
-def _collapse_message(first: str, early: float, late: pd.Series, collapsed: list[str]) -> str:
+def _collapse_message(run: Run, first: str, early: float, late: pd.Series, collapsed: list[str]) -> str:
     output = late.get(schema.OUTPUT_MODULE, np.nan)
     if first == schema.OUTPUT_MODULE:
         if output * 10 > early:
             return f"the model output is the same for every input from the start (spread {output:.2g})"
         return f"the model output became the same for every input (spread {early:.2g} -> {output:.2g})"
-    message = f"module {first}: spread across the batch fell from {early:.2g} to {late[first]:.2g} of its signal"
+    message = (
+        f"{run.module_label(first)}: spread across the batch fell from {early:.2g} to {late[first]:.2g} of its signal"
+    )
     if schema.OUTPUT_MODULE in collapsed:
         message += f"; the model output is the same for every input (spread {output:.2g})"
     return message

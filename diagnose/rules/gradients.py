@@ -9,7 +9,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, listing
+from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, modules
 from diagnose.run import Run
 
 # Module types whose gradient is a weight matrix: the layers depth is counted in.
@@ -242,8 +242,8 @@ class VanishingGradients(Rule):
             run,
             module=first[0],
             message=(
-                f"gradient norm of the first layers ({listing(first)}: {first_norm:.3g}) is {ratio:.2g} of the "
-                f"last layers' ({listing(last)}: {last_norm:.3g}) across {len(layers)} weight layers"
+                f"gradient norm of the first layers ({modules(run, first)}: {first_norm:.3g}) is {ratio:.2g} of "
+                f"the last layers' ({modules(run, last)}: {last_norm:.3g}) across {len(layers)} weight layers"
             ),
             evidence={
                 "ratio": ratio,
@@ -373,9 +373,9 @@ class UpdateRatioOffScale(Rule):
             run,
             module=str(worst),
             message=(
-                f"update/weight ratio too {way} in {scope} ({listing([str(m) for m in layers])}): "
-                f"median {off[worst]:.2g} at {worst}, {'below' if way == 'slow' else 'above'} {limit:g} "
-                f"(healthy ~1e-3)"
+                f"update/weight ratio too {way} in {scope} ({modules(run, layers)}): "
+                f"median {off[worst]:.2g} at {run.module_label(str(worst))}, "
+                f"{'below' if way == 'slow' else 'above'} {limit:g} (healthy ~1e-3)"
             ),
             evidence={"direction": way, "per_layer": medians.to_dict(), "layers": layers},
             causes=[f"learning rate too {'low' if way == 'slow' else 'high'} for these weights"],
@@ -430,7 +430,7 @@ class LayerWithoutGradient(Rule):
             module=without[0],
             message=(
                 f"{len(without)} of {len(trainable)} trainable modules never get a non-zero gradient: "
-                f"{listing(without)}"
+                f"{modules(run, without)}"
             ),
             evidence={"modules": without, "trainable": len(trainable), "samples": len(grads)},
             causes=[

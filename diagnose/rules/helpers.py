@@ -34,6 +34,11 @@ def layer_table(run: Run, column: str) -> pd.DataFrame:
     return table if cut is None else table[table.index < cut]
 
 
+def modules(run: Run, names: Sequence[str], most: int = 4) -> str:
+    """Module names as a person finds them in their code (``model.2 (Linear)``), listed as `listing` does."""
+    return listing([run.module_label(str(name)) for name in names], most)
+
+
 def listing(items: Sequence[str], most: int = 4) -> str:
     """``"a, b, c, d and 3 more"``: the first ``most`` items of a list too long to print whole."""
     shown = ", ".join(items[:most])
