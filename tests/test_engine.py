@@ -43,7 +43,7 @@ def test_a_plateau_at_chance_is_reported_once_as_chance_level():
 
 def test_the_stall_is_reported_when_the_users_chance_thresholds_rule_chance_out():
     # With CH001 tightened until it no longer fires, the stall is no longer explained by it.
-    config = RuleConfig().merged(settings=["CH001.tolerance=0.001", "CH001.guess_tolerance=0.001"])
+    config = RuleConfig().merged(settings=["CH001.tolerance=0.001"])
     analysis = analyze(diagnose.load(scenario_file("chance_binary")), config)
     assert analysis.codes == ["PLT001"] and not analysis.superseded
 
