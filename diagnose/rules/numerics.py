@@ -268,6 +268,8 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
 
 # Columns that say where a row sits, or that NF001 judges: not re-reported here.
 _NOT_METRICS = frozenset({"step", "epoch", "loss", "grad_norm"})
+# Cross-rank statistics the gather mode writes (a rank missing at a step reads as NaN): the DST rules judge them.
+_CROSS_RANK_PREFIX = "ranks_"
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,7 @@ def nonfinite_series(run: Run) -> list[_Broken]:
     found = []
     for frame in (run.steps, run.evals):
         for column in frame.columns:
-            if column in _NOT_METRICS or frame[column].dtype.kind not in "fc":
+            if column in _NOT_METRICS or column.startswith(_CROSS_RANK_PREFIX) or frame[column].dtype.kind not in "fc":
                 continue
             values = run.series(column, keep_nan=True)
             bad = ~np.isfinite(values.to_numpy(dtype="float64"))
