@@ -116,7 +116,11 @@ class LossGradientProbe(Probe):
             tensor.register_hook(self.host.guard(self, self._on_output_grad))
 
     def _on_output_grad(self, grad: torch.Tensor) -> None:
-        self._norms.append(torch.linalg.vector_norm(grad.detach(), dtype=torch.float32))
+        self._norms.append(
+            torch.linalg.vector_norm(
+                grad.detach(), dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32
+            )
+        )
 
     def finish(self, record: StepRecord) -> None:
         if self._norms:

@@ -425,6 +425,17 @@ def _say(ax: Axes, sentence: str) -> None:
 
 
 def image_bytes(fig: Figure, format: str = "png") -> bytes:
+    try:
+        return _saved(fig, format)
+    except (OverflowError, ValueError):
+        # Values near the float limit can break a log axis's tick labels: draw such axes linear instead.
+        for ax in fig.axes:
+            if ax.get_yscale() == "log":
+                ax.set_yscale("linear")
+        return _saved(fig, format)
+
+
+def _saved(fig: Figure, format: str) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(buffer, format=format, dpi=90)
