@@ -42,25 +42,15 @@ CI_KINDS = (
     "log_of_zero_nan",
 )
 
-# Kinds whose root cause no rule names yet; the signatures and rules that name them
-# come with issue 11 items 1-2. Remove a kind from here when its rule lands.
+# Kinds whose root cause no rule names yet, and whose symptom no rule catches: expected failures that must
+# fail (strict), so a kind leaves its list as soon as a rule names it.
 AWAITING_NAMING_RULE = {
-    "no_zero_grad",
-    "softmax_into_ce",
-    "sigmoid_into_bce_logits",
     "nll_on_logits",
-    "sorted_by_label",
-    "mse_broadcast",
-    "batchnorm_eval",
-    "partial_optimizer",
-    "constant_init",
     "item_cuts_graph",
     "step_before_backward",
     "labels_shuffled_apart",
     "val_not_normalized",
-    "log_of_zero_nan",
 }
-# Kinds whose symptom the current rules miss (the same rules are expected to catch them).
 AWAITING_SYMPTOM_RULE = {"softmax_into_ce", "nll_on_logits", "partial_optimizer", "constant_init"}
 
 REQUIRED = {
@@ -75,7 +65,7 @@ REQUIRED = {
 
 
 def _awaiting(kinds: tuple[str, ...], waiting: set[str], why: str) -> list:
-    return [pytest.param(k, marks=pytest.mark.xfail(strict=False, reason=why)) if k in waiting else k for k in kinds]
+    return [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=why)) if k in waiting else k for k in kinds]
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +123,14 @@ def test_twin_gets_no_warning(kind: str, recorded: Callable[[str], tuple[Path, P
     assert alarms == [], [f"{f.code}: {f.message}" for f in alarms]
 
 
-@pytest.mark.parametrize("kind", _awaiting(CI_KINDS, AWAITING_SYMPTOM_RULE, "symptom rule not on main yet"))
+@pytest.mark.parametrize("kind", _awaiting(CI_KINDS, AWAITING_SYMPTOM_RULE, "no rule catches this symptom yet"))
 def test_bug_symptom_is_recognised(kind: str, recorded: Callable[[str], tuple[Path, Path]]) -> None:
     bad, _ = recorded(kind)
     codes = {f.code for f in suite.alarms(diagnose.analyze(diagnose.load(bad)).findings)}
     assert codes & set(suite.load_script(kind).BUG["symptoms"]), f"{kind}: got {sorted(codes)}"
 
 
-@pytest.mark.parametrize("kind", _awaiting(CI_KINDS, AWAITING_NAMING_RULE, "root-cause rule not on main yet"))
+@pytest.mark.parametrize("kind", _awaiting(CI_KINDS, AWAITING_NAMING_RULE, "no rule names this bug yet"))
 def test_bug_root_cause_is_named(kind: str, recorded: Callable[[str], tuple[Path, Path]]) -> None:
     bad, _ = recorded(kind)
     findings = diagnose.analyze(diagnose.load(bad)).findings

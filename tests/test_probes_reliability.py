@@ -27,11 +27,6 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, w, x, y, clip: flo
     return norm
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the forward passes after the last optimizer step are recorded as a "
-    "fourth step since the signature probes landed; the save and the copy themselves work",
-)
 def test_a_watched_model_can_be_saved_and_deep_copied(tmp_path: Path) -> None:
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -207,8 +202,7 @@ def test_sparse_embedding_gradients_are_counted(tmp_path: Path) -> None:
             optimizers[0].step()
             w.log(loss=loss)
     run = diagnose.load(path)
-    # The watch sees one of the two optimizers, so its signature probe may note the other's parameters.
-    assert "event" not in run.events or not (run.events["event"] == "probe_error").any()
+    assert run.events.empty  # the embedding's own optimizer moves it: not "outside the optimizer"
     assert run.series("grad_norm").to_numpy() == pytest.approx(reported, rel=1e-5)
 
 

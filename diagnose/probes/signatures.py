@@ -34,6 +34,9 @@ from diagnose.runfile import schema
 # Steps after the first at which a loop that never resets its gradients shows
 # it; a run shorter than the first scheduled sample is still covered.
 _EARLY_STEPS = 3
+# Steps after the first with gradients at which parameters outside the optimizer must not
+# have moved for them to count as left out.
+_CONFIRM_STEPS = 3
 
 
 def _due_or_early(schedule: Schedule, step: int, first_step: int) -> bool:
@@ -138,32 +141,55 @@ class LossGradientProbe(Probe):
 
 class OptimizerCoverageProbe(Probe):
     """An ``unoptimized`` event: trainable parameters that received a gradient at the first
-    step but belong to no optimizer parameter group, so they never move."""
+    step, belong to no parameter group of the watched optimizer, and have not moved a few
+    steps later (a second optimizer, or a hand-written update, that trains them is no bug)."""
 
     name = "optimizer_coverage"
 
     def __init__(self) -> None:
         super().__init__()
         self._done = False
+        # (step, left-out parameters with their owners, their norms at that step), until confirmed.
+        self._suspects: tuple[int, list[tuple[str, nn.Parameter]], torch.Tensor] | None = None
 
     def after_step(self, record: StepRecord) -> None:
         if self._done:
             return
+        if self._suspects is None:
+            self._find_suspects(record)
+        elif record.step >= self._suspects[0] + _CONFIRM_STEPS:
+            self._done = True
+            self._confirm(record)
+
+    def _find_suspects(self, record: StepRecord) -> None:
         with_grad = [(owner, p) for owner, p in self.host.params if p.grad is not None]
         if not with_grad:
             return  # gradients not there yet (or reset before the step): look again next step
-        self._done = True
         optimized = {id(p) for group in self.host.optimizer.param_groups for p in group["params"]}
         left_out = [(owner, p) for owner, p in with_grad if id(p) not in optimized]
         if left_out:
-            modules = list(dict.fromkeys(owner for owner, _ in left_out))
+            self._suspects = (record.step, left_out, _norms_of(left_out))
+        else:
+            self._done = True
+
+    def _confirm(self, record: StepRecord) -> None:
+        _, left_out, before = self._suspects
+        unmoved = before.eq(_norms_of(left_out)).tolist()  # one host transfer, once per run
+        still = [item for item, same in zip(left_out, unmoved, strict=True) if same]
+        if still:
             record.event(
                 schema.EV_UNOPTIMIZED,
-                count=len(left_out),
-                numel=sum(p.numel() for _, p in left_out),
+                count=len(still),
+                numel=sum(p.numel() for _, p in still),
                 trainable_numel=sum(p.numel() for _, p in self.host.params),
-                modules=modules[:20],
+                modules=list(dict.fromkeys(owner for owner, _ in still))[:20],
             )
+
+
+def _norms_of(params: list[tuple[str, nn.Parameter]]) -> torch.Tensor:
+    """One norm per parameter, stacked: a fingerprint that any real update changes."""
+    norms = torch._foreach_norm([p.detach() for _, p in params])
+    return torch.stack([n.to(torch.float64) for n in norms])
 
 
 # Modules whose forward differs between train() and eval(): the ones a wrong mode changes.

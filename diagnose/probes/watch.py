@@ -107,6 +107,7 @@ class Watch:
         self._record = StepRecord(start_step)
         self._pending: list[StepRecord] = []
         self._step_done = False
+        self._user_logged = False  # the user logged a training value into the record in progress
         self._closed = False
         self._handles: list[Any] = []
         self._gather = None
@@ -193,7 +194,7 @@ class Watch:
         if self._closed:
             return
         try:
-            if not self._record.empty:
+            if self._holds_a_step():
                 self._finish_step()
             self._flush(final=True)
         except TrainingStopped:
@@ -348,12 +349,25 @@ class Watch:
         self._each("after_step", self._record)
         self.end_step()
 
+    def _holds_a_step(self) -> bool:
+        """Whether the record in progress is a step: an optimizer step, a backward, something the user
+        logged, or an event. A forward pass after the last step (evaluating in train mode) is none."""
+        record = self._record
+        return (
+            self._step_done
+            or self._user_logged
+            or bool(record.losses or record.events)
+            or record.grad_norms is not None
+            or "evals" in record.private
+        )
+
     def _finish_step(self) -> None:
         record = self._record
         self._each("finish", record)
         self._pending.append(record)
         self._record = StepRecord(record.step + 1)
         self._step_done = False
+        self._user_logged = False
         urgent = self._live is not None and self._live.step_finished(record)
         if urgent or len(self._pending) >= _MAX_PENDING or self._writer.due():
             self._flush()
@@ -386,6 +400,7 @@ class Watch:
             if step is None and self._step_done and self._record.losses:
                 self._finish_step()  # the step's loss is in: this one belongs to the next step
             record = self._record_for_train(step)
+            self._user_logged = True
             for key, value in train.items():
                 canonical = schema.canonical_step_key(key)
                 if canonical == "loss":

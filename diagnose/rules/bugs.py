@@ -153,9 +153,11 @@ class ParametersOutsideOptimizer(Rule):
     to make up for the frozen ones.
 
     ## How it decides
-    Needs the probes' ``unoptimized`` event (written at the first step with
-    gradients). It fires for any parameter in it; the message gives the
-    share of the trainable parameters.
+    Needs the probes' ``unoptimized`` event: parameters that had a gradient
+    at the first step, are in no parameter group of the watched optimizer,
+    and had not moved three steps later (so a second optimizer that trains
+    them does not count). It fires for any parameter in it; the message
+    gives the share of the trainable parameters.
 
     ## What to do
     Build the optimizer on every trainable parameter:

@@ -323,7 +323,7 @@ EVENTS: dict[str, Event] = {
         ),
         Event(
             EV_UNOPTIMIZED,
-            "trainable parameters got a gradient at the first step but are in no parameter group",
+            "parameters with gradients at the first step, in no parameter group, unmoved 3 steps later",
             {
                 "count": "parameter tensors left out",
                 "numel": "values in them",
