@@ -13,6 +13,7 @@ from rich.text import Text
 
 from diagnose.cli.rules import print_rule_list
 from diagnose.errors import ConfigError, DiagnoseError
+from diagnose.escaping import visible
 from diagnose.readers import load_all
 from diagnose.rules.base import DOC_SECTIONS, Rule
 from diagnose.rules.codes import select_rules
@@ -62,10 +63,10 @@ def example_renderable(rule: type[Rule]) -> Group | None:
         Text(""),
         Text("Example", style="bold underline"),
         Text(f"On the recorded run {shown}, {rule.code} says:"),
-        Padding(Text(finding.message), (0, 0, 0, 2)),
+        Padding(Text(visible(finding.message)), (0, 0, 0, 2)),
     ]
     if finding.fixes:
-        parts += [Text("Use instead:"), *(Padding(Text(f"- {fix}"), (0, 0, 0, 2)) for fix in finding.fixes)]
+        parts += [Text("Use instead:"), *(Padding(Text(visible(f"- {fix}")), (0, 0, 0, 2)) for fix in finding.fixes)]
     return Group(*parts)
 
 
