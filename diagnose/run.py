@@ -111,6 +111,9 @@ class Run:
     @property
     def objective(self) -> str:
         """``"adversarial"``, ``"reinforcement"`` or ``"supervised"`` (the default: a loss meant to fall)."""
+        return self._kept(("objective",), self._objective)
+
+    def _objective(self) -> str:
         task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
         names = [c for c in self.steps.columns if c != "step" and self.has(c)]
         losses = [c for c in names if "loss" in c]
