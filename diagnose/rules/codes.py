@@ -103,7 +103,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.Overfitting,
     generalization.AccuracyGap,
     optimization.TrainingStalled,
-    preflight.PreflightCheckFailed,
+    preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,
     preflight.NonFiniteInputs,
     preflight.InputsNotNormalised,
