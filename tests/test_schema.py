@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import diagnose
-from diagnose.preflight_checks import preflight
-from diagnose.preflight_checks.runner import CHECKS
+from diagnose.probes.preflight import preflight
+from diagnose.probes.preflight.runner import EXPERIMENTS
 from diagnose.runfile import schema
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-format.md"
@@ -113,12 +113,13 @@ def test_every_event_and_its_keys_and_values_are_declared(recorded):
     assert [(e["step"], e["where"]) for e in nonfinite] == [(NAN_STEP, schema.WHERE_FORWARD)]
 
 
-def test_each_preflight_check_writes_the_measurements_declared_for_it(recorded):
-    checks = [e for e in _of_kind(recorded, schema.EVENT) if e["event"] == schema.EV_PREFLIGHT]
-    assert [e["check"] for e in checks] == [name for name, _ in CHECKS] == list(schema.PREFLIGHT_CHECKS)
-    for event in checks:
-        measured = set(event) - {*schema.EVENT_KEYS, "check", "seconds"}  # seconds: every check's time
-        assert measured == set(schema.PREFLIGHT_CHECKS[event["check"]]), event["check"]
+def test_each_preflight_experiment_writes_the_measurements_declared_for_it(recorded):
+    experiments = [e for e in _of_kind(recorded, schema.EVENT) if e["event"] == schema.EV_PREFLIGHT]
+    names = [e["experiment"] for e in experiments]
+    assert names == [name for name, _ in EXPERIMENTS] == list(schema.PREFLIGHT_EXPERIMENTS)
+    for event in experiments:
+        measured = set(event) - {*schema.EVENT_KEYS, "experiment", "seconds"}  # seconds: every experiment's time
+        assert measured == set(schema.PREFLIGHT_EXPERIMENTS[event["experiment"]]), event["experiment"]
 
 
 def _declared_names() -> set[str]:

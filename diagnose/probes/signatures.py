@@ -252,7 +252,7 @@ class TrainingModeProbe(Probe):
 # Matrices larger than this are compared with their first row only (a full
 # row-uniqueness sort of a large embedding table would cost a noticeable pause).
 _UNIQUE_ROWS_MAX_NUMEL = 1 << 22
-_ROW_CHECK_STEPS = (10, 100)
+_DUPLICATE_ROW_STEPS = (10, 100)
 
 
 def distinct_rows(weight: torch.Tensor) -> int:
@@ -273,13 +273,13 @@ class DuplicateRowsProbe(Probe):
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        self._check(host.record, when=schema.DUPLICATE_ROWS_START)
+        self._record_duplicates(host.record, when=schema.DUPLICATE_ROWS_START)
 
     def after_step(self, record: StepRecord) -> None:
-        if record.step - self.host.first_step + 1 in _ROW_CHECK_STEPS:
-            self._check(record, when=schema.DUPLICATE_ROWS_TRAINING)
+        if record.step - self.host.first_step + 1 in _DUPLICATE_ROW_STEPS:
+            self._record_duplicates(record, when=schema.DUPLICATE_ROWS_TRAINING)
 
-    def _check(self, record: StepRecord, when: str) -> None:
+    def _record_duplicates(self, record: StepRecord, when: str) -> None:
         for name, module in self.host.modules:
             weight = getattr(module, "weight", None)
             if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.shape[0] < 2:

@@ -104,7 +104,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.AccuracyGap,
     generalization.UnstableValidation,
     optimization.TrainingStalled,
-    preflight.PreflightCheckFailed,
+    preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,
     preflight.NonFiniteInputs,
     preflight.InputsNotNormalised,

@@ -1,7 +1,7 @@
 """The run file, format v1: one JSON object per line, append-only.
 
 This module is the whole contract between whatever writes a run (our probes,
-the preflight checks, a user's script, another tool) and whatever reads it: the
+the preflight experiments, a user's script, another tool) and whatever reads it: the
 record kinds, every key of every kind, every event with its keys and their
 allowed values, the module names that are not modules, and how non-finite
 floats are spelled. Writers and readers take names from here, not literals.
@@ -59,8 +59,8 @@ META_FIELDS = {
     "world_size": "number of ranks under torch.distributed",
     "distributed": "the distributed recording options and backend",
     "preflight": "true for a run file written by diagnose.preflight",
-    "batch_size": "size of the batch the preflight checks ran on",
-    "budget_s": "the wall-clock seconds the preflight checks were given, shared between them",
+    "batch_size": "size of the batch the preflight experiments ran on",
+    "budget_s": "the wall-clock seconds the preflight experiments were given, shared between them",
 }
 
 # Canonical step-record fields. Any other numeric key is kept as a user scalar.
@@ -191,8 +191,8 @@ WHERE_BACKWARD = "backward"
 WHERE_LOSS = "loss"
 WHERE_GRAD_NORM = "grad_norm"
 
-# The checks of diagnose.preflight, in the order they run, with the measurements each records.
-PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
+# The experiments of diagnose.preflight, in the order they run, with the measurements each records.
+PREFLIGHT_EXPERIMENTS: dict[str, Mapping[str, str]] = {
     "inputs": {
         "shape": "input shape",
         "nonfinite": "NaN/Inf input elements",
@@ -258,10 +258,10 @@ PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
     },
 }
 _PREFLIGHT_COMMON = {
-    "check": "which check (a key of PREFLIGHT_CHECKS)",
-    "skipped": "why the check did not run, or why it stopped before its end (not judged then)",
-    "seconds": "wall-clock seconds the check took",
-    "error": "the exception the check raised",
+    "experiment": "which experiment (a key of PREFLIGHT_EXPERIMENTS)",
+    "skipped": "why the experiment did not run, or why it stopped before its end (not judged then)",
+    "seconds": "wall-clock seconds the experiment took",
+    "error": "the exception the experiment raised",
     "where": "file:line in function where it was raised",
 }
 
@@ -306,12 +306,12 @@ EVENTS: dict[str, Event] = {
         Event(EV_EXCEPTION, "the training loop raised", {"error": "the exception"}),
         Event(
             EV_PREFLIGHT,
-            "one preflight check and its measurements",
+            "one preflight experiment and its measurements",
             {
                 **_PREFLIGHT_COMMON,
-                **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
+                **{key: meaning for fields in PREFLIGHT_EXPERIMENTS.values() for key, meaning in fields.items()},
             },
-            values={"check": tuple(PREFLIGHT_CHECKS)},
+            values={"experiment": tuple(PREFLIGHT_EXPERIMENTS)},
         ),
         Event(
             EV_NOTE,

@@ -1,6 +1,6 @@
-"""What every preflight check works on: the user's pieces, one batch, and fresh copies to train.
+"""What every preflight experiment works on: the user's pieces, one batch, and fresh copies to train.
 
-A check never touches the user's model or optimizer. It asks the `Context`
+An experiment never touches the user's model or optimizer. It asks the `Context`
 for a `Trial`: a deep copy of the model (and of the loss function, when that
 holds parameters) with a fresh optimizer over the copy, built by the user's
 factory or rebuilt from the user's optimizer (class, per-group
@@ -28,16 +28,16 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class Skip(Exception):
-    """Raised by a check that does not apply here; the message says why."""
+    """Raised by an experiment that does not apply here; the message says why."""
 
 
 class OutOfTime(Skip):
-    """Raised by a check that reached the end of the preflight's time budget before its own end."""
+    """Raised by an experiment that reached the end of the preflight's time budget before its own end."""
 
 
 @dataclass(frozen=True)
 class Budget:
-    """The wall-clock seconds the checks share, and when they run out."""
+    """The wall-clock seconds the experiments share, and when they run out."""
 
     seconds: float | None
     ends: float | None
@@ -50,8 +50,8 @@ class Budget:
     def spent(self) -> bool:
         return self.ends is not None and time.monotonic() >= self.ends
 
-    def check(self, done: int, planned: int) -> None:
-        """Stop a check, after ``done`` of its ``planned`` steps, when the budget is spent."""
+    def stop_if_spent(self, done: int, planned: int) -> None:
+        """Stop an experiment, after ``done`` of its ``planned`` steps, when the budget is spent."""
         if self.spent:
             raise OutOfTime(
                 f"the {self.seconds:g} s time budget ran out after {done} of {planned} steps; "
@@ -146,7 +146,7 @@ class Trial:
         self.model.train()
         losses = []
         for done in range(steps):
-            self.budget.check(done, steps)
+            self.budget.stop_if_spent(done, steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(batch)
             loss.backward()
@@ -159,7 +159,7 @@ class Trial:
 
 @dataclass
 class Context:
-    """The user's pieces, as every check sees them. ``batch`` is on the model's device."""
+    """The user's pieces, as every experiment sees them. ``batch`` is on the model's device."""
 
     model: nn.Module
     loss_fn: Callable[..., torch.Tensor]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight_checks.context import Context, Skip, call_model, first_tensor
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context, Skip, call_model, first_tensor
+from diagnose.probes.preflight.outcome import Outcome
 
 
-def check_mixing(ctx: Context) -> Outcome:
+def measure_mixing(ctx: Context) -> Outcome:
     x = first_tensor(ctx.batch.inputs)
     if x.shape[0] < 2:
         raise Skip("the batch holds a single sample")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from diagnose.preflight_checks.context import Context
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context
+from diagnose.probes.preflight.outcome import Outcome
 
 START_LR = 1e-7
 END_LR = 10.0
@@ -26,7 +26,7 @@ STOP_FACTOR = 4.0
 BETA = 0.98
 
 
-def check_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS) -> Outcome:
+def measure_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS) -> Outcome:
     trial = ctx.trial()
     trial.model.train()
     ratios = [
@@ -36,7 +36,7 @@ def check_lr_range(ctx: Context, start_lr: float = START_LR, end_lr: float = END
     curve: list[dict[str, float]] = []
     average, best = 0.0, math.inf
     for step, batch in zip(range(1, steps + 1), ctx.batches(), strict=False):
-        trial.budget.check(step - 1, steps)
+        trial.budget.stop_if_spent(step - 1, steps)
         lr = start_lr * (end_lr / start_lr) ** ((step - 1) / max(steps - 1, 1))
         for group, ratio in zip(trial.optimizer.param_groups, ratios, strict=True):
             group["lr"] = lr * ratio

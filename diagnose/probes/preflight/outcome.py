@@ -1,4 +1,4 @@
-"""What a preflight check hands back to the runner."""
+"""What a preflight experiment hands back to the runner."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Outcome:
-    """Measurements of one check. The rules in `diagnose.rules.preflight` judge them.
+    """Measurements of one experiment. The rules in `diagnose.rules.preflight` judge them.
 
     ``steps``: step records (the learning-rate range test's curve).
     ``blocks``: set when running the model on this batch would fail or
-    mislead (labels out of range); the checks after this one are then skipped
+    mislead (labels out of range); the experiments after this one are then skipped
     with this reason.
     """
 

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from diagnose.preflight_checks.context import Context, Skip
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context, Skip
+from diagnose.probes.preflight.outcome import Outcome
 
 
 def expected_initial_loss(ctx: Context) -> tuple[float, str]:
@@ -23,7 +23,7 @@ def expected_initial_loss(ctx: Context) -> tuple[float, str]:
     return math.log(classes), f"ln {classes} for {classes} classes"
 
 
-def check_initial_loss(ctx: Context) -> Outcome:
+def measure_initial_loss(ctx: Context) -> Outcome:
     expected, meaning = expected_initial_loss(ctx)
     trial = ctx.trial()
     trial.model.train()

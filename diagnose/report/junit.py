@@ -1,6 +1,6 @@
 """JUnit XML for CI test tabs: one test suite a run, one test case a rule evaluated on it.
 
-A finding at or above the check's threshold is a ``<failure>``, a rule that
+A finding at or above the verdict's threshold is a ``<failure>``, a rule that
 crashed an ``<error>``; each stated expectation is a test case of its own.
 Text goes through ElementTree (escaped) after characters XML cannot hold at
 all are dropped.
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
-from diagnose.checks import CheckResult, Expectation
 from diagnose.report.summary import coverage, describe, where
 from diagnose.rules.base import Finding, Rule
 from diagnose.rules.engine import Analysis
+
+if TYPE_CHECKING:
+    from diagnose.verdict import Expectation, Verdict
 
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -23,7 +26,7 @@ def clean(text: str) -> str:
     return _NOT_XML.sub("\N{REPLACEMENT CHARACTER}", str(text))
 
 
-def render_junit(result: CheckResult) -> str:
+def render_junit(result: Verdict) -> str:
     root = ET.Element("testsuites", name="diagnose")
     for analysis in result.analyses:
         root.append(_suite(result, analysis))
@@ -32,7 +35,7 @@ def render_junit(result: CheckResult) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _suite(result: CheckResult, analysis: Analysis) -> ET.Element:
+def _suite(result: Verdict, analysis: Analysis) -> ET.Element:
     suite = ET.Element("testsuite", name=clean(analysis.run.name))
     failing = result.failing(analysis)
     errors = dict(analysis.errors)
@@ -77,7 +80,7 @@ def _expectation_case(analysis: Analysis, expectation: Expectation) -> ET.Elemen
     return case
 
 
-def _requirement_case(result: CheckResult, analysis: Analysis) -> ET.Element:
+def _requirement_case(result: Verdict, analysis: Analysis) -> ET.Element:
     case = _case(analysis, f"require {result.require}")
     if analysis in result.unjudged:
         ET.SubElement(case, "failure", message=clean(f"not judged: {coverage(analysis.run).reason}"), type="not-judged")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from diagnose.preflight_checks.context import Context
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context
+from diagnose.probes.preflight.outcome import Outcome
 
 
-def check_gradients(ctx: Context) -> Outcome:
+def measure_gradients(ctx: Context) -> Outcome:
     """Names of trainable parameters whose gradient is missing (not in the graph) or exactly zero."""
     trial = ctx.trial()
     trial.model.train()

@@ -1,4 +1,4 @@
-"""GitHub Actions workflow annotations (``::error title=...::message``) for findings.
+"""GitHub Actions workflow annotations (``::error title=...::message``) of a verdict's findings.
 
 Escaping follows GitHub's workflow-command rules: in the message ``%``, CR and
 LF become ``%25``, ``%0D``, ``%0A``; in a property value ``:`` and ``,``
@@ -7,10 +7,14 @@ also become ``%3A`` and ``%2C``.
 
 from __future__ import annotations
 
-from diagnose.checks import CheckResult
+from typing import TYPE_CHECKING
+
 from diagnose.escaping import visible
 from diagnose.report.summary import where
 from diagnose.rules.base import Finding, Severity
+
+if TYPE_CHECKING:
+    from diagnose.verdict import Verdict
 
 LEVELS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -28,7 +32,7 @@ def command(level: str, title: str, message: str) -> str:
     return f"::{level} title={escape_property(title)}::{escape_data(message)}"
 
 
-def annotations(result: CheckResult) -> list[str]:
+def annotations(result: Verdict) -> list[str]:
     """One workflow command per finding (every severity) and per unmet expectation."""
     lines = [_finding(f) for analysis in result.analyses for f in analysis.findings]
     lines += [

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight_checks.context import Context, Skip, first_tensor
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context, Skip, first_tensor
+from diagnose.probes.preflight.outcome import Outcome
 
 _CLASSIFICATION_TASKS = (None, "classification", "multiclass", "binary", "multilabel")
 
 
-def check_inputs(ctx: Context) -> Outcome:
+def measure_inputs(ctx: Context) -> Outcome:
     """Whether the inputs are finite, and their overall mean and standard deviation."""
     x = first_tensor(ctx.batch.inputs)
     if not (x.is_floating_point() or x.is_complex()):
@@ -29,7 +29,7 @@ def check_inputs(ctx: Context) -> Outcome:
     )
 
 
-def check_labels(ctx: Context) -> Outcome:
+def measure_labels(ctx: Context) -> Outcome:
     """For a classifier: the smallest and largest label against 0..C-1 (the loss's ignore_index allowed)."""
     classes = ctx.num_classes or (2 if ctx.metadata.get("task") == "binary" else None)
     if classes is None or ctx.metadata.get("task") not in _CLASSIFICATION_TASKS:

@@ -1,4 +1,4 @@
-"""`preflight()`: run every check on copies, record them as a run file, judge them with the rules."""
+"""`preflight()`: run every experiment on copies, record them as a run file, judge them with the rules."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.preflight_checks.context import Batch, Budget, Context, OptimizerFactory, Skip, preserved_rng
-from diagnose.preflight_checks.data import check_inputs, check_labels
-from diagnose.preflight_checks.fitting import check_baseline, check_overfit
-from diagnose.preflight_checks.gradients import check_gradients
-from diagnose.preflight_checks.initial_loss import check_initial_loss
-from diagnose.preflight_checks.lr_range import check_lr_range
-from diagnose.preflight_checks.mixing import check_mixing
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Batch, Budget, Context, OptimizerFactory, Skip, preserved_rng
+from diagnose.probes.preflight.data import measure_inputs, measure_labels
+from diagnose.probes.preflight.fitting import measure_baseline, measure_overfit
+from diagnose.probes.preflight.gradients import measure_gradients
+from diagnose.probes.preflight.initial_loss import measure_initial_loss
+from diagnose.probes.preflight.lr_range import measure_lr_range
+from diagnose.probes.preflight.mixing import measure_mixing
+from diagnose.probes.preflight.outcome import Outcome
 from diagnose.probes.summary import describe_model, describe_optimizer
 from diagnose.runfile import RunWriter, schema
 
@@ -28,22 +28,22 @@ DEFAULT_PATH = "diagnose-preflight.jsonl"
 # The code prefix of the preflight rules: the only ones that apply to a preflight run.
 RULES = "PRE"
 SEED = 0
-# The wall-clock seconds the checks share by default. The MNIST CNN of
+# The wall-clock seconds the experiments share by default. The MNIST CNN of
 # pytorch/examples (1.2 M parameters, batch 64) runs them all on two CPU cores
 # in a few seconds (tests/test_preflight_budget.py, benchmarks/preflight_time.py);
-# a check that would run past the budget stops and says so instead.
+# an experiment that would run past the budget stops and says so instead.
 BUDGET_S = 30.0
 
-# In order: checks on the data first, since a bad label makes every later check fail.
-CHECKS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
-    ("inputs", check_inputs),
-    ("labels", check_labels),
-    ("initial_loss", check_initial_loss),
-    ("gradients", check_gradients),
-    ("mixing", check_mixing),
-    ("overfit", check_overfit),
-    ("baseline", check_baseline),
-    ("lr_range", check_lr_range),
+# In order: the data first, since a bad label makes every later experiment fail.
+EXPERIMENTS: tuple[tuple[str, Callable[[Context], Outcome]], ...] = (
+    ("inputs", measure_inputs),
+    ("labels", measure_labels),
+    ("initial_loss", measure_initial_loss),
+    ("gradients", measure_gradients),
+    ("mixing", measure_mixing),
+    ("overfit", measure_overfit),
+    ("baseline", measure_baseline),
+    ("lr_range", measure_lr_range),
 )
 
 
@@ -60,21 +60,21 @@ def preflight(
 ) -> Any:
     """Check a model, loss and optimizer on one batch before training, and return the findings.
 
-    Every check works on a deep copy of ``model`` (and of ``loss_fn``) with a
+    Every experiment works on a deep copy of ``model`` (and of ``loss_fn``) with a
     fresh optimizer: ``optimizer`` is a factory (``lambda params:
     torch.optim.AdamW(params, lr=1e-3)``) or an optimizer, rebuilt with its
     class, per-group hyperparameters and state. The user's model, optimizer
     and random-number generators are left as they were. ``batch_or_loader``:
     an ``(inputs, targets)`` batch, or an iterable of them (its first batch is
     checked; the learning-rate range test walks through it). ``metadata``:
-    ``{"task": "classification", "num_classes": C}`` enables the checks that
+    ``{"task": "classification", "num_classes": C}`` enables the experiments that
     need the class count. The results go to the run file ``path`` (replaced
     if it exists; default ``diagnose-preflight.jsonl``); the return value is
     the `Analysis` of that run: the preflight findings, worst first, judged
     by the preflight rules (``PRE*``) configured from ``[tool.diagnose]``
-    unless ``config`` is given. The checks share ``budget_s`` seconds of wall
+    unless ``config`` is given. The experiments share ``budget_s`` seconds of wall
     clock (None: no limit); one that reaches the end of it stops, is recorded
-    as cut short and is not judged, and the checks after it are skipped.
+    as cut short and is not judged, and the experiments after it are skipped.
     """
     from diagnose.readers import load
     from diagnose.rules import analyze, load_config
@@ -90,26 +90,26 @@ def preflight(
             # imports torch's compiler stack (torch._dynamo, seconds), as any training pays.
             ctx.budget = Budget.of(budget_s)
             writer.write({**meta, "budget_s": budget_s})
-            for record in run_checks(ctx):
+            for record in run_experiments(ctx):
                 writer.write(record)
     finally:
         writer.close()
     return analyze(load(target), config or load_config().merged(select=[RULES]))
 
 
-def run_checks(ctx: Context) -> Iterable[dict[str, Any]]:
-    """The records of every check in order: one event each, and the step records some add."""
+def run_experiments(ctx: Context) -> Iterable[dict[str, Any]]:
+    """The records of every experiment in order: one event each, and the step records some add."""
     blocked: str | None = None
-    for name, check in CHECKS:
-        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": schema.EV_PREFLIGHT, "check": name}
+    for name, measure in EXPERIMENTS:
+        event: dict[str, Any] = {"kind": schema.EVENT, "step": 0, "event": schema.EV_PREFLIGHT, "experiment": name}
         if ctx.budget.spent and not blocked:
-            blocked = f"the {ctx.budget.seconds:g} s time budget was spent before this check"
+            blocked = f"the {ctx.budget.seconds:g} s time budget was spent before this experiment"
         if blocked:
             yield {**event, "skipped": blocked}
             continue
         started = time.monotonic()
         try:
-            outcome = check(ctx)
+            outcome = measure(ctx)
         except Skip as skip:
             yield {**event, "skipped": str(skip), "seconds": time.monotonic() - started}
             continue
@@ -177,14 +177,14 @@ def _where(exc: BaseException) -> str:
 
 
 def time_spent(run: Any) -> str:
-    """How long the checks of a preflight run took, against their budget, and which the budget cut."""
+    """How long the experiments of a preflight run took, against their budget, and which the budget cut."""
     events = run.events
-    checks = events[events["event"] == schema.EV_PREFLIGHT] if "event" in events.columns else events.iloc[:0]
-    seconds = float(checks["seconds"].sum()) if "seconds" in checks.columns else 0.0
+    experiments = events[events["event"] == schema.EV_PREFLIGHT] if "event" in events.columns else events.iloc[:0]
+    seconds = float(experiments["seconds"].sum()) if "seconds" in experiments.columns else 0.0
     budget = run.meta.get("budget_s")
-    line = f"preflight checks took {seconds:.1f} s" + (f" of their {budget:g} s budget" if budget else "")
-    if "skipped" in checks.columns:
-        cut = checks.loc[checks["skipped"].astype(str).str.contains("time budget", regex=False), "check"]
+    line = f"preflight experiments took {seconds:.1f} s" + (f" of their {budget:g} s budget" if budget else "")
+    if "skipped" in experiments.columns:
+        cut = experiments.loc[experiments["skipped"].astype(str).str.contains("time budget", regex=False), "experiment"]
         if len(cut):
             line += f"; cut by the budget: {', '.join(map(str, cut))}"
     return line

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from diagnose.preflight_checks.context import Context, map_inputs
-from diagnose.preflight_checks.outcome import Outcome
+from diagnose.probes.preflight.context import Context, map_inputs
+from diagnose.probes.preflight.outcome import Outcome
 
 SAMPLES = 16
 STEPS = 200
 
 
-def check_overfit(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> Outcome:
+def measure_overfit(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> Outcome:
     """The loss before and after ``steps`` steps on the first ``samples`` samples, at the user's settings."""
     batch = ctx.batch.first(samples)
     losses = ctx.trial().fit(batch, steps)
@@ -34,7 +34,7 @@ def check_overfit(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> O
     )
 
 
-def check_baseline(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> Outcome:
+def measure_baseline(ctx: Context, steps: int = STEPS, samples: int = SAMPLES) -> Outcome:
     """Final losses of two equal trainings on one small batch: with the real inputs and with zeros."""
     batch = ctx.batch.first(samples)
     real = ctx.trial().fit(batch, steps)

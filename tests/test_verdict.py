@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from cli_samples import run_name
 
-from diagnose.checks import assert_healthy
 from diagnose.cli.common import load_runs
 from diagnose.rules import RuleConfig, Severity, analyze
+from diagnose.verdict import assert_healthy
 
 ONLY_TEST_RULE = RuleConfig(select=("TST",))
 

@@ -1,9 +1,9 @@
-"""Pass/fail on analysed runs: for `diagnose check`, CI and tests (`assert_healthy`).
+"""The verdict on analysed runs, pass or fail: for `diagnose check`, CI and tests (`assert_healthy`).
 
-A check fails when a finding reaches the ``fail_on`` severity, or when an
+A verdict fails when a finding reaches the ``fail_on`` severity, or when an
 expectation a smoke test states (final loss below X, a final validation metric
 past a bound, no finding of code C) is not met. A run that gave the rules no
-training loss to judge (or too few points of it) is its own outcome: the check
+training loss to judge (or too few points of it) is its own outcome: the verdict
 does not pass it unless ``require="nothing"`` says that is expected.
 """
 
@@ -43,7 +43,7 @@ class Expectation:
 
 
 @dataclass
-class CheckResult:
+class Verdict:
     analyses: list[Analysis]
     fail_on: Severity = DEFAULT_FAIL_ON
     config: RuleConfig = field(default_factory=RuleConfig)
@@ -105,7 +105,7 @@ def evaluate(
     forbidden: Sequence[str] = (),
     finals: Sequence[str] = (),
     require: str = DEFAULT_REQUIRE,
-) -> CheckResult:
+) -> Verdict:
     """Judge analysed runs against a severity threshold, the stated expectations and the requirement."""
     if require not in REQUIREMENTS:
         raise ConfigError(f"unknown requirement {require!r} (expected {' or '.join(REQUIREMENTS)})")
@@ -117,7 +117,7 @@ def evaluate(
             expectations.append(expect_final_loss_below(analysis.run, final_loss_below))
         expectations.extend(expect_final(analysis.run, bound) for bound in bounds)
         expectations.extend(expect_no(analysis, code) for code in codes)
-    return CheckResult(list(analyses), fail_on, config or RuleConfig(), expectations, require)
+    return Verdict(list(analyses), fail_on, config or RuleConfig(), expectations, require)
 
 
 def _rule_codes(patterns: Sequence[str]) -> list[str]:
@@ -211,7 +211,7 @@ def _analyses(source: Run | Analysis | str | os.PathLike[str], config: RuleConfi
     return [analyze(run, config) for run in runs]
 
 
-def failure_text(result: CheckResult) -> str:
+def failure_text(result: Verdict) -> str:
     """What failed, one line a finding or expectation, with what to do first."""
     lines = [result.summary()]
     for analysis in result.analyses:
