@@ -281,8 +281,10 @@ class UnstableValidation(Rule):
     neighbours bounces more than ``jump`` and more than ``min_z`` robust
     standard deviations of the curve's own bounce (median absolute
     deviation: one such jump on an otherwise calm curve), or when that
-    robust scatter itself exceeds ``max_scatter`` (a curve that bounces at
-    every evaluation).
+    robust scatter itself exceeds ``max_scatter`` and ``over_train`` times
+    the training loss's scatter measured the same way (a curve that bounces
+    at every evaluation; evaluations on one fixed set should be calmer than
+    training batches, and a loss near zero bounces by large factors in both).
 
     ## What to do
     Lower the learning rate or decay it (cosine, or ReduceLROnPlateau);
@@ -323,6 +325,14 @@ class UnstableValidation(Rule):
             "evaluation 0.25-0.52",
         ),
         Threshold(
+            "over_train",
+            1.0,
+            "how many times the training loss's own scatter the validation scatter must exceed",
+            source="evaluations on one fixed set scatter less than training batches; the bouncing "
+            "validation losses of the calibration half scatter 3.7x-52x their training loss, the "
+            "healthy twin of the batchnorm_eval bug (a loss near 0.01) less than it",
+        ),
+        Threshold(
             "min_points",
             8,
             "fewest positive evaluations judged",
@@ -336,11 +346,14 @@ class UnstableValidation(Rule):
         if len(val) < t["min_points"] or not curves.is_positive(val):
             return
         bounce = curves.bounce(val).to_numpy()
-        scatter = float(np.median(np.abs(bounce)) * curves.MAD_TO_STD)
+        scatter = _scatter(bounce)
         values = val.to_numpy()
         peak = np.r_[False, (values[1:-1] > values[:-2]) & (values[1:-1] > values[2:]), False]
         jumps = np.flatnonzero(peak & (bounce > t["jump"]) & (bounce > t["min_z"] * scatter))
-        if not (len(jumps) or scatter > t["max_scatter"]):
+        train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        train_scatter = _scatter(curves.bounce(train).to_numpy()) if curves.is_positive(train) else 0.0
+        bouncing = scatter > t["max_scatter"] and scatter > t["over_train"] * train_scatter
+        if not (len(jumps) or bouncing):
             return
         low, high = float(val.min()), float(val.max())
         if len(jumps):
@@ -362,6 +375,7 @@ class UnstableValidation(Rule):
                 "jumps": len(jumps),
                 "jump_steps": steps[:20],
                 "scatter": scatter,
+                "train_scatter": train_scatter,
                 "lowest": low,
                 "highest": high,
                 "evaluations": len(val),
@@ -378,6 +392,11 @@ class UnstableValidation(Rule):
                 "evaluate an exponential moving average of the weights",
             ],
         )
+
+
+def _scatter(bounce: np.ndarray) -> float:
+    """Robust standard deviation of a curve's bounce (scaled median absolute value)."""
+    return float(np.median(np.abs(bounce)) * curves.MAD_TO_STD) if len(bounce) else 0.0
 
 
 # Parts of a loss that are 0 by design: YOLO's class loss of a one-class detector.
