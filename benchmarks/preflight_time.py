@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diagnose.preflight_checks import preflight
-from diagnose.preflight_checks.runner import BUDGET_S, time_spent
+from diagnose.probes.preflight import preflight
+from diagnose.probes.preflight.runner import BUDGET_S, time_spent
 
 
 class Net(nn.Module):

@@ -50,11 +50,11 @@ def __getattr__(name: str) -> Any:
 
         return analyze
     if name == "preflight":
-        from diagnose.preflight_checks import preflight
+        from diagnose.probes.preflight import preflight
 
         return preflight
     if name == "assert_healthy":
-        from diagnose.checks import assert_healthy
+        from diagnose.verdict import assert_healthy
 
         return assert_healthy
     if name in ("TrainingStopped", "DiagnoseWarning"):

@@ -7,7 +7,7 @@ where it is printed. Every output path uses this one module.
 - `neutralise_workflow_command`: under GitHub Actions a printed line that starts with ``::`` is a
   workflow command (``::error::``, ``::add-mask::``); such a line gets a visible ``\\`` in front.
   `WorkflowSafeStream` does this to every line written through it, so that only the annotation
-  writer (`diagnose.checks.annotations`, which escapes its own data) issues commands.
+  writer (`diagnose.report.ci_annotations`, which escapes its own data) issues commands.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ import pytest
 from cli_samples import SAMPLES, run_name
 from typer.testing import CliRunner
 
-from diagnose.checks import DEFAULT_FAIL_ON
 from diagnose.cli.app import app
 from diagnose.cli.common import load_runs
 from diagnose.report.summary import at_or_above, summarize
 from diagnose.rules import analyze
+from diagnose.verdict import DEFAULT_FAIL_ON
 
 runner = CliRunner(env={"COLUMNS": "200"})
 ONLY_TEST_RULE = ("--select", "TST")

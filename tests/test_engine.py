@@ -9,9 +9,9 @@ from pathlib import Path
 from sample_files import scenario_file
 
 import diagnose
-from diagnose.checks import evaluate
-from diagnose.checks.junit import render_junit
+from diagnose.report.junit import render_junit
 from diagnose.rules import RuleConfig, analyze, codes
+from diagnose.verdict import evaluate
 
 RULES_DIR = Path(diagnose.__file__).parent / "rules"
 RULE_MODULES = {f"diagnose.rules.{module}" for _, module in codes.PREFIXES.values()}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import diagnose
 from diagnose.cli.app import app
-from diagnose.preflight_checks import preflight
+from diagnose.probes.preflight import preflight
 from diagnose.readers import load
 from diagnose.rules import analyze
 from diagnose.rules.base import Severity

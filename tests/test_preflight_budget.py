@@ -1,4 +1,4 @@
-"""The preflight checks share a time budget: a check that reaches its end stops, says so, and is not judged."""
+"""The preflight experiments share a time budget: one that reaches its end stops, says so, and is not judged."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from test_preflight import META, adam, clusters, mlp
 from torch import nn
 
-from diagnose.preflight_checks import preflight
-from diagnose.preflight_checks.runner import time_spent
+from diagnose.probes.preflight import preflight
+from diagnose.probes.preflight.runner import time_spent
 
 
 class Slow(nn.Module):
@@ -24,18 +24,18 @@ class Slow(nn.Module):
         return self.inner(x)
 
 
-def test_a_small_budget_cuts_the_checks_and_says_what_was_cut(tmp_path) -> None:
+def test_a_small_budget_cuts_the_experiments_and_says_what_was_cut(tmp_path) -> None:
     # 200 steps of overfitting alone take 4 s here: the budget must cut it.
     analysis = preflight(
         Slow(), nn.CrossEntropyLoss(), clusters(), adam, META, path=tmp_path / "pf.jsonl", budget_s=0.5
     )
     events = analysis.run.events
     by_budget = events["skipped"].fillna("").str.contains("time budget").to_numpy()
-    order = events["check"].tolist()
+    order = events["experiment"].tolist()
     cut = [name for name, hit in zip(order, by_budget, strict=True) if hit]
-    assert "overfit" in cut and cut == order[order.index(cut[0]) :]  # once spent, every later check is cut
+    assert "overfit" in cut and cut == order[order.index(cut[0]) :]  # once spent, every later experiment is cut
     first = events.loc[by_budget, "skipped"].iloc[0]
-    assert "ran out after" in first or "spent before this check" in first
+    assert "ran out after" in first or "spent before this experiment" in first
     assert not {"PRE008", "PRE009", "PRE010", "PRE011"} & {f.code for f in analysis.findings}
     assert "PRE008" in {code for code, _ in analysis.not_evaluated}
     line = time_spent(analysis.run)

@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 
 from test_report_render import analysis, finding, make_run
 
-from diagnose.checks import Expectation, evaluate
-from diagnose.checks.annotations import annotations, escape_data, escape_property
-from diagnose.checks.junit import render_junit
+from diagnose.report.ci_annotations import annotations, escape_data, escape_property
+from diagnose.report.junit import render_junit
 from diagnose.rules.base import Severity
+from diagnose.verdict import Expectation, evaluate
 
 
 def test_github_escaping_rules():

@@ -139,7 +139,7 @@ class TestSummary:
         assert s.not_evaluated(training) == "LR001 (needs loss)"
         some_checks_ran = [("LR001", "needs loss"), *self.preflight_missing()[:2]]
         run = make_run()
-        run.events = pd.DataFrame({"step": [0.0], "event": ["preflight"], "check": ["labels"]})
+        run.events = pd.DataFrame({"step": [0.0], "event": ["preflight"], "experiment": ["labels"]})
         preflight = analysis(run, not_evaluated=some_checks_ran)
         assert s.not_evaluated(preflight) == "PRE001, PRE002 (need preflight)"
 

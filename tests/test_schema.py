@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import diagnose
-from diagnose.preflight_checks import preflight
-from diagnose.preflight_checks.runner import CHECKS
+from diagnose.probes.preflight import preflight
+from diagnose.probes.preflight.runner import EXPERIMENTS
 from diagnose.runfile import schema
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-format.md"
@@ -90,7 +90,8 @@ def test_every_meta_step_and_layer_key_is_declared(recorded):
 def test_every_layer_field_and_the_output_module_are_recorded_by_the_full_preset(recorded):
     layers = _of_kind(recorded, schema.LAYER)
     written = {key for record in layers for key in record}
-    assert set(schema.LAYER_FIELDS) - written == {"param_checksum"}  # written only under torch.distributed
+    # written only under torch.distributed (grad_norm_shard: with sharded gradients, tests/test_distributed_sharded.py)
+    assert set(schema.LAYER_FIELDS) - written == {"param_checksum", "grad_norm_shard"}
     output = [r for r in layers if r["module"] == schema.OUTPUT_MODULE]
     assert output and {r["type"] for r in output} == {schema.OUTPUT_TYPE}
 
@@ -113,12 +114,13 @@ def test_every_event_and_its_keys_and_values_are_declared(recorded):
     assert [(e["step"], e["where"]) for e in nonfinite] == [(NAN_STEP, schema.WHERE_FORWARD)]
 
 
-def test_each_preflight_check_writes_the_measurements_declared_for_it(recorded):
-    checks = [e for e in _of_kind(recorded, schema.EVENT) if e["event"] == schema.EV_PREFLIGHT]
-    assert [e["check"] for e in checks] == [name for name, _ in CHECKS] == list(schema.PREFLIGHT_CHECKS)
-    for event in checks:
-        measured = set(event) - {*schema.EVENT_KEYS, "check", "seconds"}  # seconds: every check's time
-        assert measured == set(schema.PREFLIGHT_CHECKS[event["check"]]), event["check"]
+def test_each_preflight_experiment_writes_the_measurements_declared_for_it(recorded):
+    experiments = [e for e in _of_kind(recorded, schema.EVENT) if e["event"] == schema.EV_PREFLIGHT]
+    names = [e["experiment"] for e in experiments]
+    assert names == [name for name, _ in EXPERIMENTS] == list(schema.PREFLIGHT_EXPERIMENTS)
+    for event in experiments:
+        measured = set(event) - {*schema.EVENT_KEYS, "experiment", "seconds"}  # seconds: every experiment's time
+        assert measured == set(schema.PREFLIGHT_EXPERIMENTS[event["experiment"]]), event["experiment"]
 
 
 def _declared_names() -> set[str]:

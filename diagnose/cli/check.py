@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from diagnose.checks import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, CheckResult, evaluate
 from diagnose.cli import common
 from diagnose.escaping import visible
 from diagnose.report.terminal import print_report
 from diagnose.rules.base import Severity
+from diagnose.verdict import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, Verdict, evaluate
 
 FINDINGS_FAILED = 1
 NOT_JUDGED = 3
@@ -82,7 +82,7 @@ def check(
     )
     _print(result)
     if junit is not None:
-        from diagnose.checks.junit import render_junit
+        from diagnose.report.junit import render_junit
 
         common.write_file(junit, render_junit(result).encode("utf-8"), paths)
     if result.failed:
@@ -91,7 +91,7 @@ def check(
         raise typer.Exit(NOT_JUDGED)
 
 
-def _print(result: CheckResult) -> None:
+def _print(result: Verdict) -> None:
     console = common.console()
     print_report(result.analyses, console)
     for expectation in result.expectations:
@@ -99,6 +99,6 @@ def _print(result: CheckResult) -> None:
         console.print(visible(f"expect {expectation.label} (run '{expectation.run}'): {mark}"), markup=False)
     console.print(visible(result.summary()), style="bold green" if result.passed else "bold red", markup=False)
     if os.environ.get("GITHUB_ACTIONS"):
-        from diagnose.checks.annotations import annotations
+        from diagnose.report.ci_annotations import annotations
 
         typer.echo("\n".join(annotations(result)))

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from diagnose.checks import DEFAULT_FAIL_ON, evaluate
 from diagnose.cli import common
 from diagnose.report.terminal import print_report
 from diagnose.rules.base import Severity
+from diagnose.verdict import DEFAULT_FAIL_ON, evaluate
 
 FINDINGS_FAILED = 1
 
@@ -44,15 +44,15 @@ def preflight(
         float,
         typer.Option(
             "--budget",
-            help="Wall-clock seconds the checks share; a check that reaches the end stops and is not judged.",
+            help="Wall-clock seconds the experiments share; one that reaches the end stops and is not judged.",
             min=0.1,
         ),
     ] = 30.0,
 ) -> None:
-    """Run the preflight checks on copies of a model; fail (exit 1) on findings at or above --fail-on."""
-    from diagnose.preflight_checks.pieces import Pieces, load_function
-    from diagnose.preflight_checks.runner import RULES, time_spent
-    from diagnose.preflight_checks.runner import preflight as run_preflight
+    """Run the preflight experiments on copies of a model; fail (exit 1) on findings at or above --fail-on."""
+    from diagnose.probes.preflight.pieces import Pieces, load_function
+    from diagnose.probes.preflight.runner import RULES, time_spent
+    from diagnose.probes.preflight.runner import preflight as run_preflight
 
     config = common.rule_config(select or [RULES], ignore, settings, fail_on.value if fail_on else None)
     pieces = Pieces.of(load_function(target)())

@@ -110,7 +110,7 @@ def _pow(node: Any) -> dict[str, Any] | None:
     return None
 
 
-_CHECKS: dict[str, Callable[[Any], dict[str, Any] | None]] = {
+_WHY_NONFINITE: dict[str, Callable[[Any], dict[str, Any] | None]] = {
     "LogBackward0": lambda node: _log(node, 0.0),
     "Log2Backward0": lambda node: _log(node, 0.0),
     "Log10Backward0": lambda node: _log(node, 0.0),
@@ -159,8 +159,8 @@ def inputs_first(root: Any) -> Iterator[Any]:
 def first_nonfinite_operation(loss: torch.Tensor) -> dict[str, Any]:
     """The earliest operation in ``loss``'s graph that made a non-finite value, as event fields."""
     for node in inputs_first(loss.grad_fn):
-        check = _CHECKS.get(node.name(), _half_overflow)
-        found = check(node)
+        why = _WHY_NONFINITE.get(node.name(), _half_overflow)
+        found = why(node)
         if found is not None:
             return {"node": node.name(), **found}
     return {

@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd import Variable
 
 from diagnose.probes import backward_tap
-from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -100,7 +100,7 @@ class CarriedGradientProbe(Probe):
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
     """L2 norm of the gradients ``params`` hold now, on their device; 0.0 when none holds one."""
-    held = [p.grad.detach() for p in params if p.grad is not None]
+    held = [local_part(p.grad.detach()) for p in params if p.grad is not None]
     if not held:
         return 0.0
     norms = torch._foreach_norm(held, 2, dtype=torch.float32)
@@ -259,7 +259,7 @@ class OptimizerCoverageProbe(Probe):
 
 def _norms_of(params: list[tuple[str, nn.Parameter]]) -> torch.Tensor:
     """One norm per parameter, stacked: a fingerprint that any real update changes."""
-    norms = torch._foreach_norm([p.detach() for _, p in params])
+    norms = torch._foreach_norm([local_part(p.detach()) for _, p in params])
     return torch.stack([n.to(torch.float64) for n in norms])
 
 
@@ -323,7 +323,7 @@ class TrainingModeProbe(Probe):
 # Matrices larger than this are compared with their first row only (a full
 # row-uniqueness sort of a large embedding table would cost a noticeable pause).
 _UNIQUE_ROWS_MAX_NUMEL = 1 << 22
-_ROW_CHECK_STEPS = (10, 100)
+_DUPLICATE_ROW_STEPS = (10, 100)
 
 
 def distinct_rows(weight: torch.Tensor) -> int:
@@ -344,16 +344,18 @@ class DuplicateRowsProbe(Probe):
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        self._check(host.record, when=schema.DUPLICATE_ROWS_START)
+        self._record_duplicates(host.record, when=schema.DUPLICATE_ROWS_START)
 
     def after_step(self, record: StepRecord) -> None:
-        if record.step - self.host.first_step + 1 in _ROW_CHECK_STEPS:
-            self._check(record, when=schema.DUPLICATE_ROWS_TRAINING)
+        if record.step - self.host.first_step + 1 in _DUPLICATE_ROW_STEPS:
+            self._record_duplicates(record, when=schema.DUPLICATE_ROWS_TRAINING)
 
-    def _check(self, record: StepRecord, when: str) -> None:
+    def _record_duplicates(self, record: StepRecord, when: str) -> None:
         for name, module in self.host.modules:
             weight = getattr(module, "weight", None)
             if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.shape[0] < 2:
+                continue
+            if is_distributed_tensor(weight):  # a shard holds some rows only: none of them to compare
                 continue
             distinct = distinct_rows(weight)
             if distinct < weight.shape[0]:

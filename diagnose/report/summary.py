@@ -133,7 +133,7 @@ class Coverage:
     def describe(self) -> str:
         """``"training loss (400 points); validation: val_loss, val_accuracy (20 evaluations); probes: ..."``."""
         if self.preflight:
-            return "preflight checks"
+            return "preflight experiments"
         parts = [f"training loss ({plural(self.train_points, 'point')})" if self.train_points else "no training loss"]
         if self.validation:
             shown = ", ".join(self.validation[:4]) + (", ..." if len(self.validation) > 4 else "")
@@ -291,7 +291,7 @@ def run_summary_line(analysis: Analysis) -> str:
 def relevant_not_evaluated(analysis: Analysis) -> list[tuple[str, str]]:
     """The rules worth saying were not evaluated on this kind of run.
 
-    A training run is not expected to hold preflight checks, nor a preflight
+    A training run is not expected to hold preflight experiments, nor a preflight
     run a training curve: rules of the other kind are left out.
     """
     preflight = {rule.code for rule in all_rules() if rule.category is Category.PREFLIGHT}

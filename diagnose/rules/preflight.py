@@ -1,9 +1,9 @@
 """Rules that judge what `diagnose.preflight` measured before training.
 
-Each preflight check writes one event record ``{"kind": "event", "event":
-"preflight", "check": NAME, ...measurements}``; the learning-rate range test
+Each preflight experiment writes one event record ``{"kind": "event", "event":
+"preflight", "experiment": NAME, ...measurements}``; the learning-rate range test
 adds step records with ``lr``, ``lr_test_loss`` and ``lr_test_smoothed``. A
-rule here reads the record of its check. On a run without preflight records
+rule here reads the record of its experiment. On a run without preflight records
 (any ordinary training run) these rules are "not evaluated".
 """
 
@@ -27,15 +27,15 @@ KARPATHY = "Karpathy, 'A Recipe for Training Neural Networks' (2019)"
 def preflight_records(run: Run) -> list[dict[str, Any]]:
     """Every preflight event of the run, as plain dicts without the fields a record did not set."""
     events = run.events
-    if events.empty or "check" not in events.columns:
+    if events.empty or "experiment" not in events.columns:
         return []
     rows = events[events["event"] == schema.EV_PREFLIGHT].to_dict("records")
     return [{k: v for k, v in row.items() if not _absent(v)} for row in rows]
 
 
-def preflight_record(run: Run, check: str) -> dict[str, Any] | None:
-    """The last record of one check, or None when the run has none."""
-    found = [r for r in preflight_records(run) if r.get("check") == check]
+def preflight_record(run: Run, experiment: str) -> dict[str, Any] | None:
+    """The last record of one experiment, or None when the run has none."""
+    found = [r for r in preflight_records(run) if r.get("experiment") == experiment]
     return found[-1] if found else None
 
 
@@ -44,8 +44,8 @@ def _absent(value: Any) -> bool:
 
 
 def measured(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A record's measurements, without the fields that only say which check it is."""
-    return {k: v for k, v in record.items() if k not in ("step", "event", "check")}
+    """A record's measurements, without the fields that only say which experiment it is."""
+    return {k: v for k, v in record.items() if k not in ("step", "event", "experiment")}
 
 
 def number(record: Mapping[str, Any], key: str) -> float:
@@ -55,38 +55,38 @@ def number(record: Mapping[str, Any], key: str) -> float:
 
 
 class PreflightRule(Rule):
-    """A rule over the record of one preflight check; ``judge`` sees the record."""
+    """A rule over the record of one preflight experiment; ``judge`` sees the record."""
 
-    check_name: ClassVar[str]
+    experiment: ClassVar[str]
     category = Category.PREFLIGHT
 
     def missing(self, run: Run) -> list[str]:
-        record = preflight_record(run, self.check_name)
+        record = preflight_record(run, self.experiment)
         if record is None:
-            return [f"preflight.{self.check_name}"]
+            return [f"preflight.{self.experiment}"]
         if "skipped" in record:
-            return [f"preflight.{self.check_name} (skipped: {record['skipped']})"]
+            return [f"preflight.{self.experiment} (skipped: {record['skipped']})"]
         if "error" in record:
-            return [f"preflight.{self.check_name} (the check failed; see PRE001)"]
+            return [f"preflight.{self.experiment} (the experiment failed; see PRE001)"]
         return []
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        record = preflight_record(run, self.check_name)
+        record = preflight_record(run, self.experiment)
         yield from self.judge(run, record or {}, t)
 
     def judge(self, run: Run, record: Mapping[str, Any], t: Mapping[str, float]) -> Iterator[Finding]:
         raise NotImplementedError
 
 
-class PreflightCheckFailed(Rule):
+class PreflightExperimentFailed(Rule):
     """
     ## What it detects
-    A preflight check that raised an exception while running the model, the
+    A preflight experiment that raised an exception while running the model, the
     loss or the optimizer on the batch.
 
     ## Why it matters
     The same code would raise in the first step of training, or fail in a
-    way the check could not measure. The error names the problem.
+    way the experiment could not measure. The error names the problem.
 
     ## How it decides
     Fires for every preflight record that holds an error instead of
@@ -100,8 +100,8 @@ class PreflightCheckFailed(Rule):
     """
 
     code = "PRE001"
-    name = "preflight-check-failed"
-    title = "A preflight check raised an error"
+    name = "preflight-experiment-failed"
+    title = "A preflight experiment raised an error"
     category = Category.PREFLIGHT
     severity = Severity.ERROR
     requires = ("preflight",)
@@ -117,8 +117,8 @@ class PreflightCheckFailed(Rule):
             where = f" ({record['where']})" if "where" in record else ""
             yield self.finding(
                 run,
-                message=f"the {record['check']} check raised {record['error']}{where}",
-                evidence={"check": record["check"], "error": record["error"], "where": record.get("where")},
+                message=f"the {record['experiment']} experiment raised {record['error']}{where}",
+                evidence={"experiment": record["experiment"], "error": record["error"], "where": record.get("where")},
                 causes=[
                     "the model's output and the targets do not fit the loss (shape, dtype)",
                     "model and batch are on different devices",
@@ -146,7 +146,7 @@ class LabelsOutOfRange(PreflightRule):
 
     ## How it decides
     Fires when any label of the batch is negative, above C-1, or not a whole
-    number, where C is ``num_classes`` from the metadata. The checks that
+    number, where C is ``num_classes`` from the metadata. The experiments that
     run the model are then skipped.
 
     ## What to do
@@ -159,7 +159,7 @@ class LabelsOutOfRange(PreflightRule):
     name = "labels-out-of-range"
     title = "Labels outside the class range"
     severity = Severity.ERROR
-    check_name = "labels"
+    experiment = "labels"
     requires = ("preflight.labels",)
     priority = 6
 
@@ -212,7 +212,7 @@ class NonFiniteInputs(PreflightRule):
     name = "nonfinite-inputs"
     title = "NaN or Inf in the inputs"
     severity = Severity.ERROR
-    check_name = "inputs"
+    experiment = "inputs"
     requires = ("preflight.inputs",)
     priority = 6
 
@@ -262,7 +262,7 @@ class InputsNotNormalised(PreflightRule):
     name = "inputs-not-normalised"
     title = "Inputs not normalised"
     severity = Severity.INFO
-    check_name = "inputs"
+    experiment = "inputs"
     requires = ("preflight.inputs",)
     thresholds = (
         Threshold(
@@ -329,7 +329,7 @@ class InitialLossOffChance(PreflightRule):
     name = "initial-loss-off-chance"
     title = "Initial loss far above chance level"
     severity = Severity.WARNING
-    check_name = "initial_loss"
+    experiment = "initial_loss"
     requires = ("preflight.initial_loss",)
     priority = 20
     thresholds = (
@@ -394,7 +394,7 @@ class ParametersWithoutGradient(PreflightRule):
     name = "parameters-without-gradient"
     title = "Parameters receive no gradient"
     severity = Severity.ERROR
-    check_name = "gradients"
+    experiment = "gradients"
     requires = ("preflight.gradients",)
     priority = 10
 
@@ -457,7 +457,7 @@ class SamplesMixedInBatch(PreflightRule):
     name = "samples-mixed-in-batch"
     title = "Samples mix across the batch"
     severity = Severity.ERROR
-    check_name = "mixing"
+    experiment = "mixing"
     requires = ("preflight.mixing",)
     priority = 10
     thresholds = (
@@ -523,7 +523,7 @@ class CannotOverfitOneBatch(PreflightRule):
     name = "cannot-overfit-one-batch"
     title = "Cannot overfit one small batch"
     severity = Severity.ERROR
-    check_name = "overfit"
+    experiment = "overfit"
     requires = ("preflight.overfit",)
     priority = 15
     thresholds = (
@@ -595,7 +595,7 @@ class IgnoresInputs(PreflightRule):
     name = "model-ignores-inputs"
     title = "No better than an input-independent baseline"
     severity = Severity.WARNING
-    check_name = "baseline"
+    experiment = "baseline"
     requires = ("preflight.baseline",)
     priority = 18
     thresholds = (
@@ -725,7 +725,7 @@ class LearningRateTooHigh(PreflightRule):
     name = "learning-rate-too-high"
     title = "Learning rate past the range test's minimum"
     severity = Severity.WARNING
-    check_name = "lr_range"
+    experiment = "lr_range"
     requires = ("preflight.lr_range", "lr_test_smoothed")
     priority = 25
     thresholds = (
@@ -787,7 +787,7 @@ class LearningRateSuggestion(PreflightRule):
     name = "learning-rate-suggestion"
     title = "Learning rate from the range test"
     severity = Severity.INFO
-    check_name = "lr_range"
+    experiment = "lr_range"
     requires = ("preflight.lr_range", "lr_test_smoothed")
     priority = 90
 

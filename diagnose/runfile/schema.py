@@ -1,7 +1,7 @@
 """The run file, format v1: one JSON object per line, append-only.
 
 This module is the whole contract between whatever writes a run (our probes,
-the preflight checks, a user's script, another tool) and whatever reads it: the
+the preflight experiments, a user's script, another tool) and whatever reads it: the
 record kinds, every key of every kind, every event with its keys and their
 allowed values, the module names that are not modules, and how non-finite
 floats are spelled. Writers and readers take names from here, not literals.
@@ -59,8 +59,8 @@ META_FIELDS = {
     "world_size": "number of ranks under torch.distributed",
     "distributed": "the distributed recording options and backend",
     "preflight": "true for a run file written by diagnose.preflight",
-    "batch_size": "size of the batch the preflight checks ran on",
-    "budget_s": "the wall-clock seconds the preflight checks were given, shared between them",
+    "batch_size": "size of the batch the preflight experiments ran on",
+    "budget_s": "the wall-clock seconds the preflight experiments were given, shared between them",
 }
 
 # Canonical step-record fields. Any other numeric key is kept as a user scalar.
@@ -71,6 +71,8 @@ STEP_FIELDS = {
     "lr": "learning rate of the first parameter group",
     "lrs": "learning rates of all parameter groups, when there is more than one",
     "grad_norm": "global L2 norm of all gradients (as clip_grad_norm_ reports it)",
+    "grad_norm_shard": "this rank's part of grad_norm when gradients are sharded (fully_shard, DTensor): the L2 norm"
+    " of its shards, a part n ranks hold alike counted 1/n; grad_norm is the root of the sum of the ranks' squares",
     "step_time": "wall-clock seconds since the previous optimizer step",
     "rss": "process resident memory, bytes",
     "cuda_allocated": "bytes held by live tensors (torch.cuda.memory_allocated)",
@@ -101,14 +103,16 @@ STEP_FIELDS = {
     "label_classes": "number of distinct class labels in that batch",
     "data_time": "host seconds from the previous optimizer step to this step's first forward (distributed)",
     "forward_time": "host seconds from the step's first training forward to the end of its last (distributed)",
+    "forward_wait": "the part of forward_time before the model's first submodule started, where DDP broadcasts"
+    " buffers and ranks wait for each other (distributed)",
     "param_checksum": "float64 sum of all parameters after the step (distributed)",
     "ranks_loss_min": "smallest loss over the ranks (rank 0, gather mode)",
     "ranks_loss_mean": "mean loss over the ranks (rank 0, gather mode)",
     "ranks_loss_max": "largest loss over the ranks (rank 0, gather mode)",
     "ranks_grad_norm_min": "smallest gradient norm over the ranks (rank 0, gather mode)",
     "ranks_grad_norm_max": "largest gradient norm over the ranks (rank 0, gather mode)",
-    "ranks_lead_time_min": "shortest data_time + forward_time over the ranks (rank 0, gather mode)",
-    "ranks_lead_time_max": "longest data_time + forward_time over the ranks (rank 0, gather mode)",
+    "ranks_lead_time_min": "shortest data_time + forward_time - forward_wait over the ranks (rank 0, gather mode)",
+    "ranks_lead_time_max": "longest data_time + forward_time - forward_wait over the ranks (rank 0, gather mode)",
     "slowest_rank": "rank with the longest lead time (rank 0, gather mode)",
     "ranks_checksum_spread": "largest minus smallest param_checksum over the ranks (rank 0, gather mode)",
     "lr_test_loss": "loss at this step of the preflight learning-rate range test",
@@ -136,6 +140,7 @@ LAYER_FIELDS = {
     "module": "qualified module name as in model.named_modules(), or MODEL_MODULE / OUTPUT_MODULE",
     "type": "module class name (OUTPUT_TYPE for the model output)",
     "grad_norm": "L2 norm of the module's own parameter gradients",
+    "grad_norm_shard": "this rank's part of the module's grad_norm when gradients are sharded (as the step field)",
     "param_norm": "L2 norm of the module's own parameters",
     "update_ratio": "||param after step - param before|| / ||param before||",
     "act_mean": "mean of the module output",
@@ -197,8 +202,8 @@ WHERE_BACKWARD = "backward"
 WHERE_LOSS = "loss"
 WHERE_GRAD_NORM = "grad_norm"
 
-# The checks of diagnose.preflight, in the order they run, with the measurements each records.
-PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
+# The experiments of diagnose.preflight, in the order they run, with the measurements each records.
+PREFLIGHT_EXPERIMENTS: dict[str, Mapping[str, str]] = {
     "inputs": {
         "shape": "input shape",
         "nonfinite": "NaN/Inf input elements",
@@ -264,10 +269,10 @@ PREFLIGHT_CHECKS: dict[str, Mapping[str, str]] = {
     },
 }
 _PREFLIGHT_COMMON = {
-    "check": "which check (a key of PREFLIGHT_CHECKS)",
-    "skipped": "why the check did not run, or why it stopped before its end (not judged then)",
-    "seconds": "wall-clock seconds the check took",
-    "error": "the exception the check raised",
+    "experiment": "which experiment (a key of PREFLIGHT_EXPERIMENTS)",
+    "skipped": "why the experiment did not run, or why it stopped before its end (not judged then)",
+    "seconds": "wall-clock seconds the experiment took",
+    "error": "the exception the experiment raised",
     "where": "file:line in function where it was raised",
 }
 
@@ -312,12 +317,12 @@ EVENTS: dict[str, Event] = {
         Event(EV_EXCEPTION, "the training loop raised", {"error": "the exception"}),
         Event(
             EV_PREFLIGHT,
-            "one preflight check and its measurements",
+            "one preflight experiment and its measurements",
             {
                 **_PREFLIGHT_COMMON,
-                **{key: meaning for check in PREFLIGHT_CHECKS.values() for key, meaning in check.items()},
+                **{key: meaning for fields in PREFLIGHT_EXPERIMENTS.values() for key, meaning in fields.items()},
             },
-            values={"check": tuple(PREFLIGHT_CHECKS)},
+            values={"experiment": tuple(PREFLIGHT_EXPERIMENTS)},
         ),
         Event(
             EV_NOTE,
