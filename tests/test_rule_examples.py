@@ -50,6 +50,7 @@ WITHOUT_EXAMPLES = frozenset(
         "BUG021",
         "BUG022",
         "BUG023",
+        "BUG024",
         "PRE001",
         "PRE002",
         "PRE003",

@@ -369,3 +369,24 @@ def gave_progress_back(loss: Sequence[float], min_rise: float) -> dict | None:
     if not math.log(end / best) > min_rise:
         return None
     return {"best_loss": best, "end_loss": end}
+
+
+def loss_at_label_entropy(
+    loss: Sequence[float], label_entropy: float, num_classes: int, tolerance: float
+) -> dict | None:
+    """A training loss that never gets below the entropy of the batches' labels.
+
+    Predicting each class with its frequency scores exactly that entropy; a
+    model that has learned anything about which input carries which label
+    scores less. Batches must be mixed (entropy at least half of ``ln(K)``),
+    or sorted labels would make the bound trivial.
+    """
+    values = np.asarray(loss, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 20 or num_classes < 2 or not label_entropy >= 0.5 * math.log(num_classes):
+        return None
+    late = float(np.median(values[-max(len(values) // 10, 1) :]))
+    best = float(min(np.median(chunk) for chunk in np.array_split(values, 20)))
+    if best < (1 - tolerance) * label_entropy:
+        return None
+    return {"late_loss": late, "best_loss": best, "label_entropy": label_entropy, "num_classes": num_classes}

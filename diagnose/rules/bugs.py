@@ -22,8 +22,8 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
-_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001")
-_STALL = ("PLT001", "CH001", "LR003", "GRD003")
+_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
+_STALL = ("PLT001", "CH001", "LR003", "GRD003", "BUG024")
 
 
 def events_of(run: Run, name: str) -> list[dict[str, Any]]:
@@ -1719,5 +1719,87 @@ class LossNotConnectedToModel(Rule):
             fixes=[
                 "call backward() on the loss computed from the model output itself; use .item() only to log it",
                 "look for: torch.tensor(... .item() ..., requires_grad=True), .detach() or .numpy() before the loss",
+            ],
+        )
+
+
+class LabelsCarryNoInformation(Rule):
+    """
+    ## What it detects
+    The weights move at a usual rate, but the training loss never gets below
+    the entropy of the batches' labels: the model learns nothing about which
+    input carries which label, as when inputs and labels were shuffled apart.
+
+    ## Why it matters
+    Predicting every class with its frequency scores exactly the label
+    entropy, without looking at the input. A model that trains (its weights
+    move, its gradients flow) and still cannot beat that has nothing to
+    learn from: labels permuted separately from the inputs, labels read from
+    another file or another order, or inputs that are all the same. No
+    learning rate, capacity or training time fixes it.
+
+    ## How it decides
+    Needs ``label_entropy`` (the probes, from the targets the loss module was
+    given), ``num_classes`` and the per-layer ``update_ratio``: batches are
+    mixed (entropy at least half of ``ln(K)``), the median update ratio of
+    every layer is at least ``min_update`` (the weights move), and the
+    lowest of 20 bin medians of the loss stays above ``(1 - tolerance)``
+    times the median batch label entropy. Other bug rules that stall
+    training (frozen updates, cut graphs, identical units) explain it when
+    they fire too.
+
+    ## What to do
+    Check that inputs and labels stay paired: shuffle them with one
+    permutation (``x[idx], y[idx]``, or a ``DataLoader`` over one dataset),
+    and look at a few (input, label) pairs by eye.
+    """
+
+    code = "BUG024"
+    name = "labels-carry-no-information"
+    title = "The model learns nothing from the inputs: labels and inputs do not match"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("label_entropy", "layers.update_ratio")
+    priority = 8
+    explains = ("PLT001", "CH001", "CH002", "LR003", "OVF001", "OVF002")
+    thresholds = (
+        Threshold(
+            "tolerance",
+            0.05,
+            "how far below the label entropy the loss must get to show learning",
+            source="a model that uses its inputs at all beats the frequency predictor; 5% covers batch noise",
+        ),
+        Threshold(
+            "min_update",
+            1e-4,
+            "smallest median update ratio of a layer that counts as moving",
+            source="GRD003 calls ~1e-3 healthy; 10x below that the weights still move",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if run.task == "regression" or not run.num_classes:
+            return
+        updates = run.layer_series("update_ratio").median()
+        if updates.empty or not (updates >= t["min_update"]).all():
+            return
+        entropy = float(_sampled(run, "label_entropy").median())
+        found = sig.loss_at_label_entropy(run.series("loss").to_numpy(), entropy, run.num_classes, t["tolerance"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"the training loss never got below {found['best_loss']:.4g}, the entropy of the batches' labels "
+                f"({entropy:.4g} nats) that predicting each class by its frequency scores, while every layer's "
+                f"weights moved (median update ratio {float(updates.min()):.2g} or more): the model finds nothing "
+                f"to learn, as when the labels do not match their inputs (shuffled apart)"
+            ),
+            evidence={**found, "smallest_update_ratio": float(updates.min())},
+            confidence=0.6,
+            causes=["inputs and labels shuffled with different permutations, or read in different orders"],
+            fixes=[
+                "shuffle inputs and labels with one permutation (x[idx], y[idx]) and check a few pairs by eye",
+                "look for: two separate randperm/shuffle calls, or labels loaded from another file order",
             ],
         )

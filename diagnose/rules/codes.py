@@ -86,6 +86,7 @@ RULES: tuple[type[Rule], ...] = (
     bugs.RegressionLossOnClasses,
     bugs.LinearLayersWithoutActivation,
     bugs.LossNotConnectedToModel,
+    bugs.LabelsCarryNoInformation,
     initialization.ChancePlateau,
     initialization.ValidationNeverBeatsChance,
     distributed.RankOutlier,
