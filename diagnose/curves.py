@@ -402,6 +402,18 @@ def scatter_and_level(series: pd.Series, window: int) -> tuple[float, float]:
     return float(np.median(np.abs((series - local).to_numpy())) * MAD_TO_STD), float(local.median())
 
 
+def bounce(series: pd.Series, window: int = 5) -> pd.Series:
+    """Each point's distance from the centred rolling median of its neighbours, on the comparable scale.
+
+    What is left of a curve once its level is taken out: on a positive curve
+    0.7 means a point stands twice as high as the points around it. A trend
+    barely shows in it (the median follows a steady fall), an evaluation that
+    jumps and comes back does.
+    """
+    scaled = comparable(series)
+    return scaled - rolling_median(scaled, window)
+
+
 # -- trend --------------------------------------------------------------------------
 
 
