@@ -26,7 +26,6 @@ WITHOUT_EXAMPLES = frozenset(
         "DST004",
         "DST005",  # multi-process runs: recorded by test_distributed today
         "MEM002",
-        "OVF002",
         # Bug rules: their bad/good pairs are to be recorded from sample_runs/bugs/ (bad = bug, good = --fixed).
         "BUG001",
         "BUG002",
