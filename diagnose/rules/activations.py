@@ -57,6 +57,7 @@ class DeadReLUs(Rule):
     """
 
     code = "ACT001"
+    live = True
     name = "dead-relu-units"
     title = "Many ReLU units never fire"
     category = Category.ACTIVATIONS
