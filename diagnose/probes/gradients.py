@@ -31,6 +31,7 @@ from diagnose.probes.base import (
     is_distributed_tensor,
     is_sharded,
     local_part,
+    ran_compiled,
 )
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import PARAM_GRAD_NORMS, StepRecord
@@ -128,6 +129,11 @@ class GradientProbe(Probe):
     def after_step(self, record: StepRecord) -> None:
         # Read after the step, not before: with optimizer.step(closure) the
         # forward and backward run inside the step, after its pre-hooks.
+        if self._captured is None and ran_compiled() and not self._handles:
+            # The model's own hooks ran inside a torch.compile graph: the gradients may be clipped by now.
+            # Record no norm rather than a clipped one, and notice the next backward by its parameters.
+            self._hook_parameters()
+            return
         if self._captured is None:  # backward did not pass through the model output
             self._capture()
         self._store(record)

@@ -23,6 +23,12 @@ in forward order, that owns parameters, which is where the module is named.
 Modules that cannot turn finite inputs into non-finite outputs or gradients
 (ReLU, dropout, pooling, ...) and plain containers are not hooked: they would
 only repeat what their neighbours report.
+
+Under ``torch.compile`` the hooks of the modules inside the compiled graph do
+not run (see `Hook`), so no module inside it can be named: a NaN/Inf is then
+attributed to the compiled model, from its output when the watched module's
+own hooks run outside the graph (``watch(torch.compile(model))``), never to
+the loss computation unless that output was finite.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.base import Probe, first_float_tensor, ran_compiled
 from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
@@ -104,6 +110,7 @@ class NonFiniteProbe(Probe):
         self._types: list[str] = []
         self._forward: list[tuple[int, torch.Tensor]] = []  # (module, its output), normed in finish
         self._in_episode = False
+        self._outputs: list[torch.Tensor] = []  # the model's outputs, kept when its modules ran compiled
 
     def attach(self, host: Any) -> None:
         super().attach(host)
@@ -125,11 +132,21 @@ class NonFiniteProbe(Probe):
             return
         self._forward.append((index, tensor.detach()))
 
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        if not ran_compiled():
+            return
+        tensor = first_float_tensor(output)
+        if tensor is not None:
+            self._outputs.append(tensor.detach())
+
     def finish(self, record: StepRecord) -> None:
         if self._forward:
             record.private["nf_forward_index"] = [i for i, _ in self._forward]
             record.private["nf_forward"] = torch.stack(_norms([t for _, t in self._forward]))
+        if ran_compiled():
+            record.private["nf_compiled"] = torch.stack(_norms(self._outputs)) if self._outputs else []
         self._forward = []
+        self._outputs = []
 
     def resolve(self, record: StepRecord) -> None:
         events = self._origins(record)
@@ -150,6 +167,8 @@ class NonFiniteProbe(Probe):
         if backward is not None and forward is None:  # a NaN forward poisons backward too: not a second origin
             events.append(backward)
         loss = record.fields.get("loss")
+        if not events and loss is not None and not math.isfinite(loss) and "nf_compiled" in record.private:
+            events += self._compiled_origin(record)
         if not events and loss is not None and not math.isfinite(loss):
             events.append(
                 {
@@ -164,6 +183,25 @@ class NonFiniteProbe(Probe):
                 {"where": schema.WHERE_GRAD_NORM, "value": grad_norm, "detail": "a parameter gradient held NaN/Inf"}
             )
         return events
+
+    def _compiled_origin(self, record: StepRecord) -> list[dict[str, Any]]:
+        """The non-finite loss of a step whose model ran under torch.compile: the compiled model made it,
+        unless its output (when the watch saw it) was finite."""
+        outputs = record.private["nf_compiled"]
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        if outputs and all(math.isfinite(norm) for norm in outputs):
+            return []  # the output was finite: the loss computation made it
+        seen = "the output of the compiled model held NaN/Inf" if outputs else "the loss was NaN/Inf"
+        compiled = getattr(self.host.model, "_orig_mod", self.host.model)
+        return [
+            {
+                "where": schema.WHERE_FORWARD,
+                "module": schema.MODEL_MODULE,
+                "type": type(compiled).__name__,
+                "detail": f"{seen}; the model ran under torch.compile, whose modules cannot be hooked, "
+                "so which of them made it is unknown",
+            }
+        ]
 
     def _first_bad(self, record: StepRecord, key: str) -> int | None:
         """Position (in call order) of the first non-finite norm, or None."""

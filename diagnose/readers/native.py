@@ -290,9 +290,20 @@ def _build_run(
         layers=chosen["layers"],
         events=events.reset_index(drop=True),
         nan_steps=nan_steps,
-        warnings=warnings.summary() + local.summary() + frames.repeated_warning(repeated),
+        warnings=warnings.summary() + local.summary() + frames.repeated_warning(repeated) + _compiled_warning(events),
         rank=meta.get("rank"),
     )
+
+
+def _compiled_warning(events: pd.DataFrame) -> list[str]:
+    """The report line of a run whose model ran under torch.compile: what the probes could not see."""
+    compiled = events.loc[events["event"] == schema.EV_COMPILED, "step"]
+    if compiled.empty:
+        return []
+    return [
+        f"activations unavailable under torch.compile (from step {compiled.min():g}): the probes cannot hook "
+        "the modules inside a compiled graph; a NaN/Inf there is attributed to the compiled model"
+    ]
 
 
 def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.DataFrame:
