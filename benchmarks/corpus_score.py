@@ -47,7 +47,7 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "overfitting": ("OVF001", "OVF002"),
     "eval_rising": ("OVF001", "OVF002"),
     "generalization_gap": ("OVF001", "OVF002"),
-    "unstable_val": ("OVF001", "SPK001", "LR002"),
+    "unstable_val": ("OVF001", "OVF003", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "LR003", "CH001"),

@@ -15,6 +15,7 @@ goes to zero or below is compared on its own range instead.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,16 +23,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, stats
 
 # 1.4826 * MAD estimates the standard deviation of normally distributed data.
 MAD_TO_STD = 1.4826
 # Theil-Sen is O(n^2) in memory and time; above this many points the curve is
 # reduced to bin medians first (the estimate barely moves, the cost is bounded).
 THEIL_SEN_MAX_POINTS = 400
+# The two-sided 95% quantile of the standard normal distribution (norm.ppf(0.975)), for the
+# interval of a Theil-Sen slope as Sen (1968) gives it.
+_Z_95 = 1.959963984540054
 # Curves at least this long are worth sharing between rules (see `shared_views`);
-# on shorter ones computing again is cheaper than recognising the curve.
-SHARE_MIN_POINTS = 5_000
+# on shorter ones computing again is as cheap as recognising the curve (a checksum).
+SHARE_MIN_POINTS = 64
 # Shape tests (smoothing, noise) on a curve longer than this read a reduced
 # view of it: bin medians, or evenly spaced stretches at full resolution. Every
 # log in sample_runs and the real-run corpus is shorter, so nothing there changes.
@@ -52,7 +55,9 @@ def shared_views() -> Iterator[None]:
     ask for the same views of them: the finite part, the same rolling medians,
     the same bin medians. Each is kept, keyed by the curve's contents, until
     the block ends (the engine opens one per analysed run), so a second rule
-    asking for it pays a hash of the curve instead of another pass.
+    asking for it pays a checksum of the curve instead of another pass. Within
+    the block the curves given and returned are only read, never changed in
+    place (the rules copy what they change).
     """
     global _views
     outer = _views
@@ -73,17 +78,20 @@ def _shared(kind: str, series: pd.Series, params: tuple, compute: Callable[[], _
     return _views[key]
 
 
-def _fingerprint(series: pd.Series) -> tuple[int, bytes]:
-    """What tells two long curves apart, at a fraction of the cost of hashing them whole: their
-    length, a few thousand evenly spaced points, and sums over every value and step (two curves
-    that differ anywhere differ in a sum unless their differences cancel to the last bit)."""
-    values = series.to_numpy(dtype="float64")
-    steps = np.asarray(series.index, dtype="float64")
-    stride = max(1, len(values) // 2048)
-    summary = np.concatenate(
-        [values[::stride], steps[::stride], [values.sum(), np.dot(values, values), steps.sum(), np.dot(steps, values)]]
-    )
-    return len(values), summary.tobytes()
+def _fingerprint(series: pd.Series) -> tuple:
+    """What tells two long curves apart: their length and checksums of every value and step. A
+    curve seen before in this block is known by its identity (curves are read, never changed in
+    place, within `shared_views`); it is held here, so its identity is not reused."""
+    seen = _views.get(("seen", id(series)))
+    if seen is not None and seen[0] is series:
+        return seen[1]
+    values = np.ascontiguousarray(series.to_numpy(dtype="float64"))
+    steps = np.ascontiguousarray(series.index.to_numpy())
+    if steps.dtype.kind not in "iuf":
+        steps = np.ascontiguousarray(steps, dtype="float64")
+    fingerprint = (len(values), steps.dtype.str, zlib.crc32(values), zlib.crc32(steps))
+    _views[("seen", id(series))] = (series, fingerprint)
+    return fingerprint
 
 
 # -- cleaning -------------------------------------------------------------------
@@ -139,9 +147,15 @@ def downsample(series: pd.Series, max_points: int) -> pd.Series:
 
     Medians keep the level of a noisy curve and ignore isolated spikes, so the
     reduced curve is fit for trend and plateau tests. Short curves come back unchanged.
+    A curve longer than `SHAPE_POINTS` is read once, into its `SHAPE_POINTS` bin medians;
+    coarser views of it are bin medians of those (a median of medians of neighbouring points).
     """
     if len(series) <= max_points:
         return series
+    if len(series) > SHAPE_POINTS > max_points:
+        return _shared(
+            "downsample", series, (max_points,), lambda: _bin_medians(downsample(series, SHAPE_POINTS), max_points)
+        )
     return _shared("downsample", series, (max_points,), lambda: _bin_medians(series, max_points))
 
 
@@ -153,9 +167,18 @@ def _bin_medians(series: pd.Series, max_points: int) -> pd.Series:
         medians = pd.Series(values, index=bins).groupby(level=0).median().to_numpy()
     else:
         medians = _equal_bin_medians(values, bins, max_points)
-    reduced = pd.Series(medians, index=_equal_bin_medians(steps, bins, max_points), name=series.name)
+    in_order = bool((np.diff(steps) >= 0).all())
+    middles = _bin_middles(steps, bins, max_points) if in_order else _equal_bin_medians(steps, bins, max_points)
+    reduced = pd.Series(medians, index=middles, name=series.name)
     reduced.index.name = "step"
     return reduced
+
+
+def _bin_middles(values: np.ndarray, bins: np.ndarray, count: int) -> np.ndarray:
+    """`_equal_bin_medians` of values already in order (the steps of a curve): the middle of each bin."""
+    starts = np.searchsorted(bins, np.arange(count))
+    ends = np.r_[starts[1:], len(values)] - 1
+    return (values[(starts + ends) // 2] + values[(starts + ends + 1) // 2]) / 2
 
 
 def _equal_bin_medians(values: np.ndarray, bins: np.ndarray, count: int) -> np.ndarray:
@@ -268,6 +291,8 @@ def _whole_window_medians(values: np.ndarray, window: int) -> np.ndarray:
     """Median of the window starting ``window // 2`` points before each point (pandas' centred window;
     the mean of the two middle values for an even window). Entries whose window runs past an end are
     padded, not meaningful."""
+    from scipy import ndimage  # only long curves need it; importing scipy costs a short report more than its rules
+
     if window % 2:
         return ndimage.median_filter(values, size=window, mode="nearest")
     low = ndimage.rank_filter(values, window // 2 - 1, size=window, mode="nearest")
@@ -345,18 +370,48 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
 
 
-def _sampled_noise(scaled: pd.Series, window: int, blocks: int = 20) -> float:
-    """`noise` of a very long curve from ``blocks`` evenly spaced stretches of it, together
-    `SHAPE_POINTS` long: scatter is a local property, so a sample of stretches across the run
-    measures it as the whole curve does, at a fraction of the cost."""
-    values = scaled.to_numpy()
+def _sampled_noise(scaled: pd.Series, window: int) -> float:
+    """`noise` of a very long curve from evenly spaced stretches of it (see `_stretches`)."""
+    _, residual = _stretches(scaled.to_numpy(), window)
+    return float(np.median(np.abs(residual)) * MAD_TO_STD)
+
+
+def _stretches(values: np.ndarray, window: int, blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Rolling medians over ``blocks`` evenly spaced stretches of a very long curve, together
+    `SHAPE_POINTS` long, and the points' residuals from them (whole windows only): scatter is a
+    local property, so a sample of stretches across the run measures it as the whole curve does,
+    at a fraction of the cost."""
     length = max(SHAPE_POINTS // blocks, 4 * window)
     starts = np.linspace(0, len(values) - length, blocks).astype(int)
     stretches = values[starts[:, None] + np.arange(length)]
     half = window // 2
-    medians = np.stack([_whole_window_medians(row, window) for row in stretches])
-    residual = (stretches - medians)[:, half : length - half]  # whole windows only
-    return float(np.median(np.abs(residual)) * MAD_TO_STD)
+    medians = np.stack([_whole_window_medians(row, window) for row in stretches])[:, half : length - half]
+    return medians, stretches[:, half : length - half] - medians
+
+
+def scatter_and_level(series: pd.Series, window: int) -> tuple[float, float]:
+    """(robust scatter of the points around their rolling median, the median of that rolling
+    median), both in the curve's own units. A curve longer than `SHAPE_POINTS` is measured on
+    evenly spaced stretches of it, as `noise` is."""
+    if len(series) > SHAPE_POINTS and len(series) > 4 * window and not series.isna().any():
+        medians, residual = _shared(
+            "stretches", series, (window,), lambda: _stretches(series.to_numpy(dtype="float64"), window)
+        )
+        return float(np.median(np.abs(residual)) * MAD_TO_STD), float(np.median(medians))
+    local = rolling_median(series, window)
+    return float(np.median(np.abs((series - local).to_numpy())) * MAD_TO_STD), float(local.median())
+
+
+def bounce(series: pd.Series, window: int = 5) -> pd.Series:
+    """Each point's distance from the centred rolling median of its neighbours, on the comparable scale.
+
+    What is left of a curve once its level is taken out: on a positive curve
+    0.7 means a point stands twice as high as the points around it. A trend
+    barely shows in it (the median follows a steady fall), an evaluation that
+    jumps and comes back does.
+    """
+    scaled = comparable(series)
+    return scaled - rolling_median(scaled, window)
 
 
 # -- trend --------------------------------------------------------------------------
@@ -391,8 +446,54 @@ def trend(series: pd.Series, max_points: int = THEIL_SEN_MAX_POINTS) -> Trend | 
     y = series.to_numpy(dtype="float64")
     if np.ptp(x) == 0:
         return None
-    slope, intercept, low, high = stats.theilslopes(y, x)
-    return Trend(float(slope), float(intercept), float(low), float(high), len(series))
+    return Trend(*_theil_sen(x, y), len(series))
+
+
+def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Slope, intercept and the slope's 95% interval, as ``scipy.stats.theilslopes`` computes them
+    (Sen 1968, eq. 2.6, with its correction for tied values), without importing scipy.stats (a
+    second of start-up, more than the rules of a short report take). The order statistics are
+    selected (`np.partition`), not sorted for: the same values in a fraction of the time."""
+    first, second = _pairs(len(x))
+    dx = x[second] - x[first]
+    distinct = dx != 0
+    slopes = (y[second] - y[first])[distinct] / dx[distinct]  # the same for either order of a pair
+    count = len(slopes)
+    if not count:
+        return float("nan"), float("nan"), float("nan"), float("nan")
+    ties = sum(k * (k - 1) * (2 * k + 5) for values in (x, y) for k in _repeat_counts(values))
+    n = len(y)
+    variance = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
+    middle = [(count - 1) // 2, count // 2]
+    ranks = set(middle)
+    if variance >= 0:  # else ties everywhere: no interval (scipy gives NaN too)
+        sigma = np.sqrt(variance)
+        upper = min(int(np.round((count + _Z_95 * sigma) / 2.0)), count - 1)
+        lower = max(int(np.round((count - _Z_95 * sigma) / 2.0)) - 1, 0)
+        ranks |= {lower, upper}
+    ranked = np.partition(slopes, sorted(ranks))
+    slope = float(np.mean(ranked[middle]))
+    intercept = float(np.median(y) - slope * np.median(x))
+    if variance < 0:
+        return slope, intercept, float("nan"), float("nan")
+    return slope, intercept, float(ranked[lower]), float(ranked[upper])
+
+
+_pair_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of positions i < j among ``n`` (kept: trends are taken of a few lengths only)."""
+    if n not in _pair_cache:
+        if len(_pair_cache) > 8:
+            _pair_cache.clear()
+        _pair_cache[n] = np.triu_indices(n, 1)
+    return _pair_cache[n]
+
+
+def _repeat_counts(values: np.ndarray) -> np.ndarray:
+    counts = np.unique(values, return_counts=True)[1]
+    return counts[counts > 1]
 
 
 def linearity(series: pd.Series, max_points: int = THEIL_SEN_MAX_POINTS) -> float:
@@ -400,8 +501,12 @@ def linearity(series: pd.Series, max_points: int = THEIL_SEN_MAX_POINTS) -> floa
     series = downsample(series, max_points)
     if len(series) < 3 or np.ptp(series.to_numpy()) == 0:
         return float("nan")
-    result = stats.linregress(np.asarray(series.index, dtype="float64"), series.to_numpy(dtype="float64"))
-    return float(result.rvalue**2)
+    x, y = np.asarray(series.index, dtype="float64"), series.to_numpy(dtype="float64")
+    if np.ptp(x) == 0:
+        return float("nan")
+    # Pearson's r as scipy.stats.linregress computes it (its covariances, clipped to [-1, 1]).
+    ssx, ssxy, _, ssy = np.cov(x, y, bias=True).flat
+    return float(np.clip(ssxy / np.sqrt(ssx * ssy), -1.0, 1.0)) ** 2
 
 
 # -- spikes -------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,15 @@ _POLICY = re.compile(
 
 def _empty_frame(*columns: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+
+
+@contextmanager
+def reading(runs: Iterable[Run]) -> Iterator[None]:
+    """`Run.reading` for each of ``runs`` at once (a report reads every run several times)."""
+    with ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(run.reading())
+        yield
 
 
 @dataclass
@@ -59,6 +70,26 @@ class Run:
     # The frames above are then rank 0's, so single-rank rules work unchanged.
     ranks: dict[int, Run] = field(default_factory=dict)
     _layer_tables: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _read_only: dict[tuple, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @contextmanager
+    def reading(self) -> Iterator[Run]:
+        """Within this block the run is only read (the rules, a report): `has` and `series` keep what
+        they found and give it again, so twenty rules asking for the loss of a long run pay for one
+        pass over it. The series given out are then shared: they are read, never changed in place."""
+        outer = self._read_only
+        self._read_only = {} if outer is None else outer
+        try:
+            yield self
+        finally:
+            self._read_only = outer
+
+    def _kept(self, key: tuple, compute: Any) -> Any:
+        if self._read_only is None:
+            return compute()
+        if key not in self._read_only:
+            self._read_only[key] = compute()
+        return self._read_only[key]
 
     # -- what the user told us about the task -------------------------------
 
@@ -80,6 +111,9 @@ class Run:
     @property
     def objective(self) -> str:
         """``"adversarial"``, ``"reinforcement"`` or ``"supervised"`` (the default: a loss meant to fall)."""
+        return self._kept(("objective",), self._objective)
+
+    def _objective(self) -> str:
         task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
         names = [c for c in self.steps.columns if c != "step" and self.has(c)]
         losses = [c for c in names if "loss" in c]
@@ -95,10 +129,18 @@ class Run:
 
     def has(self, column: str) -> bool:
         """True when the run holds at least one value (finite or not) of ``column``."""
+        return self._kept(("has", column), lambda: self._has(column))
+
+    def _has(self, column: str) -> bool:
         frame = self._frame_of(column)
         if frame is None:
             return False
-        return bool(frame[column].notna().any()) or len(self.nan_steps.get(column, ())) > 0
+        if len(self.nan_steps.get(column, ())) > 0:
+            return True
+        values = frame[column]
+        if values.dtype == "float64":  # the common case, without pandas' general missing-value test
+            return not np.isnan(values.to_numpy()).all()
+        return bool(values.notna().any())
 
     def series(self, column: str, *, keep_nan: bool = False) -> pd.Series:
         """Values of a step or eval column indexed by step, unlogged points dropped.
@@ -106,6 +148,9 @@ class Run:
         Infinite values are kept. Real NaNs (logged as NaN) are kept only
         with ``keep_nan=True``.
         """
+        return self._kept(("series", column, keep_nan), lambda: self._series(column, keep_nan))
+
+    def _series(self, column: str, keep_nan: bool) -> pd.Series:
         frame = self._frame_of(column)
         if frame is None:
             return pd.Series(dtype="float64", name=column)
@@ -130,7 +175,12 @@ class Run:
 
     @property
     def n_steps(self) -> int:
-        return int(self.steps["step"].nunique()) if len(self.steps) else 0
+        if not len(self.steps):
+            return 0
+        steps = self.steps["step"].to_numpy(dtype="float64")
+        if len(steps) > 1 and not np.isnan(steps).any() and (np.diff(steps) >= 0).all():
+            return int(np.count_nonzero(np.diff(steps))) + 1  # sorted (as readers leave it): one pass
+        return int(self.steps["step"].nunique())
 
     @property
     def last_step(self) -> int | None:

@@ -34,6 +34,8 @@ class Scenario:
     # Called after backward and before the optimizer step: (step, model) -> None.
     after_backward: Callable[[int, nn.Module], None] | None = None
     leak: bool = False
+    # MiB held (and touched) for the whole run before training starts: a long-lived process's large baseline.
+    ballast_mib: int = 0
     amp: bool = False
     clip: float | None = None
     regression: bool = False  # mean squared error on a continuous target instead of cross-entropy
@@ -194,6 +196,29 @@ SCENARIOS: dict[str, Scenario] = {
         expect="MEM001",
         about="each loss is kept with its graph: memory grows every step",
     ),
+    "memory-leak-large-baseline": Scenario(
+        lambda: mlp(4, 256, nn.ReLU),
+        adam(1e-3),
+        steps=80,
+        batch=256,
+        leak=True,
+        ballast_mib=2048,
+        every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1},
+        expect="MEM001",
+        file="MEM001/bad_large_baseline.jsonl",
+        about="the same leak in a process that already holds 2 GiB (a notebook that trained other models): "
+        "memory grows by the same MiB per step, only a few percent of the total",
+    ),
+    "large-baseline": Scenario(
+        lambda: mlp(4, 256, nn.ReLU),
+        adam(1e-3),
+        steps=80,
+        batch=256,
+        ballast_mib=2048,
+        every={"layer_grads": 0, "activations": 0, "updates": 0, "memory": 1},
+        file="MEM001/good.jsonl",
+        about="the same training in a process that holds 2 GiB, without the leak: memory stays level",
+    ),
     "amp-skips": Scenario(
         lambda: mlp(2, 64, nn.ReLU),
         sgd(0.05),
@@ -245,6 +270,7 @@ def record(scenario: Scenario, path: Path) -> None:
     optimizer = scenario.optimizer(model)
     scaler = torch.amp.GradScaler("cpu") if scenario.amp else None
     kept: list[torch.Tensor] = []  # the leak: losses with their graphs, never freed
+    ballast = torch.ones(scenario.ballast_mib * 2**18)  # float32: 2**18 values per MiB, every page touched
     metadata = {"task": "multiclass", "num_classes": CLASSES, "scenario": scenario.about}
     with diagnose.watch(
         model, optimizer, path, name=example_name(path), metadata=metadata, scaler=scaler, every=scenario.every
@@ -255,6 +281,7 @@ def record(scenario: Scenario, path: Path) -> None:
             if scenario.leak:
                 kept.append(loss)
             w.log(loss=loss.detach())
+    del ballast  # held until training is over, as the rest of a long-lived process is
 
 
 def _step(

@@ -74,7 +74,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
+        timeout=datetime.timedelta(seconds=120),
     )
     torch.set_num_threads(1)
     try:
@@ -95,7 +95,7 @@ def _free_port() -> int:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ranks")
     context = mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 420  # generous: 3 torch processes on a loaded 2-core machine
     while not context.join(timeout=1):
         if time.monotonic() > deadline:  # a hang is a failure, never a stuck suite
             for process in context.processes:

@@ -439,3 +439,17 @@ def test_loss_lines_without_a_marker_count_as_steps(tmp_path: Path) -> None:
     assert run.series("loss").to_dict() == {1: 5.45, 2: 4.05, 3: 3.15}
     assert run.series("val_loss").to_dict() == {1: 5.20, 2: 4.10, 3: 3.50}
     assert run.series("val_accuracy").tolist() == [11.0, 19.0, 28.0]
+
+
+def test_a_pipe_style_log_kept_as_markdown_is_read(tmp_path: Path) -> None:
+    """PyTorch's word-language-model output ('| epoch 1 | ... | loss nan | ppl nan') saved as .md (a real file
+    of the corpus): without a table rule (|---|) its '|' lines are the log, not a table."""
+    corpus_file = Path(__file__).resolve().parents[1] / "sample_runs/corpus/text_log"
+    path = tmp_path / "model_RNN_RELU_epochs_5.md"
+    shutil.copy(corpus_file / "pypi-mirror-359_nlpia2_model_RNN_RELU_epochs_5.md", path)
+    run = load(path)
+    assert run.format == "text" and run.n_steps == 5
+    assert len(run.nan_steps["loss"]) == 70 and len(run.nan_steps["val_loss"]) == 5
+    path.write_text("| step | loss |\n|---|---|\n" + path.read_text())
+    with pytest.raises(InputError, match="a document, not a training log"):
+        load(path)

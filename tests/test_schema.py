@@ -90,7 +90,8 @@ def test_every_meta_step_and_layer_key_is_declared(recorded):
 def test_every_layer_field_and_the_output_module_are_recorded_by_the_full_preset(recorded):
     layers = _of_kind(recorded, schema.LAYER)
     written = {key for record in layers for key in record}
-    assert set(schema.LAYER_FIELDS) - written == {"param_checksum"}  # written only under torch.distributed
+    # written only under torch.distributed (grad_norm_shard: with sharded gradients, tests/test_distributed_sharded.py)
+    assert set(schema.LAYER_FIELDS) - written == {"param_checksum", "grad_norm_shard"}
     output = [r for r in layers if r["module"] == schema.OUTPUT_MODULE]
     assert output and {r["type"] for r in output} == {schema.OUTPUT_TYPE}
 

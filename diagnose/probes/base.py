@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -129,6 +130,30 @@ def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
         ordered.append(ready)
         remaining.remove(ready)
     return ordered
+
+
+def local_part(tensor: Any) -> Any:
+    """The part of ``tensor`` this process holds, without communicating: a DTensor's local shard
+    (``fully_shard``, tensor parallelism), otherwise the tensor itself."""
+    return tensor.to_local() if is_distributed_tensor(tensor) else tensor
+
+
+def is_distributed_tensor(tensor: Any) -> bool:
+    return hasattr(tensor, "to_local") and hasattr(tensor, "placements")
+
+
+def copies_of_local_part(tensor: Any) -> int:
+    """How many ranks hold the same local part of a DTensor: the product of its replicated mesh
+    dimensions (1 under plain ``fully_shard``, the replica count under HSDP); 1 for a plain tensor."""
+    if not is_distributed_tensor(tensor):
+        return 1
+    mesh = tensor.device_mesh
+    return math.prod(mesh.size(dim) for dim, placement in enumerate(tensor.placements) if placement.is_replicate())
+
+
+def is_sharded(tensor: Any) -> bool:
+    """A DTensor split across ranks: its local part is not the whole tensor."""
+    return is_distributed_tensor(tensor) and any(placement.is_shard() for placement in tensor.placements)
 
 
 def first_float_tensor(output: Any) -> Any:

@@ -15,6 +15,11 @@ measured locally on each rank and compared later, from the files.
   end of its last one. ``data_time + forward_time`` is the work a rank does
   before the gradient all-reduce, where ranks wait for each other; it names a
   straggler even though every rank's ``step_time`` is the same under DDP.
+* ``forward_wait``: the part of ``forward_time`` before the model's first
+  submodule starts, summed over the step's forward passes. DDP broadcasts the
+  buffers (BatchNorm statistics) there, at the start of its forward, so a fast
+  rank waits for the slow one inside its own forward; without that wait the
+  lead ``data_time + forward_time - forward_wait`` is each rank's own work.
 * ``param_checksum`` (step field) and per-module ``param_checksum`` (layer
   field): float64 sums of the parameters after the optimizer step, on a
   sampled schedule. Replicated parameters (DDP) are bit-identical across
@@ -50,7 +55,7 @@ import torch
 from torch import nn
 
 from diagnose.errors import ConfigError
-from diagnose.probes.base import Probe
+from diagnose.probes.base import Probe, is_sharded, local_part
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -152,15 +157,18 @@ def _backend() -> str | None:
 
 
 def _is_sharded(model: nn.Module) -> bool:
-    """FSDP (and similar) hold a different shard of the parameters on each rank."""
-    return any("FullyShardedDataParallel" in type(m).__name__ or hasattr(m, "_fsdp_state") for m in model.modules())
+    """FSDP (and similar) hold a different shard of the parameters on each rank; FSDP2 (``fully_shard``)
+    and tensor parallelism hold DTensor parameters."""
+    return any(
+        "FullyShardedDataParallel" in type(m).__name__ or hasattr(m, "_fsdp_state") for m in model.modules()
+    ) or any(is_sharded(p) for p in model.parameters())
 
 
 class RankProbe(Probe):
     """Per-rank timings and parameter checksums; never communicates with other ranks."""
 
     name = "ranks"
-    provides = ("data_time", "forward_time", "param_checksum", "layers.param_checksum")
+    provides = ("data_time", "forward_time", "forward_wait", "param_checksum", "layers.param_checksum")
 
     def __init__(self, checksums: Schedule) -> None:
         super().__init__()
@@ -170,9 +178,13 @@ class RankProbe(Probe):
         self._step_end: float | None = None
         self._forward_start: float | None = None
         self._forward_end: float | None = None
+        self._pass_start: float | None = None  # this forward pass's start, until its first submodule runs
+        self._wait = 0.0
 
     def attach(self, host: Any) -> None:
         super().attach(host)
+        for child in host.model.children():
+            self.keep(child.register_forward_pre_hook(host.guard(self, self._on_submodule_start)))
         seen: set[int] = set()
         for name, module in host.modules:
             own = [p for p in module.parameters(recurse=False) if id(p) not in seen]
@@ -181,10 +193,16 @@ class RankProbe(Probe):
                 self._groups.append((name or schema.MODEL_MODULE, own))
 
     def on_forward_start(self, record: StepRecord) -> None:
+        self._pass_start = time.perf_counter()
         if self._forward_start is None:
-            self._forward_start = time.perf_counter()
+            self._forward_start = self._pass_start
             if self._step_end is not None:
                 record.fields["data_time"] = self._forward_start - self._step_end
+
+    def _on_submodule_start(self, module: nn.Module, args: Any) -> None:
+        if self._pass_start is not None:
+            self._wait += time.perf_counter() - self._pass_start
+            self._pass_start = None
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         self._forward_end = time.perf_counter()
@@ -197,7 +215,9 @@ class RankProbe(Probe):
             self._close_step(record)
         if self._groups and self.checksums.due(record.step, self.host.first_step):
             with torch.no_grad():
-                sums = [torch.sum(p.detach(), dtype=torch.float64) for _, params in self._groups for p in params]
+                sums = [
+                    torch.sum(local_part(p.detach()), dtype=torch.float64) for _, params in self._groups for p in params
+                ]
                 record.private["rank_checksums"] = torch.stack(sums)
         self.last = record
 
@@ -220,7 +240,7 @@ class RankProbe(Probe):
         fields = record.fields
         losses = [_tensor(v, device) for v in record.losses]
         sums = record.private.get("rank_checksums")
-        lead = [fields.get("data_time", 0.0), fields.get("forward_time", math.nan)]
+        lead = [fields.get("data_time", 0.0), fields.get("forward_time", math.nan), -fields.get("forward_wait", 0.0)]
         values = [
             torch.stack(losses).mean() if losses else _tensor(math.nan, device),
             _tensor(fields.get("grad_norm", math.nan), device),
@@ -234,8 +254,10 @@ class RankProbe(Probe):
         now = time.perf_counter()
         if self._forward_start is not None and self._forward_end is not None:
             record.fields["forward_time"] = self._forward_end - self._forward_start
+            record.fields["forward_wait"] = self._wait
         self._step_end = now
-        self._forward_start = self._forward_end = None
+        self._forward_start = self._forward_end = self._pass_start = None
+        self._wait = 0.0
 
 
 class RankGather:

@@ -5,6 +5,14 @@ the gradients: a user who clips with ``clip_grad_norm_`` would otherwise have
 us record the clipped norm, and the growth that clipping hides is exactly what
 an exploding-gradient diagnosis needs. The global norm is the L2 norm of the
 per-parameter L2 norms, which is how ``clip_grad_norm_`` computes it.
+
+Sharded gradients (``fully_shard``, DTensor): each rank holds only its shards,
+and the global norm needs every rank's. ``clip_grad_norm_`` gets it with an
+all-reduce; the watch issues no collective at all (one at a moment the ranks do
+not share, such as a timed flush, deadlocks them). Each rank records its part,
+``grad_norm_shard`` (its shards' norm; a part several ranks hold counts once
+among them), and the reader combines the ranks' files: the square root of the
+sum of their squares is the norm ``clip_grad_norm_`` returns.
 """
 
 from __future__ import annotations
@@ -16,7 +24,14 @@ from typing import Any
 import torch
 from torch.autograd import Variable
 
-from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.base import (
+    Probe,
+    copies_of_local_part,
+    first_float_tensor,
+    is_distributed_tensor,
+    is_sharded,
+    local_part,
+)
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import PARAM_GRAD_NORMS, StepRecord
 
@@ -26,7 +41,7 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     device. A sparse gradient (``nn.Embedding(sparse=True)``) counts by its stored values."""
     if not tensors:
         return torch.zeros(0)
-    tensors = [t.coalesce().values() if t.is_sparse else t for t in tensors]
+    tensors = [t.coalesce().values() if t.is_sparse else local_part(t) for t in tensors]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     by_device: dict[torch.device, list[int]] = defaultdict(list)
     for index, tensor in enumerate(tensors):
@@ -42,6 +57,17 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return result
 
 
+def _shares(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Per gradient, the factor that makes the sum over ranks of the squared local norms the squared
+    global norm: 1 for a shard only this rank holds, 1/sqrt(n) for a part n ranks hold alike (a
+    replicated DTensor dimension, or a plain tensor beside sharded ones: the same on every rank)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    copies = [copies_of_local_part(g) if is_distributed_tensor(g) else world for g in grads]
+    return torch.tensor([1.0 / math.sqrt(n) for n in copies], dtype=torch.float64)
+
+
 def _layer_norms(norms: list[float], owners: list[str]) -> dict[str, float]:
     squares: dict[str, float] = defaultdict(float)
     for norm, owner in zip(norms, owners, strict=True):
@@ -51,7 +77,7 @@ def _layer_norms(norms: list[float], owners: list[str]) -> dict[str, float]:
 
 class GradientProbe(Probe):
     name = "gradients"
-    provides = (PARAM_GRAD_NORMS, "grad_norm", "layers.grad_norm")
+    provides = (PARAM_GRAD_NORMS, "grad_norm", "layers.grad_norm", "grad_norm_shard", "layers.grad_norm_shard")
 
     def __init__(self, layer_schedule: Schedule, scaler: Any = None) -> None:
         super().__init__()
@@ -60,6 +86,7 @@ class GradientProbe(Probe):
         self.scaler = scaler
         self._captured: tuple[list[int], torch.Tensor] | None = None
         self._callback_queued = False
+        self.sharded = False  # gradients are DTensor shards: the norms are this rank's part only
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         tensor = first_float_tensor(output)
@@ -88,7 +115,11 @@ class GradientProbe(Probe):
         """End of backward: gradients are accumulated and not yet clipped."""
         self._callback_queued = False
         present = [i for i, (_, p) in enumerate(self.host.params) if p.grad is not None]
-        norms = _norms([self.host.params[i][1].grad.detach() for i in present])
+        grads = [self.host.params[i][1].grad.detach() for i in present]
+        norms = _norms(grads)
+        if any(is_sharded(g) for g in grads):
+            self.sharded = True
+            norms = norms * _shares(grads).to(norms.device, norms.dtype)
         scale = getattr(self.scaler, "_scale", None) if self.scaler is not None and self.scaler.is_enabled() else None
         if scale is not None and norms.numel():
             norms = norms / scale.to(norms.device, torch.float32)  # stays on the device: no sync
@@ -118,11 +149,12 @@ class GradientProbe(Probe):
         if norms is None:
             return
         norms = norms if isinstance(norms, list) else [norms]
-        record.fields["grad_norm"] = math.sqrt(sum(n * n for n in norms))
+        key = "grad_norm_shard" if self.sharded else "grad_norm"
+        record.fields[key] = math.sqrt(sum(n * n for n in norms))
         if self.layer_schedule.due(record.step, self.host.first_step):
             owners = [self.host.params[i][0] for i in record.grad_index]
             for module, norm in _layer_norms(norms, owners).items():
-                record.layer(module, grad_norm=norm)
+                record.layer(module, **{key: norm})
 
 
 class UpdateRatioProbe(Probe):
@@ -140,7 +172,8 @@ class UpdateRatioProbe(Probe):
     def before_step(self, record: StepRecord) -> None:
         if self.schedule.due(record.step, self.host.first_step):
             # Trainable now: a frozen layer is not a layer that learns slowly.
-            self._trained = [i for i, (_, p) in enumerate(self.host.params) if p.requires_grad]
+            # Sharded parameters (fully_shard) are left out: a ratio of one rank's shards is not the layer's.
+            self._trained = [i for i, (_, p) in enumerate(self.host.params) if p.requires_grad and not is_sharded(p)]
             self._before = [self.host.params[i][1].detach().clone() for i in self._trained]
 
     def after_step(self, record: StepRecord) -> None:

@@ -158,7 +158,7 @@ class NonFiniteProbe(Probe):
                     "detail": "the loss was NaN/Inf while every module output was finite",
                 }
             )
-        grad_norm = record.fields.get("grad_norm")
+        grad_norm = record.fields.get("grad_norm", record.fields.get("grad_norm_shard"))
         if not events and grad_norm is not None and not math.isfinite(grad_norm):
             events.append(
                 {"where": schema.WHERE_GRAD_NORM, "value": grad_norm, "detail": "a parameter gradient held NaN/Inf"}

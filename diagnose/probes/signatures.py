@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -87,7 +87,11 @@ class CarriedGradientProbe(Probe):
         if self._backward_seen:
             return
         self._backward_seen = True
-        held = [p.grad.detach() for p in self._params if p.grad is not None] if self._present_at_forward else []
+        held = (
+            [local_part(p.grad.detach()) for p in self._params if p.grad is not None]
+            if self._present_at_forward
+            else []
+        )
         if held:
             norms = torch._foreach_norm(held, 2, dtype=torch.float32)
             carried = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
@@ -188,7 +192,7 @@ class OptimizerCoverageProbe(Probe):
 
 def _norms_of(params: list[tuple[str, nn.Parameter]]) -> torch.Tensor:
     """One norm per parameter, stacked: a fingerprint that any real update changes."""
-    norms = torch._foreach_norm([p.detach() for _, p in params])
+    norms = torch._foreach_norm([local_part(p.detach()) for _, p in params])
     return torch.stack([n.to(torch.float64) for n in norms])
 
 
@@ -283,6 +287,8 @@ class DuplicateRowsProbe(Probe):
         for name, module in self.host.modules:
             weight = getattr(module, "weight", None)
             if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.shape[0] < 2:
+                continue
+            if is_distributed_tensor(weight):  # a shard holds some rows only: none of them to compare
                 continue
             distinct = distinct_rows(weight)
             if distinct < weight.shape[0]:

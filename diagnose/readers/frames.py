@@ -133,7 +133,14 @@ def numeric_frame(
     result = pd.DataFrame(columns, index=frame.index)
     if "step" not in result.columns:
         result["step"] = steps
+    if _in_order(steps):  # what our writer and most loggers write: no sort needed
+        return result.reset_index(drop=True)
     return result.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def _in_order(steps: np.ndarray) -> bool:
+    """True when the steps are numbers that never go down."""
+    return not np.isnan(steps).any() and bool((np.diff(steps) >= 0).all())
 
 
 def _is_known_field(column: str) -> bool:
@@ -148,7 +155,11 @@ def merge_duplicate_steps(frame: pd.DataFrame, repeated: dict[str, int] | None =
     column were replaced that way (a step logged twice, or again after a resume
     from a checkpoint) is added to ``repeated``.
     """
-    if frame.empty or not frame["step"].duplicated().any():
+    if frame.empty:
+        return frame
+    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
+    repeats = (np.diff(steps) == 0).any() if _in_order(steps) else frame["step"].duplicated().any()
+    if not repeats:
         return frame
     numeric = frame.select_dtypes(include="number")
     shared = numeric[numeric["step"].duplicated(keep=False)]

@@ -24,10 +24,15 @@ from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from diagnose.errors import InputError
 from diagnose.readers import native
 from diagnose.run import Run
 from diagnose.runfile.schema import split_rank_name
+
+SHARD_NORM = "grad_norm_shard"
 
 
 def rank_sets(path: str | Path) -> list[list[Path]]:
@@ -63,7 +68,42 @@ def read_rank_set(files: list[Path], *, mapping: Mapping[str, str] | None = None
         ranks[run.rank] = run
     if not ranks:
         raise unread[0]
+    _combine_sharded_norms(ranks)
     return _combine(ranks, files, notes)
+
+
+def _combine_sharded_norms(ranks: dict[int, Run]) -> None:
+    """``grad_norm`` of a run with sharded gradients (``fully_shard``): each rank recorded its part,
+    ``grad_norm_shard``; the norm is the root of the sum of their squares, written into every rank's
+    steps (and layers) where every rank of the run recorded its part."""
+    world = max(int(run.meta.get("world_size") or 0) for run in ranks.values())
+    if len(ranks) < world:
+        return  # a rank's part is missing: any sum would be too small
+    for kind, keys in (("steps", ["step"]), ("layers", ["step", "module"])):
+        frames = [getattr(run, kind) for run in ranks.values()]
+        if not all(SHARD_NORM in frame.columns for frame in frames):
+            continue
+        parts = [_logged_parts(run, frame, keys, kind) for run, frame in zip(ranks.values(), frames, strict=True)]
+        total = np.sqrt((pd.concat(parts, axis=1, join="inner") ** 2).sum(axis=1, min_count=len(parts)))
+        for run, frame in zip(ranks.values(), frames, strict=True):
+            where = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame["step"])
+            combined = total.reindex(where).to_numpy()
+            own = frame["grad_norm"].to_numpy(dtype="float64") if "grad_norm" in frame else combined
+            frame["grad_norm"] = np.where(np.isnan(own), combined, own)  # a norm the user logged is kept
+            if kind == "steps":
+                nan = np.isnan(combined) & np.isin(frame["step"].to_numpy(), total.index[total.isna()])
+                if nan.any():
+                    run.nan_steps["grad_norm"] = np.union1d(
+                        run.nan_steps.get("grad_norm", []), frame["step"].to_numpy()[nan]
+                    )
+
+
+def _logged_parts(run: Run, frame: pd.DataFrame, keys: list[str], kind: str) -> pd.Series:
+    """The rows of ``frame`` where the rank recorded its part (a logged NaN included), by ``keys``."""
+    logged = frame[SHARD_NORM].notna().to_numpy().copy()
+    if kind == "steps":
+        logged |= np.isin(frame["step"].to_numpy(), run.nan_steps.get(SHARD_NORM, []))
+    return frame.loc[logged].set_index(keys)[SHARD_NORM]
 
 
 def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Run:

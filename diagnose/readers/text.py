@@ -54,11 +54,18 @@ UNRECOGNISED = (
 DOCUMENT_SUFFIXES = {".md", ".markdown", ".rst", ".adoc"}
 NOT_A_LOG = "a document, not a training log: no run read from it (pass --format-in text to read it anyway)"
 _DOCUMENT_STRUCTURE = re.compile(r"^\s*(?:[|#>]|[-*+]\s|\d+[.)]\s)")
+_STRUCTURE_WITHOUT_TABLES = re.compile(r"^\s*(?:[#>]|[-*+]\s|\d+[.)]\s)")
+# A Markdown table's |---|---| row or a reStructuredText grid's +---+---+ line: without one, lines that start
+# with '|' are no table but a pasted log in that style (PyTorch's word-language-model example prints
+# '| epoch   1 |   200/ 2983 batches | lr 20.00 | ... | loss  5.94 | ppl   380.67').
+_TABLE_RULE = re.compile(r"^\s*[|+]?\s*:?-{3,}:?\s*(?:[|+]\s*:?-{3,}:?\s*)+[|+]?\s*$")
 
 
 def plain_lines(lines: list[str]) -> list[str]:
     """The lines of a document that are not headings, table rows, list items or quotes."""
-    return [line for line in lines if not _DOCUMENT_STRUCTURE.match(line)]
+    has_tables = any(_TABLE_RULE.match(line) for line in lines)
+    structure = _DOCUMENT_STRUCTURE if has_tables else _STRUCTURE_WITHOUT_TABLES
+    return [line for line in lines if not structure.match(line)]
 
 
 def looks_like_nanogpt(lines: list[str]) -> bool:

@@ -9,12 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from diagnose.rules.engine import Analysis
+from diagnose.run import reading
 
 FORMATS = ("terminal", "json", "md", "html")
 
 
 def render(analyses: Sequence[Analysis], format: str) -> str:
     """The report in ``format`` (one of `FORMATS`) as a string."""
+    with reading(analysis.run for analysis in analyses):
+        return _render(analyses, format)
+
+
+def _render(analyses: Sequence[Analysis], format: str) -> str:
     if format == "terminal":
         from diagnose.report.terminal import render_terminal
 

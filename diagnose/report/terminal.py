@@ -20,12 +20,14 @@ from diagnose.escaping import visible
 from diagnose.report import summary as s
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.engine import Analysis
+from diagnose.run import reading
 
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "cyan"}
 
 
 def print_report(analyses: Sequence[Analysis], console: Console, *, show_skipped: bool = False) -> None:
-    console.print(report_renderable(analyses, show_skipped=show_skipped))
+    with reading(analysis.run for analysis in analyses):
+        console.print(report_renderable(analyses, show_skipped=show_skipped))
 
 
 def render_terminal(

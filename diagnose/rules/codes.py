@@ -102,6 +102,7 @@ RULES: tuple[type[Rule], ...] = (
     optimization.NoisyLoss,
     generalization.Overfitting,
     generalization.AccuracyGap,
+    generalization.UnstableValidation,
     optimization.TrainingStalled,
     preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,

@@ -333,9 +333,11 @@ class StragglerRank(Rule):
     rank takes before it reaches the all-reduce.
 
     ## How it decides
-    Per rank and step it takes the lead time, ``data_time + forward_time``
-    (written by ``watch`` under torch.distributed), or the step time when
-    those are missing. After the first step, a rank is a straggler when it is
+    Per rank and step it takes the lead time, ``data_time + forward_time -
+    forward_wait`` (written by ``watch`` under torch.distributed: the work
+    before the gradient all-reduce, less the wait inside forward where DDP
+    broadcasts buffers such as BatchNorm statistics and a fast rank waits for
+    the slow one), or the step time when those are missing. After the first step, a rank is a straggler when it is
     the slowest at ``min_share`` of the steps and its median excess over the
     other ranks' median is at least ``min_excess`` of the median step time.
 
@@ -428,7 +430,10 @@ class StragglerRank(Rule):
 def _lead_times(ranks: dict[int, Run]) -> tuple[pd.DataFrame, str]:
     """step x rank time spent before the ranks synchronise (or the whole step), first step dropped."""
     data, forward = _table(ranks, "data_time"), _table(ranks, "forward_time")
-    if not data.empty and not forward.empty:
+    wait = _table(ranks, "forward_wait")
+    if not data.empty and not forward.empty and not wait.empty:
+        lead, measure = (data + forward - wait).dropna(), "data + forward time without waiting for other ranks"
+    elif not data.empty and not forward.empty:
         lead, measure = (data + forward).dropna(), "data + forward time"
     else:
         lead, measure = _table(ranks, "step_time"), "step time"

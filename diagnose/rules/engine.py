@@ -62,7 +62,7 @@ def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     """Apply every enabled rule to ``run``; findings come back worst first."""
     config = config or RuleConfig()
     analysis = Analysis(run=run)
-    with curves.shared_views():  # the rules read the same curves: each view is computed once
+    with curves.shared_views(), run.reading():  # the rules read the same curves: each view is computed once
         for rule_class in all_rules():
             if config.enabled(rule_class):
                 _apply(rule_class(), run, config, analysis)

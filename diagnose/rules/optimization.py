@@ -615,7 +615,8 @@ class TrainingStalled(Rule):
             0.35,
             "latest fraction of the run at which the stall may start",
             source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
-            "until at least 48% of the run",
+            "until at least 48% of the run; the recorded spike run (SPK001's example) flattens at 37.5% "
+            "and is no stall",
         ),
         Threshold(
             "max_drop",
@@ -852,9 +853,7 @@ class NoisyLoss(Rule):
         if loss is None:
             return
         window = curves.default_window(len(loss), lo=5, hi=50)
-        local = curves.rolling_median(loss, window)
-        scatter = float(np.median(np.abs((loss - local).to_numpy())) * curves.MAD_TO_STD)
-        level = float(local.median())
+        scatter, level = curves.scatter_and_level(loss, window)
         smoothed = curves.smooth(loss)
         drop = max(float(smoothed.iloc[0] - smoothed.iloc[-1]), 0.0)
         start = curves.start_level(smoothed)
