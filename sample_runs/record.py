@@ -559,6 +559,57 @@ def late_blow_up(path: Path) -> None:
     run(setup, path)
 
 
+# -- self-supervised: SimSiam with and without its stop-gradient ------------------------------
+
+
+class SimSiam(nn.Module):
+    """SimSiam's two parts (Chen & He 2021) at toy size: ``forward`` is the encoder, whose output is judged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(20, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 32))
+        self.predictor = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def simsiam(path: Path, stop_gradient: bool) -> None:
+    """Two noisy views of each input; the loss is minus the cosine between one view's prediction and the
+    other view's embedding, symmetrised, with the embedding detached (SimSiam) or not (it collapses)."""
+    torch.manual_seed(21)
+    data = torch.randn(2048, 20, generator=torch.Generator().manual_seed(21))
+    model = SimSiam()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    order = torch.Generator().manual_seed(21)
+    metadata = {"task": "self-supervised", "method": "SimSiam", "stop_gradient": stop_gradient}
+    every = {"memory": 0, "nvml": 0, "activations": 10, "layer_grads": 0, "updates": 0}
+    with diagnose.watch(model, optimizer, path, metadata=metadata, name=internals.example_name(path), every=every) as w:
+        for _ in range(150):
+            batch = data[torch.randint(0, len(data), (128,), generator=order)]
+            optimizer.zero_grad()
+            z1 = model(batch + 0.3 * torch.randn_like(batch))
+            z2 = model(batch * (1 + 0.2 * torch.randn_like(batch)))
+            t1, t2 = (z1.detach(), z2.detach()) if stop_gradient else (z1, z2)
+            p1, p2 = model.predictor(z1), model.predictor(z2)
+            loss = -(F.cosine_similarity(p1, t2).mean() + F.cosine_similarity(p2, t1).mean()) / 2
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+
+
+@scenario(expect="ACT003", file="ACT003/bad_direction.jsonl")
+def simsiam_no_stop_gradient(path: Path) -> None:
+    """SimSiam without its stop-gradient: the embeddings' norm grows while they all turn one way."""
+    simsiam(path, stop_gradient=False)
+
+
+@scenario(expect=None, file="ACT003/good.jsonl")
+def simsiam_stop_gradient(path: Path) -> None:
+    """SimSiam as published, with the stop-gradient: the embeddings stay spread over directions."""
+    simsiam(path, stop_gradient=True)
+
+
 # -- bug rules that no script of bugs/ makes fire: the bug, and the same loop without it ---------------
 
 

@@ -45,3 +45,9 @@ def test_explain_a_prefix_or_a_list_lists_the_rules_it_picks():
     assert listed == ["LR001", "LR002", "LR003", "LR004"]
     result = runner.invoke(app, ["explain", "NF001,ZL001"])
     assert result.exit_code == 0 and "2 rules" in result.stdout
+
+
+def test_explain_says_which_rules_are_judged_live():
+    for rule in all_rules():
+        result = runner.invoke(app, ["explain", rule.code], env={"COLUMNS": "400"})
+        assert ("judged live while the run trains" in result.stdout) == rule.live, rule.code

@@ -69,7 +69,6 @@ def test_a_transformers_trainer_run_is_recorded_and_reported(tmp_path: Path) -> 
     assert "transformers_trainer-BertForSequenceClassification" in result.stdout
 
 
-@pytest.mark.xfail(reason="needs the gradients-never-reset signature rule (bugsig), not on main yet", strict=False)
 def test_gradients_never_reset_are_announced_within_20_steps(tmp_path: Path) -> None:
     result = diagnose_run(str(SCRIPTS / "zero_grad_missing.py"), cwd=tmp_path)
     announced = [r for r in records(only_run(tmp_path), "event") if r["event"] == "finding"]

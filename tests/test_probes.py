@@ -385,3 +385,17 @@ def test_a_file_that_cannot_be_written_never_reaches_the_training_loop(tmp_path:
             w.log(loss=loss)
     w.close()
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_direction_spread_sees_a_collapse_that_a_growing_norm_hides():
+    from diagnose.probes.activations import STATS, activation_stats
+
+    generator = torch.Generator().manual_seed(0)
+    spread_out = torch.randn(256, 32, generator=generator)
+    one_way = torch.rand(256, 1, generator=generator) * 10 * torch.randn(1, 32, generator=generator).abs()
+    stat = STATS.index("act_dir_spread")
+    assert activation_stats(spread_out, "other")[stat] == pytest.approx(1.0, abs=0.1)
+    assert activation_stats(one_way, "other")[stat] < 1e-3
+    # The spread relative to the signal does not see it: the norms differ from sample to sample.
+    values = activation_stats(one_way, "other")
+    assert values[STATS.index("act_batch_std")] / values[STATS.index("act_rms")] > 0.1

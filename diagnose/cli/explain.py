@@ -75,6 +75,8 @@ def rule_renderable(rule: type[Rule]) -> Group:
     facts = f"severity {rule.severity.value}, category {rule.category.value}"
     if rule.requires:
         facts += ", needs " + ", ".join(rule.requires)
+    if rule.live:
+        facts += ", judged live while the run trains"
     parts: list[RenderableType] = [head, Text(facts, style="dim")]
     doc = rule.doc()
     for section in (*DOC_SECTIONS, *(k for k in doc if k not in DOC_SECTIONS)):

@@ -36,7 +36,7 @@ import torch
 
 from diagnose.live.policy import Sinks, StopPolicy, announcement
 from diagnose.live.sketch import Record, RunSketch
-from diagnose.rules.base import Finding
+from diagnose.rules.base import Finding, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.engine import analyze
@@ -46,12 +46,14 @@ if TYPE_CHECKING:  # the probes import this module
     from diagnose.probes.record import StepRecord
 
 _FIRST_CHECKPOINT = 8
+# Notes (info) stay in the final report; only what needs action is announced while the run goes.
+_ANNOUNCED = (Severity.WARNING, Severity.ERROR)
 
 
 def live_codes(config: RuleConfig | None = None) -> tuple[str, ...]:
     """Codes of the rules that can judge a run in progress, as ``config`` enables them."""
     config = config or RuleConfig()
-    return tuple(rule.code for rule in all_rules() if getattr(rule, "live", False) and config.enabled(rule))
+    return tuple(rule.code for rule in all_rules() if rule.live and config.enabled(rule))
 
 
 class Sentinel:
@@ -115,7 +117,8 @@ class LiveMonitor:
         self.sentinel = Sentinel()
         self.first_seen: dict[str, int | None] = {}
         self._candidates: dict[str, int] = {}  # code -> step of the judgement that first made it
-        self._at_once = {rule.code for rule in all_rules() if getattr(rule, "live_at_once", False)}
+        self._at_once = {rule.code for rule in all_rules() if rule.live_at_once}
+        self._wait = {rule.code: rule.live_after for rule in all_rules()}
         self.findings: list[Finding] = []
         self._stop: Finding | None = None
         self._urgent = False
@@ -175,13 +178,22 @@ class LiveMonitor:
             self._checkpoint *= 2
         run = self.sketch.run()
         if run is not None:
-            made = {f.code: f for f in analyze(run, self.config).findings if f.code not in self.first_seen}
+            made = {
+                f.code: f
+                for f in analyze(run, self.config).findings
+                if f.code not in self.first_seen and f.severity in _ANNOUNCED and step >= self._wait[f.code]
+            }
             for code, finding in made.items():
-                if code in self._at_once or 2 * self._candidates.get(code, step) <= step:
+                if self._at_once_applies(finding) or 2 * self._candidates.get(code, step) <= step:
                     self._announce(finding, step)
             self._candidates = {code: self._candidates.get(code, step) for code in made if code not in self.first_seen}
         self._last = time.monotonic()
         self._cost = self._last - started
+
+    def _at_once_applies(self, finding: Finding) -> bool:
+        # Only an error cannot un-happen: a gradient that overflowed once while the loss stayed finite may
+        # be an AMP step the scaler skips, which the next judgement tells apart.
+        return finding.code in self._at_once and finding.severity is Severity.ERROR
 
     def _announce(self, finding: Finding, step: int) -> None:
         self.first_seen[finding.code] = step

@@ -29,6 +29,7 @@ STATS = (
     "act_std",
     "act_rms",
     "act_batch_std",
+    "act_dir_spread",
     "act_zero_frac",
     "act_dead_frac",
     "act_neg_frac",
@@ -58,6 +59,7 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     nan = torch.full((), math.nan, device=x.device)
     std = x.std(correction=0) if x.numel() > 1 else nan
     batch_std = x.reshape(x.shape[0], -1).std(dim=0, correction=0).mean() if x.dim() >= 2 and x.shape[0] > 1 else nan
+    dir_spread = _direction_spread(x) if x.dim() >= 2 and x.shape[0] > 1 else nan
     zero_frac = dead_frac = neg_frac = sat_frac = unit_samples = nan
     if kind in ("relu", "affine") and x.dim() >= 2:
         dims = _unit_dims(x)
@@ -80,6 +82,7 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
             std,
             rms,
             batch_std,
+            dir_spread,
             zero_frac,
             dead_frac,
             neg_frac,
@@ -88,6 +91,19 @@ def activation_stats(tensor: torch.Tensor, kind: str) -> torch.Tensor:
             unit_samples,
         ]
     )
+
+
+def _direction_spread(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(d) x the mean over features of the std across the batch of the L2-normalised outputs.
+
+    SimSiam (Chen & He 2021, section 4.1) monitors this std to see collapse: about 1/sqrt(d) for
+    outputs spread over the sphere, 0 when every output points the same way. Scaled by sqrt(d) it
+    reads about 1 for spread outputs whatever the width, and it ignores the outputs' norms, so a
+    collapse hidden by a growing or varying norm still shows.
+    """
+    flat = x.reshape(x.shape[0], -1)
+    unit = flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True).clamp_min(1e-12)
+    return unit.std(dim=0, correction=0).mean() * math.sqrt(flat.shape[1])
 
 
 def module_kind(module: nn.Module) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,7 @@ class DeadReLUs(Rule):
     """
 
     code = "ACT001"
+    live = True
     name = "dead-relu-units"
     title = "Many ReLU units never fire"
     category = Category.ACTIVATIONS
@@ -217,6 +219,14 @@ class RepresentationCollapse(Rule):
     ``constant_output`` from the start. Reports the first collapsed module in
     model order.
 
+    The spread above misses a collapse of direction when the norms of the
+    outputs grow or differ (``c(x) * v``: every output points along ``v``).
+    So the model output is also judged by ``act_dir_spread``, the spread of
+    the L2-normalised output as SimSiam monitors it (Chen & He 2021): it
+    collapses when its median over the last third of the samples is below
+    ``min_dir_spread`` and fell more than ``min_dir_drop`` times from its
+    first sample (at initialisation: this collapse can take a few updates).
+
     ## What to do
     Check the weight decay per parameter group (and that it is not applied to
     a whole layer at 1000x the intended value); check normalisation axes and
@@ -251,6 +261,20 @@ class RepresentationCollapse(Rule):
             "output spread below which the output is one constant from the start",
             source="four significant digits identical for every input; healthy classifiers sit at 0.3-1.0",
         ),
+        Threshold(
+            "min_dir_spread",
+            0.2,
+            "spread of the L2-normalised output (x sqrt(features)) below which its directions collapsed",
+            source="SimSiam (Chen & He 2021, fig. 2): ~1 (1/sqrt(d) unscaled) with the stop-gradient, "
+            "-> 0 without; measured on the recorded pair: 0.42 with it, 0.09 without (ACT003/good, "
+            "bad_direction)",
+        ),
+        Threshold(
+            "min_dir_drop",
+            4.0,
+            "how many times the direction spread must have fallen from its start",
+            source="the recorded SimSiam falls 2.0x with the stop-gradient (settling in), 9.2x without it",
+        ),
         Threshold("min_samples", 3, "fewest activation samples", source="a start and a later third"),
     )
 
@@ -262,21 +286,28 @@ class RepresentationCollapse(Rule):
         late = table.iloc[-max(1, len(table) // 3) :].median()
         collapsed = [m for m in table.columns if late[m] < t["min_spread"] and late[m] * t["min_drop"] < early[m]]
         constant = late.get(schema.OUTPUT_MODULE, np.nan) < t["constant_output"]
-        if constant and schema.OUTPUT_MODULE not in collapsed:
+        direction = _direction_collapse(run, t)
+        if (constant or direction) and schema.OUTPUT_MODULE not in collapsed:
             collapsed.append(schema.OUTPUT_MODULE)
         if not collapsed:
             return
         first = collapsed[0]
-        onset = _collapse_onset(table[first], early[first], t["min_spread"])
+        if direction and first == schema.OUTPUT_MODULE and not constant:
+            onset = _collapse_onset(direction.values, direction.early, t["min_dir_spread"])
+            message = direction.message
+        else:
+            onset = _collapse_onset(table[first], early[first], t["min_spread"])
+            message = _collapse_message(run, first, early[first], late, collapsed)
         yield self.finding(
             run,
             module=first,
             onset=onset,
-            message=_collapse_message(run, first, early[first], late, collapsed),
+            message=message,
             evidence={
                 "collapsed": collapsed,
                 "early_spread": early[collapsed].to_dict(),
                 "late_spread": late[collapsed].to_dict(),
+                **({"direction_spread": [direction.early, direction.late]} if direction else {}),
             },
             causes=[
                 "weight decay far too strong on a layer",
@@ -290,6 +321,41 @@ class RepresentationCollapse(Rule):
                 "for self-supervised learning add the method's variance / stop-gradient term",
             ],
         )
+
+
+@dataclass(frozen=True)
+class DirectionCollapse:
+    """The model output's direction spread (``act_dir_spread``) over the sampled steps, early and late."""
+
+    values: pd.Series
+    early: float
+    late: float
+    norm_growth: float  # output RMS late / early: a growing norm is what hides this collapse
+
+    @property
+    def message(self) -> str:
+        grew = f"; its norm grew {self.norm_growth:.2g}x" if self.norm_growth > 1.5 else ""
+        return (
+            f"the model outputs turn the same way for every input: the spread of their directions "
+            f"(L2-normalised, SimSiam's monitor) fell from {self.early:.2g} to {self.late:.2g}{grew}"
+        )
+
+
+def _direction_collapse(run: Run, t: Mapping[str, float]) -> DirectionCollapse | None:
+    """The output's direction collapse, when its spread fell below ``min_dir_spread`` by ``min_dir_drop``x."""
+    table = layer_table(run, "act_dir_spread")
+    if schema.OUTPUT_MODULE not in table.columns:
+        return None
+    values = table[schema.OUTPUT_MODULE].dropna()
+    if len(values) < t["min_samples"]:
+        return None
+    # Collapse can be over within a few updates: the start is the first sample, at initialisation.
+    early, late = float(values.iloc[0]), float(values.iloc[-max(1, len(values) // 3) :].median())
+    if not (late < t["min_dir_spread"] and late * t["min_dir_drop"] < early):
+        return None
+    rms = layer_table(run, "act_rms").get(schema.OUTPUT_MODULE, pd.Series(dtype="float64")).dropna()
+    growth = float(rms.iloc[-max(1, len(rms) // 3) :].median() / rms.iloc[0]) if len(rms) else 1.0
+    return DirectionCollapse(values, early, late, growth)
 
 
 def _collapse_onset(values: pd.Series, early: float, min_spread: float) -> float | None:

@@ -168,6 +168,9 @@ class Rule:
     # Live findings are announced when a second judgement, later in the run, still makes them; True when
     # one is enough because the evidence cannot go away (a NaN that has happened).
     live_at_once: ClassVar[bool] = False
+    # Steps a live rule waits before a finding counts: a loss at chance level or a memory curve still
+    # rising at step 16 is a warm-up, not yet a plateau or a leak.
+    live_after: ClassVar[int] = 0
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterable[Finding]:
         raise NotImplementedError

@@ -79,6 +79,7 @@ class GradientsNotReset(Rule):
     """
 
     code = "BUG001"
+    live = True
     name = "gradients-not-reset"
     title = "Gradients are never reset: call optimizer.zero_grad() every step"
     category = Category.BUGS
@@ -168,6 +169,7 @@ class ParametersOutsideOptimizer(Rule):
     """
 
     code = "BUG002"
+    live = True
     name = "parameters-outside-optimizer"
     title = "Parameters get gradients but are not in the optimizer"
     category = Category.BUGS
@@ -288,6 +290,7 @@ class GradientExactlyZero(Rule):
     """
 
     code = "BUG004"
+    live = True
     name = "gradient-exactly-zero"
     title = "Gradient norm exactly zero: the loss does not reach the weights"
     category = Category.BUGS
@@ -351,6 +354,7 @@ class ModulesInEvalMode(Rule):
     """
 
     code = "BUG005"
+    live = True
     name = "modules-in-eval-mode"
     title = "Training in eval mode: dropout/BatchNorm are switched off, call model.train()"
     category = Category.BUGS
@@ -458,6 +462,7 @@ class OutputDoesNotFitLoss(Rule):
     """
 
     code = "BUG006"
+    live = True
     name = "output-does-not-fit-loss"
     title = "The model output does not fit the loss function"
     category = Category.BUGS
@@ -755,6 +760,7 @@ class IdenticalUnits(Rule):
     """
 
     code = "BUG010"
+    live = True
     name = "identical-units"
     title = "Units are identical: constant weight initialisation"
     category = Category.BUGS
@@ -913,6 +919,7 @@ class LearningRateCollapsed(Rule):
     """
 
     code = "BUG012"
+    live = True
     name = "lr-collapsed-early"
     title = "Learning rate collapsed early: scheduler stepped per batch with epoch-sized settings"
     category = Category.BUGS
@@ -1052,6 +1059,8 @@ class NonFiniteMadeInLoss(Rule):
     """
 
     code = "BUG014"
+    live = True
+    live_at_once = True
     name = "nonfinite-made-in-loss"
     title = "The NaN/Inf was made in the loss computation, not in the model"
     category = Category.BUGS

@@ -185,6 +185,8 @@ class ChancePlateau(Rule):
     """
 
     code = "CH001"
+    live = True
+    live_after = 100
     assumes_falling_loss = True
     name = "chance-level-plateau"
     title = "Loss stuck at chance level"

@@ -99,6 +99,8 @@ class MemoryLeak(Rule):
     """
 
     code = "MEM001"
+    live = True
+    live_after = 100
     name = "memory-leak"
     title = "Memory grows with every step"
     category = Category.RESOURCES
@@ -214,6 +216,7 @@ class NearOutOfMemory(Rule):
     """
 
     code = "MEM002"
+    live = True
     name = "out-of-memory"
     title = "Out of device memory, or close to it"
     category = Category.RESOURCES

@@ -146,6 +146,8 @@ LAYER_FIELDS = {
     "act_neg_frac": "fraction of output elements <= 0 (what a following ReLU would zero)",
     "act_sat_frac": "fraction of outputs saturated (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)",
     "act_batch_std": "mean over features of the standard deviation across the batch",
+    "act_dir_spread": "sqrt(features) x the mean over features of the standard deviation across the batch "
+    "of the L2-normalised output (SimSiam's collapse monitor: ~1 spread, 0 collapsed)",
     "act_nonfinite": "1 when the output held NaN or Inf",
     # Inputs of Linear/convolution layers (diagnose.probes.loss_inputs.LayerInputProbe).
     "in_absmax": "largest |value| of the layer input",
@@ -181,6 +183,7 @@ EV_NONFINITE_OP = "nonfinite_op"
 EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
 EV_NOTE = "note"
+EV_COMPILED = "compiled"
 # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs).
 EV_UNOPTIMIZED = "unoptimized"
 EV_EVAL_MODE = "eval_mode"
@@ -325,6 +328,11 @@ EVENTS: dict[str, Event] = {
                 "key": "the keyword it was logged under",
                 "text": "the text (at most 500 characters)",
             },
+        ),
+        Event(
+            EV_COMPILED,
+            "the watched model ran under torch.compile, whose graph hooks cannot see into (written once)",
+            {"detail": "what is not recorded because of it"},
         ),
         Event(
             EV_UNOPTIMIZED,
