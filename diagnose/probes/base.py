@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -48,6 +49,10 @@ class Hook:
     (``object.__init__`` bound to None takes any arguments and returns None),
     so the copy is not watched and a saved model loads where diagnose is not
     installed.
+
+    Inside a ``torch.compile`` graph a hook does nothing: traced, it would break the graph (or fail
+    ``fullgraph=True``) and force recompilations, changing how the user's model runs. It leaves a
+    mark instead (`ran_compiled`), so the watch knows what it could not see.
     """
 
     __slots__ = ("call",)
@@ -56,10 +61,33 @@ class Hook:
         self.call = call
 
     def __call__(self, *args: Any) -> Any:
+        if torch.compiler.is_compiling():
+            _mark_compiled()  # replayed by the compiled graph each time it runs
+            return None
         return self.call(*args)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return functools.partial, (object.__init__, None)
+
+
+# Set (never read) inside compiled graphs: reading it there would make the compiler guard on its value.
+_compiled_mark = False
+
+
+def _mark_compiled() -> None:
+    global _compiled_mark
+    _compiled_mark = True
+
+
+def ran_compiled() -> bool:
+    """Whether a hook of diagnose sat inside a running ``torch.compile`` graph (and so did nothing)
+    since the watch last finished a step (`clear_compiled_mark`)."""
+    return _compiled_mark
+
+
+def clear_compiled_mark() -> None:
+    global _compiled_mark
+    _compiled_mark = False
 
 
 class Probe:
@@ -132,6 +160,10 @@ def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
     return ordered
 
 
+# Exact types that are never a DTensor: a failing hasattr on a tensor costs microseconds.
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
 def local_part(tensor: Any) -> Any:
     """The part of ``tensor`` this process holds, without communicating: a DTensor's local shard
     (``fully_shard``, tensor parallelism), otherwise the tensor itself."""
@@ -139,6 +171,8 @@ def local_part(tensor: Any) -> Any:
 
 
 def is_distributed_tensor(tensor: Any) -> bool:
+    if type(tensor) in _PLAIN_TENSORS:  # the common case, asked for every gradient at every step
+        return False
     return hasattr(tensor, "to_local") and hasattr(tensor, "placements")
 
 
@@ -158,8 +192,6 @@ def is_sharded(tensor: Any) -> bool:
 
 def first_float_tensor(output: Any) -> Any:
     """The first floating-point tensor in a module output (tensor, tuple, list, dict or dataclass)."""
-    import torch
-
     if isinstance(output, torch.Tensor):
         return output if output.is_floating_point() else None
     if isinstance(output, (tuple, list)):

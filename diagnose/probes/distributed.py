@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from diagnose.errors import ConfigError
-from diagnose.probes.base import Probe, is_sharded, local_part
+from diagnose.probes.base import Hook, Probe, is_sharded, local_part
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -276,9 +276,9 @@ class RankGather:
         self.device = _payload_device()
         self._steps = 0
         self._done = 0
-        self._handles = [
-            watch.optimizer.register_step_post_hook(self._count),
-            watch.model.register_forward_pre_hook(self._maybe_exchange),
+        self._handles = [  # Hook: pickles as a no-op, and stays out of torch.compile graphs on every rank alike
+            watch.optimizer.register_step_post_hook(Hook(self._count)),
+            watch.model.register_forward_pre_hook(Hook(self._maybe_exchange)),
         ]
 
     def remove(self) -> None:

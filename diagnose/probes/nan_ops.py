@@ -17,7 +17,8 @@ operation.
 
 It cannot see operations that save nothing for backward (add, sum, mean,
 mul by a constant), operations run under ``no_grad``, custom autograd
-Functions, or values that were already non-finite when they entered the
+Functions, the operations inside a ``torch.compile`` graph (one node holds
+them all; it says so), or values that were already non-finite when they entered the
 graph (a NaN in the batch, weights poisoned by an earlier update): then it
 says that no operation in the graph made the value.
 """
@@ -158,11 +159,15 @@ def inputs_first(root: Any) -> Iterator[Any]:
 
 def first_nonfinite_operation(loss: torch.Tensor) -> dict[str, Any]:
     """The earliest operation in ``loss``'s graph that made a non-finite value, as event fields."""
+    compiled = False
     for node in inputs_first(loss.grad_fn):
+        compiled = compiled or node.name().startswith("CompiledFunction")
         why = _WHY_NONFINITE.get(node.name(), _half_overflow)
         found = why(node)
         if found is not None:
             return {"node": node.name(), **found}
+    if compiled:  # torch.compile (AOTAutograd) puts a whole graph into one node that shows none of its operations
+        return {"op": None, "problem": "made inside a torch.compile graph, whose operations autograd cannot see"}
     return {
         "op": None,
         "problem": "no operation in the graph made it: it was already in an input "

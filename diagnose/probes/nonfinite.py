@@ -23,18 +23,23 @@ in forward order, that owns parameters, which is where the module is named.
 Modules that cannot turn finite inputs into non-finite outputs or gradients
 (ReLU, dropout, pooling, ...) and plain containers are not hooked: they would
 only repeat what their neighbours report.
+
+Under ``torch.compile`` the hooks of the modules inside the compiled graph do
+not run (see `Hook`), so no module inside it can be named: a NaN/Inf is then
+attributed to the compiled model, from its output when the watched module's
+own hooks run outside the graph (``watch(torch.compile(model))``), never to
+the loss computation unless that output was finite.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from diagnose.probes.base import Probe, first_float_tensor
+from diagnose.probes.base import Hook, Probe, first_float_tensor, ran_compiled
 from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
@@ -89,6 +94,36 @@ def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(t, dtype=wide) for t in tensors]
 
 
+class _OutputHook(Hook):
+    """The forward hook on each module: keeps the output for `NonFiniteProbe.finish` and nothing
+    else. It runs on every module at every step, so it is one method, not a guarded closure over a
+    partial (a model of hundreds of small modules pays for every layer of Python here); a failure
+    goes through `ProbeHost.guard` only then, and switches the probe off. Under torch.compile it does
+    nothing, as every `Hook`."""
+
+    __slots__ = ("index", "probe", "report")
+
+    def __init__(self, probe: NonFiniteProbe, index: int) -> None:
+        super().__init__(self._collect)
+        self.probe, self.index = probe, index
+        self.report = probe.host.guard(probe, _raise)
+
+    def _collect(self, module: nn.Module, args: Any, output: Any) -> None:
+        probe = self.probe
+        if not (probe.active and probe.host.training_pass):
+            return
+        try:
+            tensor = output if type(output) is torch.Tensor else first_float_tensor(output)
+            if tensor is not None and tensor.is_floating_point():
+                probe._forward.append((self.index, tensor.detach()))  # the graph is not ours to keep
+        except Exception as exc:  # noqa: BLE001 - a probe never breaks training
+            self.report(exc)
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
 class NonFiniteProbe(Probe):
     """Reports the onset of non-finite values; with ``per_module`` also the module of origin."""
 
@@ -104,6 +139,7 @@ class NonFiniteProbe(Probe):
         self._types: list[str] = []
         self._forward: list[tuple[int, torch.Tensor]] = []  # (module, its output), normed in finish
         self._in_episode = False
+        self._outputs: list[torch.Tensor] = []  # the model's outputs, kept when its modules ran compiled
 
     def attach(self, host: Any) -> None:
         super().attach(host)
@@ -115,21 +151,23 @@ class NonFiniteProbe(Probe):
             index = len(self._names)
             self._names.append(name)
             self._types.append(type(module).__name__)
-            self.keep(module.register_forward_hook(host.guard(self, partial(self._on_output, index))))
+            self.keep(module.register_forward_hook(_OutputHook(self, index)))
 
-    def _on_output(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
-        if not self.host.training_pass:
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        if not ran_compiled():
             return
         tensor = first_float_tensor(output)
-        if tensor is None:
-            return
-        self._forward.append((index, tensor.detach()))
+        if tensor is not None:
+            self._outputs.append(tensor.detach())
 
     def finish(self, record: StepRecord) -> None:
         if self._forward:
             record.private["nf_forward_index"] = [i for i, _ in self._forward]
             record.private["nf_forward"] = torch.stack(_norms([t for _, t in self._forward]))
+        if ran_compiled():
+            record.private["nf_compiled"] = torch.stack(_norms(self._outputs)) if self._outputs else []
         self._forward = []
+        self._outputs = []
 
     def resolve(self, record: StepRecord) -> None:
         events = self._origins(record)
@@ -150,6 +188,8 @@ class NonFiniteProbe(Probe):
         if backward is not None and forward is None:  # a NaN forward poisons backward too: not a second origin
             events.append(backward)
         loss = record.fields.get("loss")
+        if not events and loss is not None and not math.isfinite(loss) and "nf_compiled" in record.private:
+            events += self._compiled_origin(record)
         if not events and loss is not None and not math.isfinite(loss):
             events.append(
                 {
@@ -164,6 +204,25 @@ class NonFiniteProbe(Probe):
                 {"where": schema.WHERE_GRAD_NORM, "value": grad_norm, "detail": "a parameter gradient held NaN/Inf"}
             )
         return events
+
+    def _compiled_origin(self, record: StepRecord) -> list[dict[str, Any]]:
+        """The non-finite loss of a step whose model ran under torch.compile: the compiled model made it,
+        unless its output (when the watch saw it) was finite."""
+        outputs = record.private["nf_compiled"]
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        if outputs and all(math.isfinite(norm) for norm in outputs):
+            return []  # the output was finite: the loss computation made it
+        seen = "the output of the compiled model held NaN/Inf" if outputs else "the loss was NaN/Inf"
+        compiled = getattr(self.host.model, "_orig_mod", self.host.model)
+        return [
+            {
+                "where": schema.WHERE_FORWARD,
+                "module": schema.MODEL_MODULE,
+                "type": type(compiled).__name__,
+                "detail": f"{seen}; the model ran under torch.compile, whose modules cannot be hooked, "
+                "so which of them made it is unknown",
+            }
+        ]
 
     def _first_bad(self, record: StepRecord, key: str) -> int | None:
         """Position (in call order) of the first non-finite norm, or None."""

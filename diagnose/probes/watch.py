@@ -30,7 +30,7 @@ from diagnose.live.policy import TrainingStopped
 from diagnose.live.status import status_board
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
-from diagnose.probes.base import Hook, Probe, dependency_order
+from diagnose.probes.base import Hook, Probe, clear_compiled_mark, dependency_order, ran_compiled
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
@@ -67,6 +67,10 @@ _CALLBACKS = (
 _MAX_PENDING = 500
 # Longest text kept from a non-numeric value given to `Watch.log`.
 _MAX_NOTE = 500
+_COMPILED = (
+    "the model runs under torch.compile: hooks cannot see inside a compiled graph, so activations, "
+    "layer inputs and the module that made a NaN/Inf are not recorded for the modules in it"
+)
 
 
 class Watch:
@@ -115,6 +119,7 @@ class Watch:
         self._probes: list[Probe] = []
         self._implementers: dict[str, tuple[Probe, ...]] = {}
         self._warned_keys: set[str] = set()
+        self._compiled_noted = False
         self._writer = self._open(flush_seconds)
         if self._writer is None:
             return
@@ -364,6 +369,11 @@ class Watch:
     def _finish_step(self) -> None:
         record = self._record
         self._each("finish", record)
+        if ran_compiled():  # probes read the mark in finish(); the next step starts unmarked
+            clear_compiled_mark()
+            if not self._compiled_noted:
+                self._compiled_noted = True
+                record.event(schema.EV_COMPILED, detail=_COMPILED)
         self._pending.append(record)
         self._record = StepRecord(record.step + 1)
         self._step_done = False

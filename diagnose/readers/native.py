@@ -211,6 +211,9 @@ def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -
 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
+    if raw.empty:  # a file our writer wrote has none: no naming to do
+        nothing = pd.DataFrame({"step": pd.Series(dtype="float64"), "_pos": pd.Series(dtype="int64")})
+        return nothing, nothing.copy()
     frame = frames.name_table(raw.drop(columns="_pos"), path, mapping=mapping, meta={})
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]
@@ -290,9 +293,20 @@ def _build_run(
         layers=chosen["layers"],
         events=events.reset_index(drop=True),
         nan_steps=nan_steps,
-        warnings=warnings.summary() + local.summary() + frames.repeated_warning(repeated),
+        warnings=warnings.summary() + local.summary() + frames.repeated_warning(repeated) + _compiled_warning(events),
         rank=meta.get("rank"),
     )
+
+
+def _compiled_warning(events: pd.DataFrame) -> list[str]:
+    """The report line of a run whose model ran under torch.compile: what the probes could not see."""
+    compiled = events.loc[events["event"] == schema.EV_COMPILED, "step"]
+    if compiled.empty:
+        return []
+    return [
+        f"activations unavailable under torch.compile (from step {compiled.min():g}): the probes cannot hook "
+        "the modules inside a compiled graph; a NaN/Inf there is attributed to the compiled model"
+    ]
 
 
 def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.DataFrame:

@@ -183,6 +183,7 @@ EV_NONFINITE_OP = "nonfinite_op"
 EV_FINDING = "finding"
 EV_PREFLIGHT = "preflight"
 EV_NOTE = "note"
+EV_COMPILED = "compiled"
 # Bug signatures (diagnose.probes.signatures, diagnose.probes.loss_inputs).
 EV_UNOPTIMIZED = "unoptimized"
 EV_EVAL_MODE = "eval_mode"
@@ -327,6 +328,11 @@ EVENTS: dict[str, Event] = {
                 "key": "the keyword it was logged under",
                 "text": "the text (at most 500 characters)",
             },
+        ),
+        Event(
+            EV_COMPILED,
+            "the watched model ran under torch.compile, whose graph hooks cannot see into (written once)",
+            {"detail": "what is not recorded because of it"},
         ),
         Event(
             EV_UNOPTIMIZED,
