@@ -87,7 +87,7 @@ def test_without_stop_on_the_alert_is_one_line_and_training_goes_on(
     assert stopped is None and done == 60
     alerts = [r.getMessage() for r in caplog.records if r.name == "diagnose" and "NF001" in r.getMessage()]
     assert len(alerts) == 1 and "\n" not in alerts[0]
-    assert f"at step {NAN_STEP} in out" in alerts[0] and "first fix:" in alerts[0]
+    assert f"at step {NAN_STEP} in model.out (Linear)" in alerts[0] and "first fix:" in alerts[0]
     assert [f.code for f in seen] == ["NF001"]
 
 
