@@ -108,9 +108,11 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
 
 
 class StepGradientProbe(Probe):
-    """On sampled steps: ``grad_at_step``, the L2 norm of the gradients the optimizer's
+    """On sampled steps: ``grad_at_step``, the L2 norm of the gradients the model's
     parameters hold when ``optimizer.step()`` begins (after any clipping; 0 when they hold
-    none); ``backward_passes``, the backward passes through the model output since the
+    none: the same parameters as ``grad_norm``, so an optimizer over part of the model, or
+    over another model's parameters, compares like with like); ``backward_passes``, the
+    backward passes through the model output since the
     last step, written only when there were several (gradient accumulation); and
     ``backward_missed_model``, 1 when ``backward()`` was called but none of its passes
     reached the model output (the loss is not connected to the model's graph).
@@ -132,8 +134,7 @@ class StepGradientProbe(Probe):
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        optimized = {id(p) for group in host.optimizer.param_groups for p in group["params"]}
-        self._params = [p for _, p in host.params if id(p) in optimized]
+        self._params = [p for _, p in host.params]
         self.keep(backward_tap.add(host.guard(self, self._on_backward_call)))
 
     def _on_backward_call(self, tensor: torch.Tensor) -> None:

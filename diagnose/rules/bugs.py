@@ -176,7 +176,7 @@ class ParametersOutsideOptimizer(Rule):
     severity = Severity.ERROR
     requires = ("events",)
     priority = 3
-    explains = (*_STALL, "GRD001", "GRD004", "BUG001", "BUG003", "LR001", "SPK001")
+    explains = (*_STALL, "GRD001", "GRD004", "BUG001", "BUG003", "BUG016", "BUG017", "LR001", "SPK001")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         for event in events_of(run, schema.EV_UNOPTIMIZED)[:1]:
@@ -1744,7 +1744,8 @@ class LabelsCarryNoInformation(Rule):
     mixed (entropy at least half of ``ln(K)``), the median update ratio of
     every layer is at least ``min_update`` (the weights move), and the
     lowest of 20 bin medians of the loss stays above ``(1 - tolerance)``
-    times the median batch label entropy. Other bug rules that stall
+    times the median batch label entropy, and the loss stays finite (a run
+    that diverged is above it for another reason). Other bug rules that stall
     training (frozen updates, cut graphs, identical units) explain it when
     they fire too.
 
@@ -1785,8 +1786,8 @@ class LabelsCarryNoInformation(Rule):
             return
         entropy = float(_sampled(run, "label_entropy").median())
         found = sig.loss_at_label_entropy(run.series("loss").to_numpy(), entropy, run.num_classes, t["tolerance"])
-        if found is None:
-            return
+        if found is None or not np.isfinite(run.series("loss", keep_nan=True)).all():
+            return  # a loss that blew up is above the entropy for another reason
         yield self.finding(
             run,
             message=(

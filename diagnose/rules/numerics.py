@@ -267,7 +267,8 @@ def _explain(origin: dict[str, str] | None, rising: bool, amp: bool) -> tuple[li
 
 
 # Columns that say where a row sits, or that NF001 judges: not re-reported here.
-_NOT_METRICS = frozenset({"step", "epoch", "loss", "grad_norm"})
+# grad_at_step, grad_carried, loss_backward_scale: gradient norms and weights the probes read (NF001 judges gradients)
+_NOT_METRICS = frozenset({"step", "epoch", "loss", "grad_norm", "grad_at_step", "grad_carried", "loss_backward_scale"})
 # Cross-rank statistics the gather mode writes (a rank missing at a step reads as NaN): the DST rules judge them.
 _CROSS_RANK_PREFIX = "ranks_"
 
