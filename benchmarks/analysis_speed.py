@@ -12,6 +12,9 @@ rounds, times two whole processes started the same way:
 
 The ratio of each round is report / parse; the median of the rounds is the
 figure (the machine may be shared: each round compares two neighbouring runs).
+The CPU seconds of each process (user + system, all its threads) are printed
+beside the wall time: on a loaded machine they say what each one costs, where
+the wall time mostly says how long it waited (the load average is printed too).
 
     python benchmarks/analysis_speed.py [--steps 1000000] [--layers 0] [--rounds 3]
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,10 +84,18 @@ def write_run(path: Path, steps: int, layers: int, layer_every: int) -> None:
                 fh.write(f'{{"kind":"eval","step":{step},"val_loss":{loss + 0.05:.6g}}}\n')
 
 
-def seconds_of(command: list[str]) -> float:
+def seconds_of(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system of the process and its threads) of ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def main() -> None:
@@ -116,18 +129,21 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             parses.append(seconds_of(parse_cmd))
             reports.append(seconds_of(report_cmd))
+            (parse_wall, parse_cpu), (report_wall, report_cpu) = parses[-1], reports[-1]
             print(
-                f"  round {round_}: parse {parses[-1]:6.2f} s  report {reports[-1]:6.2f} s  "
-                f"ratio {reports[-1] / parses[-1]:.2f}",
+                f"  round {round_}: parse {parse_wall:6.2f} s ({parse_cpu:5.2f} s CPU)  "
+                f"report {report_wall:6.2f} s ({report_cpu:5.2f} s CPU)  ratio {report_wall / parse_wall:.2f} "
+                f"(CPU {report_cpu / parse_cpu:.2f})  load average {load_average()}",
                 flush=True,
             )
-    ratios = [r / p for r, p in zip(reports, parses, strict=True)]
-    ratio = statistics.median(ratios)
-    print(
-        f"parse (median) {statistics.median(parses):.2f} s, report (median) {statistics.median(reports):.2f} s; "
-        f"report / parse: median {ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}; target <= {TARGET}) "
-        f"{'OK' if ratio <= TARGET else 'OVER'}"
-    )
+    for what, index in (("wall", 0), ("CPU", 1)):
+        ratios = [r[index] / p[index] for r, p in zip(reports, parses, strict=True)]
+        ratio = statistics.median(ratios)
+        print(
+            f"{what}: parse (median) {statistics.median(p[index] for p in parses):.2f} s, report (median) "
+            f"{statistics.median(r[index] for r in reports):.2f} s; report / parse: median {ratio:.2f}x "
+            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}; target <= {TARGET}) {'OK' if ratio <= TARGET else 'OVER'}"
+        )
 
 
 if __name__ == "__main__":

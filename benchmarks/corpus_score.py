@@ -45,14 +45,14 @@ from diagnose.report import summary  # noqa: E402
 # not scored for recall. Rules added later join the lists of the labels they find.
 FOUND_BY: dict[str, tuple[str, ...]] = {
     "overfitting": ("OVF001", "OVF002"),
-    "eval_rising": ("OVF001", "OVF002"),
+    "eval_rising": ("OVF001", "OVF002", "OVF004"),
     "generalization_gap": ("OVF001", "OVF002"),
     "unstable_val": ("OVF001", "OVF003", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "LR003", "CH001"),
     "slow_start": ("PLT001", "CH001", "INIT001"),
-    "spikes": ("SPK001", "LR002"),
+    "spikes": ("SPK001", "LR002", "OVF003"),  # OVF003: a spike of the validation loss
     "nan": ("NF001", "NF002", "NF003"),
     "nonfinite_grad_norm": ("NF001",),
     "diverging": ("LR001", "LR002", "GRD001", "NF001", "NF003"),

@@ -3,9 +3,11 @@
 Writes ``--runs`` run files of ``--steps`` steps each (loss, learning rate and
 gradient norm every step, an evaluation every 50 steps; a few runs diverge or
 overfit so that there is something to find) into a temporary folder, then runs
-each command as its own process, as a user would, and reports its wall time and
-the peak memory of the process with its workers (summed resident set sizes,
-sampled every 50 ms).
+each command as its own process, as a user would, and reports its wall time,
+the CPU seconds of the process and its workers (user + system: on a shared
+machine the wall time mostly says how long it waited; the load average is
+printed with each), and the peak memory of the process with its workers
+(summed resident set sizes, sampled every 50 ms).
 
     python benchmarks/many_runs.py [--runs 1000] [--steps 500]
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -64,8 +68,9 @@ def write_runs(folder: Path, runs: int, steps: int) -> None:
         (folder / f"run-{index:04d}.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def measure(command: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak MiB of the process and its children, exit code."""
+def measure(command: list[str]) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds and peak MiB of the process and its children, exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
@@ -76,7 +81,11 @@ def measure(command: list[str]) -> tuple[float, float, int]:
         except psutil.Error:
             pass
         time.sleep(0.05)
-    return time.perf_counter() - start, peak / 2**20, process.returncode
+    wall = time.perf_counter() - start
+    process.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers are reaped by the command itself
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak / 2**20, process.returncode
 
 
 def main() -> None:
@@ -97,12 +106,13 @@ def main() -> None:
         }
         print(f"{args.runs} runs of {args.steps} steps")
         for name, command in commands.items():
-            seconds, mib, code = measure(command)
+            seconds, cpu, mib, code = measure(command)
             limit_s, limit_mib = TARGETS[name]
             ok = seconds <= limit_s and (limit_mib is None or mib <= limit_mib)
             memory = f"{mib:7.0f} MiB" + (f" (<= {limit_mib:.0f})" if limit_mib else "")
             print(
-                f"  {name:<7} {seconds:7.2f} s (<= {limit_s:.0f}) {memory}  exit {code}  {'OK' if ok else 'OVER'}",
+                f"  {name:<7} {seconds:7.2f} s (<= {limit_s:.0f}; {cpu:6.1f} s CPU) {memory}  exit {code}  "
+                f"{'OK' if ok else 'OVER'}  load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
                 flush=True,
             )
 

@@ -11,6 +11,7 @@ Prints the time of each check and the total against the default budget.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -61,9 +62,13 @@ def main() -> None:
         )
         total = time.perf_counter() - start
     for _, event in analysis.run.events.iterrows():
-        print(f"  {event['check']:<14} {event.get('seconds', float('nan')):6.2f} s")
+        if isinstance(event.get("experiment"), str):  # the checks' records; other events have none
+            print(f"  {event['experiment']:<14} {event.get('seconds', float('nan')):6.2f} s")
     print(time_spent(analysis.run))
-    print(f"whole preflight call: {total:.2f} s (budget {args.budget:g} s) {'OK' if total <= args.budget else 'OVER'}")
+    print(
+        f"whole preflight call: {total:.2f} s (budget {args.budget:g} s) {'OK' if total <= args.budget else 'OVER'}; "
+        f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
 
 
 if __name__ == "__main__":

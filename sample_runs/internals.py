@@ -43,6 +43,7 @@ class Scenario:
     about: str = ""
     file: str | None = None  # under examples/: <CODE>/bad.jsonl or healthy/<name>.jsonl unless given
     primary: str | None = None  # the finding that rightly comes first overall, when not ``expect``
+    good_of: str | None = None  # the rule this run is a near miss of
 
 
 def task(n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

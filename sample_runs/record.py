@@ -1,12 +1,16 @@
 """The one recorder of the example runs: tiny real models trained on CPU on generated data, probes attached.
 
 Every rule's examples live in ``examples/<CODE>/``: ``bad*.jsonl``, runs the
-rule must flag, and ``good*.jsonl``, near misses it must leave alone; every
-run in ``examples/healthy/`` is a good example of every rule. Each scenario is
+rule must flag, and ``good*.jsonl``, near misses it must leave alone (a
+multi-process run is a folder of rank files, ``bad/`` or ``good/``); every run
+in ``examples/healthy/`` is a good example of every rule. Each scenario is
 one function registered with ``@scenario(expect=CODE)`` (None for a healthy
-run): it trains and writes its run file. The scenarios of the probe-data rules
-(gradients, activations, memory, AMP) are declared in ``internals.py`` and
-registered here, so that one command records them all::
+run, ``good_of=CODE`` for a near miss): it trains and writes its run file.
+Declared beside this file and registered here, so that one command records
+them all: the probe-data rules' scenarios (``internals.py``), the preflight
+ones (``preflight_examples.py``), the multi-process ones
+(``rank_examples.py``), and the bug rules' pairs, each the bug script of
+``bugs/`` whose mistake the rule names (bad) and its ``--fixed`` twin (good)::
 
     python sample_runs/record.py                 # record every scenario into sample_runs/examples/
     python sample_runs/record.py spikes nan_log  # only these
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,8 +38,11 @@ from torch.nn import functional as F
 import diagnose
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import internals  # noqa: E402 - the probe-data scenarios, beside this file
+sys.path[:0] = [str(HERE), str(HERE / "bugs")]
+import _common as bug_scripts  # noqa: E402 - the bug scripts' module, imported as they import it
+import internals  # noqa: E402 - the scenarios declared beside this file
+import preflight_examples  # noqa: E402
+import rank_examples  # noqa: E402
 
 EXAMPLES = HERE / "examples"
 STEPS = 300
@@ -51,6 +60,7 @@ class Scenario:
     # The finding that must come first overall, when another rule rightly outranks ``expect``
     # (a learning rate past the stability limit is the cause of the exploding gradients it makes).
     primary: str | None = None
+    good_of: str | None = None  # the rule this run is a near miss of: it must leave the run alone
 
     @property
     def first(self) -> str | None:
@@ -64,15 +74,17 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(expect: str | None, file: str | None = None) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+def scenario(
+    expect: str | None, file: str | None = None, good_of: str | None = None, primary: str | None = None
+) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
     """Register a recording function under its own name, with the finding it must produce first.
 
-    Its run goes to ``file`` (under ``examples/``), by default ``<CODE>/bad.jsonl``
-    or, for a healthy run, ``healthy/<name>.jsonl``.
+    Its run goes to ``file`` (under ``examples/``), by default ``<CODE>/bad.jsonl``,
+    ``<good_of>/good.jsonl`` for a near miss, or ``healthy/<name>.jsonl``.
     """
 
     def add(fn: Callable[[Path], None]) -> Callable[[Path], None]:
-        register(fn.__name__, expect, fn, (fn.__doc__ or "").strip(), file)
+        register(fn.__name__, expect, fn, (fn.__doc__ or "").strip(), file, primary, good_of)
         return fn
 
     return add
@@ -85,9 +97,16 @@ def register(
     about: str,
     file: str | None,
     primary: str | None = None,
+    good_of: str | None = None,
 ) -> None:
-    default = f"{expect}/bad.jsonl" if expect else f"healthy/{name.removeprefix('healthy_')}.jsonl"
-    SCENARIOS[name] = Scenario(name, expect, record, about, file or default, primary)
+    default = (
+        f"{expect}/bad.jsonl"
+        if expect
+        else f"{good_of}/good.jsonl"
+        if good_of
+        else f"healthy/{name.removeprefix('healthy_')}.jsonl"
+    )
+    SCENARIOS[name] = Scenario(name, expect, record, about, file or default, primary, good_of)
 
 
 # -- data ----------------------------------------------------------------------------
@@ -189,6 +208,7 @@ class Setup:
     seed: int = 0
     # "minimal" keeps the files small; scenarios about layers or NaN origins need "default" or "full".
     preset: str = "minimal"
+    log_accuracy: bool = False  # also log each batch's training accuracy
 
 
 def run(setup: Setup, path: Path) -> None:
@@ -210,12 +230,13 @@ def run(setup: Setup, path: Path) -> None:
             pick = torch.randint(0, len(x), (min(setup.batch, len(x)),), generator=order)
             inputs = x[pick] if setup.corrupt is None else setup.corrupt(step, x[pick])
             setup.optimizer.zero_grad()
-            loss = setup.loss_fn(setup.model(inputs), y[pick])
+            out = setup.model(inputs)
+            loss = setup.loss_fn(out, y[pick])
             loss.backward()
             setup.optimizer.step()
             if setup.scheduler is not None:
                 setup.scheduler.step()
-            w.log(loss=loss)
+            w.log(loss=loss, **({"accuracy": (out.argmax(1) == y[pick]).float().mean()} if setup.log_accuracy else {}))
             if setup.val is not None and step % EVAL_EVERY == 0:
                 w.log(**evaluate(setup, classify))
 
@@ -589,17 +610,263 @@ def simsiam_stop_gradient(path: Path) -> None:
     simsiam(path, stop_gradient=True)
 
 
-# -- the probe-data scenarios -----------------------------------------------------------------
+# -- bug rules that no script of bugs/ makes fire: the bug, and the same loop without it ---------------
 
 
-def _register_internals() -> None:
-    for name, internal in internals.SCENARIOS.items():
-        register(
-            name, internal.expect, partial(internals.record, internal), internal.about, internal.file, internal.primary
-        )
+def rounded_counts(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-number targets (counts 0..6) of a smooth function of the inputs."""
+    (x, y), (vx, vy) = smooth_regression(2048, seed)
+    return (x, (3 * y + 3).round().clamp(0, 6)), (vx, (3 * vy + 3).round().clamp(0, 6))
 
 
-_register_internals()
+def _count_regression(path: Path, rounded: bool) -> None:
+    torch.manual_seed(19)
+    model = mlp(8, 1, 64)
+    train, val = rounded_counts(19)
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(out.round() if rounded else out, y)
+
+    run(
+        Setup(model, torch.optim.Adam(model.parameters(), 3e-3), train, val, loss_fn, {"task": "regression"}, seed=19),
+        path,
+    )
+
+
+@scenario(expect="BUG004")
+def rounded_prediction_loss(path: Path) -> None:
+    """Counts regressed with the prediction rounded inside the loss (round() has a zero gradient everywhere):
+    the loss never reaches the weights."""
+    _count_regression(path, rounded=True)
+
+
+@scenario(expect=None, good_of="BUG004")
+def raw_prediction_loss(path: Path) -> None:
+    """The same count regression with the loss on the raw prediction (round only for reporting)."""
+    _count_regression(path, rounded=False)
+
+
+def _softmax_classifier(path: Path, softmax: bool) -> None:
+    """The loop of bugs/softmax_into_ce.py (10 separable blobs), under the minimal preset: the loss and
+    little else, as another tool's log holds it (no probe sees what the loss is given)."""
+    torch.manual_seed(0)
+    model = bug_scripts.mlp(16, 64, 10)
+    if softmax:
+        model.append(nn.Softmax(dim=1))
+    train, val = bug_scripts.blobs(seed=3, classes=10, dim=16, per_class=1)
+    metadata = {"task": "multiclass", "num_classes": 10, "loss_fn": "cross_entropy"}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    run(Setup(model, optimizer, train, val, F.cross_entropy, metadata, steps=320, batch=64), path)
+
+
+@scenario(expect="BUG007")
+def softmax_into_cross_entropy(path: Path) -> None:
+    """A softmax as the model's last layer, fed to cross-entropy (which applies log_softmax itself): the loss
+    flattens on log(1 + 9/e) = 1.461 for 10 classes however well the model classifies."""
+    _softmax_classifier(path, softmax=True)
+
+
+@scenario(expect=None, good_of="BUG007")
+def logits_into_cross_entropy(path: Path) -> None:
+    """The same classifier giving cross-entropy its logits: the loss passes 1.461 on its way down."""
+    _softmax_classifier(path, softmax=False)
+
+
+def class_balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor, *, guard: str) -> torch.Tensor:
+    """Cross-entropy averaged per class, then over the classes present in the batch.
+
+    ``guard="where"`` skips an absent class with torch.where: the forward is
+    finite, but the untaken branch's 0/0 still reaches the gradient as NaN.
+    ``guard="clamp"`` divides by the count clamped to 1 instead.
+    """
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    onehot = F.one_hot(y, logits.shape[1]).to(per_sample.dtype)
+    totals, counts = onehot.T @ per_sample, onehot.sum(0)
+    if guard == "where":
+        means = torch.where(counts > 0, totals / counts, torch.zeros_like(totals))
+    else:
+        means = totals / counts.clamp_min(1)
+    return means.sum() / (counts > 0).sum()
+
+
+def _balanced(path: Path, guard: str) -> None:
+    setup = classifier_setup(10, seed=21, batch=16, steps=100, preset="default")
+    setup.loss_fn = partial(class_balanced_cross_entropy, guard=guard)
+    run(setup, path)
+
+
+@scenario(expect="BUG014", primary="NF002")  # the NaN weights make every later evaluation NaN too
+def class_mean_guarded_by_where(path: Path) -> None:
+    """A class-balanced cross-entropy that skips classes absent from the batch (16 samples, 10 classes) with
+    torch.where: the loss is finite, its gradient NaN from the first batch that lacks a class."""
+    _balanced(path, guard="where")
+
+
+@scenario(expect=None, good_of="BUG014")
+def class_mean_guarded_by_clamp(path: Path) -> None:
+    """The same loss dividing by the class count clamped to 1."""
+    _balanced(path, guard="clamp")
+
+
+def _nll(path: Path, log_softmax: bool) -> None:
+    setup = classifier_setup(4, lr=3e-3, seed=20)
+    setup.loss_fn = lambda out, y: F.nll_loss(F.log_softmax(out, dim=1) if log_softmax else out, y)
+    setup.metadata["loss_fn"] = "nll"
+    run(setup, path)
+
+
+@scenario(expect="BUG015")
+def nll_on_raw_scores(path: Path) -> None:
+    """F.nll_loss on the raw logits (log_softmax forgotten): the loss is minus the true logit and runs to
+    minus infinity."""
+    _nll(path, log_softmax=False)
+
+
+@scenario(expect=None, good_of="BUG015")
+def nll_on_log_probabilities(path: Path) -> None:
+    """The same loop with log_softmax before F.nll_loss."""
+    _nll(path, log_softmax=True)
+
+
+@scenario(expect="OVF002", primary="OVF001")
+def accuracy_gap(path: Path) -> None:
+    """A wide MLP (256 units) on 2048 examples for 400 steps, training accuracy logged: it fits the training
+    set ever better while validation accuracy stops rising and slips."""
+    run(classifier_setup(4, seed=9, hidden=256, steps=400, log_accuracy=True), path)
+
+
+@scenario(expect=None, good_of="OVF002")
+def accuracy_close(path: Path) -> None:
+    """A 64-unit MLP on 16384 examples for the same 400 steps: training and validation accuracy rise together."""
+    run(classifier_setup(4, seed=9, n=16384, steps=400, log_accuracy=True), path)
+
+
+class PairwiseScores(nn.Module):
+    """Classifies a sequence from its tokens' pairwise similarities, an (L x L) matrix per sample as
+    attention computes it."""
+
+    def __init__(self, dim: int = 8, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        weights = torch.softmax(h @ h.transpose(1, 2) / math.sqrt(h.shape[-1]), dim=-1)
+        return self.head((weights @ h).mean(dim=1))
+
+
+RUNAWAY_LENGTH = 50_000  # one record's length: its batch's (L x L) scores need 32 * 50,000^2 * 4 bytes = 320 GB
+
+
+def _pairwise(path: Path, truncate: bool) -> None:
+    torch.manual_seed(22)
+    model = PairwiseScores()
+
+    def pad_to_longest(step: int, x: torch.Tensor) -> torch.Tensor:
+        """The loader pads each batch to its longest record; at step 40 one record is RUNAWAY_LENGTH long."""
+        if step != 40 or truncate:
+            return x
+        return torch.cat([x, torch.zeros(len(x), RUNAWAY_LENGTH - x.shape[1], 1)], dim=1)
+
+    setup = Setup(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), 1e-2),
+        train=sign_sequences(2048, 22),
+        val=sign_sequences(512, 1022),
+        loss_fn=F.cross_entropy,
+        metadata={"task": "binary", "num_classes": 2, "loss_fn": "cross_entropy"},
+        steps=80,
+        corrupt=pad_to_longest,
+        seed=22,
+    )
+    try:
+        run(setup, path)
+    except RuntimeError as exc:  # the training dies, as the user's would; the run file keeps what led there
+        if "can't allocate memory" not in str(exc):
+            raise
+
+
+@scenario(expect="MEM002")
+def runaway_sequence_length(path: Path) -> None:
+    """Pairwise scores over each sequence; the batch padded to one runaway record of 50,000 tokens asks the
+    CPU allocator for 320 GB at step 40, and training dies out of memory."""
+    _pairwise(path, truncate=False)
+
+
+@scenario(expect=None, good_of="MEM002")
+def truncated_sequence_length(path: Path) -> None:
+    """The same training with every record truncated to the usual 12 tokens."""
+    _pairwise(path, truncate=True)
+
+
+# -- the scenarios declared beside this file ---------------------------------------------------
+
+
+def named_after_example(write: Callable[[Path], None]) -> Callable[[Path], None]:
+    """For writers that name the run after its file (preflight, the bug scripts): write
+    ``<CODE>-bad.jsonl`` in a scratch folder, then move it to ``<CODE>/bad.jsonl``."""
+
+    def record(path: Path) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            named = Path(scratch) / f"{internals.example_name(path)}.jsonl"
+            write(named)
+            shutil.move(named, path)
+
+    return record
+
+
+def _register_declared() -> None:
+    for module, wrap in ((internals, None), (preflight_examples, named_after_example), (rank_examples, None)):
+        for name, declared in module.SCENARIOS.items():
+            write = partial(module.record, declared)
+            register(
+                name,
+                declared.expect,
+                wrap(write) if wrap else write,
+                declared.about,
+                declared.file,
+                declared.primary,
+                declared.good_of,
+            )
+
+
+_register_declared()
+
+
+# -- the bug rules: the bug script whose mistake each one names, and its fixed twin ---------------
+
+# code -> (kind of sample_runs/bugs/, the finding that rightly comes first on the buggy run when not the code)
+# BUG004, BUG007, BUG014 and BUG015 have scenarios of their own above.
+BUG_KINDS: dict[str, tuple[str, str | None]] = {
+    "BUG001": ("no_zero_grad", "NF003"),
+    "BUG002": ("partial_optimizer", None),
+    "BUG003": ("step_before_backward", None),
+    "BUG005": ("dropout_off_eval", None),
+    "BUG006": ("sigmoid_into_bce_logits", None),
+    "BUG008": ("mse_broadcast", None),
+    "BUG009": ("unnormalized_features", "ACT003"),
+    "BUG010": ("constant_init", None),
+    "BUG011": ("functional_tanh_saturation", None),
+    "BUG012": ("scheduler_per_batch", None),
+    "BUG013": ("sorted_by_label", None),
+}
+
+
+def _bug_script_run(kind: str, fixed: bool, path: Path) -> None:
+    bug_scripts.load_script(kind).run(fixed, path)
+
+
+def _register_bug_pairs() -> None:
+    for code, (kind, primary) in BUG_KINDS.items():
+        about = bug_scripts.load_script(kind).BUG["description"]
+        bad, good = partial(_bug_script_run, kind, False), partial(_bug_script_run, kind, True)
+        register(f"bug-{kind}", code, named_after_example(bad), f"bugs/{kind}.py: {about}", None, primary)
+        twin = f"bugs/{kind}.py --fixed: the same loop with the bug fixed"
+        register(f"bug-{kind}-fixed", None, named_after_example(good), twin, None, good_of=code)
+
+
+_register_bug_pairs()
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -615,10 +882,16 @@ def record(names: list[str], out: Path) -> list[Path]:
     for name in names or list(SCENARIOS):
         path = out / SCENARIOS[name].file
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)  # a run file is appended to; start each recording afresh
+        # A run file is appended to, a folder of rank files added to: start each recording afresh.
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         SCENARIOS[name].record(path)
         written.append(path)
     return written
+
+
+def size_kb(path: Path) -> int:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return math.ceil(sum(p.stat().st_size for p in files) / 1024)
 
 
 def main() -> None:
@@ -627,7 +900,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=EXAMPLES, help="folder for the examples")
     args = parser.parse_args()
     for path in record(args.names, args.out):
-        print(f"{path} ({math.ceil(path.stat().st_size / 1024)} KB)")
+        print(f"{path} ({size_kb(path)} KB)")
 
 
 if __name__ == "__main__":

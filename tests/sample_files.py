@@ -22,11 +22,21 @@ def recorder() -> ModuleType:
     return sys.modules["sample_runs_record"]
 
 
+def scenario_module(name: str) -> ModuleType:
+    """A module of scenarios beside the recorder (``preflight_examples``, ``rank_examples``), as it imports it."""
+    recorder()
+    return sys.modules[name]
+
+
 def scenario_file(name: str) -> Path:
     """The run file of the recorder's scenario ``name``."""
     return recorder().SCENARIOS[name].path
 
 
 def recorded_runs() -> list[Path]:
-    """Every run the recorder wrote: each rule's bad and good examples and the healthy runs."""
-    return sorted(p for p in EXAMPLES.rglob("*.jsonl") if p.name.startswith(("bad", "good")) or p.parent == HEALTHY)
+    """Every run the recorder wrote: each rule's bad and good examples and the healthy runs.
+
+    A run of several files (one per rank) is its folder: ``DST002/bad/``, ``healthy/ddp/``.
+    """
+    runs = [*EXAMPLES.glob("*/bad*"), *EXAMPLES.glob("*/good*"), *HEALTHY.glob("*")]
+    return sorted(p for p in runs if p.is_dir() or p.suffix == ".jsonl")

@@ -78,6 +78,7 @@ def test_tricky_lines_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         '{"kind":"event","step":1,"detail":{"a":1}}',
         '{"kind":"step","step":2,"loss":true}',
         "[1, 2]",
+        '{"kind":"event","step":2,"event":"finding","module":null}',  # a key whose only value is null
     ],
 )
 def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(

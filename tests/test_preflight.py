@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from sample_files import scenario_module
 from torch import nn
 from typer.testing import CliRunner
 
@@ -21,6 +22,9 @@ from diagnose.rules.base import Severity
 C = 10
 FEATURES = 20
 META = {"task": "classification", "num_classes": C}
+# The planted-bug models of the preflight examples: a reshape where transpose was meant, a detached branch.
+TimeSteps = scenario_module("preflight_examples").TimeSteps
+TwoBranches = scenario_module("preflight_examples").TwoBranches
 
 
 def clusters(n: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,39 +54,6 @@ def serious(analysis) -> list[str]:
     return [f.code for f in analysis.findings if f.severity.rank >= Severity.WARNING.rank]
 
 
-class Sequence(nn.Module):
-    """Reads (batch, time, features); ``mixing=True`` plants view() where transpose() was meant."""
-
-    def __init__(self, mixing: bool, time: int = 4, width: int = 8) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.mixing = mixing
-        self.step = nn.Linear(FEATURES // time, width)
-        self.head = nn.Linear(time * width, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, time, _ = x.shape
-        steps = x.reshape(time, batch, -1) if self.mixing else x.transpose(0, 1)  # time-major
-        hidden = torch.relu(self.step(steps)).transpose(0, 1).reshape(batch, -1)
-        return self.head(hidden)
-
-
-class TwoBranches(nn.Module):
-    """``detached=True`` plants a branch whose output is cut from the graph."""
-
-    def __init__(self, detached: bool) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.detached = detached
-        self.main = nn.Linear(FEATURES, 32)
-        self.side = nn.Linear(FEATURES, 32)
-        self.head = nn.Linear(32, C)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        side = self.side(x)
-        return self.head(torch.relu(self.main(x) + (side.detach() if self.detached else side)))
-
-
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
     return run_preflight(tmp_path_factory.mktemp("healthy"), mlp())
@@ -109,8 +80,8 @@ def test_the_lr_range_test_is_kept_as_a_loss_against_lr_curve(healthy):
 def test_samples_mixed_by_a_view_instead_of_a_transpose(tmp_path):
     x, y = clusters()
     batch = (x.reshape(len(x), 4, FEATURES // 4), y)
-    mixed = run_preflight(tmp_path, Sequence(mixing=True), batch, name="mixed")
-    clean = run_preflight(tmp_path, Sequence(mixing=False), batch, name="clean")
+    mixed = run_preflight(tmp_path, TimeSteps(mixing=True), batch, name="mixed")
+    clean = run_preflight(tmp_path, TimeSteps(mixing=False), batch, name="clean")
     assert "PRE007" in mixed.codes
     assert "PRE007" not in clean.codes
 

@@ -7,8 +7,10 @@ import re
 
 import numpy as np
 import pandas as pd
+from sample_files import scenario_file
 from test_report_render import analysis, finding, make_run
 
+import diagnose
 from diagnose.report.html import render_html
 from diagnose.report.plots import PANELS, figure, image_bytes, thin, wants_log
 from diagnose.rules.base import Category, Severity
@@ -85,3 +87,8 @@ class TestHtml:
         text = render_html([analysis(make_run("ok")), analysis(make_run("bad"), finding(run="bad"))], plots=False)
         rows = re.findall(r"<tr><td>([^<]*)</td>", text)
         assert rows == ["bad", "ok"] and "data:image" not in text
+
+
+def test_a_superseded_finding_shows_under_the_one_that_superseded_it():
+    page = render_html([diagnose.analyze(diagnose.load(scenario_file("chance_binary")))])
+    assert "<b>Supersedes:</b> PLT001 " in page

@@ -6,8 +6,10 @@ import json
 import math
 
 import pytest
+from sample_files import scenario_file
 from test_report_render import analysis, finding, make_run
 
+import diagnose
 from diagnose.report.json_report import render_json
 from diagnose.report.schema import JSON_SCHEMA, REPORT_SCHEMA
 from diagnose.rules.base import Severity
@@ -123,3 +125,13 @@ def test_every_field_is_documented():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "report-schema.md").read_text()
     assert [name for name in sorted(_property_names(JSON_SCHEMA)) if f"`{name}`" not in doc] == []
+
+
+def test_a_superseded_finding_is_listed_with_what_superseded_it():
+    report = json.loads(render_json([diagnose.analyze(diagnose.load(scenario_file("chance_binary")))]))
+    run = report["runs"][0]
+    assert errors(report, JSON_SCHEMA) == []
+    assert [(f["code"], f["superseded_by"]) for f in run["superseded"]] == [("PLT001", "CH001")]
+    chance = next(r for r in run["root_causes"] if r["code"] == "CH001")
+    assert chance["supersedes"].startswith("PLT001 ")
+    assert "PLT001" not in [f["code"] for f in run["findings"]]

@@ -18,43 +18,7 @@ from diagnose.rules import Severity
 from diagnose.rules.codes import all_rules
 
 # Rules that have no recorded bad example yet: each is an expected failure until one is added.
-WITHOUT_EXAMPLES = frozenset(
-    {
-        "DST001",
-        "DST002",
-        "DST003",
-        "DST004",
-        "DST005",  # multi-process runs: recorded by test_distributed today
-        "MEM002",
-        # Bug rules: their bad/good pairs are to be recorded from sample_runs/bugs/ (bad = bug, good = --fixed).
-        "BUG001",
-        "BUG002",
-        "BUG003",
-        "BUG004",
-        "BUG005",
-        "BUG006",
-        "BUG007",
-        "BUG008",
-        "BUG009",
-        "BUG010",
-        "BUG011",
-        "BUG012",
-        "BUG013",
-        "BUG014",
-        "BUG015",
-        "PRE001",
-        "PRE002",
-        "PRE003",
-        "PRE004",
-        "PRE005",
-        "PRE006",
-        "PRE007",
-        "PRE008",
-        "PRE009",
-        "PRE010",
-        "PRE011",
-    }
-)
+WITHOUT_EXAMPLES: frozenset[str] = frozenset()
 SERIOUS = (Severity.WARNING, Severity.ERROR)
 
 

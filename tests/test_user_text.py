@@ -80,3 +80,10 @@ def test_explain_shows_what_the_rule_says_on_its_bad_example():
     assert result.exit_code == 0
     assert "On the recorded run sample_runs/examples/NF001/bad.jsonl, NF001 says:" in result.stdout
     assert "non-finite" in result.stdout.split("On the recorded run", 1)[1]
+
+
+@pytest.mark.parametrize(("code", "example"), [("PRE007", "bad.jsonl"), ("DST002", "bad"), ("BUG013", "bad.jsonl")])
+def test_explain_shows_the_example_of_preflight_multi_process_and_bug_rules(code: str, example: str):
+    result = runner.invoke(app, ["explain", code], terminal_width=200)
+    assert result.exit_code == 0
+    assert f"On the recorded run sample_runs/examples/{code}/{example}, {code} says:" in result.stdout

@@ -40,7 +40,7 @@ class TrainingStopped(Exception):
 def announcement(finding: Finding, step: int | None = None) -> str:
     """The one line that announces a live finding: code, step, module, what, first fix."""
     where = f" at step {step}" if step is not None else ""
-    module = f" in {finding.module}" if finding.module else ""
+    module = f" in {finding.module_label or finding.module}" if finding.module else ""
     fix = f" -- first fix: {finding.fixes[0]}" if finding.fixes else ""
     text = f"{finding.code} {finding.severity.value}{where}{module}: {finding.message}{fix}"
     return " ".join(text.split())  # one line, whatever the message held

@@ -160,6 +160,10 @@ def dependency_order(probes: Sequence[Probe]) -> list[Probe]:
     return ordered
 
 
+# Exact types that are never a DTensor: a failing hasattr on a tensor costs microseconds.
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
 def local_part(tensor: Any) -> Any:
     """The part of ``tensor`` this process holds, without communicating: a DTensor's local shard
     (``fully_shard``, tensor parallelism), otherwise the tensor itself."""
@@ -167,6 +171,8 @@ def local_part(tensor: Any) -> Any:
 
 
 def is_distributed_tensor(tensor: Any) -> bool:
+    if type(tensor) in _PLAIN_TENSORS:  # the common case, asked for every gradient at every step
+        return False
     return hasattr(tensor, "to_local") and hasattr(tensor, "placements")
 
 

@@ -42,6 +42,12 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     device. A sparse gradient (``nn.Embedding(sparse=True)``) counts by its stored values."""
     if not tensors:
         return torch.zeros(0)
+    if all(type(t) is torch.Tensor and t.layout is torch.strided for t in tensors):  # plain dense: no conversion
+        dtype = torch.float64 if any(t.dtype is torch.float64 for t in tensors) else torch.float32
+        try:
+            return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+        except RuntimeError:  # tensors on several devices: grouped below
+            pass
     tensors = [t.coalesce().values() if t.is_sparse else local_part(t) for t in tensors]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     by_device: dict[torch.device, list[int]] = defaultdict(list)
@@ -115,9 +121,14 @@ class GradientProbe(Probe):
     def _capture(self) -> None:
         """End of backward: gradients are accumulated and not yet clipped."""
         self._callback_queued = False
-        present = [i for i, (_, p) in enumerate(self.host.params) if p.grad is not None]
-        grads = [self.host.params[i][1].grad.detach() for i in present]
-        norms = _norms(grads)
+        present, grads = [], []
+        for index, (_, param) in enumerate(self.host.params):  # one pass: hundreds of parameters, every step
+            grad = param.grad
+            if grad is not None:
+                present.append(index)
+                grads.append(grad)
+        with torch.no_grad():  # a gradient made with create_graph=True: its norm joins no graph
+            norms = _norms(grads)
         if any(is_sharded(g) for g in grads):
             self.sharded = True
             norms = norms * _shares(grads).to(norms.device, norms.dtype)

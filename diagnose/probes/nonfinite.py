@@ -34,13 +34,12 @@ the loss computation unless that output was finite.
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from diagnose.probes.base import Probe, first_float_tensor, ran_compiled
+from diagnose.probes.base import Hook, Probe, first_float_tensor, ran_compiled
 from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
@@ -95,6 +94,36 @@ def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.linalg.vector_norm(t, dtype=wide) for t in tensors]
 
 
+class _OutputHook(Hook):
+    """The forward hook on each module: keeps the output for `NonFiniteProbe.finish` and nothing
+    else. It runs on every module at every step, so it is one method, not a guarded closure over a
+    partial (a model of hundreds of small modules pays for every layer of Python here); a failure
+    goes through `ProbeHost.guard` only then, and switches the probe off. Under torch.compile it does
+    nothing, as every `Hook`."""
+
+    __slots__ = ("index", "probe", "report")
+
+    def __init__(self, probe: NonFiniteProbe, index: int) -> None:
+        super().__init__(self._collect)
+        self.probe, self.index = probe, index
+        self.report = probe.host.guard(probe, _raise)
+
+    def _collect(self, module: nn.Module, args: Any, output: Any) -> None:
+        probe = self.probe
+        if not (probe.active and probe.host.training_pass):
+            return
+        try:
+            tensor = output if type(output) is torch.Tensor else first_float_tensor(output)
+            if tensor is not None and tensor.is_floating_point():
+                probe._forward.append((self.index, tensor.detach()))  # the graph is not ours to keep
+        except Exception as exc:  # noqa: BLE001 - a probe never breaks training
+            self.report(exc)
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
 class NonFiniteProbe(Probe):
     """Reports the onset of non-finite values; with ``per_module`` also the module of origin."""
 
@@ -122,15 +151,7 @@ class NonFiniteProbe(Probe):
             index = len(self._names)
             self._names.append(name)
             self._types.append(type(module).__name__)
-            self.keep(module.register_forward_hook(host.guard(self, partial(self._on_output, index))))
-
-    def _on_output(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
-        if not self.host.training_pass:
-            return
-        tensor = first_float_tensor(output)
-        if tensor is None:
-            return
-        self._forward.append((index, tensor.detach()))
+            self.keep(module.register_forward_hook(_OutputHook(self, index)))
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         if not ran_compiled():

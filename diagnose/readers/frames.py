@@ -375,8 +375,9 @@ def usable_steps(rows: pd.DataFrame, warnings: WarningLog, what: str = "row") ->
     """Rows whose step is a finite number (as float64); the others are dropped with a warning."""
     steps = pd.to_numeric(rows["step"], errors="coerce").astype("float64")
     bad = ~np.isfinite(steps.to_numpy())
-    if bad.any():
-        warnings.add(f"no-step-{what}", f"{int(bad.sum())} {what}(s) have no usable step; ignored")
+    if not bad.any():
+        return rows if rows["step"].dtype == "float64" else rows.assign(step=steps)
+    warnings.add(f"no-step-{what}", f"{int(bad.sum())} {what}(s) have no usable step; ignored")
     return rows.loc[~bad].assign(step=steps[~bad])
 
 

@@ -211,6 +211,9 @@ def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -
 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
+    if raw.empty:  # a file our writer wrote has none: no naming to do
+        nothing = pd.DataFrame({"step": pd.Series(dtype="float64"), "_pos": pd.Series(dtype="int64")})
+        return nothing, nothing.copy()
     frame = frames.name_table(raw.drop(columns="_pos"), path, mapping=mapping, meta={})
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]

@@ -92,7 +92,10 @@ def _run_section(analysis: Analysis, plots: bool) -> str:
     parts = [f"<section>\n<h2>{escape(analysis.run.name)}</h2>", f"<p>{escape(s.run_summary_line(analysis))}</p>"]
     if plots:
         parts.append(plot_img(analysis))
-    parts += [finding_html(i, root, symptoms) for i, (root, symptoms) in enumerate(analysis.root_causes, 1)]
+    parts += [
+        finding_html(i, root, symptoms, s.supersedes_text(analysis, root, symptoms))
+        for i, (root, symptoms) in enumerate(analysis.root_causes, 1)
+    ]
     parts += _footnotes(analysis)
     return "\n".join(parts) + "\n</section>"
 
@@ -122,7 +125,7 @@ def _module_key(analysis: Analysis) -> str:
     )
 
 
-def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> str:
+def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = (), supersedes: str = "") -> str:
     sev = finding.severity.value
     place = s.where(finding)
     lines = [
@@ -139,6 +142,8 @@ def finding_html(index: int, finding: Finding, symptoms: Sequence[Finding] = ())
         lines.append(f"<p><b>Confidence:</b> {finding.confidence:.0%}</p>")
     lines += _list("Likely causes", finding.causes) + _list("What to do", finding.fixes)
     lines += _list(f"Symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms])
+    if supersedes:
+        lines.append(f'<p class="dim"><b>Supersedes:</b> {escape(supersedes)}</p>')
     return "\n".join(lines + ["</div>"])
 
 

@@ -83,9 +83,11 @@ def _run(analysis: Analysis) -> dict[str, Any]:
                 "severity": root.severity.value,
                 "confidence": root.confidence,
                 "symptoms": [f.code for f in symptoms],
+                "supersedes": s.supersedes_text(analysis, root, symptoms),
             }
             for root, symptoms in analysis.root_causes
         ],
+        "superseded": [{**encode(f.to_dict()), "superseded_by": code} for f, code in analysis.superseded],
         "not_evaluated": [{"code": code, "reason": reason} for code, reason in analysis.not_evaluated],
         "errors": [{"code": code, "reason": error} for code, error in analysis.errors],
         "warnings": list(run.warnings),

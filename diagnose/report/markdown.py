@@ -46,7 +46,7 @@ def runs_table(ordered: Sequence[Analysis]) -> list[str]:
 def _run_section(analysis: Analysis) -> list[str]:
     lines = [f"#### {escape(s.run_summary_line(analysis))}", ""]
     for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
-        lines += finding_lines(index, root, symptoms) + [""]
+        lines += finding_lines(index, root, symptoms, s.supersedes_text(analysis, root, symptoms)) + [""]
     if s.relevant_not_evaluated(analysis):
         lines += [
             f"<details><summary>Not evaluated: {escape(s.not_evaluated_short(analysis))}</summary>",
@@ -61,7 +61,7 @@ def _run_section(analysis: Analysis) -> list[str]:
     return lines + [""] if analysis.errors or analysis.run.warnings else lines
 
 
-def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> list[str]:
+def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = (), supersedes: str = "") -> list[str]:
     head = (
         f"{index}. {MARKS[finding.severity]} **{finding.severity.value}** "
         f"**{escape(finding.code)}** {escape(finding.title)}"
@@ -74,6 +74,8 @@ def finding_lines(index: int, finding: Finding, symptoms: Sequence[Finding] = ()
         lines.append(f"   - Confidence: {finding.confidence:.0%}")
     lines += _list("Likely causes", finding.causes) + _list("What to do", finding.fixes)
     lines += _list(f"Symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms])
+    if supersedes:
+        lines.append(f"   - Supersedes: {escape(supersedes)}")
     return lines
 
 

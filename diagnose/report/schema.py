@@ -70,6 +70,7 @@ _ROOT_CAUSE = _object(
         "severity": _SEVERITY,
         "confidence": {"type": "number"},
         "symptoms": _STRINGS,
+        "supersedes": {"type": "string"},  # the findings it set aside, as one line ("" when none)
     }
 )
 
@@ -111,6 +112,15 @@ _RUN = _object(
         "verdict": _VERDICT,
         "findings": {"type": "array", "items": _FINDING},
         "root_causes": {"type": "array", "items": _ROOT_CAUSE},
+        # Findings set aside because another finding of the run says the same more precisely.
+        "superseded": {
+            "type": "array",
+            "items": {
+                **_FINDING,
+                "required": [*_FINDING["required"], "superseded_by"],
+                "properties": {**_FINDING["properties"], "superseded_by": {"type": "string"}},
+            },
+        },
         "not_evaluated": {"type": "array", "items": _RULE_NOTE},
         "errors": {"type": "array", "items": _RULE_NOTE},
         "warnings": _STRINGS,

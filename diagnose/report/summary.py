@@ -250,6 +250,19 @@ def symptom_line(finding: Finding) -> str:
     )
 
 
+def supersedes_text(analysis: Analysis, root: Finding, symptoms: Sequence[Finding] = ()) -> str:
+    """What a root cause (or one of its symptoms) set aside as redundant, so that nothing vanishes silently:
+    ``"PLT001 Loss stopped improving (warning, steps 20-300)"`` (empty when nothing was)."""
+    shown = {id(f): f for f in (root, *symptoms)}
+    by = {(f.run, f.code): f for f in shown.values()}
+    parts = []
+    for gone, code in analysis.superseded:
+        finding = by.get((gone.run, code))
+        if finding is not None:
+            parts.append(describe(gone) + ("" if finding is root else f", via {code}"))
+    return "; ".join(parts)
+
+
 def describe(finding: Finding) -> str:
     """``"LR001 Loss rises from the start (error, steps 10-80)"``."""
     place = where(finding)

@@ -77,12 +77,12 @@ def _run_section(analysis: Analysis, *, single: bool, show_skipped: bool) -> lis
     parts: list[RenderableType] = [Text("")]
     parts.append(Text(visible(s.run_summary_line(analysis)), style="bold" if not single else "dim"))
     for index, (root, symptoms) in enumerate(analysis.root_causes, 1):
-        parts.append(finding_block(index, root, symptoms))
+        parts.append(finding_block(index, root, symptoms, s.supersedes_text(analysis, root, symptoms)))
     parts.extend(_footnotes(analysis, show_skipped))
     return parts
 
 
-def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = ()) -> Group:
+def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = (), supersedes: str = "") -> Group:
     head = Text.assemble(
         f"{index}. ",
         (finding.severity.value.upper(), STYLES[finding.severity]),
@@ -104,6 +104,8 @@ def finding_block(index: int, finding: Finding, symptoms: Sequence[Finding] = ()
     lines.extend(_bullets("what to do", finding.fixes))
     if symptoms:
         lines.extend(_bullets(f"symptoms it explains ({len(symptoms)})", [s.symptom_line(f) for f in symptoms]))
+    if supersedes:
+        lines.append(_field("supersedes", supersedes))
     return Group(*lines)
 
 

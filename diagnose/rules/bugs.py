@@ -951,7 +951,7 @@ class LearningRateCollapsed(Rule):
             run,
             message=(
                 f"the learning rate fell from {found['initial_lr']:.3g} to {found['lr_at_cutoff']:.3g} "
-                f"({found['drop']:.3g}x) by step {found['cutoff_step']:g}, {t['within']:.0%} into the run, "
+                f"({found['drop']:.3g}x) by step {int(found['cutoff_step'])}, {t['within']:.0%} into the run, "
                 f"and ended at {found['final_lr']:.3g}: the scheduler is stepped per batch with settings "
                 f"counted in epochs"
             ),

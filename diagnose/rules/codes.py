@@ -103,6 +103,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.Overfitting,
     generalization.AccuracyGap,
     generalization.UnstableValidation,
+    generalization.ValidationRisesWithoutLearning,
     optimization.TrainingStalled,
     preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,

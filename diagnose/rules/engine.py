@@ -116,6 +116,7 @@ def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
         name, title, category, priority = code.lower(), str(event.get("title") or code), Category.NUMERICS, 50
     step = int(event["step"])
     fix = event.get("fix")
+    module = event.get("module") if isinstance(event.get("module"), str) else None
     return Finding(
         code=code,
         name=name,
@@ -128,7 +129,8 @@ def _unconfirmed(run: Run, code: str, event: dict) -> Finding:
         ),
         run=run.name,
         onset=step,
-        module=event.get("module") if isinstance(event.get("module"), str) else None,
+        module=module,
+        module_label=run.module_label(module),
         rank=run.rank,
         fixes=(fix,) if isinstance(fix, str) else (),
         priority=priority,
