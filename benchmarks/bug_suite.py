@@ -9,6 +9,8 @@ for the calibration part, the held-out part and both:
     symptom     the buggy run gets a finding at warning or above whose code is one of the script's symptoms
     root cause  a finding at warning or above has the script's root-cause regex in its title or message
     false alarm the healthy twin gets any finding at warning or above
+    incoherent  a report (buggy or twin) with two fixes that turn a knob opposite ways, or whose
+                first finding is not of its highest severity
     verified    the twin trains and the bug shows (the script's numeric conditions)
 
 Rules are tuned on the calibration part only; the held-out figures are the honest ones.
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT / "sample_runs" / "bugs"))
 import _common as suite  # noqa: E402 - found through the path set above
 
 import diagnose  # noqa: E402
+from diagnose.rules import fixes as fix_directions  # noqa: E402
 
 RECORD = "import sys; sys.path.insert(0, sys.argv[1]); import _common; _common.record_pair(*sys.argv[2:5])"
 PLAIN_KEYS = ("step", "loss")
@@ -96,14 +99,23 @@ def _json_number(value: float) -> float | int | str:
 
 
 def judge(bug: dict[str, Any], bad: Path, good: Path) -> dict[str, Any]:
-    bad_findings = diagnose.analyze(diagnose.load(bad)).findings
-    good_alarms = suite.alarms(diagnose.analyze(diagnose.load(good)).findings)
+    bad_analysis, good_analysis = diagnose.analyze(diagnose.load(bad)), diagnose.analyze(diagnose.load(good))
+    bad_findings = bad_analysis.findings
+    good_alarms = suite.alarms(good_analysis.findings)
     return {
         "symptom": any(f.code in bug["symptoms"] for f in suite.alarms(bad_findings)),
         "root_cause": suite.named(bug, bad_findings),
         "false_alarms": sorted({f.code for f in good_alarms}),
         "bug_codes": [f.code for f in suite.alarms(bad_findings)],
+        "incoherent": [side for side, a in (("bug", bad_analysis), ("twin", good_analysis)) if not _coherent(a)],
     }
+
+
+def _coherent(analysis: Any) -> bool:
+    """No two fixes turn a knob opposite ways, and the first finding is of the highest severity."""
+    every_fix = [fix for finding in analysis for fix in finding.fixes]
+    worst_first = not analysis.findings or analysis.worst.severity.rank == max(f.severity.rank for f in analysis)
+    return not fix_directions.contradictions(every_fix) and worst_first
 
 
 def evaluate_kind(kind: str, folder: Path, timeout: float) -> Outcome:
@@ -140,6 +152,7 @@ def totals(outcomes: list[Outcome]) -> dict[str, Any]:
                 "root_cause_live": sum(getattr(o, source)["root_cause"] for o in live),
                 "symptom_live": sum(getattr(o, source)["symptom"] for o in live),
                 "false_alarm_twins": sum(bool(getattr(o, source)["false_alarms"]) for o in chosen),
+                "incoherent_reports": sum(len(getattr(o, source)["incoherent"]) for o in chosen),
             }
         table[part] = entry
     return table
@@ -174,9 +187,11 @@ def print_report(outcomes: list[Outcome], table: dict[str, Any]) -> None:
         for source in ("probes", "plain"):
             s = entry[source]
             print(
-                f"  {source:6}: symptom {_pct(s['symptom'], n)}, root cause {_pct(s['root_cause'], n)} "
+                f"  {source:6}: symptom {_pct(s['symptom'], n)} (live kinds: {_pct(s['symptom_live'], live)}), "
+                f"root cause {_pct(s['root_cause'], n)} "
                 f"(live kinds: {_pct(s['root_cause_live'], live)}), false alarms on twins "
-                f"{_pct(s['false_alarm_twins'], n)}"
+                f"{_pct(s['false_alarm_twins'], n)}, reports with contradicting fixes or a lesser finding "
+                f"first {s['incoherent_reports']}/{2 * n}"
             )
 
 

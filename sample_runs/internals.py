@@ -178,6 +178,7 @@ SCENARIOS: dict[str, Scenario] = {
         lambda: mlp(3, 64, nn.ReLU),
         decay_first_layer(0.1, 8.0),
         expect="ACT003",
+        primary="BUG020",
         about="weight decay 8 on the first layer: every input maps to the same representation",
     ),
     "detached-branch": Scenario(

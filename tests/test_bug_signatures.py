@@ -45,10 +45,11 @@ def _train(
     target: Callable = lambda y: y,
     data=None,
     before: Callable = lambda model: None,
+    after_backward: Callable = lambda model: None,
     **options,
 ) -> diagnose.Run:
     """A plain loop over 32-sample batches; ``zero_grad`` is ``before`` (forward), ``between``
-    (forward and backward) or ``never``."""
+    (forward and backward) or ``never``; ``after_backward`` runs between backward and step."""
     x, y = data if data is not None else _data()
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     criterion = criterion or nn.CrossEntropyLoss()
@@ -65,6 +66,7 @@ def _train(
                 optimizer.zero_grad()
             loss = criterion(out, target(yb))
             loss.backward()
+            after_backward(model)
             optimizer.step()
             w.log(loss=loss)
     return diagnose.load(path)
@@ -185,7 +187,8 @@ def test_mse_broadcast_warning_is_recorded_and_still_shown(tmp_path: Path) -> No
     assert _events(bad, schema.EV_LOSS_FUNCTION)[0]["broadcast"] == 1
     assert diagnose.analyze(bad).worst.code == "BUG008"
     good = _train(tmp_path / "good.jsonl", model(), criterion=nn.MSELoss(), target=lambda y: y.float().unsqueeze(-1))
-    assert not [e for e in _events(good, schema.EV_WARNING) if "target size" in e["message"]] and _bugs(good) == []
+    assert not [e for e in _events(good, schema.EV_WARNING) if "target size" in e["message"]]
+    assert _bugs(good) == ["BUG021"]  # shapes fixed; still MSE on the class indices of a 3-class task
 
 
 def test_constant_initialisation_leaves_identical_units(tmp_path: Path) -> None:
@@ -263,3 +266,99 @@ def test_scheduler_stepped_per_batch_collapses_the_learning_rate(tmp_path: Path)
             scheduler.step()
             w.log(loss=loss)
     assert "BUG012" in _bugs(diagnose.load(tmp_path / "bad.jsonl"))
+
+
+def test_the_gradient_at_the_step_shows_a_step_taken_before_backward(tmp_path: Path) -> None:
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = _data()
+    with diagnose.watch(model, optimizer, tmp_path / "bad.jsonl") as w:
+        for step in range(30):
+            xb, yb = x[(step * 32) % 256 :][:32], y[(step * 32) % 256 :][:32]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            optimizer.step()
+            loss.backward()
+            w.log(loss=loss)
+    bad = diagnose.load(tmp_path / "bad.jsonl")
+    assert (bad.series("grad_at_step") == 0).all() and (bad.series("grad_norm") > 0).all()
+    assert diagnose.analyze(bad).worst.code == "BUG016"
+    good = _train(tmp_path / "good.jsonl", _mlp())
+    at_step = good.series("grad_at_step")
+    assert (at_step - good.series("grad_norm").reindex(at_step.index)).abs().max() < 1e-5 and _bugs(good) == []
+
+
+def test_a_clip_far_below_the_gradient_norm_is_seen_and_a_spike_guard_is_not(tmp_path: Path) -> None:
+    def clip(max_norm: float) -> Callable:
+        return lambda model: nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    bad = _train(tmp_path / "bad.jsonl", _mlp(), after_backward=clip(1e-4))
+    assert (bad.series("grad_at_step") < 1.01e-4).all()
+    assert "BUG017" in _bugs(bad)
+    assert _bugs(_train(tmp_path / "good.jsonl", _mlp(), after_backward=clip(1.0))) == []
+
+
+@pytest.mark.parametrize("divide", [False, True])
+def test_accumulation_counts_backward_passes_and_the_weight_of_the_loss(tmp_path: Path, divide: bool) -> None:
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    criterion = nn.CrossEntropyLoss()
+    x, y = _data()
+    with diagnose.watch(model, optimizer, tmp_path / "run.jsonl") as w:
+        for step in range(60):
+            xb, yb = x[(step * 16) % 256 :][:16], y[(step * 16) % 256 :][:16]
+            loss = criterion(model(xb), yb)
+            (loss / 4 if divide else loss).backward()
+            if step % 4 == 3:
+                optimizer.step()
+                optimizer.zero_grad()
+            w.log(loss=loss)
+    run = diagnose.load(tmp_path / "run.jsonl")
+    assert (run.series("backward_passes") == 4).all()
+    assert (run.series("loss_backward_scale") == (0.25 if divide else 1.0)).all()
+    assert ("BUG018" in _bugs(run)) is not divide
+
+
+def test_a_regression_loss_on_class_indices_and_a_linear_stack_are_named(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.0), nn.Linear(16, 1))
+    run = _train(
+        tmp_path / "bad.jsonl",
+        linear,
+        criterion=nn.MSELoss(),
+        output=lambda out: out.squeeze(-1),
+        target=torch.Tensor.float,
+    )
+    assert {"BUG021", "BUG022"} <= set(_bugs(run))
+    assert not {"BUG021", "BUG022"} & set(_bugs(_train(tmp_path / "good.jsonl", _mlp())))
+
+
+def test_a_weight_decay_that_halves_the_weights_in_a_few_steps(tmp_path: Path) -> None:
+    model = _mlp()
+    bad = _train(
+        tmp_path / "bad.jsonl", model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, weight_decay=1.0)
+    )
+    assert "BUG020" in _bugs(bad)
+    model = _mlp()
+    usual = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    assert "BUG020" not in _bugs(_train(tmp_path / "good.jsonl", model, optimizer=usual))
+
+
+def test_nll_loss_as_a_function_on_raw_scores_goes_below_any_label_likelihood(tmp_path: Path) -> None:
+    bad = _train(tmp_path / "bad.jsonl", _mlp(), criterion=nn.functional.nll_loss, steps=60, lr=0.5)
+    finding = diagnose.analyze(bad).worst
+    assert finding.code == "BUG015" and "not log-probabilities" in finding.message
+    good = _train(
+        tmp_path / "good.jsonl", _mlp(), criterion=nn.functional.nll_loss, output=lambda out: out.log_softmax(-1)
+    )
+    assert _bugs(good) == []
+
+
+def test_a_loss_rebuilt_from_its_value_never_reaches_the_model(tmp_path: Path) -> None:
+    def rebuilt(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(nn.functional.cross_entropy(out, y).item(), requires_grad=True)
+
+    bad = _train(tmp_path / "bad.jsonl", _mlp(), criterion=rebuilt)
+    assert (bad.series("backward_missed_model") == 1).all() and not bad.has("grad_norm")
+    assert diagnose.analyze(bad).worst.code == "BUG023"
+    assert not _train(tmp_path / "good.jsonl", _mlp()).has("backward_missed_model")

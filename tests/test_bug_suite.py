@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import diagnose
+from diagnose.rules import fixes
 from diagnose.rules.codes import all_rules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +45,7 @@ CI_KINDS = (
 
 # Kinds whose root cause no rule names yet, and whose symptom no rule catches: expected failures that must
 # fail (strict), so a kind leaves its list as soon as a rule names it.
-AWAITING_NAMING_RULE = {
-    "nll_on_logits",
-    "item_cuts_graph",
-    "step_before_backward",
-    "labels_shuffled_apart",
-    "val_not_normalized",
-}
+AWAITING_NAMING_RULE = {"val_not_normalized"}
 AWAITING_SYMPTOM_RULE = {"softmax_into_ce", "nll_on_logits", "partial_optimizer", "constant_init"}
 
 REQUIRED = {
@@ -121,6 +116,15 @@ def test_twin_gets_no_warning(kind: str, recorded: Callable[[str], tuple[Path, P
     _, good = recorded(kind)
     alarms = suite.alarms(diagnose.analyze(diagnose.load(good)).findings)
     assert alarms == [], [f"{f.code}: {f.message}" for f in alarms]
+
+
+@pytest.mark.parametrize("kind", CI_KINDS)
+def test_each_report_tells_one_story(kind: str, recorded: Callable[[str], tuple[Path, Path]]) -> None:
+    for path in recorded(kind):
+        analysis = diagnose.analyze(diagnose.load(path))
+        assert fixes.contradictions([fix for finding in analysis for fix in finding.fixes]) == []
+        if analysis.findings:
+            assert analysis.worst.severity.rank == max(f.severity.rank for f in analysis)
 
 
 @pytest.mark.parametrize("kind", _awaiting(CI_KINDS, AWAITING_SYMPTOM_RULE, "no rule catches this symptom yet"))

@@ -103,6 +103,8 @@ class LossInputProbe(Probe):
         if pred is None or pred.numel() == 0:
             return
         record.private["pred_stats"] = prediction_stats(pred)
+        if isinstance(output, torch.Tensor) and output.requires_grad and output.numel() == 1:
+            output.register_hook(self.host.guard(self, self._on_loss_grad))
         labels = label_stats(target) if target is not None else None
         if labels is not None:
             record.private["label_stats"] = labels
@@ -130,6 +132,11 @@ class LossInputProbe(Probe):
                 ),
             )
 
+    def _on_loss_grad(self, grad: torch.Tensor) -> None:
+        """How much of the loss module's value reaches backward: 1 for ``loss.backward()``,
+        1/k for ``(loss / k).backward()``, the loss scale under AMP."""
+        self.host.record.private.setdefault("loss_backward_scale", grad.detach().reshape(()).float())
+
     def before_step(self, record: StepRecord) -> None:
         self._remove_hook()  # no loss module between forward and step: the loss is a function
 
@@ -143,6 +150,9 @@ class LossInputProbe(Probe):
             self._hook = None
 
     def resolve(self, record: StepRecord) -> None:
+        scale = record.private.get("loss_backward_scale")
+        if scale is not None and math.isfinite(scale):
+            record.fields["loss_backward_scale"] = scale
         for key, names in (("pred_stats", PREDICTION_STATS), ("label_stats", LABEL_STATS)):
             values = record.private.get(key)
             if values is not None:

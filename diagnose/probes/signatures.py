@@ -6,6 +6,9 @@ few steps, or reductions on sampled steps only.
 
 - `CarriedGradientProbe`: gradients already populated when a step's first
   backward begins (``optimizer.zero_grad()`` missing, or called once per epoch).
+- `StepGradientProbe`: the gradient norm the optimizer is handed at its step, and
+  how many backward passes fed it (``step()`` before ``backward()``, a clip far
+  below the gradient norm, accumulation without dividing the loss).
 - `OptimizerCoverageProbe`: parameters that receive gradients but sit in no
   optimizer parameter group (an optimizer built on part of the model).
 - `TrainingModeProbe`: dropout and normalisation modules in eval mode while the
@@ -25,7 +28,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd import Variable
 
+from diagnose.probes import backward_tap
 from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
@@ -87,20 +92,82 @@ class CarriedGradientProbe(Probe):
         if self._backward_seen:
             return
         self._backward_seen = True
-        held = (
-            [local_part(p.grad.detach()) for p in self._params if p.grad is not None]
-            if self._present_at_forward
-            else []
-        )
-        if held:
-            norms = torch._foreach_norm(held, 2, dtype=torch.float32)
-            carried = torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
-        else:
-            carried = 0.0
-        self.host.record.fields["grad_carried"] = carried
+        self.host.record.fields["grad_carried"] = _grad_norm(self._params) if self._present_at_forward else 0.0
 
     def after_step(self, record: StepRecord) -> None:
         self._forward_seen = self._backward_seen = self._present_at_forward = False
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
+    """L2 norm of the gradients ``params`` hold now, on their device; 0.0 when none holds one."""
+    held = [local_part(p.grad.detach()) for p in params if p.grad is not None]
+    if not held:
+        return 0.0
+    norms = torch._foreach_norm(held, 2, dtype=torch.float32)
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
+class StepGradientProbe(Probe):
+    """On sampled steps: ``grad_at_step``, the L2 norm of the gradients the optimizer's
+    parameters hold when ``optimizer.step()`` begins (after any clipping; 0 when they hold
+    none); ``backward_passes``, the backward passes through the model output since the
+    last step, written only when there were several (gradient accumulation); and
+    ``backward_missed_model``, 1 when ``backward()`` was called but none of its passes
+    reached the model output (the loss is not connected to the model's graph).
+
+    Set against ``grad_norm`` (read when backward ends, before clipping): equal when
+    nothing touched the gradients in between, smaller by the clip factor when
+    ``clip_grad_norm_`` cut them, 0 when ``step()`` ran before ``backward()``.
+    """
+
+    name = "step_gradients"
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self._params: list[torch.Tensor] = []
+        self._passes = 0
+        self._calls = 0
+        self._queued = False
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        optimized = {id(p) for group in host.optimizer.param_groups for p in group["params"]}
+        self._params = [p for _, p in host.params if id(p) in optimized]
+        self.keep(backward_tap.add(host.guard(self, self._on_backward_call)))
+
+    def _on_backward_call(self, tensor: torch.Tensor) -> None:
+        self._calls += 1
+
+    def _sampled(self, step: int) -> bool:
+        return _due_or_early(self.schedule, step, self.host.first_step)
+
+    def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        if not self._sampled(record.step):
+            return
+        tensor = first_float_tensor(output)
+        if tensor is not None and tensor.requires_grad:
+            tensor.register_hook(self.host.guard(self, self._on_backward))
+
+    def _on_backward(self, grad: torch.Tensor) -> None:
+        if not self._queued:  # one count per backward pass, however many outputs it runs through
+            self._queued = True
+            Variable._execution_engine.queue_callback(self.host.guard(self, self._backward_ended))
+
+    def _backward_ended(self) -> None:
+        self._queued = False
+        self._passes += 1
+
+    def before_step(self, record: StepRecord) -> None:
+        if self._sampled(record.step):
+            record.fields["grad_at_step"] = _grad_norm(self._params)
+            if self._passes > 1:
+                record.fields["backward_passes"] = self._passes
+            if self._calls and not self._passes:
+                record.fields["backward_missed_model"] = 1
+
+    def after_step(self, record: StepRecord) -> None:
+        self._passes = self._calls = 0
 
 
 class LossGradientProbe(Probe):

@@ -45,6 +45,7 @@ from diagnose.probes.signatures import (
     DuplicateRowsProbe,
     LossGradientProbe,
     OptimizerCoverageProbe,
+    StepGradientProbe,
     TrainingModeProbe,
     WarningProbe,
 )
@@ -293,7 +294,7 @@ class Watch:
         if self.optimizer is not None:
             probes += [OptimizerCoverageProbe(), TrainingModeProbe(preset.activations)]
             if preset.layer_grads.every:
-                probes.append(CarriedGradientProbe(preset.layer_grads))
+                probes += [CarriedGradientProbe(preset.layer_grads), StepGradientProbe(preset.layer_grads)]
         if preset.layer_grads.every:
             probes.append(LossInputProbe(preset.layer_grads))
         if preset.nonfinite:

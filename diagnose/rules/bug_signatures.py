@@ -213,3 +213,180 @@ def falls_below_zero_without_bound(loss: Sequence[float], min_orders: float) -> 
     if orders < min_orders:
         return None
     return {"start": float(values[0]), "end": float(values[-1]), "orders": orders}
+
+
+def loss_below_label_bound(loss: Sequence[float], num_classes: int | None) -> dict | None:
+    """A classification loss whose last tenth sits below ``-ln(K)``.
+
+    Cross-entropy of a label is never negative, and subtracting an entropy
+    bonus (weight at most 1) takes at most ``ln(K)`` off it: a loss further
+    below zero than that is no likelihood of the labels at all.
+    """
+    values = np.asarray(loss, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return None
+    bound = -math.log(max(int(num_classes or 2), 2))
+    tail = float(np.median(values[-max(len(values) // 10, 1) :]))
+    if tail >= bound:
+        return None
+    return {"start": float(values[0]), "end": float(values[-1]), "late_median": tail, "bound": bound}
+
+
+# Losses that compare a value with a value: on a class index they treat "class 3" as "3.0".
+REGRESSION_LOSSES = ("MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss")
+
+
+def regression_loss_on_classes(loss_fn: str, input_shape: Sequence[int], num_classes: int | None) -> dict | None:
+    """A regression loss given one value per sample for a task of three or more classes."""
+    if loss_fn not in REGRESSION_LOSSES or not num_classes or num_classes < 3 or not input_shape:
+        return None
+    outputs = 1 if len(input_shape) == 1 else int(input_shape[-1])
+    if outputs != 1:
+        return None
+    return {"loss_fn": loss_fn, "outputs": outputs, "num_classes": int(num_classes)}
+
+
+# The largest weight decay in common use per optimizer: SGD's usual 1e-4 to 5e-4 (ResNet
+# recipes), AdamW's 0.01 to 0.1 (BERT, GPT recipes) and up to 1 in grokking experiments.
+USUAL_DECAY_LIMIT = {"SGD": 1e-2, "AdamW": 1.0}
+
+
+def weight_decay_shrink(groups: Sequence[Mapping[str, Any]], optimizer: str, min_shrink: float) -> dict | None:
+    """The parameter group whose weight decay shrinks the weights fastest, when its decay is
+    beyond `USUAL_DECAY_LIMIT` and takes at least ``min_shrink`` of them each step (a shrink
+    that comes from a huge learning rate with a usual decay is the learning rate's problem).
+
+    SGD's decay adds ``wd * w`` to the gradient, so with momentum m a step takes
+    ``lr * wd / (1 - m)`` of the weights in the steady state; AdamW's decoupled
+    decay takes ``lr * wd``. Adam's coupled decay is normalised with the
+    gradient and has no such closed form: it is not judged.
+    """
+    worst = None
+    for index, group in enumerate(groups):
+        lr, wd = float(group.get("lr") or 0), float(group.get("weight_decay") or 0)
+        if optimizer == "SGD":
+            momentum = float(group.get("momentum") or 0)
+            shrink = lr * wd / (1 - momentum) if momentum < 1 else math.inf
+        elif optimizer == "AdamW" or group.get("decoupled_weight_decay"):
+            shrink = lr * wd
+        else:
+            continue
+        usual = USUAL_DECAY_LIMIT["SGD" if optimizer == "SGD" else "AdamW"]
+        if wd > usual and shrink >= min_shrink and (worst is None or shrink > worst["shrink"]):
+            worst = {"group": index, "lr": lr, "weight_decay": wd, "shrink": shrink}
+    if worst is not None:
+        worst["half_life_steps"] = math.log(2) / -math.log1p(-min(worst["shrink"], 0.999999))
+    return worst
+
+
+def linear_stacks(modules: Sequence[Sequence[str]], model_class: str) -> list[tuple[str, str]]:
+    """(first, second) Linear layers that are children of one ``nn.Sequential`` with only
+    pass-through modules (Identity, Dropout, Flatten) between them: together one linear map.
+
+    ``modules``: (qualified name, class name) in registration order, which is the
+    order a Sequential runs its children in; ``model_class`` is the root's class.
+    """
+    types = dict((name, kind) for name, kind in modules)
+    types[""] = model_class
+    pairs = []
+    last: tuple[str, str] | None = None  # (name, parent) of a Linear with only pass-through after it
+    for name, kind in modules:
+        parent = name.rpartition(".")[0]
+        if types.get(parent) != "Sequential":
+            continue
+        if kind == "Linear":
+            if last is not None and last[1] == parent:
+                pairs.append((last[0], name))
+            last = (name, parent)
+        elif kind not in _PASS_THROUGH and (last is None or last[1] == parent):
+            last = None
+    return pairs
+
+
+# Modules that keep a stack of Linear layers linear.
+_PASS_THROUGH = ("Identity", "Dropout", "Flatten", "Unflatten")
+
+
+def steps_without_gradient(grad_at_step: Sequence[float], grad_norm: Sequence[float], min_share: float) -> dict | None:
+    """Sampled steps at which the optimizer held no gradient although backward made one."""
+    at_step, norms = np.asarray(grad_at_step, float), np.asarray(grad_norm, float)
+    keep = np.isfinite(at_step) & np.isfinite(norms) & (norms > 0)
+    if keep.sum() < 3:
+        return None
+    empty = at_step[keep] == 0
+    share = float(empty.mean())
+    if share < min_share:
+        return None
+    return {"empty_steps": int(empty.sum()), "sampled_steps": int(keep.sum()), "share": share}
+
+
+def clip_factor(grad_at_step: Sequence[float], grad_norm: Sequence[float]) -> np.ndarray:
+    """Per sampled step: the norm the optimizer was handed over the norm backward made (1: unclipped)."""
+    at_step, norms = np.asarray(grad_at_step, float), np.asarray(grad_norm, float)
+    keep = np.isfinite(at_step) & np.isfinite(norms) & (norms > 0) & (at_step > 0)
+    return at_step[keep] / norms[keep]
+
+
+def clipped_far_below(factors: np.ndarray, max_factor: float, min_share: float) -> dict | None:
+    """Clipping that cuts the gradient to ``max_factor`` of its norm or less at most steps."""
+    if len(factors) < 3:
+        return None
+    cut = factors <= max_factor
+    share = float(cut.mean())
+    if share < min_share:
+        return None
+    return {"clipped_steps": int(cut.sum()), "sampled_steps": len(factors), "median_factor": float(np.median(factors))}
+
+
+def undivided_accumulation(passes: Sequence[float], scale: Sequence[float], tolerance: float) -> dict | None:
+    """Several backward passes per step, each with the loss at full weight (its gradient 1)."""
+    passes_arr, scale_arr = np.asarray(passes, float), np.asarray(scale, float)
+    passes_arr, scale_arr = passes_arr[np.isfinite(passes_arr)], scale_arr[np.isfinite(scale_arr)]
+    if len(passes_arr) < 3 or len(scale_arr) < 3:
+        return None
+    micro = float(np.median(passes_arr))
+    weight = float(np.median(scale_arr))
+    if micro < 2 or abs(weight - 1) > tolerance:
+        return None
+    return {"backward_passes": micro, "loss_weight": weight, "sampled_steps": len(passes_arr)}
+
+
+def never_clipped(factors: np.ndarray) -> bool:
+    """True when at least 3 sampled steps were seen and none was clipped (factor 1 within float error)."""
+    return len(factors) >= 3 and float(np.min(factors)) >= 1 - 1e-6
+
+
+def gave_progress_back(loss: Sequence[float], min_rise: float) -> dict | None:
+    """A positive loss whose end (median of the last tenth) is more than ``min_rise`` (log) above
+    its best smoothed level (the lowest of 20 bin medians, as LR002 measures it)."""
+    values = np.asarray(loss, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 20 or (values <= 0).any():
+        return None
+    best = float(min(np.median(chunk) for chunk in np.array_split(values, 20)))
+    end = float(np.median(values[-max(len(values) // 10, 1) :]))
+    if not math.log(end / best) > min_rise:
+        return None
+    return {"best_loss": best, "end_loss": end}
+
+
+def loss_at_label_entropy(
+    loss: Sequence[float], label_entropy: float, num_classes: int, tolerance: float
+) -> dict | None:
+    """A training loss that never gets below the entropy of the batches' labels.
+
+    Predicting each class with its frequency scores exactly that entropy; a
+    model that has learned anything about which input carries which label
+    scores less. Batches must be mixed (entropy at least half of ``ln(K)``),
+    or sorted labels would make the bound trivial.
+    """
+    values = np.asarray(loss, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 20 or num_classes < 2 or not label_entropy >= 0.5 * math.log(num_classes):
+        return None
+    late = float(np.median(values[-max(len(values) // 10, 1) :]))
+    best = float(min(np.median(chunk) for chunk in np.array_split(values, 20)))
+    if best < (1 - tolerance) * label_entropy:
+        return None
+    return {"late_loss": late, "best_loss": best, "label_entropy": label_entropy, "num_classes": num_classes}

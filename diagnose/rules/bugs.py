@@ -22,8 +22,8 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
-_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001")
-_STALL = ("PLT001", "CH001", "LR003", "GRD003")
+_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
+_STALL = ("PLT001", "CH001", "LR003", "GRD003", "BUG024")
 
 
 def events_of(run: Run, name: str) -> list[dict[str, Any]]:
@@ -1117,7 +1117,11 @@ class LossFallsWithoutBound(Rule):
 
     ## How it decides
     Needs ``loss``: it ends below zero, at least ``min_orders`` decades
-    larger in magnitude than its start.
+    larger in magnitude than its start; or, for a run whose metadata says it
+    classifies (``task`` binary or multiclass), the median of its last tenth
+    is below ``-ln(K)``, further below zero than any cross-entropy of labels
+    minus an entropy bonus can go. When the probes saw the loss input, the
+    message says whether it was log-probabilities.
 
     ## What to do
     Apply ``log_softmax`` before ``NLLLoss`` (or use ``CrossEntropyLoss`` on
@@ -1144,15 +1148,21 @@ class LossFallsWithoutBound(Rule):
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         if run.task == "regression" or _loss_function(run) in ("GaussianNLLLoss", "PoissonNLLLoss"):
             return
-        found = sig.falls_below_zero_without_bound(run.series("loss").to_numpy(), t["min_orders"])
+        loss = run.series("loss").to_numpy()
+        found = sig.falls_below_zero_without_bound(loss, t["min_orders"])
+        if found is not None:
+            how = f"{found['orders']:.1f} decades past zero"
+        elif run.task in ("binary", "multiclass"):
+            found = sig.loss_below_label_bound(loss, run.num_classes)
+            how = f"below -ln(K) = {found['bound']:.3g} for a classification task" if found else ""
         if found is None:
             return
         yield self.finding(
             run,
             message=(
-                f"the loss went from {found['start']:.3g} to {found['end']:.3g}, {found['orders']:.1f} decades "
-                f"past zero: a log-likelihood of labels cannot fall below 0, so the loss is given raw scores "
-                f"(NLLLoss without log_softmax) or has its sign flipped"
+                f"the loss went from {found['start']:.3g} to {found['end']:.3g}, {how}: a log-likelihood of "
+                f"labels cannot fall below 0, so the loss is given raw scores (NLLLoss/F.nll_loss without "
+                f"log_softmax) or has its sign flipped{_not_log_probabilities(run)}"
             ),
             evidence=found,
             confidence=0.7,
@@ -1160,5 +1170,636 @@ class LossFallsWithoutBound(Rule):
             fixes=[
                 "apply log_softmax before NLLLoss, or use CrossEntropyLoss on the logits",
                 "look for: NLLLoss() after a plain Linear output",
+            ],
+        )
+
+
+def _not_log_probabilities(run: Run) -> str:
+    """What the probes saw the loss given, when they saw it and it was not log-probabilities."""
+    if not run.has("pred_lse_dev") or not run.has("pred_max"):
+        return ""
+    lse, top = float(_sampled(run, "pred_lse_dev").median()), float(_sampled(run, "pred_max").median())
+    if lse < 1e-3 and top <= 1e-3:
+        return ""
+    return (
+        f"; the values it was given reach {top:.3g} and their rows' logsumexp is {lse:.3g} away from 0: "
+        f"not log-probabilities"
+    )
+
+
+def _paired(run: Run, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``column`` and ``grad_norm`` at the steps where ``column`` was sampled."""
+    values = _sampled(run, column)
+    return values.to_numpy(), run.series("grad_norm").reindex(values.index).to_numpy()
+
+
+class StepBeforeBackward(Rule):
+    """
+    ## What it detects
+    ``optimizer.step()`` runs while the optimizer's parameters hold no
+    gradient, although backward makes one every step: the step comes before
+    ``loss.backward()`` (or ``zero_grad()`` sits between backward and step).
+
+    ## Why it matters
+    After ``zero_grad()`` the gradients are None (or zeros); a step taken
+    then moves nothing, and the gradients the following backward makes are
+    reset before the next step sees them. The loss stays where it started,
+    whatever the learning rate.
+
+    ## How it decides
+    Needs ``grad_at_step`` (the probes: the gradient norm the optimizer holds
+    when its step begins) and ``grad_norm`` (made by backward): at least
+    ``min_share`` of the sampled steps with a positive ``grad_norm`` have
+    ``grad_at_step`` exactly 0. Skipped for LBFGS, whose step runs the
+    forward and backward itself (``step(closure)``).
+
+    ## What to do
+    Order the loop as ``optimizer.zero_grad(); loss = ...; loss.backward();
+    optimizer.step()``.
+    """
+
+    code = "BUG016"
+    name = "step-before-backward"
+    title = "optimizer.step() is called before loss.backward(): the step sees no gradient"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("grad_at_step", "grad_norm")
+    priority = 2
+    explains = (*_STALL, "BUG003", "CH002")
+    thresholds = (
+        Threshold(
+            "min_share",
+            0.8,
+            "share of sampled steps at which the optimizer held no gradient",
+            source="a loop in this order holds none at every step; a skipped AMP step does not call the hook",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if (run.meta.get("optimizer") or {}).get("type") == "LBFGS":
+            return
+        found = sig.steps_without_gradient(*_paired(run, "grad_at_step"), t["min_share"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"at {found['empty_steps']} of {found['sampled_steps']} sampled steps the optimizer's parameters "
+                f"held no gradient when optimizer.step() began, although backward made one: the step is taken "
+                f"before loss.backward() (or zero_grad() runs between them), so nothing moves"
+            ),
+            evidence=found,
+            confidence=0.9,
+            causes=["optimizer.step() placed before loss.backward()", "zero_grad() between backward and step"],
+            fixes=[
+                "order the loop as zero_grad(), forward, loss.backward(), optimizer.step()",
+                "look for: optimizer.step() above loss.backward() in the batch loop",
+            ],
+        )
+
+
+class ClipFarBelowGradient(Rule):
+    """
+    ## What it detects
+    Gradient clipping cuts the gradient to a small fraction of its norm at
+    almost every step: ``clip_grad_norm_`` with a ``max_norm`` far below the
+    norms the model has.
+
+    ## Why it matters
+    Clipping is meant for the rare spike. A threshold the gradient exceeds
+    100-fold at every step divides the learning rate by that factor in
+    effect: the loss creeps down and looks like a plateau or a learning rate
+    too low, and raising the rate only works around the clip.
+
+    ## How it decides
+    Needs ``grad_at_step`` (the norm the optimizer is handed, after clipping)
+    and ``grad_norm`` (the norm backward made, before it): their ratio is at
+    most ``max_factor`` at ``min_share`` of the sampled steps or more.
+
+    ## What to do
+    Raise ``max_norm`` to about the typical gradient norm (1.0 is the usual
+    default; ``clip_grad_norm_`` returns the norm before clipping: print it
+    for a few steps), or remove the clip.
+    """
+
+    code = "BUG017"
+    name = "clip-far-below-gradient"
+    title = "Gradient clipping cuts every step to a fraction of the gradient"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("grad_at_step", "grad_norm")
+    priority = 4
+    explains = (*_STALL, "CH002")
+    thresholds = (
+        Threshold(
+            "max_factor",
+            0.01,
+            "largest clipped/unclipped norm ratio that counts as cut far below",
+            source="a clip meant for spikes leaves ordinary steps untouched (ratio 1); 100x is no spike guard",
+        ),
+        Threshold(
+            "min_share",
+            0.8,
+            "share of sampled steps cut that far",
+            source="a max_norm below the gradient's own level cuts every step, a spike guard a few",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        found = sig.clipped_far_below(sig.clip_factor(*_paired(run, "grad_at_step")), t["max_factor"], t["min_share"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"at {found['clipped_steps']} of {found['sampled_steps']} sampled steps the gradient was clipped to "
+                f"{found['median_factor']:.2g} of its norm (median) before optimizer.step(): clip_grad_norm_'s "
+                f"max_norm is far below the gradient norm, so every step is that much smaller"
+            ),
+            evidence=found,
+            confidence=0.85,
+            causes=["clip_grad_norm_ with a max_norm far below the gradient norm"],
+            fixes=[
+                "raise clip_grad_norm_'s max_norm to about the typical gradient norm (1.0 is the usual default)",
+                "look for: clip_grad_norm_(..., max_norm=<tiny>) or clip_grad_value_ with a tiny value",
+            ],
+        )
+
+
+class AccumulationNotDivided(Rule):
+    """
+    ## What it detects
+    Gradient accumulation over k micro-batches where each micro-batch's
+    loss is backpropagated at full weight: the gradient of an optimizer step
+    is the sum of k gradients instead of their mean.
+
+    ## Why it matters
+    Summed, the step is k times the one the learning rate was chosen for:
+    accumulating 8 micro-batches without ``loss / 8`` is a learning rate 8x
+    too high, with the spikes and divergence that brings, and changing the
+    accumulation count silently changes the effective rate.
+
+    ## How it decides
+    Needs ``backward_passes`` (backward passes per optimizer step, the probes)
+    and ``loss_backward_scale`` (the gradient that reached the loss module's
+    output: 1 for ``loss.backward()``, 1/k for ``(loss / k).backward()``):
+    medians at least 2 and within ``tolerance`` of 1. Under AMP the scale is
+    the loss scale and never 1, so the rule stays silent.
+
+    ## What to do
+    Divide each micro-batch's loss by the number of micro-batches:
+    ``(loss / accumulation_steps).backward()``.
+    """
+
+    code = "BUG018"
+    name = "accumulation-not-divided"
+    title = "Gradients accumulated over micro-batches without dividing the loss"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("backward_passes", "loss_backward_scale")
+    priority = 3
+    explains = (*_LOSS_SHAPE, "GRD001", "NF001", "LR004")
+    thresholds = (
+        Threshold(
+            "tolerance",
+            1e-6,
+            "how close to 1 the loss weight in backward must be",
+            source="(loss / k).backward() gives exactly 1/k; float32 represents 1 exactly",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        found = sig.undivided_accumulation(
+            _sampled(run, "backward_passes").to_numpy(), _sampled(run, "loss_backward_scale").to_numpy(), t["tolerance"]
+        )
+        if found is None:
+            return
+        k = found["backward_passes"]
+        yield self.finding(
+            run,
+            message=(
+                f"each optimizer step accumulated {k:g} backward passes, and each micro-batch's loss reached "
+                f"backward at full weight ({found['loss_weight']:g}): the step is the sum of {k:g} gradients, "
+                f"{k:g}x the mean the learning rate was chosen for; divide the loss by {k:g}"
+            ),
+            evidence=found,
+            confidence=0.8,
+            causes=["loss.backward() on every micro-batch without loss / accumulation_steps"],
+            fixes=[
+                f"backpropagate loss / {k:g} on each micro-batch: (loss / accumulation_steps).backward()",
+                "look for: an accumulation loop with loss.backward() and optimizer.step() every k batches",
+            ],
+        )
+
+
+# Module classes whose gradients explode through time unless clipped.
+_RECURRENT_TYPES = ("RNN", "LSTM", "GRU")
+
+
+class RecurrentWithoutClipping(Rule):
+    """
+    ## What it detects
+    A recurrent network (``nn.RNN``/``LSTM``/``GRU``) whose gradient norm
+    spikes far above its usual level while nothing clips it.
+
+    ## Why it matters
+    Backpropagation through time multiplies by the recurrent weights once per
+    time step, so gradients grow exponentially with the sequence length when
+    those weights are large: one spike throws the weights far away and the
+    loss jumps. Clipping the gradient norm is the standard remedy for
+    recurrent networks (Pascanu et al. 2013, "On the difficulty of training
+    recurrent neural networks").
+
+    ## How it decides
+    Needs the model's module types (an RNN, LSTM or GRU), ``grad_norm``,
+    ``grad_at_step`` and ``loss``: no sampled step shows clipping (the
+    optimizer is handed the norm backward made), and the loss gave its
+    progress back: it ends more than ``rebound`` (log) above its best
+    smoothed level, as LR002 measures it.
+
+    ## What to do
+    Clip before the step: ``torch.nn.utils.clip_grad_norm_(model.parameters(),
+    max_norm=1.0)`` between ``loss.backward()`` and ``optimizer.step()``.
+    """
+
+    code = "BUG019"
+    name = "recurrent-without-clipping"
+    title = "Recurrent network trained without gradient clipping: its gradients explode"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("grad_at_step", "grad_norm", "loss")
+    priority = 5
+    explains = ("GRD001", "SPK001", "LR001", "LR002", "NF001", "NOI001")
+    thresholds = (
+        Threshold(
+            "rebound",
+            0.2,
+            "log(end/best) of the smoothed loss that means the run gave its progress back",
+            source="LR002's rebound (healthy real-log runs end within 1.15x of their best)",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        modules = (run.meta.get("model") or {}).get("modules") or []
+        recurrent = [str(m[0]) for m in modules if isinstance(m, (list, tuple)) and str(m[1]) in _RECURRENT_TYPES]
+        if not recurrent or not sig.never_clipped(sig.clip_factor(*_paired(run, "grad_at_step"))):
+            return
+        found = sig.gave_progress_back(run.series("loss").to_numpy(), t["rebound"])
+        if found is None:
+            return
+        norms = curves.finite(run.series("grad_norm"))
+        found.update(peak_grad_norm=float(norms.max()), median_grad_norm=float(norms.median()))
+        yield self.finding(
+            run,
+            message=(
+                f"this recurrent network ({', '.join(recurrent[:3])}) trains with no gradient clipping (the "
+                f"gradient norm reached {found['peak_grad_norm']:.3g}, median {found['median_grad_norm']:.3g}), "
+                f"and its loss fell to {found['best_loss']:.4g} only to end at {found['end_loss']:.4g}: "
+                f"backpropagation through "
+                f"time needs clip_grad_norm_"
+            ),
+            module=recurrent[0],
+            evidence=found,
+            confidence=0.75,
+            causes=["no gradient clipping in a recurrent network"],
+            fixes=[
+                "clip between backward and step: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)",
+                "look for: loss.backward(); optimizer.step() with no clip_grad_norm_ between them",
+            ],
+        )
+
+
+class WeightDecayTooLarge(Rule):
+    """
+    ## What it detects
+    A weight decay so large for its learning rate that it takes a sizeable
+    share of every weight away at every step.
+
+    ## Why it matters
+    SGD's weight decay shrinks the weights by ``lr * wd / (1 - momentum)``
+    per step in the steady state, AdamW's by ``lr * wd``. At 1% a step the
+    weights halve every 69 steps whatever the data says: they stay pinned
+    near zero and the loss stalls high, which looks like a plateau or a
+    model too small.
+
+    ## How it decides
+    Needs the optimizer's parameter groups in the run's metadata (the
+    probes record them). Fires when a group of SGD or AdamW has a weight
+    decay beyond the largest in common use (1e-2 for SGD, 1 for AdamW) that
+    shrinks the weights by ``min_shrink`` or more per step. Adam's coupled
+    ``weight_decay`` is normalised with the gradient and not judged.
+
+    ## What to do
+    Use the usual magnitudes: 1e-4 to 5e-4 for SGD, 1e-2 to 1e-1 for AdamW;
+    check for a weight decay typed where the learning rate belongs.
+    """
+
+    code = "BUG020"
+    name = "weight-decay-too-large"
+    title = "Weight decay far too large: it pins the weights near zero"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 5
+    explains = (*_STALL, "CH002", "ACT003")
+    thresholds = (
+        Threshold(
+            "min_shrink",
+            0.01,
+            "share of the weights weight decay takes per step",
+            source="SGD lr 0.1, momentum 0.9, wd 5e-4 takes 5e-4; AdamW lr 1e-3, wd 1 (grokking) 1e-3; "
+            "1% is 10x beyond both",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        optimizer = run.meta.get("optimizer") or {}
+        groups = [g for g in optimizer.get("groups") or [] if isinstance(g, Mapping)]
+        found = sig.weight_decay_shrink(groups, str(optimizer.get("type")), t["min_shrink"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"{optimizer.get('type')} with weight decay {found['weight_decay']:g} at learning rate "
+                f"{found['lr']:g} takes {found['shrink']:.2%} of the weights away at every step (they halve "
+                f"every {found['half_life_steps']:.2g} steps): the weight decay is far too large"
+            ),
+            evidence=found,
+            confidence=0.8,
+            causes=["a weight decay orders of magnitude above the usual 1e-4 (SGD) to 1e-1 (AdamW)"],
+            fixes=[
+                "set weight_decay to 1e-4 to 5e-4 (SGD) or 1e-2 to 1e-1 (AdamW)",
+                "look for: weight_decay= in the optimizer call (a learning rate typed there?)",
+            ],
+        )
+
+
+class RegressionLossOnClasses(Rule):
+    """
+    ## What it detects
+    A regression loss (``MSELoss``, ``L1Loss``, Huber) given one value per
+    sample in a task of three or more classes: the class index treated as a
+    number to predict.
+
+    ## Why it matters
+    Regressing on the index tells the model that class 3 lies between
+    classes 2 and 4 and that predicting 2.5 is half right: the classes are
+    not ordered, so it learns averages of neighbouring labels and rounds
+    them into wrong classes. A classifier needs one output per class and
+    ``CrossEntropyLoss``.
+
+    ## How it decides
+    Needs the probes' ``loss_function`` event and ``num_classes`` in the
+    metadata: a regression loss with one output per sample and at least
+    three classes.
+
+    ## What to do
+    Give the model one output per class and train with
+    ``nn.CrossEntropyLoss()`` on the integer labels.
+    """
+
+    code = "BUG021"
+    name = "regression-loss-on-classes"
+    title = "A regression loss on class labels: use CrossEntropyLoss for a classification task"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("events",)
+    priority = 3
+    explains = (*_LOSS_SHAPE, "INIT001", "CH002", "OVF002")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if run.task == "regression":
+            return
+        described = events_of(run, schema.EV_LOSS_FUNCTION)
+        if not described:
+            return
+        event = described[-1]
+        found = sig.regression_loss_on_classes(str(event["loss_fn"]), event.get("input_shape") or [], run.num_classes)
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"{found['loss_fn']} was given one output per sample for a task of {found['num_classes']} classes: "
+                f"the class index is regressed as a number, so the model learns averages of labels that have no "
+                f"order; this is the wrong loss for a classification task"
+            ),
+            evidence=found,
+            confidence=0.85,
+            causes=["a regression loss (MSELoss/L1Loss) on class indices"],
+            fixes=[
+                "give the model one output per class and use nn.CrossEntropyLoss() on the integer labels",
+                "look for: MSELoss/L1Loss with a 1-output head on a classification dataset",
+            ],
+        )
+
+
+class LinearLayersWithoutActivation(Rule):
+    """
+    ## What it detects
+    Linear layers that follow each other in an ``nn.Sequential`` with no
+    non-linear activation between them.
+
+    ## Why it matters
+    Linear maps compose into one linear map: however many layers are stacked
+    and however wide, the network computes what a single Linear layer
+    computes. On data that is not linearly separable it underfits, and no
+    learning rate or training time changes that.
+
+    ## How it decides
+    Needs the model's module list from the run's metadata (the probes
+    record it in registration order, which is the order a Sequential runs
+    its children): two Linear children of one Sequential with only
+    Identity, Dropout or Flatten between them.
+
+    ## What to do
+    Put an activation between the layers (``nn.ReLU()``, ``nn.GELU()``);
+    in a helper that builds the layers, check the activation it is given is
+    not ``nn.Identity``.
+    """
+
+    code = "BUG022"
+    name = "linear-layers-without-activation"
+    title = "Linear layers stacked without an activation: the network is one linear map"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 5
+    explains = (*_STALL, "CH002", "OVF002")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        model = run.meta.get("model") or {}
+        modules = [m for m in model.get("modules") or [] if isinstance(m, (list, tuple)) and len(m) >= 2]
+        pairs = sig.linear_stacks([(str(m[0]), str(m[1])) for m in modules], str(model.get("class")))
+        if not pairs:
+            return
+        shown = ", ".join(f"{a} -> {b}" for a, b in pairs[:4])
+        yield self.finding(
+            run,
+            message=(
+                f"{len(pairs)} pair(s) of Linear layers follow each other with no non-linear activation between "
+                f"them ({shown}): stacked linear layers compute one linear map, so the extra layers add no "
+                f"capacity"
+            ),
+            module=pairs[0][1],
+            evidence={"pairs": [list(p) for p in pairs]},
+            confidence=0.8,
+            causes=["an activation missing between Linear layers (or nn.Identity passed as the activation)"],
+            fixes=[
+                "put an activation (nn.ReLU(), nn.GELU()) between the Linear layers",
+                "look for: nn.Sequential(nn.Linear(...), nn.Linear(...)) with nothing non-linear between",
+            ],
+        )
+
+
+class LossNotConnectedToModel(Rule):
+    """
+    ## What it detects
+    ``loss.backward()`` runs, but its backward pass never reaches the model's
+    output and no parameter receives a gradient: the loss was cut from the
+    model's graph.
+
+    ## Why it matters
+    A loss rebuilt from a number (``torch.tensor(loss.item(),
+    requires_grad=True)``), computed on ``output.detach()`` or through
+    ``.numpy()`` still has a backward, so nothing fails; it just ends at the
+    new leaf. The optimizer steps on no gradient and the model never learns,
+    whatever the learning rate.
+
+    ## How it decides
+    Needs ``backward_missed_model`` and ``grad_at_step`` (the probes, on
+    sampled steps): at ``min_share`` of the sampled steps or more, backward
+    was called, none of its passes reached the model output, and the
+    optimizer's parameters held no gradient at the step.
+
+    ## What to do
+    Compute the loss from the model's output tensor directly and call
+    ``backward()`` on that; log with ``loss.item()`` but never rebuild the
+    loss from it.
+    """
+
+    code = "BUG023"
+    name = "loss-not-connected-to-model"
+    title = "loss.backward() never reaches the model: the loss is cut from its graph"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("backward_missed_model", "grad_at_step")
+    priority = 2
+    explains = (*_STALL, "CH002", "OVF002", "BUG004", "BUG016")
+    thresholds = (
+        Threshold(
+            "min_share",
+            0.8,
+            "share of sampled steps whose backward missed the model",
+            source="a cut loss misses it at every step; a step that skipped backward on purpose is rare",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        at_step = _sampled(run, "grad_at_step")
+        missed = run.series("backward_missed_model").reindex(at_step.index).fillna(0)
+        cut = (missed == 1) & (at_step == 0)
+        if len(at_step) < 3 or cut.mean() < t["min_share"]:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"at {int(cut.sum())} of {len(at_step)} sampled steps loss.backward() ran, but its backward pass "
+                f"never reached the model output and no parameter got a gradient: the loss is not connected to "
+                f"the graph of the model (rebuilt from .item(), or computed on a detached output)"
+            ),
+            onset=float(cut[cut].index[0]),
+            evidence={"cut_steps": int(cut.sum()), "sampled_steps": len(at_step)},
+            confidence=0.9,
+            causes=[
+                "the loss rebuilt from a number: torch.tensor(loss.item(), requires_grad=True)",
+                "the loss computed on output.detach() or through .numpy()",
+            ],
+            fixes=[
+                "call backward() on the loss computed from the model output itself; use .item() only to log it",
+                "look for: torch.tensor(... .item() ..., requires_grad=True), .detach() or .numpy() before the loss",
+            ],
+        )
+
+
+class LabelsCarryNoInformation(Rule):
+    """
+    ## What it detects
+    The weights move at a usual rate, but the training loss never gets below
+    the entropy of the batches' labels: the model learns nothing about which
+    input carries which label, as when inputs and labels were shuffled apart.
+
+    ## Why it matters
+    Predicting every class with its frequency scores exactly the label
+    entropy, without looking at the input. A model that trains (its weights
+    move, its gradients flow) and still cannot beat that has nothing to
+    learn from: labels permuted separately from the inputs, labels read from
+    another file or another order, or inputs that are all the same. No
+    learning rate, capacity or training time fixes it.
+
+    ## How it decides
+    Needs ``label_entropy`` (the probes, from the targets the loss module was
+    given), ``num_classes`` and the per-layer ``update_ratio``: batches are
+    mixed (entropy at least half of ``ln(K)``), the median update ratio of
+    every layer is at least ``min_update`` (the weights move), and the
+    lowest of 20 bin medians of the loss stays above ``(1 - tolerance)``
+    times the median batch label entropy. Other bug rules that stall
+    training (frozen updates, cut graphs, identical units) explain it when
+    they fire too.
+
+    ## What to do
+    Check that inputs and labels stay paired: shuffle them with one
+    permutation (``x[idx], y[idx]``, or a ``DataLoader`` over one dataset),
+    and look at a few (input, label) pairs by eye.
+    """
+
+    code = "BUG024"
+    name = "labels-carry-no-information"
+    title = "The model learns nothing from the inputs: labels and inputs do not match"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("label_entropy", "layers.update_ratio")
+    priority = 8
+    explains = ("PLT001", "CH001", "CH002", "LR003", "OVF001", "OVF002")
+    thresholds = (
+        Threshold(
+            "tolerance",
+            0.05,
+            "how far below the label entropy the loss must get to show learning",
+            source="a model that uses its inputs at all beats the frequency predictor; 5% covers batch noise",
+        ),
+        Threshold(
+            "min_update",
+            1e-4,
+            "smallest median update ratio of a layer that counts as moving",
+            source="GRD003 calls ~1e-3 healthy; 10x below that the weights still move",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        if run.task == "regression" or not run.num_classes:
+            return
+        updates = run.layer_series("update_ratio").median()
+        if updates.empty or not (updates >= t["min_update"]).all():
+            return
+        entropy = float(_sampled(run, "label_entropy").median())
+        found = sig.loss_at_label_entropy(run.series("loss").to_numpy(), entropy, run.num_classes, t["tolerance"])
+        if found is None:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"the training loss never got below {found['best_loss']:.4g}, the entropy of the batches' labels "
+                f"({entropy:.4g} nats) that predicting each class by its frequency scores, while every layer's "
+                f"weights moved (median update ratio {float(updates.min()):.2g} or more): the model finds nothing "
+                f"to learn, as when the labels do not match their inputs (shuffled apart)"
+            ),
+            evidence={**found, "smallest_update_ratio": float(updates.min())},
+            confidence=0.6,
+            causes=["inputs and labels shuffled with different permutations, or read in different orders"],
+            fixes=[
+                "shuffle inputs and labels with one permutation (x[idx], y[idx]) and check a few pairs by eye",
+                "look for: two separate randperm/shuffle calls, or labels loaded from another file order",
             ],
         )

@@ -88,6 +88,12 @@ STEP_FIELDS = {
     "grad_carried": "L2 norm of the gradients parameters already held when the step's first backward began"
     " (0: reset since the last step)",
     "loss_grad_nonfinite": "1 when the gradient of the loss with respect to the model output held NaN/Inf",
+    "grad_at_step": "L2 norm of the gradients the optimizer's parameters held when optimizer.step() began"
+    " (after any clipping; 0: none)",
+    "backward_passes": "backward passes through the model output since the last step, when more than one",
+    "backward_missed_model": "1 when backward() was called since the last step but no pass reached the model output",
+    "loss_backward_scale": "gradient that reached the loss module's output in backward (1: loss.backward(),"
+    " 1/k: (loss / k).backward())",
     "pred_min": "smallest value the loss function was given (the model output when the loss is a function)",
     "pred_max": "largest value the loss function was given",
     "pred_rowsum_dev": "mean |sum over the last dimension - 1| of the loss input (0: probabilities)",
