@@ -87,3 +87,23 @@ def test_the_ranks_exit_cleanly(ranks) -> None:
     _, stderr = ranks
     assert "terminate called" not in stderr
     assert "Traceback" not in stderr
+
+
+def _rank_file(path: Path, rank: int, parts: list[float | str]) -> None:
+    meta = {"kind": "meta", "schema": "diagnose.run/1", "name": "run", "rank": rank, "world_size": 2}
+    steps = [{"kind": "step", "step": step, "loss": 1.0, "grad_norm_shard": part} for step, part in enumerate(parts, 1)]
+    path.write_text("\n".join(json.dumps(line) for line in [meta, *steps]) + "\n")
+
+
+def test_the_reader_combines_the_ranks_parts_of_a_sharded_norm(tmp_path: Path) -> None:
+    """Asserts: grad_norm is the root of the sum of the ranks' squared parts, at steps every rank recorded,
+    a NaN part gives a logged NaN; with a rank's file missing no norm is made up."""
+    _rank_file(tmp_path / "run.rank0.jsonl", 0, [3.0, 1.0, "NaN"])
+    _rank_file(tmp_path / "run.rank1.jsonl", 1, [4.0, 1.0, 2.0, 5.0])
+    run = diagnose.load(tmp_path / "run.jsonl")
+    for rank in (0, 1):
+        assert run.ranks[rank].series("grad_norm", keep_nan=True).loc[:3].tolist()[:2] == pytest.approx([5.0, 2**0.5])
+        assert 3 in run.ranks[rank].nan_steps["grad_norm"]
+    assert 4 not in run.ranks[1].series("grad_norm").index
+    (tmp_path / "run.rank1.jsonl").unlink()
+    assert not diagnose.load(tmp_path / "run.jsonl").has("grad_norm")

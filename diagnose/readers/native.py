@@ -300,6 +300,8 @@ def _build_run(
 
 def _compiled_warning(events: pd.DataFrame) -> list[str]:
     """The report line of a run whose model ran under torch.compile: what the probes could not see."""
+    if "event" not in events:  # event records without a name (a hand-written file)
+        return []
     compiled = events.loc[events["event"] == schema.EV_COMPILED, "step"]
     if compiled.empty:
         return []

@@ -86,16 +86,20 @@ def _combine_sharded_norms(ranks: dict[int, Run]) -> None:
         parts = [_logged_parts(run, frame, keys, kind) for run, frame in zip(ranks.values(), frames, strict=True)]
         total = np.sqrt((pd.concat(parts, axis=1, join="inner") ** 2).sum(axis=1, min_count=len(parts)))
         for run, frame in zip(ranks.values(), frames, strict=True):
-            where = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame["step"])
-            combined = total.reindex(where).to_numpy()
-            own = frame["grad_norm"].to_numpy(dtype="float64") if "grad_norm" in frame else combined
-            frame["grad_norm"] = np.where(np.isnan(own), combined, own)  # a norm the user logged is kept
-            if kind == "steps":
-                nan = np.isnan(combined) & np.isin(frame["step"].to_numpy(), total.index[total.isna()])
-                if nan.any():
-                    run.nan_steps["grad_norm"] = np.union1d(
-                        run.nan_steps.get("grad_norm", []), frame["step"].to_numpy()[nan]
-                    )
+            _write_norm(run, frame, keys, total)
+
+
+def _write_norm(run: Run, frame: pd.DataFrame, keys: list[str], total: pd.Series) -> None:
+    """Put the combined norm into ``frame`` as ``grad_norm`` (a norm the user logged is kept); a NaN
+    part makes a logged NaN norm."""
+    where = pd.MultiIndex.from_frame(frame[keys]) if len(keys) > 1 else pd.Index(frame["step"])
+    combined = total.reindex(where).to_numpy()
+    own = frame["grad_norm"].to_numpy(dtype="float64") if "grad_norm" in frame else combined
+    frame["grad_norm"] = np.where(np.isnan(own), combined, own)
+    if len(keys) == 1:
+        nan = np.isin(frame["step"].to_numpy(), total.index[total.isna()])
+        if nan.any():
+            run.nan_steps["grad_norm"] = np.union1d(run.nan_steps.get("grad_norm", []), frame["step"].to_numpy()[nan])
 
 
 def _logged_parts(run: Run, frame: pd.DataFrame, keys: list[str], kind: str) -> pd.Series:

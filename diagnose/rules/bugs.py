@@ -1047,8 +1047,9 @@ class NonFiniteMadeInLoss(Rule):
 
     ## How it decides
     Needs ``loss_grad_nonfinite`` (the probes, every step): at its first step
-    the loss is finite and no module's forward made a NaN/Inf at or before
-    it. (A loss that is itself NaN while the outputs are finite is NF001's
+    that a GradScaler did not skip (an overflow of the scaled backward is
+    what AMP expects and handles) the loss is finite and no module's forward
+    made a NaN/Inf at or before it. (A loss that is itself NaN while the outputs are finite is NF001's
     ``where=loss``: usually a divergence, judged there.)
 
     ## What to do
@@ -1072,7 +1073,12 @@ class NonFiniteMadeInLoss(Rule):
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         if not run.has("loss_grad_nonfinite"):
             return
-        first_loss = float(run.series("loss_grad_nonfinite").index.min())
+        # A step the GradScaler skipped overflowed in the scaled backward: AMP working, not a loss bug.
+        skipped = {e["step"] for e in events_of(run, schema.EV_SKIPPED_STEP)}
+        made = [step for step in run.series("loss_grad_nonfinite").index if step not in skipped]
+        if not made:
+            return
+        first_loss = float(min(made))
         loss = run.series("loss", keep_nan=True)
         if first_loss not in loss.index or not np.isfinite(loss.loc[first_loss]):
             return
