@@ -841,7 +841,7 @@ _register_declared()
 BUG_KINDS: dict[str, tuple[str, str | None]] = {
     "BUG001": ("no_zero_grad", "NF003"),
     "BUG002": ("partial_optimizer", None),
-    "BUG003": ("step_before_backward", None),
+    "BUG003": ("step_before_backward", "BUG016"),
     "BUG005": ("dropout_off_eval", None),
     "BUG006": ("sigmoid_into_bce_logits", None),
     "BUG008": ("mse_broadcast", None),
@@ -850,6 +850,15 @@ BUG_KINDS: dict[str, tuple[str, str | None]] = {
     "BUG011": ("functional_tanh_saturation", None),
     "BUG012": ("scheduler_per_batch", None),
     "BUG013": ("sorted_by_label", None),
+    "BUG016": ("step_before_backward", None),
+    "BUG017": ("clip_too_small", None),
+    "BUG018": ("accumulation_no_divide", None),
+    "BUG019": ("rnn_no_clip", None),
+    "BUG020": ("weight_decay_huge", None),
+    "BUG021": ("wrong_loss_for_task", None),
+    "BUG022": ("missing_activation", None),
+    "BUG023": ("item_cuts_graph", None),
+    "BUG024": ("labels_shuffled_apart", None),
 }
 
 
@@ -861,9 +870,11 @@ def _register_bug_pairs() -> None:
     for code, (kind, primary) in BUG_KINDS.items():
         about = bug_scripts.load_script(kind).BUG["description"]
         bad, good = partial(_bug_script_run, kind, False), partial(_bug_script_run, kind, True)
-        register(f"bug-{kind}", code, named_after_example(bad), f"bugs/{kind}.py: {about}", None, primary)
+        # One mistake can be named by two rules (step before backward: BUG003 and BUG016), each with its pair.
+        name = f"bug-{kind}" if f"bug-{kind}" not in SCENARIOS else f"bug-{kind}-{code.lower()}"
+        register(name, code, named_after_example(bad), f"bugs/{kind}.py: {about}", None, primary)
         twin = f"bugs/{kind}.py --fixed: the same loop with the bug fixed"
-        register(f"bug-{kind}-fixed", None, named_after_example(good), twin, None, good_of=code)
+        register(f"{name}-fixed", None, named_after_example(good), twin, None, good_of=code)
 
 
 _register_bug_pairs()

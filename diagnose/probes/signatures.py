@@ -148,6 +148,9 @@ class StepGradientProbe(Probe):
             return
         tensor = first_float_tensor(output)
         if tensor is not None and tensor.requires_grad:
+            # Count only the backward calls after this forward: a loop that steps before its backward
+            # calls the previous step's backward before this step's forward, and that one reached the model.
+            self._calls = 0
             tensor.register_hook(self.host.guard(self, self._on_backward))
 
     def _on_backward(self, grad: torch.Tensor) -> None:

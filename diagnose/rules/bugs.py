@@ -1435,7 +1435,7 @@ class RecurrentWithoutClipping(Rule):
     severity = Severity.WARNING
     requires = ("grad_at_step", "grad_norm", "loss")
     priority = 5
-    explains = ("GRD001", "SPK001", "LR001", "LR002", "NF001", "NOI001")
+    explains = ("GRD001", "SPK001", "LR001", "LR002", "NF001", "NOI001", "OVF004")
     thresholds = (
         Threshold(
             "rebound",
