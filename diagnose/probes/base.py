@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -207,3 +208,30 @@ def first_float_tensor(output: Any) -> Any:
     if dataclasses.is_dataclass(output) and not isinstance(output, type):
         return first_float_tensor([getattr(output, field.name) for field in dataclasses.fields(output)])
     return None
+
+
+def tensor_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor L2 norms as one float32 tensor (float64 when any input is), one multi-tensor kernel per
+    device. A sparse gradient (``nn.Embedding(sparse=True)``) counts by its stored values."""
+    if not tensors:
+        return torch.zeros(0)
+    if all(type(t) is torch.Tensor and t.layout is torch.strided for t in tensors):  # plain dense: no conversion
+        dtype = torch.float64 if any(t.dtype is torch.float64 for t in tensors) else torch.float32
+        try:
+            return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+        except RuntimeError:  # tensors on several devices: grouped below
+            pass
+    tensors = [t.coalesce().values() if t.is_sparse else local_part(t) for t in tensors]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    by_device: dict[torch.device, list[int]] = defaultdict(list)
+    for index, tensor in enumerate(tensors):
+        by_device[tensor.device].append(index)
+    if len(by_device) == 1:
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+    # Model spread over devices: gather the (tiny) norm vectors on the first device.
+    target = tensors[0].device
+    result = torch.empty(len(tensors), dtype=dtype, device=target)
+    for indices in by_device.values():
+        part = torch.stack(torch._foreach_norm([tensors[i] for i in indices], 2, dtype=dtype))
+        result[torch.tensor(indices, device=target)] = part.to(target)
+    return result

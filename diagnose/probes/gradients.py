@@ -30,38 +30,11 @@ from diagnose.probes.base import (
     first_float_tensor,
     is_distributed_tensor,
     is_sharded,
-    local_part,
     ran_compiled,
+    tensor_norms,
 )
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import PARAM_GRAD_NORMS, StepRecord
-
-
-def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Per-tensor L2 norms as one float32 tensor (float64 when any input is), one multi-tensor kernel per
-    device. A sparse gradient (``nn.Embedding(sparse=True)``) counts by its stored values."""
-    if not tensors:
-        return torch.zeros(0)
-    if all(type(t) is torch.Tensor and t.layout is torch.strided for t in tensors):  # plain dense: no conversion
-        dtype = torch.float64 if any(t.dtype is torch.float64 for t in tensors) else torch.float32
-        try:
-            return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
-        except RuntimeError:  # tensors on several devices: grouped below
-            pass
-    tensors = [t.coalesce().values() if t.is_sparse else local_part(t) for t in tensors]
-    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    by_device: dict[torch.device, list[int]] = defaultdict(list)
-    for index, tensor in enumerate(tensors):
-        by_device[tensor.device].append(index)
-    if len(by_device) == 1:
-        return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
-    # Model spread over devices: gather the (tiny) norm vectors on the first device.
-    target = tensors[0].device
-    result = torch.empty(len(tensors), dtype=dtype, device=target)
-    for indices in by_device.values():
-        part = torch.stack(torch._foreach_norm([tensors[i] for i in indices], 2, dtype=dtype))
-        result[torch.tensor(indices, device=target)] = part.to(target)
-    return result
 
 
 def _shares(grads: list[torch.Tensor]) -> torch.Tensor:
@@ -128,7 +101,7 @@ class GradientProbe(Probe):
                 present.append(index)
                 grads.append(grad)
         with torch.no_grad():  # a gradient made with create_graph=True: its norm joins no graph
-            norms = _norms(grads)
+            norms = tensor_norms(grads)
         if any(is_sharded(g) for g in grads):
             self.sharded = True
             norms = norms * _shares(grads).to(norms.device, norms.dtype)
@@ -197,8 +170,8 @@ class UpdateRatioProbe(Probe):
         if not self._before:  # not sampled, or nothing trainable
             return
         after = [self.host.params[i][1].detach() for i in self._trained]
-        record.private["update_norms"] = _norms(torch._foreach_sub(after, self._before))
-        record.private["param_norms"] = _norms(self._before)
+        record.private["update_norms"] = tensor_norms(torch._foreach_sub(after, self._before))
+        record.private["param_norms"] = tensor_norms(self._before)
         record.private["update_index"] = self._trained
         self._before = None
 

@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd import Variable
 
 from diagnose.probes import backward_tap
-from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part
+from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part, tensor_norms
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -103,8 +103,7 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
     held = [local_part(p.grad.detach()) for p in params if p.grad is not None]
     if not held:
         return 0.0
-    norms = torch._foreach_norm(held, 2, dtype=torch.float32)
-    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    return torch.linalg.vector_norm(tensor_norms(held))
 
 
 class StepGradientProbe(Probe):
