@@ -167,7 +167,7 @@ class Overfitting(Rule):
             run,
             message=(
                 f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, to {last:.4g} "
-                f"({np.exp(rise.rise):.2f}x over the later evaluations), while the training loss fell from "
+                f"({np.exp(rise.rise):.3g}x over the later evaluations), while the training loss fell from "
                 f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"
             ),
             onset=best_step,
@@ -275,7 +275,7 @@ class ValidationRisesWithoutLearning(Rule):
             run,
             message=(
                 f"{rise.column} was best at step {rise.best_step:.0f} ({rise.best:.4g}) and has risen since, "
-                f"to {last:.4g} ({np.exp(rise.rise):.2f}x over the later evaluations), while the training "
+                f"to {last:.4g} ({np.exp(rise.rise):.3g}x over the later evaluations), while the training "
                 f"loss {trend} ({rise.train_at_best:.4g} -> {rise.train_end:.4g})" + _lr_note(run)
             ),
             onset=rise.best_step,
