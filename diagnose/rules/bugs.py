@@ -18,6 +18,8 @@ import numpy as np
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import listing
+from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -181,7 +183,7 @@ class ParametersOutsideOptimizer(Rule):
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         for event in events_of(run, schema.EV_UNOPTIMIZED)[:1]:
             share = event["numel"] / event["trainable_numel"] if event.get("trainable_numel") else math.nan
-            modules = ", ".join(str(m) for m in event.get("modules", []))
+            modules = labelled(run, event.get("modules", []), most=8)
             yield self.finding(
                 run,
                 message=(
@@ -252,7 +254,7 @@ class UpdatesExactlyZero(Rule):
         yield self.finding(
             run,
             message=(
-                f"{len(frozen)} layer(s) ({', '.join(frozen[:8])}) received gradients, but every sampled "
+                f"{len(frozen)} layer(s) ({labelled(run, frozen, most=8)}) received gradients, but every sampled "
                 f"update of their weights was exactly zero: the optimizer does not move them"
             ),
             module=frozen[0],
@@ -775,7 +777,7 @@ class IdenticalUnits(Rule):
         found = [e for e in found if _has_layer_after(order, e["module"], run)]
         if not found:
             return
-        names = ", ".join(f"{e['module']} ({e['rows']:g} rows)" for e in found[:6])
+        names = listing([f"{run.module_label(e['module'])} ({e['rows']:g} rows)" for e in found], 6)
         yield self.finding(
             run,
             message=(
@@ -1458,7 +1460,7 @@ class RecurrentWithoutClipping(Rule):
         yield self.finding(
             run,
             message=(
-                f"this recurrent network ({', '.join(recurrent[:3])}) trains with no gradient clipping (the "
+                f"this recurrent network ({labelled(run, recurrent, most=3)}) trains with no gradient clipping (the "
                 f"gradient norm reached {found['peak_grad_norm']:.3g}, median {found['median_grad_norm']:.3g}), "
                 f"and its loss fell to {found['best_loss']:.4g} only to end at {found['end_loss']:.4g}: "
                 f"backpropagation through "
