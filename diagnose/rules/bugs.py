@@ -1692,7 +1692,7 @@ class LossNotConnectedToModel(Rule):
     title = "loss.backward() never reaches the model: the loss is cut from its graph"
     category = Category.BUGS
     severity = Severity.ERROR
-    requires = ("backward_missed_model", "grad_at_step")
+    requires = ("grad_at_step",)  # backward_missed_model is written only where it is 1
     priority = 2
     explains = (*_STALL, "CH002", "OVF002", "BUG004", "BUG016")
     thresholds = (
