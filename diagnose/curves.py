@@ -302,7 +302,8 @@ def _windowed_medians(values: np.ndarray, window: int, causal: bool) -> np.ndarr
     rows = np.flatnonzero(counts > 0)
     low, high = ordered[rows, (counts[rows] - 1) // 2], ordered[rows, counts[rows] // 2]
     result = np.full(n, np.nan)
-    result[rows] = np.where(counts[rows] % 2 == 1, low, (low + high) / 2)
+    with np.errstate(over="ignore"):  # two middle values near the float limit: pandas' mean is infinite too
+        result[rows] = np.where(counts[rows] % 2 == 1, low, (low + high) / 2)
     return result
 
 
