@@ -13,6 +13,7 @@ import datetime
 import math
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,28 +93,44 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def record(scenario: Scenario, path: Path) -> None:
-    """Train ``scenario`` on WORLD processes; their rank files go into the folder ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    context = mp.spawn(_worker, args=(_free_port(), scenario, str(path)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + TIMEOUT_S
+    """Train ``scenario`` on WORLD processes; their rank files go into the folder ``path``.
+
+    The run is named after the example (DST002/bad: the run DST002-bad, its files DST002-bad.rank<R>.jsonl).
+    """
+    if not record_all({path / f"{path.parent.name}-{path.name}.jsonl": scenario}):
+        raise SystemExit(f"recording {path} hung in a collective")
+
+
+def record_all(runs: Mapping[Path, Scenario], timeout_s: float = TIMEOUT_S) -> bool:
+    """Train every scenario in turn in one launch of WORLD processes (start-up paid once), each into
+    its own run file (``run.jsonl``: ``run.rank<R>.jsonl``). False when they did not finish in time: a
+    collective hung, and the processes were killed rather than left to stall the caller."""
+    for path in runs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(path), scenario) for path, scenario in runs.items()]
+    context = mp.spawn(_worker, args=(_free_port(), jobs, timeout_s), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + timeout_s
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
             for process in context.processes:
                 process.kill()
-            raise SystemExit(f"recording {path} hung in a collective")
+            return False
+    return True
 
 
-def _worker(rank: int, port: int, scenario: Scenario, folder: str) -> None:
+def _worker(rank: int, port: int, jobs: list[tuple[str, Scenario]], timeout_s: float) -> None:
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
         rank=rank,
         world_size=WORLD,
-        timeout=datetime.timedelta(seconds=TIMEOUT_S),
+        timeout=datetime.timedelta(seconds=timeout_s),
     )
     torch.set_num_threads(1)
     try:
-        _train(scenario, rank, Path(folder))
+        for path, scenario in jobs:
+            _train(scenario, rank, Path(path))
+            dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -134,7 +151,7 @@ def _mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
-def _train(scenario: Scenario, rank: int, folder: Path) -> None:
+def _train(scenario: Scenario, rank: int, path: Path) -> None:
     torch.manual_seed(0)  # identical replicas at the start
     model = nn.parallel.DistributedDataParallel(_mlp()) if scenario.sync == "ddp" else _mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
@@ -143,14 +160,15 @@ def _train(scenario: Scenario, rank: int, folder: Path) -> None:
         x = x * 20
     steps = 6 if scenario.fault == "short" and rank == 2 else STEPS
     options = DistributedOptions(mode="gather" if scenario.gather else "files", gather_every=2, checksum_every=1)
-    name = f"{folder.parent.name}-{folder.name}"  # DST002/bad: the run DST002-bad, its files DST002-bad.rank<R>.jsonl
-    with diagnose.watch(model, optimizer, folder / f"{name}.jsonl", distributed=options) as w:
+    with diagnose.watch(model, optimizer, path, distributed=options) as w:
         for step in range(1, steps + 1):
             inputs = x.clone()
             if scenario.fault == "nan" and rank == 1 and step == 6:
                 inputs[0, 0] = math.nan
             if scenario.fault == "slow" and rank == 2:
                 time.sleep(0.03)
+            if scenario.fault == "broken_watch" and rank == 1 and step == 4:
+                w._fail(RuntimeError("simulated failure of the watch on one rank"))  # what an internal error does
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(inputs), y)
             loss.backward()

@@ -1,106 +1,40 @@
 """Multi-process runs under torch.distributed (gloo, CPU): per-rank files, the rank reader, the DST rules.
 
-One launch of three processes trains every scenario in turn (a fresh model and
-file set each), so the suite pays for process start-up once.
+The scenarios are the DST examples' own (``sample_runs/rank_examples.py``), plus
+one where the watch fails on a rank. One launch of three processes trains them
+all in turn (a fresh model and file set each): start-up is paid once.
 """
 
 from __future__ import annotations
 
-import datetime
 import math
-import socket
-import time
 from pathlib import Path
 
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from probe_models import mlp
-from torch import nn
+from sample_files import scenario_module
 
 import diagnose
-from diagnose.probes.distributed import DistributedOptions
 from diagnose.rules.base import Severity
 
-WORLD = 3
-SCENARIOS = ("healthy", "nan", "slow", "desync", "outlier", "uneven", "broken_watch")
-
-
-def _data(rank: int, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(100 + rank)  # every rank its own shard
-    x = torch.randn(n, 8, generator=generator)
-    return x, x[:, :3].argmax(dim=1)  # a learnable rule, the same on every shard
-
-
-def _train(folder: Path, scenario: str, rank: int) -> None:
-    torch.manual_seed(0)  # identical replicas at the start
-    plain = scenario in ("desync", "uneven")  # no DDP: gradients averaged by hand, or not at all
-    model = mlp() if plain else nn.parallel.DistributedDataParallel(mlp())
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.2)
-    x, y = _data(rank)
-    if scenario == "outlier" and rank == 1:
-        x = x * 20  # a shard that missed its normalisation
-    steps = 6 if scenario == "uneven" and rank == 2 else 14
-    options = DistributedOptions(
-        mode="gather" if scenario in ("healthy", "broken_watch") else "files", gather_every=2, checksum_every=1
-    )
-    with diagnose.watch(model, optimizer, folder / scenario / "run.jsonl", distributed=options) as w:
-        for step in range(1, steps + 1):
-            inputs = x.clone()
-            if scenario == "nan" and rank == 1 and step == 6:
-                inputs[0, 0] = math.nan
-            if scenario == "slow" and rank == 2:
-                time.sleep(0.03)
-            if scenario == "broken_watch" and rank == 1 and step == 4:
-                w._fail(RuntimeError("simulated failure of the watch on one rank"))
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(inputs), y)
-            loss.backward()
-            if scenario == "desync":
-                for p in model.parameters():
-                    dist.all_reduce(p.grad)
-                    p.grad /= dist.get_world_size()
-            optimizer.step()
-            if scenario == "desync" and rank == 1 and step == 5:
-                with torch.no_grad():
-                    model[2].weight.add_(0.01)  # one replica drifts; nothing re-syncs it
-            w.log(loss=loss)
-
-
-def _worker(rank: int, port: int, folder: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    torch.set_num_threads(1)
-    try:
-        for scenario in SCENARIOS:
-            _train(Path(folder), scenario, rank)
-            dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+examples = scenario_module("rank_examples")
+WORLD = examples.WORLD
+SCENARIOS = {
+    "healthy": examples.SCENARIOS["dst-healthy"],
+    "nan": examples.SCENARIOS["dst-nan"],
+    "slow": examples.SCENARIOS["dst-slow"],
+    "desync": examples.SCENARIOS["dst-desync"],
+    "outlier": examples.SCENARIOS["dst-outlier"],
+    "uneven": examples.SCENARIOS["dst-uneven"],
+    "broken_watch": examples.Scenario("broken_watch", gather=True),
+}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ranks")
-    context = mp.spawn(_worker, args=(_free_port(), str(folder)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + 420  # generous: 3 torch processes on a loaded 2-core machine
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:  # a hang is a failure, never a stuck suite
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the multi-process run did not finish: a collective hung")
+    # Generous: 3 torch processes on a loaded 2-core machine. A hang is a failure, never a stuck suite.
+    if not examples.record_all({folder / name / "run.jsonl": s for name, s in SCENARIOS.items()}, timeout_s=420):
+        pytest.fail("the multi-process run did not finish: a collective hung")
     return folder
 
 
@@ -167,7 +101,7 @@ def test_slow_rank_is_named_as_the_straggler(runs: Path) -> None:
 
 def test_perturbed_replica_is_named_with_step_and_module(runs: Path) -> None:
     finding = _only(_analyze(runs, "desync"), "DST004")
-    assert (finding.rank, finding.onset, finding.module) == (1, 5, "2")
+    assert (finding.rank, finding.onset, finding.module) == (1, 5, "4")  # the scenario nudges model[4]
 
 
 def test_rank_with_an_unnormalised_shard_is_an_outlier(runs: Path) -> None:

@@ -124,6 +124,12 @@ class TestSummary:
             "ACT002 (needs layers.act_std, accuracy)"
         )
 
+    def test_not_evaluated_spans_only_codes_that_follow_each_other_in_the_code_table(self):
+        codes = ["BUG016", "BUG017", "BUG018", "BUG023", "AMP001", "BUG001"]
+        missing = [(code, "needs events") for code in codes]
+        text = s.not_evaluated(analysis(make_run(), not_evaluated=missing + self.preflight_missing()))
+        assert text == "AMP001, BUG001, BUG016-BUG018, BUG023 (6 rules need events)"
+
     def test_not_evaluated_folds_to_one_line_naming_what_was_missing(self):
         missing = [
             ("GRD001", "needs grad_norm"),

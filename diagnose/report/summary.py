@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from diagnose.rules.base import Category, Finding, Severity
-from diagnose.rules.codes import all_rules
+from diagnose.rules.codes import all_rules, prefix_of
 from diagnose.rules.engine import Analysis
 from diagnose.run import Run
 from diagnose.runfile import schema
@@ -347,8 +347,21 @@ def _missing_root(reason: str) -> str:
 
 def _codes(codes: Sequence[str], missing: str) -> str:
     if len(codes) > 3:
-        return f"{codes[0]}-{codes[-1]} ({len(codes)} rules need {missing})"
+        return f"{_code_spans(codes)} ({len(codes)} rules need {missing})"
     return f"{', '.join(codes)} ({'needs' if len(codes) == 1 else 'need'} {missing})"
+
+
+def _code_spans(codes: Sequence[str]) -> str:
+    """``BUG016-BUG018, BUG023``: a span only of one prefix, with no rule of the code table between its ends."""
+    position = {rule.code: index for index, rule in enumerate(all_rules())}
+    spans: list[list[str]] = []
+    for code in sorted(codes, key=lambda c: position.get(c, len(position))):
+        last = spans[-1][-1] if spans else None
+        if last and prefix_of(code) == prefix_of(last) and position.get(code) == position.get(last, -2) + 1:
+            spans[-1].append(code)
+        else:
+            spans.append([code])
+    return ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(s) for s in spans)
 
 
 # -- where a finding is ------------------------------------------------------------

@@ -17,6 +17,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import RANKS, Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import event_records
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -299,22 +300,17 @@ def _first_nonfinite(run: Run) -> dict[str, Any] | None:
 
 
 def _nonfinite_events(run: Run) -> list[dict[str, Any]]:
-    events = run.events
-    if events.empty or "event" not in events.columns:
-        return []
-    found = events[events["event"] == schema.EV_NONFINITE]
     result = []
-    for _, row in found.iterrows():
-        where = str(row.get("where", "?"))
-        module = row.get("module")
-        own = 1 if where == schema.WHERE_GRAD_NORM else 0
+    for event in event_records(run, schema.EV_NONFINITE):
+        where = str(event.get("where", "?"))
+        module, kind = event.get("module"), event.get("type")
         result.append(
             {
-                "step": float(row["step"]),
+                "step": float(event["step"]),
                 "where": where,
-                "order": (float(row["step"]), own),
+                "order": (float(event["step"]), 1 if where == schema.WHERE_GRAD_NORM else 0),
                 "module": module if isinstance(module, str) else None,
-                "type": row.get("type") if isinstance(row.get("type"), str) else None,
+                "type": kind if isinstance(kind, str) else None,
             }
         )
     return result

@@ -18,6 +18,7 @@ from diagnose.rules.base import Category, Finding, Rule, Severity
 from diagnose.rules.codes import all_rules, get_rule
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.diagnosis import differential, root_causes
+from diagnose.rules.helpers import events_named
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -101,10 +102,9 @@ def live_history(run: Run, findings: list[Finding]) -> list[Finding]:
 
 
 def _announcements(run: Run) -> dict[str, dict]:
-    events = run.events
-    if events.empty or "code" not in events.columns:
+    live = events_named(run, schema.EV_FINDING)
+    if "code" not in live.columns:
         return {}
-    live = events[events["event"] == schema.EV_FINDING].sort_values("step", kind="stable")
     return {str(row["code"]): row.to_dict() for _, row in live.drop_duplicates("code").iterrows()}
 
 

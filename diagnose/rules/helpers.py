@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,25 @@ def layer_table(run: Run, column: str) -> pd.DataFrame:
     table = run.layer_series(column)
     cut = curves.first_nonfinite_step(run.series("loss", keep_nan=True))
     return table if cut is None else table[table.index < cut]
+
+
+def events_named(run: Run, name: str) -> pd.DataFrame:
+    """The event rows of one kind (``schema.EV_*``), in step order; an empty table when there are none."""
+    events = run.events
+    if events.empty or "event" not in events.columns:
+        return events.iloc[0:0]
+    found = events[events["event"] == name]
+    return found.sort_values("step", kind="stable") if "step" in found.columns else found
+
+
+def event_records(run: Run, name: str) -> list[dict[str, Any]]:
+    """`events_named` as dicts, each without the columns its record did not set."""
+    rows = events_named(run, name).to_dict("records")
+    return [{key: value for key, value in row.items() if not _absent(value)} for row in rows]
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def modules(run: Run, names: Sequence[str], most: int = 4) -> str:

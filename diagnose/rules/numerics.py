@@ -10,6 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import events_named
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -38,13 +39,10 @@ def _episode(values: pd.Series) -> _Episode | None:
 
 def _origin(run: Run) -> dict[str, str] | None:
     """The earliest ``nonfinite`` event the probes wrote: where the first NaN/Inf was made."""
-    events = run.events
-    if events.empty or "event" not in events.columns:
-        return None
-    found = events[events["event"] == schema.EV_NONFINITE]
+    found = events_named(run, schema.EV_NONFINITE)
     if found.empty:
         return None
-    first = found.sort_values("step", kind="stable").iloc[0]
+    first = found.iloc[0]
     return {
         key: str(first[key])
         for key in ("where", "module", "type", "detail")
@@ -54,13 +52,10 @@ def _origin(run: Run) -> dict[str, str] | None:
 
 def _operation(run: Run) -> dict[str, object]:
     """The operation that made the first non-finite loss, when the probes could name it (``nonfinite_op``)."""
-    events = run.events
-    if events.empty or "event" not in events.columns:
-        return {}
-    found = events[events["event"] == schema.EV_NONFINITE_OP]
+    found = events_named(run, schema.EV_NONFINITE_OP)
     if found.empty:
         return {}
-    first = found.sort_values("step", kind="stable").iloc[0]
+    first = found.iloc[0]
     keys = ("op", "problem", "input_min", "input_max")
     return {key: first[key] for key in keys if key in found.columns and not pd.isna(first[key])}
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import listing
+from diagnose.rules.helpers import event_records, listing
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -26,21 +26,13 @@ KARPATHY = "Karpathy, 'A Recipe for Training Neural Networks' (2019)"
 
 def preflight_records(run: Run) -> list[dict[str, Any]]:
     """Every preflight event of the run, as plain dicts without the fields a record did not set."""
-    events = run.events
-    if events.empty or "experiment" not in events.columns:
-        return []
-    rows = events[events["event"] == schema.EV_PREFLIGHT].to_dict("records")
-    return [{k: v for k, v in row.items() if not _absent(v)} for row in rows]
+    return event_records(run, schema.EV_PREFLIGHT)
 
 
 def preflight_record(run: Run, experiment: str) -> dict[str, Any] | None:
     """The last record of one experiment, or None when the run has none."""
     found = [r for r in preflight_records(run) if r.get("experiment") == experiment]
     return found[-1] if found else None
-
-
-def _absent(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def measured(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,11 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import events_named
 from diagnose.run import Run
 from diagnose.runfile import schema
 
 _GB = 1024**3
-
-
-def _events(run: Run, name: str) -> pd.DataFrame:
-    if run.events.empty or "event" not in run.events.columns:
-        return run.events.iloc[0:0]
-    return run.events[run.events["event"] == name].sort_values("step", kind="stable")
 
 
 @dataclass(frozen=True)
@@ -239,7 +234,7 @@ class NearOutOfMemory(Rule):
         return list(self.requires)
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        ooms = _events(run, schema.EV_OOM)
+        ooms = events_named(run, schema.EV_OOM)
         if len(ooms):
             yield self._oom(run, ooms)
             return
@@ -348,7 +343,7 @@ class SkippedAmpSteps(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        skips = _events(run, schema.EV_SKIPPED_STEP)
+        skips = events_named(run, schema.EV_SKIPPED_STEP)
         steps = skips["step"].to_numpy(dtype="float64")
         if not len(steps):
             return
