@@ -415,18 +415,16 @@ class LearningRateTooLow(Rule):
         loss = plain_loss(run, t["min_points"])
         if loss is None or curves.starts_midway(loss):
             return
-        fit = curves.trend(curves.comparable(loss))
+        # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
+        remaining = curves.end_level(loss) / curves.start_level(loss)
+        if not remaining > t["min_remaining"]:
+            return
         linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
         first_half, second_half = _half_drops(loss)
-        remaining = curves.end_level(loss) / curves.start_level(loss)
-        if not (
-            fit is not None
-            and fit.falling
-            and linearity >= t["min_linearity"]
-            and second_half > 0
-            and first_half < t["max_bend"] * second_half
-            and remaining > t["min_remaining"]
-        ):
+        if not (linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half):
+            return
+        fit = curves.trend(curves.comparable(loss))
+        if fit is None or not fit.falling:
             return
         yield self.finding(
             run,
