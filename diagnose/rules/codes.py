@@ -116,6 +116,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.AccuracyGap,
     generalization.UnstableValidation,
     generalization.ValidationRisesWithoutLearning,
+    generalization.LossGap,
     optimization.TrainingStalled,
     preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,
