@@ -862,6 +862,7 @@ BUG_KINDS: dict[str, tuple[str, str | None]] = {
     "BUG025": ("deep_sigmoid_vanishing", None),
     "BUG026": ("detach_cuts_graph", None),
     "BUG027": ("rnn_batch_first", None),
+    "BUG028": ("loss_list_memory", None),
 }
 
 

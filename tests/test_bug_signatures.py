@@ -411,3 +411,25 @@ def test_a_recurrent_layer_reading_the_batch_as_time_is_named(tmp_path: Path, ba
     [layer] = _events(run, schema.EV_RECURRENT_INPUT)
     assert layer["module"] == "rnn" and layer["batch_first"] == int(batch_first) and layer["input_shape"] == [32, 5, 8]
     assert ("BUG027" in _bugs(run)) is not batch_first
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_loss_tensors_kept_in_a_list_are_counted_alive(tmp_path: Path, keep: bool) -> None:
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    criterion = nn.CrossEntropyLoss()
+    x, y = _data()
+    history: list = []
+    with diagnose.watch(model, optimizer, tmp_path / "run.jsonl") as w:
+        for step in range(30):
+            xb, yb = x[(step * 32) % 256 :][:32], y[(step * 32) % 256 :][:32]
+            optimizer.zero_grad()
+            loss = criterion(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            history.append(loss if keep else loss.item())
+            w.log(loss=loss)
+    run = diagnose.load(tmp_path / "run.jsonl")
+    kept = run.series("graphs_kept")
+    assert len(kept) >= 3 and ((kept >= 1).all() if keep else (kept == 0).all())
+    assert ("BUG028" in _bugs(run)) is keep

@@ -20,6 +20,8 @@ which a module hook cannot see.
 from __future__ import annotations
 
 import math
+import weakref
+from collections import deque
 from functools import partial
 from typing import Any
 
@@ -79,9 +81,21 @@ def target_stats(target: torch.Tensor) -> torch.Tensor | None:
     return (target.detach() < 0).float().mean().reshape(1)
 
 
+# How many sampled losses are watched for being kept alive, and how many steps a loss must be
+# old to count: the loop's own variable holds the latest one (and a "previous loss" the one before).
+_WATCHED_LOSSES = 8
+_KEPT_AFTER_STEPS = 2
+
+
 class LossInputProbe(Probe):
-    """Fields ``pred_*`` and ``label_*`` on sampled steps and a ``loss_function`` event
-    (whenever the loss module or its shapes change)."""
+    """Fields ``pred_*``, ``label_*``, ``target_*`` and ``graphs_kept`` on sampled steps and a
+    ``loss_function`` event (whenever the loss module or its shapes change).
+
+    ``graphs_kept``: of the last `_WATCHED_LOSSES` sampled loss tensors that carried a graph,
+    how many made `_KEPT_AFTER_STEPS` or more steps ago are still alive (weak references:
+    nothing is kept by the probe). A loop that stores its losses as tensors
+    (``history.append(loss)``) keeps each one's autograd graph with it.
+    """
 
     name = "loss_inputs"
 
@@ -91,6 +105,7 @@ class LossInputProbe(Probe):
         self._hook: Any = None
         self._seen_step: int | None = None
         self._described: tuple | None = None
+        self._losses: deque[tuple[int, weakref.ref]] = deque(maxlen=_WATCHED_LOSSES)
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         if self._seen_step == record.step or not _due_or_early(self.schedule, record.step, self.host.first_step):
@@ -114,6 +129,7 @@ class LossInputProbe(Probe):
         record.private["pred_stats"] = prediction_stats(pred)
         if isinstance(output, torch.Tensor) and output.requires_grad and output.numel() == 1:
             output.register_hook(self.host.guard(self, self._on_loss_grad))
+            self._watch_kept(record.step, output)
         for key, stats in (("label_stats", label_stats), ("target_stats", target_stats)):
             values = stats(target) if target is not None else None
             if values is not None:
@@ -141,6 +157,12 @@ class LossInputProbe(Probe):
                     and pred.dtype == getattr(target, "dtype", None)
                 ),
             )
+
+    def _watch_kept(self, step: int, loss: torch.Tensor) -> None:
+        old = [ref for made, ref in self._losses if made <= step - _KEPT_AFTER_STEPS]
+        if old:
+            self.host.record.fields["graphs_kept"] = sum(ref() is not None for ref in old)
+        self._losses.append((step, weakref.ref(loss)))
 
     def _on_loss_grad(self, grad: torch.Tensor) -> None:
         """How much of the loss module's value reaches backward: 1 for ``loss.backward()``,

@@ -2059,3 +2059,68 @@ class RecurrentBatchAxisSwapped(Rule):
                 "(batch, time, features)",
             ],
         )
+
+
+class LossTensorsKept(Rule):
+    """
+    ## What it detects
+    The training loop keeps the loss tensors of earlier steps alive: stored
+    as tensors (``history.append(loss)``, ``total += loss``) instead of as
+    numbers (``loss.item()``).
+
+    ## Why it matters
+    A loss tensor holds its autograd graph, and with it every activation the
+    graph saved (all of them under ``retain_graph=True``). Kept across steps,
+    each step's graph stays in memory: the process grows every step until it
+    runs out, and the code looks harmless because the list is only meant
+    for a plot.
+
+    ## How it decides
+    Needs ``graphs_kept`` (the probes hold weak references to the last eight
+    sampled loss tensors and count those made two or more steps ago that
+    are still alive). It fires when the median over the sampled steps is at
+    least ``min_kept``; the loop's own variable, and a kept "previous loss",
+    account for one or two at most.
+
+    ## What to do
+    Keep numbers, not tensors: ``history.append(loss.item())`` (or
+    ``loss.detach()``); drop ``retain_graph=True`` unless a second backward
+    through the same graph is needed.
+    """
+
+    code = "BUG028"
+    name = "loss-tensors-kept"
+    title = "Loss tensors are kept across steps with their graphs: store loss.item()"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("graphs_kept",)
+    priority = 4
+    explains = ("MEM001", "MEM002")
+    thresholds = (
+        Threshold(
+            "min_kept",
+            3,
+            "median count of old loss tensors still alive",
+            source="the loop variable and a kept previous loss hold at most 2; a list holds all 8 watched",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        kept = _sampled(run, "graphs_kept")
+        if kept.empty or float(kept.median()) < t["min_kept"]:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"{float(kept.median()):g} of the loss tensors made two or more sampled steps earlier were still "
+                f"alive (median over {len(kept)} sampled steps): the loop keeps its losses as tensors, each with "
+                f"its autograd graph, so memory grows every step; store loss.item()"
+            ),
+            evidence={"graphs_kept": float(kept.median()), "max_kept": float(kept.max()), "sampled_steps": len(kept)},
+            confidence=0.85,
+            causes=["losses stored as tensors: history.append(loss) or total_loss += loss"],
+            fixes=[
+                "store numbers: history.append(loss.item()) or total += loss.item() (loss.detach() for tensors)",
+                "look for: a list or sum of loss tensors kept across steps, backward(retain_graph=True)",
+            ],
+        )

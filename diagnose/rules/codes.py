@@ -90,6 +90,7 @@ RULES: tuple[type[Rule], ...] = (
     bugs.SaturatingActivationsVanish,
     bugs.GraphCutInsideModel,
     bugs.RecurrentBatchAxisSwapped,
+    bugs.LossTensorsKept,
     initialization.ChancePlateau,
     initialization.ValidationNeverBeatsChance,
     distributed.RankOutlier,

@@ -102,6 +102,7 @@ STEP_FIELDS = {
     "label_entropy": "entropy (nats) of the class labels of the batch the loss saw",
     "label_classes": "number of distinct class labels in that batch",
     "target_neg_frac": "fraction of a float (regression) target below zero, in the batch the loss saw",
+    "graphs_kept": "of the last 8 sampled loss tensors with a graph, those made 2+ steps ago still alive",
     "data_time": "host seconds from the previous optimizer step to this step's first forward (distributed)",
     "forward_time": "host seconds from the step's first training forward to the end of its last (distributed)",
     "forward_wait": "the part of forward_time before the model's first submodule started, where DDP broadcasts"

@@ -8,7 +8,8 @@ BUG = {
     "kind": "nll_on_logits",
     "description": "F.nll_loss applied to raw logits instead of log_softmax outputs: the loss runs to minus infinity",
     "observable": "live",
-    "symptoms": ["LR001", "GRD001", "NF001", "ZL001", "GRD003"],
+    # BUG015 reads the loss curve alone: a loss that crosses zero and falls by orders of magnitude.
+    "symptoms": ["LR001", "GRD001", "NF001", "ZL001", "GRD003", "BUG015"],
     "root_cause": r"nll|log_softmax|log-softmax|negative loss|log.probabilit",
     "part": "heldout",
     "verify": {"twin": [("val_accuracy", ">=", 0.95)], "bug": [("train_loss", "<=", -20.0)]},

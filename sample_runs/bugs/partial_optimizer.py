@@ -8,7 +8,9 @@ BUG = {
     "kind": "partial_optimizer",
     "description": "optimizer = Adam(model.head.parameters()): the feature layers are in no parameter group",
     "observable": "live",
-    "symptoms": ["PLT001", "LR003", "GRD003", "GRD004", "OVF002"],
+    # The left-out layers get gradients and never move (BUG003 says so), and optimizer.zero_grad() never
+    # resets their gradients, so the gradient norm grows every step (GRD001).
+    "symptoms": ["PLT001", "LR003", "GRD003", "GRD004", "OVF002", "BUG003", "GRD001"],
     "root_cause": r"not in (the|any) optimizer|no parameter group|outside the optimizer|optimizer (does not|doesn't) (cover|hold|include)|never (move|updated)|not (being )?updated",
     "part": "heldout",
     "verify": {"twin": [("val_accuracy", ">=", 0.95), ("val_loss", "<=", 0.1)], "bug": [("val_loss", ">=", 1.0)]},

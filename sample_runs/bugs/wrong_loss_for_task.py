@@ -8,7 +8,8 @@ BUG = {
     "kind": "wrong_loss_for_task",
     "description": "one output and nn.MSELoss on the class index for a 5-class task, where CrossEntropyLoss belongs",
     "observable": "live",
-    "symptoms": ["PLT001", "LR003", "CH002", "OVF002"],
+    # The first loss (an MSE on class indices) is far from the ln(5) a 5-class loss starts at (INIT001).
+    "symptoms": ["PLT001", "LR003", "CH002", "OVF002", "INIT001"],
     "root_cause": r"loss.{0,40}(task|classif)|mse|regression loss|wrong loss",
     "part": "calibration",
     "verify": {"twin": [("val_accuracy", ">=", 0.95)], "bug": [("val_accuracy", "<=", 0.7)]},
