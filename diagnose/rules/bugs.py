@@ -2117,7 +2117,7 @@ class LossTensorsKept(Rule):
                 f"its autograd graph, so memory grows every step; store loss.item()"
             ),
             evidence={"graphs_kept": float(kept.median()), "max_kept": float(kept.max()), "sampled_steps": len(kept)},
-            confidence=0.85,
+            confidence=1.0,  # no inference: the weak references show the loop's own tensors still alive
             causes=["losses stored as tensors: history.append(loss) or total_loss += loss"],
             fixes=[
                 "store numbers: history.append(loss.item()) or total += loss.item() (loss.detach() for tensors)",
