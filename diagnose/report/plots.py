@@ -334,6 +334,16 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
     return fig
 
 
+def summary_note(count: int) -> str | None:
+    """The line that says a figure of ``count`` runs is a summary; None when each run has its column."""
+    if count <= FULL_COLUMNS:
+        return None
+    return (
+        f"{count} runs (more than {FULL_COLUMNS}): the figure shows the loss of the "
+        f"{min(count, SMALL_MULTIPLES)} worst as small multiples, worst first"
+    )
+
+
 def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Figure:
     """Many runs as a grid of small multiples of their loss, findings marked: the worst ``most``
     (default `SMALL_MULTIPLES`) runs first, so that the figure stays readable and its
