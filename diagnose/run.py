@@ -84,7 +84,8 @@ class Run:
         finally:
             self._read_only = outer
 
-    def _kept(self, key: tuple, compute: Any) -> Any:
+    def kept(self, key: tuple, compute: Any) -> Any:
+        """``compute()``, once per ``key`` within `reading` (each call outside it)."""
         if self._read_only is None:
             return compute()
         if key not in self._read_only:
@@ -111,7 +112,7 @@ class Run:
     @property
     def objective(self) -> str:
         """``"adversarial"``, ``"reinforcement"`` or ``"supervised"`` (the default: a loss meant to fall)."""
-        return self._kept(("objective",), self._objective)
+        return self.kept(("objective",), self._objective)
 
     def _objective(self) -> str:
         task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
@@ -129,7 +130,7 @@ class Run:
 
     def has(self, column: str) -> bool:
         """True when the run holds at least one value (finite or not) of ``column``."""
-        return self._kept(("has", column), lambda: self._has(column))
+        return self.kept(("has", column), lambda: self._has(column))
 
     def _has(self, column: str) -> bool:
         frame = self._frame_of(column)
@@ -148,7 +149,7 @@ class Run:
         Infinite values are kept. Real NaNs (logged as NaN) are kept only
         with ``keep_nan=True``.
         """
-        return self._kept(("series", column, keep_nan), lambda: self._series(column, keep_nan))
+        return self.kept(("series", column, keep_nan), lambda: self._series(column, keep_nan))
 
     def _series(self, column: str, keep_nan: bool) -> pd.Series:
         frame = self._frame_of(column)

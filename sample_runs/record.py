@@ -878,6 +878,16 @@ def _register_bug_pairs() -> None:
 
 
 _register_bug_pairs()
+# PLT001's near miss: a training loss held up by 10% label noise that only the training batches carry,
+# above a validation loss less than half of it.
+register(
+    "bug-overfitting_tiny_data-fixed",
+    None,
+    named_after_example(partial(_bug_script_run, "overfitting_tiny_data", True)),
+    "bugs/overfitting_tiny_data.py --fixed: 10% label noise holds the training loss up, not a stall",
+    None,
+    good_of="PLT001",
+)
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -82,3 +82,20 @@ def test_spikes_on_a_long_curve_are_found_as_at_full_resolution(monkeypatch: pyt
     full_resolution(monkeypatch)
     assert found == curves.find_spikes(series)
     assert [s.step for s in found] == [5_001.0, 90_001.0, 150_001.0, 170_001.0]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [1, 2, 3, 6, 25])
+def test_rolling_medians_from_sorted_windows_equal_pandas(window: int, causal: bool) -> None:
+    rng = np.random.default_rng(window)
+    curves_tried = [rng.normal(size=n) for n in (1, 2, window, 2 * window + 1, 97)] + [
+        rng.integers(0, 3, size=60).astype("float64"),  # ties
+        rng.choice([1.7e308, -1.7e308, 3.0, -0.0, 5e-324], size=40),  # near the float limit
+    ]
+    for values in curves_tried:
+        series = pd.Series(values)
+        if causal:
+            expected = series.shift(1).rolling(window, min_periods=1).median()
+        else:
+            expected = series.rolling(window, center=True, min_periods=1).median()
+        np.testing.assert_array_equal(curves._windowed_medians(values, window, causal), expected.to_numpy())

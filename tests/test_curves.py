@@ -105,6 +105,15 @@ class TestLevelsAndNoise:
     def test_noise_needs_five_points(self):
         assert np.isnan(curves.noise(curve([1, 2, 3])))
 
+    def test_difference_noise_reads_the_noise_of_few_points_and_ignores_a_trend(self):
+        rng = np.random.default_rng(1)
+        steady_rise = np.exp(np.linspace(0, 1, 30) + rng.normal(0, 0.1, 30))
+        assert curves.difference_noise(curve(steady_rise)) == pytest.approx(0.1, rel=0.4)
+        assert curves.difference_noise(curve(np.exp(np.linspace(0, 1, 30)))) == pytest.approx(0, abs=1e-9)
+        # A rolling median follows a handful of noisy points; second differences do not.
+        assert curves.difference_noise(curve(steady_rise)) > 2 * curves.noise(curve(steady_rise))
+        assert np.isnan(curves.difference_noise(curve([1, 2, 3])))
+
 
 class TestTrend:
     def test_theil_sen_recovers_slope_despite_outliers(self):

@@ -24,6 +24,9 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 MAX_WARNINGS_PER_KIND = 3
+# A reader's column of each row's position among the file's records (to split appended runs);
+# never a metric, so `numeric_frame` leaves it out.
+POSITION = "_pos"
 NAN_WORDS = ("nan", "+nan", "-nan")
 # Columns that say where a row sits rather than what was measured: they never
 # make a row a training row on their own.
@@ -110,8 +113,10 @@ def numeric_frame(
     """
     keep_text = set(text_columns)
     columns: dict[str, Any] = {}
-    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
+    steps = to_numbers(frame["step"])[0]
     for column in frame.columns:
+        if column == POSITION:
+            continue
         if column in keep_text:
             columns[column] = frame[column].to_numpy()
             continue
@@ -130,11 +135,10 @@ def numeric_frame(
         if nan_steps is not None and column != "step" and logged_nan.any():
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
-    result = pd.DataFrame(columns, index=frame.index)
-    if "step" not in result.columns:
-        result["step"] = steps
+    columns.setdefault("step", steps)
+    result = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
     if _in_order(steps):  # what our writer and most loggers write: no sort needed
-        return result.reset_index(drop=True)
+        return result
     return result.sort_values("step", kind="stable").reset_index(drop=True)
 
 
@@ -157,7 +161,7 @@ def merge_duplicate_steps(frame: pd.DataFrame, repeated: dict[str, int] | None =
     """
     if frame.empty:
         return frame
-    steps = pd.to_numeric(frame["step"], errors="coerce").to_numpy(dtype="float64")
+    steps = to_numbers(frame["step"])[0]
     repeats = (np.diff(steps) == 0).any() if _in_order(steps) else frame["step"].duplicated().any()
     if not repeats:
         return frame
@@ -373,7 +377,10 @@ def build_runs(
 
 def usable_steps(rows: pd.DataFrame, warnings: WarningLog, what: str = "row") -> pd.DataFrame:
     """Rows whose step is a finite number (as float64); the others are dropped with a warning."""
-    steps = pd.to_numeric(rows["step"], errors="coerce").astype("float64")
+    if rows["step"].dtype.kind in "iuf":  # what readers mostly hold: numbers, no conversion to do
+        steps = pd.Series(rows["step"].to_numpy(dtype="float64"), index=rows.index)
+    else:
+        steps = pd.to_numeric(rows["step"], errors="coerce").astype("float64")
     bad = ~np.isfinite(steps.to_numpy())
     if not bad.any():
         return rows if rows["step"].dtype == "float64" else rows.assign(step=steps)

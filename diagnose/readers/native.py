@@ -108,12 +108,25 @@ def _tables_by_line(
                 metas[0].extend(found)
                 metas[1].extend(positions)
             elif found:
-                frame = pd.DataFrame.from_records(found).drop(columns="kind", errors="ignore")
-                pieces[kind].append(frame.assign(_pos=np.asarray(positions, dtype="int64")))
+                pieces[kind].append(_frame_of(found, positions))
         offset += len(records)
-    empty = pd.DataFrame({"_pos": pd.Series(dtype="int64")})
-    tables = {kind: pd.concat(found, ignore_index=True) if found else empty for kind, found in pieces.items()}
+    empty = pd.DataFrame({frames.POSITION: pd.Series(dtype="int64")})
+    tables = {kind: _joined(found) if found else empty for kind, found in pieces.items()}
     return tables, metas
+
+
+def _frame_of(records: list[dict], positions: list[int]) -> pd.DataFrame:
+    """Records of one kind as a frame, columns in the order their keys first appear, then ``_pos``.
+    Built in one construction (no column dropped or added afterwards: each costs as much again)."""
+    seen = dict.fromkeys(key for record in records for key in record)
+    keys = [key for key in seen if key not in ("kind", frames.POSITION)]
+    for record, position in zip(records, positions, strict=True):
+        record[frames.POSITION] = position
+    return pd.DataFrame.from_records(records, columns=[*keys, frames.POSITION])
+
+
+def _joined(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    return pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
 
 
 def _batches(raw: bytes, warnings: frames.WarningLog) -> Iterator[list[Any]]:
@@ -203,7 +216,7 @@ def _eval_name(key: str) -> str:
 
 
 def _with_step(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame if "step" in frame.columns else frame.assign(step=np.nan)
+    return frame if "step" in frame.columns or frame.empty else frame.assign(step=np.nan)
 
 
 def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -249,11 +262,10 @@ def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
     """File positions where another run begins (the step counter restarts)."""
     if steps.empty:
         return np.zeros(0, dtype="int64")
-    ordered = steps.sort_values("_pos", kind="stable")
-    numbers = pd.to_numeric(ordered["step"], errors="coerce")
-    usable = ordered[numbers.notna().to_numpy()]
-    values = numbers.dropna().to_numpy(dtype="float64")
-    return usable["_pos"].to_numpy()[frames.restart_positions(values)]
+    order = np.argsort(steps[frames.POSITION].to_numpy(), kind="stable")
+    positions, numbers = steps[frames.POSITION].to_numpy()[order], frames.to_numbers(steps["step"])[0][order]
+    usable = ~np.isnan(numbers)
+    return positions[usable][frames.restart_positions(numbers[usable])]
 
 
 def _build_run(
@@ -270,6 +282,9 @@ def _build_run(
     repeated: dict[str, int] = {}
     local = frames.WarningLog()
     for key in ("steps", "evals", "layers"):
+        if chosen[key].empty and set(chosen[key].columns) <= {"step", frames.POSITION}:
+            chosen[key] = pd.DataFrame({"step": np.zeros(0)})  # what the steps below make of no records, at once
+            continue
         frame = frames.usable_steps(chosen[key], local, f"{key[:-1]} record")
         if key == "layers":
             chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=_TEXT_COLUMNS)
@@ -280,7 +295,9 @@ def _build_run(
     if events.empty:
         events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
     else:
-        events = events.assign(step=pd.to_numeric(events["step"], errors="coerce").astype("float64"))
+        events = events.drop(columns=frames.POSITION).assign(
+            step=pd.to_numeric(events["step"], errors="coerce").astype("float64")
+        )
     if repeated:
         meta["repeated_steps"] = repeated
     return Run(
@@ -300,7 +317,7 @@ def _build_run(
 
 def _compiled_warning(events: pd.DataFrame) -> list[str]:
     """The report line of a run whose model ran under torch.compile: what the probes could not see."""
-    if "event" not in events:  # event records without a name (a hand-written file)
+    if events.empty or "event" not in events:  # none, or event records without a name (a hand-written file)
         return []
     compiled = events.loc[events["event"] == schema.EV_COMPILED, "step"]
     if compiled.empty:
@@ -312,10 +329,11 @@ def _compiled_warning(events: pd.DataFrame) -> list[str]:
 
 
 def _segment(frame: pd.DataFrame, boundaries: np.ndarray, index: int) -> pd.DataFrame:
+    """The rows of run ``index``, their file positions still in ``_pos`` (`frames.numeric_frame` leaves it out)."""
     if frame.empty or not len(boundaries):
-        return frame.drop(columns="_pos")
+        return frame
     ids = frames.segment_ids(frame["_pos"].to_numpy(), boundaries)
-    return frame.loc[ids == index].drop(columns="_pos")
+    return frame.loc[ids == index]
 
 
 def _segment_meta(

@@ -144,6 +144,12 @@ class Coverage:
 
 
 def coverage(run: Run) -> Coverage:
+    """What ``run`` gave the rules to read (kept while the run is being read: a report asks for it
+    several times per run)."""
+    return run.kept(("coverage",), lambda: _coverage(run))
+
+
+def _coverage(run: Run) -> Coverage:
     keys = tuple(c for frame in (run.steps, run.evals) for c in frame.columns if c != "step" and run.has(c))
     validation = tuple(c for c in run.evals.columns if c.startswith("val_") and run.has(c))
     probes = [word for column, word in _PROBE_FIELDS if run.has(column)]
@@ -151,7 +157,8 @@ def coverage(run: Run) -> Coverage:
         probes.append("per-layer statistics")
     if not run.events.empty:
         probes.append("events")
-    evaluations = int(run.evals[list(validation)].notna().any(axis=1).sum()) if validation else 0
+    logged = [run.evals[c].notna().to_numpy() for c in validation]
+    evaluations = int(np.logical_or.reduce(logged).sum()) if logged else 0
     return Coverage(
         train_points=len(run.series("loss", keep_nan=True)),
         validation=validation,

@@ -24,16 +24,23 @@ def validation_loss(run: Run) -> tuple[str, pd.Series]:
 
 @dataclass(frozen=True)
 class ValidationRise:
-    """How far the validation loss has risen since its best evaluation, and what the training loss did."""
+    """How far the validation loss has risen since its best evaluation, and what the training loss did.
+
+    The lowest evaluation of a noisy curve is a lucky draw, so the rise is also
+    measured from the level there (the median of the best evaluation and its
+    two neighbours) and judged against the curve's own point-to-point noise.
+    """
 
     column: str
     val: pd.Series
     best_step: float
     best: float
+    level: float  # the median of the best evaluation and its two neighbours (the best itself at an end)
     rise: float  # log(median of the later half of the evaluations after the best / best)
-    rise_from_level: float  # the same from the best level of three neighbouring evaluations
-    floor_rise: float  # log(lowest of the later half of the evaluations after the best / best)
-    scatter: float
+    rise_from_level: float  # log(the same median / level)
+    floor_rise: float  # log(lowest of the later half of the evaluations after the best / level)
+    last_rise: float  # log(median of the last three evaluations / level)
+    noise: float  # robust point-to-point noise of the validation loss (log units)
     trend: curves.Trend | None
     train_at_best: float
     train_end: float
@@ -44,12 +51,24 @@ class ValidationRise:
         both_positive = min(self.train_at_best, self.train_end) > 0
         return curves.log_ratio(self.train_at_best, self.train_end) if both_positive else 0.0
 
-    def clear(self, t: Mapping[str, float]) -> bool:
-        """Risen by more than ``min_rise``, beyond twice the curve's scatter, along a rising line."""
-        trending = self.trend is not None and (
-            self.trend.rising or (self.trend.slope > 0 and self.rise > t["clear_rise"])
-        )
-        return self.rise > t["min_rise"] and not self.rise_from_level <= 2 * self.scatter and trending
+    @property
+    def evaluations_after(self) -> int:
+        return len(self.val) - 1 - self.val.index.get_loc(self.best_step)
+
+    def beyond_noise(self, t: Mapping[str, float], widened: float = 0.0) -> bool:
+        """The rise from the level, and the median of the last three evaluations, stand more than
+        ``noise_z`` standard errors of the curve's own noise above the level at the best: a curve
+        whose last evaluations came back within its noise of the best has not risen for good.
+        ``widened`` (log units) is added to both: what the training loss fell, when what is judged
+        is the gap between the two curves."""
+        later = self.evaluations_after - self.evaluations_after // 2
+        margin = t["noise_z"] * self.noise
+        return self.rise_from_level + widened > margin * _error(later) and self.last_rise + widened > margin * _error(3)
+
+    def trending(self, rise: float, t: Mapping[str, float]) -> bool:
+        """A robust line from the best evaluation rises: its 95% interval above zero, or its slope when
+        ``rise`` exceeds ``clear_rise``."""
+        return self.trend is not None and (self.trend.rising or (self.trend.slope > 0 and rise > t["clear_rise"]))
 
     @classmethod
     def of(cls, run: Run, t: Mapping[str, float]) -> ValidationRise | None:
@@ -62,25 +81,51 @@ class ValidationRise:
         if len(after) < 2:
             return None
         best, best_step = float(val.iloc[best_at]), float(val.index[best_at])
+        level = float(_levels(val)[best_at])
         later_half = after.iloc[len(after) // 2 :]
         later = float(later_half.median())
-        # The lowest point of a noisy curve is a lucky draw: against the noise, the
-        # rise is measured from the best level of three neighbouring evaluations.
-        level = float(curves.rolling_median(val, 3).min())
         train_at_best, train_end = curves.value_at(curves.smooth(train), [best_step, float(val.index[-1])])
         return cls(
             column,
             val,
             best_step,
             best,
+            level,
             curves.log_ratio(later, best),
             curves.log_ratio(later, level),
-            curves.log_ratio(float(later_half.min()), best),
-            curves.noise(val),
+            curves.log_ratio(float(later_half.min()), level),
+            curves.log_ratio(float(val.iloc[-3:].median()), level),
+            curves.difference_noise(val),
             curves.trend(val.iloc[best_at:]),
             float(train_at_best),
             float(train_end),
         )
+
+
+def _error(points: int) -> float:
+    """Standard error, in units of one point's noise, of a median of ``points`` evaluations minus a
+    median of three: the median of k points scatters about 1.25 / sqrt(k) times as much as one point."""
+    return 1.25 * np.sqrt(1 / max(points, 1) + 1 / 3)
+
+
+def _levels(val: pd.Series) -> np.ndarray:
+    """The level of the curve at each evaluation: the median of it and its two neighbours. The first and
+    the last evaluation have a neighbour on one side only and stand for themselves."""
+    levels = curves.rolling_median(val, 3).to_numpy().copy()
+    levels[[0, -1]] = val.to_numpy()[[0, -1]]
+    return levels
+
+
+_NOISE_Z = Threshold(
+    "noise_z",
+    2.0,
+    "standard errors of the validation loss's own noise by which the rise, and the median of the last three "
+    "evaluations, must stand above the level at the best (OVF001: the rise plus the training loss's fall)",
+    source="about the two-sided 95% band of normal noise (1.96 standard errors); a point's noise is "
+    "estimated from second differences (curves.difference_noise), which a steady trend does not inflate. "
+    "On the calibration half it clears the healthy file whose last evaluation jumps back up after its "
+    "best, and the healthy twins of dropout_off_eval and rnn_no_clip in the bug suite",
+)
 
 
 class Overfitting(Rule):
@@ -99,15 +144,20 @@ class Overfitting(Rule):
     ## How it decides
     Needs at least ``min_points`` evaluations. The best evaluation must not be
     the last one, and at least two come after it. The median of the later half
-    of those must stand more than ``min_rise`` (log units) above the best,
-    and more than twice the validation curve's own scatter above the best
-    level (the lowest median of three neighbouring evaluations); a robust line from
-    the best evaluation to the last must rise: the 95% interval of its slope
-    above zero, or at least its slope when the rise exceeds ``clear_rise``.
-    One noisy evaluation, or a curve that bounces around a level, is not
-    enough. The smoothed training loss must have fallen more than
-    ``train_fall`` over the same stretch (a training loss that rises too is a
-    learning-rate problem, not overfitting).
+    of those must stand more than ``min_rise`` (log units) above the best, and
+    a robust line from the best evaluation to the last must rise: the 95%
+    interval of its slope above zero, or at least its slope when the rise
+    exceeds ``clear_rise``. The smoothed training loss must have fallen more
+    than ``train_fall`` over the same stretch (a training loss that rises too
+    is a learning-rate problem, not overfitting). What is judged against
+    noise is the gap between the two curves: the validation loss's rise from
+    its level at the best (the median of the best evaluation and its two
+    neighbours) plus the training loss's fall must exceed ``noise_z``
+    standard errors of the validation loss's own noise (a point's noise read
+    from second differences, which a steady trend does not inflate), both
+    for the later half and for the median of the last three evaluations. A
+    curve whose last evaluations are back within its noise of the best, with
+    a training loss that hardly moved, has not drawn away.
 
     ## What to do
     Restore the checkpoint from the best step and stop there (early
@@ -154,11 +204,14 @@ class Overfitting(Rule):
             source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
             "in the real-log corpus rise at every evaluation",
         ),
+        _NOISE_Z,
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         rise = ValidationRise.of(run, t)
-        if rise is None or not (rise.clear(t) and rise.train_fall > t["train_fall"]):
+        if rise is None or rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
+            return
+        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.train_fall)):
             return
         column, val, best_step, best = rise.column, rise.val, rise.best_step, rise.best
         train_at_best, train_end = rise.train_at_best, rise.train_end
@@ -166,9 +219,9 @@ class Overfitting(Rule):
         yield self.finding(
             run,
             message=(
-                f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, to {last:.4g} "
-                f"({np.exp(rise.rise):.3g}x over the later evaluations), while the training loss fell from "
-                f"{train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"
+                f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, "
+                f"to {last:.4g} ({np.exp(rise.rise):.3g}x over the later evaluations), while the training "
+                f"loss fell from {train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"
             ),
             onset=best_step,
             steps=[best_step],
@@ -212,16 +265,20 @@ class ValidationRisesWithoutLearning(Rule):
 
     ## How it decides
     As OVF001 reads the validation loss: at least ``min_points``
-    evaluations, at least two after the best; the median of the later half
-    of those more than ``min_rise`` (log units) above the best and more than
-    twice the curve's own scatter above the best level; a robust line from
-    the best evaluation rising (its 95% interval above zero, or its slope
-    when the rise exceeds ``clear_rise``); or, with four or more evaluations
-    after the best, even the lowest of the later half of them stands more
-    than ``min_rise`` above the best (a step up that stays: no evaluation
-    came back near the best). The smoothed training loss must
-    have fallen no more than ``train_fall`` over the same stretch (when it
-    fell more, OVF001 applies).
+    evaluations, at least two after the best. Since the training loss does
+    not corroborate it, the rise is measured from the level at the best (the
+    median of the best evaluation and its two neighbours; an end evaluation
+    stands for itself), not from the single lowest evaluation: the median
+    of the later half of the evaluations after the best must stand more than
+    ``min_rise`` (log units) above that level, and both that rise and the
+    median of the last three evaluations more than ``noise_z`` standard
+    errors of the curve's own noise. Then either a robust line from the best
+    rises (its 95% interval above zero, or its slope when the rise exceeds
+    ``clear_rise``), or, with four or more evaluations after the best, even
+    the lowest of the later half of them stands more than ``min_rise`` above
+    the level (a step up that stays: no evaluation came back near the best).
+    The smoothed training loss must have fallen no more than ``train_fall``
+    over the same stretch (when it fell more, OVF001 applies).
 
     ## What to do
     Restore the checkpoint from the best step. Lower the learning rate
@@ -242,10 +299,10 @@ class ValidationRisesWithoutLearning(Rule):
         Threshold(
             "min_rise",
             0.15,
-            "log rise of the later validation losses over the best (0.15 = 16%)",
+            "log rise of the later validation losses over the level at the best (0.15 = 16%)",
             source="OVF001's clear_rise: healthy files of the real-log corpus whose validation loss "
             "flattens stay within 9%; the eval_rising file of the calibration half with enough "
-            "evaluations rises 26%",
+            "evaluations rises 0.30 from its best level, and its lowest later evaluation 0.21",
         ),
         Threshold(
             "clear_rise",
@@ -260,14 +317,16 @@ class ValidationRisesWithoutLearning(Rule):
             source="OVF001's train_fall: above it the rise is overfitting",
         ),
         Threshold("min_points", 4, "fewest evaluations judged", source="as OVF001: a best point with two after it"),
+        _NOISE_Z,
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         rise = ValidationRise.of(run, t)
-        if rise is None or rise.train_fall > t["train_fall"]:
+        if rise is None or rise.train_fall > t["train_fall"] or not rise.beyond_noise(t):
             return
-        stepped_up = rise.floor_rise > t["min_rise"] and len(rise.val) - 1 - rise.val.index.get_loc(rise.best_step) >= 4
-        if not (rise.clear(t) or stepped_up):
+        clear = rise.rise_from_level > t["min_rise"] and rise.trending(rise.rise_from_level, t)
+        stepped_up = rise.floor_rise > t["min_rise"] and rise.evaluations_after >= 4
+        if not (clear or stepped_up):
             return
         last = float(rise.val.iloc[-1])
         trend = "rose" if rise.train_fall < -t["train_fall"] else "stayed level"
@@ -275,16 +334,18 @@ class ValidationRisesWithoutLearning(Rule):
             run,
             message=(
                 f"{rise.column} was best at step {rise.best_step:.0f} ({rise.best:.4g}) and has risen since, "
-                f"to {last:.4g} ({np.exp(rise.rise):.3g}x over the later evaluations), while the training "
-                f"loss {trend} ({rise.train_at_best:.4g} -> {rise.train_end:.4g})" + _lr_note(run)
+                f"to {last:.4g} ({np.exp(rise.rise_from_level):.3g}x its level there, {rise.level:.4g}, over the "
+                f"later evaluations), while the training loss {trend} "
+                f"({rise.train_at_best:.4g} -> {rise.train_end:.4g})" + _lr_note(run)
             ),
             onset=rise.best_step,
             steps=[rise.best_step],
             evidence={
                 "best_step": rise.best_step,
                 "best_val_loss": rise.best,
+                "level_at_best": rise.level,
                 "last_val_loss": last,
-                "rise": float(np.exp(rise.rise)),
+                "rise": float(np.exp(rise.rise_from_level)),
                 "train_at_best": rise.train_at_best,
                 "train_end": rise.train_end,
                 "evaluations": len(rise.val),

@@ -97,11 +97,11 @@ class ExplodingGradients(Rule):
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         norm = global_grad_norm(run)
         norm = norm[norm > 0]
-        global_growth = _growth(norm, t["min_points"])
+        global_growth = _growth(norm, t["min_points"], t["min_growth"])
         layers = _layer_growth(run, t["min_points"])
         worst = max(layers, key=layers.get) if layers else None
         layer_fires = worst is not None and layers[worst] >= t["min_growth"]
-        global_fires = global_growth is not None and global_growth[0] >= t["min_growth"]
+        global_fires = global_growth is not None
         if not (global_fires or layer_fires):
             return
         growth, onset = global_growth if global_fires else (None, None)
@@ -150,19 +150,23 @@ class ExplodingGradients(Rule):
         )
 
 
-def _growth(norm: pd.Series, min_points: float) -> tuple[float, float] | None:
-    """(peak smoothed level / start level, first step past 3x the start) of a rising norm, else None."""
+def _growth(norm: pd.Series, min_points: float, min_growth: float) -> tuple[float, float] | None:
+    """(peak smoothed level / start level, first step past 3x the start) of a rising norm that grew
+    at least ``min_growth`` times, else None."""
     if len(norm) < min_points:
         return None
     logged = curves.to_log(norm)
+    smoothed = curves.rolling_median(logged, 3)
+    start = np.log(curves.start_level(norm))
+    growth = float(np.exp(smoothed.max() - start))
+    if not growth >= min_growth:
+        return None  # decided without the trend (a Theil-Sen fit, the costly part)
     fit = curves.trend(logged)
     if fit is None or not fit.rising:
         return None
-    smoothed = curves.rolling_median(logged, 3)
-    start = np.log(curves.start_level(norm))
     above = smoothed[smoothed > start + np.log(3.0)]
     onset = float(above.index[0]) if len(above) else float(smoothed.idxmax())
-    return float(np.exp(smoothed.max() - start)), onset
+    return growth, onset
 
 
 def _layer_growth(run: Run, min_points: float) -> dict[str, float]:

@@ -415,18 +415,16 @@ class LearningRateTooLow(Rule):
         loss = plain_loss(run, t["min_points"])
         if loss is None or curves.starts_midway(loss):
             return
-        fit = curves.trend(curves.comparable(loss))
+        # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
+        remaining = curves.end_level(loss) / curves.start_level(loss)
+        if not remaining > t["min_remaining"]:
+            return
         linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
         first_half, second_half = _half_drops(loss)
-        remaining = curves.end_level(loss) / curves.start_level(loss)
-        if not (
-            fit is not None
-            and fit.falling
-            and linearity >= t["min_linearity"]
-            and second_half > 0
-            and first_half < t["max_bend"] * second_half
-            and remaining > t["min_remaining"]
-        ):
+        if not (linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half):
+            return
+        fit = curves.trend(curves.comparable(loss))
+        if fit is None or not fit.falling:
             return
         yield self.finding(
             run,
@@ -582,9 +580,12 @@ class TrainingStalled(Rule):
     median, when per-step noise is larger). It fires when that happens before
     ``max_start`` of the run, the plateau is high (the loss fell less than
     ``max_drop`` before it), the log starts at the beginning of training,
-    the validation loss (when logged) is not improving either, and the
-    learning rate during the stall (when logged) is above ``min_lr`` of its
-    peak (a schedule that decayed to zero is LR004's case).
+    the validation loss (when logged) is not improving either nor below
+    ``val_below`` times the training loss's level (a model twice as good on
+    unseen data is not stuck: label noise, dropout or augmentation hold the
+    training loss up), and the learning rate during the stall (when logged)
+    is above ``min_lr`` of its peak (a schedule that decayed to zero is
+    LR004's case).
 
     ## What to do
     Overfit one small batch first: if even that fails the model or the data
@@ -633,6 +634,15 @@ class TrainingStalled(Rule):
             "stall is not the schedule's doing",
             source="a cosine schedule is at 5% in its last 14%",
         ),
+        Threshold(
+            "val_below",
+            0.5,
+            "median validation loss during the stall, as a fraction of the training loss's level, under "
+            "which the plateau is the training batches' floor",
+            source="the plateau runs of the calibration half that log a validation loss sit at 0.79-1.08 "
+            "times their training loss; the healthy twin of the overfitting_tiny_data bug (10% label noise "
+            "in training only) at 0.4",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -648,6 +658,8 @@ class TrainingStalled(Rule):
         if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
+            return
+        if _val_far_below(run, stall, level, t["val_below"]):
             return
         yield self.finding(
             run,
@@ -677,6 +689,14 @@ def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     if len(val) < 3 or not curves.is_positive(val):
         return False
     return curves.log_ratio(float(val.iloc[: max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
+
+
+def _val_far_below(run: Run, since: float, level: float, ratio: float) -> bool:
+    """The validation loss during the stall is under ``ratio`` times the training loss's level: the
+    training batches are what holds the loss up (label noise, dropout, augmentation), not the model."""
+    val = curves.finite(run.series("val_loss"))
+    val = val[val.index >= since]
+    return len(val) >= 3 and level > 0 and float(val.median()) < ratio * level
 
 
 def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
