@@ -149,6 +149,7 @@ SCENARIOS: dict[str, Scenario] = {
         lambda: mlp(10, 32, nn.Sigmoid),
         sgd(0.1),
         expect="GRD002",
+        primary="BUG025",
         about="ten sigmoid layers: the first layers' gradients are a tiny fraction of the last's",
     ),
     "update-tiny": Scenario(
@@ -185,6 +186,7 @@ SCENARIOS: dict[str, Scenario] = {
         TwoBranch,
         adam(0.01),
         expect="GRD004",
+        primary="BUG026",
         about="one branch's output is detached: its parameters never get a gradient",
     ),
     "memory-leak": Scenario(

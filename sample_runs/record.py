@@ -859,6 +859,9 @@ BUG_KINDS: dict[str, tuple[str, str | None]] = {
     "BUG022": ("missing_activation", None),
     "BUG023": ("item_cuts_graph", None),
     "BUG024": ("labels_shuffled_apart", None),
+    "BUG025": ("deep_sigmoid_vanishing", None),
+    "BUG026": ("detach_cuts_graph", None),
+    "BUG027": ("rnn_batch_first", None),
 }
 
 

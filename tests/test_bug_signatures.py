@@ -319,6 +319,16 @@ def test_accumulation_counts_backward_passes_and_the_weight_of_the_loss(tmp_path
     assert ("BUG018" in _bugs(run)) is not divide
 
 
+def test_a_loop_without_accumulation_is_judged_by_the_accumulation_rules(tmp_path: Path) -> None:
+    """One backward per step writes no backward_passes: BUG018 and BUG023 still judge the run (silently)."""
+    run = _train(tmp_path / "run.jsonl", _mlp())
+    assert not run.has("backward_passes") and not run.has("backward_missed_model")
+    analysis = diagnose.analyze(run)
+    skipped = {code for code, _ in analysis.not_evaluated}
+    assert {"BUG018", "BUG023"}.isdisjoint(skipped)
+    assert {"BUG018", "BUG023"}.isdisjoint(analysis.codes)
+
+
 def test_a_regression_loss_on_class_indices_and_a_linear_stack_are_named(tmp_path: Path) -> None:
     torch.manual_seed(0)
     linear = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.0), nn.Linear(16, 1))
@@ -362,3 +372,42 @@ def test_a_loss_rebuilt_from_its_value_never_reaches_the_model(tmp_path: Path) -
     assert (bad.series("backward_missed_model") == 1).all() and not bad.has("grad_norm")
     assert diagnose.analyze(bad).worst.code == "BUG023"
     assert not _train(tmp_path / "good.jsonl", _mlp()).has("backward_missed_model")
+
+
+def test_a_relu_after_the_output_of_a_regression_clamps_targets_of_both_signs(tmp_path: Path) -> None:
+    x, _ = _data()
+    data = (x, x[:, :1] - x[:, 1:2])  # a target of both signs
+    clamped = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1), nn.ReLU())
+    bad = _train(tmp_path / "bad.jsonl", clamped, criterion=nn.MSELoss(), data=data, steps=40)
+    assert bad.series("target_neg_frac").between(0.3, 0.7).all()
+    finding = next(f for f in diagnose.analyze(bad) if f.code == "BUG006")
+    assert "clamped at 0" in finding.message and "targets are negative" in finding.message
+    good = _train(tmp_path / "good.jsonl", _mlp()[:2].append(nn.Linear(16, 1)), criterion=nn.MSELoss(), data=data)
+    assert "BUG006" not in _bugs(good)
+    # A target that is never negative may be meant to be predicted through a ReLU.
+    positive = (x, (x[:, :1] - x[:, 1:2]).abs())
+    kept = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1), nn.ReLU())
+    run = _train(tmp_path / "positive.jsonl", kept, criterion=nn.MSELoss(), data=positive, steps=40)
+    assert (run.series("target_neg_frac") == 0).all() and "BUG006" not in _bugs(run)
+
+
+class _LastStep(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.GRU(8, 16, batch_first=batch_first)
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_recurrent_layer_reading_the_batch_as_time_is_named(tmp_path: Path, batch_first: bool) -> None:
+    x, y = _data()
+    sequences = (x.reshape(-1, 1, 8).expand(-1, 5, 8).contiguous(), y)  # (batch 32, time 5, features 8) per step
+    run = _train(tmp_path / "run.jsonl", _LastStep(batch_first), data=sequences, steps=6)
+    [layer] = _events(run, schema.EV_RECURRENT_INPUT)
+    assert layer["module"] == "rnn" and layer["batch_first"] == int(batch_first) and layer["input_shape"] == [32, 5, 8]
+    assert ("BUG027" in _bugs(run)) is not batch_first

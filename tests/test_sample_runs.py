@@ -54,6 +54,7 @@ def test_unknown_scenario_is_refused(tmp_path):
 def test_sample_files_stay_small():
     files = list(EXAMPLES.rglob("*.jsonl"))
     # About 130 runs: the bug pairs (the scripts of bugs/ train 320 steps with the default preset, 60-75 KB
-    # a file) make up nearly half; every other run stays near or under 60 KB.
-    assert max(p.stat().st_size for p in files) < 100_000
+    # a file, the seven-layer stack of deep_sigmoid_vanishing about 115 KB) make up nearly half; every other
+    # run stays near or under 60 KB.
+    assert max(p.stat().st_size for p in files) < 120_000
     assert sum(p.stat().st_size for p in files) < 6_000_000

@@ -6,9 +6,9 @@ sampled steps only, and the first ``nn.modules.loss._Loss`` called in that
 window (``criterion(output, target)``) is described: its class, the shapes it
 was given, and a few reductions of its input (probabilities? log-probabilities?
 clamped at zero?) and of its target (how many classes the batch holds, and
-their entropy). A loss written as a function (``F.cross_entropy``) is not a
-module: then the model output is described instead and ``metadata.loss_fn``
-names the loss.
+their entropy; for a float target, how much of it is negative). A loss written
+as a function (``F.cross_entropy``) is not a module: then the model output is
+described instead and ``metadata.loss_fn`` names the loss.
 
 `LayerInputProbe` records statistics of the *input* of every Linear and
 convolution on the activation schedule: the first one is the scale of the
@@ -36,6 +36,7 @@ from diagnose.runfile import schema
 
 PREDICTION_STATS = ("pred_min", "pred_max", "pred_rowsum_dev", "pred_lse_dev", "pred_zero_frac")
 LABEL_STATS = ("label_entropy", "label_classes")
+TARGET_STATS = ("target_neg_frac",)
 # Targets with more classes than this (language-model vocabularies) are not counted.
 _MAX_COUNTED_CLASSES = 4096
 
@@ -68,6 +69,14 @@ def label_stats(target: torch.Tensor) -> torch.Tensor | None:
     counts = torch.bincount(labels.clamp(max=_MAX_COUNTED_CLASSES), minlength=2).float()
     p = counts[counts > 0] / labels.numel()
     return torch.stack([-(p * p.log()).sum(), (counts > 0).sum().float()])
+
+
+def target_stats(target: torch.Tensor) -> torch.Tensor | None:
+    """`TARGET_STATS` of a float target (regression): the share of values below zero, which
+    a model clamped at zero (a ReLU after its last layer) cannot reach; None for class indices."""
+    if not target.is_floating_point() or target.numel() == 0:
+        return None
+    return (target.detach() < 0).float().mean().reshape(1)
 
 
 class LossInputProbe(Probe):
@@ -105,9 +114,10 @@ class LossInputProbe(Probe):
         record.private["pred_stats"] = prediction_stats(pred)
         if isinstance(output, torch.Tensor) and output.requires_grad and output.numel() == 1:
             output.register_hook(self.host.guard(self, self._on_loss_grad))
-        labels = label_stats(target) if target is not None else None
-        if labels is not None:
-            record.private["label_stats"] = labels
+        for key, stats in (("label_stats", label_stats), ("target_stats", target_stats)):
+            values = stats(target) if target is not None else None
+            if values is not None:
+                record.private[key] = values
         described = (
             type(module).__name__,
             getattr(module, "reduction", None),
@@ -153,7 +163,11 @@ class LossInputProbe(Probe):
         scale = record.private.get("loss_backward_scale")
         if scale is not None and math.isfinite(scale):
             record.fields["loss_backward_scale"] = scale
-        for key, names in (("pred_stats", PREDICTION_STATS), ("label_stats", LABEL_STATS)):
+        for key, names in (
+            ("pred_stats", PREDICTION_STATS),
+            ("label_stats", LABEL_STATS),
+            ("target_stats", TARGET_STATS),
+        ):
             values = record.private.get(key)
             if values is not None:
                 record.fields.update({n: v for n, v in zip(names, values, strict=True) if not math.isnan(v)})

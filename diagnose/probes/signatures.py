@@ -17,6 +17,8 @@ few steps, or reductions on sampled steps only.
   symmetric initialisation), at the start and again after some steps.
 - `WarningProbe`: Python and torch warnings raised during training, once per
   distinct message, with counts; the user's own warning display is kept.
+- `RecurrentLayoutProbe`: each recurrent layer's ``batch_first`` and the shape it
+  is first given in training, once (batch and time axes swapped).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from functools import partial
 from typing import Any
 
 import torch
@@ -422,3 +425,35 @@ class WarningProbe(Probe):
                 count=self._counts[(category, message, origin)],
             )
         self._changed.clear()
+
+
+class RecurrentLayoutProbe(Probe):
+    """A ``recurrent_input`` event per ``nn.RNN``/``LSTM``/``GRU``: its ``batch_first`` and the
+    shape of the input it is given at its first call with gradients enabled (training), once.
+    Set against the batch the loss sees, it shows batch and time axes read the wrong way round."""
+
+    name = "recurrent_layout"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        for name, module in host.modules:
+            if isinstance(module, nn.RNNBase):
+                self.keep(module.register_forward_pre_hook(host.guard(self, partial(self._on_call, name))))
+
+    def _on_call(self, name: str, module: nn.RNNBase, args: tuple[Any, ...]) -> None:
+        if name in self._seen or not torch.is_grad_enabled():
+            return
+        self._seen.add(name)
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.dim() == 3:  # packed and unbatched inputs have no axes to swap
+            self.host.record.event(
+                schema.EV_RECURRENT_INPUT,
+                module=name or schema.MODEL_MODULE,
+                type=type(module).__name__,
+                batch_first=int(module.batch_first),
+                input_shape=list(x.shape),
+            )

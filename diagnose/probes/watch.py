@@ -45,6 +45,7 @@ from diagnose.probes.signatures import (
     DuplicateRowsProbe,
     LossGradientProbe,
     OptimizerCoverageProbe,
+    RecurrentLayoutProbe,
     StepGradientProbe,
     TrainingModeProbe,
     WarningProbe,
@@ -290,7 +291,7 @@ class Watch:
         """The bug signatures (see `diagnose.probes.signatures`): once-only checks always,
         sampled ones on the per-layer gradient schedule."""
         preset = self.preset
-        probes: list[Probe] = [WarningProbe(), DuplicateRowsProbe()]
+        probes: list[Probe] = [WarningProbe(), DuplicateRowsProbe(), RecurrentLayoutProbe()]
         if self.optimizer is not None:
             probes += [OptimizerCoverageProbe(), TrainingModeProbe(preset.activations)]
             if preset.layer_grads.every:

@@ -148,10 +148,15 @@ def output_loss_mismatch(loss_fn: str, stats: Mapping[str, float], tolerance: fl
     """What the loss function was given against what it expects; None when they agree.
 
     ``stats``: medians of ``pred_min``, ``pred_max``, ``pred_rowsum_dev``,
-    ``pred_lse_dev``, ``pred_zero_frac`` over the sampled steps.
+    ``pred_lse_dev``, ``pred_zero_frac`` and ``target_neg_frac`` over the
+    sampled steps. Outputs count as clamped at zero when at least a tenth of
+    them are exactly 0 and none is below; for a regression loss, only when at
+    least a tenth of the targets are negative too (a non-negative target may
+    be meant to be predicted through a ReLU).
     """
     lo, hi = stats.get("pred_min", math.nan), stats.get("pred_max", math.nan)
     rowsum, lse, zeros = (stats.get(k, math.nan) for k in ("pred_rowsum_dev", "pred_lse_dev", "pred_zero_frac"))
+    negative_targets = stats.get("target_neg_frac", math.nan)
     in_unit = lo >= 0 and hi <= 1
     if loss_fn == "CrossEntropyLoss" and in_unit and rowsum < tolerance:
         return {"kind": "softmax-into-cross-entropy", "pred_min": lo, "pred_max": hi, "rowsum_dev": rowsum}
@@ -161,6 +166,8 @@ def output_loss_mismatch(loss_fn: str, stats: Mapping[str, float], tolerance: fl
         return {"kind": "sigmoid-into-bce-with-logits", "pred_min": lo, "pred_max": hi}
     if loss_fn in ("CrossEntropyLoss", "BCEWithLogitsLoss") and lo == 0 and zeros >= 0.1:
         return {"kind": "logits-clamped-at-zero", "pred_min": lo, "zero_frac": zeros}
+    if loss_fn in REGRESSION_LOSSES and lo == 0 and zeros >= 0.1 and negative_targets >= 0.1:
+        return {"kind": "regression-clamped-at-zero", "zero_frac": zeros, "negative_targets": negative_targets}
     return None
 
 
@@ -390,3 +397,17 @@ def loss_at_label_entropy(
     if best < (1 - tolerance) * label_entropy:
         return None
     return {"late_loss": late, "best_loss": best, "label_entropy": label_entropy, "num_classes": num_classes}
+
+
+def recurrent_axes_swapped(batch_first: bool, input_shape: Sequence[int], loss_batch: int) -> dict | None:
+    """A recurrent layer given (batch, time, features) while it reads (time, batch, features), or
+    the other way round: the loss's batch size is the axis the layer takes for time, not for the batch.
+
+    Undecided (None) when time and batch have the same length.
+    """
+    if len(input_shape) != 3:
+        return None
+    batch, time = (input_shape[0], input_shape[1]) if batch_first else (input_shape[1], input_shape[0])
+    if batch == time or loss_batch != time:
+        return None
+    return {"read_as_batch": int(batch), "read_as_time": int(time), "loss_batch": int(loss_batch)}

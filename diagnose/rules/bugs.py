@@ -18,7 +18,7 @@ import numpy as np
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import listing
+from diagnose.rules.helpers import listing, vanishing_gradient
 from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
@@ -432,6 +432,13 @@ _MISMATCH_TEXT = {
         "remove the ReLU (or other clamp) after the last layer: the loss expects unbounded logits",
         "look for: an activation after the final Linear in forward() or nn.Sequential",
     ),
+    "regression-clamped-at-zero": (
+        "a ReLU after the output layer of a regression model",
+        "the predictions are clamped at 0 ({zero_frac:.0%} exactly zero, none negative) while {negative_targets:.0%} "
+        "of the targets are negative: those targets cannot be reached and the clamped outputs pass back no gradient",
+        "remove the ReLU (or other clamp) after the last layer: a target of both signs needs an unbounded output",
+        "look for: nn.ReLU()/F.relu/clamp(min=0) as the last step of forward() or nn.Sequential",
+    ),
 }
 
 
@@ -441,8 +448,9 @@ class OutputDoesNotFitLoss(Rule):
     What the model gives the loss does not fit the loss function:
     probabilities fed into ``CrossEntropyLoss`` (which expects logits),
     raw scores into ``NLLLoss`` (which expects log-probabilities),
-    probabilities into ``BCEWithLogitsLoss``, or logits clamped at zero by
-    a ReLU after the last layer.
+    probabilities into ``BCEWithLogitsLoss``, or outputs clamped at zero by
+    a ReLU after the last layer (logits, or regression predictions for
+    targets of both signs).
 
     ## Why it matters
     The loss still runs and still falls a little, so nothing fails; but it
@@ -455,7 +463,9 @@ class OutputDoesNotFitLoss(Rule):
     output) or ``metadata.loss_fn``, and the ``pred_*`` statistics (median
     over sampled steps): probabilities are values in [0, 1] whose rows sum
     to 1 within ``tolerance``; log-probabilities have a row ``logsumexp``
-    within ``tolerance`` of 0 and no value above it.
+    within ``tolerance`` of 0 and no value above it; clamped outputs have a
+    minimum of exactly 0 with a tenth or more of them at 0 (for a regression
+    loss, with a tenth or more of the targets, ``target_neg_frac``, below 0).
 
     ## What to do
     Give each loss what it expects: logits to ``CrossEntropyLoss`` and
@@ -471,7 +481,7 @@ class OutputDoesNotFitLoss(Rule):
     severity = Severity.ERROR
     requires = ("pred_min",)
     priority = 3
-    explains = (*_LOSS_SHAPE, "GRD003", "ACT002", "INIT001", "ZL001", "LR004", "BUG014", "BUG015", "BUG007")
+    explains = (*_LOSS_SHAPE, "GRD003", "ACT001", "ACT002", "INIT001", "ZL001", "LR004", "BUG014", "BUG015", "BUG007")
     thresholds = (
         Threshold(
             "tolerance",
@@ -487,7 +497,7 @@ class OutputDoesNotFitLoss(Rule):
             return
         stats = {
             c: float(_sampled(run, c).median())
-            for c in ("pred_min", "pred_max", "pred_rowsum_dev", "pred_lse_dev", "pred_zero_frac")
+            for c in ("pred_min", "pred_max", "pred_rowsum_dev", "pred_lse_dev", "pred_zero_frac", "target_neg_frac")
             if run.has(c)
         }
         found = sig.output_loss_mismatch(loss_fn, stats, t["tolerance"])
@@ -1348,11 +1358,13 @@ class AccumulationNotDivided(Rule):
     accumulation count silently changes the effective rate.
 
     ## How it decides
-    Needs ``backward_passes`` (backward passes per optimizer step, the probes)
-    and ``loss_backward_scale`` (the gradient that reached the loss module's
-    output: 1 for ``loss.backward()``, 1/k for ``(loss / k).backward()``):
-    medians at least 2 and within ``tolerance`` of 1. Under AMP the scale is
-    the loss scale and never 1, so the rule stays silent.
+    Needs ``grad_at_step`` (written at every sampled step), ``backward_passes``
+    (backward passes per optimizer step, written only when more than one: a
+    sampled step without it had one) and ``loss_backward_scale`` (the
+    gradient that reached the loss module's output: 1 for ``loss.backward()``,
+    1/k for ``(loss / k).backward()``): medians at least 2 and within
+    ``tolerance`` of 1. Under AMP the scale is the loss scale and never 1, so
+    the rule stays silent.
 
     ## What to do
     Divide each micro-batch's loss by the number of micro-batches:
@@ -1364,7 +1376,7 @@ class AccumulationNotDivided(Rule):
     title = "Gradients accumulated over micro-batches without dividing the loss"
     category = Category.BUGS
     severity = Severity.WARNING
-    requires = ("backward_passes", "loss_backward_scale")
+    requires = ("grad_at_step", "loss_backward_scale")  # backward_passes is written only where it is above 1
     priority = 3
     explains = (*_LOSS_SHAPE, "GRD001", "NF001", "LR004")
     thresholds = (
@@ -1378,7 +1390,7 @@ class AccumulationNotDivided(Rule):
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         found = sig.undivided_accumulation(
-            _sampled(run, "backward_passes").to_numpy(), _sampled(run, "loss_backward_scale").to_numpy(), t["tolerance"]
+            _backward_passes(run), _sampled(run, "loss_backward_scale").to_numpy(), t["tolerance"]
         )
         if found is None:
             return
@@ -1398,6 +1410,12 @@ class AccumulationNotDivided(Rule):
                 "look for: an accumulation loop with loss.backward() and optimizer.step() every k batches",
             ],
         )
+
+
+def _backward_passes(run: Run) -> np.ndarray:
+    """Backward passes per sampled step: the probe writes the count only when it is above 1."""
+    sampled = _sampled(run, "grad_at_step").index
+    return run.series("backward_passes").reindex(sampled).fillna(1).to_numpy()
 
 
 # Module classes whose gradients explode through time unless clipped.
@@ -1810,5 +1828,234 @@ class LabelsCarryNoInformation(Rule):
             fixes=[
                 "shuffle inputs and labels with one permutation (x[idx], y[idx]) and check a few pairs by eye",
                 "look for: two separate randperm/shuffle calls, or labels loaded from another file order",
+            ],
+        )
+
+
+# Activations whose slope is at most 1 everywhere and near 0 in their tails (sigmoid's at most 0.25).
+_SATURATING_TYPES = ("Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign", "LogSigmoid")
+_ACTIVATION_MODULES = (*_SATURATING_TYPES, "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "SELU", "CELU", "GELU", "SiLU")
+
+
+class SaturatingActivationsVanish(Rule):
+    """
+    ## What it detects
+    A deep stack whose hidden activations are sigmoid or tanh modules, with
+    the gradient of its first layers orders of magnitude below that of its
+    last: the activations are why the gradient vanishes.
+
+    ## Why it matters
+    Backpropagation multiplies by the activation's slope once per layer. The
+    sigmoid's slope is at most 0.25 and tanh's at most 1, both near 0 in
+    their tails, so through a few such layers the backward signal shrinks
+    geometrically (Glorot & Bengio 2010): the first layers stop learning and
+    the network trains like a shallow one on random features, often stuck
+    at chance. ReLU-family activations pass a slope of 1.
+
+    ## How it decides
+    Needs the per-layer ``grad_norm`` and the model's module types. The
+    first quarter of the weight layers gets under ``max_ratio`` of the last
+    quarter's gradient norm across at least ``min_layers`` weight layers (as
+    GRD002 measures it), and at least ``min_saturating`` activation modules
+    are sigmoid/tanh-like, making up at least half of the model's activation
+    modules.
+
+    ## What to do
+    Use ReLU/GELU (or LeakyReLU) between hidden layers, keeping a sigmoid
+    only where a probability is the output; or add normalisation (LayerNorm,
+    BatchNorm) before each activation and initialise with ``xavier_normal_``.
+    """
+
+    code = "BUG025"
+    name = "saturating-activations-vanish"
+    title = "Sigmoid/tanh activations in a deep stack: the gradient vanishes before the first layers"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("layers.grad_norm",)
+    priority = 5
+    explains = (*_STALL, "GRD002", "ACT002", "ACT003", "CH002", "OVF002")
+    thresholds = (
+        Threshold(
+            "max_ratio",
+            1e-3,
+            "first-layer / last-layer gradient norm below which gradients vanish",
+            source="GRD002's level: healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x",
+        ),
+        Threshold("min_layers", 4, "fewest weight layers for a depth problem", source="GRD002's depth"),
+        Threshold(
+            "min_saturating",
+            2,
+            "fewest sigmoid/tanh activation modules",
+            source="one saturating layer shrinks the gradient 4x at most (sigmoid); the vanishing needs a stack",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        types = [str(m[1]) for m in (run.meta.get("model") or {}).get("modules") or [] if isinstance(m, (list, tuple))]
+        activations = [kind for kind in types if kind in _ACTIVATION_MODULES]
+        saturating = [kind for kind in activations if kind in _SATURATING_TYPES]
+        if len(saturating) < t["min_saturating"] or 2 * len(saturating) < len(activations):
+            return
+        found = vanishing_gradient(run, t["max_ratio"], int(t["min_layers"]))
+        if found is None:
+            return
+        kinds = " and ".join(sorted(set(saturating)))
+        yield self.finding(
+            run,
+            module=found["first_layers"][0],
+            message=(
+                f"{len(saturating)} {kinds} activations sit between the {len(found['per_layer'])} weight layers, "
+                f"and the first layers ({labelled(run, found['first_layers'])}) get {found['ratio']:.2g} of the "
+                f"gradient of the last ({labelled(run, found['last_layers'])}): each saturating activation "
+                f"shrinks the backward signal (a sigmoid's slope is at most 0.25), so it vanishes before the "
+                f"first layers"
+            ),
+            evidence={**found, "saturating": len(saturating), "activations": len(activations)},
+            confidence=0.8,
+            causes=[f"{kinds} between hidden layers of a deep stack"],
+            fixes=[
+                "use ReLU or GELU between hidden layers (keep a sigmoid only on a probability output)",
+                "look for: nn.Sigmoid()/nn.Tanh() (or torch.sigmoid) between the Linear layers; or add "
+                "LayerNorm before each activation",
+            ],
+        )
+
+
+class GraphCutInsideModel(Rule):
+    """
+    ## What it detects
+    Layers that run in the forward pass (their outputs are measured) but
+    never receive a gradient, while layers after them do: the autograd graph
+    is cut between them inside ``forward``.
+
+    ## Why it matters
+    The layers before the cut keep their initial weights for the whole run:
+    the model trains only its last part, on random features. Nothing fails
+    and the loss still falls a little, so a ``.detach()`` left from a
+    feature-extraction experiment, a ``with torch.no_grad():`` around part
+    of ``forward``, or an ``.item()``/``.numpy()`` round trip goes unnoticed.
+
+    ## How it decides
+    Needs the per-layer ``grad_norm``, ``param_norm`` (trainable modules)
+    and ``act_rms`` (modules seen running forward). It fires when a trainable
+    module has output statistics at some sampled step but no non-zero
+    gradient at any, and a trainable module after it in model order has a
+    non-zero gradient. A module whose output is computed but not used in the
+    loss looks the same; the message names both.
+
+    ## What to do
+    Remove the ``.detach()``, ``torch.no_grad()`` or ``.item()`` between the
+    named layers and the ones after them; if those layers are meant to stay
+    fixed, freeze them with ``requires_grad_(False)`` and leave them out of
+    the optimizer.
+    """
+
+    code = "BUG026"
+    name = "graph-cut-inside-model"
+    title = "The autograd graph is cut inside forward(): the first layers never get a gradient"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    requires = ("layers.grad_norm", "layers.param_norm", "layers.act_rms")
+    priority = 4
+    explains = (*_STALL, "GRD004", "GRD003", "CH002", "OVF002")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        order = run.module_order()
+        peak = run.layer_series("grad_norm").max()
+        ran = set(run.layer_series("act_rms").dropna(axis=1, how="all").columns)
+        trainable = [m for m in order if m in set(run.layer_series("param_norm").columns)]
+        learning = [m for m in trainable if peak.get(m, 0) > 0]
+        cut = [m for m in trainable if m in ran and not peak.get(m, 0) > 0]
+        if not learning or not cut or order.index(learning[-1]) < order.index(cut[0]):
+            return
+        after = [m for m in learning if order.index(m) > order.index(cut[-1])] or learning[-1:]
+        yield self.finding(
+            run,
+            module=cut[0],
+            message=(
+                f"{labelled(run, cut)} ran in forward but never got a gradient, while {labelled(run, after)}, "
+                f"later in the model, did: the graph is cut between them (a .detach(), torch.no_grad() or "
+                f".item() in forward), or the output of the first is not used in the loss"
+            ),
+            evidence={"cut": cut, "learning": learning},
+            confidence=0.75,
+            causes=["a .detach(), torch.no_grad() or .item() round trip inside forward()"],
+            fixes=[
+                "remove the .detach()/torch.no_grad() between these layers and the next; freeze on purpose with "
+                "requires_grad_(False)",
+                "look for: .detach(), with torch.no_grad():, .item() or .numpy() inside forward()",
+            ],
+        )
+
+
+class RecurrentBatchAxisSwapped(Rule):
+    """
+    ## What it detects
+    A recurrent layer reads the batch as time: ``nn.RNN``/``LSTM``/``GRU``
+    built with the default ``batch_first=False`` and fed
+    ``(batch, time, features)`` data (or ``batch_first=True`` fed
+    ``(time, batch, features)``).
+
+    ## Why it matters
+    The layer then runs its recurrence across the samples of the batch: each
+    sample's state is carried into the next sample, the real time steps are
+    treated as independent sequences, and which sample an output belongs to
+    is scrambled. Nothing fails because the shapes still fit; the model
+    learns little and validation stays near chance.
+
+    ## How it decides
+    Needs the probes' ``recurrent_input`` event (the layer's ``batch_first``
+    and the shape of its first training input) and ``loss_function`` event
+    (the batch the loss is given). It fires when the loss's batch size is
+    the length of the axis the layer reads as time, and not that of the axis
+    it reads as the batch (equal lengths leave it undecided).
+
+    ## What to do
+    Build the layer with ``batch_first=True`` for ``(batch, time, features)``
+    data, or transpose the input with ``x.transpose(0, 1)`` (and the output
+    back) for ``batch_first=False``.
+    """
+
+    code = "BUG027"
+    name = "recurrent-batch-axis-swapped"
+    title = "A recurrent layer reads the batch as time: check batch_first"
+    category = Category.BUGS
+    severity = Severity.ERROR
+    requires = ("events",)
+    priority = 3
+    explains = (*_STALL, "CH002", "OVF001", "OVF002", "NOI001", "BUG024")
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        losses = events_of(run, schema.EV_LOSS_FUNCTION)
+        shape = losses[0].get("input_shape") if losses else None
+        if not isinstance(shape, list) or not shape:
+            return
+        for layer in events_of(run, schema.EV_RECURRENT_INPUT):
+            batch_first = bool(layer.get("batch_first"))
+            found = sig.recurrent_axes_swapped(batch_first, layer.get("input_shape") or [], int(shape[0]))
+            if found is not None:
+                yield self._report(run, layer, batch_first, found)
+                return
+
+    def _report(self, run: Run, layer: Mapping[str, Any], batch_first: bool, found: dict) -> Finding:
+        module = str(layer["module"])
+        axes = ("dimension 0", "dimension 1") if batch_first else ("dimension 1", "dimension 0")
+        fix = "x.transpose(0, 1)" if batch_first else "batch_first=True"
+        return self.finding(
+            run,
+            module=module,
+            message=(
+                f"{labelled(run, [module])} has batch_first={batch_first} and was given {tuple(layer['input_shape'])}: "
+                f"it reads {axes[0]} ({found['read_as_batch']}) as the batch and {axes[1]} "
+                f"({found['read_as_time']}) as time, but the loss is given {found['loss_batch']} samples: the "
+                f"recurrence runs across the samples of the batch; use {fix}"
+            ),
+            evidence={**found, "batch_first": int(batch_first), "input_shape": list(layer["input_shape"])},
+            confidence=0.85,
+            causes=[f"an {layer.get('type', 'RNN')} built with batch_first={batch_first} fed data the other way round"],
+            fixes=[
+                f"build the layer with batch_first={not batch_first}, or transpose its input: x.transpose(0, 1)",
+                "look for: nn.GRU/nn.LSTM/nn.RNN(...) without batch_first=True while the DataLoader yields "
+                "(batch, time, features)",
             ],
         )

@@ -9,26 +9,8 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, modules
+from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, modules, vanishing_gradient
 from diagnose.run import Run
-
-# Module types whose gradient is a weight matrix: the layers depth is counted in.
-_WEIGHT_LAYERS = ("Linear", "Conv", "Bilinear")
-
-
-def weight_layers(run: Run, columns: pd.Index) -> list[str]:
-    """Modules among ``columns`` that hold a weight matrix (Linear/Conv), in model order; all when types are unknown."""
-    types = {
-        name: kind
-        for name, kind in (
-            (m[0], m[1])
-            for m in (run.meta.get("model") or {}).get("modules", [])
-            if isinstance(m, (list, tuple)) and len(m) == 2
-        )
-    }
-    if not types:
-        return list(columns)
-    return [c for c in columns if any(k in str(types.get(c, "")) for k in _WEIGHT_LAYERS)]
 
 
 def global_grad_norm(run: Run) -> pd.Series:
@@ -231,32 +213,19 @@ class VanishingGradients(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        table = later_samples(layer_table(run, "grad_norm"))
-        layers = [m for m in weight_layers(run, table.columns) if table[m].notna().any()]
-        if len(layers) < t["min_layers"]:
+        found = vanishing_gradient(run, t["max_ratio"], int(t["min_layers"]))
+        if found is None:
             return
-        quarter = max(1, len(layers) // 4)
-        first, last = layers[:quarter], layers[-quarter:]
-        first_norm = float(table[first].median().median())
-        last_norm = float(table[last].median().median())
-        if last_norm <= 0 or first_norm / last_norm >= t["max_ratio"]:
-            return
-        ratio = first_norm / last_norm
+        first, last, ratio = found["first_layers"], found["last_layers"], found["ratio"]
         yield self.finding(
             run,
             module=first[0],
             message=(
-                f"gradient norm of the first layers ({modules(run, first)}: {first_norm:.3g}) is {ratio:.2g} of "
-                f"the last layers' ({modules(run, last)}: {last_norm:.3g}) across {len(layers)} weight layers"
+                f"gradient norm of the first layers ({modules(run, first)}: {found['first_norm']:.3g}) is "
+                f"{ratio:.2g} of the last layers' ({modules(run, last)}: {found['last_norm']:.3g}) across "
+                f"{len(found['per_layer'])} weight layers"
             ),
-            evidence={
-                "ratio": ratio,
-                "first_layers": first,
-                "last_layers": last,
-                "first_norm": first_norm,
-                "last_norm": last_norm,
-                "per_layer": table[layers].median().to_dict(),
-            },
+            evidence=found,
             causes=[
                 "deep stack of sigmoid/tanh layers: each divides the backward signal",
                 "no normalisation and too small an initial weight scale",

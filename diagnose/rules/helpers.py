@@ -64,3 +64,45 @@ def listing(items: Sequence[str], most: int = 4) -> str:
     """``"a, b, c, d and 3 more"``: the first ``most`` items of a list too long to print whole."""
     shown = ", ".join(items[:most])
     return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+# Module types whose gradient is a weight matrix: the layers depth is counted in.
+_WEIGHT_LAYERS = ("Linear", "Conv", "Bilinear")
+
+
+def weight_layers(run: Run, columns: pd.Index) -> list[str]:
+    """Modules among ``columns`` that hold a weight matrix (Linear/Conv), in model order; all when types are unknown."""
+    types = {
+        name: kind
+        for name, kind in (
+            (m[0], m[1])
+            for m in (run.meta.get("model") or {}).get("modules", [])
+            if isinstance(m, (list, tuple)) and len(m) == 2
+        )
+    }
+    if not types:
+        return list(columns)
+    return [c for c in columns if any(k in str(types.get(c, "")) for k in _WEIGHT_LAYERS)]
+
+
+def vanishing_gradient(run: Run, max_ratio: float, min_layers: int) -> dict | None:
+    """The first quarter of the weight layers (model order) gets under ``max_ratio`` of the last
+    quarter's gradient norm (medians over the later half of the layer samples); None otherwise."""
+    table = later_samples(layer_table(run, "grad_norm"))
+    layers = [m for m in weight_layers(run, table.columns) if table[m].notna().any()]
+    if len(layers) < min_layers:
+        return None
+    quarter = max(1, len(layers) // 4)
+    first, last = layers[:quarter], layers[-quarter:]
+    first_norm = float(table[first].median().median())
+    last_norm = float(table[last].median().median())
+    if last_norm <= 0 or first_norm / last_norm >= max_ratio:
+        return None
+    return {
+        "ratio": first_norm / last_norm,
+        "first_layers": first,
+        "last_layers": last,
+        "first_norm": first_norm,
+        "last_norm": last_norm,
+        "per_layer": table[layers].median().to_dict(),
+    }

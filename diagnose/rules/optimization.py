@@ -577,7 +577,9 @@ class TrainingStalled(Rule):
     ## How it decides
     On 20 bin medians of the log loss, the stall starts where the loss never
     again falls more than ``tolerance`` (or twice the standard error of a bin
-    median, when per-step noise is larger). It fires when that happens before
+    median, when per-step noise is larger); a run that ends within
+    ``tolerance`` of its start is flat from its first step, however slowly
+    it drifts on the way. It fires when that happens before
     ``max_start`` of the run, the plateau is high (the loss fell less than
     ``max_drop`` before it), the log starts at the beginning of training,
     the validation loss (when logged) is not improving either nor below
@@ -652,6 +654,11 @@ class TrainingStalled(Rule):
             return  # a loss at exactly zero has nothing left to improve (ZL001's case)
         tolerance = max(t["tolerance"], 2 * _bin_median_noise(loss, _LEVEL_BINS))
         stall = curves.stall_start(loss, tolerance, max_points=_LEVEL_BINS)
+        if (
+            stall is not None
+            and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < t["tolerance"]
+        ):
+            stall = float(loss.index[0])  # the run ends within the tolerance of its start: flat from its start
         if stall is None or curves.fraction_of_run(loss, stall) > t["max_start"]:
             return
         level = curves.end_level(loss, 0.5)

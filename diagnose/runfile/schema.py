@@ -101,6 +101,7 @@ STEP_FIELDS = {
     "pred_zero_frac": "fraction of the loss input that is exactly zero",
     "label_entropy": "entropy (nats) of the class labels of the batch the loss saw",
     "label_classes": "number of distinct class labels in that batch",
+    "target_neg_frac": "fraction of a float (regression) target below zero, in the batch the loss saw",
     "data_time": "host seconds from the previous optimizer step to this step's first forward (distributed)",
     "forward_time": "host seconds from the step's first training forward to the end of its last (distributed)",
     "forward_wait": "the part of forward_time before the model's first submodule started, where DDP broadcasts"
@@ -196,6 +197,7 @@ EV_EVAL_MODE = "eval_mode"
 EV_DUPLICATE_ROWS = "duplicate_rows"
 EV_WARNING = "warning"
 EV_LOSS_FUNCTION = "loss_function"
+EV_RECURRENT_INPUT = "recurrent_input"
 DUPLICATE_ROWS_START = "start"
 DUPLICATE_ROWS_TRAINING = "training"
 
@@ -394,6 +396,16 @@ EVENTS: dict[str, Event] = {
                 "target_shape": "shape of the target",
                 "target_dtype": "dtype of the target",
                 "broadcast": "1 when the shapes differ with the same dtype",
+            },
+        ),
+        Event(
+            EV_RECURRENT_INPUT,
+            "a recurrent layer's first input in training (once per layer)",
+            {
+                "module": "the nn.RNN/LSTM/GRU module",
+                "type": "its class name",
+                "batch_first": "1 when it reads dimension 0 as the batch, 0 when dimension 1",
+                "input_shape": "shape of the input it was given",
             },
         ),
         Event(
