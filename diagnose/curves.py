@@ -105,8 +105,11 @@ def finite(series: pd.Series) -> pd.Series:
 
 
 def _finite(series: pd.Series) -> pd.Series:
-    values = pd.Series(np.asarray(series, dtype="float64"), index=np.asarray(series.index, dtype="float64"))
-    values = values[np.isfinite(values.to_numpy()) & np.isfinite(values.index.to_numpy())]
+    numbers, steps = np.asarray(series, dtype="float64"), np.asarray(series.index, dtype="float64")
+    usable = np.isfinite(numbers) & np.isfinite(steps)
+    if usable.all() and (len(steps) < 2 or (np.diff(steps) > 0).all()):  # the common case: nothing to drop or sort
+        return pd.Series(numbers, index=pd.Index(steps, name="step"))
+    values = pd.Series(numbers, index=steps)[usable]
     if values.index.has_duplicates:
         values = values.groupby(level=0).mean()
     values = values.sort_index()

@@ -155,13 +155,13 @@ class Run:
         frame = self._frame_of(column)
         if frame is None:
             return pd.Series(dtype="float64", name=column)
-        values = pd.Series(frame[column].to_numpy(dtype="float64"), index=frame["step"].to_numpy(), name=column)
-        present = values.notna().to_numpy().copy()
+        numbers, steps = frame[column].to_numpy(dtype="float64"), frame["step"].to_numpy()
+        present = ~np.isnan(numbers)
         if keep_nan and column in self.nan_steps:
-            present |= np.isin(values.index.to_numpy(), self.nan_steps[column])
-        values = values[present]
-        values.index.name = "step"
-        return values
+            present |= np.isin(steps, self.nan_steps[column])
+        if not present.all():
+            numbers, steps = numbers[present], steps[present]
+        return pd.Series(numbers, index=pd.Index(steps, name="step"), name=column)
 
     def _frame_of(self, column: str) -> pd.DataFrame | None:
         for frame in (self.steps, self.evals):

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from test_report_render import analysis, finding, make_run
+from typer.testing import CliRunner
 
 from diagnose.cli import common
+from diagnose.cli.app import app
 from diagnose.report import html, plots
 from diagnose.rules.base import Severity
 from diagnose.rules.config import RuleConfig
@@ -67,3 +69,13 @@ def test_a_page_of_many_runs_lists_every_run_and_details_the_worst(monkeypatch) 
     assert sorted(table_rows) == sorted(a.run.name for a in analyses)
     assert re.findall(r"<h2>(run-\d+)</h2>", page) == ["run-000", "run-005", "run-010"]
     assert page.count("<img ") == 4  # the small multiples, then each detailed run
+
+
+def test_plot_of_many_runs_says_in_one_line_that_it_summarises(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(plots, "SMALL_MULTIPLES", 8)
+    folder = write_folder(tmp_path / "sweep", 12)
+    result = CliRunner().invoke(app, ["plot", str(folder), "-o", str(tmp_path / "runs.png")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "small multiples" in line]
+    assert notes == ["12 runs (more than 6): the figure shows the loss of the 8 worst as small multiples, worst first"]
+    assert plots.summary_note(plots.FULL_COLUMNS) is None

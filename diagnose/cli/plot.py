@@ -26,6 +26,9 @@ def plot(
     if image_format not in IMAGE_FORMATS:
         raise ConfigError(f"{output}: cannot tell the image format; use a .png, .svg or .pdf name")
     analyses = common.analyze_paths(paths, format_in, common.rule_config(select, ignore, settings))
-    from diagnose.report.plots import figure, image_bytes
+    from diagnose.report.plots import figure, image_bytes, summary_note
 
     common.write_file(output, image_bytes(figure(analyses), image_format), paths)
+    note = summary_note(len(analyses))
+    if note:
+        typer.echo(note, err=True)

@@ -204,6 +204,10 @@ def rename_columns(
             f"{path}: the mapping names column(s) {', '.join(map(repr, missing))}, "
             f"which the file does not have (it has: {shown})"
         )
+    if not chosen and all(namer(str(c)) == c for c in raw.columns):  # already canonical, as our writer writes
+        result = raw.copy(deep=False)
+        result.attrs["reading_notes"] = []
+        return result
     columns: dict[str, pd.Series] = {}
     taken_from: dict[str, str] = {}
     notes: list[str] = []

@@ -225,8 +225,7 @@ def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
     if raw.empty:  # a file our writer wrote has none: no naming to do
-        nothing = pd.DataFrame({"step": pd.Series(dtype="float64"), "_pos": pd.Series(dtype="int64")})
-        return nothing, nothing.copy()
+        return _no_rows(), _no_rows()
     frame = frames.name_table(raw.drop(columns="_pos"), path, mapping=mapping, meta={})
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]
@@ -235,6 +234,10 @@ def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -
     has_train = frame[[c for c in train_cols if c not in frames.BOOKKEEPING]].notna().any(axis=1)
     has_eval = frame[eval_cols].notna().any(axis=1)
     return frame.loc[has_train, ["step", "_pos", *train_cols]], frame.loc[has_eval, ["step", "_pos", *eval_cols]]
+
+
+def _no_rows() -> pd.DataFrame:
+    return pd.DataFrame({"step": np.zeros(0), frames.POSITION: np.zeros(0, dtype="int64")})
 
 
 def _fill_steps(steps: pd.Series) -> pd.Series:

@@ -46,6 +46,10 @@ FULL_COLUMNS = 6
 SMALL_MULTIPLES = 48
 SUMMARY_COLUMNS = 6
 SMALL_WIDTH, SMALL_HEIGHT = 3.2, 1.9
+# Inches: the summary's title band, and the margins and gaps around its small multiples
+# (left, right, bottom, top, between columns, between rows) that tick labels and titles need.
+SUMMARY_TITLE = 0.6
+SMALL_MARGINS = (0.5, 0.15, 0.35, 0.1, 0.55, 0.5)
 # Matplotlib lays out axes in float64: a range near the float limit (1.8e308) overflows its tick
 # arithmetic. Values (and steps) beyond this magnitude are left off the figure like NaN.
 DRAWABLE = 1e300
@@ -330,6 +334,16 @@ def figure(analyses: Sequence[Analysis]) -> Figure:
     return fig
 
 
+def summary_note(count: int) -> str | None:
+    """The line that says a figure of ``count`` runs is a summary; None when each run has its column."""
+    if count <= FULL_COLUMNS:
+        return None
+    return (
+        f"{count} runs (more than {FULL_COLUMNS}): the figure shows the loss of the "
+        f"{min(count, SMALL_MULTIPLES)} worst as small multiples, worst first"
+    )
+
+
 def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Figure:
     """Many runs as a grid of small multiples of their loss, findings marked: the worst ``most``
     (default `SMALL_MULTIPLES`) runs first, so that the figure stays readable and its
@@ -339,15 +353,32 @@ def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Fig
     shown = order_runs(analyses)[: most or SMALL_MULTIPLES]
     columns = min(SUMMARY_COLUMNS, len(shown))
     rows = -(-len(shown) // columns)
-    fig = Figure(figsize=(SMALL_WIDTH * columns, SMALL_HEIGHT * rows + 0.6), layout="constrained")
+    width, height = SMALL_WIDTH * columns, SMALL_HEIGHT * rows + SUMMARY_TITLE
+    fig = Figure(figsize=(width, height))
     left_out = f"; the {len(shown)} worst shown, worst first" if len(shown) < len(analyses) else ", worst first"
-    fig.suptitle(f"{len(analyses)} runs{left_out}", fontweight="bold")
-    grid = fig.subplots(rows, columns, squeeze=False)
+    fig.suptitle(f"{len(analyses)} runs{left_out}", fontweight="bold", y=1 - 0.15 / height, va="top")
+    # Fixed margins instead of a constrained layout: every panel is alike, and solving the layout
+    # of 48 axes took most of the figure's time.
+    left, right, bottom, top, gap_x, gap_y = SMALL_MARGINS
+    grid = fig.subplots(
+        rows,
+        columns,
+        squeeze=False,
+        gridspec_kw={
+            "left": left / width,
+            "right": 1 - right / width,
+            "bottom": bottom / height,
+            "top": 1 - (SUMMARY_TITLE + top) / height,
+            "wspace": gap_x / (SMALL_WIDTH - gap_x),
+            "hspace": gap_y / (SMALL_HEIGHT - gap_y),
+        },
+    )
     for ax, analysis in zip(grid.flat, shown, strict=False):
         _draw_panel(ax, PANELS[0], analysis)
         ax.set_title(analysis.run.name, fontsize="small", loc="left")
         ax.set_ylabel("")
         ax.tick_params(labelsize="x-small")
+        ax.minorticks_off()  # unlabelled at this size; drawing them was a third of the figure's time
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     for ax in grid.flat[len(shown) :]:

@@ -60,10 +60,15 @@ class ValidationRise:
         ``noise_z`` standard errors of the curve's own noise above the level at the best: a curve
         whose last evaluations came back within its noise of the best has not risen for good.
         ``widened`` (log units) is added to both: what the training loss fell, when what is judged
-        is the gap between the two curves."""
+        is the gap between the two curves; the validation loss must still stand above that level."""
         later = self.evaluations_after - self.evaluations_after // 2
         margin = t["noise_z"] * self.noise
-        return self.rise_from_level + widened > margin * _error(later) and self.last_rise + widened > margin * _error(3)
+        risen = min(self.rise_from_level, self.last_rise) > 0  # the training loss's fall cannot stand in for it
+        return (
+            risen
+            and self.rise_from_level + widened > margin * _error(later)
+            and self.last_rise + widened > margin * _error(3)
+        )
 
     def trending(self, rise: float, t: Mapping[str, float]) -> bool:
         """A robust line from the best evaluation rises: its 95% interval above zero, or its slope when
@@ -155,9 +160,10 @@ class Overfitting(Rule):
     neighbours) plus the training loss's fall must exceed ``noise_z``
     standard errors of the validation loss's own noise (a point's noise read
     from second differences, which a steady trend does not inflate), both
-    for the later half and for the median of the last three evaluations. A
-    curve whose last evaluations are back within its noise of the best, with
-    a training loss that hardly moved, has not drawn away.
+    for the later half and for the median of the last three evaluations,
+    and both must stand above that level at all. A curve whose last
+    evaluations are back within its noise of the best, with a training loss
+    that hardly moved, has not drawn away.
 
     ## What to do
     Restore the checkpoint from the best step and stop there (early

@@ -47,7 +47,10 @@ def events_named(run: Run, name: str) -> pd.DataFrame:
 
 def event_records(run: Run, name: str) -> list[dict[str, Any]]:
     """`events_named` as dicts, each without the columns its record did not set."""
-    rows = events_named(run, name).to_dict("records")
+    found = events_named(run, name)
+    if found.empty:
+        return []  # most runs: no such event, and an empty frame's to_dict costs as much as a full one
+    rows = found.to_dict("records")
     return [{key: value for key, value in row.items() if not _absent(value)} for row in rows]
 
 
