@@ -248,3 +248,27 @@ def test_a_bug_is_named_live_and_its_fixed_twin_announces_nothing(kind: str, tmp
     seen_live = [f for f in analyze(diagnose.load(bad)).findings if f.seen_live is not None]
     assert bug_scripts.named(bug_scripts.load_script(kind).BUG, seen_live), [f"{f.code}: {f.title}" for f in seen_live]
     assert [f.code for f in analyze(diagnose.load(good)).findings if f.seen_live is not None] == []
+
+
+def test_a_judgement_applies_only_the_rules_whose_inputs_moved(monkeypatch) -> None:
+    from diagnose.live.monitor import LiveMonitor
+    from diagnose.rules import engine
+
+    applied: list[str] = []
+    apply = engine._apply
+
+    def counting(rule, run, config, analysis) -> None:
+        applied.append(rule.code)
+        apply(rule, run, config, analysis)
+
+    monkeypatch.setattr(engine, "_apply", counting)
+    written: list[dict] = []
+    monitor = LiveMonitor("selective", written.append)
+    monitor.observe({"kind": "meta", "schema": 1, "name": "selective"})
+    # Layer statistics at step 1 only (all units dead), the loss at every step.
+    monitor.observe({"kind": "layer", "step": 1, "module": "act", "type": "ReLU", "act_dead_frac": 1.0})
+    for step in range(1, 41):
+        monitor.observe({"kind": "step", "step": step, "loss": 2.0 / step})
+        monitor.flushed(final=True)
+    assert applied.count("LR001") == 40  # the loss moved at every judgement
+    assert applied.count("ACT001") == 1  # its layer statistics came once

@@ -22,11 +22,18 @@ sketch, so there is one decision per problem, never a second copy. A
 finding is announced when a judgement at twice the step or later still
 makes it (a curve rule seeing six steps can be fooled by a warm-up), or at once
 for rules that declare ``live_at_once`` (a NaN cannot un-happen).
+
+A judgement applies only the rules that can say something new: not those
+already announced, not those before their ``live_after`` step, and not those
+whose required inputs (`RunSketch.versions`) brought no record since the
+rule was last applied; the verdicts of the others are kept from then and
+ordered with the new ones, as one analysis of the whole run would.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -39,11 +46,12 @@ from diagnose.live.sketch import Record, RunSketch
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
-from diagnose.rules.engine import analyze
+from diagnose.rules.engine import Analysis, apply_rules, arrange
 from diagnose.runfile import schema
 
 if TYPE_CHECKING:  # the probes import this module
     from diagnose.probes.record import StepRecord
+    from diagnose.run import Run
 
 _FIRST_CHECKPOINT = 8
 # Notes (info) stay in the final report; only what needs action is announced while the run goes.
@@ -54,6 +62,12 @@ def live_codes(config: RuleConfig | None = None) -> tuple[str, ...]:
     """Codes of the rules that can judge a run in progress, as ``config`` enables them."""
     config = config or RuleConfig()
     return tuple(rule.code for rule in all_rules() if rule.live and config.enabled(rule))
+
+
+def _inputs(requires: tuple[str, ...]) -> tuple[str, ...]:
+    """The names in a rule's requirements (``"cuda_peak or gpu_mem_used, or events"`` names three)."""
+    names = (name for requirement in requires for name in re.findall(r"[A-Za-z_][\w.]*", requirement))
+    return tuple(dict.fromkeys(name for name in names if name != "or"))
 
 
 class Sentinel:
@@ -112,13 +126,17 @@ class LiveMonitor:
         self.policy = StopPolicy(stop_on)
         self.sinks = Sinks(on_finding)
         self.status = status
-        self.config = replace(config or RuleConfig(), select=live_codes(config))
+        self.config = config or RuleConfig()
+        self.codes = live_codes(config)
         self.budget = budget
         self.sentinel = Sentinel()
         self.first_seen: dict[str, int | None] = {}
         self._candidates: dict[str, int] = {}  # code -> step of the judgement that first made it
         self._at_once = {rule.code for rule in all_rules() if rule.live_at_once}
         self._wait = {rule.code: rule.live_after for rule in all_rules()}
+        self._inputs = {rule.code: _inputs(rule.requires) for rule in all_rules() if rule.code in self.codes}
+        self._applied: dict[str, tuple[int, ...]] = {}  # code -> versions of its inputs when last applied
+        self._verdicts: dict[str, list[Finding]] = {}  # code -> its findings then, as the rule made them
         self.findings: list[Finding] = []
         self._stop: Finding | None = None
         self._urgent = False
@@ -129,9 +147,9 @@ class LiveMonitor:
 
     # -- fed by the watch ----------------------------------------------------------------
 
-    def observe(self, record: Record) -> None:
-        """A record the watch has just written."""
-        self.sketch.add(record)
+    def observe(self, record: Record, line: str | None = None) -> None:
+        """A record the watch has just written (``line``: as the file holds it)."""
+        self.sketch.add(record, line)
         if record.get("event") in (schema.EV_NONFINITE, schema.EV_NONFINITE_OP):
             self._urgent = True
 
@@ -176,11 +194,12 @@ class LiveMonitor:
         self._judged_step = step
         while self._checkpoint <= step:
             self._checkpoint *= 2
-        run = self.sketch.run()
+        due = self._due_rules(step)
+        run = self.sketch.run() if due else None
         if run is not None:
             made = {
                 f.code: f
-                for f in analyze(run, self.config).findings
+                for f in self._judge(run, due).findings
                 if f.code not in self.first_seen and f.severity in _ANNOUNCED and step >= self._wait[f.code]
             }
             for code, finding in made.items():
@@ -189,6 +208,28 @@ class LiveMonitor:
             self._candidates = {code: self._candidates.get(code, step) for code in made if code not in self.first_seen}
         self._last = time.monotonic()
         self._cost = self._last - started
+
+    def _due_rules(self, step: int) -> tuple[str, ...]:
+        """The live rules worth applying now: not announced, past their ``live_after``, inputs moved."""
+        return tuple(
+            code
+            for code in self.codes
+            if code not in self.first_seen and step >= self._wait[code] and self._moved(code)
+        )
+
+    def _moved(self, code: str) -> bool:
+        versions = self.sketch.versions
+        return self._applied.get(code) != tuple(versions.get(name, 0) for name in self._inputs[code])
+
+    def _judge(self, run: Run, due: tuple[str, ...]) -> Analysis:
+        """The ``due`` rules applied to ``run``, ordered with the verdicts kept of the other live rules."""
+        versions = self.sketch.versions
+        applied = apply_rules(run, replace(self.config, select=due))
+        for code in due:
+            self._applied[code] = tuple(versions.get(name, 0) for name in self._inputs[code])
+            self._verdicts[code] = [f for f in applied.findings if f.code == code]
+        applied.findings = [f for code in self.codes for f in self._verdicts.get(code, ())]
+        return arrange(applied)
 
     def _at_once_applies(self, finding: Finding) -> bool:
         # Only an error cannot un-happen: a gradient that overflowed once while the loss stayed finite may

@@ -24,6 +24,7 @@ from diagnose.run import Run
 from diagnose.runfile import schema
 
 Record = dict[str, Any]
+_KEPT = (schema.META, schema.EVAL, schema.EVENT, schema.STEP, schema.LAYER)
 
 
 class _Ends:
@@ -45,17 +46,33 @@ class _Ends:
         yield from self.latest
 
 
+class _Step:
+    """The lines of one step's records, as the run file holds them."""
+
+    __slots__ = ("lines", "step")
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.lines: list[str] = []
+
+
 class RunSketch:
-    """Bounded memory of a run's records; `run()` reads them as the reader would read the file."""
+    """Bounded memory of a run's records; `run()` reads them as the reader would read the file.
+
+    Records are kept as their lines (the watch hands over the line it wrote), so a judgement parses
+    what the sketch holds without encoding any record twice. ``versions`` counts, per input a rule
+    can require (a step or evaluation field, ``layers.<field>``, ``events``), the records that
+    brought it: the live monitor judges again only the rules whose inputs moved.
+    """
 
     def __init__(self, name: str, *, head: int = 64, tail: int = 256, middle: int = 256) -> None:
         self.name = name
-        self.meta: Record | None = None
-        self.head: list[list[Record]] = []
+        self.meta: str | None = None
+        self.head: list[_Step] = []
         self.head_size = head
-        self.tail: deque[list[Record]] = deque()
+        self.tail: deque[_Step] = deque()
         self.tail_size = tail
-        self.middle: list[list[Record]] = []
+        self.middle: list[_Step] = []
         self.middle_size = middle
         self._stride = 1
         self._thinned = 0
@@ -63,35 +80,51 @@ class RunSketch:
         self.events = _Ends(256)
         self.latest_step: int | None = None
         self.latest_fields: Record = {}
+        self.versions: dict[str, int] = {}
+        self._records = 0
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, line: str | None = None) -> None:
+        """Keep ``record``; ``line`` is its line in the run file, when the caller has it already."""
         kind = record.get("kind")
+        if kind not in _KEPT:
+            return
+        if line is None:
+            line = json.dumps(schema.encode(record), separators=(",", ":"))
+        self._records += 1
         if kind == schema.META:
-            self.meta = self.meta or record
-        elif kind == schema.EVAL:
-            self.evals.add(record)
+            self.meta = self.meta or line
         elif kind == schema.EVENT:
-            self.events.add(record)
-        elif kind in (schema.STEP, schema.LAYER):
-            self._add_step_record(record)
+            self.events.add(line)
+            self.versions["events"] = self._records
+        else:
+            self._count_inputs(record, "layers." if kind == schema.LAYER else "")
+            if kind == schema.EVAL:
+                self.evals.add(line)
+            else:
+                self._add_step_record(record, line)
 
-    def _add_step_record(self, record: Record) -> None:
+    def _count_inputs(self, record: Record, prefix: str) -> None:
+        versions, count = self.versions, self._records
+        for key in record:
+            versions[prefix + key] = count
+
+    def _add_step_record(self, record: Record, line: str) -> None:
         step = record.get("step")
         self.latest_step = step
         if record.get("kind") == schema.STEP:
             self.latest_fields = record
         last = self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
-        if last is not None and last[0].get("step") == step:
-            last.append(record)
-            return
-        if len(self.head) < self.head_size:
-            self.head.append([record])
-            return
-        self.tail.append([record])
-        if len(self.tail) > self.tail_size:
-            self._thin(self.tail.popleft())
+        if last is None or last.step != step:
+            last = _Step(step)
+            if len(self.head) < self.head_size:
+                self.head.append(last)
+            else:
+                self.tail.append(last)
+                if len(self.tail) > self.tail_size:
+                    self._thin(self.tail.popleft())
+        last.lines.append(line)
 
-    def _thin(self, group: list[Record]) -> None:
+    def _thin(self, group: _Step) -> None:
         """Keep every ``stride``-th step that leaves the tail; halve the middle when it is full."""
         self._thinned += 1
         if self._thinned % self._stride:
@@ -101,12 +134,12 @@ class RunSketch:
             self.middle = self.middle[1::2]
             self._stride *= 2
 
-    def records(self) -> Iterable[Record]:
+    def lines(self) -> Iterable[str]:
         if self.meta is not None:
             yield self.meta
         for groups in (self.head, self.middle, self.tail):
             for group in groups:
-                yield from group
+                yield from group.lines
         yield from self.evals
         yield from self.events
 
@@ -114,5 +147,5 @@ class RunSketch:
         """The run as far as it has gone, or None before its first step."""
         if self.latest_step is None:
             return None
-        raw = "\n".join(json.dumps(schema.encode(r), separators=(",", ":")) for r in self.records())
-        return runs_from_bytes(raw.encode("utf-8"), Path(f"{self.name}.jsonl"), name=self.name)[-1]
+        raw = "\n".join(self.lines()).encode("utf-8")
+        return runs_from_bytes(raw, Path(f"{self.name}.jsonl"), name=self.name)[-1]

@@ -8,7 +8,7 @@ makes its norm non-finite), kept on the device and looked at only when the
 step's values come to the host; the first module in call order whose output
 was non-finite made it. The hooks only collect the outputs; their norms are
 taken together at the end of the step in one multi-tensor reduction
-(``torch._foreach_norm``), so that a model of hundreds of small modules pays a
+(`tensor_norms`), so that a model of hundreds of small modules pays a
 few kernels for them instead of one each. An output that the forward later
 changes in place (an in-place ReLU after a Linear) is normed as it ends up;
 a NaN survives that, so the origin is still found.
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diagnose.probes.base import Hook, Probe, first_float_tensor, ran_compiled
+from diagnose.probes.base import Hook, Probe, first_float_tensor, ran_compiled, tensor_norms
 from diagnose.probes.record import PARAM_GRAD_NORMS, SKIPPED_STEP, StepRecord
 from diagnose.runfile import schema
 
@@ -82,16 +82,6 @@ _CANNOT_CREATE_NONFINITE = (
     nn.ModuleList,
     nn.ModuleDict,
 )
-
-
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The L2 norm of each tensor (float32; float64 when any input is, never narrowing), batched into
-    few kernels where torch can."""
-    wide = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    plain = all(t.layout == torch.strided and t.is_floating_point() for t in tensors)
-    if plain and hasattr(torch, "_foreach_norm"):
-        return list(torch._foreach_norm(tensors, 2, dtype=wide))
-    return [torch.linalg.vector_norm(t, dtype=wide) for t in tensors]
 
 
 class _OutputHook(Hook):
@@ -163,9 +153,9 @@ class NonFiniteProbe(Probe):
     def finish(self, record: StepRecord) -> None:
         if self._forward:
             record.private["nf_forward_index"] = [i for i, _ in self._forward]
-            record.private["nf_forward"] = torch.stack(_norms([t for _, t in self._forward]))
+            record.private["nf_forward"] = tensor_norms([t for _, t in self._forward])
         if ran_compiled():
-            record.private["nf_compiled"] = torch.stack(_norms(self._outputs)) if self._outputs else []
+            record.private["nf_compiled"] = tensor_norms(self._outputs) if self._outputs else []
         self._forward = []
         self._outputs = []
 

@@ -490,9 +490,9 @@ class Watch:
             self._emit({"kind": schema.EVENT, "step": step, **event})
 
     def _emit(self, line: dict[str, Any]) -> None:
-        self._writer.write(line)
+        text = self._writer.write(line)
         if self._live is not None:
-            self._live.observe(line)
+            self._live.observe(line, text)
 
     # -- failures --------------------------------------------------------------
 

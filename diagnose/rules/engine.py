@@ -61,12 +61,23 @@ class Analysis:
 
 def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     """Apply every enabled rule to ``run``; findings come back worst first."""
-    config = config or RuleConfig()
+    return arrange(apply_rules(run, config or RuleConfig()))
+
+
+def apply_rules(run: Run, config: RuleConfig) -> Analysis:
+    """Every enabled rule's findings as the rule made them, in the order of the code table (see `arrange`)."""
     analysis = Analysis(run=run)
     with curves.shared_views(), run.reading():  # the rules read the same curves: each view is computed once
         for rule_class in all_rules():
             if config.enabled(rule_class):
                 _apply(rule_class(), run, config, analysis)
+    return analysis
+
+
+def arrange(analysis: Analysis) -> Analysis:
+    """Order the findings of `apply_rules` (to which the live monitor adds the verdicts it kept of rules
+    it did not apply again) as a differential diagnosis, worst first."""
+    run = analysis.run
     kept, analysis.superseded = set_aside_superseded(analysis.findings)
     explains = {rule.code: set(rule.explains) for rule in all_rules()}
     analysis.findings = differential(sorted(live_history(run, kept), key=Finding.sort_key), explains)

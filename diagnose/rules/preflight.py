@@ -500,10 +500,10 @@ class CannotOverfitOneBatch(PreflightRule):
     learning rate is far too low.
 
     ## How it decides
-    A copy trains on the first samples of the batch (16 by default) for a
-    fixed number of steps (200) with the user's optimizer settings. Fires
-    when the final loss has not fallen below the first loss divided by
-    ``min_fall``.
+    A copy trains on the first samples of the batch (16 by default) for up
+    to 200 steps with the user's optimizer settings (it stops early once the
+    loss has fallen 100x, past any verdict here). Fires when the final loss
+    has not fallen below the first loss divided by ``min_fall``.
 
     ## What to do
     Check what is frozen (``requires_grad``) and what the optimizer holds;

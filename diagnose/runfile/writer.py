@@ -72,10 +72,13 @@ class RunWriter:
     def closed(self) -> bool:
         return self._fh.closed
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._pending.append(json.dumps(schema.encode(record), separators=(",", ":"), allow_nan=False))
+    def write(self, record: dict[str, Any]) -> str:
+        """Queue ``record``; returns its line as it goes to the file (without the newline)."""
+        line = json.dumps(schema.encode(record), separators=(",", ":"), allow_nan=False)
+        self._pending.append(line)
         if len(self._pending) >= self._flush_records or self.due():
             self.flush()
+        return line
 
     def due(self) -> bool:
         """True when the time-based flush interval has passed."""

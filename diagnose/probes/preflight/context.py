@@ -141,11 +141,14 @@ class Trial:
     def loss(self, batch: Batch) -> torch.Tensor:
         return self.loss_fn(call_model(self.model, batch.inputs), batch.targets)
 
-    def fit(self, batch: Batch, steps: int) -> list[float]:
-        """Train on ``batch`` alone for ``steps`` steps; the loss before each step, then the final loss."""
+    def fit(self, batch: Batch, steps: int, until_fall: float | None = None) -> list[float]:
+        """Train on ``batch`` alone for ``steps`` steps, or until the loss has fallen ``until_fall`` times
+        below its first value; the loss before each step, then the final loss."""
         self.model.train()
-        losses = []
+        losses: list[float] = []
         for done in range(steps):
+            if until_fall and done and losses[-1] <= losses[0] / until_fall:
+                break
             self.budget.stop_if_spent(done, steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss(batch)
@@ -170,6 +173,9 @@ class Context:
     # The first parameter group's learning rate, read off a freshly built optimizer.
     user_lr: float | None = None
     budget: Budget = field(default_factory=lambda: Budget.of(None))
+    # The losses of the overfit experiment's training (see `Trial.fit`), which the input-independent
+    # baseline reuses as its real-input training.
+    overfit_losses: list[float] | None = None
 
     @property
     def device(self) -> torch.device:
