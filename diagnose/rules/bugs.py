@@ -1881,7 +1881,12 @@ class SaturatingActivationsVanish(Rule):
             "first-layer / last-layer gradient norm below which gradients vanish",
             source="GRD002's level: healthy sample runs (ReLU, tanh+LayerNorm) stay within 10x",
         ),
-        Threshold("min_layers", 4, "fewest weight layers for a depth problem", source="GRD002's depth"),
+        Threshold(
+            "min_layers",
+            4,
+            "fewest weight layers for a depth problem",
+            source="GRD002's depth: with fewer layers the first and last quarter are neighbours",
+        ),
         Threshold(
             "min_saturating",
             2,
