@@ -77,9 +77,9 @@ def _codes(run: diagnose.Run) -> list[str]:
 
 
 def _events(run: diagnose.Run, name: str) -> list[dict]:
-    from diagnose.rules.bugs import events_of
+    from diagnose.rules.helpers import event_records
 
-    return events_of(run, name)
+    return event_records(run, name)
 
 
 def _bugs(run: diagnose.Run) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import listing, vanishing_gradient
+from diagnose.rules.helpers import event_records, listing, vanishing_gradient
 from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
@@ -26,19 +26,6 @@ from diagnose.runfile import schema
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
 _LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
 _STALL = ("PLT001", "CH001", "LR003", "GRD003", "BUG024")
-
-
-def events_of(run: Run, name: str) -> list[dict[str, Any]]:
-    """The event rows of one kind, as dicts without the columns they do not use."""
-    events = run.events
-    if events.empty or "event" not in events.columns:
-        return []
-    rows = events[events["event"] == name]
-    return [{k: v for k, v in row.items() if not _missing(v)} for row in rows.to_dict("records")]
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _sampled(run: Run, column: str) -> Any:
@@ -181,7 +168,7 @@ class ParametersOutsideOptimizer(Rule):
     explains = (*_STALL, "GRD001", "GRD004", "BUG001", "BUG003", "BUG016", "BUG017", "LR001", "SPK001")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        for event in events_of(run, schema.EV_UNOPTIMIZED)[:1]:
+        for event in event_records(run, schema.EV_UNOPTIMIZED)[:1]:
             share = event["numel"] / event["trainable_numel"] if event.get("trainable_numel") else math.nan
             modules = labelled(run, event.get("modules", []), most=8)
             yield self.finding(
@@ -366,7 +353,7 @@ class ModulesInEvalMode(Rule):
     explains = (*_LOSS_SHAPE, "OVF001", "OVF002", "GRD001", "GRD003", "NF001", "ACT001", "ACT003")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        found = [e for e in events_of(run, schema.EV_EVAL_MODE) if e.get("count")]
+        found = [e for e in event_records(run, schema.EV_EVAL_MODE) if e.get("count")]
         if not found:
             return
         event = found[0]
@@ -520,7 +507,7 @@ class OutputDoesNotFitLoss(Rule):
 
 
 def _loss_function(run: Run) -> str | None:
-    described = events_of(run, schema.EV_LOSS_FUNCTION)
+    described = event_records(run, schema.EV_LOSS_FUNCTION)
     if described:
         return str(described[-1]["loss_fn"])
     named = run.metadata.get("loss_fn")
@@ -633,8 +620,8 @@ class LossBroadcastWarning(Rule):
     explains = (*_LOSS_SHAPE, "GRD003")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        warned = sig.broadcast_warning([str(e.get("message", "")) for e in events_of(run, schema.EV_WARNING)])
-        shapes = next((e for e in events_of(run, schema.EV_LOSS_FUNCTION) if e.get("broadcast")), None)
+        warned = sig.broadcast_warning([str(e.get("message", "")) for e in event_records(run, schema.EV_WARNING)])
+        shapes = next((e for e in event_records(run, schema.EV_LOSS_FUNCTION) if e.get("broadcast")), None)
         if warned is None and shapes is None:
             return
         detail = (
@@ -783,7 +770,7 @@ class IdenticalUnits(Rule):
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         order = run.module_order()
-        found = sig.identical_units(events_of(run, schema.EV_DUPLICATE_ROWS))
+        found = sig.identical_units(event_records(run, schema.EV_DUPLICATE_ROWS))
         found = [e for e in found if _has_layer_after(order, e["module"], run)]
         if not found:
             return
@@ -1086,7 +1073,7 @@ class NonFiniteMadeInLoss(Rule):
         if not run.has("loss_grad_nonfinite"):
             return
         # A step the GradScaler skipped overflowed in the scaled backward: AMP working, not a loss bug.
-        skipped = {e["step"] for e in events_of(run, schema.EV_SKIPPED_STEP)}
+        skipped = {e["step"] for e in event_records(run, schema.EV_SKIPPED_STEP)}
         made = [step for step in run.series("loss_grad_nonfinite").index if step not in skipped]
         if not made:
             return
@@ -1096,7 +1083,7 @@ class NonFiniteMadeInLoss(Rule):
             return
         made_forward = [
             e["step"]
-            for e in events_of(run, schema.EV_NONFINITE)
+            for e in event_records(run, schema.EV_NONFINITE)
             if e.get("where") == schema.WHERE_FORWARD and e["step"] <= first_loss
         ]
         if made_forward:
@@ -1597,7 +1584,7 @@ class RegressionLossOnClasses(Rule):
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         if run.task == "regression":
             return
-        described = events_of(run, schema.EV_LOSS_FUNCTION)
+        described = event_records(run, schema.EV_LOSS_FUNCTION)
         if not described:
             return
         event = described[-1]
@@ -2031,11 +2018,11 @@ class RecurrentBatchAxisSwapped(Rule):
     explains = (*_STALL, "CH002", "OVF001", "OVF002", "NOI001", "BUG024")
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        losses = events_of(run, schema.EV_LOSS_FUNCTION)
+        losses = event_records(run, schema.EV_LOSS_FUNCTION)
         shape = losses[0].get("input_shape") if losses else None
         if not isinstance(shape, list) or not shape:
             return
-        for layer in events_of(run, schema.EV_RECURRENT_INPUT):
+        for layer in event_records(run, schema.EV_RECURRENT_INPUT):
             batch_first = bool(layer.get("batch_first"))
             found = sig.recurrent_axes_swapped(batch_first, layer.get("input_shape") or [], int(shape[0]))
             if found is not None:
