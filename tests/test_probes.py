@@ -111,6 +111,7 @@ def test_hooks_are_gone_after_close_and_close_twice_is_safe(tmp_path: Path) -> N
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
         assert not module._backward_hooks
+        assert "forward" not in vars(module)  # the non-finite probe's wrapped forwards are put back
     assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
 
 

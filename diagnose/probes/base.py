@@ -63,7 +63,7 @@ class Hook:
 
     def __call__(self, *args: Any) -> Any:
         if torch.compiler.is_compiling():
-            _mark_compiled()  # replayed by the compiled graph each time it runs
+            mark_compiled()  # replayed by the compiled graph each time it runs
             return None
         return self.call(*args)
 
@@ -75,7 +75,8 @@ class Hook:
 _compiled_mark = False
 
 
-def _mark_compiled() -> None:
+def mark_compiled() -> None:
+    """Say that a hook of diagnose ran inside a compiled graph (see `ran_compiled`)."""
     global _compiled_mark
     _compiled_mark = True
 
