@@ -136,6 +136,19 @@ class TestOverfitting:
         rows += [{"step": 20 * (k + 1), "val_loss": float(0.5 * math.exp(rng.normal(0, 0.2)))} for k in range(20)]
         assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
 
+    @pytest.mark.parametrize("train_falls", [True, False])
+    def test_only_a_training_loss_falling_beyond_its_noise_widens_the_gap(self, tmp_path, train_falls):
+        """A validation loss that wanders within its own noise after its best is overfitting only when the
+        training loss clearly keeps falling; a flat training loss near zero whose smoothed end happens to
+        sit lower (per-step scatter of 2-3x) adds nothing to the gap."""
+        rng = np.random.default_rng(5)
+        level = np.geomspace(0.02, 0.0005, 320) if train_falls else np.full(320, 0.002)
+        rows = [{"step": i + 1, "loss": float(v * math.exp(rng.normal(0, 1.0)))} for i, v in enumerate(level)]
+        val = [0.019, 0.011, 0.010, 0.032, 0.010, 0.0056, 0.0060, 0.0095, 0.0107, 0.0108]
+        rows += [{"step": 32 * (k + 1), "val_loss": v} for k, v in enumerate(val)]
+        found = findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")
+        assert bool(found) is train_falls
+
 
 class TestOthers:
     def test_bad_init_compares_the_first_loss_with_ln_c(self):

@@ -16,6 +16,7 @@ from diagnose.errors import InputError
 from diagnose.escaping import WorkflowSafeStream, in_github_actions, neutralise_workflow_command, visible
 from diagnose.readers import load_all, registry
 from diagnose.readers.registry import FORMATS
+from diagnose.report.summary import settle_report_facts
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
@@ -109,7 +110,10 @@ def _map(work: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
 def _analyse_source(task: tuple[Path, Path, str, str | None, RuleConfig]) -> tuple[list[Analysis], str | None]:
     folder, source, found, format_in, config = task
     runs, failure = registry.read_source(folder, source, found, format_in)
-    return [analyze(run, config) for run in runs], failure
+    analyses = [analyze(run, config) for run in runs]
+    for run in runs:  # what every report asks of each run, worked out here in parallel
+        settle_report_facts(run)
+    return analyses, failure
 
 
 def console() -> Console:

@@ -39,6 +39,11 @@ class RunSummary:
 
 
 def summarize(run: Run) -> RunSummary:
+    """The run's `RunSummary` (kept while the run is being read)."""
+    return run.kept(("summary",), lambda: _summarize(run))
+
+
+def _summarize(run: Run) -> RunSummary:
     final_loss, best_loss, best_step = _last_and_best(run, "loss")
     final_val, best_val, best_val_step = _last_and_best(run, "val_loss")
     return RunSummary(
@@ -147,6 +152,14 @@ def coverage(run: Run) -> Coverage:
     """What ``run`` gave the rules to read (kept while the run is being read: a report asks for it
     several times per run)."""
     return run.kept(("coverage",), lambda: _coverage(run))
+
+
+def settle_report_facts(run: Run) -> None:
+    """Work out the run's coverage and summary once and keep them with it (see `Run.settle`)."""
+    with run.reading():
+        coverage(run)
+        summarize(run)
+        run.settle([("coverage",), ("summary",)])
 
 
 def _coverage(run: Run) -> Coverage:

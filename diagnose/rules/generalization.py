@@ -44,12 +44,19 @@ class ValidationRise:
     trend: curves.Trend | None
     train_at_best: float
     train_end: float
+    train_falls: bool  # a robust line through the training loss since the best falls (or too few points to tell)
 
     @property
     def train_fall(self) -> float:
         """log(training loss at the best evaluation / at the end): above zero when it fell."""
         both_positive = min(self.train_at_best, self.train_end) > 0
         return curves.log_ratio(self.train_at_best, self.train_end) if both_positive else 0.0
+
+    @property
+    def gap_widening(self) -> float:
+        """What the training loss's fall adds to the gap between the curves: all of it when a robust line
+        shows the training loss falling since the best, nothing when the fall is within its own noise."""
+        return self.train_fall if self.train_falls else 0.0
 
     @property
     def evaluations_after(self) -> int:
@@ -90,6 +97,7 @@ class ValidationRise:
         later_half = after.iloc[len(after) // 2 :]
         later = float(later_half.median())
         train_at_best, train_end = curves.value_at(curves.smooth(train), [best_step, float(val.index[-1])])
+        train_trend = curves.trend(curves.comparable(train[train.index >= best_step]))
         return cls(
             column,
             val,
@@ -104,6 +112,7 @@ class ValidationRise:
             curves.trend(val.iloc[best_at:]),
             float(train_at_best),
             float(train_end),
+            train_trend is None or train_trend.falling,
         )
 
 
@@ -157,7 +166,10 @@ class Overfitting(Rule):
     is a learning-rate problem, not overfitting). What is judged against
     noise is the gap between the two curves: the validation loss's rise from
     its level at the best (the median of the best evaluation and its two
-    neighbours) plus the training loss's fall must exceed ``noise_z``
+    neighbours) plus the training loss's fall (counted only when a robust
+    line through the training loss since the best falls, its 95% interval
+    below zero: a fall within the training loss's own noise widens no gap)
+    must exceed ``noise_z``
     standard errors of the validation loss's own noise (a point's noise read
     from second differences, which a steady trend does not inflate), both
     for the later half and for the median of the last three evaluations,
@@ -217,7 +229,7 @@ class Overfitting(Rule):
         rise = ValidationRise.of(run, t)
         if rise is None or rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
             return
-        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.train_fall)):
+        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
             return
         column, val, best_step, best = rise.column, rise.val, rise.best_step, rise.best
         train_at_best, train_end = rise.train_at_best, rise.train_end
