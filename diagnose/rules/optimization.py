@@ -589,12 +589,26 @@ class TrainingStalled(Rule):
     is above ``min_lr`` of its peak (a schedule that decayed to zero is
     LR004's case).
 
+    A plateau that starts later than ``max_start`` still counts, up to
+    ``capped_max_start``, when it is a cap on confidence rather than an
+    early convergence: the validation accuracy during the stall is at least
+    ``capped_accuracy`` while the plateau stays above ``capped_level`` and
+    is steady (its noise does not widen ``tolerance``: a loss held up by a
+    few confidently wrong examples jumps about instead). A
+    classifier right on nearly every example can push a cross-entropy
+    towards zero by sharpening its outputs; a loss that stays where the
+    right class gets under half the probability means something stops it
+    (probabilities fed to a loss that applies softmax or sigmoid itself,
+    heavy label smoothing, a temperature).
+
     ## What to do
     Overfit one small batch first: if even that fails the model or the data
     path is broken. Otherwise try, in order: a learning rate 3x higher or a
     warm restart, a larger model, normalisation layers (BatchNorm/LayerNorm),
     residual connections; check the gradient and activation rules for dead
-    or saturated layers.
+    or saturated layers. A plateau at high accuracy: look for a softmax or
+    sigmoid applied before ``CrossEntropyLoss`` / ``BCEWithLogitsLoss``, and
+    check the label smoothing and any temperature on the logits.
     """
 
     code = "PLT001"
@@ -645,6 +659,28 @@ class TrainingStalled(Rule):
             "times their training loss; the healthy twin of the overfitting_tiny_data bug (10% label noise "
             "in training only) at 0.4",
         ),
+        Threshold(
+            "capped_accuracy",
+            0.95,
+            "median validation accuracy during the stall from which the model is right on nearly every example",
+            source="a classifier right on 95% of examples reaches well under capped_level once it sharpens: "
+            "the healthy twins of the bug suite at 0.95 or more end at 0.0002-0.49 (the highest, dropout "
+            "holding the training loss up)",
+        ),
+        Threshold(
+            "capped_level",
+            0.693,
+            "plateau level (ln 2) above which the right class gets under half the probability on average",
+            source="cross-entropy is the mean of -ln p(right class); label smoothing 0.1 over 10 classes "
+            "floors at 0.50, below it",
+        ),
+        Threshold(
+            "capped_max_start",
+            0.5,
+            "latest fraction of the run at which a plateau at high accuracy may start",
+            source="the plateau holds at least half the run; no file of the real-log corpus's calibration "
+            "half logs a validation accuracy of 0.95 or more with a training loss above ln 2",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -659,22 +695,31 @@ class TrainingStalled(Rule):
             and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < t["tolerance"]
         ):
             stall = float(loss.index[0])  # the run ends within the tolerance of its start: flat from its start
-        if stall is None or curves.fraction_of_run(loss, stall) > t["max_start"]:
+        if stall is None:
             return
         level = curves.end_level(loss, 0.5)
+        accuracy = _val_accuracy_during(run, stall)
+        steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
+        capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
+        if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
+            return
         if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
         if _val_far_below(run, stall, level, t["val_below"]):
             return
+        message = (
+            f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
+            f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
+            f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
+        )
+        if capped:
+            yield self._capped(run, stall, level, accuracy, message)
+            return
         yield self.finding(
             run,
-            message=(
-                f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
-                f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
-                f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
-            ),
+            message=message,
             onset=stall,
             evidence={"stall_step": stall, "level": level, "start": curves.start_level(loss)},
             causes=[
@@ -689,6 +734,26 @@ class TrainingStalled(Rule):
             ],
         )
 
+    def _capped(self, run: Run, stall: float, level: float, accuracy: float, message: str) -> Finding:
+        return self.finding(
+            run,
+            message=(
+                f"{message}, while validation accuracy is {accuracy:.0%}: a model right on nearly every "
+                f"example could push the loss far lower, so something caps its confidence (the right "
+                f"class gets about {np.exp(-level):.0%} of the probability)"
+            ),
+            onset=stall,
+            evidence={"stall_step": stall, "level": level, "val_accuracy": accuracy},
+            causes=[
+                "probabilities fed to a loss that applies softmax/sigmoid itself (CrossEntropyLoss, BCEWithLogitsLoss)",
+                "label smoothing or a temperature that keeps the outputs from sharpening",
+            ],
+            fixes=[
+                "feed raw logits to CrossEntropyLoss / BCEWithLogitsLoss; apply softmax/sigmoid only for predictions",
+                "look for: softmax/Softmax/sigmoid as the last step of forward(); check label_smoothing",
+            ],
+        )
+
 
 def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     val = curves.finite(run.series("val_loss"))
@@ -696,6 +761,16 @@ def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     if len(val) < 3 or not curves.is_positive(val):
         return False
     return curves.log_ratio(float(val.iloc[: max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
+
+
+def _val_accuracy_during(run: Run, since: float) -> float:
+    """Median validation accuracy (as a fraction) from ``since`` on; NaN when it is not logged."""
+    accuracy = curves.finite(run.series("val_accuracy"))
+    accuracy = accuracy[accuracy.index >= since]
+    if len(accuracy) == 0:
+        return float("nan")
+    median = float(accuracy.median())
+    return median / 100 if 1.5 < float(accuracy.max()) <= 100 else median
 
 
 def _val_far_below(run: Run, since: float, level: float, ratio: float) -> bool:
