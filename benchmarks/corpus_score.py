@@ -48,7 +48,7 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "eval_rising": ("OVF001", "OVF002", "OVF004"),
     "generalization_gap": ("OVF001", "OVF002"),
     "unstable_val": ("OVF001", "OVF003", "SPK001", "LR002"),
-    "stuck_at_chance": ("CH001", "CH002"),
+    "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "LR003", "CH001"),
     "slow_start": ("PLT001", "CH001", "INIT001"),

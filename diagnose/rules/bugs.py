@@ -25,7 +25,7 @@ from diagnose.runfile import schema
 
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
 _LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
-_STALL = ("PLT001", "CH001", "LR003", "GRD003", "BUG024")
+_STALL = ("PLT001", "CH001", "CH003", "LR003", "GRD003", "BUG024")
 
 
 def _sampled(run: Run, column: str) -> Any:
