@@ -375,12 +375,20 @@ def tail(series: pd.Series, fraction: float = 0.1, min_points: int = 1) -> pd.Se
 def start_level(series: pd.Series, fraction: float = 0.05, max_points: int = 5) -> float:
     """Median of the first few points: where the run started, robust to one odd value."""
     count = max(1, min(max_points, int(np.ceil(len(series) * fraction))))
-    return float(series.iloc[:count].median())
+    return _median(series.to_numpy(dtype="float64")[:count])
 
 
 def end_level(series: pd.Series, fraction: float = 0.1, min_points: int = 3) -> float:
     """Median of the last ``fraction`` of the run: where it ended up."""
-    return float(tail(series, fraction, min_points).median())
+    count = max(min_points, int(np.ceil(len(series) * fraction)))
+    return _median(series.to_numpy(dtype="float64")[-count:])
+
+
+def _median(values: np.ndarray) -> float:
+    """pandas' median (NaN skipped; NaN when nothing is left) on an array: these few points are
+    asked for by most rules, and a pandas slice and median cost far more than the numbers."""
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
 
 
 def noise(series: pd.Series, window: int | None = None) -> float:
@@ -399,18 +407,18 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
 
 
-def difference_noise(series: pd.Series) -> float:
+def difference_noise(series: pd.Series, *, raw: bool = False) -> float:
     """Standard deviation of one point's noise, on the comparable scale, from second differences.
 
     For a few noisy evaluations, where a rolling median follows the points
     themselves (and `noise` reads too little), the second difference
     ``x[i-1] - 2 x[i] + x[i+1]`` of independent noise has 6 times its variance,
     and a steady trend adds nothing to it; its scaled median absolute value
-    ignores a bend or a jump or two. NaN under 4 points.
+    ignores a bend or a jump or two. NaN under 4 points. ``raw``: in the series' own units.
     """
     if len(series) < 4:
         return float("nan")
-    values = comparable(series).to_numpy(dtype="float64")
+    values = (series if raw else comparable(series)).to_numpy(dtype="float64")
     second = values[:-2] - 2 * values[1:-1] + values[2:]
     return float(np.median(np.abs(second)) * MAD_TO_STD / np.sqrt(6))
 

@@ -71,6 +71,7 @@ class Run:
     ranks: dict[int, Run] = field(default_factory=dict)
     _layer_tables: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _read_only: dict[tuple, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _settled: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @contextmanager
     def reading(self) -> Iterator[Run]:
@@ -78,7 +79,7 @@ class Run:
         they found and give it again, so twenty rules asking for the loss of a long run pay for one
         pass over it. The series given out are then shared: they are read, never changed in place."""
         outer = self._read_only
-        self._read_only = {} if outer is None else outer
+        self._read_only = dict(self._settled) if outer is None else outer
         try:
             yield self
         finally:
@@ -91,6 +92,14 @@ class Run:
         if key not in self._read_only:
             self._read_only[key] = compute()
         return self._read_only[key]
+
+    def settle(self, keys: Iterable[tuple]) -> None:
+        """Keep what `kept` found for ``keys`` (within `reading`) beyond it, for a run that will not
+        change any more: a worker process that analysed a run of a folder sends these few facts back
+        with it, so that the report does not compute them again, one run after another."""
+        if self._read_only is None:
+            raise RuntimeError("settle() needs an open reading() block")
+        self._settled.update({key: self._read_only[key] for key in keys if key in self._read_only})
 
     # -- what the user told us about the task -------------------------------
 
@@ -133,14 +142,14 @@ class Run:
         return self.kept(("has", column), lambda: self._has(column))
 
     def _has(self, column: str) -> bool:
-        frame = self._frame_of(column)
-        if frame is None:
+        kind = self._kind_of(column)
+        if kind is None:
             return False
         if len(self.nan_steps.get(column, ())) > 0:
             return True
-        values = frame[column]
+        values = getattr(self, kind)[column]
         if values.dtype == "float64":  # the common case, without pandas' general missing-value test
-            return not np.isnan(values.to_numpy()).all()
+            return not np.isnan(self._numbers(kind, column)).all()
         return bool(values.notna().any())
 
     def series(self, column: str, *, keep_nan: bool = False) -> pd.Series:
@@ -152,22 +161,31 @@ class Run:
         return self.kept(("series", column, keep_nan), lambda: self._series(column, keep_nan))
 
     def _series(self, column: str, keep_nan: bool) -> pd.Series:
-        frame = self._frame_of(column)
-        if frame is None:
+        kind = self._kind_of(column)
+        if kind is None:
             return pd.Series(dtype="float64", name=column)
-        numbers, steps = frame[column].to_numpy(dtype="float64"), frame["step"].to_numpy()
+        numbers, steps = self._numbers(kind, column), self._steps_of(kind)
         present = ~np.isnan(numbers)
         if keep_nan and column in self.nan_steps:
             present |= np.isin(steps, self.nan_steps[column])
-        if not present.all():
-            numbers, steps = numbers[present], steps[present]
-        return pd.Series(numbers, index=pd.Index(steps, name="step"), name=column)
+        if present.all():  # every column of a frame logged at every step: they share one index
+            index = self.kept(("step index", kind), lambda: pd.Index(steps, name="step"))
+            return pd.Series(numbers, index=index, name=column)
+        return pd.Series(numbers[present], index=pd.Index(steps[present], name="step"), name=column)
 
-    def _frame_of(self, column: str) -> pd.DataFrame | None:
-        for frame in (self.steps, self.evals):
-            if column in frame.columns and column != "step":
-                return frame
+    def _kind_of(self, column: str) -> str | None:
+        """``"steps"`` or ``"evals"``: the frame that holds ``column``."""
+        for kind in ("steps", "evals"):
+            if column in getattr(self, kind).columns and column != "step":
+                return kind
         return None
+
+    def _numbers(self, kind: str, column: str) -> np.ndarray:
+        """A column of ``steps`` or ``evals`` as float64, taken out of its frame once within `reading`."""
+        return self.kept(("numbers", kind, column), lambda: getattr(self, kind)[column].to_numpy(dtype="float64"))
+
+    def _steps_of(self, kind: str) -> np.ndarray:
+        return self.kept(("steps of", kind), lambda: getattr(self, kind)["step"].to_numpy())
 
     def rank_frame(self, kind: str) -> pd.DataFrame:
         """``steps``, ``evals``, ``layers`` or ``events`` of every rank in one frame with a ``rank`` column."""

@@ -234,9 +234,21 @@ class _FunctionalTanh(nn.Module):
 def test_a_functional_tanh_that_saturates_shows_at_the_next_layer(tmp_path: Path) -> None:
     bad = _train(tmp_path / "bad.jsonl", _FunctionalTanh(gain=40.0), preset="full")
     assert bad.layer_series("in_sat_frac")["second"].median() > 0.8
-    assert "BUG011" in _bugs(bad)
+    analysis = diagnose.analyze(bad)
+    assert analysis.worst.code == "BUG011"
+    [saturated] = [f for f in analysis if f.code == "ACT002"]  # the saturation is seen as such, a symptom
+    assert saturated.explained_by == "BUG011" and saturated.module == "second"
     good = _train(tmp_path / "good.jsonl", _FunctionalTanh(gain=1.0), preset="full")
-    assert "BUG011" not in _bugs(good)
+    assert not {"BUG011", "ACT002"} & set(_codes(good))
+
+
+def test_a_layer_after_a_sigmoid_module_is_no_functional_tanh(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Sigmoid(), nn.Linear(32, CLASSES))
+    with torch.no_grad():
+        model[0].weight.mul_(40.0)
+    codes = _codes(_train(tmp_path / "run.jsonl", model, preset="full"))
+    assert "ACT002" in codes and "BUG011" not in codes
 
 
 def test_a_nan_made_by_the_loss_is_blamed_on_the_loss(tmp_path: Path) -> None:

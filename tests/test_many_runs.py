@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_report_render import analysis, finding, make_run
 from typer.testing import CliRunner
 
 from diagnose.cli import common
 from diagnose.cli.app import app
-from diagnose.report import html, plots
+from diagnose.readers import load_all
+from diagnose.report import html, plots, summary
 from diagnose.rules.base import Severity
 from diagnose.rules.config import RuleConfig
 
@@ -39,6 +42,21 @@ def test_a_folder_analysed_in_workers_gives_what_a_serial_pass_gives(tmp_path, m
     assert summarised(parallel) == summarised(serial)
     assert [a.run.name for a in parallel] == [f"run-{i:02d}" for i in range(12)]
     assert any("skipped broken.jsonl" in w for w in parallel[0].run.warnings)
+
+
+def test_workers_send_each_run_back_with_its_coverage_and_summary_worked_out(tmp_path, monkeypatch) -> None:
+    folder = write_folder(tmp_path / "sweep", 3)
+    analysed, _ = common._analyse_source((folder, folder / "run-01.jsonl", "jsonl", None, RuleConfig()))
+    run = pickle.loads(pickle.dumps(analysed[0].run))  # as a worker process sends it
+    fresh = load_all(folder / "run-01.jsonl")[0]
+    with run.reading():
+        monkeypatch.setattr(summary, "_coverage", lambda run: pytest.fail("coverage computed again"))
+        monkeypatch.setattr(summary, "_summarize", lambda run: pytest.fail("summary computed again"))
+        kept = summary.coverage(run), summary.summarize(run)
+    monkeypatch.undo()
+    assert kept == (summary.coverage(fresh), summary.summarize(fresh))
+    with pytest.raises(RuntimeError):
+        fresh.settle([("coverage",)])  # only what a reading block found can be kept
 
 
 def many(count: int) -> list:
@@ -71,6 +89,16 @@ def test_a_page_of_many_runs_lists_every_run_and_details_the_worst(monkeypatch) 
     assert page.count("<img ") == 4  # the small multiples, then each detailed run
 
 
+def test_a_page_of_many_runs_is_the_same_whether_its_figures_are_drawn_in_workers_or_here(monkeypatch) -> None:
+    monkeypatch.setattr(plots, "SMALL_MULTIPLES", 4)
+    monkeypatch.setattr(html, "FULL_SECTIONS", 3)
+    analyses = many(12)
+    monkeypatch.setattr(html, "PARALLEL_FIGURES", 2)
+    in_workers = html.render_html(analyses)
+    monkeypatch.setattr(html, "PARALLEL_FIGURES", 10**9)
+    assert in_workers == html.render_html(analyses)
+
+
 def test_plot_of_many_runs_says_in_one_line_that_it_summarises(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(plots, "SMALL_MULTIPLES", 8)
     folder = write_folder(tmp_path / "sweep", 12)
@@ -79,3 +107,14 @@ def test_plot_of_many_runs_says_in_one_line_that_it_summarises(tmp_path, monkeyp
     notes = [line for line in result.stderr.splitlines() if "small multiples" in line]
     assert notes == ["12 runs (more than 6): the figure shows the loss of the 8 worst as small multiples, worst first"]
     assert plots.summary_note(plots.FULL_COLUMNS) is None
+
+
+def test_rank_files_are_found_by_their_own_base_name_however_it_is_spelled(tmp_path) -> None:
+    # The sibling search names the base in its pattern (one pass over a folder of many runs instead
+    # of a test of every file there): characters a pattern reads specially are taken as they are.
+    lines = "\n".join(json.dumps({"kind": "step", "step": s, "loss": 1.0 / s}) for s in range(1, 9)) + "\n"
+    for name in ("exp[1].rank0", "exp[1].rank1", "exp1.rank0", "exp1.rank2", "exp*.rank3"):
+        (tmp_path / f"{name}.jsonl").write_text(lines)
+    assert sorted(load_all(tmp_path / "exp[1].jsonl")[0].ranks) == [0, 1]
+    assert sorted(load_all(tmp_path / "exp1.rank0.jsonl")[0].ranks) == [0, 2]
+    assert sorted(load_all(tmp_path / "exp*.jsonl")[0].ranks) == [3]

@@ -453,3 +453,33 @@ def test_a_pipe_style_log_kept_as_markdown_is_read(tmp_path: Path) -> None:
     path.write_text("| step | loss |\n|---|---|\n" + path.read_text())
     with pytest.raises(InputError, match="a document, not a training log"):
         load(path)
+
+
+def test_history_nested_one_level_down_is_read_with_its_nans(tmp_path: Path) -> None:
+    # history.__dict__ saved whole keeps the metric lists under "history"; NaN rows stay NaN.
+    run = load(fixture_copy(tmp_path, "keys/history_nested.json"))
+    assert run.format == "keras"
+    assert run.series("loss", keep_nan=True).tolist()[:2] == [1.0, 0.8]
+    assert run.series("loss", keep_nan=True).isna().tolist() == [False, False, True, True]
+    assert run.series("val_loss").tolist() == [1.1, 0.9]
+    assert run.warnings == ["1 key(s) that are not per-epoch series ignored: params"]
+
+
+def _epoch_csv(tmp_path: Path, losses_by_epoch: list[list[float]]) -> Path:
+    lines = ["epoch,batch,loss"]
+    lines += [f"{e},{b * 100 + 1},{v}" for e, losses in enumerate(losses_by_epoch, 1) for b, v in enumerate(losses)]
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_loss_summed_within_each_epoch_is_judged_by_the_epoch_totals(tmp_path: Path) -> None:
+    run = load(_epoch_csv(tmp_path, [[0.2, 20.0, 40.0, 60.0], [0.15, 15.0, 30.0, 45.0], [0.1, 12.0, 24.0, 36.0]]))
+    assert run.series("loss").tolist() == [60.0, 45.0, 36.0]
+    assert any("running sum" in w for w in run.warnings)
+
+
+def test_a_loss_that_falls_within_its_epochs_is_kept_whole(tmp_path: Path) -> None:
+    run = load(_epoch_csv(tmp_path, [[2.0, 1.8, 1.7, 1.6], [1.5, 1.45, 1.4, 1.3], [1.2, 1.25, 1.1, 1.0]]))
+    assert len(run.series("loss")) == 12
+    assert not any("running sum" in w for w in run.warnings)

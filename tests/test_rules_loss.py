@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_files import scenario_file
+from sample_files import EXAMPLES, scenario_file
 
 import diagnose
 from diagnose.rules import Severity, analyze, get_rule
@@ -135,6 +135,38 @@ class TestOverfitting:
         rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(decaying(400))]
         rows += [{"step": 20 * (k + 1), "val_loss": float(0.5 * math.exp(rng.normal(0, 0.2)))} for k in range(20)]
         assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
+
+    @pytest.mark.parametrize("train_falls", [True, False])
+    def test_only_a_training_loss_falling_beyond_its_noise_widens_the_gap(self, tmp_path, train_falls):
+        """A validation loss that wanders within its own noise after its best is overfitting only when the
+        training loss clearly keeps falling; a flat training loss near zero whose smoothed end happens to
+        sit lower (per-step scatter of 2-3x) adds nothing to the gap."""
+        rng = np.random.default_rng(5)
+        level = np.geomspace(0.02, 0.0005, 320) if train_falls else np.full(320, 0.002)
+        rows = [{"step": i + 1, "loss": float(v * math.exp(rng.normal(0, 1.0)))} for i, v in enumerate(level)]
+        val = [0.019, 0.011, 0.010, 0.032, 0.010, 0.0056, 0.0060, 0.0095, 0.0107, 0.0108]
+        rows += [{"step": 32 * (k + 1), "val_loss": v} for k, v in enumerate(val)]
+        found = findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")
+        assert bool(found) is train_falls
+
+
+class TestPlateau:
+    def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):
+        """Softmax fed into CrossEntropyLoss (recorded by the bug script): the loss falls for over a third
+        of the run and then rests on 1.46 while validation accuracy is 100%: a cap on confidence."""
+        run = diagnose.load(EXAMPLES / "BUG007" / "bad.jsonl")
+        [finding] = findings(run, "PLT001")
+        loss = run.series("loss")
+        started = (finding.evidence["stall_step"] - loss.index[0]) / (loss.index[-1] - loss.index[0])
+        assert started > get_rule("PLT001").threshold_defaults()["max_start"]
+        assert finding.evidence["val_accuracy"] >= 0.95 and "caps its confidence" in finding.message
+        assert any("logits" in fix for fix in finding.fixes)
+
+    def test_a_noisy_loss_at_high_accuracy_is_no_cap_on_confidence(self):
+        """Accumulated gradients not divided: a loss jumping 0.6-6 at 96% accuracy is confidently wrong
+        examples and a too-large step, not a capped output."""
+        [finding] = findings(diagnose.load(EXAMPLES / "BUG018" / "bad.jsonl"), "PLT001")
+        assert "val_accuracy" not in finding.evidence and "confidence" not in finding.message
 
 
 class TestOthers:

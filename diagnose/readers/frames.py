@@ -11,6 +11,7 @@ same way for every format.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -398,6 +399,7 @@ def _run(
     nan_steps: dict[str, np.ndarray] = {}
     repeated: dict[str, int] = {}
     steps = merge_duplicate_steps(numeric_frame(train, "step", warnings, nan_steps), repeated)
+    steps = epoch_totals(steps, warnings)
     evals = merge_duplicate_steps(numeric_frame(evals, "eval", warnings, nan_steps), repeated)
     notes = warnings.summary() + repeated_warning(repeated)
     if repeated:
@@ -412,6 +414,39 @@ def _run(
         nan_steps=nan_steps,
         warnings=notes,
     )
+
+
+# A loss summed over an epoch's batches climbs at every logged point and starts again near
+# zero at the next epoch. Three epochs of three points each that all do so are no per-batch loss.
+_MIN_EPOCHS, _MIN_POINTS_PER_EPOCH = 3, 3
+
+
+def epoch_totals(steps: pd.DataFrame, warnings: WarningLog) -> pd.DataFrame:
+    """A loss that is a running sum within each epoch (a sawtooth), kept at each epoch's last row only.
+
+    The end of an epoch's running sum is its total, proportional to the epoch's mean loss when the
+    epochs have the same number of batches: that is the curve to judge, one point per epoch. The
+    points inside an epoch measure how far into the epoch it is, not how well it trains."""
+    if "epoch" not in steps.columns or "loss" not in steps.columns:
+        return steps
+    loss, epoch = steps["loss"].to_numpy(dtype="float64"), steps["epoch"].to_numpy(dtype="float64")
+    rows = np.flatnonzero(np.isfinite(loss) & np.isfinite(epoch))
+    ends = np.flatnonzero(np.diff(epoch[rows]) != 0) + 1
+    groups = np.split(loss[rows], ends)
+    if len(groups) < _MIN_EPOCHS or min(len(g) for g in groups) < _MIN_POINTS_PER_EPOCH:
+        return steps
+    climbs = all(np.all(np.diff(g) > 0) and g[-1] > 2 * g[0] for g in groups)
+    restarts = all(later[0] < earlier[-1] / 2 for earlier, later in itertools.pairwise(groups))
+    if not (climbs and restarts):
+        return steps
+    kept = np.zeros(len(steps), dtype=bool)
+    kept[rows[np.r_[ends - 1, len(rows) - 1]]] = True
+    warnings.add(
+        "running-sum",
+        f"loss climbs within every one of {len(groups)} epochs and starts again at the next (a running sum "
+        "over the epoch's batches): each epoch's last value, its total, is the loss judged",
+    )
+    return steps.assign(loss=np.where(kept, loss, np.nan))
 
 
 def repeated_warning(repeated: dict[str, int]) -> list[str]:

@@ -20,6 +20,7 @@ and ``meta["missing_ranks"]`` the ranks below ``world_size`` that wrote no file.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -129,8 +130,11 @@ def _combine(ranks: dict[int, Run], files: list[Path], notes: list[str]) -> Run:
 
 
 def _siblings(folder: Path, base: str, suffix: str) -> list[Path]:
-    """``base.rank<N><suffix>`` files in ``folder``, in rank order."""
-    found = [(split_rank_name(p), p) for p in folder.glob(f"*{suffix}") if p.is_file()]
+    """``base.rank<N><suffix>`` files in ``folder``, in rank order. The pattern names the base: every
+    file of a folder of many runs asks this, and testing each entry of the folder would make that
+    quadratic."""
+    pattern = f"{glob.escape(base)}.rank*{glob.escape(suffix)}"
+    found = [(split_rank_name(p), p) for p in folder.glob(pattern) if p.is_file()]
     return [p for named, p in sorted((n, p) for n, p in found if n is not None and n[0] == base)]
 
 

@@ -321,7 +321,7 @@ def _detect_json(sample: str, lines: list[str]) -> str | None:
 
 def _is_history(record: dict) -> bool:
     """A Keras-style history: metric lists under names, a loss among them; other keys may sit beside them."""
-    series = [str(k) for k, v in record.items() if tables.is_series(v)]
+    series = [str(k) for k in tables.history_series(record)]
     return bool(series) and (len(series) == len(record) or any("loss" in k.lower() for k in series))
 
 

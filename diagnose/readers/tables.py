@@ -135,11 +135,11 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     """``{"loss": [...], "val_loss": [...], ...}``: one value per epoch, epochs counted from 0."""
     path = Path(path)
     doc = frames.read_json_document(path, 'a Keras history.json ({"loss": [...], "val_loss": [...]})')
-    series = {k: v for k, v in doc.items() if is_series(v)} if isinstance(doc, dict) else {}
+    series = history_series(doc) if isinstance(doc, dict) else {}
     if not series:
         raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
     warnings = frames.WarningLog()
-    others = [str(k) for k in doc if k not in series]
+    others = [str(k) for k in doc if k not in series and not nested_series(doc[k])]
     if others:
         shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
         warnings.add("not-series", f"{len(others)} key(s) that are not per-epoch series ignored: {shown}")
@@ -147,6 +147,18 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     if frames.find_step_column(list(raw.columns), mapping) is None:
         raw.insert(0, "epoch", np.arange(len(raw)))
     return table_runs(raw, path, format="keras", mapping=mapping, warnings=warnings)
+
+
+def history_series(doc: dict) -> dict[str, list]:
+    """The metric lists of a history: top-level ones, and those one level down in a dict
+    (``history.__dict__`` saved whole keeps them under ``"history"``; others use ``"metrics"``).
+    A top-level list wins over a nested one of the same name."""
+    nested = {k: v for inner in doc.values() for k, v in nested_series(inner).items()}
+    return nested | {k: v for k, v in doc.items() if is_series(v)}
+
+
+def nested_series(value: object) -> dict[str, list]:
+    return {k: v for k, v in value.items() if is_series(v)} if isinstance(value, dict) else {}
 
 
 def is_series(value: object) -> bool:

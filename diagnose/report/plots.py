@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator
 
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.engine import Analysis
@@ -379,11 +379,19 @@ def summary_figure(analyses: Sequence[Analysis], most: int | None = None) -> Fig
         ax.set_ylabel("")
         ax.tick_params(labelsize="x-small")
         ax.minorticks_off()  # unlabelled at this size; drawing them was a third of the figure's time
+        _few_ticks(ax)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     for ax in grid.flat[len(shown) :]:
         ax.set_axis_off()
     return fig
+
+
+def _few_ticks(ax: Axes) -> None:
+    """Three or four labelled ticks per axis: all a small panel has room for, and each tick is a
+    handful of artists to make and draw (ticks were most of the figure's time)."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    ax.yaxis.set_major_locator(LogLocator(numticks=4) if ax.get_yscale() == "log" else MaxNLocator(nbins=3))
 
 
 def _panel_height(panel: Panel, analyses: Sequence[Analysis]) -> float:

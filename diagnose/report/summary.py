@@ -39,6 +39,11 @@ class RunSummary:
 
 
 def summarize(run: Run) -> RunSummary:
+    """The run's `RunSummary` (kept while the run is being read)."""
+    return run.kept(("summary",), lambda: _summarize(run))
+
+
+def _summarize(run: Run) -> RunSummary:
     final_loss, best_loss, best_step = _last_and_best(run, "loss")
     final_val, best_val, best_val_step = _last_and_best(run, "val_loss")
     return RunSummary(
@@ -149,6 +154,14 @@ def coverage(run: Run) -> Coverage:
     return run.kept(("coverage",), lambda: _coverage(run))
 
 
+def settle_report_facts(run: Run) -> None:
+    """Work out the run's coverage and summary once and keep them with it (see `Run.settle`)."""
+    with run.reading():
+        coverage(run)
+        summarize(run)
+        run.settle([("coverage",), ("summary",)])
+
+
 def _coverage(run: Run) -> Coverage:
     keys = tuple(c for frame in (run.steps, run.evals) for c in frame.columns if c != "step" and run.has(c))
     validation = tuple(c for c in run.evals.columns if c.startswith("val_") and run.has(c))
@@ -194,9 +207,9 @@ def order_runs(analyses: Sequence[Analysis]) -> list[Analysis]:
     """
 
     def key(analysis: Analysis) -> tuple[Any, ...]:
-        worst = problems(analysis)[0] if problems(analysis) else None
-        worst_key = worst.sort_key() if worst else (0 if outcome(analysis) == "not_judged" else 1,)
-        return (worst_key, -len(problems(analysis)), analysis.run.name)
+        found = problems(analysis)  # once: a report of a thousand runs sorts them by this
+        worst_key = found[0].sort_key() if found else (1 if coverage(analysis.run).judged else 0,)
+        return (worst_key, -len(found), analysis.run.name)
 
     return sorted(analyses, key=key)
 

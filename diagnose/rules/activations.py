@@ -11,7 +11,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import STALLED_LEARNING, later_samples, layer_table, listing
+from diagnose.rules.helpers import STALLED_LEARNING, functional_activations, later_samples, layer_table, listing
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -133,6 +133,12 @@ class SaturatedUnits(Rule):
     median over the later half of the samples, per layer. The module that
     produces the model output is not judged: a confident sigmoid output is
     supposed to be near 0 or 1. Fires at or above ``max_saturated``.
+    A tanh applied as a function inside ``forward`` (``torch.tanh``) has no
+    module to hook: it is seen at the input of the layer after it, whose
+    ``in_*`` statistics the probes record (values within [-1, 1], the share
+    beyond 0.99 in magnitude, medians over the sampled steps), for layers
+    after the first that no activation module precedes. The same
+    ``max_saturated`` applies; the run needs either statistic.
 
     ## What to do
     Initialise with Xavier/Glorot (``xavier_uniform_``) for tanh/sigmoid;
@@ -159,17 +165,31 @@ class SaturatedUnits(Rule):
         Threshold("min_samples", 2, "fewest activation samples", source="practice: persistence needs a second look"),
     )
 
+    def missing(self, run: Run) -> list[str]:
+        return [] if not run.layer_series("in_sat_frac").empty else super().missing(run)
+
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         saturated = _settled(run, "act_sat_frac", t["min_samples"])
         saturated = saturated.drop(labels=[_output_layer(run)], errors="ignore")
         bad = saturated[saturated >= t["max_saturated"]].sort_values(ascending=False)
-        if bad.empty:
+        functional = _functional_tanh(run, t)
+        if bad.empty and functional.empty:
             return
+        parts = [f"saturated tanh/sigmoid outputs (later half of the run): {_shares(run, bad)}"] if len(bad) else []
+        if len(functional):
+            parts.append(
+                f"a tanh applied in forward() saturates, seen at the input of the layer after it: "
+                f"{_shares(run, functional)}"
+            )
         yield self.finding(
             run,
-            module=str(bad.index[0]),
-            message=f"saturated tanh/sigmoid outputs (later half of the run): {_shares(run, bad)}",
-            evidence={"saturated_fraction": bad.to_dict(), "all_layers": saturated.to_dict()},
+            module=str(bad.index[0] if len(bad) else functional.index[0]),
+            message="; ".join(parts),
+            evidence={
+                "saturated_fraction": bad.to_dict(),
+                "all_layers": saturated.to_dict(),
+                "functional_tanh_input": functional.to_dict(),
+            },
             causes=["weights initialised too large", "inputs not standardised", "learning rate inflated the weights"],
             fixes=[
                 "initialise with torch.nn.init.xavier_uniform_",
@@ -178,6 +198,15 @@ class SaturatedUnits(Rule):
                 "use ReLU/GELU in hidden layers",
             ],
         )
+
+
+def _functional_tanh(run: Run, t: Mapping[str, float]) -> pd.Series:
+    """Layer -> share of its input beyond 0.99 in magnitude, for the inputs that come from a functional
+    tanh saturated at ``max_saturated`` or more (see `functional_activations`)."""
+    if len(run.layer_series("in_sat_frac")) < t["min_samples"]:
+        return pd.Series(dtype="float64")
+    found = functional_activations(run, t["max_saturated"])
+    return pd.Series({module: e["saturated"] for module, kind, e in found if kind == "tanh"}, dtype="float64")
 
 
 def _output_layer(run: Run) -> str | None:

@@ -18,14 +18,14 @@ import numpy as np
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import event_records, listing, vanishing_gradient
+from diagnose.rules.helpers import event_records, functional_activations, listing, vanishing_gradient
 from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
 
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
 _LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
-_STALL = ("PLT001", "CH001", "LR003", "GRD003", "BUG024")
+_STALL = ("PLT001", "CH001", "CH003", "LR003", "GRD003", "BUG024")
 
 
 def _sampled(run: Run, column: str) -> Any:
@@ -799,9 +799,6 @@ def _has_layer_after(order: list[str], module: str, run: Run) -> bool:
     return bool(weighted) and module != weighted[-1] if weighted else True
 
 
-_ACTIVATION_TYPES = {"tanh": ("Tanh", "Hardtanh", "Softsign"), "relu": ("ReLU", "ReLU6", "LeakyReLU", "PReLU")}
-
-
 class FunctionalActivationTrouble(Rule):
     """
     ## What it detects
@@ -836,7 +833,7 @@ class FunctionalActivationTrouble(Rule):
     severity = Severity.WARNING
     requires = ("layers.in_sat_frac",)
     priority = 20
-    explains = (*_STALL, "GRD002")
+    explains = (*_STALL, "GRD002", "ACT002")
     thresholds = (
         Threshold(
             "min_share",
@@ -847,30 +844,9 @@ class FunctionalActivationTrouble(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        order = run.module_order()
-        types = dict((run.meta.get("model") or {}).get("modules") or [])
-        table = run.layer_series("in_sat_frac")
-        for module in list(table.columns)[1:]:
-            before = order[order.index(module) - 1] if module in order and order.index(module) > 0 else None
-            if before is not None and types.get(before) in sum(_ACTIVATION_TYPES.values(), ()):
-                continue
-            stats = {
-                c: float(run.layer_series(c)[module].median()) if module in run.layer_series(c) else math.nan
-                for c in ("in_min", "in_absmax", "in_sat_frac", "in_dead_frac", "in_zero_frac")
-            }
-            for kind in ("tanh", "relu"):
-                found = sig.functional_activation(
-                    kind,
-                    stats["in_min"],
-                    stats["in_absmax"],
-                    stats["in_sat_frac"],
-                    stats["in_dead_frac"],
-                    stats["in_zero_frac"],
-                    t["min_share"],
-                )
-                if found is not None:
-                    yield self._report(run, module, kind, found)
-                    return
+        found = functional_activations(run, t["min_share"])
+        if found:
+            yield self._report(run, *found[0])
 
     def _report(self, run: Run, module: str, kind: str, found: dict) -> Finding:
         if kind == "tanh":

@@ -93,6 +93,7 @@ RULES: tuple[type[Rule], ...] = (
     bugs.LossTensorsKept,
     initialization.ChancePlateau,
     initialization.ValidationNeverBeatsChance,
+    initialization.ValidationAccuracyNeverChanges,
     distributed.RankOutlier,
     distributed.NonFiniteOnOneRank,
     distributed.StragglerRank,

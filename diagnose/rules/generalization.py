@@ -44,12 +44,19 @@ class ValidationRise:
     trend: curves.Trend | None
     train_at_best: float
     train_end: float
+    train_falls: bool  # a robust line through the training loss since the best falls (or too few points to tell)
 
     @property
     def train_fall(self) -> float:
         """log(training loss at the best evaluation / at the end): above zero when it fell."""
         both_positive = min(self.train_at_best, self.train_end) > 0
         return curves.log_ratio(self.train_at_best, self.train_end) if both_positive else 0.0
+
+    @property
+    def gap_widening(self) -> float:
+        """What the training loss's fall adds to the gap between the curves: all of it when a robust line
+        shows the training loss falling since the best, nothing when the fall is within its own noise."""
+        return self.train_fall if self.train_falls else 0.0
 
     @property
     def evaluations_after(self) -> int:
@@ -90,6 +97,7 @@ class ValidationRise:
         later_half = after.iloc[len(after) // 2 :]
         later = float(later_half.median())
         train_at_best, train_end = curves.value_at(curves.smooth(train), [best_step, float(val.index[-1])])
+        train_trend = curves.trend(curves.comparable(train[train.index >= best_step]))
         return cls(
             column,
             val,
@@ -104,6 +112,7 @@ class ValidationRise:
             curves.trend(val.iloc[best_at:]),
             float(train_at_best),
             float(train_end),
+            train_trend is None or train_trend.falling,
         )
 
 
@@ -157,7 +166,10 @@ class Overfitting(Rule):
     is a learning-rate problem, not overfitting). What is judged against
     noise is the gap between the two curves: the validation loss's rise from
     its level at the best (the median of the best evaluation and its two
-    neighbours) plus the training loss's fall must exceed ``noise_z``
+    neighbours) plus the training loss's fall (counted only when a robust
+    line through the training loss since the best falls, its 95% interval
+    below zero: a fall within the training loss's own noise widens no gap)
+    must exceed ``noise_z``
     standard errors of the validation loss's own noise (a point's noise read
     from second differences, which a steady trend does not inflate), both
     for the later half and for the median of the last three evaluations,
@@ -217,7 +229,7 @@ class Overfitting(Rule):
         rise = ValidationRise.of(run, t)
         if rise is None or rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
             return
-        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.train_fall)):
+        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
             return
         column, val, best_step, best = rise.column, rise.val, rise.best_step, rise.best
         train_at_best, train_end = rise.train_at_best, rise.train_end
@@ -620,14 +632,19 @@ class UnstableValidation(Rule):
     *bounce*). It fires when an evaluation that stands above both its
     neighbours bounces more than ``jump`` and more than ``min_z`` robust
     standard deviations of the curve's own bounce (median absolute
-    deviation: one such jump on an otherwise calm curve), or when that
-    robust scatter itself exceeds ``max_scatter`` and ``over_train`` times
-    the training loss's scatter measured the same way (a curve that bounces
-    at every evaluation; evaluations on one fixed set should be calmer than
-    training batches, and a loss near zero bounces by large factors in both).
-    In loss units a jump must also reach ``jump_share`` (unless it stands
-    ``big_jump`` above the evaluations around it), and the scatter
-    ``scatter_share``, of the distance the validation loss fell from its first
+    deviation: one such jump on an otherwise calm curve), or when the curve
+    bounces at every evaluation. Bouncing is read two ways, each against the
+    training loss read the same way (evaluations on one fixed set should be
+    calmer than training batches, and a loss near zero bounces by large
+    factors in both): the robust scatter of the bounce exceeds
+    ``max_scatter`` and ``over_train`` times the training loss's; or the
+    point-to-point noise from second differences (a steady trend adds
+    nothing to it, and on a short curve a rolling median follows the very
+    points it should measure) exceeds ``max_noise`` and ``noise_over_train``
+    times the training loss's noise read at the evaluations. In loss units a
+    jump must also reach ``jump_share`` (unless it stands ``big_jump`` above
+    the evaluations around it), the scatter ``scatter_share`` and the noise
+    ``noise_share``, of the distance the validation loss fell from its first
     evaluation to its best (or of its best level, when that is larger): near
     its floor a loss bounces by large factors that are tiny amounts.
 
@@ -670,6 +687,16 @@ class UnstableValidation(Rule):
             "evaluation 0.25-0.52",
         ),
         Threshold(
+            "max_noise",
+            0.15,
+            "point-to-point noise of the validation loss (log units, 0.15 = 16% per evaluation) above which "
+            "it may bounce at every evaluation",
+            source="tuned on the calibration half (the files with a validation loss): 10 healthy files are "
+            "noisier than 0.1, so this alone does not decide; with the two conditions below no healthy "
+            "file passes, the validation losses labelled unstable that bounce at every evaluation are at "
+            "0.19-0.96",
+        ),
+        Threshold(
             "jump_share",
             0.7,
             "a jump in loss units, as a share of the distance the curve fell (first evaluation to best) "
@@ -701,6 +728,22 @@ class UnstableValidation(Rule):
             "healthy twin of the batchnorm_eval bug (a loss near 0.01) less than it",
         ),
         Threshold(
+            "noise_share",
+            0.1,
+            "the noise in loss units as the same share",
+            source="tuned on the calibration half (156 files): the healthy validation losses noisier than "
+            "max_noise and noise_over_train times their training loss are at 2.6%-6.5% of their fall; the "
+            "bouncing unstable ones at 10%-189%",
+        ),
+        Threshold(
+            "noise_over_train",
+            3.0,
+            "how many times the training loss's noise (at the evaluations) the validation noise must exceed",
+            source="evaluations on one fixed set are calmer than training batches; the bouncing validation "
+            "losses of the calibration half are 5x-94x as noisy as their training loss, healthy ones "
+            "noisier than max_noise at most 3.2x unless calm in loss units (noise_share)",
+        ),
+        Threshold(
             "min_points",
             8,
             "fewest positive evaluations judged",
@@ -726,10 +769,15 @@ class UnstableValidation(Rule):
         jumps = np.flatnonzero(peak & large)
         train = curves.before_nonfinite(run.series("loss", keep_nan=True))
         train_scatter = _scatter(curves.bounce(train).to_numpy()) if curves.is_positive(train) else 0.0
+        noise, train_noise = curves.difference_noise(val), _noise_at(train, val.index)
         bouncing = (
             scatter > t["max_scatter"]
             and scatter > t["over_train"] * train_scatter
             and _scatter(excess) > t["scatter_share"] * scale
+        ) or (
+            noise > t["max_noise"]
+            and noise > t["noise_over_train"] * train_noise
+            and curves.difference_noise(val, raw=True) > t["noise_share"] * scale
         )
         if not (len(jumps) or bouncing):
             return
@@ -741,7 +789,8 @@ class UnstableValidation(Rule):
                 f"{np.exp(bounce[jumps].max()):.2g}x their neighbours)"
             )
         else:
-            what = f"it bounces {np.exp(scatter) - 1:.0%} around its own level from one evaluation to the next"
+            bounce_by = max(np.exp(scatter), np.exp(noise)) - 1
+            what = f"it bounces {bounce_by:.0%} around its own level from one evaluation to the next"
         steps = [float(val.index[i]) for i in jumps] if len(jumps) else []
         yield self.finding(
             run,
@@ -754,6 +803,8 @@ class UnstableValidation(Rule):
                 "jump_steps": steps[:20],
                 "scatter": scatter,
                 "train_scatter": train_scatter,
+                "noise": noise,
+                "train_noise": train_noise,
                 "lowest": low,
                 "highest": high,
                 "evaluations": len(val),
@@ -770,6 +821,14 @@ class UnstableValidation(Rule):
                 "evaluate an exponential moving average of the weights",
             ],
         )
+
+
+def _noise_at(train: pd.Series, steps: pd.Index) -> float:
+    """The training loss's point-to-point noise read at ``steps`` (the evaluations'): 0 when it cannot be."""
+    if len(train) < 4 or not curves.is_positive(train):
+        return 0.0
+    noise = curves.difference_noise(pd.Series(curves.value_at(train, steps), index=steps))
+    return noise if np.isfinite(noise) else 0.0
 
 
 def _scatter(bounce: np.ndarray) -> float:

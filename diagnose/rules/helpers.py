@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from diagnose import curves
+from diagnose.rules import bug_signatures as sig
 from diagnose.run import Run
 
 # Codes of the findings a blocked update explains: a loss stuck at chance, a
 # stall, a slow straight decline. Dead, saturated or collapsed units and
 # vanishing or tiny updates all declare `explains = STALLED_LEARNING`.
-STALLED_LEARNING = ("CH001", "PLT001", "LR003")
+STALLED_LEARNING = ("CH001", "CH003", "PLT001", "LR003")
 
 
 def later_samples(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
@@ -109,3 +110,36 @@ def vanishing_gradient(run: Run, max_ratio: float, min_layers: int) -> dict | No
         "last_norm": last_norm,
         "per_layer": table[layers].median().to_dict(),
     }
+
+
+# Activation module types: a layer right after one of them is judged by the activation rules, not as
+# the input of a functional activation.
+ACTIVATION_TYPES = {
+    "tanh": ("Tanh", "Hardtanh", "Softsign"),
+    "relu": ("ReLU", "ReLU6", "LeakyReLU", "PReLU"),
+    "sigmoid": ("Sigmoid", "Hardsigmoid"),
+}
+_INPUT_STATS = ("in_min", "in_absmax", "in_sat_frac", "in_dead_frac", "in_zero_frac")
+
+
+def functional_activations(run: Run, min_share: float) -> list[tuple[str, str, dict]]:
+    """(layer, ``"tanh"`` or ``"relu"``, evidence) for each layer after the first whose input looks like
+    the output of a functional activation (``torch.tanh``, ``F.relu`` inside ``forward``) that saturates
+    or dies, at ``min_share`` or more (medians over the sampled steps of the ``in_*`` statistics); layers
+    right after an activation module are left out. Model order; at most one kind per layer."""
+    order = run.module_order()
+    types = dict((run.meta.get("model") or {}).get("modules") or [])
+    activation_modules = sum(ACTIVATION_TYPES.values(), ())
+    medians = {c: run.layer_series(c).median() for c in _INPUT_STATS}
+    found = []
+    for module in list(run.layer_series("in_sat_frac").columns)[1:]:
+        before = order[order.index(module) - 1] if module in order and order.index(module) > 0 else None
+        if before is not None and types.get(before) in activation_modules:
+            continue
+        stats = {c: float(medians[c].get(module, math.nan)) for c in _INPUT_STATS}
+        for kind in ("tanh", "relu"):
+            evidence = sig.functional_activation(kind, *(stats[c] for c in _INPUT_STATS), min_share)
+            if evidence is not None:
+                found.append((module, kind, evidence))
+                break
+    return found

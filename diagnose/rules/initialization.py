@@ -370,6 +370,106 @@ class ValidationNeverBeatsChance(Rule):
         )
 
 
+class ValidationAccuracyNeverChanges(Rule):
+    """
+    ## What it detects
+    The validation accuracy is exactly the same number at every evaluation
+    while the model trains: whatever the weights learn, the predictions on
+    the validation set never change. Typically the model predicts one class
+    for every input, and the accuracy is that class's share of the
+    validation set.
+
+    ## Why it matters
+    A classifier that outputs the majority class scores the class prior:
+    on unbalanced data that can look like a reasonable 67% while the model
+    has learnt nothing about its inputs. The validation loss then sits near
+    the entropy of the label prior, not near ln C, so a chance check by
+    class count does not see it.
+
+    ## How it decides
+    Needs at least ``min_evals`` finite validation accuracies. Fires when all
+    of them are equal, to every digit logged, and below ``max_accuracy`` (a
+    model that is right on every validation example from the first
+    evaluation on is not stuck), and neither the loss nor a validation
+    metric was ever NaN/Inf (a model that outputs NaN predicts one class
+    too: NF001/NF002's case). An accuracy computed on a fixed set changes
+    by at least one example between evaluations of a model whose
+    predictions move.
+
+    ## What to do
+    Check the class balance of the training data and what the model
+    predicts on a few validation inputs (``argmax`` over a batch): if it is
+    one class, weight the loss by inverse class frequency or resample the
+    training set, raise the learning rate or check that the gradient reaches
+    the output layer; check that the validation labels are the right column.
+    """
+
+    code = "CH003"
+    assumes_falling_loss = True
+    name = "validation-accuracy-constant"
+    title = "Validation accuracy never changes: the model predicts the same classes for every input"
+    category = Category.INITIALIZATION
+    severity = Severity.WARNING
+    requires = ("val_accuracy",)
+    priority = 11
+    thresholds = (
+        Threshold(
+            "min_evals",
+            5,
+            "fewest evaluations judged",
+            source="on the calibration half of the real-log corpus no healthy run logs one validation "
+            "accuracy at every evaluation (the most repeated: 5 of 8, on a small validation set); the "
+            "stuck and plateau runs that do log it at every one of 8-31 evaluations",
+        ),
+        Threshold(
+            "max_accuracy",
+            0.99,
+            "accuracy at or above which a constant value is a task solved from the start, not a stuck model",
+            source="a validation set of 100 examples or fewer shows 1.0 once every example is right",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        accuracy = curves.finite(run.series("val_accuracy"))
+        if len(accuracy) < t["min_evals"] or accuracy.nunique() != 1 or _went_nonfinite(run):
+            return
+        value = float(accuracy.iloc[0])
+        if _as_fraction(value) >= t["max_accuracy"]:
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"validation accuracy is {value:.6g} at every one of {len(accuracy)} evaluations (steps "
+                f"{accuracy.index[0]:.0f}-{accuracy.index[-1]:.0f}): the predictions on the validation set "
+                "never change, as when the model outputs one class for every input"
+            ),
+            onset=float(accuracy.index[0]),
+            end=float(accuracy.index[-1]),
+            evidence={"val_accuracy": value, "evaluations": len(accuracy)},
+            causes=[
+                "the model predicts the majority class for every input (unbalanced classes, a collapsed output layer)",
+                "no gradient reaches the output layer, or the learning rate is far too low",
+                "the validation labels or inputs are constant (wrong column, an empty transform)",
+            ],
+            fixes=[
+                "look at argmax of the model's output on one validation batch",
+                "weight the loss by inverse class frequency, or resample the training set",
+                "check that the output layer's parameters change between evaluations",
+            ],
+        )
+
+
+def _went_nonfinite(run: Run) -> bool:
+    """A NaN/Inf in the loss or a validation metric: a model that outputs NaN predicts the same class
+    for every input, and NF001/NF002 tell that story."""
+    return any(column == "loss" or column.startswith("val_") for column in run.nan_steps)
+
+
+def _as_fraction(accuracy: float) -> float:
+    """An accuracy logged in percent (0-100) as a fraction."""
+    return accuracy / 100 if 1.5 < accuracy <= 100 else accuracy
+
+
 class BadInitialLoss(Rule):
     """
     ## What it detects

@@ -10,6 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import later_samples, layer_table
 from diagnose.run import Run
 
 
@@ -372,6 +373,16 @@ class LearningRateTooLow(Rule):
     drops less than ``max_bend`` times what the second half drops, and the
     end is still above ``min_remaining`` of the start.
 
+    When the probes measured update ratios (``||update|| / ||weights||``),
+    a decline that is straight on the log scale counts too: the loss falls
+    by about the same factor every step, an exponential approach whose time
+    constant is longer than the run. The same ``min_linearity`` and
+    ``max_bend`` apply to the log of the bin medians, the run ends above
+    ``min_log_remaining`` of its start, and the median over layers of each
+    layer's update ratio (later half of the samples) is below
+    ``max_update_ratio``. Healthy runs decline that way too, so the curve
+    alone does not decide it: the small updates do.
+
     ## What to do
     Raise the learning rate 3-10x (or run a learning-rate range test: raise
     it exponentially over ~100 steps and take ~1/10 of the value where the
@@ -408,6 +419,22 @@ class LearningRateTooLow(Rule):
             source="the slowest healthy runs in the real-log corpus (a slow-starting Keras classifier, "
             "a short fine-tune) end at 0.71x-0.78x their start",
         ),
+        Threshold(
+            "min_log_remaining",
+            0.1,
+            "end/start ratio above which a decline straight on the log scale is far from converged",
+            source="a run that fell tenfold is not crawling, whatever its shape; above it the shape and the "
+            "update ratio decide (the calibration twins of the bug suite that end at 0.15x-0.45x their start "
+            "bend or update at 1e-3 or more)",
+        ),
+        Threshold(
+            "max_update_ratio",
+            1e-3,
+            "median update/weight ratio under which a straight log-scale decline is the learning rate's doing",
+            source="Karpathy, 'A Recipe for Training Neural Networks' (2019) and CS231n: about 1e-3 is "
+            "healthy, lower means the learning rate may be too low; healthy probed sample runs that "
+            "decline straight on the log scale sit at 4e-3 to 4e-2",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a line fit on fewer is not telling"),
     )
 
@@ -417,22 +444,30 @@ class LearningRateTooLow(Rule):
             return
         # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
         remaining = curves.end_level(loss) / curves.start_level(loss)
-        if not remaining > t["min_remaining"]:
+        start, end = curves.start_level(loss), curves.end_level(loss)
+        if remaining > t["min_remaining"]:
+            shape = _straight_decline(loss, t)
+            said = f"loss falls in a near-straight line (R^2 {{:.2f}}) from {start:.4g} to {end:.4g}: only "
+            said += f"{1 - remaining:.0%} lower, and the second half fell as fast as the first"
+        elif remaining > t["min_log_remaining"] and curves.is_positive(loss):
+            ratio = _median_update_ratio(run)
+            shape = _straight_decline(np.log(loss), t) if ratio < t["max_update_ratio"] else None
+            said = (
+                f"loss falls by about the same factor every step (a straight line on the log scale, R^2 {{:.2f}}) "
+                f"from {start:.4g} to {end:.4g}, nearly as fast in the second half as in the first: far from its "
+                f"floor, with weights that change by a median {ratio:.2g} of their size per step (healthy ~1e-3)"
+            )
+        else:
             return
-        linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
-        first_half, second_half = _half_drops(loss)
-        if not (linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half):
+        if shape is None:
             return
         fit = curves.trend(curves.comparable(loss))
         if fit is None or not fit.falling:
             return
+        linearity, first_half, second_half = shape
         yield self.finding(
             run,
-            message=(
-                f"loss falls in a near-straight line (R^2 {linearity:.2f}) from {curves.start_level(loss):.4g} "
-                f"to {curves.end_level(loss):.4g}: only {1 - remaining:.0%} lower, and the second half fell "
-                f"as fast as the first" + _lr_note(run)
-            ),
+            message=said.format(linearity) + _lr_note(run),
             onset=loss.index[0],
             evidence={
                 "linearity": linearity,
@@ -447,6 +482,24 @@ class LearningRateTooLow(Rule):
                 "Adam: 3e-4 to 1e-3 is the usual range; SGD: 0.01-0.1 with momentum 0.9",
             ],
         )
+
+
+def _straight_decline(loss: pd.Series, t: Mapping[str, float]) -> tuple[float, float, float] | None:
+    """(R^2 of a line through the 20 bin medians, first-half drop, second-half drop) when the curve falls
+    in a near-straight line that does not bend; None otherwise."""
+    linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
+    first_half, second_half = _half_drops(loss)
+    if linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half:
+        return linearity, first_half, second_half
+    return None
+
+
+def _median_update_ratio(run: Run) -> float:
+    """Median over layers of each layer's median update/weight ratio in the later half of the samples
+    (zero updates left out); NaN without the probes' ``update_ratio``."""
+    ratios = later_samples(layer_table(run, "update_ratio"))
+    medians = ratios[ratios > 0].median().dropna() if len(ratios) else pd.Series(dtype="float64")
+    return float(medians.median()) if len(medians) else float("nan")
 
 
 def _half_drops(loss: pd.Series) -> tuple[float, float]:
@@ -578,8 +631,10 @@ class TrainingStalled(Rule):
     On 20 bin medians of the log loss, the stall starts where the loss never
     again falls more than ``tolerance`` (or twice the standard error of a bin
     median, when per-step noise is larger); a run that ends within
-    ``tolerance`` of its start is flat from its first step, however slowly
-    it drifts on the way. It fires when that happens before
+    ``tolerance`` of its start, or within ``flat_z`` standard errors of its
+    start and end levels when its noise is larger (but never beyond
+    ``max_flat``), is flat from its first step, however slowly it drifts on
+    the way. It fires when that happens before
     ``max_start`` of the run, the plateau is high (the loss fell less than
     ``max_drop`` before it), the log starts at the beginning of training,
     the validation loss (when logged) is not improving either nor below
@@ -589,12 +644,26 @@ class TrainingStalled(Rule):
     is above ``min_lr`` of its peak (a schedule that decayed to zero is
     LR004's case).
 
+    A plateau that starts later than ``max_start`` still counts, up to
+    ``capped_max_start``, when it is a cap on confidence rather than an
+    early convergence: the validation accuracy during the stall is at least
+    ``capped_accuracy`` while the plateau stays above ``capped_level`` and
+    is steady (its noise does not widen ``tolerance``: a loss held up by a
+    few confidently wrong examples jumps about instead). A
+    classifier right on nearly every example can push a cross-entropy
+    towards zero by sharpening its outputs; a loss that stays where the
+    right class gets under half the probability means something stops it
+    (probabilities fed to a loss that applies softmax or sigmoid itself,
+    heavy label smoothing, a temperature).
+
     ## What to do
     Overfit one small batch first: if even that fails the model or the data
     path is broken. Otherwise try, in order: a learning rate 3x higher or a
     warm restart, a larger model, normalisation layers (BatchNorm/LayerNorm),
     residual connections; check the gradient and activation rules for dead
-    or saturated layers.
+    or saturated layers. A plateau at high accuracy: look for a softmax or
+    sigmoid applied before ``CrossEntropyLoss`` / ``BCEWithLogitsLoss``, and
+    check the label smoothing and any temperature on the logits.
     """
 
     code = "PLT001"
@@ -645,6 +714,46 @@ class TrainingStalled(Rule):
             "times their training loss; the healthy twin of the overfitting_tiny_data bug (10% label noise "
             "in training only) at 0.4",
         ),
+        Threshold(
+            "flat_z",
+            3.0,
+            "standard errors of the start and end levels within which a run that ends where it started "
+            "counts as flat from its first step, when that is more than ``tolerance``",
+            source="three standard errors: the customary bound for 'not measurably moved'; on the "
+            "calibration half the noisiest healthy run ends 5.8 standard errors from its start, the flat "
+            "and stuck ones 0.4-3.0",
+        ),
+        Threshold(
+            "max_flat",
+            0.105,
+            "log distance between start and end (0.105: the end below 0.9x the start) beyond which a run "
+            "has moved, however noisy",
+            source="the corpus's own definition of a falling curve (sample_runs/corpus/SOURCES.md: last "
+            "quarter under 0.9x the first); the noisy recorded runs of NOI001 and BUG019 fall 28%-32% "
+            "and are no flat runs",
+        ),
+        Threshold(
+            "capped_accuracy",
+            0.95,
+            "median validation accuracy during the stall from which the model is right on nearly every example",
+            source="a classifier right on 95% of examples reaches well under capped_level once it sharpens: "
+            "the healthy twins of the bug suite at 0.95 or more end at 0.0002-0.49 (the highest, dropout "
+            "holding the training loss up)",
+        ),
+        Threshold(
+            "capped_level",
+            0.693,
+            "plateau level (ln 2) above which the right class gets under half the probability on average",
+            source="cross-entropy is the mean of -ln p(right class); label smoothing 0.1 over 10 classes "
+            "floors at 0.50, below it",
+        ),
+        Threshold(
+            "capped_max_start",
+            0.5,
+            "latest fraction of the run at which a plateau at high accuracy may start",
+            source="the plateau holds at least half the run; no file of the real-log corpus's calibration "
+            "half logs a validation accuracy of 0.95 or more with a training loss above ln 2",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -654,27 +763,34 @@ class TrainingStalled(Rule):
             return  # a loss at exactly zero has nothing left to improve (ZL001's case)
         tolerance = max(t["tolerance"], 2 * _bin_median_noise(loss, _LEVEL_BINS))
         stall = curves.stall_start(loss, tolerance, max_points=_LEVEL_BINS)
-        if (
-            stall is not None
-            and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < t["tolerance"]
-        ):
+        within = min(max(t["tolerance"], t["flat_z"] * _start_to_end_error(loss)), t["max_flat"])
+        if stall is not None and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within:
             stall = float(loss.index[0])  # the run ends within the tolerance of its start: flat from its start
-        if stall is None or curves.fraction_of_run(loss, stall) > t["max_start"]:
+        if stall is None:
             return
         level = curves.end_level(loss, 0.5)
+        accuracy = _val_accuracy_during(run, stall)
+        steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
+        capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
+        if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
+            return
         if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
         if _val_far_below(run, stall, level, t["val_below"]):
             return
+        message = (
+            f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
+            f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
+            f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
+        )
+        if capped:
+            yield self._capped(run, stall, level, accuracy, message)
+            return
         yield self.finding(
             run,
-            message=(
-                f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
-                f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
-                f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
-            ),
+            message=message,
             onset=stall,
             evidence={"stall_step": stall, "level": level, "start": curves.start_level(loss)},
             causes=[
@@ -689,6 +805,38 @@ class TrainingStalled(Rule):
             ],
         )
 
+    def _capped(self, run: Run, stall: float, level: float, accuracy: float, message: str) -> Finding:
+        return self.finding(
+            run,
+            message=(
+                f"{message}, while validation accuracy is {accuracy:.0%}: a model right on nearly every "
+                f"example could push the loss far lower, so something caps its confidence (the right "
+                f"class gets about {np.exp(-level):.0%} of the probability)"
+            ),
+            onset=stall,
+            evidence={"stall_step": stall, "level": level, "val_accuracy": accuracy},
+            causes=[
+                "probabilities fed to a loss that applies softmax/sigmoid itself (CrossEntropyLoss, BCEWithLogitsLoss)",
+                "label smoothing or a temperature that keeps the outputs from sharpening",
+            ],
+            fixes=[
+                "feed raw logits to CrossEntropyLoss / BCEWithLogitsLoss; apply softmax/sigmoid only for predictions",
+                "look for: softmax/Softmax/sigmoid as the last step of forward(); check label_smoothing",
+            ],
+        )
+
+
+def _start_to_end_error(loss: pd.Series) -> float:
+    """Standard error, on the log scale, of log(start level / end level): the two are medians of a few
+    points each (`curves.start_level`, `curves.end_level`), and a median of k points scatters about
+    1.25 / sqrt(k) times as much as one point."""
+    noise = curves.noise(loss)
+    if not np.isfinite(noise):
+        return 0.0
+    first = max(1, min(5, int(np.ceil(len(loss) * 0.05))))
+    last = len(curves.tail(loss, 0.1, 3))
+    return 1.25 * noise * float(np.sqrt(1 / first + 1 / last))
+
 
 def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     val = curves.finite(run.series("val_loss"))
@@ -696,6 +844,16 @@ def _val_improving(run: Run, since: float, tolerance: float) -> bool:
     if len(val) < 3 or not curves.is_positive(val):
         return False
     return curves.log_ratio(float(val.iloc[: max(1, len(val) // 3)].median()), curves.end_level(val, 1 / 3)) > tolerance
+
+
+def _val_accuracy_during(run: Run, since: float) -> float:
+    """Median validation accuracy (as a fraction) from ``since`` on; NaN when it is not logged."""
+    accuracy = curves.finite(run.series("val_accuracy"))
+    accuracy = accuracy[accuracy.index >= since]
+    if len(accuracy) == 0:
+        return float("nan")
+    median = float(accuracy.median())
+    return median / 100 if 1.5 < float(accuracy.max()) <= 100 else median
 
 
 def _val_far_below(run: Run, since: float, level: float, ratio: float) -> bool:
