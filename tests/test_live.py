@@ -256,3 +256,23 @@ def test_a_judgement_applies_only_the_rules_whose_inputs_moved(monkeypatch) -> N
         monitor.flushed(final=True)
     assert applied.count("LR001") == 40  # the loss moved at every judgement
     assert applied.count("ACT001") == 1  # its layer statistics came once
+
+
+def test_judgements_run_off_the_training_thread_and_are_over_when_the_watch_closes(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
+    from diagnose.live import monitor
+
+    judged_on: list[str] = []
+    apply = monitor.apply_rules
+
+    def recording(run, config):
+        judged_on.append(threading.current_thread().name)
+        return apply(run, config)
+
+    monkeypatch.setattr(monitor, "apply_rules", recording)
+    done, stopped = train_until_nan(tmp_path / "run.jsonl", steps=NAN_STEP + 5)
+    assert stopped is None and done == NAN_STEP + 5
+    assert "diagnose-live" in judged_on  # the scheduled judgements (steps 8, 16, ...)
+    assert judged_on[-1] == threading.current_thread().name  # the last one, at close, on the training thread
+    assert not [t for t in threading.enumerate() if t.name == "diagnose-live"]
