@@ -606,11 +606,14 @@ def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float
         return _group_spikes(
             series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z), min_height
         )
+    excess = (scaled - baseline).to_numpy()
+    high = excess > min_height
+    if not high.any():  # most curves: no point clears the height, so the local scatter cannot matter
+        return []
     scatter = rolling_mad(scaled, window, causal=True)
     floor = float(np.nanmedian(scatter.to_numpy())) if scatter.notna().any() else 0.0
     scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
-    excess = (scaled - baseline).to_numpy()
-    is_spike = (excess > min_height) & (excess > min_z * scatter.to_numpy())
+    is_spike = high & (excess > min_z * scatter.to_numpy())
     is_spike[: min(3, len(is_spike))] = False  # no baseline yet
     return _group_spikes(series, scaled, baseline, is_spike, min_height)
 
