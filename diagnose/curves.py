@@ -108,7 +108,8 @@ def _finite(series: pd.Series) -> pd.Series:
     numbers, steps = np.asarray(series, dtype="float64"), np.asarray(series.index, dtype="float64")
     usable = np.isfinite(numbers) & np.isfinite(steps)
     if usable.all() and (len(steps) < 2 or (np.diff(steps) > 0).all()):  # the common case: nothing to drop or sort
-        return pd.Series(numbers, index=pd.Index(steps, name="step"))
+        same = series.index.dtype == "float64" and series.index.name == "step"  # a run's series: its index is kept
+        return pd.Series(numbers, index=series.index if same else pd.Index(steps, name="step"))
     values = pd.Series(numbers, index=steps)[usable]
     if values.index.has_duplicates:
         values = values.groupby(level=0).mean()
