@@ -177,6 +177,11 @@ class Overfitting(Rule):
     evaluations are back within its noise of the best, with a training loss
     that hardly moved, has not drawn away.
 
+    A run with exactly three evaluations (a three-epoch fine-tune) has no
+    noise to read: it fires when the middle one is the best, the last
+    stands more than ``short_rise`` above it, and the training loss fell
+    more than ``train_fall`` between the two.
+
     ## What to do
     Restore the checkpoint from the best step and stop there (early
     stopping with patience of a few evaluations). Then, in order: more or
@@ -222,23 +227,59 @@ class Overfitting(Rule):
             source="a best point with two after it and one before; the real 5-evaluation overfitting runs "
             "in the real-log corpus rise at every evaluation",
         ),
+        Threshold(
+            "short_rise",
+            0.0953,
+            "with exactly three evaluations, log rise of the last over a best in the middle (0.0953 = 1.1x)",
+            source="the corpus's own definition of a rise after the best (sample_runs/corpus/SOURCES.md: "
+            "the last evaluation above 1.1x the minimum); three points give no noise to judge against. "
+            "On the calibration half no healthy three-evaluation run has its best in the middle",
+        ),
         _NOISE_Z,
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         rise = ValidationRise.of(run, t)
-        if rise is None or rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
+        if rise is None:
+            yield from self._three_evaluations(run, t)
+            return
+        if rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
             return
         if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
             return
-        column, val, best_step, best = rise.column, rise.val, rise.best_step, rise.best
-        train_at_best, train_end = rise.train_at_best, rise.train_end
-        last = float(val.iloc[-1])
-        yield self.finding(
+        yield self._overfitting(
+            run, rise.column, rise.val, rise.best_step, float(np.exp(rise.rise)), rise.train_at_best, rise.train_end
+        )
+
+    def _three_evaluations(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        """Three evaluations (a three-epoch fine-tune): too few to read the curve's noise, so the last
+        must stand ``short_rise`` above a best in the middle, with the training loss falling meanwhile."""
+        column, val = validation_loss(run)
+        train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if len(val) != 3 or len(train) < 3 or not (curves.is_positive(val) and curves.is_positive(train)):
+            return
+        first, best, last = (float(v) for v in val)
+        train_at_best, train_end = (float(v) for v in curves.value_at(train, val.index[1:]))
+        rose = best < first and curves.log_ratio(last, best) > t["short_rise"]
+        if rose and curves.log_ratio(train_at_best, train_end) > t["train_fall"]:
+            yield self._overfitting(run, column, val, float(val.index[1]), last / best, train_at_best, train_end)
+
+    def _overfitting(
+        self,
+        run: Run,
+        column: str,
+        val: pd.Series,
+        best_step: float,
+        rise: float,
+        train_at_best: float,
+        train_end: float,
+    ) -> Finding:
+        best, last = float(val[best_step]), float(val.iloc[-1])
+        return self.finding(
             run,
             message=(
                 f"{column} was best at step {best_step:.0f} ({best:.4g}) and has risen since, "
-                f"to {last:.4g} ({np.exp(rise.rise):.3g}x over the later evaluations), while the training "
+                f"to {last:.4g} ({rise:.3g}x over the later evaluations), while the training "
                 f"loss fell from {train_at_best:.4g} to {train_end:.4g}; gap now {last - train_end:.4g}"
             ),
             onset=best_step,
@@ -247,7 +288,7 @@ class Overfitting(Rule):
                 "best_step": best_step,
                 "best_val_loss": best,
                 "last_val_loss": last,
-                "rise": float(np.exp(rise.rise)),
+                "rise": rise,
                 "train_at_best": train_at_best,
                 "train_end": train_end,
                 "gap": last - train_end,
