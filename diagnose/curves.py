@@ -375,12 +375,20 @@ def tail(series: pd.Series, fraction: float = 0.1, min_points: int = 1) -> pd.Se
 def start_level(series: pd.Series, fraction: float = 0.05, max_points: int = 5) -> float:
     """Median of the first few points: where the run started, robust to one odd value."""
     count = max(1, min(max_points, int(np.ceil(len(series) * fraction))))
-    return float(series.iloc[:count].median())
+    return _median(series.to_numpy(dtype="float64")[:count])
 
 
 def end_level(series: pd.Series, fraction: float = 0.1, min_points: int = 3) -> float:
     """Median of the last ``fraction`` of the run: where it ended up."""
-    return float(tail(series, fraction, min_points).median())
+    count = max(min_points, int(np.ceil(len(series) * fraction)))
+    return _median(series.to_numpy(dtype="float64")[-count:])
+
+
+def _median(values: np.ndarray) -> float:
+    """pandas' median (NaN skipped; NaN when nothing is left) on an array: these few points are
+    asked for by most rules, and a pandas slice and median cost far more than the numbers."""
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if len(values) else float("nan")
 
 
 def noise(series: pd.Series, window: int | None = None) -> float:

@@ -894,6 +894,25 @@ register(
 )
 
 
+def _register_bug_variant(kind: str, code: str, primary: str | None, fixed_too: bool = False) -> None:
+    """A bug script as a further example of a symptom-level rule (``<CODE>/bad_<kind>.jsonl``): a second
+    way the rule decides, that its own bad example does not show. With ``fixed_too`` its twin is a
+    near miss of the rule (``<CODE>/good_<kind>.jsonl``)."""
+    about = bug_scripts.load_script(kind).BUG["description"]
+    bad = named_after_example(partial(_bug_script_run, kind, False))
+    register(f"{code.lower()}-{kind}", code, bad, f"bugs/{kind}.py: {about}", f"{code}/bad_{kind}.jsonl", primary)
+    if fixed_too:
+        good = named_after_example(partial(_bug_script_run, kind, True))
+        twin = f"bugs/{kind}.py --fixed: the same loop with the bug fixed"
+        register(f"{code.lower()}-{kind}-fixed", None, good, twin, f"{code}/good_{kind}.jsonl", good_of=code)
+
+
+# LR003 on the log scale (small update ratios), ACT002 through a functional tanh, PLT001 at full accuracy.
+_register_bug_variant("lr_too_low", "LR003", None, fixed_too=True)
+_register_bug_variant("functional_tanh_saturation", "ACT002", "BUG011")
+_register_bug_variant("softmax_into_ce", "PLT001", "BUG006")
+
+
 # -- command line ---------------------------------------------------------------------------
 
 

@@ -214,3 +214,19 @@ def test_fast_rolling_median_equals_pandas_everywhere(window: int, causal: bool)
     got = curves.rolling_median(series, window, causal=causal)
     assert np.allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12, equal_nan=True)
     assert got.index.equals(series.index)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value")  # an infinite and a minus infinite middle pair: both warn
+@pytest.mark.parametrize("n", [0, 1, 2, 4, 7, 40, 333])
+def test_start_and_end_levels_are_pandas_medians_of_the_first_and_last_points(n: int) -> None:
+    rng = np.random.default_rng(n)
+    values = rng.normal(size=n)
+    values[rng.random(n) < 0.3] = np.nan
+    if n > 2:
+        values[1], values[-2] = np.inf, -np.inf
+    series = pd.Series(values, index=np.arange(n, dtype="float64"))
+    for fraction in (0.05, 0.1, 0.5):
+        first = series.iloc[: max(1, min(5, int(np.ceil(n * fraction))))].median()
+        last = curves.tail(series, fraction, 3).median()
+        np.testing.assert_equal(curves.start_level(series, fraction), first)
+        np.testing.assert_equal(curves.end_level(series, fraction), last)

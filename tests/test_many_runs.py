@@ -89,6 +89,16 @@ def test_a_page_of_many_runs_lists_every_run_and_details_the_worst(monkeypatch) 
     assert page.count("<img ") == 4  # the small multiples, then each detailed run
 
 
+def test_a_page_of_many_runs_is_the_same_whether_its_figures_are_drawn_in_workers_or_here(monkeypatch) -> None:
+    monkeypatch.setattr(plots, "SMALL_MULTIPLES", 4)
+    monkeypatch.setattr(html, "FULL_SECTIONS", 3)
+    analyses = many(12)
+    monkeypatch.setattr(html, "PARALLEL_FIGURES", 2)
+    in_workers = html.render_html(analyses)
+    monkeypatch.setattr(html, "PARALLEL_FIGURES", 10**9)
+    assert in_workers == html.render_html(analyses)
+
+
 def test_plot_of_many_runs_says_in_one_line_that_it_summarises(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(plots, "SMALL_MULTIPLES", 8)
     folder = write_folder(tmp_path / "sweep", 12)

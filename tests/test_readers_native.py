@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from diagnose.readers import load, load_all
+from diagnose.readers import frames, load, load_all, native
 from diagnose.readers.native import read_jsonl
+from diagnose.run import Run
 
 
 def write_lines(path: Path, records: list[dict | str]) -> Path:
@@ -76,3 +78,64 @@ def test_long_file_read_in_batches_keeps_every_record_and_skips_bad_lines(tmp_pa
     assert any("line 30001: not JSON" in w for w in run.warnings)
     assert any("cut off" in w for w in run.warnings)
     assert path.read_bytes() == before
+
+
+def _held_alike(fast: Run, full: Run) -> None:
+    for name in ("name", "source", "format", "meta", "warnings", "rank", "nan_steps"):
+        assert getattr(fast, name) == getattr(full, name), name
+    for kind in ("steps", "evals", "layers", "events"):
+        ours, theirs = getattr(fast, kind), getattr(full, kind)
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+        assert type(ours.index) is type(theirs.index) and ours.attrs == theirs.attrs, kind
+
+
+PLAIN_CASES = {
+    "ints and floats, a key now and then": [
+        {"kind": "meta", "schema": "diagnose.run/1", "name": "x", "rank": 1},
+        *(
+            {"kind": "step", "step": s, "loss": 1.0 / s, "lr": 1e-3, **({"acc": s % 3} if s % 2 else {})}
+            for s in range(1, 30)
+        ),
+        {"kind": "eval", "step": 10, "val_loss": 0.5, "val_accuracy": 0.8},
+        {"kind": "eval", "step": 20, "val_loss": 0.4, "val_accuracy": None},
+    ],
+    "no meta record": [{"kind": "step", "step": s, "loss": 2.0 - s / 10} for s in range(1, 12)],
+    "a value that is not a number": [
+        {"kind": "step", "step": 1, "loss": 1.0},
+        {"kind": "step", "step": 2, "loss": "NaN"},
+    ],
+    "a step repeated": [{"kind": "step", "step": 1, "loss": 1.0}, {"kind": "step", "step": 1, "loss": 0.9}],
+    "a restart": [{"kind": "step", "step": s % 5 + 1, "loss": 1.0} for s in range(10)],
+    "a step missing": [{"kind": "step", "step": 1, "loss": 1.0}, {"kind": "step", "loss": 0.9}],
+    "a big integer": [{"kind": "step", "step": 1, "loss": 2**63}, {"kind": "step", "step": 2, "loss": 1}],
+    "a true value": [{"kind": "step", "step": 1, "loss": 1.0, "flag": True}],
+    "an eval key to rename": [{"kind": "step", "step": 1, "loss": 1.0}, {"kind": "eval", "step": 1, "eval_loss": 1.0}],
+    "a layer record": session("s", range(1, 4)),
+    "a minimal record": [{"kind": "step", "step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}],
+    "a list": [{"kind": "step", "step": 1, "loss": 1.0, "lrs": [0.1, 0.2]}],
+    "an empty column": [{"kind": "step", "step": 1, "loss": 1.0, "acc": None}],
+}
+
+
+@pytest.mark.parametrize("case", PLAIN_CASES)
+def test_a_plain_file_is_read_as_the_general_path_reads_it_and_any_other_goes_that_way(tmp_path, case) -> None:
+    path = write_lines(tmp_path / "run.jsonl", PLAIN_CASES[case])
+    raw = path.read_bytes()
+    fast = native._plain_run(raw, path)
+    assert (fast is not None) == (case in ("ints and floats, a key now and then", "no meta record")), case
+    if fast is not None:
+        _held_alike(fast[0], native._runs_read_in_full(raw, path, None)[0])
+
+
+def test_every_plain_run_file_of_the_repository_reads_as_the_general_path_reads_it() -> None:
+    root = Path(__file__).parent.parent
+    read = 0
+    for path in sorted([*(root / "sample_runs").rglob("*.jsonl"), *(root / "tests" / "fixtures").rglob("*.jsonl")]):
+        raw = frames.read_bytes(path)
+        fast = native._plain_run(raw, path)
+        if fast is not None:
+            read += 1
+            full = native._runs_read_in_full(raw, path, None)
+            assert len(full) == 1, path
+            _held_alike(fast[0], full[0])
+    assert read >= 20  # 30 of the 147 run files when written: the recorded examples with no layer or event records

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +18,7 @@ from diagnose.report.summary import settle_report_facts
 from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
+from diagnose.workers import map_in_workers
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Run files, or folders holding run files.", show_default=False)]
 FormatInOpt = Annotated[
@@ -75,9 +74,8 @@ def rule_config(
 def analyze_paths(paths: Sequence[Path], format_in: str | None, config: RuleConfig) -> list[Analysis]:
     """Every run in the given files and folders analysed, in the order given.
 
-    The files of a folder are read and analysed in worker processes (at most
-    `MAX_WORKERS`, never more than there are cores) when there are at least
-    `PARALLEL_FROM` of them; the order, and so every report, stays that of a
+    The files of a folder are read and analysed in worker processes (see
+    `map_in_workers`) when there are at least `PARALLEL_FROM` of them; the order, and so every report, stays that of a
     serial pass.
     """
     analyses: list[Analysis] = []
@@ -93,18 +91,12 @@ def analyze_paths(paths: Sequence[Path], format_in: str | None, config: RuleConf
 
 
 # Worker processes pay off from a few files on (each costs ~0.1 s to start and
-# to send its runs back, measured with benchmarks/many_runs.py); more than 8
-# mostly wait on the disk.
+# to send its runs back, measured with benchmarks/many_runs.py).
 PARALLEL_FROM = 8
-MAX_WORKERS = 8
 
 
 def _map(work: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
-    workers = min(MAX_WORKERS, os.cpu_count() or 1, len(tasks))
-    if len(tasks) < PARALLEL_FROM or workers < 2:
-        return [work(task) for task in tasks]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(work, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+    return map_in_workers(work, tasks, parallel_from=PARALLEL_FROM)[0]
 
 
 def _analyse_source(task: tuple[Path, Path, str, str | None, RuleConfig]) -> tuple[list[Analysis], str | None]:

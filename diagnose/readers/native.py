@@ -55,6 +55,16 @@ def runs_from_bytes(
     raw: bytes, path: Path, *, name: str | None = None, mapping: Mapping[str, str] | None = None
 ) -> list[Run]:
     """The runs in run-file content ``raw``; ``path`` names them and their messages (it is not read)."""
+    built = _plain_run(raw, path) if mapping is None else None
+    if built is None:
+        built = _runs_read_in_full(raw, path, mapping)
+    runs = frames.name_runs(built, path, name)
+    if not runs:
+        raise frames.no_values_error(path, 'JSON lines like {"step": 1, "loss": 0.5}', built[0].warnings)
+    return runs
+
+
+def _runs_read_in_full(raw: bytes, path: Path, mapping: Mapping[str, str] | None) -> list[Run]:
     warnings = frames.WarningLog()
     tables, metas = _tables(raw, warnings)
     parts = _parts(tables, mapping, path)
@@ -63,11 +73,84 @@ def runs_from_bytes(
             f'{path}: no step, evaluation or event records found (expected JSON lines like {{"step": 1, "loss": 0.5}})'
         )
     boundaries = _run_boundaries(parts["steps"])
-    built = [_build_run(parts, metas, boundaries, index, path, warnings) for index in range(len(boundaries) + 1)]
-    runs = frames.name_runs(built, path, name)
-    if not runs:
-        raise frames.no_values_error(path, 'JSON lines like {"step": 1, "loss": 0.5}', built[0].warnings)
-    return runs
+    return [_build_run(parts, metas, boundaries, index, path, warnings) for index in range(len(boundaries) + 1)]
+
+
+# -- a plain file: one run of numbers --------------------------------------------------
+
+# Integers that a frame holds as int64 (larger ones take the general path, which reads them as objects).
+_INT64 = (-(2**63), 2**63)
+
+
+def _plain_run(raw: bytes, path: Path) -> list[Run] | None:
+    """The run of a small, clean file of the commonest kind, built straight from its columns: an
+    optional meta record first, then step and evaluation records holding finite numbers only (a key
+    may be absent from a record), steps rising in each kind, evaluation keys in their canonical names.
+    A folder of a sweep is mostly such files, and the general path pays a dozen frame operations
+    per file for what they do not hold (repeats, restarts, text, logged NaN, other kinds).
+
+    None for any other file, which the general path then reads; `tests/test_readers_native.py`
+    holds the two to the same `Run` on every run file of the repository."""
+    if len(raw) >= columnar.MIN_BYTES:
+        return None
+    lines = [line for line in raw.split(b"\n") if line and not line.isspace()]
+    if len(lines) > _BATCH:
+        return None
+    joined = b"[" + b",".join(lines) + b"]"
+    records = _try_loads(_loads_fast, joined) or _try_loads(_loads_std, joined)
+    if not records or not all(type(record) is dict for record in records):
+        return None
+    has_meta = records[0].get("kind") == schema.META
+    kinds: dict[str, list[dict]] = {schema.STEP: [], schema.EVAL: []}
+    for record in records[1:] if has_meta else records:
+        found = kinds.get(record.get("kind"))  # type: ignore[arg-type]
+        if found is None:
+            return None
+        found.append(record)
+    steps = _plain_frame(kinds[schema.STEP], lambda key: True)
+    evals = _plain_frame(kinds[schema.EVAL], lambda key: _eval_name(key) == key)
+    if steps is None or evals is None or steps.empty:
+        return None
+    meta = {key: value for key, value in records[0].items() if key != "kind"} if has_meta else {}
+    events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+    return [
+        Run(
+            name=str(meta.get("name") or ""),
+            source=str(path),
+            format="diagnose" if has_meta else "jsonl",
+            meta=meta,
+            steps=steps,
+            evals=evals,
+            layers=pd.DataFrame({"step": np.zeros(0)}),
+            events=events,
+            nan_steps={},
+            warnings=[],
+            rank=meta.get("rank"),
+        )
+    ]
+
+
+def _plain_frame(records: list[dict], canonical: Callable[[str], bool]) -> pd.DataFrame | None:
+    """The records of one kind as float64 columns in the order their keys first appear; None when
+    one is not as `_plain_run` takes them."""
+    if not records:
+        return pd.DataFrame({"step": np.zeros(0)})
+    keys = [key for key in dict.fromkeys(key for record in records for key in record) if key != "kind"]
+    if "step" not in keys or frames.POSITION in keys or not all(canonical(key) for key in keys):
+        return None
+    columns = {}
+    for key in keys:
+        values = [record.get(key) for record in records]
+        if not all(type(v) is float or (type(v) is int and _INT64[0] <= v < _INT64[1]) or v is None for v in values):
+            return None
+        numbers = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        logged = np.array([v is not None for v in values])
+        if not logged.any() or not np.isfinite(numbers[logged]).all() or (key == "step" and not logged.all()):
+            return None
+        columns[key] = numbers
+    if not (np.diff(columns["step"]) > 0).all():
+        return None
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
 
 
 # -- lines -> records --------------------------------------------------------------

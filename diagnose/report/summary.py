@@ -207,9 +207,9 @@ def order_runs(analyses: Sequence[Analysis]) -> list[Analysis]:
     """
 
     def key(analysis: Analysis) -> tuple[Any, ...]:
-        worst = problems(analysis)[0] if problems(analysis) else None
-        worst_key = worst.sort_key() if worst else (0 if outcome(analysis) == "not_judged" else 1,)
-        return (worst_key, -len(problems(analysis)), analysis.run.name)
+        found = problems(analysis)  # once: a report of a thousand runs sorts them by this
+        worst_key = found[0].sort_key() if found else (1 if coverage(analysis.run).judged else 0,)
+        return (worst_key, -len(found), analysis.run.name)
 
     return sorted(analyses, key=key)
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import later_samples, layer_table
 from diagnose.run import Run
 
 
@@ -372,6 +373,16 @@ class LearningRateTooLow(Rule):
     drops less than ``max_bend`` times what the second half drops, and the
     end is still above ``min_remaining`` of the start.
 
+    When the probes measured update ratios (``||update|| / ||weights||``),
+    a decline that is straight on the log scale counts too: the loss falls
+    by about the same factor every step, an exponential approach whose time
+    constant is longer than the run. The same ``min_linearity`` and
+    ``max_bend`` apply to the log of the bin medians, the run ends above
+    ``min_log_remaining`` of its start, and the median over layers of each
+    layer's update ratio (later half of the samples) is below
+    ``max_update_ratio``. Healthy runs decline that way too, so the curve
+    alone does not decide it: the small updates do.
+
     ## What to do
     Raise the learning rate 3-10x (or run a learning-rate range test: raise
     it exponentially over ~100 steps and take ~1/10 of the value where the
@@ -408,6 +419,22 @@ class LearningRateTooLow(Rule):
             source="the slowest healthy runs in the real-log corpus (a slow-starting Keras classifier, "
             "a short fine-tune) end at 0.71x-0.78x their start",
         ),
+        Threshold(
+            "min_log_remaining",
+            0.1,
+            "end/start ratio above which a decline straight on the log scale is far from converged",
+            source="a run that fell tenfold is not crawling, whatever its shape; above it the shape and the "
+            "update ratio decide (the calibration twins of the bug suite that end at 0.15x-0.45x their start "
+            "bend or update at 1e-3 or more)",
+        ),
+        Threshold(
+            "max_update_ratio",
+            1e-3,
+            "median update/weight ratio under which a straight log-scale decline is the learning rate's doing",
+            source="Karpathy, 'A Recipe for Training Neural Networks' (2019) and CS231n: about 1e-3 is "
+            "healthy, lower means the learning rate may be too low; healthy probed sample runs that "
+            "decline straight on the log scale sit at 4e-3 to 4e-2",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a line fit on fewer is not telling"),
     )
 
@@ -417,22 +444,30 @@ class LearningRateTooLow(Rule):
             return
         # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
         remaining = curves.end_level(loss) / curves.start_level(loss)
-        if not remaining > t["min_remaining"]:
+        start, end = curves.start_level(loss), curves.end_level(loss)
+        if remaining > t["min_remaining"]:
+            shape = _straight_decline(loss, t)
+            said = f"loss falls in a near-straight line (R^2 {{:.2f}}) from {start:.4g} to {end:.4g}: only "
+            said += f"{1 - remaining:.0%} lower, and the second half fell as fast as the first"
+        elif remaining > t["min_log_remaining"] and curves.is_positive(loss):
+            ratio = _median_update_ratio(run)
+            shape = _straight_decline(np.log(loss), t) if ratio < t["max_update_ratio"] else None
+            said = (
+                f"loss falls by about the same factor every step (a straight line on the log scale, R^2 {{:.2f}}) "
+                f"from {start:.4g} to {end:.4g}, nearly as fast in the second half as in the first: far from its "
+                f"floor, with weights that change by a median {ratio:.2g} of their size per step (healthy ~1e-3)"
+            )
+        else:
             return
-        linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
-        first_half, second_half = _half_drops(loss)
-        if not (linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half):
+        if shape is None:
             return
         fit = curves.trend(curves.comparable(loss))
         if fit is None or not fit.falling:
             return
+        linearity, first_half, second_half = shape
         yield self.finding(
             run,
-            message=(
-                f"loss falls in a near-straight line (R^2 {linearity:.2f}) from {curves.start_level(loss):.4g} "
-                f"to {curves.end_level(loss):.4g}: only {1 - remaining:.0%} lower, and the second half fell "
-                f"as fast as the first" + _lr_note(run)
-            ),
+            message=said.format(linearity) + _lr_note(run),
             onset=loss.index[0],
             evidence={
                 "linearity": linearity,
@@ -447,6 +482,24 @@ class LearningRateTooLow(Rule):
                 "Adam: 3e-4 to 1e-3 is the usual range; SGD: 0.01-0.1 with momentum 0.9",
             ],
         )
+
+
+def _straight_decline(loss: pd.Series, t: Mapping[str, float]) -> tuple[float, float, float] | None:
+    """(R^2 of a line through the 20 bin medians, first-half drop, second-half drop) when the curve falls
+    in a near-straight line that does not bend; None otherwise."""
+    linearity = curves.linearity(curves.downsample(loss, _LEVEL_BINS))
+    first_half, second_half = _half_drops(loss)
+    if linearity >= t["min_linearity"] and second_half > 0 and first_half < t["max_bend"] * second_half:
+        return linearity, first_half, second_half
+    return None
+
+
+def _median_update_ratio(run: Run) -> float:
+    """Median over layers of each layer's median update/weight ratio in the later half of the samples
+    (zero updates left out); NaN without the probes' ``update_ratio``."""
+    ratios = later_samples(layer_table(run, "update_ratio"))
+    medians = ratios[ratios > 0].median().dropna() if len(ratios) else pd.Series(dtype="float64")
+    return float(medians.median()) if len(medians) else float("nan")
 
 
 def _half_drops(loss: pd.Series) -> tuple[float, float]:
