@@ -100,11 +100,11 @@ class _OutputTap:
     Pickled or deep-copied with its model, it becomes the forward it wraps (its own reduction), so
     the copy is not watched and a saved model loads where diagnose is not installed."""
 
-    __slots__ = ("__wrapped__", "index", "probe", "report")
+    __slots__ = ("__wrapped__", "host", "index", "probe", "report")
 
     def __init__(self, probe: NonFiniteProbe, index: int, forward: Any) -> None:
         self.__wrapped__ = forward  # inspect.signature() of the module's forward still reads the real one
-        self.probe, self.index = probe, index
+        self.probe, self.host, self.index = probe, probe.host, index
         self.report = probe.host.guard(probe, _raise)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -113,11 +113,13 @@ class _OutputTap:
             mark_compiled()
             return output
         probe = self.probe
-        if probe.active and probe.host.training_pass:
+        if probe.active and self.host.training_pass:
             try:
                 tensor = output if type(output) is torch.Tensor else first_float_tensor(output)
                 if tensor is not None and tensor.is_floating_point():
-                    probe._forward.append((self.index, tensor.detach()))  # the graph is not ours to keep
+                    # Not detached (a microsecond per module): the outputs are let go at the end of the
+                    # model's forward, while their graph is alive anyway, and normed without a graph.
+                    probe._forward.append((self.index, tensor))
             except Exception as exc:  # noqa: BLE001 - a probe never breaks training
                 self.report(exc)
         return output
@@ -212,7 +214,9 @@ class NonFiniteProbe(Probe):
             start = len(order)
             order += [i for i, _ in forward]
             if not _finite_on_host(output):  # not finite, or not on the CPU: one norm per output, on its device
-                record.private.setdefault("nf_forward", []).append([start, tensor_norms([t for _, t in forward])])
+                with torch.no_grad():
+                    norms = tensor_norms([t.detach() for _, t in forward])
+                record.private.setdefault("nf_forward", []).append([start, norms])
         if ran_compiled():
             tensor = first_float_tensor(output)
             if tensor is not None:
