@@ -115,23 +115,7 @@ def test_stop_on_takes_severities_and_codes() -> None:
         StopPolicy([""])
 
 
-# Examples where a live announcement is known not to hold over the whole run: expected failures (strict).
-UNCONFIRMED_LIVE = {
-    # bugs/sorted_by_label.py: by step 256 the gradient norm grew 104x and GRD001 was announced; the whole
-    # run's trend does not bear it out (it is reported as an info, "announced ... no longer shows it").
-    "BUG013/bad.jsonl": "GRD001 announced live on the sorted-batches run, not confirmed by the whole run",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=UNCONFIRMED_LIVE[name]))
-        if name in UNCONFIRMED_LIVE
-        else name
-        for name in sorted(p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*.jsonl"))
-    ],
-)
+@pytest.mark.parametrize("path", sorted(p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*.jsonl")))
 def test_every_live_announcement_is_confirmed_by_the_whole_run(path: str) -> None:
     """On a healthy run (examples/healthy, the good examples) that means: nothing is announced."""
     run = diagnose.load(SAMPLES / path)

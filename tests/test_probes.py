@@ -111,6 +111,7 @@ def test_hooks_are_gone_after_close_and_close_twice_is_safe(tmp_path: Path) -> N
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
         assert not module._backward_hooks
+        assert "forward" not in vars(module)  # the non-finite probe's wrapped forwards are put back
     assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
 
 
@@ -399,3 +400,20 @@ def test_direction_spread_sees_a_collapse_that_a_growing_norm_hides():
     # The spread relative to the signal does not see it: the norms differ from sample to sample.
     values = activation_stats(one_way, "other")
     assert values[STATS.index("act_batch_std")] / values[STATS.index("act_rms")] > 0.1
+
+
+def test_the_bug_signatures_can_be_left_out_to_measure_their_cost(tmp_path: Path) -> None:
+    import dataclasses
+
+    from diagnose.probes.presets import get_preset
+
+    without = dataclasses.replace(get_preset("default"), signatures=False)
+    runs = {}
+    for name, preset in (("with", "default"), ("without", without)):
+        train(tmp_path / f"{name}.jsonl", mlp(), steps=12, preset=preset, loss_fn=nn.CrossEntropyLoss())
+        runs[name] = diagnose.load(tmp_path / f"{name}.jsonl")
+    signals = {"grad_carried", "grad_at_step"}
+    assert signals <= set(runs["with"].steps.columns)
+    assert not signals & set(runs["without"].steps.columns)
+    assert "label_entropy" in runs["without"].steps.columns  # what the loss is given is no bug signature
+    assert runs["without"].series("grad_norm").size == 12

@@ -40,6 +40,8 @@ def test_a_watched_model_can_be_saved_and_deep_copied(tmp_path: Path) -> None:
         buffer.seek(0)
         loaded = torch.load(buffer, weights_only=False)
         assert torch.equal(loaded(x), model(x)) and torch.equal(twin(x), model(x))
+        copied_forwards = [vars(m).get("forward") for copy_ in (loaded, twin) for m in copy_.modules()]
+        assert not any(type(f).__module__.startswith("diagnose") for f in copied_forwards)  # the copies are not watched
     assert diagnose.load(tmp_path / "run.jsonl").n_steps == 3
 
 

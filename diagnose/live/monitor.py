@@ -13,7 +13,15 @@ Two parts with different costs:
   sentinel tripped, at steps 8, 16, 32, ... (so that early problems are
   seen early), and otherwise only as often as keeps their cost under
   ``budget`` of the wall time (1% by default): an evaluation that took 20 ms
-  waits at least 2 s for the next one.
+  waits at least 2 s for the next one. A judgement the sentinel asked for,
+  and the last one when the watch closes, run on the training thread, so
+  that ``stop_on`` stops the step that made the NaN. The others run on a
+  short-lived thread of their own from a snapshot of the sketch's lines
+  (reading the run and applying the rules is 30-90 ms of Python and pandas,
+  measured on the overhead benchmark's MLP), while training goes on; the
+  training thread takes the verdict at a later step boundary and announces
+  it from there, with the step it was judged at. At most one judgement is
+  in flight, and the thread is gone between judgements.
 
 Which rules run live is declared by the rules themselves (``live = True``
 on the rule class: those whose verdict on a run in progress means the same
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -42,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from diagnose.live.policy import Sinks, StopPolicy, announcement
-from diagnose.live.sketch import Record, RunSketch
+from diagnose.live.sketch import Record, RunSketch, read_lines
 from diagnose.rules.base import Finding, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
@@ -51,7 +60,6 @@ from diagnose.runfile import schema
 
 if TYPE_CHECKING:  # the probes import this module
     from diagnose.probes.record import StepRecord
-    from diagnose.run import Run
 
 _FIRST_CHECKPOINT = 8
 # Notes (info) stay in the final report; only what needs action is announced while the run goes.
@@ -78,7 +86,7 @@ class Sentinel:
         self._landed: Any = None  # a CUDA event, recorded after the copy to ``_host``
 
     def tripped(self, record: StepRecord) -> bool:
-        values = [*record.losses, record.private.get("grad_norms")]
+        values = [*record.losses, None if record.skipped else record.grad_norms]
         found = self._arrived()
         on_device = []
         for value in values:
@@ -107,6 +115,38 @@ class Sentinel:
         return not math.isfinite(self._host.item())
 
 
+class _Judgement:
+    """The due rules applied to a snapshot of the sketch on a thread of its own (see the module docstring)."""
+
+    def __init__(self, sketch: RunSketch, due: tuple[str, ...], config: RuleConfig) -> None:
+        # What the rules will have seen: the versions of their inputs go with the lines.
+        self.step, self.due, self.versions = sketch.latest_step, due, dict(sketch.versions)
+        lines = sketch.snapshot()
+        self.analysis: Analysis | None = None
+        self.error: BaseException | None = None
+        self.cost = 0.0
+        self._thread = threading.Thread(
+            target=self._run, args=(sketch.name, lines, config), name="diagnose-live", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, name: str, lines: list[str], config: RuleConfig) -> None:
+        started = time.monotonic()
+        try:
+            run = read_lines(name, lines)
+            self.analysis = apply_rules(run, replace(config, select=self.due)) if run is not None else None
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which decides
+            self.error = exc
+        self.cost = time.monotonic() - started
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+
 class LiveMonitor:
     """Live findings for one run; the `Watch` feeds it records and asks it at each step boundary."""
 
@@ -120,6 +160,7 @@ class LiveMonitor:
         status: Any = None,
         config: RuleConfig | None = None,
         budget: float = 0.01,
+        background: bool = True,
     ) -> None:
         self.sketch = RunSketch(name)
         self.write = write
@@ -129,6 +170,8 @@ class LiveMonitor:
         self.config = config or RuleConfig()
         self.codes = live_codes(config)
         self.budget = budget
+        self.background = background
+        self._in_flight: _Judgement | None = None
         self.sentinel = Sentinel()
         self.first_seen: dict[str, int | None] = {}
         self._candidates: dict[str, int] = {}  # code -> step of the judgement that first made it
@@ -157,14 +200,20 @@ class LiveMonitor:
         """Called at each step boundary; True when the watch should flush (and so evaluate) now."""
         if self.sentinel.tripped(record):
             self._urgent = True
+        if self._in_flight is not None and self._in_flight.done:
+            self._take_verdict()
         return self._urgent or record.step >= self._checkpoint
 
     def flushed(self, *, final: bool = False) -> None:
         """The watch has written its pending records: evaluate the rules if it is time."""
         if self.sketch.latest_step is None:
             return
+        on_this_thread = final or self._urgent or not self.background
+        if self._in_flight is not None and (on_this_thread or self._in_flight.done):
+            self._in_flight.wait()
+            self._take_verdict()
         if final or self._due():
-            self._evaluate()
+            self._evaluate(on_this_thread)
         if self.status is not None:
             self.status.update(self.sketch.name, self.sketch.latest_step, self.sketch.latest_fields, len(self.findings))
 
@@ -174,6 +223,9 @@ class LiveMonitor:
         return stop
 
     def close(self) -> None:
+        if self._in_flight is not None:  # the watch is going: a verdict now would have nowhere to go
+            self._in_flight.wait()
+            self._in_flight = None
         if self.status is not None:
             self.status.remove(self.sketch.name)
 
@@ -181,13 +233,13 @@ class LiveMonitor:
 
     def _due(self) -> bool:
         step = self.sketch.latest_step
-        if step == self._judged_step:
+        if step == self._judged_step or self._in_flight is not None:
             return False
         if self._urgent or step >= self._checkpoint:
             return True
         return time.monotonic() - self._last >= self._cost / self.budget
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, on_this_thread: bool) -> None:
         started = time.monotonic()
         step = self.sketch.latest_step
         self._urgent = False
@@ -195,19 +247,37 @@ class LiveMonitor:
         while self._checkpoint <= step:
             self._checkpoint *= 2
         due = self._due_rules(step)
+        if due and not on_this_thread:
+            self._in_flight = _Judgement(self.sketch, due, self.config)
+            return
         run = self.sketch.run() if due else None
         if run is not None:
-            made = {
-                f.code: f
-                for f in self._judge(run, due).findings
-                if f.code not in self.first_seen and f.severity in _ANNOUNCED and step >= self._wait[f.code]
-            }
-            for code, finding in made.items():
-                if self._at_once_applies(finding) or 2 * self._candidates.get(code, step) <= step:
-                    self._announce(finding, step)
-            self._candidates = {code: self._candidates.get(code, step) for code in made if code not in self.first_seen}
+            self._conclude(step, due, dict(self.sketch.versions), apply_rules(run, replace(self.config, select=due)))
         self._last = time.monotonic()
         self._cost = self._last - started
+
+    def _take_verdict(self) -> None:
+        """The judgement that ran off the training thread: its verdicts, announced from here."""
+        judgement, self._in_flight = self._in_flight, None
+        if judgement.error is not None:
+            raise judgement.error
+        if judgement.analysis is not None:
+            self._conclude(judgement.step, judgement.due, judgement.versions, judgement.analysis)
+        self._last = time.monotonic()
+        self._cost = judgement.cost
+
+    def _conclude(self, step: int, due: tuple[str, ...], versions: dict[str, int], applied: Analysis) -> None:
+        """Keep the ``due`` rules' verdicts of a judgement at ``step`` (of the sketch at ``versions``) and
+        announce what they newly make."""
+        made = {
+            f.code: f
+            for f in self._judge(applied, due, versions).findings
+            if f.code not in self.first_seen and f.severity in _ANNOUNCED and step >= self._wait[f.code]
+        }
+        for code, finding in made.items():
+            if self._at_once_applies(finding) or 2 * self._candidates.get(code, step) <= step:
+                self._announce(finding, step)
+        self._candidates = {code: self._candidates.get(code, step) for code in made if code not in self.first_seen}
 
     def _due_rules(self, step: int) -> tuple[str, ...]:
         """The live rules worth applying now: not announced, past their ``live_after``, inputs moved."""
@@ -221,10 +291,8 @@ class LiveMonitor:
         versions = self.sketch.versions
         return self._applied.get(code) != tuple(versions.get(name, 0) for name in self._inputs[code])
 
-    def _judge(self, run: Run, due: tuple[str, ...]) -> Analysis:
-        """The ``due`` rules applied to ``run``, ordered with the verdicts kept of the other live rules."""
-        versions = self.sketch.versions
-        applied = apply_rules(run, replace(self.config, select=due))
+    def _judge(self, applied: Analysis, due: tuple[str, ...], versions: dict[str, int]) -> Analysis:
+        """``applied`` (the ``due`` rules' findings) ordered with the verdicts kept of the other live rules."""
         for code in due:
             self._applied[code] = tuple(versions.get(name, 0) for name in self._inputs[code])
             self._verdicts[code] = [f for f in applied.findings if f.code == code]

@@ -143,9 +143,19 @@ class RunSketch:
         yield from self.evals
         yield from self.events
 
+    def snapshot(self) -> list[str]:
+        """The lines held now: what `read_lines` reads, on any thread, while the sketch goes on."""
+        return list(self.lines())
+
     def run(self) -> Run | None:
         """The run as far as it has gone, or None before its first step."""
         if self.latest_step is None:
             return None
-        raw = "\n".join(self.lines()).encode("utf-8")
-        return runs_from_bytes(raw, Path(f"{self.name}.jsonl"), name=self.name)[-1]
+        return read_lines(self.name, self.lines())
+
+
+def read_lines(name: str, lines: Iterable[str]) -> Run | None:
+    """The run that ``lines`` (of a sketch) hold, read as the reader reads a file."""
+    raw = "\n".join(lines).encode("utf-8")
+    runs = runs_from_bytes(raw, Path(f"{name}.jsonl"), name=name)
+    return runs[-1] if runs else None

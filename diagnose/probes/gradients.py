@@ -67,6 +67,14 @@ class GradientProbe(Probe):
         self._captured: tuple[list[int], torch.Tensor] | None = None
         self._callback_queued = False
         self.sharded = False  # gradients are DTensor shards: the norms are this rank's part only
+        self._tensors: list[torch.Tensor] = []
+        # Which parameters had a gradient at the last capture, and whether those were plain dense CPU
+        # tensors: a step with the same ones is normed without looking at each gradient again.
+        self._seen: tuple[list[int], Any] | None = None
+
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        self._tensors = [param for _, param in host.params]
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         tensor = first_float_tensor(output)
@@ -94,15 +102,17 @@ class GradientProbe(Probe):
     def _capture(self) -> None:
         """End of backward: gradients are accumulated and not yet clipped."""
         self._callback_queued = False
-        present, grads = [], []
-        for index, (_, param) in enumerate(self.host.params):  # one pass: hundreds of parameters, every step
-            grad = param.grad
-            if grad is not None:
-                present.append(index)
-                grads.append(grad)
+        grads = [param.grad for param in self._tensors]  # hundreds of parameters, every step
+        present = [index for index, grad in enumerate(grads) if grad is not None]
+        if len(present) < len(grads):
+            grads = [grads[index] for index in present]
+        if self._seen is None or self._seen[0] != present:
+            self._seen = (present, _plain_key(self, present, grads))
+        plain_key = self._seen[1]
         with torch.no_grad():  # a gradient made with create_graph=True: its norm joins no graph
-            norms = tensor_norms(grads)
-        if any(is_sharded(g) for g in grads):
+            norms = tensor_norms(grads, plain_key=plain_key)
+        plain = plain_key is not None
+        if not plain and any(is_sharded(g) for g in grads):
             self.sharded = True
             norms = norms * _shares(grads).to(norms.device, norms.dtype)
         scale = getattr(self.scaler, "_scale", None) if self.scaler is not None and self.scaler.is_enabled() else None
@@ -145,6 +155,16 @@ class GradientProbe(Probe):
             owners = [self.host.params[i][0] for i in record.grad_index]
             for module, norm in _layer_norms(norms, owners).items():
                 record.layer(module, **{key: norm})
+
+
+def _plain_key(probe: GradientProbe, present: list[int], grads: list[torch.Tensor]) -> Any:
+    """`tensor_norms`' ``plain_key`` for these gradients: None unless they are plain dense float32 tensors
+    on the CPU (float64 ones are normed in float64, by the general path)."""
+    plain = all(
+        type(g) is torch.Tensor and g.layout is torch.strided and g.dtype is torch.float32 and g.device.type == "cpu"
+        for g in grads
+    )
+    return (id(probe), tuple(present)) if plain and grads else None
 
 
 class UpdateRatioProbe(Probe):

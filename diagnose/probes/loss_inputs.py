@@ -99,9 +99,10 @@ class LossInputProbe(Probe):
 
     name = "loss_inputs"
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: Schedule, *, signatures: bool = True) -> None:
         super().__init__()
         self.schedule = schedule
+        self.signatures = signatures  # target_neg_frac and graphs_kept (see `Preset.signatures`)
         self._hook: Any = None
         self._seen_step: int | None = None
         self._described: tuple | None = None
@@ -129,8 +130,10 @@ class LossInputProbe(Probe):
         record.private["pred_stats"] = prediction_stats(pred)
         if isinstance(output, torch.Tensor) and output.requires_grad and output.numel() == 1:
             output.register_hook(self.host.guard(self, self._on_loss_grad))
-            self._watch_kept(record.step, output)
-        for key, stats in (("label_stats", label_stats), ("target_stats", target_stats)):
+            if self.signatures:
+                self._watch_kept(record.step, output)
+        described = (("label_stats", label_stats), ("target_stats", target_stats))
+        for key, stats in described if self.signatures else described[:1]:
             values = stats(target) if target is not None else None
             if values is not None:
                 record.private[key] = values

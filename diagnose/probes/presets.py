@@ -35,6 +35,10 @@ class Preset:
     updates: Schedule  # parameter norms and update/parameter ratios (copies the weights)
     memory: Schedule  # RSS and CUDA allocator counters
     nvml: Schedule  # NVML device memory and utilisation (a driver call, slower)
+    # The bug signatures (`diagnose.probes.signatures`, and the target and kept-graph signals of
+    # `diagnose.probes.loss_inputs`): on in every preset; off only to measure what they cost
+    # (benchmarks/overhead.py), since the bug rules read them.
+    signatures: bool = True
 
     def with_overrides(self, every: Mapping[str, int] | None) -> Preset:
         if not every:

@@ -291,6 +291,8 @@ class Watch:
         """The bug signatures (see `diagnose.probes.signatures`): once-only checks always,
         sampled ones on the per-layer gradient schedule."""
         preset = self.preset
+        if not preset.signatures:
+            return [LossInputProbe(preset.layer_grads, signatures=False)] if preset.layer_grads.every else []
         probes: list[Probe] = [WarningProbe(), DuplicateRowsProbe(), RecurrentLayoutProbe()]
         if self.optimizer is not None:
             probes += [OptimizerCoverageProbe(), TrainingModeProbe(preset.activations)]

@@ -132,6 +132,15 @@ class ExplodingGradients(Rule):
         )
 
 
+def _highest_start(norm: pd.Series) -> float:
+    """The highest of the first points (those `curves.start_level` takes the median of). Where the norm
+    started can be read no closer than its spread there: a norm that swings over orders of magnitude
+    from the first steps on (batches sorted by class, each new class a burst) has not grown by a later
+    burst that its first burst already came near; the growth must clear this too."""
+    count = max(1, min(5, int(np.ceil(len(norm) * 0.05))))
+    return float(norm.iloc[:count].max())
+
+
 def _growth(norm: pd.Series, min_points: float, min_growth: float) -> tuple[float, float] | None:
     """(peak smoothed level / start level, first step past 3x the start) of a rising norm that grew
     at least ``min_growth`` times, else None."""
@@ -141,7 +150,7 @@ def _growth(norm: pd.Series, min_points: float, min_growth: float) -> tuple[floa
     smoothed = curves.rolling_median(logged, 3)
     start = np.log(curves.start_level(norm))
     growth = float(np.exp(smoothed.max() - start))
-    if not growth >= min_growth:
+    if not (growth >= min_growth and smoothed.max() - np.log(_highest_start(norm)) >= np.log(min_growth)):
         return None  # decided without the trend (a Theil-Sen fit, the costly part)
     fit = curves.trend(logged)
     if fit is None or not fit.rising:
