@@ -108,7 +108,8 @@ def _finite(series: pd.Series) -> pd.Series:
     numbers, steps = np.asarray(series, dtype="float64"), np.asarray(series.index, dtype="float64")
     usable = np.isfinite(numbers) & np.isfinite(steps)
     if usable.all() and (len(steps) < 2 or (np.diff(steps) > 0).all()):  # the common case: nothing to drop or sort
-        return pd.Series(numbers, index=pd.Index(steps, name="step"))
+        same = series.index.dtype == "float64" and series.index.name == "step"  # a run's series: its index is kept
+        return pd.Series(numbers, index=series.index if same else pd.Index(steps, name="step"))
     values = pd.Series(numbers, index=steps)[usable]
     if values.index.has_duplicates:
         values = values.groupby(level=0).mean()
@@ -407,18 +408,18 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
 
 
-def difference_noise(series: pd.Series, *, raw: bool = False) -> float:
+def difference_noise(series: pd.Series) -> float:
     """Standard deviation of one point's noise, on the comparable scale, from second differences.
 
     For a few noisy evaluations, where a rolling median follows the points
     themselves (and `noise` reads too little), the second difference
     ``x[i-1] - 2 x[i] + x[i+1]`` of independent noise has 6 times its variance,
     and a steady trend adds nothing to it; its scaled median absolute value
-    ignores a bend or a jump or two. NaN under 4 points. ``raw``: in the series' own units.
+    ignores a bend or a jump or two. NaN under 4 points.
     """
     if len(series) < 4:
         return float("nan")
-    values = (series if raw else comparable(series)).to_numpy(dtype="float64")
+    values = comparable(series).to_numpy(dtype="float64")
     second = values[:-2] - 2 * values[1:-1] + values[2:]
     return float(np.median(np.abs(second)) * MAD_TO_STD / np.sqrt(6))
 
@@ -606,11 +607,14 @@ def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float
         return _group_spikes(
             series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z), min_height
         )
+    excess = (scaled - baseline).to_numpy()
+    high = excess > min_height
+    if not high.any():  # most curves: no point clears the height, so the local scatter cannot matter
+        return []
     scatter = rolling_mad(scaled, window, causal=True)
     floor = float(np.nanmedian(scatter.to_numpy())) if scatter.notna().any() else 0.0
     scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
-    excess = (scaled - baseline).to_numpy()
-    is_spike = (excess > min_height) & (excess > min_z * scatter.to_numpy())
+    is_spike = high & (excess > min_z * scatter.to_numpy())
     is_spike[: min(3, len(is_spike))] = False  # no baseline yet
     return _group_spikes(series, scaled, baseline, is_spike, min_height)
 

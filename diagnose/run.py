@@ -86,9 +86,9 @@ class Run:
             self._read_only = outer
 
     def kept(self, key: tuple, compute: Any) -> Any:
-        """``compute()``, once per ``key`` within `reading` (each call outside it)."""
+        """``compute()``, once per ``key`` within `reading` (each call outside it, unless `settle` kept it)."""
         if self._read_only is None:
-            return compute()
+            return self._settled[key] if key in self._settled else compute()
         if key not in self._read_only:
             self._read_only[key] = compute()
         return self._read_only[key]

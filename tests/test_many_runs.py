@@ -49,10 +49,11 @@ def test_workers_send_each_run_back_with_its_coverage_and_summary_worked_out(tmp
     analysed, _ = common._analyse_source((folder, folder / "run-01.jsonl", "jsonl", None, RuleConfig()))
     run = pickle.loads(pickle.dumps(analysed[0].run))  # as a worker process sends it
     fresh = load_all(folder / "run-01.jsonl")[0]
+    monkeypatch.setattr(summary, "_coverage", lambda run: pytest.fail("coverage computed again"))
+    monkeypatch.setattr(summary, "_summarize", lambda run: pytest.fail("summary computed again"))
     with run.reading():
-        monkeypatch.setattr(summary, "_coverage", lambda run: pytest.fail("coverage computed again"))
-        monkeypatch.setattr(summary, "_summarize", lambda run: pytest.fail("summary computed again"))
         kept = summary.coverage(run), summary.summarize(run)
+    assert (summary.coverage(run), summary.summarize(run)) == kept  # outside a reading block too (plot)
     monkeypatch.undo()
     assert kept == (summary.coverage(fresh), summary.summarize(fresh))
     with pytest.raises(RuntimeError):

@@ -329,7 +329,9 @@ def relevant_not_evaluated(analysis: Analysis) -> list[tuple[str, str]]:
     """
     preflight = {rule.code for rule in all_rules() if rule.category is Category.PREFLIGHT}
     events = analysis.run.events
-    is_preflight_run = "event" in events.columns and bool((events["event"] == schema.EV_PREFLIGHT).any())
+    is_preflight_run = (
+        len(events) > 0 and "event" in events.columns and bool((events["event"] == schema.EV_PREFLIGHT).any())
+    )  # without event records (most runs) no frame comparison is made for each report line
     return [(code, reason) for code, reason in analysis.not_evaluated if (code in preflight) == is_preflight_run]
 
 

@@ -147,8 +147,10 @@ def _growth(norm: pd.Series, min_points: float, min_growth: float) -> tuple[floa
     if len(norm) < min_points:
         return None
     logged = curves.to_log(norm)
-    smoothed = curves.rolling_median(logged, 3)
     start = np.log(curves.start_level(norm))
+    if not np.exp(logged.max() - start) >= min_growth:
+        return None  # no median of three points stands above the highest one: decided without smoothing
+    smoothed = curves.rolling_median(logged, 3)
     growth = float(np.exp(smoothed.max() - start))
     if not (growth >= min_growth and smoothed.max() - np.log(_highest_start(norm)) >= np.log(min_growth)):
         return None  # decided without the trend (a Theil-Sen fit, the costly part)
