@@ -21,7 +21,8 @@ Two parts with different costs:
   measured on the overhead benchmark's MLP), while training goes on; the
   training thread takes the verdict at a later step boundary and announces
   it from there, with the step it was judged at. At most one judgement is
-  in flight, and the thread is gone between judgements.
+  in flight, and the thread is gone between judgements; a checkpoint step
+  waits for the judgement before it, so that it is judged at that step.
 
 Which rules run live is declared by the rules themselves (``live = True``
 on the rule class: those whose verdict on a run in progress means the same
@@ -209,7 +210,9 @@ class LiveMonitor:
         if self.sketch.latest_step is None:
             return
         on_this_thread = final or self._urgent or not self.background
-        if self._in_flight is not None and (on_this_thread or self._in_flight.done):
+        # A checkpoint step is judged at that step whatever the judgement before it still does: wait for it.
+        checkpoint = self.sketch.latest_step >= self._checkpoint
+        if self._in_flight is not None and (on_this_thread or checkpoint or self._in_flight.done):
             self._in_flight.wait()
             self._take_verdict()
         if final or self._due():
