@@ -863,6 +863,7 @@ BUG_KINDS: dict[str, tuple[str, str | None]] = {
     "BUG026": ("detach_cuts_graph", None),
     "BUG027": ("rnn_batch_first", None),
     "BUG028": ("loss_list_memory", None),
+    "BUG029": ("val_not_normalized", None),
 }
 
 
@@ -907,10 +908,9 @@ def _register_bug_variant(kind: str, code: str, primary: str | None, fixed_too: 
         register(f"{code.lower()}-{kind}-fixed", None, good, twin, f"{code}/good_{kind}.jsonl", good_of=code)
 
 
-# LR003 on the log scale (small update ratios), ACT002 through a functional tanh, PLT001 at full accuracy.
+# LR003 on the log scale (small update ratios). ACT002 through a functional tanh and PLT001 at full
+# accuracy need no file of their own: BUG011/bad and BUG007/bad show them.
 _register_bug_variant("lr_too_low", "LR003", None, fixed_too=True)
-_register_bug_variant("functional_tanh_saturation", "ACT002", "BUG011")
-_register_bug_variant("softmax_into_ce", "PLT001", "BUG006")
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from diagnose import curves
 from diagnose.rules import bug_signatures as sig
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import event_records, functional_activations, listing, vanishing_gradient
+from diagnose.rules.helpers import event_records, functional_activations, listing, validation_loss, vanishing_gradient
 from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
@@ -2090,5 +2090,102 @@ class LossTensorsKept(Rule):
             fixes=[
                 "store numbers: history.append(loss.item()) or total += loss.item() (loss.detach() for tensors)",
                 "look for: a list or sum of loss tensors kept across steps, backward(retain_graph=True)",
+            ],
+        )
+
+
+class ValidationDataUnlikeTraining(Rule):
+    """
+    ## What it detects
+    From the curves alone: the validation loss is already orders of
+    magnitude above the training loss at the first evaluation, and stays
+    there, while the training loss falls as it should.
+
+    ## Why it matters
+    Overfitting builds up over training: at the first evaluations a model
+    scores new data about as it scores its training batches, and the gap
+    grows from there. A validation loss a hundred times the training loss
+    from the start means the validation data are not what the model trains
+    on: inputs on another scale (a normalisation fitted and applied to the
+    training set only), another preprocessing, labels encoded another way.
+    No amount of regularisation or early stopping helps.
+
+    ## How it decides
+    Needs a positive training loss and at least ``min_points`` positive
+    evaluations of a validation loss. The smoothed training loss is read at
+    every evaluation; the ratio validation / training at the first
+    evaluation, and its median over all evaluations, must both be at least
+    ``min_ratio``, and the training loss must have fallen by more than
+    ``min_train_fall`` (log units) over the run: the model learns, just not
+    anything that holds on the validation data.
+
+    ## What to do
+    Prepare the validation inputs exactly as the training inputs: fit the
+    normalisation (mean and std, a scaler, a tokenizer) on the training set
+    and apply that same transform to the validation and test data. Check that
+    the labels are encoded the same way in both.
+    """
+
+    code = "BUG029"
+    assumes_falling_loss = True
+    name = "validation-data-unlike-training"
+    title = "Validation data on another scale or preprocessing than the training data"
+    category = Category.BUGS
+    severity = Severity.WARNING
+    # The validation loss may be logged under another name (val_g0_loss): looked up in check.
+    requires = ("loss",)
+    priority = 6
+    explains = ("OVF001", "OVF002", "OVF003", "OVF004", "OVF005", "CH002")
+    thresholds = (
+        Threshold(
+            "min_ratio",
+            100.0,
+            "validation loss over training loss, at the first evaluation and as the median over all",
+            source="the highest first-evaluation ratio of the real-log corpus's calibration half is 33x (a "
+            "run labelled generalisation gap); the bug suite's healthy twins sit near 1x",
+        ),
+        Threshold(
+            "min_train_fall",
+            0.1,
+            "log fall of the smoothed training loss from start to end (0.1 = 10%)",
+            source="a training loss that does not fall is judged by the stall and chance rules",
+        ),
+        Threshold("min_points", 3, "fewest evaluations judged", source="a first evaluation and a median of three"),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        column, val = validation_loss(run)
+        train = curves.finite(run.series("loss"))
+        if len(val) < t["min_points"] or len(train) < 3 or not (curves.is_positive(val) and curves.is_positive(train)):
+            return
+        if curves.log_ratio(curves.start_level(train), curves.end_level(train)) <= t["min_train_fall"]:
+            return
+        ratios = val.to_numpy() / curves.value_at(curves.smooth(train), val.index)
+        if not (ratios[0] >= t["min_ratio"] and float(np.median(ratios)) >= t["min_ratio"]):
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"validation inputs look prepared differently (another scale or preprocessing): {column} is "
+                f"{ratios[0]:.3g}x the training loss at the first evaluation (step {val.index[0]:.0f}: "
+                f"{val.iloc[0]:.4g} against {val.iloc[0] / ratios[0]:.4g}) and {float(np.median(ratios)):.3g}x "
+                f"over all {len(val)} evaluations, while the training loss fell: a model does not overfit "
+                f"that much before it has trained"
+            ),
+            onset=float(val.index[0]),
+            evidence={
+                "first_ratio": float(ratios[0]),
+                "median_ratio": float(np.median(ratios)),
+                "first_val_loss": float(val.iloc[0]),
+                "evaluations": len(val),
+            },
+            confidence=0.6,
+            causes=[
+                "the normalisation (mean/std, scaler) fitted and applied to the training set only",
+                "validation data preprocessed, tokenised or label-encoded differently",
+            ],
+            fixes=[
+                "fit the normalisation on the training set and apply the same transform to validation and test data",
+                "look for: a transform applied in the training dataset or loop but not in the validation one",
             ],
         )

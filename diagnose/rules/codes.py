@@ -91,6 +91,7 @@ RULES: tuple[type[Rule], ...] = (
     bugs.GraphCutInsideModel,
     bugs.RecurrentBatchAxisSwapped,
     bugs.LossTensorsKept,
+    bugs.ValidationDataUnlikeTraining,
     initialization.ChancePlateau,
     initialization.ValidationNeverBeatsChance,
     initialization.ValidationAccuracyNeverChanges,

@@ -10,16 +10,8 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
+from diagnose.rules.helpers import validation_loss
 from diagnose.run import Run
-
-
-def validation_loss(run: Run) -> tuple[str, pd.Series]:
-    """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
-    columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
-    for column in columns:
-        if run.has(column):
-            return column, curves.finite(run.series(column))
-    return "val_loss", pd.Series(dtype="float64")
 
 
 @dataclass(frozen=True)

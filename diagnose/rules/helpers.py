@@ -143,3 +143,12 @@ def functional_activations(run: Run, min_share: float) -> list[tuple[str, str, d
                 found.append((module, kind, evidence))
                 break
     return found
+
+
+def validation_loss(run: Run) -> tuple[str, pd.Series]:
+    """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
+    columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
+    for column in columns:
+        if run.has(column):
+            return column, curves.finite(run.series(column))
+    return "val_loss", pd.Series(dtype="float64")
