@@ -114,6 +114,7 @@ PLAIN_CASES = {
     "a minimal record": [{"kind": "step", "step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}],
     "a list": [{"kind": "step", "step": 1, "loss": 1.0, "lrs": [0.1, 0.2]}],
     "an empty column": [{"kind": "step", "step": 1, "loss": 1.0, "acc": None}],
+    "a kind that is a list": [{"kind": "step", "step": 1, "loss": 1.0}, {"kind": ["step"], "step": 2, "loss": 0.5}],
 }
 
 
