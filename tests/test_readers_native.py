@@ -114,6 +114,7 @@ PLAIN_CASES = {
     "a minimal record": [{"kind": "step", "step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}],
     "a list": [{"kind": "step", "step": 1, "loss": 1.0, "lrs": [0.1, 0.2]}],
     "an empty column": [{"kind": "step", "step": 1, "loss": 1.0, "acc": None}],
+    "a kind that is a list": [{"kind": "step", "step": 1, "loss": 1.0}, {"kind": ["step"], "step": 2, "loss": 0.5}],
 }
 
 
@@ -139,3 +140,10 @@ def test_every_plain_run_file_of_the_repository_reads_as_the_general_path_reads_
             assert len(full) == 1, path
             _held_alike(fast[0], full[0])
     assert read >= 20  # 30 of the 147 run files when written: the recorded examples with no layer or event records
+
+
+def test_load_reads_a_plain_file_without_the_general_path(tmp_path, monkeypatch) -> None:
+    path = write_lines(tmp_path / "run.jsonl", PLAIN_CASES["ints and floats, a key now and then"])
+    monkeypatch.setattr(native, "_runs_read_in_full", lambda *args: pytest.fail("read by the general path"))
+    run = load(path)
+    assert run.name == "x" and run.rank == 1 and list(run.evals.columns) == ["step", "val_loss", "val_accuracy"]

@@ -103,7 +103,8 @@ def _plain_run(raw: bytes, path: Path) -> list[Run] | None:
     has_meta = records[0].get("kind") == schema.META
     kinds: dict[str, list[dict]] = {schema.STEP: [], schema.EVAL: []}
     for record in records[1:] if has_meta else records:
-        found = kinds.get(record.get("kind"))  # type: ignore[arg-type]
+        kind = record.get("kind")
+        found = kinds.get(kind) if type(kind) is str else None  # a list or an object names no kind
         if found is None:
             return None
         found.append(record)
