@@ -15,6 +15,7 @@ goes to zero or below is compared on its own range instead.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +42,9 @@ SHARE_MIN_POINTS = 64
 SHAPE_POINTS = 50_000
 
 _Result = TypeVar("_Result")
-_views: dict[tuple, Any] | None = None
+# Per thread: a live judgement may analyse one run on its own thread while the training thread
+# analyses another (two watched models), and neither may see or end the other's block.
+_local = threading.local()
 
 
 # -- sharing work between rules --------------------------------------------------
@@ -59,30 +62,30 @@ def shared_views() -> Iterator[None]:
     the block the curves given and returned are only read, never changed in
     place (the rules copy what they change).
     """
-    global _views
-    outer = _views
-    _views = {} if outer is None else outer
+    outer = getattr(_local, "views", None)
+    _local.views = {} if outer is None else outer
     try:
         yield
     finally:
-        _views = outer
+        _local.views = outer
 
 
 def _shared(kind: str, series: pd.Series, params: tuple, compute: Callable[[], _Result]) -> _Result:
     """``compute()``, or what it gave before within `shared_views` for a curve with these contents."""
-    if _views is None or series is None or len(series) < SHARE_MIN_POINTS:
+    views = getattr(_local, "views", None)
+    if views is None or series is None or len(series) < SHARE_MIN_POINTS:
         return compute()
-    key = (kind, params, series.name, _fingerprint(series))
-    if key not in _views:
-        _views[key] = compute()
-    return _views[key]
+    key = (kind, params, series.name, _fingerprint(views, series))
+    if key not in views:
+        views[key] = compute()
+    return views[key]
 
 
-def _fingerprint(series: pd.Series) -> tuple:
+def _fingerprint(views: dict[tuple, Any], series: pd.Series) -> tuple:
     """What tells two long curves apart: their length and checksums of every value and step. A
     curve seen before in this block is known by its identity (curves are read, never changed in
     place, within `shared_views`); it is held here, so its identity is not reused."""
-    seen = _views.get(("seen", id(series)))
+    seen = views.get(("seen", id(series)))
     if seen is not None and seen[0] is series:
         return seen[1]
     values = np.ascontiguousarray(series.to_numpy(dtype="float64"))
@@ -90,7 +93,7 @@ def _fingerprint(series: pd.Series) -> tuple:
     if steps.dtype.kind not in "iuf":
         steps = np.ascontiguousarray(steps, dtype="float64")
     fingerprint = (len(values), steps.dtype.str, zlib.crc32(values), zlib.crc32(steps))
-    _views[("seen", id(series))] = (series, fingerprint)
+    views[("seen", id(series))] = (series, fingerprint)
     return fingerprint
 
 

@@ -276,3 +276,58 @@ def test_judgements_run_off_the_training_thread_and_are_over_when_the_watch_clos
     assert "diagnose-live" in judged_on  # the scheduled judgements (steps 8, 16, ...)
     assert judged_on[-1] == threading.current_thread().name  # the last one, at close, on the training thread
     assert not [t for t in threading.enumerate() if t.name == "diagnose-live"]
+
+
+def test_a_fork_waits_for_the_judgement_in_flight(monkeypatch) -> None:
+    import multiprocessing
+    import threading
+
+    from diagnose.live import monitor
+
+    judging, release = threading.Event(), threading.Event()
+
+    def slow_read(name, lines):
+        judging.set()
+        release.wait(timeout=10)
+        return None
+
+    monkeypatch.setattr(monitor, "read_lines", slow_read)
+    sketch = RunSketch("forked")
+    sketch.add({"kind": "step", "step": 1, "loss": 1.0})
+    judgement = monitor._Judgement(sketch, ("NF001",), monitor.RuleConfig())
+    assert judging.wait(timeout=10) and not judgement.done
+    threading.Timer(0.2, release.set).start()  # the judgement ends while the fork waits for it
+    child = multiprocessing.get_context("fork").Process(target=int)
+    child.start()
+    assert judgement.done  # the child was forked after the judgement thread ended
+    child.join(timeout=10)
+    assert child.exitcode == 0
+
+
+def test_shared_views_of_one_thread_are_not_seen_or_ended_by_another() -> None:
+    """A live judgement's thread and the training thread analyse at once (two watched models)."""
+    import threading
+
+    from diagnose import curves
+
+    theirs: list[object] = []
+    inside, ours_ended, leave = threading.Event(), threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with curves.shared_views():
+            theirs.append(curves._local.views)
+            inside.set()
+            ours_ended.wait(timeout=10)
+            theirs.append(curves._local.views)
+            leave.set()
+
+    thread = threading.Thread(target=other_thread)
+    with curves.shared_views():
+        ours = curves._local.views
+        thread.start()
+        assert inside.wait(timeout=10)
+    ours_ended.set()
+    assert leave.wait(timeout=10)
+    thread.join(timeout=10)
+    assert theirs[0] is not ours and theirs[1] is theirs[0]  # their own block, still open after ours ended
+    assert getattr(curves._local, "views", None) is None

@@ -42,9 +42,11 @@ ordered with the new ones, as one analysis of the whole run would.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -116,6 +118,20 @@ class Sentinel:
         return not math.isfinite(self._host.item())
 
 
+# The judgements started off the training thread. A fork (a DataLoader starting its workers) waits
+# for them first: a child forked while one runs would inherit the locks that thread holds (the
+# import lock, a logging handler's), held forever there, and could hang.
+_STARTED: weakref.WeakSet[_Judgement] = weakref.WeakSet()
+
+
+def _finish_judgements_before_fork() -> None:
+    for judgement in list(_STARTED):
+        judgement.wait()
+
+
+os.register_at_fork(before=_finish_judgements_before_fork)
+
+
 class _Judgement:
     """The due rules applied to a snapshot of the sketch on a thread of its own (see the module docstring)."""
 
@@ -129,6 +145,7 @@ class _Judgement:
         self._thread = threading.Thread(
             target=self._run, args=(sketch.name, lines, config), name="diagnose-live", daemon=True
         )
+        _STARTED.add(self)
         self._thread.start()
 
     def _run(self, name: str, lines: list[str], config: RuleConfig) -> None:
@@ -145,7 +162,8 @@ class _Judgement:
         return not self._thread.is_alive()
 
     def wait(self) -> None:
-        self._thread.join()
+        if self._thread is not threading.current_thread():  # a fork from the judgement itself goes on
+            self._thread.join()
 
 
 class LiveMonitor:
