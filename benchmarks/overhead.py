@@ -26,7 +26,9 @@ that is not a measurement. On a small shared VM use ``--clock cpu
 cpu`` only the training thread's CPU time counts: a live judgement that runs
 on its own thread (see `diagnose.live.monitor`) is left out of "live" there,
 and counts in wall time (``--clock wall``) only as far as it holds up the
-training thread.
+training thread. ``--clock process`` counts the CPU time of every thread of
+this process, the judgement's included: with ``--threads 1`` it is what the
+live findings cost in all, wherever they run.
 
     python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 6] [--steps 50]
 
@@ -127,7 +129,7 @@ WORKLOADS = {
 }
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time, "process": time.process_time}
 clock = time.perf_counter
 
 
@@ -209,7 +211,8 @@ def main() -> None:
         choices=CLOCKS,
         default="wall",
         help="wall: elapsed time; cpu: CPU time of the training thread, which other processes "
-        "cannot inflate (use with --threads 1, where that thread does all the work)",
+        "cannot inflate (use with --threads 1, where that thread does all the work); process: CPU time "
+        "of all this process's threads (a live judgement's thread too)",
     )
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="this workload only (repeatable)")
     args = parser.parse_args()
