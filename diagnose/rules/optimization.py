@@ -443,8 +443,10 @@ class LearningRateTooLow(Rule):
         if loss is None or curves.starts_midway(loss):
             return
         # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
-        remaining = curves.end_level(loss) / curves.start_level(loss)
         start, end = curves.start_level(loss), curves.end_level(loss)
+        if not start > 0:  # most logged values exactly 0 at the start (empty batches): no end/start ratio to judge
+            return
+        remaining = end / start
         if remaining > t["min_remaining"]:
             shape = _straight_decline(loss, t)
             said = f"loss falls in a near-straight line (R^2 {{:.2f}}) from {start:.4g} to {end:.4g}: only "
