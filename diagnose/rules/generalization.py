@@ -770,7 +770,7 @@ class UnstableValidation(Rule):
         large = (bounce > t["jump"]) & (bounce > t["min_z"] * scatter) & sizable
         jumps = np.flatnonzero(peak & large)
         train = curves.before_nonfinite(run.series("loss", keep_nan=True))
-        train_scatter = _scatter(curves.bounce(train).to_numpy()) if curves.is_positive(train) else 0.0
+        train_scatter = _bounce_scatter(train) if curves.is_positive(train) else 0.0
         bouncing = (
             scatter > t["max_scatter"]
             and scatter > t["over_train"] * train_scatter
@@ -820,6 +820,12 @@ class UnstableValidation(Rule):
 def _scatter(bounce: np.ndarray) -> float:
     """Robust standard deviation of a curve's bounce (scaled median absolute value)."""
     return float(np.median(np.abs(bounce)) * curves.MAD_TO_STD) if len(bounce) else 0.0
+
+
+def _bounce_scatter(curve: pd.Series) -> float:
+    """`_scatter` of the curve's bounce: from five points on, what `curves.noise` measures with a
+    window of five (which reads a very long curve on stretches of it, not at every step)."""
+    return curves.noise(curve, 5) if len(curve) >= 5 else _scatter(curves.bounce(curve).to_numpy())
 
 
 # Parts of a loss that are 0 by design: YOLO's class loss of a one-class detector.
