@@ -165,6 +165,28 @@ def test_the_sketch_builds_the_run_the_reader_reads(path: str) -> None:
     _assert_same_run(sketch.run(), read_jsonl(SAMPLES / path, name="example")[-1])
 
 
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [1, 2, 3, 3, 4],  # a step logged twice: merged, the later value kept
+        [1, 2, 3, 4, 5, 3, 4, 5, 6],  # a resume from a checkpoint at step 3: one run, sorted and merged
+        [1, 2, 3, 4, 1, 2, 3],  # the counter restarts: another run, of which the reader takes the last
+    ],
+)
+def test_the_sketch_reads_repeated_and_restarted_steps_as_the_reader_does(steps: list[int], tmp_path: Path) -> None:
+    records = [{"kind": "meta", "schema": "diagnose.run/1", "name": "steps"}]
+    for index, step in enumerate(steps):
+        records.append({"kind": "step", "step": step, "loss": 1.0 / (index + 1), "lr": 0.1})
+        records.append({"kind": "layer", "step": step, "module": "fc", "type": "Linear", "grad_norm": index + 1.0})
+        records.append({"kind": "eval", "step": step, "val_loss": float(index)})
+    lines = [json.dumps(record) for record in records]
+    sketch = RunSketch("steps")
+    for record, line in zip(records, lines, strict=True):
+        sketch.add(record, line)
+    (tmp_path / "steps.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _assert_same_run(sketch.run(), read_jsonl(tmp_path / "steps.jsonl")[-1])
+
+
 def test_the_sketch_of_a_live_run_is_the_run_of_its_file(tmp_path: Path, monkeypatch) -> None:
     """A watch hands the sketch its records as numbers (a NaN as a float): the same `Run` as its file."""
     import importlib

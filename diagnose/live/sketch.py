@@ -169,9 +169,6 @@ class _Table:
         rows = np.isin(self.groups, kept)
         return _Rows(self.columns, self.logged_nan, None if rows.all() else rows)
 
-    def restart(self) -> None:
-        self.__init__(self.text)
-
 
 class _Rows:
     """The rows of a table kept at one moment: what a judgement builds its frame from, on any thread."""
@@ -179,35 +176,48 @@ class _Rows:
     def __init__(self, columns: dict[str, np.ndarray], logged_nan: dict[str, np.ndarray], rows: Any) -> None:
         self.columns, self.logged_nan, self.rows = columns, logged_nan, rows
 
-    def _take(self, values: np.ndarray) -> np.ndarray:
-        return values if self.rows is None else values[self.rows]
+    def _take(self, values: np.ndarray, usable: np.ndarray | None) -> np.ndarray:
+        values = values if self.rows is None else values[self.rows]
+        return values if usable is None else values[usable]
 
-    def frame(self, nan_steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-        """The frame the reader makes of these rows; logged NaNs go into ``nan_steps`` when given."""
+    def frame(
+        self, nan_steps: dict[str, np.ndarray] | None = None, repeated: dict[str, int] | None = None
+    ) -> pd.DataFrame:
+        """The frame the reader makes of these rows; logged NaNs go into ``nan_steps``, and rows of one
+        step are merged (counted in ``repeated``), when given."""
         if "step" not in self.columns:
             return pd.DataFrame({"step": np.zeros(0)})
-        steps = self._take(self.columns["step"])
-        kept = np.isfinite(steps)  # a row without a usable step is no row
+        steps = self._take(self.columns["step"], None)
+        usable = np.isfinite(steps)  # a row without a usable step is no row
+        usable = None if usable.all() else usable
+        steps = steps if usable is None else steps[usable]
         columns = {}
         for key, values in self.columns.items():
-            values = self._take(values)[kept]
+            values = self._take(values, usable)
             logged = self.logged_nan.get(key)
-            logged = self._take(logged)[kept] if logged is not None else None
+            logged = self._take(logged, usable) if logged is not None else None
             if values.dtype == object or key == "step":
                 columns[key] = values
             elif logged is not None or not np.isnan(values).all():
                 columns[key] = values
                 if nan_steps is not None and logged is not None and logged.any():
-                    nan_steps[key] = np.sort(steps[kept][logged])
-        frame = pd.DataFrame(columns, index=pd.RangeIndex(int(kept.sum())))
-        if len(frame) and not (np.diff(frame["step"].to_numpy()) >= 0).all():
+                    nan_steps[key] = np.sort(steps[logged])
+        index = pd.RangeIndex(len(steps))
+        if all(values.dtype != object for values in columns.values()):  # one block, built at once
+            frame = pd.DataFrame(np.column_stack(list(columns.values())), columns=list(columns), index=index)
+        else:
+            frame = pd.DataFrame(columns, index=index)
+        rises = np.diff(steps)
+        if not (rises >= 0).all():
             frame = frame.sort_values("step", kind="stable").reset_index(drop=True)
+        if repeated is not None and not (rises > 0).all():
+            frame = frames.merge_duplicate_steps(frame, repeated)
         return frame
 
 
 def _events_frame(events: list[Record]) -> pd.DataFrame:
     if not events:
-        return pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+        return pd.DataFrame({"step": np.zeros(0), "event": np.zeros(0, dtype=object)})
     keys = list(dict.fromkeys(key for event in events for key in event if key != "kind"))
     frame = pd.DataFrame.from_records(events, columns=keys if "step" in keys else [*keys, "step"])
     return frame.assign(step=pd.to_numeric(frame["step"], errors="coerce").astype("float64"))
@@ -223,8 +233,8 @@ class SketchSnapshot:
         """The run as the reader would read the records held, or None when it holds no value yet."""
         nan_steps: dict[str, np.ndarray] = {}
         repeated: dict[str, int] = {}
-        steps = frames.merge_duplicate_steps(self.parts["steps"].frame(nan_steps), repeated)
-        evals = frames.merge_duplicate_steps(self.parts["evals"].frame(nan_steps), repeated)
+        steps = self.parts["steps"].frame(nan_steps, repeated)
+        evals = self.parts["evals"].frame(nan_steps, repeated)
         layers = self.parts["layers"].frame()
         events = _events_frame(self.events)
         measured = [c for frame in (steps, evals) for c in frame.columns if c not in frames.BOOKKEEPING]
