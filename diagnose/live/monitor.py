@@ -16,9 +16,11 @@ Two parts with different costs:
   waits at least 2 s for the next one. A judgement the sentinel asked for,
   and the last one when the watch closes, run on the training thread, so
   that ``stop_on`` stops the step that made the NaN. The others run on a
-  short-lived thread of their own from a snapshot of the sketch's lines
-  (reading the run and applying the rules is 30-90 ms of Python and pandas,
-  measured on the overhead benchmark's MLP), while training goes on; the
+  short-lived thread of their own from a snapshot of the sketch's columns
+  (building the run from them and applying the due rules took 12-41 ms of
+  Python and pandas on the overhead benchmark's workloads, on a machine
+  loaded 4-6 over 2 cores; parsing the kept lines, as it did before, made
+  the same judgements 1.3-3 times as long), while training goes on; the
   training thread takes the verdict at a later step boundary and announces
   it from there, with the step it was judged at. At most one judgement is
   in flight, and the thread is gone between judgements; a checkpoint step
