@@ -105,69 +105,88 @@ def _objects(values: list[Any]) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
+class _Chunk:
+    """Rows as columns: ``columns`` (text ones as objects), where a NaN was logged, each row's group."""
+
+    def __init__(self, columns: dict[str, np.ndarray], logged_nan: dict[str, np.ndarray], groups: np.ndarray) -> None:
+        self.columns, self.logged_nan, self.groups = columns, logged_nan, groups
+
+    @classmethod
+    def of(cls, pending: list[tuple[int, Record]], text: frozenset[str]) -> _Chunk:
+        records = [record for _, record in pending]
+        columns, logged_nan = {}, {}
+        for key in dict.fromkeys(key for record in records for key in record if key != "kind"):
+            values = [record.get(key) for record in records]
+            if key in text:
+                columns[key] = _objects(values)
+                continue
+            columns[key], logged = _numbers(values)
+            if logged is not None:
+                logged_nan[key] = logged
+        return cls(columns, logged_nan, np.fromiter((group for group, _ in pending), "int64", len(pending)))
+
+
 class _Table:
     """The records of one kind as columns, one row per record, each row tagged with its group (the step
-    or evaluation that keeps it in the sketch or lets it go). Columns and their arrays are replaced,
-    never changed in place, so a snapshot taken of them stays as it was while the sketch goes on."""
+    or evaluation that keeps it in the sketch or lets it go).
+
+    A flush turns its records into a chunk of arrays (`settle`, a cost per new record); a snapshot joins
+    the chunks to the columns, and lets go of the rows of groups the sketch no longer keeps once they
+    outnumber the kept ones, so that memory stays bounded. Columns and their arrays are replaced, never
+    changed in place: a snapshot taken of them stays as it was while the sketch goes on."""
 
     def __init__(self, text: Iterable[str] = ()) -> None:
         self.text = frozenset(text)
-        self.columns: dict[str, np.ndarray] = {}
-        self.logged_nan: dict[str, np.ndarray] = {}  # column -> rows where it held a logged NaN
-        self.groups = np.zeros(0, dtype="int64")
+        self.held = _Chunk({}, {}, np.zeros(0, dtype="int64"))
         self._pending: list[tuple[int, Record]] = []
-        self._settled_rows = 0
+        self._chunks: list[_Chunk] = []
+        self._chunk_rows = 0
+        self._kept_rows = 0
 
     def add(self, group: int, record: Record) -> None:
         self._pending.append((group, record))
 
     def settle(self, kept: np.ndarray) -> None:
-        """Turn the records added since the last call into rows; let go of the rows of groups not in
-        ``kept`` once they outnumber the kept ones (so that memory stays bounded, at a cost per record)."""
+        """Turn the records added since the last call into a chunk; join the chunks once they hold as
+        many rows as the columns (so that many small flushes cost no more than one large one)."""
         if self._pending:
-            self._append(self._pending)
+            self._chunks.append(_Chunk.of(self._pending, self.text))
+            self._chunk_rows += len(self._pending)
             self._pending = []
-        if len(self.groups) > 2 * self._settled_rows + _SLACK:
-            self._keep(np.isin(self.groups, kept))
-            self._settled_rows = len(self.groups)
+        if self._chunk_rows > max(_SLACK, len(self.held.groups)):
+            self._join(kept)
 
-    def _append(self, pending: list[tuple[int, Record]]) -> None:
-        records = [record for _, record in pending]
-        old, new = len(self.groups), len(records)
-        keys = dict.fromkeys(key for record in records for key in record if key != "kind")
-        columns, logged_nan = {}, dict(self.logged_nan)
-        for key in dict.fromkeys([*self.columns, *keys]):
-            before = self.columns.get(key)
-            if before is None:
-                before = self._missing(key, old)
-            if key not in keys:
-                columns[key] = np.concatenate([before, self._missing(key, new)])
-                if key in logged_nan:
-                    logged_nan[key] = np.concatenate([logged_nan[key], np.zeros(new, dtype=bool)])
-                continue
-            values = [record.get(key) for record in records]
-            if key in self.text:
-                columns[key] = np.concatenate([before, _objects(values)])
-                continue
-            numbers, logged = _numbers(values)
-            columns[key] = np.concatenate([before, numbers])
-            if logged is not None or key in logged_nan:
-                earlier = logged_nan.get(key, np.zeros(old, dtype=bool))
-                logged_nan[key] = np.concatenate([earlier, logged if logged is not None else np.zeros(new, bool)])
-        self.columns, self.logged_nan = columns, logged_nan
-        self.groups = np.concatenate([self.groups, np.fromiter((g for g, _ in pending), "int64", new)])
+    def _join(self, kept: np.ndarray) -> None:
+        parts = [self.held, *self._chunks]
+        self._chunks, self._chunk_rows = [], 0
+        sizes = [len(part.groups) for part in parts]
+        columns, logged_nan = {}, {}
+        for key in dict.fromkeys(key for part in parts for key in part.columns):
+            pieces = zip(parts, sizes, strict=True)
+            columns[key] = np.concatenate([p.columns.get(key, self._missing(key, n)) for p, n in pieces])
+            if any(key in part.logged_nan for part in parts):
+                pieces = zip(parts, sizes, strict=True)
+                logged_nan[key] = np.concatenate([p.logged_nan.get(key, np.zeros(n, dtype=bool)) for p, n in pieces])
+        held = _Chunk(columns, logged_nan, np.concatenate([part.groups for part in parts]))
+        if len(held.groups) > 2 * self._kept_rows + _SLACK:
+            rows = np.isin(held.groups, kept)
+            held = _Chunk(
+                {key: values[rows] for key, values in held.columns.items()},
+                {key: logged[rows] for key, logged in held.logged_nan.items()},
+                held.groups[rows],
+            )
+            self._kept_rows = len(held.groups)
+        self.held = held
 
     def _missing(self, key: str, rows: int) -> np.ndarray:
         return np.full(rows, None, dtype=object) if key in self.text else np.full(rows, np.nan)
 
-    def _keep(self, rows: np.ndarray) -> None:
-        self.columns = {key: values[rows] for key, values in self.columns.items()}
-        self.logged_nan = {key: logged[rows] for key, logged in self.logged_nan.items()}
-        self.groups = self.groups[rows]
-
     def snapshot(self, kept: np.ndarray) -> _Rows:
-        rows = np.isin(self.groups, kept)
-        return _Rows(self.columns, self.logged_nan, None if rows.all() else rows)
+        self.settle(kept)
+        if self._chunks:
+            self._join(kept)
+        rows = np.isin(self.held.groups, kept)
+        return _Rows(self.held.columns, self.held.logged_nan, None if rows.all() else rows)
 
 
 class _Rows:
