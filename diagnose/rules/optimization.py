@@ -636,7 +636,11 @@ class TrainingStalled(Rule):
     ``tolerance`` of its start, or within ``flat_z`` standard errors of its
     start and end levels when its noise is larger (but never beyond
     ``max_flat``), is flat from its first step, however slowly it drifts on
-    the way. It fires when that happens before
+    the way; so is a run whose stall is found after ``max_start`` (noise
+    ends the last "improvement" late) while its robust (Theil-Sen) line over
+    the whole run has a 95% interval that holds zero (no trend at all) and
+    neither half of it climbs (a fall and a climb back up, a divergence,
+    average out on one line). It fires when that happens before
     ``max_start`` of the run, the plateau is high (the loss fell less than
     ``max_drop`` before it), the log starts at the beginning of training,
     the validation loss (when logged) is not improving either nor below
@@ -781,10 +785,13 @@ class TrainingStalled(Rule):
         tolerance = max(t["tolerance"], 2 * _bin_median_noise(loss, _LEVEL_BINS))
         stall = curves.stall_start(loss, tolerance, max_points=_LEVEL_BINS)
         within = min(max(t["tolerance"], t["flat_z"] * _start_to_end_error(loss)), t["max_flat"])
-        if stall is not None and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within:
-            stall = float(loss.index[0])  # the run ends within the tolerance of its start: flat from its start
         if stall is None:
             return
+        ends_at_start = abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within
+        # A noisy loss without any trend has its stall found late, where noise ends the last "improvement".
+        late_in_noise = curves.fraction_of_run(loss, stall) > t["max_start"] and _trendless(loss)
+        if ends_at_start or late_in_noise:
+            stall = float(loss.index[0])  # flat from its start, however noisy or slowly drifting on the way
         level = curves.end_level(loss, 0.5)
         accuracy = _val_accuracy_during(run, stall)
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
@@ -850,10 +857,27 @@ def _held_since(loss: pd.Series, stall: float, max_start: float) -> bool:
     """The loss has held its level since ``stall``, which came by ``max_start`` of the run: a robust line
     through the loss from there on neither falls nor rises (the 95% interval of its Theil-Sen slope
     holds zero; a loss that climbs again is LR002's case)."""
-    if curves.fraction_of_run(loss, stall) > max_start:
-        return False
-    since = curves.trend(curves.comparable(loss[loss.index >= stall]))
-    return since is not None and not (since.falling or since.rising)
+    return curves.fraction_of_run(loss, stall) <= max_start and _no_trend(loss[loss.index >= stall])
+
+
+def _trendless(loss: pd.Series) -> bool:
+    """No measurable trend over the whole run, and no climb over either half of it (a fall and a climb
+    back up average out on one line through the whole run: a divergence, LR001's case). On the
+    calibration half of the real-log corpus no healthy file's line holds zero over its whole run; the
+    ones that do are labelled flat, stuck_at_chance or plateau (and one GAN's climbing loss)."""
+    middle = len(loss) // 2
+    halves = (_line(loss.iloc[:middle]), _line(loss.iloc[middle:]))
+    return _no_trend(loss) and not any(half is not None and half.rising for half in halves)
+
+
+def _no_trend(loss: pd.Series) -> bool:
+    """The 95% interval of the Theil-Sen slope of the (log) loss holds zero: no measurable trend."""
+    line = _line(loss)
+    return line is not None and not (line.falling or line.rising)
+
+
+def _line(loss: pd.Series) -> curves.Trend | None:
+    return curves.trend(curves.comparable(loss))
 
 
 def _start_to_end_error(loss: pd.Series) -> float:
