@@ -26,7 +26,7 @@ from diagnose.runfile import schema
 
 _BATCH = 20_000
 _DATA_KINDS = (schema.STEP, schema.EVAL, schema.LAYER, schema.EVENT)
-_TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase")
+TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase")
 
 
 def _loads_std(data: bytes) -> Any:
@@ -394,7 +394,7 @@ def _build_run(
             continue
         frame = frames.usable_steps(chosen[key], local, f"{key[:-1]} record")
         if key == "layers":
-            chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=_TEXT_COLUMNS)
+            chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=TEXT_COLUMNS)
             continue
         frame = frames.numeric_frame(frame, key[:-1], local, nan_steps)
         chosen[key] = frames.merge_duplicate_steps(frame, repeated)
