@@ -8,14 +8,18 @@ the machine (thermal, other processes) hits all of them alike; each round
 gives a ratio of step times against the unprobed steps of the same round,
 and the figure is the median of those ratios over the rounds.
 
-Two figures per variant and round:
+Per variant and round:
 
 * "median": the median step time. It is the steady-state cost of a step
   and what the targets are set on; it does not see what happens at a few
   steps only: a flush of the run file, a sampled step, a live judgement.
 * "mean": the mean step time, which spreads those over the steps. A round
   of ``--steps`` steps starts a new run, so its sampled steps and early
-  live judgements (steps 8, 16, 32) weigh more than in a long run.
+  live judgements (steps 8, 16, 32) weigh more than in a long run: compare
+  ``--steps 500``.
+* "close" (ms, not a ratio): the time the watch takes to close after the
+  last step (the last flush, and with live findings the last judgement),
+  paid once per run and in neither figure above.
 
 The noise is measured, not assumed: each round also trains an unprobed
 copy ("A/A"), whose ratio to the unprobed steps would be 1.000 on a quiet
@@ -154,7 +158,8 @@ def time_steps(
     variant: str,
     steps: int,
     folder: Path,
-) -> list[float]:
+) -> tuple[list[float], float]:
+    """The step times of one round of ``variant`` (the first two left out), and the time its watch took to close."""
     options = OPTIONS.get(variant, {"preset": variant, "live": False})
     probed = variant in PROBED
     probes = diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", **options) if probed else nullcontext()
@@ -173,12 +178,14 @@ def time_steps(
                     times.append(clock() - start)
                     break
             times.append(clock() - start)
-    return times[2:]  # the first steps of a round pay for hook installation and caches
+        closing = clock()
+    return times[2:], clock() - closing  # the first steps of a round pay for hook installation and caches
 
 
 def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str, dict[str, float]]:
     """Per statistic ("median", "mean" of a round's step times): the median over rounds of each variant's
-    figure over the unprobed one's in the same round, the unprobed step time, and the A/A noise."""
+    figure over the unprobed one's in the same round, the unprobed step time, and the A/A noise; and
+    under "close", each variant's median time to close its watch (ms), a cost paid once per run."""
     torch.manual_seed(0)
     model, x, y, loss_fn = build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -186,16 +193,21 @@ def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str,
     statistics_of = {"median": statistics.median, "mean": statistics.mean}
     ratios = {stat: {v: [] for v in VARIANTS[1:]} for stat in statistics_of}
     baselines = {stat: [] for stat in statistics_of}
+    closes = {v: [] for v in VARIANTS[1:]}
     order = list(VARIANTS)
     for _ in range(rounds):
         random.shuffle(order)
-        times = {v: time_steps(model, optimizer, x, y, loss_fn, v, steps, folder) for v in order}
+        rounds_of = {v: time_steps(model, optimizer, x, y, loss_fn, v, steps, folder) for v in order}
+        times = {v: t for v, (t, _) in rounds_of.items()}
+        for variant in closes:
+            closes[variant].append(rounds_of[variant][1] * 1e3)
         for stat, of in statistics_of.items():
             figures = {v: of(t) for v, t in times.items()}
             baselines[stat].append(figures["none"])
             for variant in ratios[stat]:
                 ratios[stat][variant].append(figures[variant] / figures["none"])
-    return {stat: _summary(ratios[stat], baselines[stat]) for stat in statistics_of}
+    summaries = {stat: _summary(ratios[stat], baselines[stat]) for stat in statistics_of}
+    return summaries | {"close": {v: statistics.median(c) for v, c in closes.items()}}
 
 
 def _summary(ratios: dict[str, list[float]], baselines: list[float]) -> dict[str, float]:
@@ -273,12 +285,14 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             results = measure(build, args.rounds, args.steps, Path(tmp))
-            for stat, result in results.items():
+            for stat in ("median", "mean"):
+                result = results[stat]
                 print(
                     f"{name if stat == 'median' else '':<24}{stat:<7}{result['step_ms']:>10.2f}"
                     + "".join(f"{result[v]:>9.3f}x" for v in VARIANTS[1:])
                     + f"{result['noise']:>8.3f}"
                 )
+            print(f"{'':<24}{'close':<7}{'(ms)':>10}" + "".join(f"{results['close'][v]:>10.1f}" for v in VARIANTS[1:]))
             result = results["median"]
             failed += [f"{name}/{v}" for v, limit in TARGETS.items() if result[v] > limit]
             if result["live"] - result["default"] > result["noise"]:

@@ -89,11 +89,22 @@ def _fingerprint(views: dict[tuple, Any], series: pd.Series) -> tuple:
     if seen is not None and seen[0] is series:
         return seen[1]
     values = np.ascontiguousarray(series.to_numpy(dtype="float64"))
-    steps = np.ascontiguousarray(series.index.to_numpy())
+    fingerprint = (len(values), zlib.crc32(values), *_steps_fingerprint(views, series.index))
+    views[("seen", id(series))] = (series, fingerprint)
+    return fingerprint
+
+
+def _steps_fingerprint(views: dict[tuple, Any], index: pd.Index) -> tuple:
+    """The dtype and a checksum of a curve's steps; known by identity when seen before (the curves
+    of one run, and the views computed of them, mostly share one index)."""
+    seen = views.get(("seen index", id(index)))
+    if seen is not None and seen[0] is index:
+        return seen[1]
+    steps = np.ascontiguousarray(index.to_numpy())
     if steps.dtype.kind not in "iuf":
         steps = np.ascontiguousarray(steps, dtype="float64")
-    fingerprint = (len(values), steps.dtype.str, zlib.crc32(values), zlib.crc32(steps))
-    views[("seen", id(series))] = (series, fingerprint)
+    fingerprint = (steps.dtype.str, zlib.crc32(steps))
+    views[("seen index", id(index))] = (index, fingerprint)
     return fingerprint
 
 
@@ -133,6 +144,10 @@ def before_nonfinite(series: pd.Series) -> pd.Series:
     Everything after a loss turns NaN is a consequence of it; rules that judge
     the shape of a curve look only at this part.
     """
+    return _shared("before_nonfinite", series, (), lambda: _before_nonfinite(series))
+
+
+def _before_nonfinite(series: pd.Series) -> pd.Series:
     cut = first_nonfinite_step(series)
     return finite(series if cut is None else series[series.index < cut])
 
@@ -168,36 +183,48 @@ def downsample(series: pd.Series, max_points: int) -> pd.Series:
 
 def _bin_medians(series: pd.Series, max_points: int) -> pd.Series:
     n = len(series)
-    bins = np.minimum((np.arange(n) * max_points) // n, max_points - 1)
+    # Point i falls in bin i * max_points // n, so bin b starts at the first i with i * max_points >= b * n.
+    starts = -(-np.arange(max_points) * n // max_points)
     values, steps = series.to_numpy(dtype="float64"), np.asarray(series.index, dtype="float64")
     if np.isnan(values).any():
+        bins = np.repeat(np.arange(max_points), np.diff(np.r_[starts, n]))
         medians = pd.Series(values, index=bins).groupby(level=0).median().to_numpy()
     else:
-        medians = _equal_bin_medians(values, bins, max_points)
+        medians = _equal_bin_medians(values, starts)
     in_order = bool((np.diff(steps) >= 0).all())
-    middles = _bin_middles(steps, bins, max_points) if in_order else _equal_bin_medians(steps, bins, max_points)
+    middles = _bin_middles(steps, starts) if in_order else _equal_bin_medians(steps, starts)
     reduced = pd.Series(medians, index=middles, name=series.name)
     reduced.index.name = "step"
     return reduced
 
 
-def _bin_middles(values: np.ndarray, bins: np.ndarray, count: int) -> np.ndarray:
+def _bin_middles(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """`_equal_bin_medians` of values already in order (the steps of a curve): the middle of each bin."""
-    starts = np.searchsorted(bins, np.arange(count))
     ends = np.r_[starts[1:], len(values)] - 1
     return (values[(starts + ends) // 2] + values[(starts + ends + 1) // 2]) / 2
 
 
-def _equal_bin_medians(values: np.ndarray, bins: np.ndarray, count: int) -> np.ndarray:
-    """Median of each bin of consecutive values (bins of at most two sizes), without a group-by:
-    the bins of each size are stacked as rows and reduced at once."""
-    starts = np.searchsorted(bins, np.arange(count))
+def _equal_bin_medians(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Median of each bin of consecutive values (bins of at most two sizes, each starting at one of
+    ``starts``), without a group-by: the bins of each size are stacked as rows and reduced at once,
+    by sorting them (numpy sorts short rows several times faster than it selects their middle)."""
     sizes = np.diff(np.r_[starts, len(values)])
-    medians = np.empty(count)
+    medians = np.empty(len(starts))
     for size in np.unique(sizes):
         rows = np.flatnonzero(sizes == size)
-        medians[rows] = np.median(values[starts[rows, None] + np.arange(size)], axis=1)
+        medians[rows] = _row_medians(values[starts[rows, None] + np.arange(size)])
     return medians
+
+
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """``np.median(rows, axis=1)``, the same numbers, from sorted rows (rows holding NaN: by np.median)."""
+    if np.isnan(rows).any():
+        return np.median(rows, axis=1)
+    ordered = np.sort(rows, axis=1)
+    size = rows.shape[1]
+    if size % 2:
+        return ordered[:, size // 2]
+    return (ordered[:, size // 2 - 1] + ordered[:, size // 2]) / 2
 
 
 # -- scale ------------------------------------------------------------------------
@@ -270,11 +297,13 @@ def _rolling_median(series: pd.Series, window: int, causal: bool) -> pd.Series:
         return _pandas_rolling_median(series, window, causal)
     if len(values) * window <= _WINDOWED_MAX:
         return pd.Series(_windowed_medians(values, window, causal), index=series.index, name=series.name)
-    if len(values) < 4 * window:
+    if len(values) <= SHAPE_POINTS or len(values) < 4 * window:
         return _pandas_rolling_median(series, window, causal)
-    # Long curves: scipy's rank filters are several times faster than pandas'
-    # rolling median and exact wherever the window is whole; pandas computes
-    # the windows cut short at the ends, on short slices.
+    # Very long curves (the rules read reduced views of them; a spike test on a
+    # very noisy one reads every point): scipy's rank filters are several times
+    # faster than pandas' rolling median and exact wherever the window is whole,
+    # which on these outweighs importing scipy. pandas computes the windows cut
+    # short at the ends, on short slices.
     whole = _whole_window_medians(values, window)
     result = np.empty_like(values)
     n, half = len(values), window // 2
@@ -293,7 +322,7 @@ def _rolling_median(series: pd.Series, window: int, causal: bool) -> pd.Series:
 
 
 # Curves up to this many points times the window get their rolling medians from every window at once
-# (numpy, one array of that many values: 8 MB); longer ones from scipy's rank filters.
+# (numpy, one array of that many values: 8 MB); longer ones from pandas' or scipy's running medians.
 _WINDOWED_MAX = 1_000_000
 
 
@@ -335,8 +364,16 @@ def _whole_window_medians(values: np.ndarray, window: int) -> np.ndarray:
 
 def rolling_mad(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:
     """Scaled median absolute deviation from the rolling median (a robust local std)."""
-    deviation = (series - rolling_median(series, window, causal=causal)).abs()
-    return rolling_median(deviation, window, causal=causal) * MAD_TO_STD
+    deviation = np.abs(_residual(series, rolling_median(series, window, causal=causal)))
+    return (
+        rolling_median(pd.Series(deviation, index=series.index, name=series.name), window, causal=causal) * MAD_TO_STD
+    )
+
+
+def _residual(series: pd.Series, level: pd.Series) -> np.ndarray:
+    """``series - level`` for a level computed from the series (the same steps), as an array: the
+    numbers pandas gives, without its alignment and a new Series (the rules ask for this often)."""
+    return series.to_numpy(dtype="float64") - level.to_numpy(dtype="float64")
 
 
 def default_window(n: int, fraction: float = 0.05, lo: int = 5, hi: int = 200) -> int:
@@ -385,7 +422,7 @@ def start_level(series: pd.Series, fraction: float = 0.05, max_points: int = 5) 
 def end_level(series: pd.Series, fraction: float = 0.1, min_points: int = 3) -> float:
     """Median of the last ``fraction`` of the run: where it ended up."""
     count = max(min_points, int(np.ceil(len(series) * fraction)))
-    return _median(series.to_numpy(dtype="float64")[-count:])
+    return _shared("end_level", series, (count,), lambda: _median(series.to_numpy(dtype="float64")[-count:]))
 
 
 def _median(values: np.ndarray) -> float:
@@ -407,8 +444,8 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     window = window or default_window(len(series), lo=5, hi=50)
     if len(series) > SHAPE_POINTS:
         return _shared("noise", series, (window,), lambda: _sampled_noise(scaled, window))
-    residual = scaled - rolling_median(scaled, window)
-    return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
+    residual = _residual(scaled, rolling_median(scaled, window))
+    return float(np.median(np.abs(residual)) * MAD_TO_STD)
 
 
 def difference_noise(series: pd.Series) -> float:
@@ -433,16 +470,29 @@ def _sampled_noise(scaled: pd.Series, window: int) -> float:
     return float(np.median(np.abs(residual)) * MAD_TO_STD)
 
 
-def _stretches(values: np.ndarray, window: int, blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Rolling medians over ``blocks`` evenly spaced stretches of a very long curve, together
+# A very long curve's local scatter is measured on this many evenly spaced stretches of it.
+_STRETCHES = 20
+
+
+def _stretch_length(window: int) -> int:
+    return max(SHAPE_POINTS // _STRETCHES, 4 * window)
+
+
+def _stretch_starts(n: int, window: int) -> np.ndarray:
+    return np.linspace(0, n - _stretch_length(window), _STRETCHES).astype(int)
+
+
+def _stretches(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rolling medians over `_STRETCHES` evenly spaced stretches of a very long curve, together
     `SHAPE_POINTS` long, and the points' residuals from them (whole windows only): scatter is a
     local property, so a sample of stretches across the run measures it as the whole curve does,
-    at a fraction of the cost."""
-    length = max(SHAPE_POINTS // blocks, 4 * window)
-    starts = np.linspace(0, len(values) - length, blocks).astype(int)
-    stretches = values[starts[:, None] + np.arange(length)]
+    at a fraction of the cost. The stretches are put end to end for one rolling median (pandas';
+    at this length it beats importing scipy), of which each keeps the windows within it."""
+    length = _stretch_length(window)
+    stretches = values[_stretch_starts(len(values), window)[:, None] + np.arange(length)]
+    joined = pd.Series(stretches.ravel()).rolling(window, center=True).median().to_numpy()
     half = window // 2
-    medians = np.stack([_whole_window_medians(row, window) for row in stretches])[:, half : length - half]
+    medians = joined.reshape(stretches.shape)[:, half : length - half]
     return medians, stretches[:, half : length - half] - medians
 
 
@@ -456,7 +506,7 @@ def scatter_and_level(series: pd.Series, window: int) -> tuple[float, float]:
         )
         return float(np.median(np.abs(residual)) * MAD_TO_STD), float(np.median(medians))
     local = rolling_median(series, window)
-    return float(np.median(np.abs((series - local).to_numpy())) * MAD_TO_STD), float(local.median())
+    return float(np.median(np.abs(_residual(series, local))) * MAD_TO_STD), _median(local.to_numpy())
 
 
 def bounce(series: pd.Series, window: int = 5) -> pd.Series:
@@ -468,7 +518,7 @@ def bounce(series: pd.Series, window: int = 5) -> pd.Series:
     jumps and comes back does.
     """
     scaled = comparable(series)
-    return scaled - rolling_median(scaled, window)
+    return pd.Series(_residual(scaled, rolling_median(scaled, window)), index=scaled.index, name=scaled.name)
 
 
 # -- trend --------------------------------------------------------------------------
@@ -605,11 +655,12 @@ def find_spikes(series: pd.Series, *, window: int = 20, min_height: float = 0.7,
 
 def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float) -> list[Spike]:
     scaled = comparable(series)
+    values = scaled.to_numpy()
+    if len(series) > SHAPE_POINTS and np.isfinite(values).all():
+        found = _spikes_of_long(values, window, min_height, min_z)
+        if found is not None:
+            return _group_spikes(series, values, *found, min_height)
     baseline = rolling_median(scaled, window, causal=True)
-    if len(series) > SHAPE_POINTS:
-        return _group_spikes(
-            series, scaled, baseline, _spikes_of_long(scaled, baseline, window, min_height, min_z), min_height
-        )
     excess = (scaled - baseline).to_numpy()
     high = excess > min_height
     if not high.any():  # most curves: no point clears the height, so the local scatter cannot matter
@@ -619,24 +670,72 @@ def _find_spikes(series: pd.Series, window: int, min_height: float, min_z: float
     scatter = scatter.clip(lower=max(floor * 0.5, 1e-12))
     is_spike = high & (excess > min_z * scatter.to_numpy())
     is_spike[: min(3, len(is_spike))] = False  # no baseline yet
-    return _group_spikes(series, scaled, baseline, is_spike, min_height)
+    return _group_spikes(series, values, baseline.to_numpy(), is_spike, min_height)
 
 
-def _spikes_of_long(scaled: pd.Series, baseline: pd.Series, window: int, min_height: float, min_z: float) -> np.ndarray:
-    """`find_spikes`' test on a very long curve: the local scatter (the causal rolling MAD) only
-    where a point clears ``min_height`` at all, and its typical level from `SHAPE_POINTS` evenly
-    spaced points instead of every one."""
-    excess = (scaled - baseline).to_numpy()
-    deviation = np.abs(excess)
-    candidates = np.flatnonzero(excess > min_height)
-    sample = np.linspace(window + 1, len(excess) - 1, SHAPE_POINTS).astype(int)
-    typical = _causal_window_medians(deviation, sample, window) * MAD_TO_STD
-    floor = float(np.nanmedian(typical)) if np.isfinite(typical).any() else 0.0
-    local = np.maximum(_causal_window_medians(deviation, candidates, window) * MAD_TO_STD, max(floor * 0.5, 1e-12))
-    is_spike = np.zeros(len(excess), dtype=bool)
-    is_spike[candidates] = excess[candidates] > min_z * local
+# A very long curve's spike test computes its causal medians only where they can matter, unless more
+# than this share of the points could clear the height (a very noisy curve): then at every point.
+_SPARSE_SHARE = 0.05
+
+
+def _spikes_of_long(
+    values: np.ndarray, window: int, min_height: float, min_z: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`find_spikes`' test on a very long finite curve, as (the causal baseline where it is needed,
+    which points are spikes), at the cost of a pass over the curve: the causal median of a window
+    is at least its lowest value, so only a point ``min_height`` above the lowest point before it
+    needs its median, and only a point above its median needs its local scatter. The typical level
+    of that scatter comes from evenly spaced stretches of the curve (see `_stretches`). None when
+    too many points need their median for this to pay."""
+    n = len(values)
+    candidates = _may_clear(values, window, min_height)
+    if len(candidates) > _SPARSE_SHARE * n:
+        return None
+    baseline = np.full(n, np.nan)
+    baseline[candidates] = _causal_window_medians(values, candidates, window)
+    high = candidates[values[candidates] - baseline[candidates] > min_height]
+    is_spike = np.zeros(n, dtype=bool)
+    if len(high) > _SPARSE_SHARE * n:
+        return None
+    if len(high):
+        floor = _typical_causal_scatter(values, window)
+        local = np.maximum(_causal_scatter_at(values, high, window), max(floor * 0.5, 1e-12))
+        is_spike[high] = values[high] - baseline[high] > min_z * local
     is_spike[:3] = False  # no baseline yet
-    return is_spike
+    return baseline, is_spike
+
+
+def _may_clear(values: np.ndarray, window: int, height: float) -> np.ndarray:
+    """The points (from the second on) that stand ``height`` above the lowest of the ``window``
+    points before them, and maybe some others: each is compared with the lowest point of its own
+    block of ``window`` points and the block before (which together hold the points before it)."""
+    blocks = -(-len(values) // window)
+    grid = np.full(blocks * window, np.inf)
+    grid[: len(values)] = values
+    grid = grid.reshape(blocks, window)
+    lowest = grid.min(axis=1)
+    lowest[1:] = np.minimum(lowest[1:], lowest[:-1])
+    found = np.flatnonzero(grid - lowest[:, None] > height)
+    return found[(found > 0) & (found < len(values))]
+
+
+def _causal_scatter_at(values: np.ndarray, at: np.ndarray, window: int) -> np.ndarray:
+    """`rolling_mad` with ``causal=True`` at the positions ``at`` only (its value there is NaN
+    until two points precede them)."""
+    before = np.unique(np.maximum(at[:, None] - window + np.arange(window), 0))
+    deviation = np.full(len(values), np.nan)
+    deviation[before] = np.abs(values[before] - _causal_window_medians(values, before, window))
+    return _causal_window_medians(deviation, at, window) * MAD_TO_STD
+
+
+def _typical_causal_scatter(values: np.ndarray, window: int) -> float:
+    """The median of `rolling_mad` (causal) of a very long curve, from evenly spaced stretches of it
+    put end to end: each stretch's first two windows, which look back past its start, are left out."""
+    length = _stretch_length(window)
+    joined = pd.Series(values[_stretch_starts(len(values), window)[:, None] + np.arange(length)].ravel())
+    deviation = (joined - _pandas_rolling_median(joined, window, True)).abs()
+    scatter = _pandas_rolling_median(deviation, window, True).to_numpy().reshape(_STRETCHES, length)
+    return float(np.nanmedian(scatter[:, 2 * window :])) * MAD_TO_STD
 
 
 def _causal_window_medians(values: np.ndarray, at: np.ndarray, window: int) -> np.ndarray:
@@ -655,18 +754,19 @@ def _causal_window_medians(values: np.ndarray, at: np.ndarray, window: int) -> n
 
 
 def _group_spikes(
-    series: pd.Series, scaled: pd.Series, baseline: pd.Series, is_spike: np.ndarray, min_height: float
+    series: pd.Series, values: np.ndarray, baseline: np.ndarray, is_spike: np.ndarray, min_height: float
 ) -> list[Spike]:
+    """Spikes from the points flagged in ``is_spike``, ``values`` and ``baseline`` on the comparable
+    scale (the baseline is read at the first point of each spike only)."""
     if not is_spike.any():
         return []
     positions = np.flatnonzero(is_spike)
     starts = positions[np.r_[True, np.diff(positions) > 1]]
     ends = positions[np.r_[np.diff(positions) > 1, True]]
     steps = np.asarray(series.index, dtype="float64")
-    values = scaled.to_numpy()
     spikes = []
     for start, end in zip(starts, ends, strict=False):  # one iteration per spike, not per point
-        base = float(baseline.iloc[start])
+        base = float(baseline[start])
         peak_at = start + int(np.argmax(values[start : end + 1]))
         back = np.flatnonzero(values[end + 1 :] - base < min_height / 2)
         spikes.append(

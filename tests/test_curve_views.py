@@ -99,3 +99,35 @@ def test_rolling_medians_from_sorted_windows_equal_pandas(window: int, causal: b
         else:
             expected = series.rolling(window, center=True, min_periods=1).median()
         np.testing.assert_array_equal(curves._windowed_medians(values, window, causal), expected.to_numpy())
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 7, 20, 25])
+def test_medians_of_sorted_rows_equal_numpy_medians(size: int) -> None:
+    rng = np.random.default_rng(size)
+    tried = [
+        rng.normal(size=(50, size)),
+        rng.integers(0, 3, size=(50, size)).astype("float64"),  # ties
+        rng.choice([np.inf, -np.inf, 1.7e308, -0.0, 5e-324], size=(50, size)),
+    ]
+    with np.errstate(all="ignore"):  # infinities of both signs in a row: NaN medians either way
+        for rows in tried:
+            np.testing.assert_array_equal(curves._row_medians(rows), np.median(rows, axis=1))
+
+
+def test_every_point_that_clears_its_causal_median_is_a_candidate() -> None:
+    values = np.log(noisy_loss(20_000, seed=4).to_numpy())
+    values[[30, 4_000, 12_345]] += 2.0
+    baseline = pd.Series(values).shift(1).rolling(20, min_periods=1).median().to_numpy()
+    for height in (0.05, 0.2, 0.7):
+        clears = set(np.flatnonzero(values - baseline > height))
+        assert clears <= set(curves._may_clear(values, 20, height))
+
+
+def test_a_long_curve_too_noisy_for_the_sparse_test_is_judged_at_every_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    series = pd.Series(np.exp(rng.normal(0, 1.0, LONG)), index=pd.Index(np.arange(1.0, LONG + 1), name="step"))
+    values = curves.comparable(series).to_numpy()
+    assert curves._spikes_of_long(values, 20, 0.7, 6.0) is None
+    found = curves.find_spikes(series)
+    full_resolution(monkeypatch)
+    assert found == curves.find_spikes(series)

@@ -83,7 +83,8 @@ def learning_rate_collapse(steps: Sequence[float], lr: Sequence[float], within: 
     """The learning rate fell by ``min_drop`` x or more within the first ``within`` of the run."""
     steps_arr, lr_arr = np.asarray(steps, float), np.asarray(lr, float)
     keep = np.isfinite(lr_arr) & (lr_arr >= 0)
-    steps_arr, lr_arr = steps_arr[keep], lr_arr[keep]
+    if not keep.all():
+        steps_arr, lr_arr = steps_arr[keep], lr_arr[keep]
     if len(lr_arr) < 20 or lr_arr[0] <= 0:
         return None
     cutoff = steps_arr[0] + within * (steps_arr[-1] - steps_arr[0])

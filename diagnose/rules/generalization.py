@@ -770,7 +770,7 @@ class UnstableValidation(Rule):
         large = (bounce > t["jump"]) & (bounce > t["min_z"] * scatter) & sizable
         jumps = np.flatnonzero(peak & large)
         train = curves.before_nonfinite(run.series("loss", keep_nan=True))
-        train_scatter = _scatter(curves.bounce(train).to_numpy()) if curves.is_positive(train) else 0.0
+        train_scatter = _bounce_scatter(train) if curves.is_positive(train) else 0.0
         bouncing = (
             scatter > t["max_scatter"]
             and scatter > t["over_train"] * train_scatter
@@ -822,6 +822,12 @@ def _scatter(bounce: np.ndarray) -> float:
     return float(np.median(np.abs(bounce)) * curves.MAD_TO_STD) if len(bounce) else 0.0
 
 
+def _bounce_scatter(curve: pd.Series) -> float:
+    """`_scatter` of the curve's bounce: from five points on, what `curves.noise` measures with a
+    window of five (which reads a very long curve on stretches of it, not at every step)."""
+    return curves.noise(curve, 5) if len(curve) >= 5 else _scatter(curves.bounce(curve).to_numpy())
+
+
 # Parts of a loss that are 0 by design: YOLO's class loss of a one-class detector.
 _ZERO_BY_DESIGN = {"loss", "cls_loss", "class_loss"}
 
@@ -846,9 +852,9 @@ class LossAtZero(Rule):
     points (computed over nothing; a classification part is 0 by design in a
     one-class detector and is left out; a likelihood objective that goes
     negative combines terms that may be switched off); or the loss is
-    exactly 0 at some steps while every other value is at least
-    ``not_rounding`` (so the zeros are no rounding of a small loss: empty or
-    fully masked batches).
+    exactly 0 at some steps whose nearest non-zero values on either side are
+    at least ``not_rounding`` (so the zeros are no rounding of a small loss:
+    empty or fully masked batches).
 
     ## What to do
     Check for label leakage (a feature that encodes the target, duplicates
@@ -881,9 +887,10 @@ class LossAtZero(Rule):
         Threshold(
             "not_rounding",
             0.01,
-            "lowest non-zero loss above which an exact 0 cannot be rounding",
-            source="logs round to 4 decimals at most in the real-log corpus: a loss never below 0.01 "
-            "rounds to no exact 0",
+            "non-zero loss on both sides of an exact 0 from which that 0 cannot be rounding",
+            source="logs round to 4 decimals at most in the real-log corpus: a loss at 0.01 or more "
+            "rounds to no exact 0; on the calibration half only the file labelled zero_loss logs an exact "
+            "0 in its training loss, 46 of its 136 zeros between values of 0.012-223",
         ),
     )
 
@@ -919,16 +926,15 @@ class LossAtZero(Rule):
                 {"zero_parts": empty},
             )
             return
-        at_zero = loss[loss == 0]
-        if len(at_zero) and len(nonzero) and float(loss.iloc[nonzero].min()) >= t["not_rounding"]:
+        at_zero, lowest = _zeros_among_large(loss, nonzero, t["not_rounding"])
+        if len(at_zero):
             yield self._zero(
                 run,
                 f"training loss is exactly 0 at {len(at_zero)} step(s) "
                 f"({', '.join(f'{s:.0f}' for s in at_zero.index[:6])}) "
-                f"while it is never below {float(loss.iloc[nonzero].min()):.3g} elsewhere: batches "
-                "with nothing to learn from",
+                f"between logged values of {lowest:.3g} or more: batches with nothing to learn from",
                 float(at_zero.index[0]),
-                {"zero_steps": [float(s) for s in at_zero.index[:20]], "lowest_other": float(loss.iloc[nonzero].min())},
+                {"zero_steps": [float(s) for s in at_zero.index[:20]], "lowest_neighbour": lowest},
             )
 
     def _zero(self, run: Run, message: str, onset: float | None, evidence: dict) -> Finding:
@@ -948,3 +954,19 @@ class LossAtZero(Rule):
                 "compute the loss in float32 under mixed precision",
             ],
         )
+
+
+def _zeros_among_large(loss: pd.Series, nonzero: np.ndarray, not_rounding: float) -> tuple[pd.Series, float]:
+    """The exact zeros of ``loss`` whose nearest non-zero values on either side (the one side at an end)
+    are at least ``not_rounding``: no rounding of the logged digits makes 0 of a loss at that level.
+    Returns them and the lowest of those neighbours."""
+    values = loss.to_numpy()
+    zeros = np.flatnonzero(values == 0)
+    if not (zeros.size and nonzero.size):
+        return loss.iloc[:0], float("nan")
+    after = np.searchsorted(nonzero, zeros)
+    previous = np.where(after > 0, values[nonzero[np.maximum(after - 1, 0)]], np.inf)
+    following = np.where(after < nonzero.size, values[nonzero[np.minimum(after, nonzero.size - 1)]], np.inf)
+    neighbours = np.minimum(previous, following)
+    kept = neighbours >= not_rounding
+    return loss.iloc[zeros[kept]], float(neighbours[kept].min()) if kept.any() else float("nan")

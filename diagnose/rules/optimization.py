@@ -443,8 +443,10 @@ class LearningRateTooLow(Rule):
         if loss is None or curves.starts_midway(loss):
             return
         # Cheapest test first: most runs fall far, and then the trend (a Theil-Sen fit) is not needed.
-        remaining = curves.end_level(loss) / curves.start_level(loss)
         start, end = curves.start_level(loss), curves.end_level(loss)
+        if not start > 0:  # most logged values exactly 0 at the start (empty batches): no end/start ratio to judge
+            return
+        remaining = end / start
         if remaining > t["min_remaining"]:
             shape = _straight_decline(loss, t)
             said = f"loss falls in a near-straight line (R^2 {{:.2f}}) from {start:.4g} to {end:.4g}: only "
@@ -634,7 +636,11 @@ class TrainingStalled(Rule):
     ``tolerance`` of its start, or within ``flat_z`` standard errors of its
     start and end levels when its noise is larger (but never beyond
     ``max_flat``), is flat from its first step, however slowly it drifts on
-    the way. It fires when that happens before
+    the way; so is a run whose stall is found after ``max_start`` (noise
+    ends the last "improvement" late) while its robust (Theil-Sen) line over
+    the whole run has a 95% interval that holds zero (no trend at all) and
+    neither half of it climbs (a fall and a climb back up, a divergence,
+    average out on one line). It fires when that happens before
     ``max_start`` of the run, the plateau is high (the loss fell less than
     ``max_drop`` before it), the log starts at the beginning of training,
     the validation loss (when logged) is not improving either nor below
@@ -643,6 +649,12 @@ class TrainingStalled(Rule):
     training loss up), and the learning rate during the stall (when logged)
     is above ``min_lr`` of its peak (a schedule that decayed to zero is
     LR004's case).
+
+    A plateau after a fast early drop counts whatever the drop (``max_drop``
+    aside) and up to ``held_max_start`` of the run when the loss has held its
+    level since: a robust (Theil-Sen) line through the loss from the stall on
+    neither falls nor rises, the 95% interval of its slope holding zero. A
+    healthy run that flattens early still creeps down measurably.
 
     A plateau that starts later than ``max_start`` still counts, up to
     ``capped_max_start``, when it is a cap on confidence rather than an
@@ -687,8 +699,7 @@ class TrainingStalled(Rule):
             0.35,
             "latest fraction of the run at which the stall may start",
             source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
-            "until at least 48% of the run; the recorded spike run (SPK001's example) flattens at 37.5% "
-            "and is no stall",
+            "until at least 48% of the run",
         ),
         Threshold(
             "max_drop",
@@ -754,6 +765,16 @@ class TrainingStalled(Rule):
             source="the plateau holds at least half the run; no file of the real-log corpus's calibration "
             "half logs a validation accuracy of 0.95 or more with a training loss above ln 2",
         ),
+        Threshold(
+            "held_max_start",
+            0.5,
+            "latest fraction of the run at which a stall after a drop of any size may start, when the loss "
+            "shows no downward trend at all since",
+            source="the corpus's definition of a plateau (sample_runs/corpus/SOURCES.md: a fast early drop, "
+            "then flat for most of the run); on the calibration half the healthy runs that stall by half "
+            "the run (at 48%) keep a falling Theil-Sen line after it, the plateau runs that drop more than "
+            "max_drop or stall after max_start (at 37% and 48%) have none",
+        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -764,26 +785,32 @@ class TrainingStalled(Rule):
         tolerance = max(t["tolerance"], 2 * _bin_median_noise(loss, _LEVEL_BINS))
         stall = curves.stall_start(loss, tolerance, max_points=_LEVEL_BINS)
         within = min(max(t["tolerance"], t["flat_z"] * _start_to_end_error(loss)), t["max_flat"])
-        if stall is not None and abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within:
-            stall = float(loss.index[0])  # the run ends within the tolerance of its start: flat from its start
         if stall is None:
             return
+        ends_at_start = abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within
+        # A noisy loss without any trend has its stall found late, where noise ends the last "improvement".
+        late_in_noise = curves.fraction_of_run(loss, stall) > t["max_start"] and _trendless(loss)
+        if ends_at_start or late_in_noise:
+            stall = float(loss.index[0])  # flat from its start, however noisy or slowly drifting on the way
         level = curves.end_level(loss, 0.5)
         accuracy = _val_accuracy_during(run, stall)
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
         capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
-        if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
-            return
-        if curves.log_ratio(curves.start_level(loss), level) > t["max_drop"]:
+        start = curves.start_level(loss)
+        early = curves.fraction_of_run(loss, stall) <= (t["capped_max_start"] if capped else t["max_start"])
+        high = curves.log_ratio(start, level) <= t["max_drop"]
+        held = not (early and high) and _held_since(loss, stall, t["held_max_start"])
+        if not ((early and high) or held):
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
         if _val_far_below(run, stall, level, t["val_below"]):
             return
-        message = (
-            f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
-            f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
-            f"{1 - level / curves.start_level(loss):.0%} from its start {curves.start_level(loss):.4g}"
+        since = f"since step {stall:.0f} ({1 - curves.fraction_of_run(loss, stall):.0%} of the run)"
+        message = f"loss has stayed flat at about {level:.4g} {since}, " + (
+            f"after falling from {start:.4g}: a robust line through it since shows no trend"
+            if held
+            else f"down only {1 - level / start:.0%} from its start {start:.4g}"
         )
         if capped:
             yield self._capped(run, stall, level, accuracy, message)
@@ -792,7 +819,7 @@ class TrainingStalled(Rule):
             run,
             message=message,
             onset=stall,
-            evidence={"stall_step": stall, "level": level, "start": curves.start_level(loss)},
+            evidence={"stall_step": stall, "level": level, "start": start},
             causes=[
                 "model too small or badly conditioned for the task",
                 "learning rate too low for this stage",
@@ -824,6 +851,33 @@ class TrainingStalled(Rule):
                 "look for: softmax/Softmax/sigmoid as the last step of forward(); check label_smoothing",
             ],
         )
+
+
+def _held_since(loss: pd.Series, stall: float, max_start: float) -> bool:
+    """The loss has held its level since ``stall``, which came by ``max_start`` of the run: a robust line
+    through the loss from there on neither falls nor rises (the 95% interval of its Theil-Sen slope
+    holds zero; a loss that climbs again is LR002's case)."""
+    return curves.fraction_of_run(loss, stall) <= max_start and _no_trend(loss[loss.index >= stall])
+
+
+def _trendless(loss: pd.Series) -> bool:
+    """No measurable trend over the whole run, and no climb over either half of it (a fall and a climb
+    back up average out on one line through the whole run: a divergence, LR001's case). On the
+    calibration half of the real-log corpus no healthy file's line holds zero over its whole run; the
+    ones that do are labelled flat, stuck_at_chance or plateau (and one GAN's climbing loss)."""
+    middle = len(loss) // 2
+    halves = (_line(loss.iloc[:middle]), _line(loss.iloc[middle:]))
+    return _no_trend(loss) and not any(half is not None and half.rising for half in halves)
+
+
+def _no_trend(loss: pd.Series) -> bool:
+    """The 95% interval of the Theil-Sen slope of the (log) loss holds zero: no measurable trend."""
+    line = _line(loss)
+    return line is not None and not (line.falling or line.rising)
+
+
+def _line(loss: pd.Series) -> curves.Trend | None:
+    return curves.trend(curves.comparable(loss))
 
 
 def _start_to_end_error(loss: pd.Series) -> float:

@@ -1,0 +1,32 @@
+"""What a report of a long run imports: scipy only where a view really needs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from diagnose import curves
+
+
+def test_a_json_report_of_a_long_run_does_not_import_scipy(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    steps = int(curves.SHAPE_POINTS * 1.2)  # long enough for the reduced views and the columnar reader
+    lines = [json.dumps({"kind": "meta", "schema": "diagnose.run/1", "name": "long"})]
+    for step, noise in zip(range(1, steps + 1), rng.normal(0, 0.02, steps), strict=True):
+        loss = 2.3 * np.exp(-step / (steps / 5)) + 0.2 + noise
+        lines.append(f'{{"kind":"step","step":{step},"loss":{loss:.6g},"lr":0.001,"grad_norm":{1 + noise:.6g}}}')
+        if step % 1000 == 0:
+            lines.append(f'{{"kind":"eval","step":{step},"val_loss":{loss + 0.05:.6g}}}')
+    run = tmp_path / "long.jsonl"
+    run.write_text("\n".join(lines) + "\n")
+    code = (
+        "import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
+        f"result = CliRunner().invoke(app, ['report', {str(run)!r}, '-f', 'json']); "
+        "print(result.exit_code, len(result.stdout) > 0, 'scipy' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["0", "True", "False"]
