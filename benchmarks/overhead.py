@@ -36,6 +36,16 @@ live findings cost in all, wherever they run.
 
     python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 6] [--steps 50]
 
+The C allocator's thresholds are pinned first (glibc's ``mallopt``; ``--malloc
+as-is`` leaves them): by default glibc moves them with the sizes it has seen
+and gives the top of its heap back to the system whenever enough of it is
+free, so whether a step of the MLP takes ~1,150 page faults (4.5 MB zeroed
+again, ~4 ms of kernel time, a third of the step) or none depends on where
+the last few small allocations happened to land. Measured here with
+``getrusage``: it flipped between the two at random from one 50-step run to
+the next, for every variant and for the unprobed one alike, so it was noise
+larger than any probe's cost; pinned, every variant takes ~0 faults a step.
+
 Variants: "default-signals-off" is the default preset without the bug
 signatures (`Preset.signatures`), so that what they cost on the default
 preset is "default" minus it. Targets: default preset <= 1.05x, full preset
@@ -46,6 +56,8 @@ stop_on) within the noise of default.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import os
 import random
@@ -209,6 +221,26 @@ def _summary(ratios: dict[str, list[float]], baselines: list[float]) -> dict[str
     }
 
 
+# glibc's mallopt parameters: M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h). Setting either
+# switches off glibc's moving of both.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_FREE = 1 << 30  # the heap keeps up to 1 GiB free at its top instead of giving it back
+_MMAPPED_FROM = 32 << 20  # blocks of 32 MiB and more get their own mapping (glibc's largest default)
+
+
+def pin_allocator() -> str:
+    """Pin glibc's trim and mmap thresholds (see the module docstring); what was done, for the header."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return "allocator as is (no glibc mallopt)"
+    pinned = mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE) == 1 and mallopt(_M_MMAP_THRESHOLD, _MMAPPED_FROM) == 1
+    return "allocator thresholds pinned" if pinned else "allocator as is (mallopt refused)"
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -227,7 +259,15 @@ def main() -> None:
         "of all this process's threads (a live judgement's thread too)",
     )
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="this workload only (repeatable)")
+    parser.add_argument(
+        "--malloc",
+        choices=("pinned", "as-is"),
+        default="pinned",
+        help="pinned: fix glibc's trim and mmap thresholds, so that page faults from the heap's shrinking "
+        "and growing do not land on one variant at random; as-is: leave the allocator alone",
+    )
     args = parser.parse_args()
+    allocator = pin_allocator() if args.malloc == "pinned" else "allocator as is"
     global clock
     clock = CLOCKS[args.clock]
     if args.threads:
@@ -235,7 +275,7 @@ def main() -> None:
     random.seed(0)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
-        f"{args.rounds} rounds x {args.steps} steps; {load()}"
+        f"{args.rounds} rounds x {args.steps} steps, {allocator}; {load()}"
     )
     header = f"{'workload':<24}{'':<7}{'step (ms)':>10}" + "".join(f"{v:>10}" for v in VARIANTS[1:]) + f"{'noise':>8}"
     print(header.replace("default-signals-off", "  no-signals"))

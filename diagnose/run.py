@@ -175,10 +175,16 @@ class Run:
 
     def _kind_of(self, column: str) -> str | None:
         """``"steps"`` or ``"evals"``: the frame that holds ``column``."""
-        for kind in ("steps", "evals"):
-            if column in getattr(self, kind).columns and column != "step":
-                return kind
-        return None
+        return self.kept(("kinds",), self._kinds).get(column)
+
+    def _kinds(self) -> dict[str, str]:
+        """Each column of ``steps`` and ``evals`` but the step: the frame that holds it (``steps``
+        for a name in both). Rules ask for some thirty names, most of which a run does not log."""
+        kinds = {}
+        for kind in ("evals", "steps"):
+            kinds.update(dict.fromkeys(getattr(self, kind).columns, kind))
+        kinds.pop("step", None)
+        return kinds
 
     def _numbers(self, kind: str, column: str) -> np.ndarray:
         """A column of ``steps`` or ``evals`` as float64, taken out of its frame once within `reading`."""
