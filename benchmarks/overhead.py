@@ -8,14 +8,18 @@ the machine (thermal, other processes) hits all of them alike; each round
 gives a ratio of step times against the unprobed steps of the same round,
 and the figure is the median of those ratios over the rounds.
 
-Two figures per variant and round:
+Per variant and round:
 
 * "median": the median step time. It is the steady-state cost of a step
   and what the targets are set on; it does not see what happens at a few
   steps only: a flush of the run file, a sampled step, a live judgement.
 * "mean": the mean step time, which spreads those over the steps. A round
   of ``--steps`` steps starts a new run, so its sampled steps and early
-  live judgements (steps 8, 16, 32) weigh more than in a long run.
+  live judgements (steps 8, 16, 32) weigh more than in a long run: compare
+  ``--steps 500``.
+* "close" (ms, not a ratio): the time the watch takes to close after the
+  last step (the last flush, and with live findings the last judgement),
+  paid once per run and in neither figure above.
 
 The noise is measured, not assumed: each round also trains an unprobed
 copy ("A/A"), whose ratio to the unprobed steps would be 1.000 on a quiet
@@ -32,6 +36,16 @@ live findings cost in all, wherever they run.
 
     python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 6] [--steps 50]
 
+The C allocator's thresholds are pinned first (glibc's ``mallopt``; ``--malloc
+as-is`` leaves them): by default glibc moves them with the sizes it has seen
+and gives the top of its heap back to the system whenever enough of it is
+free, so whether a step of the MLP takes ~1,150 page faults (4.5 MB zeroed
+again, ~4 ms of kernel time, a third of the step) or none depends on where
+the last few small allocations happened to land. Measured here with
+``getrusage``: it flipped between the two at random from one 50-step run to
+the next, for every variant and for the unprobed one alike, so it was noise
+larger than any probe's cost; pinned, every variant takes ~0 faults a step.
+
 Variants: "default-signals-off" is the default preset without the bug
 signatures (`Preset.signatures`), so that what they cost on the default
 preset is "default" minus it. Targets: default preset <= 1.05x, full preset
@@ -42,6 +56,8 @@ stop_on) within the noise of default.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import os
 import random
@@ -142,7 +158,8 @@ def time_steps(
     variant: str,
     steps: int,
     folder: Path,
-) -> list[float]:
+) -> tuple[list[float], float]:
+    """The step times of one round of ``variant`` (the first two left out), and the time its watch took to close."""
     options = OPTIONS.get(variant, {"preset": variant, "live": False})
     probed = variant in PROBED
     probes = diagnose.watch(model, optimizer, folder / f"{variant}.jsonl", **options) if probed else nullcontext()
@@ -161,12 +178,14 @@ def time_steps(
                     times.append(clock() - start)
                     break
             times.append(clock() - start)
-    return times[2:]  # the first steps of a round pay for hook installation and caches
+        closing = clock()
+    return times[2:], clock() - closing  # the first steps of a round pay for hook installation and caches
 
 
 def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str, dict[str, float]]:
     """Per statistic ("median", "mean" of a round's step times): the median over rounds of each variant's
-    figure over the unprobed one's in the same round, the unprobed step time, and the A/A noise."""
+    figure over the unprobed one's in the same round, the unprobed step time, and the A/A noise; and
+    under "close", each variant's median time to close its watch (ms), a cost paid once per run."""
     torch.manual_seed(0)
     model, x, y, loss_fn = build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -174,16 +193,21 @@ def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str,
     statistics_of = {"median": statistics.median, "mean": statistics.mean}
     ratios = {stat: {v: [] for v in VARIANTS[1:]} for stat in statistics_of}
     baselines = {stat: [] for stat in statistics_of}
+    closes = {v: [] for v in VARIANTS[1:]}
     order = list(VARIANTS)
     for _ in range(rounds):
         random.shuffle(order)
-        times = {v: time_steps(model, optimizer, x, y, loss_fn, v, steps, folder) for v in order}
+        rounds_of = {v: time_steps(model, optimizer, x, y, loss_fn, v, steps, folder) for v in order}
+        times = {v: t for v, (t, _) in rounds_of.items()}
+        for variant in closes:
+            closes[variant].append(rounds_of[variant][1] * 1e3)
         for stat, of in statistics_of.items():
             figures = {v: of(t) for v, t in times.items()}
             baselines[stat].append(figures["none"])
             for variant in ratios[stat]:
                 ratios[stat][variant].append(figures[variant] / figures["none"])
-    return {stat: _summary(ratios[stat], baselines[stat]) for stat in statistics_of}
+    summaries = {stat: _summary(ratios[stat], baselines[stat]) for stat in statistics_of}
+    return summaries | {"close": {v: statistics.median(c) for v, c in closes.items()}}
 
 
 def _summary(ratios: dict[str, list[float]], baselines: list[float]) -> dict[str, float]:
@@ -195,6 +219,26 @@ def _summary(ratios: dict[str, list[float]], baselines: list[float]) -> dict[str
         **{v: statistics.median(r) for v, r in ratios.items()},
         "noise": noise,
     }
+
+
+# glibc's mallopt parameters: M_TRIM_THRESHOLD and M_MMAP_THRESHOLD (malloc.h). Setting either
+# switches off glibc's moving of both.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEPT_FREE = 1 << 30  # the heap keeps up to 1 GiB free at its top instead of giving it back
+_MMAPPED_FROM = 32 << 20  # blocks of 32 MiB and more get their own mapping (glibc's largest default)
+
+
+def pin_allocator() -> str:
+    """Pin glibc's trim and mmap thresholds (see the module docstring); what was done, for the header."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return "allocator as is (no glibc mallopt)"
+    pinned = mallopt(_M_TRIM_THRESHOLD, _KEPT_FREE) == 1 and mallopt(_M_MMAP_THRESHOLD, _MMAPPED_FROM) == 1
+    return "allocator thresholds pinned" if pinned else "allocator as is (mallopt refused)"
 
 
 def load() -> str:
@@ -215,7 +259,15 @@ def main() -> None:
         "of all this process's threads (a live judgement's thread too)",
     )
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="this workload only (repeatable)")
+    parser.add_argument(
+        "--malloc",
+        choices=("pinned", "as-is"),
+        default="pinned",
+        help="pinned: fix glibc's trim and mmap thresholds, so that page faults from the heap's shrinking "
+        "and growing do not land on one variant at random; as-is: leave the allocator alone",
+    )
     args = parser.parse_args()
+    allocator = pin_allocator() if args.malloc == "pinned" else "allocator as is"
     global clock
     clock = CLOCKS[args.clock]
     if args.threads:
@@ -223,7 +275,7 @@ def main() -> None:
     random.seed(0)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
-        f"{args.rounds} rounds x {args.steps} steps; {load()}"
+        f"{args.rounds} rounds x {args.steps} steps, {allocator}; {load()}"
     )
     header = f"{'workload':<24}{'':<7}{'step (ms)':>10}" + "".join(f"{v:>10}" for v in VARIANTS[1:]) + f"{'noise':>8}"
     print(header.replace("default-signals-off", "  no-signals"))
@@ -233,12 +285,14 @@ def main() -> None:
             if args.only and name not in args.only:
                 continue
             results = measure(build, args.rounds, args.steps, Path(tmp))
-            for stat, result in results.items():
+            for stat in ("median", "mean"):
+                result = results[stat]
                 print(
                     f"{name if stat == 'median' else '':<24}{stat:<7}{result['step_ms']:>10.2f}"
                     + "".join(f"{result[v]:>9.3f}x" for v in VARIANTS[1:])
                     + f"{result['noise']:>8.3f}"
                 )
+            print(f"{'':<24}{'close':<7}{'(ms)':>10}" + "".join(f"{results['close'][v]:>10.1f}" for v in VARIANTS[1:]))
             result = results["median"]
             failed += [f"{name}/{v}" for v, limit in TARGETS.items() if result[v] > limit]
             if result["live"] - result["default"] > result["noise"]:

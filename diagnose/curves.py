@@ -364,8 +364,16 @@ def _whole_window_medians(values: np.ndarray, window: int) -> np.ndarray:
 
 def rolling_mad(series: pd.Series, window: int, *, causal: bool = False) -> pd.Series:
     """Scaled median absolute deviation from the rolling median (a robust local std)."""
-    deviation = (series - rolling_median(series, window, causal=causal)).abs()
-    return rolling_median(deviation, window, causal=causal) * MAD_TO_STD
+    deviation = np.abs(_residual(series, rolling_median(series, window, causal=causal)))
+    return (
+        rolling_median(pd.Series(deviation, index=series.index, name=series.name), window, causal=causal) * MAD_TO_STD
+    )
+
+
+def _residual(series: pd.Series, level: pd.Series) -> np.ndarray:
+    """``series - level`` for a level computed from the series (the same steps), as an array: the
+    numbers pandas gives, without its alignment and a new Series (the rules ask for this often)."""
+    return series.to_numpy(dtype="float64") - level.to_numpy(dtype="float64")
 
 
 def default_window(n: int, fraction: float = 0.05, lo: int = 5, hi: int = 200) -> int:
@@ -436,8 +444,8 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     window = window or default_window(len(series), lo=5, hi=50)
     if len(series) > SHAPE_POINTS:
         return _shared("noise", series, (window,), lambda: _sampled_noise(scaled, window))
-    residual = scaled - rolling_median(scaled, window)
-    return float(np.median(np.abs(residual.to_numpy())) * MAD_TO_STD)
+    residual = _residual(scaled, rolling_median(scaled, window))
+    return float(np.median(np.abs(residual)) * MAD_TO_STD)
 
 
 def difference_noise(series: pd.Series) -> float:
@@ -498,7 +506,7 @@ def scatter_and_level(series: pd.Series, window: int) -> tuple[float, float]:
         )
         return float(np.median(np.abs(residual)) * MAD_TO_STD), float(np.median(medians))
     local = rolling_median(series, window)
-    return float(np.median(np.abs((series - local).to_numpy())) * MAD_TO_STD), float(local.median())
+    return float(np.median(np.abs(_residual(series, local))) * MAD_TO_STD), _median(local.to_numpy())
 
 
 def bounce(series: pd.Series, window: int = 5) -> pd.Series:
@@ -510,7 +518,7 @@ def bounce(series: pd.Series, window: int = 5) -> pd.Series:
     jumps and comes back does.
     """
     scaled = comparable(series)
-    return scaled - rolling_median(scaled, window)
+    return pd.Series(_residual(scaled, rolling_median(scaled, window)), index=scaled.index, name=scaled.name)
 
 
 # -- trend --------------------------------------------------------------------------

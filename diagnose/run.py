@@ -175,10 +175,16 @@ class Run:
 
     def _kind_of(self, column: str) -> str | None:
         """``"steps"`` or ``"evals"``: the frame that holds ``column``."""
-        for kind in ("steps", "evals"):
-            if column in getattr(self, kind).columns and column != "step":
-                return kind
-        return None
+        return self.kept(("kinds",), self._kinds).get(column)
+
+    def _kinds(self) -> dict[str, str]:
+        """Each column of ``steps`` and ``evals`` but the step: the frame that holds it (``steps``
+        for a name in both). Rules ask for some thirty names, most of which a run does not log."""
+        kinds = {}
+        for kind in ("evals", "steps"):
+            kinds.update(dict.fromkeys(getattr(self, kind).columns, kind))
+        kinds.pop("step", None)
+        return kinds
 
     def _numbers(self, kind: str, column: str) -> np.ndarray:
         """A column of ``steps`` or ``evals`` as float64, taken out of its frame once within `reading`."""
@@ -215,27 +221,36 @@ class Run:
         return self._layer_tables[column]
 
     def _pivot_layers(self, column: str) -> pd.DataFrame:
-        # Rules ask for several columns of the same (long) table: factorise
-        # steps and module names once, then each column is one scatter.
+        # Rules ask for several columns of the same (long) table: factorise steps and module names and
+        # put the modules in model order once, then each column is one scatter and one frame.
         if "codes" not in self._layer_tables:
-            steps, step_values = pd.factorize(self.layers["step"], sort=True)
-            modules, names = pd.factorize(self.layers["module"], sort=True)
-            self._layer_tables["codes"] = (steps, step_values, modules, names)
-        steps, step_values, modules, names = self._layer_tables["codes"]
+            self._layer_tables["codes"] = self._layer_codes()
+        steps, step_values, modules, names, in_model_order = self._layer_tables["codes"]
         values = self.layers[column].to_numpy(dtype="float64")
         present = ~np.isnan(values) & (steps >= 0) & (modules >= 0)
         if not present.any():
             return pd.DataFrame()
         grid = np.full((len(step_values), len(names)), np.nan)
         grid[steps[present], modules[present]] = values[present]  # a repeated (step, module): the last wins
-        table = pd.DataFrame(grid, index=pd.Index(step_values, name="step"), columns=pd.Index(names, name="module"))
-        table = table.loc[
-            np.isin(np.arange(len(step_values)), np.unique(steps[present])),
-            np.isin(np.arange(len(names)), np.unique(modules[present])),
-        ]
-        order = [m for m in self.module_order() if m in table.columns]
-        rest = [m for m in table.columns if m not in order]
-        return table[order + rest]
+        held = np.zeros(len(names), dtype=bool)
+        held[modules[present]] = True
+        rows, columns = np.unique(steps[present]), in_model_order[held[in_model_order]]
+        return pd.DataFrame(
+            grid[np.ix_(rows, columns)],
+            index=pd.Index(step_values[rows], name="step"),
+            columns=pd.Index(names[columns], name="module"),
+        )
+
+    def _layer_codes(self) -> tuple[np.ndarray, ...]:
+        """Step and module codes of the layer rows, their values, and the module codes in model order
+        (modules the model does not list last, by name)."""
+        steps, step_values = pd.factorize(self.layers["step"], sort=True)
+        modules, names = pd.factorize(self.layers["module"], sort=True)
+        order = self.module_order()
+        rank = {name: len(order) - 1 - i for i, name in enumerate(reversed(order))}  # a repeated name: its first place
+        ranks = np.array([rank.get(name, len(order)) for name in names], dtype="int64")
+        in_model_order = np.lexsort((np.arange(len(names)), ranks))
+        return steps, np.asarray(step_values), modules, np.asarray(names, dtype=object), in_model_order
 
     def module_label(self, name: str | None) -> str:
         """A module as a person finds it in their code: ``model.2 (Linear)``, ``model (Net)``.
@@ -255,6 +270,9 @@ class Run:
         return f"{path} ({kind})" if kind else path
 
     def _module_types(self) -> dict[str, str]:
+        return self.kept(("module types",), self._read_module_types)
+
+    def _read_module_types(self) -> dict[str, str]:
         modules = (self.meta.get("model") or {}).get("modules") or []
         pairs = (m if isinstance(m, (list, tuple)) else (m.get("name"), m.get("type")) for m in modules)
         return {str(n): str(t) for n, t, *_ in pairs if n is not None and t}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -17,8 +20,10 @@ from diagnose.live import RunSketch, StopPolicy
 from diagnose.live.replay import replay
 from diagnose.live.status import status_board
 from diagnose.probes.nan_ops import first_nonfinite_operation
+from diagnose.readers.native import read_jsonl
 from diagnose.report.terminal import render_terminal
 from diagnose.rules import analyze
+from diagnose.rules.codes import get_rule
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_runs" / "examples"
@@ -140,6 +145,56 @@ def test_the_sketch_holds_a_bounded_number_of_steps() -> None:
     assert kept <= sketch.head_size + sketch.middle_size + sketch.tail_size
     run = sketch.run()
     assert run.steps["step"].iloc[0] == 1 and run.steps["step"].iloc[-1] == 100_000
+    assert len(run.steps) == kept
+    assert len(sketch.tables["steps"].groups) < 10 * kept  # the rows let go are let go for good
+
+
+def _records_of_file(path: Path) -> list[tuple[dict, str]]:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(json.loads(line), line) for line in lines]
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*.jsonl")))
+def test_the_sketch_builds_the_run_the_reader_reads(path: str) -> None:
+    """Every recorded example, fed to a sketch that keeps it whole: its columns make the reader's `Run`."""
+    sketch = RunSketch("example", head=10**9)
+    for record, line in _records_of_file(SAMPLES / path):
+        sketch.add(record, line)
+    if sketch.latest_step is None:
+        return  # no step record (a preflight's events only): the live rules have nothing to judge yet
+    _assert_same_run(sketch.run(), read_jsonl(SAMPLES / path, name="example")[-1])
+
+
+def test_the_sketch_of_a_live_run_is_the_run_of_its_file(tmp_path: Path, monkeypatch) -> None:
+    """A watch hands the sketch its records as numbers (a NaN as a float): the same `Run` as its file."""
+    import importlib
+
+    watch = importlib.import_module("diagnose.probes.watch")  # the package's `watch` is the function
+    sketches: list[RunSketch] = []
+
+    class Keeping(watch.LiveMonitor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.sketch = RunSketch(self.sketch.name, head=10**9)
+            sketches.append(self.sketch)
+
+    monkeypatch.setattr(watch, "LiveMonitor", Keeping)
+    train_until_nan(tmp_path / "run.jsonl", steps=NAN_STEP + 5)
+    # The announcements are written to the file by the monitor itself, never observed by its sketch.
+    observed = [line for _, line in _records_of_file(tmp_path / "run.jsonl") if '"event":"finding"' not in line]
+    (tmp_path / "observed.jsonl").write_text("\n".join(observed) + "\n", encoding="utf-8")
+    from_file = read_jsonl(tmp_path / "observed.jsonl", name="run")[-1]
+    assert from_file.nan_steps  # the NaN this test is about
+    _assert_same_run(sketches[0].run(), from_file)
+
+
+def _assert_same_run(built, read) -> None:
+    for frame in ("steps", "evals", "layers", "events"):
+        pd.testing.assert_frame_equal(getattr(built, frame), getattr(read, frame), obj=frame)
+    assert built.nan_steps.keys() == read.nan_steps.keys()
+    for column, steps in read.nan_steps.items():
+        np.testing.assert_array_equal(built.nan_steps[column], steps)
+    assert (built.meta, built.name, built.format, built.rank) == (read.meta, read.name, read.format, read.rank)
 
 
 def _loss_through(make: object, *inputs: torch.Tensor) -> torch.Tensor:
@@ -266,9 +321,9 @@ def test_judgements_run_off_the_training_thread_and_are_over_when_the_watch_clos
     judged_on: list[str] = []
     apply = monitor.apply_rules
 
-    def recording(run, config):
+    def recording(run, config, rules):
         judged_on.append(threading.current_thread().name)
-        return apply(run, config)
+        return apply(run, config, rules)
 
     monkeypatch.setattr(monitor, "apply_rules", recording)
     done, stopped = train_until_nan(tmp_path / "run.jsonl", steps=NAN_STEP + 5)
@@ -286,15 +341,14 @@ def test_a_fork_waits_for_the_judgement_in_flight(monkeypatch) -> None:
 
     judging, release = threading.Event(), threading.Event()
 
-    def slow_read(name, lines):
+    def slow_rules(run, config, rules):
         judging.set()
         release.wait(timeout=10)
-        return None
 
-    monkeypatch.setattr(monitor, "read_lines", slow_read)
+    monkeypatch.setattr(monitor, "apply_rules", slow_rules)
     sketch = RunSketch("forked")
     sketch.add({"kind": "step", "step": 1, "loss": 1.0})
-    judgement = monitor._Judgement(sketch, ("NF001",), monitor.RuleConfig())
+    judgement = monitor._Judgement(sketch, ("NF001",), [get_rule("NF001")], monitor.RuleConfig())
     assert judging.wait(timeout=10) and not judgement.done
     threading.Timer(0.2, release.set).start()  # the judgement ends while the fork waits for it
     child = multiprocessing.get_context("fork").Process(target=int)

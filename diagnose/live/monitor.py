@@ -48,14 +48,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from diagnose.live.policy import Sinks, StopPolicy, announcement
-from diagnose.live.sketch import Record, RunSketch, read_lines
-from diagnose.rules.base import Finding, Severity
+from diagnose.live.sketch import Record, RunSketch, SketchSnapshot
+from diagnose.rules.base import Finding, Rule, Severity
 from diagnose.rules.codes import all_rules
 from diagnose.rules.config import RuleConfig
 from diagnose.rules.engine import Analysis, apply_rules, arrange
@@ -135,24 +134,24 @@ os.register_at_fork(before=_finish_judgements_before_fork)
 class _Judgement:
     """The due rules applied to a snapshot of the sketch on a thread of its own (see the module docstring)."""
 
-    def __init__(self, sketch: RunSketch, due: tuple[str, ...], config: RuleConfig) -> None:
-        # What the rules will have seen: the versions of their inputs go with the lines.
+    def __init__(self, sketch: RunSketch, due: tuple[str, ...], rules: list[type[Rule]], config: RuleConfig) -> None:
+        # What the rules will have seen: the versions of their inputs go with the snapshot.
         self.step, self.due, self.versions = sketch.latest_step, due, dict(sketch.versions)
-        lines = sketch.snapshot()
+        snapshot = sketch.snapshot()
         self.analysis: Analysis | None = None
         self.error: BaseException | None = None
         self.cost = 0.0
         self._thread = threading.Thread(
-            target=self._run, args=(sketch.name, lines, config), name="diagnose-live", daemon=True
+            target=self._run, args=(snapshot, rules, config), name="diagnose-live", daemon=True
         )
         _STARTED.add(self)
         self._thread.start()
 
-    def _run(self, name: str, lines: list[str], config: RuleConfig) -> None:
+    def _run(self, snapshot: SketchSnapshot, rules: list[type[Rule]], config: RuleConfig) -> None:
         started = time.monotonic()
         try:
-            run = read_lines(name, lines)
-            self.analysis = apply_rules(run, replace(config, select=self.due)) if run is not None else None
+            run = snapshot.run()
+            self.analysis = apply_rules(run, config, rules) if run is not None else None
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which decides
             self.error = exc
         self.cost = time.monotonic() - started
@@ -188,6 +187,7 @@ class LiveMonitor:
         self.status = status
         self.config = config or RuleConfig()
         self.codes = live_codes(config)
+        self._rules = {rule.code: rule for rule in all_rules() if rule.code in self.codes}
         self.budget = budget
         self.background = background
         self._in_flight: _Judgement | None = None
@@ -225,6 +225,7 @@ class LiveMonitor:
 
     def flushed(self, *, final: bool = False) -> None:
         """The watch has written its pending records: evaluate the rules if it is time."""
+        self.sketch.settle()
         if self.sketch.latest_step is None:
             return
         on_this_thread = final or self._urgent or not self.background
@@ -268,12 +269,13 @@ class LiveMonitor:
         while self._checkpoint <= step:
             self._checkpoint *= 2
         due = self._due_rules(step)
+        rules = [self._rules[code] for code in due]
         if due and not on_this_thread:
-            self._in_flight = _Judgement(self.sketch, due, self.config)
+            self._in_flight = _Judgement(self.sketch, due, rules, self.config)
             return
         run = self.sketch.run() if due else None
         if run is not None:
-            self._conclude(step, due, dict(self.sketch.versions), apply_rules(run, replace(self.config, select=due)))
+            self._conclude(step, due, dict(self.sketch.versions), apply_rules(run, self.config, rules))
         self._last = time.monotonic()
         self._cost = self._last - started
 

@@ -1,4 +1,4 @@
-"""A bounded picture of a run in progress, from which the rules can read a `Run` at any time.
+"""A bounded picture of a run in progress, kept as columns, from which the rules get a `Run` at any time.
 
 The live checks must never re-read the run file and must hold a fixed amount
 of memory however long the run goes. The sketch keeps, from the records as
@@ -9,6 +9,21 @@ one is dropped and the spacing doubles), and the first and latest
 evaluations and events. Early steps set the levels the rules compare
 against (start of the loss, initial gradient norm); the latest steps are
 where a new problem shows; the thinned middle keeps the shape of the curve.
+
+Step, evaluation and layer records are kept as columns of numbers: the
+records of a flush are turned into arrays once (`RunSketch.settle`), and a
+judgement builds its `Run` from those arrays, cutting out the rows of the
+steps the sketch no longer keeps, instead of parsing anything again. The
+`Run` is the one the reader makes of the same records
+(`tests/test_live.py` holds the two together on recorded and live runs):
+numbers as float64, a NaN that was logged kept apart from a value that
+was not (``Run.nan_steps``), columns without any value left out, rows in
+step order, a step logged twice merged as the reader merges it, and a
+step counter that restarts beginning a new run, of which the reader takes
+the last. Two things the watch never writes are read differently: a
+per-group learning rate list (``lrs``) without ``lr`` beside it does not
+stand in for ``lr``, and the reader's notes on unreadable values are not
+made (no rule reads them).
 """
 
 from __future__ import annotations
@@ -16,15 +31,21 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterable
-from pathlib import Path
+from itertools import chain
 from typing import Any
 
-from diagnose.readers.native import runs_from_bytes
+import numpy as np
+import pandas as pd
+
+from diagnose.readers import frames
+from diagnose.readers.native import TEXT_COLUMNS
 from diagnose.run import Run
 from diagnose.runfile import schema
 
 Record = dict[str, Any]
 _KEPT = (schema.META, schema.EVAL, schema.EVENT, schema.STEP, schema.LAYER)
+# Rows a table holds beyond the ones it keeps before it lets the others go (see `_Table.settle`).
+_SLACK = 4096
 
 
 class _Ends:
@@ -47,82 +68,275 @@ class _Ends:
 
 
 class _Step:
-    """The lines of one step's records, as the run file holds them."""
+    """One step of the run: the group its step and layer records belong to."""
 
-    __slots__ = ("lines", "step")
+    __slots__ = ("group", "step")
 
-    def __init__(self, step: Any) -> None:
+    def __init__(self, step: Any, group: int) -> None:
         self.step = step
-        self.lines: list[str] = []
+        self.group = group
+
+
+def _numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw values as float64 (NaN where none was logged), and where a NaN was logged (None: nowhere).
+
+    As the reader reads them: numbers and numeric text are numbers, ``"NaN"`` is a logged NaN, and
+    anything else (text, a list, an object) is no value."""
+    try:
+        numbers = np.array(values, dtype="float64")
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is None or numbers.ndim != 1:
+        numbers = np.array([_number(value) for value in values], dtype="float64")
+    missing = np.isnan(numbers)
+    if not missing.any():
+        return numbers, None
+    logged = missing & np.array([_number(value) is not None for value in values])
+    return numbers, (logged if logged.any() else None)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float, str)):  # a bool is an int
+        return schema.to_number(value)
+    return None
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+class _Table:
+    """The records of one kind as columns, one row per record, each row tagged with its group (the step
+    or evaluation that keeps it in the sketch or lets it go). Columns and their arrays are replaced,
+    never changed in place, so a snapshot taken of them stays as it was while the sketch goes on."""
+
+    def __init__(self, text: Iterable[str] = ()) -> None:
+        self.text = frozenset(text)
+        self.columns: dict[str, np.ndarray] = {}
+        self.logged_nan: dict[str, np.ndarray] = {}  # column -> rows where it held a logged NaN
+        self.groups = np.zeros(0, dtype="int64")
+        self._pending: list[tuple[int, Record]] = []
+        self._settled_rows = 0
+
+    def add(self, group: int, record: Record) -> None:
+        self._pending.append((group, record))
+
+    def settle(self, kept: np.ndarray) -> None:
+        """Turn the records added since the last call into rows; let go of the rows of groups not in
+        ``kept`` once they outnumber the kept ones (so that memory stays bounded, at a cost per record)."""
+        if self._pending:
+            self._append(self._pending)
+            self._pending = []
+        if len(self.groups) > 2 * self._settled_rows + _SLACK:
+            self._keep(np.isin(self.groups, kept))
+            self._settled_rows = len(self.groups)
+
+    def _append(self, pending: list[tuple[int, Record]]) -> None:
+        records = [record for _, record in pending]
+        old, new = len(self.groups), len(records)
+        keys = dict.fromkeys(key for record in records for key in record if key != "kind")
+        columns, logged_nan = {}, dict(self.logged_nan)
+        for key in dict.fromkeys([*self.columns, *keys]):
+            before = self.columns.get(key)
+            if before is None:
+                before = self._missing(key, old)
+            if key not in keys:
+                columns[key] = np.concatenate([before, self._missing(key, new)])
+                if key in logged_nan:
+                    logged_nan[key] = np.concatenate([logged_nan[key], np.zeros(new, dtype=bool)])
+                continue
+            values = [record.get(key) for record in records]
+            if key in self.text:
+                columns[key] = np.concatenate([before, _objects(values)])
+                continue
+            numbers, logged = _numbers(values)
+            columns[key] = np.concatenate([before, numbers])
+            if logged is not None or key in logged_nan:
+                earlier = logged_nan.get(key, np.zeros(old, dtype=bool))
+                logged_nan[key] = np.concatenate([earlier, logged if logged is not None else np.zeros(new, bool)])
+        self.columns, self.logged_nan = columns, logged_nan
+        self.groups = np.concatenate([self.groups, np.fromiter((g for g, _ in pending), "int64", new)])
+
+    def _missing(self, key: str, rows: int) -> np.ndarray:
+        return np.full(rows, None, dtype=object) if key in self.text else np.full(rows, np.nan)
+
+    def _keep(self, rows: np.ndarray) -> None:
+        self.columns = {key: values[rows] for key, values in self.columns.items()}
+        self.logged_nan = {key: logged[rows] for key, logged in self.logged_nan.items()}
+        self.groups = self.groups[rows]
+
+    def snapshot(self, kept: np.ndarray) -> _Rows:
+        rows = np.isin(self.groups, kept)
+        return _Rows(self.columns, self.logged_nan, None if rows.all() else rows)
+
+    def restart(self) -> None:
+        self.__init__(self.text)
+
+
+class _Rows:
+    """The rows of a table kept at one moment: what a judgement builds its frame from, on any thread."""
+
+    def __init__(self, columns: dict[str, np.ndarray], logged_nan: dict[str, np.ndarray], rows: Any) -> None:
+        self.columns, self.logged_nan, self.rows = columns, logged_nan, rows
+
+    def _take(self, values: np.ndarray) -> np.ndarray:
+        return values if self.rows is None else values[self.rows]
+
+    def frame(self, nan_steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """The frame the reader makes of these rows; logged NaNs go into ``nan_steps`` when given."""
+        if "step" not in self.columns:
+            return pd.DataFrame({"step": np.zeros(0)})
+        steps = self._take(self.columns["step"])
+        kept = np.isfinite(steps)  # a row without a usable step is no row
+        columns = {}
+        for key, values in self.columns.items():
+            values = self._take(values)[kept]
+            logged = self.logged_nan.get(key)
+            logged = self._take(logged)[kept] if logged is not None else None
+            if values.dtype == object or key == "step":
+                columns[key] = values
+            elif logged is not None or not np.isnan(values).all():
+                columns[key] = values
+                if nan_steps is not None and logged is not None and logged.any():
+                    nan_steps[key] = np.sort(steps[kept][logged])
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(int(kept.sum())))
+        if len(frame) and not (np.diff(frame["step"].to_numpy()) >= 0).all():
+            frame = frame.sort_values("step", kind="stable").reset_index(drop=True)
+        return frame
+
+
+def _events_frame(events: list[Record]) -> pd.DataFrame:
+    if not events:
+        return pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+    keys = list(dict.fromkeys(key for event in events for key in event if key != "kind"))
+    frame = pd.DataFrame.from_records(events, columns=keys if "step" in keys else [*keys, "step"])
+    return frame.assign(step=pd.to_numeric(frame["step"], errors="coerce").astype("float64"))
+
+
+class SketchSnapshot:
+    """What a sketch holds at one moment; `run` builds the `Run` from it on any thread."""
+
+    def __init__(self, name: str, meta: Record | None, parts: dict[str, _Rows], events: list[Record]) -> None:
+        self.name, self.meta, self.parts, self.events = name, meta, parts, events
+
+    def run(self) -> Run | None:
+        """The run as the reader would read the records held, or None when it holds no value yet."""
+        nan_steps: dict[str, np.ndarray] = {}
+        repeated: dict[str, int] = {}
+        steps = frames.merge_duplicate_steps(self.parts["steps"].frame(nan_steps), repeated)
+        evals = frames.merge_duplicate_steps(self.parts["evals"].frame(nan_steps), repeated)
+        layers = self.parts["layers"].frame()
+        events = _events_frame(self.events)
+        measured = [c for frame in (steps, evals) for c in frame.columns if c not in frames.BOOKKEEPING]
+        if not (measured or nan_steps or len(layers) or len(events)):
+            return None
+        meta = {key: value for key, value in (self.meta or {}).items() if key != "kind"}
+        if repeated:
+            meta["repeated_steps"] = repeated
+        return Run(
+            name=str(meta.get("name") or self.name),
+            source=f"{self.name}.jsonl",
+            format="diagnose" if self.meta is not None else "jsonl",
+            meta=meta,
+            steps=steps,
+            evals=evals,
+            layers=layers,
+            events=events,
+            nan_steps=nan_steps,
+            rank=meta.get("rank"),
+        )
 
 
 class RunSketch:
-    """Bounded memory of a run's records; `run()` reads them as the reader would read the file.
+    """Bounded memory of a run's records; `run()` builds from them the `Run` the reader would read.
 
-    Records are kept as their lines (the watch hands over the line it wrote), so a judgement parses
-    what the sketch holds without encoding any record twice. ``versions`` counts, per input a rule
-    can require (a step or evaluation field, ``layers.<field>``, ``events``), the records that
-    brought it: the live monitor judges again only the rules whose inputs moved.
+    ``versions`` counts, per input a rule can require (a step or evaluation field,
+    ``layers.<field>``, ``events``), the records that brought it: the live monitor judges again
+    only the rules whose inputs moved.
     """
 
     def __init__(self, name: str, *, head: int = 64, tail: int = 256, middle: int = 256) -> None:
         self.name = name
-        self.meta: str | None = None
-        self.head: list[_Step] = []
-        self.head_size = head
-        self.tail: deque[_Step] = deque()
-        self.tail_size = tail
-        self.middle: list[_Step] = []
-        self.middle_size = middle
-        self._stride = 1
-        self._thinned = 0
-        self.evals = _Ends(256)
-        self.events = _Ends(256)
+        self.meta: Record | None = None
+        self.head_size, self.tail_size, self.middle_size = head, tail, middle
+        self.eval_size = self.event_size = 256
+        self.versions: dict[str, int] = {}
         self.latest_step: int | None = None
         self.latest_fields: Record = {}
-        self.versions: dict[str, int] = {}
         self._records = 0
+        self._start()
+
+    def _start(self) -> None:
+        """Keep nothing of the steps so far: at the start, and where the step counter restarts."""
+        self.head: list[_Step] = []
+        self.tail: deque[_Step] = deque()
+        self.middle: list[_Step] = []
+        self._stride = 1
+        self._thinned = 0
+        self._groups = 0
+        self._first_step: Any = None
+        self._past_first = False
+        self.tables = {"steps": _Table(), "layers": _Table(TEXT_COLUMNS), "evals": _Table()}
+        self.events = _Ends(self.event_size)
+        self._eval_count = 0
 
     def add(self, record: Record, line: str | None = None) -> None:
-        """Keep ``record``; ``line`` is its line in the run file, when the caller has it already."""
+        """Keep ``record``; ``line`` is its line in the run file, when the caller has it already (the
+        meta record and events are kept as the file spells them, the rest as numbers)."""
         kind = record.get("kind")
         if kind not in _KEPT:
             return
-        if line is None:
-            line = json.dumps(schema.encode(record), separators=(",", ":"))
         self._records += 1
+        if self._records % _SLACK == 0:  # bounded also where nothing flushes (a replay, a long judgement-free stretch)
+            self.settle()
+        if kind in (schema.META, schema.EVENT):
+            record = json.loads(line if line is not None else json.dumps(schema.encode(record)))
         if kind == schema.META:
-            self.meta = self.meta or line
+            self.meta = self.meta or record
         elif kind == schema.EVENT:
-            self.events.add(line)
+            self.events.add(record)
             self.versions["events"] = self._records
         else:
             self._count_inputs(record, "layers." if kind == schema.LAYER else "")
             if kind == schema.EVAL:
-                self.evals.add(line)
+                self.tables["evals"].add(self._eval_count, record)
+                self._eval_count += 1
             else:
-                self._add_step_record(record, line)
+                self._add_step_record(record)
 
     def _count_inputs(self, record: Record, prefix: str) -> None:
         versions, count = self.versions, self._records
         for key in record:
             versions[prefix + key] = count
 
-    def _add_step_record(self, record: Record, line: str) -> None:
+    def _add_step_record(self, record: Record) -> None:
         step = record.get("step")
-        self.latest_step = step
         if record.get("kind") == schema.STEP:
+            self._note_step(step)
             self.latest_fields = record
+        self.latest_step = step
         last = self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
         if last is None or last.step != step:
-            last = _Step(step)
+            last = _Step(step, self._groups)
+            self._groups += 1
             if len(self.head) < self.head_size:
                 self.head.append(last)
             else:
                 self.tail.append(last)
                 if len(self.tail) > self.tail_size:
                     self._thin(self.tail.popleft())
-        last.lines.append(line)
+        self.tables["steps" if record.get("kind") == schema.STEP else "layers"].add(last.group, record)
+
+    def _note_step(self, step: Any) -> None:
+        """A step that goes back to (or below) the first step, once the run got past it, begins another
+        run in the same file (`frames.restart_positions`): the reader reads that one, so the sketch does."""
+        if not isinstance(step, (int, float)) or step != step:
+            return
+        if self._first_step is not None and self._past_first and step <= self._first_step:
+            self._start()
+        if self._first_step is None:
+            self._first_step = step
+        self._past_first |= step > self._first_step
 
     def _thin(self, group: _Step) -> None:
         """Keep every ``stride``-th step that leaves the tail; halve the middle when it is full."""
@@ -134,28 +348,27 @@ class RunSketch:
             self.middle = self.middle[1::2]
             self._stride *= 2
 
-    def lines(self) -> Iterable[str]:
-        if self.meta is not None:
-            yield self.meta
-        for groups in (self.head, self.middle, self.tail):
-            for group in groups:
-                yield from group.lines
-        yield from self.evals
-        yield from self.events
+    def _kept(self) -> dict[str, np.ndarray]:
+        groups = np.fromiter((s.group for s in chain(self.head, self.middle, self.tail)), "int64")
+        count, size = self._eval_count, self.eval_size
+        evals = np.r_[np.arange(min(count, size)), np.arange(max(size, count - size), count)]
+        return {"steps": groups, "layers": groups, "evals": evals}
 
-    def snapshot(self) -> list[str]:
-        """The lines held now: what `read_lines` reads, on any thread, while the sketch goes on."""
-        return list(self.lines())
+    def settle(self) -> dict[str, np.ndarray]:
+        """Turn the records since the last call into columns (the watch calls it at each flush)."""
+        kept = self._kept()
+        for kind, table in self.tables.items():
+            table.settle(kept[kind])
+        return kept
+
+    def snapshot(self) -> SketchSnapshot:
+        """What the sketch holds now: its `SketchSnapshot.run` can be built on any thread."""
+        kept = self.settle()
+        parts = {kind: table.snapshot(kept[kind]) for kind, table in self.tables.items()}
+        return SketchSnapshot(self.name, self.meta, parts, list(self.events))
 
     def run(self) -> Run | None:
         """The run as far as it has gone, or None before its first step."""
         if self.latest_step is None:
             return None
-        return read_lines(self.name, self.lines())
-
-
-def read_lines(name: str, lines: Iterable[str]) -> Run | None:
-    """The run that ``lines`` (of a sketch) hold, read as the reader reads a file."""
-    raw = "\n".join(lines).encode("utf-8")
-    runs = runs_from_bytes(raw, Path(f"{name}.jsonl"), name=name)
-    return runs[-1] if runs else None
+        return self.snapshot().run()

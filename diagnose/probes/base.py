@@ -282,6 +282,36 @@ def _cpu_norms(tensors: list[torch.Tensor], dtype: torch.dtype, key: Any = None)
     return torch.cat(parts)[order]
 
 
+class HeldGradients:
+    """The gradients a fixed list of parameters holds, read step after step, with the ``plain_key``
+    `tensor_norms` takes for them (see there): worked out again only when the set of parameters
+    holding a gradient changes."""
+
+    def __init__(self, params: Sequence[torch.Tensor]) -> None:
+        self.params = list(params)
+        self._seen: tuple[list[int], Any] | None = None
+
+    def read(self) -> tuple[list[int], list[torch.Tensor], Any]:
+        """(positions of the parameters holding a gradient, those gradients, their plain key or None)."""
+        grads = [param.grad for param in self.params]  # hundreds of parameters, every step
+        present = [index for index, grad in enumerate(grads) if grad is not None]
+        if len(present) < len(grads):
+            grads = [grads[index] for index in present]
+        if self._seen is None or self._seen[0] != present:
+            self._seen = (present, _plain_key(id(self), present, grads))
+        return present, grads, self._seen[1]
+
+
+def _plain_key(owner: int, present: list[int], grads: list[torch.Tensor]) -> Any:
+    """`tensor_norms`' ``plain_key`` for these gradients: None unless they are plain dense float32 tensors
+    on the CPU (float64 ones are normed in float64, by the general path)."""
+    plain = all(
+        type(g) is torch.Tensor and g.layout is torch.strided and g.dtype is torch.float32 and g.device.type == "cpu"
+        for g in grads
+    )
+    return (owner, tuple(present)) if plain and grads else None
+
+
 _Plan = tuple[list[tuple[list[int], bool]], "torch.Tensor | None"]
 _PLANS: dict[tuple[Any, ...], _Plan] = {}
 

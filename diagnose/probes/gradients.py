@@ -25,6 +25,7 @@ import torch
 from torch.autograd import Variable
 
 from diagnose.probes.base import (
+    HeldGradients,
     Probe,
     copies_of_local_part,
     first_float_tensor,
@@ -67,20 +68,20 @@ class GradientProbe(Probe):
         self._captured: tuple[list[int], torch.Tensor] | None = None
         self._callback_queued = False
         self.sharded = False  # gradients are DTensor shards: the norms are this rank's part only
-        self._tensors: list[torch.Tensor] = []
-        # Which parameters had a gradient at the last capture, and whether those were plain dense CPU
-        # tensors: a step with the same ones is normed without looking at each gradient again.
-        self._seen: tuple[list[int], Any] | None = None
+        self._held = HeldGradients(())
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        self._tensors = [param for _, param in host.params]
+        self._held = HeldGradients(param for _, param in host.params)
+        # Guarded once: they are handed to torch at every step.
+        self._backward_started = host.guard(self, self._on_backward_start)
+        self._backward_ended = host.guard(self, self._capture)
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         tensor = first_float_tensor(output)
         if tensor is not None and tensor.requires_grad:
             # A hook on a tensor dies with the tensor; no handle to keep.
-            tensor.register_hook(self.host.guard(self, self._on_backward_start))
+            tensor.register_hook(self._backward_started)
         elif not self._handles:
             self._hook_parameters()
 
@@ -89,12 +90,12 @@ class GradientProbe(Probe):
         backward pass by its first accumulated parameter gradient instead, still before any clipping."""
         for _, param in self.host.params:
             if param.requires_grad:
-                self.keep(param.register_post_accumulate_grad_hook(self.host.guard(self, self._on_backward_start)))
+                self.keep(param.register_post_accumulate_grad_hook(self._backward_started))
 
     def _on_backward_start(self, grad: torch.Tensor) -> None:
         if not self._callback_queued:
             self._callback_queued = True
-            Variable._execution_engine.queue_callback(self.host.guard(self, self._capture))
+            Variable._execution_engine.queue_callback(self._backward_ended)
 
     def on_gradients_ready(self, record: StepRecord) -> None:
         self._capture()
@@ -102,13 +103,7 @@ class GradientProbe(Probe):
     def _capture(self) -> None:
         """End of backward: gradients are accumulated and not yet clipped."""
         self._callback_queued = False
-        grads = [param.grad for param in self._tensors]  # hundreds of parameters, every step
-        present = [index for index, grad in enumerate(grads) if grad is not None]
-        if len(present) < len(grads):
-            grads = [grads[index] for index in present]
-        if self._seen is None or self._seen[0] != present:
-            self._seen = (present, _plain_key(self, present, grads))
-        plain_key = self._seen[1]
+        present, grads, plain_key = self._held.read()
         with torch.no_grad():  # a gradient made with create_graph=True: its norm joins no graph
             norms = tensor_norms(grads, plain_key=plain_key)
         plain = plain_key is not None
@@ -155,16 +150,6 @@ class GradientProbe(Probe):
             owners = [self.host.params[i][0] for i in record.grad_index]
             for module, norm in _layer_norms(norms, owners).items():
                 record.layer(module, **{key: norm})
-
-
-def _plain_key(probe: GradientProbe, present: list[int], grads: list[torch.Tensor]) -> Any:
-    """`tensor_norms`' ``plain_key`` for these gradients: None unless they are plain dense float32 tensors
-    on the CPU (float64 ones are normed in float64, by the general path)."""
-    plain = all(
-        type(g) is torch.Tensor and g.layout is torch.strided and g.dtype is torch.float32 and g.device.type == "cpu"
-        for g in grads
-    )
-    return (id(probe), tuple(present)) if plain and grads else None
 
 
 class UpdateRatioProbe(Probe):

@@ -119,7 +119,9 @@ class _OutputTap:
                 if tensor is not None and tensor.is_floating_point():
                     # Not detached (a microsecond per module): the outputs are let go at the end of the
                     # model's forward, while their graph is alive anyway, and normed without a graph.
-                    probe._forward.append((self.index, tensor))
+                    # Two flat lists, not a list of pairs: the call order is then kept as it is.
+                    probe._called.append(self.index)
+                    probe._outputs_seen.append(tensor)
             except Exception as exc:  # noqa: BLE001 - a probe never breaks training
                 self.report(exc)
         return output
@@ -191,7 +193,10 @@ class NonFiniteProbe(Probe):
         self.per_module = per_module
         self._names: list[str] = []
         self._types: list[str] = []
-        self._forward: list[tuple[int, torch.Tensor]] = []  # (module, its output), normed in finish
+        # The modules whose outputs this forward saw, in call order, and those outputs: looked at in
+        # on_forward_end and let go there.
+        self._called: list[int] = []
+        self._outputs_seen: list[torch.Tensor] = []
         self._in_episode = False
         self._outputs: list[torch.Tensor] = []  # the model's outputs, kept when its modules ran compiled
 
@@ -208,14 +213,18 @@ class NonFiniteProbe(Probe):
             self.keep(_tap(self, index, module))
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
-        forward, self._forward = self._forward, []  # the outputs are not kept past the forward
-        if forward:
-            order = record.private.setdefault("nf_forward_index", [])
-            start = len(order)
-            order += [i for i, _ in forward]
+        called, outputs = self._called, self._outputs_seen
+        self._called, self._outputs_seen = [], []  # the outputs are not kept past the forward
+        if called:
+            order = record.private.get("nf_forward_index")
+            if order is None:  # the step's first forward (the common case): its list is the order
+                order, start = record.private.setdefault("nf_forward_index", called), 0
+            else:
+                start = len(order)
+                order += called
             if not _finite_on_host(output):  # not finite, or not on the CPU: one norm per output, on its device
                 with torch.no_grad():
-                    norms = tensor_norms([t.detach() for _, t in forward])
+                    norms = tensor_norms([t.detach() for t in outputs])
                 record.private.setdefault("nf_forward", []).append([start, norms])
         if ran_compiled():
             tensor = first_float_tensor(output)
@@ -225,7 +234,7 @@ class NonFiniteProbe(Probe):
     def finish(self, record: StepRecord) -> None:
         if ran_compiled():
             record.private["nf_compiled"] = tensor_norms(self._outputs) if self._outputs else []
-        self._forward = []
+        self._called, self._outputs_seen = [], []
         self._outputs = []
 
     def resolve(self, record: StepRecord) -> None:

@@ -34,7 +34,14 @@ from torch import nn
 from torch.autograd import Variable
 
 from diagnose.probes import backward_tap
-from diagnose.probes.base import Probe, first_float_tensor, is_distributed_tensor, local_part, tensor_norms
+from diagnose.probes.base import (
+    HeldGradients,
+    Probe,
+    first_float_tensor,
+    is_distributed_tensor,
+    local_part,
+    tensor_norms,
+)
 from diagnose.probes.presets import Schedule
 from diagnose.probes.record import StepRecord
 from diagnose.runfile import schema
@@ -77,6 +84,7 @@ class CarriedGradientProbe(Probe):
         super().attach(host)
         optimized = {id(p) for group in host.optimizer.param_groups for p in group["params"]}
         self._params = [p for _, p in host.params if id(p) in optimized]
+        self._held = HeldGradients(self._params)
 
     def on_forward_start(self, record: StepRecord) -> None:
         if self._forward_seen or not _due_or_early(self.schedule, record.step, self.host.first_step):
@@ -95,18 +103,19 @@ class CarriedGradientProbe(Probe):
         if self._backward_seen:
             return
         self._backward_seen = True
-        self.host.record.fields["grad_carried"] = _grad_norm(self._params) if self._present_at_forward else 0.0
+        self.host.record.fields["grad_carried"] = _grad_norm(self._held) if self._present_at_forward else 0.0
 
     def after_step(self, record: StepRecord) -> None:
         self._forward_seen = self._backward_seen = self._present_at_forward = False
 
 
-def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor | float:
+def _grad_norm(params: HeldGradients) -> torch.Tensor | float:
     """L2 norm of the gradients ``params`` hold now, on their device; 0.0 when none holds one."""
-    held = [local_part(p.grad.detach()) for p in params if p.grad is not None]
+    _, held, plain_key = params.read()
     if not held:
         return 0.0
-    return torch.linalg.vector_norm(tensor_norms(held))
+    with torch.no_grad():  # a gradient made with create_graph=True: its norm joins no graph
+        return torch.linalg.vector_norm(tensor_norms(held, plain_key=plain_key))
 
 
 class StepGradientProbe(Probe):
@@ -129,14 +138,14 @@ class StepGradientProbe(Probe):
     def __init__(self, schedule: Schedule) -> None:
         super().__init__()
         self.schedule = schedule
-        self._params: list[torch.Tensor] = []
+        self._held = HeldGradients(())
         self._passes = 0
         self._calls = 0
         self._queued = False
 
     def attach(self, host: Any) -> None:
         super().attach(host)
-        self._params = [p for _, p in host.params]
+        self._held = HeldGradients(p for _, p in host.params)
         self.keep(backward_tap.add(host.guard(self, self._on_backward_call)))
 
     def _on_backward_call(self, tensor: torch.Tensor) -> None:
@@ -166,7 +175,7 @@ class StepGradientProbe(Probe):
 
     def before_step(self, record: StepRecord) -> None:
         if self._sampled(record.step):
-            record.fields["grad_at_step"] = _grad_norm(self._params)
+            record.fields["grad_at_step"] = _grad_norm(self._held)
             if self._passes > 1:
                 record.fields["backward_passes"] = self._passes
             if self._calls and not self._passes:
@@ -190,10 +199,14 @@ class LossGradientProbe(Probe):
         super().__init__()
         self._norms: list[torch.Tensor] = []
 
+    def attach(self, host: Any) -> None:
+        super().attach(host)
+        self._output_grad = host.guard(self, self._on_output_grad)  # guarded once, registered every step
+
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         tensor = first_float_tensor(output)
         if tensor is not None and tensor.requires_grad:
-            tensor.register_hook(self.host.guard(self, self._on_output_grad))
+            tensor.register_hook(self._output_grad)
 
     def _on_output_grad(self, grad: torch.Tensor) -> None:
         self._norms.append(
@@ -203,9 +216,11 @@ class LossGradientProbe(Probe):
         )
 
     def finish(self, record: StepRecord) -> None:
-        if self._norms:
-            record.private["loss_grad_norms"] = torch.stack([n.to(self._norms[0].device) for n in self._norms])
-        self._norms = []
+        norms, self._norms = self._norms, []
+        if len(norms) == 1:  # one backward through the output: its norm as it is, nothing to stack
+            record.private["loss_grad_norms"] = norms[0]
+        elif norms:
+            record.private["loss_grad_norms"] = torch.stack([n.to(norms[0].device) for n in norms])
 
     def resolve(self, record: StepRecord) -> None:
         norms = record.private.get("loss_grad_norms")

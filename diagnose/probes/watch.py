@@ -69,6 +69,8 @@ _CALLBACKS = (
 _MAX_PENDING = 500
 # Longest text kept from a non-numeric value given to `Watch.log`.
 _MAX_NOTE = 500
+# Logged keys whose canonical names are kept (a loop that logs a new key at every step keeps no more).
+_MAX_KEY_NAMES = 1000
 _COMPILED = (
     "the model runs under torch.compile: hooks cannot see inside a compiled graph, so activations, "
     "layer inputs and the module that made a NaN/Inf are not recorded for the modules in it"
@@ -121,6 +123,7 @@ class Watch:
         self._probes: list[Probe] = []
         self._implementers: dict[str, tuple[Probe, ...]] = {}
         self._warned_keys: set[str] = set()
+        self._key_names: dict[str, tuple[bool, str]] = {}  # see _name_key
         self._compiled_noted = False
         self._writer = self._open(flush_seconds)
         if self._writer is None:
@@ -408,26 +411,40 @@ class Watch:
 
     def _log(self, step: int | None, scalars: dict[str, Any]) -> None:
         scalars = self._numbers(scalars)
-        train = {k: v for k, v in scalars.items() if not schema.is_eval_key(k)}
-        evals = {schema.canonical_eval_key(k): v for k, v in scalars.items() if schema.is_eval_key(k)}
+        train: list[tuple[str, Any]] = []  # pairs: two keys of one name (loss=, train_loss=) both count
+        evals: dict[str, Any] = {}
+        for key, value in scalars.items():
+            is_eval, canonical = self._key_names.get(key) or self._name_key(key)
+            if is_eval:
+                evals[canonical] = value
+            else:
+                train.append((canonical, value))
         if train:
             if step is None and self._step_done and self._record.losses:
                 self._finish_step()  # the step's loss is in: this one belongs to the next step
             record = self._record_for_train(step)
             self._user_logged = True
-            for key, value in train.items():
-                canonical = schema.canonical_step_key(key)
+            for canonical, value in train:
                 if canonical == "loss":
-                    record.losses.append(_scalar(value))
+                    record.losses.append(value)
                 else:
-                    record.fields[canonical] = _scalar(value)
-            if self.optimizer is None and "loss" in {schema.canonical_step_key(k) for k in train}:
+                    record.fields[canonical] = value
+            if self.optimizer is None and any(canonical == "loss" for canonical, _ in train):
                 self.end_step()
         if evals:
             target = self._record if step is None or int(step) == self._record.step else StepRecord(int(step))
-            target.private.setdefault("evals", {}).update({k: _scalar(v) for k, v in evals.items()})
+            target.private.setdefault("evals", {}).update(evals)
             if target is not self._record:
                 self._pending.append(target)
+
+    def _name_key(self, key: str) -> tuple[bool, str]:
+        """Whether a logged key is an evaluation value, and its canonical name; kept, since a loop
+        logs the same few keys at every step."""
+        is_eval = schema.is_eval_key(key)
+        named = (is_eval, schema.canonical_eval_key(key) if is_eval else schema.canonical_step_key(key))
+        if len(self._key_names) < _MAX_KEY_NAMES:
+            self._key_names[key] = named
+        return named
 
     def _numbers(self, scalars: dict[str, Any]) -> dict[str, Any]:
         """The logged values that are numbers. Text (``phase="warmup-done"``) becomes a ``note`` event of

@@ -56,7 +56,7 @@ def read_tables(raw: bytes, data_kinds: tuple[str, ...]) -> tuple[Records, Metas
     import pyarrow.json as pj
 
     body, cut_line = _without_cut_line(raw)
-    if b":null" in body or b": null" in body:
+    if b"null" in body and (b":null" in body or b": null" in body):  # one pass over most files
         # Arrow reads a key set to null as an absent one: a kind whose only values of a key are null
         # (a live finding event without a module) would lose that column, which the pure parse keeps.
         return None
@@ -112,11 +112,17 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
     if "kind" not in table.column_names:
         return {kind: everything if kind is None else everything[:0] for kind in (None, schema.META, *data_kinds)}
     column = table.column("kind")
-    if not pa.types.is_string(column.type) or not set(pc.unique(column.drop_null()).to_pylist()) <= set(schema.KINDS):
+    if not pa.types.is_string(column.type):
         return None
-    rows = {None: np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))}
+    # Each row's kind as a number (-1: none), so that each kind's rows are one integer comparison.
+    encoded = column.combine_chunks().dictionary_encode()
+    names = encoded.dictionary.to_pylist()
+    if not set(names) <= set(schema.KINDS):
+        return None
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    rows = {None: np.flatnonzero(codes == -1)}
     for kind in (schema.META, *data_kinds):
-        rows[kind] = np.flatnonzero(pc.fill_null(pc.equal(column, kind), False).to_numpy(zero_copy_only=False))
+        rows[kind] = np.flatnonzero(codes == names.index(kind)) if kind in names else everything[:0]
     return rows
 
 
@@ -143,9 +149,11 @@ class _Column:
             return None
         values, valid = self.values[rows], self.valid[rows]
         if pa.types.is_floating(self.type):
-            return _spelled(values.astype("float64"), valid)
+            return _spelled(values.astype("float64", copy=False), valid)
         if pa.types.is_integer(self.type) or pa.types.is_boolean(self.type):
-            return values.astype(self.type.to_pandas_dtype()) if valid.all() else _with_missing(values, valid)
+            return (
+                values.astype(self.type.to_pandas_dtype(), copy=False) if valid.all() else _with_missing(values, valid)
+            )
         if pa.types.is_string(self.type) or pa.types.is_list(self.type):
             return _with_missing(values, valid)
         return None

@@ -10,6 +10,7 @@ in one pass, and everything after that works on whole columns.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from diagnose.runfile import schema
 
 _BATCH = 20_000
 _DATA_KINDS = (schema.STEP, schema.EVAL, schema.LAYER, schema.EVENT)
-_TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase")
+TEXT_COLUMNS = ("module", "type", "event", "where", "tensor", "probe", "error", "message", "origin", "detail", "phase")
 
 
 def _loads_std(data: bytes) -> Any:
@@ -113,7 +114,7 @@ def _plain_run(raw: bytes, path: Path) -> list[Run] | None:
     if steps is None or evals is None or steps.empty:
         return None
     meta = {key: value for key, value in records[0].items() if key != "kind"} if has_meta else {}
-    events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+    events = pd.DataFrame({"step": np.zeros(0), "event": np.zeros(0, dtype=object)})
     return [
         Run(
             name=str(meta.get("name") or ""),
@@ -136,22 +137,41 @@ def _plain_frame(records: list[dict], canonical: Callable[[str], bool]) -> pd.Da
     one is not as `_plain_run` takes them."""
     if not records:
         return pd.DataFrame({"step": np.zeros(0)})
-    keys = [key for key in dict.fromkeys(key for record in records for key in record) if key != "kind"]
+    keys = [key for key in dict.fromkeys(itertools.chain.from_iterable(records)) if key != "kind"]
     if "step" not in keys or frames.POSITION in keys or not all(canonical(key) for key in keys):
         return None
     columns = {}
     for key in keys:
         values = [record.get(key) for record in records]
-        if not all(type(v) is float or (type(v) is int and _INT64[0] <= v < _INT64[1]) or v is None for v in values):
+        numbers = _plain_numbers(values)
+        if numbers is None:
             return None
-        numbers = np.array([np.nan if v is None else v for v in values], dtype="float64")
-        logged = np.array([v is not None for v in values])
+        logged = np.array([v is not None for v in values]) if None in values else np.ones(len(values), dtype=bool)
         if not logged.any() or not np.isfinite(numbers[logged]).all() or (key == "step" and not logged.all()):
             return None
         columns[key] = numbers
     if not (np.diff(columns["step"]) > 0).all():
         return None
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
+    # The frame's one block of float64 columns, stacked here: the same frame as from the dict of
+    # columns, without pandas' per-column checks.
+    return pd.DataFrame(np.vstack(list(columns.values())).T, index=pd.RangeIndex(len(records)), columns=list(columns))
+
+
+_NUMBER_TYPES = {float, int, type(None)}
+
+
+def _plain_numbers(values: list) -> np.ndarray | None:
+    """Floats, int64-sized ints and None (NaN) as float64; None when anything else is among them.
+    The types are looked at in one pass (`map`), not one Python test per value: a sweep reads a
+    few hundred thousand of them."""
+    types = set(map(type, values))
+    if not types <= _NUMBER_TYPES:
+        return None
+    if int in types:
+        ints = values if types == {int} else [v for v in values if type(v) is int]
+        if not (_INT64[0] <= min(ints) and max(ints) < _INT64[1]):
+            return None
+    return np.array(values, dtype="float64")
 
 
 # -- lines -> records --------------------------------------------------------------
@@ -374,13 +394,13 @@ def _build_run(
             continue
         frame = frames.usable_steps(chosen[key], local, f"{key[:-1]} record")
         if key == "layers":
-            chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=_TEXT_COLUMNS)
+            chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=TEXT_COLUMNS)
             continue
         frame = frames.numeric_frame(frame, key[:-1], local, nan_steps)
         chosen[key] = frames.merge_duplicate_steps(frame, repeated)
     events = chosen["events"]
     if events.empty:
-        events = pd.DataFrame({"step": pd.Series(dtype="float64"), "event": pd.Series(dtype="object")})
+        events = pd.DataFrame({"step": np.zeros(0), "event": np.zeros(0, dtype=object)})
     else:
         events = events.drop(columns=frames.POSITION).assign(
             step=pd.to_numeric(events["step"], errors="coerce").astype("float64")

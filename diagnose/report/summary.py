@@ -63,12 +63,13 @@ def _last_and_best(run: Run, column: str) -> tuple[float | None, float | None, i
     values = run.series(column, keep_nan=True)
     if values.empty:
         return None, None, None
-    last = float(values.iloc[-1])
-    finite = values[np.isfinite(values.to_numpy())]
-    if finite.empty:
+    numbers = values.to_numpy(dtype="float64")
+    last = float(numbers[-1])
+    finite = np.flatnonzero(np.isfinite(numbers))
+    if not len(finite):
         return last, None, None
-    best_at = finite.idxmin()
-    return last, float(finite.loc[best_at]), int(best_at)
+    best_at = finite[np.argmin(numbers[finite])]  # the first of equal lowest values, as idxmin takes it
+    return last, float(numbers[best_at]), int(values.index[best_at])
 
 
 # -- severity counts and verdicts ------------------------------------------------
