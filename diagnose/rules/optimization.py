@@ -650,12 +650,6 @@ class TrainingStalled(Rule):
     is above ``min_lr`` of its peak (a schedule that decayed to zero is
     LR004's case).
 
-    A plateau after a fast early drop counts whatever the drop (``max_drop``
-    aside) and up to ``held_max_start`` of the run when the loss has held its
-    level since: a robust (Theil-Sen) line through the loss from the stall on
-    neither falls nor rises, the 95% interval of its slope holding zero. A
-    healthy run that flattens early still creeps down measurably.
-
     A plateau that starts later than ``max_start`` still counts, up to
     ``capped_max_start``, when it is a cap on confidence rather than an
     early convergence: the validation accuracy during the stall is at least
@@ -699,7 +693,8 @@ class TrainingStalled(Rule):
             0.35,
             "latest fraction of the run at which the stall may start",
             source="healthy runs in the real-log corpus (nanoGPT included) improve by 3% or more "
-            "until at least 48% of the run",
+            "until at least 48% of the run; the recorded spike run (SPK001's example) flattens at 37.5% "
+            "and is no stall",
         ),
         Threshold(
             "max_drop",
@@ -765,16 +760,6 @@ class TrainingStalled(Rule):
             source="the plateau holds at least half the run; no file of the real-log corpus's calibration "
             "half logs a validation accuracy of 0.95 or more with a training loss above ln 2",
         ),
-        Threshold(
-            "held_max_start",
-            0.5,
-            "latest fraction of the run at which a stall after a drop of any size may start, when the loss "
-            "shows no downward trend at all since",
-            source="the corpus's definition of a plateau (sample_runs/corpus/SOURCES.md: a fast early drop, "
-            "then flat for most of the run); on the calibration half the healthy runs that stall by half "
-            "the run (at 48%) keep a falling Theil-Sen line after it, the plateau runs that drop more than "
-            "max_drop or stall after max_start (at 37% and 48%) have none",
-        ),
         Threshold("min_points", 20, "fewest finite points judged", source="a stall needs several bins to be seen"),
     )
 
@@ -797,20 +782,18 @@ class TrainingStalled(Rule):
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
         capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
         start = curves.start_level(loss)
-        early = curves.fraction_of_run(loss, stall) <= (t["capped_max_start"] if capped else t["max_start"])
-        high = curves.log_ratio(start, level) <= t["max_drop"]
-        held = not (early and high) and _held_since(loss, stall, t["held_max_start"])
-        if not ((early and high) or held):
+        if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
+            return
+        if curves.log_ratio(start, level) > t["max_drop"]:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
         if _val_far_below(run, stall, level, t["val_below"]):
             return
-        since = f"since step {stall:.0f} ({1 - curves.fraction_of_run(loss, stall):.0%} of the run)"
-        message = f"loss has stayed flat at about {level:.4g} {since}, " + (
-            f"after falling from {start:.4g}: a robust line through it since shows no trend"
-            if held
-            else f"down only {1 - level / start:.0%} from its start {start:.4g}"
+        message = (
+            f"loss has stayed flat at about {level:.4g} since step {stall:.0f} "
+            f"({1 - curves.fraction_of_run(loss, stall):.0%} of the run), down only "
+            f"{1 - level / start:.0%} from its start {start:.4g}"
         )
         if capped:
             yield self._capped(run, stall, level, accuracy, message)
@@ -851,13 +834,6 @@ class TrainingStalled(Rule):
                 "look for: softmax/Softmax/sigmoid as the last step of forward(); check label_smoothing",
             ],
         )
-
-
-def _held_since(loss: pd.Series, stall: float, max_start: float) -> bool:
-    """The loss has held its level since ``stall``, which came by ``max_start`` of the run: a robust line
-    through the loss from there on neither falls nor rises (the 95% interval of its Theil-Sen slope
-    holds zero; a loss that climbs again is LR002's case)."""
-    return curves.fraction_of_run(loss, stall) <= max_start and _no_trend(loss[loss.index >= stall])
 
 
 def _trendless(loss: pd.Series) -> bool:
