@@ -11,6 +11,9 @@ from typing import Any
 
 from diagnose.runfile import schema
 
+# One line of the run file: compact, strict JSON. Built once: json.dumps with options builds an encoder per call.
+_LINE = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
 
 class RunWriter:
     """Buffers records and appends them to a run file.
@@ -74,7 +77,10 @@ class RunWriter:
 
     def write(self, record: dict[str, Any]) -> str:
         """Queue ``record``; returns its line as it goes to the file (without the newline)."""
-        line = json.dumps(schema.encode(record), separators=(",", ":"), allow_nan=False)
+        try:  # most records hold finite numbers only: no walk through them to spell NaN and Inf
+            line = _LINE.encode(record)
+        except ValueError:  # a NaN or Inf in it
+            line = _LINE.encode(schema.encode(record))
         self._pending.append(line)
         if len(self._pending) >= self._flush_records or self.due():
             self.flush()
