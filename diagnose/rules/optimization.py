@@ -772,19 +772,18 @@ class TrainingStalled(Rule):
         within = min(max(t["tolerance"], t["flat_z"] * _start_to_end_error(loss)), t["max_flat"])
         if stall is None:
             return
-        ends_at_start = abs(curves.log_ratio(curves.start_level(loss), curves.end_level(loss))) < within
+        start, level = curves.start_level(loss), curves.end_level(loss, 0.5)
+        if curves.log_ratio(start, level) > t["max_drop"]:
+            return  # fell far: no high plateau, wherever it stalled (tested first: it spares the trend fits)
+        ends_at_start = abs(curves.log_ratio(start, curves.end_level(loss))) < within
         # A noisy loss without any trend has its stall found late, where noise ends the last "improvement".
         late_in_noise = curves.fraction_of_run(loss, stall) > t["max_start"] and _trendless(loss)
         if ends_at_start or late_in_noise:
             stall = float(loss.index[0])  # flat from its start, however noisy or slowly drifting on the way
-        level = curves.end_level(loss, 0.5)
         accuracy = _val_accuracy_during(run, stall)
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
         capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
-        start = curves.start_level(loss)
         if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
-            return
-        if curves.log_ratio(start, level) > t["max_drop"]:
             return
         if _val_improving(run, stall, tolerance) or _lr_dead(run, stall, t["min_lr"]):
             return
