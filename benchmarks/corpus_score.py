@@ -46,7 +46,7 @@ from diagnose.report import summary  # noqa: E402
 FOUND_BY: dict[str, tuple[str, ...]] = {
     "overfitting": ("OVF001", "OVF002"),
     "eval_rising": ("OVF001", "OVF002", "OVF004"),
-    "generalization_gap": ("OVF001", "OVF002"),
+    "generalization_gap": ("OVF001", "OVF002", "OVF006"),
     "unstable_val": ("OVF001", "OVF003", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),

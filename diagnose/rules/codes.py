@@ -120,6 +120,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.UnstableValidation,
     generalization.ValidationRisesWithoutLearning,
     generalization.LossGap,
+    generalization.WideningGap,
     optimization.TrainingStalled,
     preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,
