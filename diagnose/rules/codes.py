@@ -122,6 +122,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.LossGap,
     generalization.WideningGap,
     optimization.TrainingStalled,
+    optimization.ShortRunLearnedNothing,
     preflight.PreflightExperimentFailed,
     preflight.LabelsOutOfRange,
     preflight.NonFiniteInputs,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import later_samples, layer_table
+from diagnose.rules.helpers import later_samples, layer_table, validation_loss
 from diagnose.run import Run
 
 
@@ -899,6 +899,128 @@ def _lr_dead(run: Run, since: float, min_lr: float) -> bool:
         return False
     during = lr[lr.index >= since]
     return len(during) > 0 and float(during.median()) < min_lr * float(lr.max())
+
+
+class ShortRunLearnedNothing(Rule):
+    """
+    ## What it detects
+    A short run (ten to twenty logged points) in which neither curve moved:
+    the training loss ends about where it started, and the validation loss
+    never got measurably better than at its first evaluation.
+
+    ## Why it matters
+    Whatever its length, a run whose training and validation losses both
+    stand still has learned nothing: the updates do not reach the weights
+    that matter, the learning rate is far too low for the run's few steps,
+    or the data give the model nothing to learn from. Training it longer at
+    the same settings wastes the time; PLT001 reads the same shape on runs
+    long enough to find where a stall begins.
+
+    ## How it decides
+    Needs from ``min_points`` up to (not including) ``max_points`` finite,
+    positive training losses (from ``max_points`` on PLT001 judges the run)
+    and at least ``min_evals`` positive validation losses. It fires when the
+    training loss's end level (median of its last points) is within
+    ``max_flat`` (log units) of its start level (median of its first
+    points), and the lowest validation loss is less than ``val_tolerance``
+    (log units) below the first one.
+
+    ## What to do
+    Overfit one small batch first: if even that fails, the model or the data
+    path is broken (labels shuffled apart from their inputs, a frozen or
+    detached model, an optimizer over the wrong parameters). Otherwise raise
+    the learning rate 3-10x (check that the schedule is not still in its
+    warm-up or already decayed), and check that the inputs are normalised.
+    """
+
+    code = "PLT002"
+    assumes_falling_loss = True
+    name = "short-run-learned-nothing"
+    title = "Short run: neither the training nor the validation loss moved"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 36
+    thresholds = (
+        Threshold(
+            "min_points",
+            10,
+            "fewest finite training losses judged",
+            source="the flat short files of the calibration half log 10-12 points; a nanoGPT log cut "
+            "after 14 steps of its warm-up (labelled short, not flat) has only one evaluation and is "
+            "left alone by min_evals",
+        ),
+        Threshold(
+            "max_points",
+            20,
+            "training losses from which PLT001 judges the run instead",
+            source="PLT001's min_points: a run that long has enough bins to find where a stall begins",
+        ),
+        Threshold(
+            "min_evals",
+            5,
+            "fewest positive validation losses that must corroborate the flat training loss",
+            source="the flat short files of the calibration half log 10-12 evaluations; with fewer than "
+            "five, one lucky or unlucky evaluation decides",
+        ),
+        Threshold(
+            "max_flat",
+            0.105,
+            "log distance between the training loss's start and end levels within which it did not move",
+            source="PLT001's max_flat, the corpus's own definition of a falling curve (sample_runs/corpus/"
+            "SOURCES.md: last quarter under 0.9x the first); the flat short files of the calibration "
+            "half move 0.016-0.069, the healthy short runs 0.12 or more",
+        ),
+        Threshold(
+            "val_tolerance",
+            0.03,
+            "log improvement of the best validation loss over the first one below which it did not improve",
+            source="PLT001's tolerance (0.03 = 3%); the flat short files of the calibration half improve "
+            "0-1.8%, the healthy short runs whose training loss moves least 12% or more",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None or len(loss) >= t["max_points"] or not curves.is_positive(loss):
+            return
+        column, val = validation_loss(run)
+        if len(val) < t["min_evals"] or not curves.is_positive(val):
+            return
+        start, end = curves.start_level(loss), curves.end_level(loss)
+        first, best = float(val.iloc[0]), float(val.min())
+        moved = abs(curves.log_ratio(start, end))
+        improved = curves.log_ratio(first, best)
+        if not (moved < t["max_flat"] and improved < t["val_tolerance"]):
+            return
+        yield self.finding(
+            run,
+            message=(
+                f"over {len(loss)} logged steps the training loss went from about {start:.4g} to {end:.4g} "
+                f"({end / start - 1:+.1%}) and {column} was never more than "
+                f"{np.expm1(improved):.1%} below its first value {first:.4g} ({len(val)} evaluations): "
+                "the run learned nothing"
+            ),
+            onset=float(loss.index[0]),
+            evidence={
+                "start": start,
+                "end": end,
+                "points": len(loss),
+                "first_val": first,
+                "best_val": best,
+                "evaluations": len(val),
+            },
+            causes=[
+                "the learning rate is far too low for the run's few steps (or still warming up)",
+                "updates do not reach the model: frozen or detached parameters, an optimizer over the wrong ones",
+                "labels that do not match their inputs, or inputs that carry no signal",
+            ],
+            fixes=[
+                "overfit one small batch: if that fails too, the model or data path is broken",
+                "raise the learning rate 3-10x; check the warm-up and decay of the schedule",
+                "check that labels are shuffled together with their inputs and that inputs are normalised",
+            ],
+        )
 
 
 class LossSpikes(Rule):
