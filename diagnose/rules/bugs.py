@@ -25,7 +25,7 @@ from diagnose.runfile import schema
 
 # Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
 _LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
-_STALL = ("PLT001", "CH001", "CH003", "LR003", "GRD003", "BUG024")
+_STALL = ("PLT001", "PLT002", "CH001", "CH003", "LR003", "GRD003", "BUG024")
 
 
 def _sampled(run: Run, column: str) -> Any:
@@ -2135,7 +2135,7 @@ class ValidationDataUnlikeTraining(Rule):
     # The validation loss may be logged under another name (val_g0_loss): looked up in check.
     requires = ("loss",)
     priority = 6
-    explains = ("OVF001", "OVF002", "OVF003", "OVF004", "OVF005", "CH002")
+    explains = ("OVF001", "OVF002", "OVF003", "OVF004", "OVF005", "OVF006", "CH002")
     thresholds = (
         Threshold(
             "min_ratio",

@@ -14,9 +14,9 @@ from diagnose.rules import bug_signatures as sig
 from diagnose.run import Run
 
 # Codes of the findings a blocked update explains: a loss stuck at chance, a
-# stall, a slow straight decline. Dead, saturated or collapsed units and
+# stall, a short run that learned nothing, a slow straight decline. Dead, saturated or collapsed units and
 # vanishing or tiny updates all declare `explains = STALLED_LEARNING`.
-STALLED_LEARNING = ("CH001", "CH003", "PLT001", "LR003")
+STALLED_LEARNING = ("CH001", "CH003", "PLT001", "PLT002", "LR003")
 
 
 def later_samples(table: pd.DataFrame, fraction: float = 0.5) -> pd.DataFrame:
