@@ -104,6 +104,8 @@ def parse_csv(text: str, x_column: str | None = None) -> Series:
 def parse_history_json(text: str) -> Series:
     data = json.loads(text)
     found: Series = {}
+    if not isinstance(data, dict):  # a history saved as a JSON string or list holds no named series
+        return found
     for key, values in data.items():
         if isinstance(values, list):
             points = [(i, float(v)) for i, v in enumerate(values) if isinstance(v, (int, float))]
