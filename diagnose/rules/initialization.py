@@ -194,8 +194,9 @@ class ChancePlateau(Rule):
     severity = Severity.ERROR
     requires = ("loss",)
     priority = 10
-    # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall adds nothing.
-    supersedes = ("PLT001",)
+    # A plateau at chance is this rule's case, with the cause-specific advice; the generic stall (or a short
+    # run's "learned nothing") adds nothing.
+    supersedes = ("PLT001", "PLT002")
     thresholds = (
         Threshold(
             "tolerance",
