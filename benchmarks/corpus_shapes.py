@@ -311,6 +311,12 @@ commit given (taken through the search index's file reader, written byte for byt
 None of these repositories is in `shared/corpus-reserved.txt`. `labels.csv` is the machine-readable form of this
 table (labels separated by `;`).
 
+**How exact a copy is.** The index gives a file's text and its character count, not its bytes: every copy has
+that count. Line endings the text does not show (CR LF, CR CR LF) were restored from the count, and each such
+file's note says so. Some files, in the batches added since the corpus reached 318 files, were written out by a
+short script from the values read (same text, same count) rather than pasted; neither way can catch a swapped
+digit of the same length.
+
 **Labels come from the numbers, before diagnose reads the file.** The *shape* column is computed by
 `benchmarks/corpus_shapes.py` (standard library only, no diagnose code); the labels are my reading of that
 shape and of the numbers themselves, in the vocabulary of `shared/real_runs/SOURCES.md`: healthy; overfitting
