@@ -925,7 +925,9 @@ class ShortRunLearnedNothing(Rule):
     training loss's end level (median of its last points) is within
     ``max_flat`` (log units) of its start level (median of its first
     points), and the lowest validation loss is less than ``val_tolerance``
-    (log units) below the first one.
+    (log units) below the first one. A log that starts in the middle of
+    training (a resumed run) is not judged: where it started is not where
+    training started.
 
     ## What to do
     Overfit one small batch first: if even that fails, the model or the data
@@ -988,6 +990,8 @@ class ShortRunLearnedNothing(Rule):
         loss = plain_loss(run, t["min_points"])
         if loss is None or len(loss) >= t["max_points"] or not curves.is_positive(loss):
             return
+        if curves.starts_midway(loss):
+            return  # a resumed run: its first level is not where training started
         column, val = validation_loss(run)
         if len(val) < t["min_evals"] or not curves.is_positive(val):
             return
