@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from diagnose.cli import common
-from diagnose.report import render
-from diagnose.report.terminal import print_report, render_terminal
 
 
 class Format(str, enum.Enum):
@@ -32,6 +30,10 @@ def report(
     ] = False,
 ) -> None:
     """Analyse one or more runs and report what went wrong and what to do about it."""
+    common.read_ahead(paths, format_in)  # a long run is read while the rest is imported
+    from diagnose.report import render
+    from diagnose.report.terminal import print_report, render_terminal
+
     config = common.rule_config(select, ignore, settings)
     analyses = common.analyze_paths(paths, format_in, config)
     if format is Format.terminal and output is None:
