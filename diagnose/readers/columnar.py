@@ -185,11 +185,7 @@ def _ordered(columns: dict[str, Any], first_seen: dict[str, int], records: dict[
         return row, keys.index(name) if name in keys else len(keys)
 
     order = sorted(first_seen, key=place)
-    # copy=False: each column its own block, as made above; pandas would otherwise copy the float
-    # columns into one block, a pass over the whole table that the readers' next step undoes.
-    return pd.DataFrame(
-        {name: columns[name] for name in [*order, "_pos"]}, index=pd.RangeIndex(len(columns["_pos"])), copy=False
-    )
+    return pd.DataFrame({name: columns[name] for name in [*order, "_pos"]}, index=pd.RangeIndex(len(columns["_pos"])))
 
 
 def _records_at(raw: bytes, positions: set[int]) -> dict[int, dict]:

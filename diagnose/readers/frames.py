@@ -138,8 +138,7 @@ def numeric_frame(
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
     columns.setdefault("step", steps)
-    # copy=False: the columns made above, each its own block, not copied into one.
-    result = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)), copy=False)
+    result = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
     if _in_order(steps):  # what our writer and most loggers write: no sort needed
         return result
     return result.sort_values("step", kind="stable").reset_index(drop=True)
