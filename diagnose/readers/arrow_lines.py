@@ -40,9 +40,12 @@ _BLOCK_BYTES = 16 << 20
 # A string that only looks like one of them then fails to parse and the pure
 # reader takes over, so nothing is misread.
 _NONFINITE_SPELLINGS = ((b'"-Infinity"', b"-Infinity"), (b'"Infinity"', b"Infinity"), (b'"NaN"', b"NaN"))
-# What may send a file to the pure reader (a key set to null) or need the spellings unquoted, found in
-# one pass of RE2 over the file without the GIL; only a file where it matches is looked at in Python.
-_NOTABLE = r': ?null|"(?:NaN|-?Infinity)"'
+# A key set to null (the file then goes to the pure reader), and what every spelling above ends
+# with: each looked for by RE2 without the GIL, a pattern a pass (one literal is found with memchr,
+# some 5 ms on 80 MB; an alternation of them takes 0.13 s), the spellings then checked in Python
+# only in a file that may hold one.
+_NULL = r": ?null"
+_SPELLING_ENDS = ('NaN"', 'Infinity"')
 _SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -127,11 +130,12 @@ def _parse_now(raw: bytes) -> Parsed | None:
     import pyarrow.json as pj
 
     body, cut_line = _without_cut_line(raw)
-    if _has_notable(body):
-        if b":null" in body or b": null" in body:
-            # Arrow reads a key set to null as an absent one: a kind whose only values of a key are null
-            # (a live finding event without a module) would lose that column, which the pure parse keeps.
-            return None
+    whole = _one_value(body)
+    if _holds(whole, _NULL):
+        # Arrow reads a key set to null as an absent one: a kind whose only values of a key are null
+        # (a live finding event without a module) would lose that column, which the pure parse keeps.
+        return None
+    if any(_holds(whole, end) for end in _SPELLING_ENDS):
         for quoted, bare in _NONFINITE_SPELLINGS:
             if quoted in body:
                 body = body.replace(quoted, bare)
@@ -144,15 +148,20 @@ def _parse_now(raw: bytes) -> Parsed | None:
     return Parsed(table, cut_line)
 
 
-def _has_notable(body: bytes) -> bool:
-    """Whether ``body`` may hold a null value or a spelled non-finite float (see `_NOTABLE`)."""
+def _one_value(body: bytes) -> Any:
+    """``body`` as a binary array of one value, without a copy, for pyarrow's string functions."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     offsets = pa.py_buffer(np.array([0, len(body)], dtype=np.int64))
-    whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(body)])
-    return bool(pc.match_substring_regex(whole, _NOTABLE)[0].as_py())
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(body)])
+
+
+def _holds(whole: Any, pattern: str) -> bool:
+    """Whether RE2's ``pattern`` matches somewhere in `_one_value`'s ``whole``."""
+    import pyarrow.compute as pc
+
+    return bool(pc.match_substring_regex(whole, pattern)[0].as_py())
 
 
 def _without_cut_line(raw: bytes) -> tuple[bytes, int | None]:
