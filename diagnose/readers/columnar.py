@@ -93,7 +93,9 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
 
 
 class _Column:
-    """One parsed column, converted to numpy once and then cut into the rows of each kind."""
+    """One parsed column, converted to numpy once and then cut into the rows of each kind (a text
+    column only at the rows asked for: one string of it a Python object, and a column such as the
+    meta record's ``name`` is null in every other row)."""
 
     def __init__(self, column: Any) -> None:
         import pyarrow as pa
@@ -104,6 +106,8 @@ class _Column:
             self.values = _python_lists(column)
         elif pa.types.is_nested(self.type):
             self.values = None
+        elif pa.types.is_string(self.type):
+            self.values = column
         else:
             self.values = column.to_numpy(zero_copy_only=False)
 
@@ -113,7 +117,11 @@ class _Column:
 
         if self.values is None:
             return None
-        values, valid = self.values[rows], self.valid[rows]
+        if pa.types.is_string(self.type):
+            values = self.values.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+        else:
+            values = self.values[rows]
+        valid = self.valid[rows]
         if pa.types.is_floating(self.type):
             return _spelled(values.astype("float64", copy=False), valid)
         if pa.types.is_integer(self.type) or pa.types.is_boolean(self.type):
