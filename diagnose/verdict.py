@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diagnose.errors import ConfigError
+from diagnose.levels import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS
 from diagnose.readers import load_all
 from diagnose.report.summary import at_or_above, coverage, describe, number, summarize
 from diagnose.rules.base import Finding, Rule, Severity
@@ -25,12 +26,6 @@ from diagnose.rules.config import RuleConfig, load_config
 from diagnose.rules.engine import Analysis, analyze
 from diagnose.run import Run
 from diagnose.runfile import schema
-
-DEFAULT_FAIL_ON = Severity.WARNING
-# What a run must hold for the check to pass it: a training loss with enough
-# points to judge (the default), or nothing (runs without one pass on their findings alone).
-REQUIREMENTS = ("train-loss", "nothing")
-DEFAULT_REQUIRE = "train-loss"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What a report of a long run imports: scipy only where a view really needs it."""
+"""What a report of a long run imports: scipy only where a view really needs it, and of the command
+line only what the command run needs."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ def test_a_json_report_of_a_long_run_does_not_import_scipy(tmp_path: Path) -> No
     code = (
         "import sys; from typer.testing import CliRunner; from diagnose.cli.app import app; "
         f"result = CliRunner().invoke(app, ['report', {str(run)!r}, '-f', 'json']); "
-        "print(result.exit_code, len(result.stdout) > 0, 'scipy' in sys.modules)"
+        "print(result.exit_code, len(result.stdout) > 0, 'scipy' in sys.modules, "
+        f"[m for m in {UNNEEDED!r} if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["0", "True", "False"]
+    assert result.stdout.strip().split(maxsplit=3) == ["0", "True", "False", "[]"]
+
+
+# Other commands' modules, and the terminal renderer (rich), which a JSON report has no use for.
+UNNEEDED = ("diagnose.cli.plot", "diagnose.cli.preflight", "diagnose.cli.run", "diagnose.report.terminal", "rich.table")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from diagnose.readers import columnar, load_all
+from diagnose.readers import arrow_lines, columnar, load_all
 from tests.real_corpus import CORPUS
 
 pytest.importorskip("pyarrow.json")
@@ -68,6 +69,48 @@ def test_tricky_lines_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len(pure) == 2 and any("cut off" in w for w in pure[0].warnings)
     assert "loss" in pure[0].nan_steps
     assert_same_runs(fast, pure)
+
+
+def parses_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads that pyarrow-parse a file from now on, one entry a parse."""
+    seen: list[str] = []
+    parse = arrow_lines._parse_now
+
+    def watched(raw: bytes) -> arrow_lines.Parsed | None:
+        seen.append(threading.current_thread().name)
+        return parse(raw)
+
+    monkeypatch.setattr(arrow_lines, "_parse_now", watched)
+    return seen
+
+
+@pytest.mark.parametrize("lines", [TRICKY, [*TRICKY[:5], "garbage", *TRICKY[5:]]], ids=["columnar", "pure"])
+def test_a_file_read_ahead_is_parsed_once_in_the_background_into_the_same_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lines: list[str]
+) -> None:
+    path = tmp_path / "tricky.jsonl"
+    path.write_text("\n".join(lines))
+    monkeypatch.setattr(arrow_lines, "MIN_BYTES", 0)
+    monkeypatch.setattr(columnar, "MIN_BYTES", 0)
+    seen = parses_seen(monkeypatch)
+    arrow_lines.read_ahead([path, path])
+    early = load_all(path)
+    assert seen == ["diagnose-read-ahead"]  # the reader took the thread's parse (or its refusal) and made none
+    monkeypatch.setattr(columnar, "MIN_BYTES", 1 << 62)
+    assert_same_runs(early, load_all(path))
+
+
+def test_only_long_json_lines_files_are_read_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "small.jsonl").write_text(TRICKY[1])
+    (tmp_path / "long.csv").write_text("step,loss\n" + "1,0.5\n" * 30)
+    (tmp_path / "folder.jsonl").mkdir()
+    monkeypatch.setattr(arrow_lines, "MIN_BYTES", 100)
+    seen = parses_seen(monkeypatch)
+    names = ["small.jsonl", "long.csv", "folder.jsonl", "missing.jsonl"]
+    arrow_lines.read_ahead([tmp_path / name for name in names])
+    arrow_lines.read_ahead([tmp_path / "long.csv"], "jsonl")
+    arrow_lines.read_ahead([tmp_path / "small.jsonl"], "csv")
+    assert seen == [] and all(arrow_lines.early_bytes(tmp_path / name) is None for name in names)
 
 
 @pytest.mark.parametrize(

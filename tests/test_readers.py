@@ -483,3 +483,10 @@ def test_a_loss_that_falls_within_its_epochs_is_kept_whole(tmp_path: Path) -> No
     run = load(_epoch_csv(tmp_path, [[2.0, 1.8, 1.7, 1.6], [1.5, 1.45, 1.4, 1.3], [1.2, 1.25, 1.1, 1.0]]))
     assert len(run.series("loss")) == 12
     assert not any("running sum" in w for w in run.warnings)
+
+
+def test_the_command_line_names_every_reader_and_only_them() -> None:
+    # The CLI's help takes the names from a module that does not import the readers.
+    from diagnose.readers import formats
+
+    assert formats.FORMATS == FORMATS

@@ -9,22 +9,18 @@ stopped training.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
 import click
 import numpy as np
 import typer
+import typer.main
 from typer.core import TyperGroup
+from typer.models import CommandInfo
 
 from diagnose import __version__
-from diagnose.cli.check import check
-from diagnose.cli.demo import demo
-from diagnose.cli.explain import explain
-from diagnose.cli.plot import plot
-from diagnose.cli.preflight import preflight
-from diagnose.cli.report import report
-from diagnose.cli.rules import rules
-from diagnose.cli.run import run
 from diagnose.errors import DiagnoseError
 from diagnose.escaping import neutralise_workflow_command, visible
 
@@ -33,12 +29,66 @@ USAGE_ERROR = 2
 _USAGE_ERRORS = tuple({click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")})
 
 
+# Each command, in the order --help lists them: its module in diagnose.cli (the function of its name)
+# and its click settings. A command's module is imported only when that command runs (or --help
+# lists them all): `diagnose report` does not pay for what `plot`, `preflight` or `run` import.
+_COMMANDS: dict[str, dict[str, Any]] = {
+    "report": {},
+    "check": {},
+    "plot": {},
+    "preflight": {},
+    "rules": {},
+    "explain": {},
+    "demo": {},
+    # Everything after SCRIPT belongs to the script, options included.
+    "run": {"allow_interspersed_args": False, "ignore_unknown_options": True},
+}
+
+
+class _CommandTable(MutableMapping[str, click.Command]):
+    """The commands by name; each built from its module the first time it is looked up."""
+
+    def __init__(self, build: Callable[[str], click.Command]) -> None:
+        self._build = build
+        self._built: dict[str, click.Command] = {}
+        self._names = list(_COMMANDS)
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._built:
+            if name not in self._names:
+                raise KeyError(name)
+            self._built[name] = self._build(name)
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._built[name] = command
+        if name not in self._names:
+            self._names.append(name)
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._built.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 class _Commands(TyperGroup):
     """Turns a `DiagnoseError`, a usage error or an unreadable path into one line on stderr and exit 2.
 
     Floating-point warnings are off: runs hold values near the float limit, and numpy's overflow
     warnings would print source lines that say nothing to the user.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _CommandTable(_build_command)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # the names, without importing every command's module
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -84,10 +134,12 @@ def _options(
     """Training diagnostics for PyTorch: find what went wrong in a run and what to do about it."""
 
 
-for command in (report, check, plot, preflight, rules, explain, demo):
-    app.command(command.__name__)(command)
-# Everything after SCRIPT belongs to the script, options included.
-app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(run)
+def _build_command(name: str) -> click.Command:
+    function = getattr(importlib.import_module(f"diagnose.cli.{name}"), name)
+    info = CommandInfo(name=name, callback=function, context_settings=_COMMANDS[name] or None)
+    return typer.main.get_command_from_info(
+        info, pretty_exceptions_short=app.pretty_exceptions_short, rich_markup_mode=app.rich_markup_mode
+    )
 
 
 def main() -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from diagnose.cli import common
 from diagnose.escaping import visible
-from diagnose.report.terminal import print_report
-from diagnose.rules.base import Severity
-from diagnose.verdict import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, Verdict, evaluate
+from diagnose.levels import DEFAULT_FAIL_ON, DEFAULT_REQUIRE, REQUIREMENTS, Severity
+
+if TYPE_CHECKING:
+    from diagnose.verdict import Verdict
 
 FINDINGS_FAILED = 1
 NOT_JUDGED = 3
@@ -69,6 +70,9 @@ def check(
 ) -> None:
     """Analyse runs and fail (exit 1) on findings at or above --fail-on or on unmet expectations;
     exit 3 when a run could not be judged (no training loss, or too few points of it)."""
+    common.read_ahead(paths, format_in)  # a long run is read while the rest is imported
+    from diagnose.verdict import evaluate
+
     config = common.rule_config(select, ignore, settings, fail_on.value if fail_on else None)
     analyses = common.analyze_paths(paths, format_in, config)
     result = evaluate(
@@ -92,6 +96,8 @@ def check(
 
 
 def _print(result: Verdict) -> None:
+    from diagnose.report.terminal import print_report
+
     console = common.console()
     print_report(result.analyses, console)
     for expectation in result.expectations:

@@ -5,20 +5,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from diagnose.errors import InputError
 from diagnose.escaping import WorkflowSafeStream, in_github_actions, neutralise_workflow_command, visible
-from diagnose.readers import load_all, registry
-from diagnose.readers.registry import FORMATS
-from diagnose.report.summary import settle_report_facts
-from diagnose.rules.config import RuleConfig, load_config
-from diagnose.rules.engine import Analysis, analyze
-from diagnose.run import Run
-from diagnose.workers import map_in_workers
+from diagnose.readers import arrow_lines
+from diagnose.readers.formats import FORMATS
+
+# The readers, the rules and rich are imported where they are used: a command first starts reading
+# a long run (`read_ahead`), and pays for pandas and the rules while that goes on.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from diagnose.rules.config import RuleConfig
+    from diagnose.rules.engine import Analysis
+    from diagnose.run import Run
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Run files, or folders holding run files.", show_default=False)]
 FormatInOpt = Annotated[
@@ -56,8 +59,16 @@ OutputOpt = Annotated[
 ]
 
 
+def read_ahead(paths: Sequence[Path], format_in: str | None = None) -> None:
+    """Begin reading and parsing the long run files among ``paths`` in the background (see
+    `arrow_lines.read_ahead`): a command calls this first, before it imports what analyses them."""
+    arrow_lines.read_ahead(paths, format_in)
+
+
 def load_runs(paths: Sequence[Path], format_in: str | None = None) -> list[Run]:
     """Every run in the given files and folders, in the order given."""
+    from diagnose.readers import load_all
+
     return [run for path in paths for run in load_all(path, format=format_in)]
 
 
@@ -68,6 +79,8 @@ def rule_config(
     fail_on: str | None = None,
 ) -> RuleConfig:
     """``[tool.diagnose]`` from pyproject.toml with the command-line options on top."""
+    from diagnose.rules.config import load_config
+
     return load_config().merged(select=select or (), ignore=ignore or (), settings=settings or (), fail_on=fail_on)
 
 
@@ -78,6 +91,9 @@ def analyze_paths(paths: Sequence[Path], format_in: str | None, config: RuleConf
     `map_in_workers`) when there are at least `PARALLEL_FROM` of them; the order, and so every report, stays that of a
     serial pass.
     """
+    from diagnose.readers import load_all, registry
+    from diagnose.rules.engine import analyze
+
     analyses: list[Analysis] = []
     for path in paths:
         if not registry.is_plain_folder(path, format_in):
@@ -96,10 +112,16 @@ PARALLEL_FROM = 8
 
 
 def _map(work: Callable[[Any], Any], tasks: list[Any]) -> list[Any]:
+    from diagnose.workers import map_in_workers
+
     return map_in_workers(work, tasks, parallel_from=PARALLEL_FROM)[0]
 
 
 def _analyse_source(task: tuple[Path, Path, str, str | None, RuleConfig]) -> tuple[list[Analysis], str | None]:
+    from diagnose.readers import registry
+    from diagnose.report.summary import settle_report_facts
+    from diagnose.rules.engine import analyze
+
     folder, source, found, format_in, config = task
     runs, failure = registry.read_source(folder, source, found, format_in)
     analyses = [analyze(run, config) for run in runs]
@@ -110,6 +132,8 @@ def _analyse_source(task: tuple[Path, Path, str, str | None, RuleConfig]) -> tup
 
 def console() -> Console:
     """The console commands print to; under GitHub Actions no line of it can be a workflow command."""
+    from rich.console import Console
+
     return Console(highlight=False, file=WorkflowSafeStream(sys.stdout) if in_github_actions() else None)
 
 

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from diagnose.cli import common
-from diagnose.report import render
-from diagnose.report.terminal import print_report, render_terminal
 
 
 class Format(str, enum.Enum):
@@ -32,12 +30,17 @@ def report(
     ] = False,
 ) -> None:
     """Analyse one or more runs and report what went wrong and what to do about it."""
+    common.read_ahead(paths, format_in)  # a long run is read while the rest is imported
     config = common.rule_config(select, ignore, settings)
     analyses = common.analyze_paths(paths, format_in, config)
-    if format is Format.terminal and output is None:
+    if format is not Format.terminal:
+        from diagnose.report import render
+
+        common.write_output(render(analyses, format.value), output, paths)
+        return
+    from diagnose.report.terminal import print_report, render_terminal
+
+    if output is None:
         print_report(analyses, common.console(), show_skipped=show_skipped)
         return
-    if format is Format.terminal:
-        common.write_output(render_terminal(analyses, show_skipped=show_skipped), output, paths)
-        return
-    common.write_output(render(analyses, format.value), output, paths)
+    common.write_output(render_terminal(analyses, show_skipped=show_skipped), output, paths)

@@ -15,7 +15,6 @@ dicts. ``tests/test_columnar_reader.py`` holds both readers to the same `Run`s.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -23,19 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnose.readers import arrow_lines
 from diagnose.runfile import schema
 
-# Below this size the pure reader is as fast, and importing pyarrow (about
-# 0.2 s, measured on the benchmark machine) would dominate a small file.
-MIN_BYTES = 4 << 20
-# A record longer than a block makes pyarrow fail; a meta record of a model with
-# tens of thousands of modules stays well under this.
-_BLOCK_BYTES = 16 << 20
-# Our writer spells non-finite floats as strings (strict JSON has no NaN);
-# pyarrow reads the bare tokens as floats, so the strings are unquoted first.
-# A string that only looks like one of them then fails to parse and the pure
-# reader takes over, so nothing is misread.
-_NONFINITE_SPELLINGS = ((b'"-Infinity"', b"-Infinity"), (b'"Infinity"', b"Infinity"), (b'"NaN"', b"NaN"))
+MIN_BYTES = arrow_lines.MIN_BYTES
 
 Records = dict[Any, pd.DataFrame]
 Metas = tuple[list[dict], list[int]]
@@ -52,27 +42,16 @@ def available() -> bool:
 def read_tables(raw: bytes, data_kinds: tuple[str, ...]) -> tuple[Records, Metas, int | None] | None:
     """Frames per kind (None: the minimal form), the meta records, and the line number of a cut
     last line (None when the file ends cleanly); None when the pure reader must read this file."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-
-    body, cut_line = _without_cut_line(raw)
-    if b"null" in body and (b":null" in body or b": null" in body):  # one pass over most files
-        # Arrow reads a key set to null as an absent one: a kind whose only values of a key are null
-        # (a live finding event without a module) would lose that column, which the pure parse keeps.
+    parsed = arrow_lines.parse(raw)
+    if parsed is None:
         return None
-    for quoted, bare in _NONFINITE_SPELLINGS:
-        if quoted in body:
-            body = body.replace(quoted, bare)
-    if not body or body.isspace():
+    table, cut_line = parsed.table, parsed.cut_line
+    if table is None:
         return (
             {kind: _ordered({"_pos": np.zeros(0, "int64")}, {}, {}) for kind in (None, *data_kinds)},
             ([], []),
             cut_line,
         )
-    try:
-        table = pj.read_json(io.BytesIO(body), read_options=pj.ReadOptions(block_size=_BLOCK_BYTES))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
     rows_of = _rows_by_kind(table, data_kinds)
     if rows_of is None:
         return None
@@ -88,19 +67,6 @@ def read_tables(raw: bytes, data_kinds: tuple[str, ...]) -> tuple[Records, Metas
     records = _records_at(raw, wanted)
     frames = {kind: _ordered(values, first_seen, records) for kind, (values, first_seen) in parts.items()}
     return frames, ([records[row] for row in meta_rows], meta_rows), cut_line
-
-
-def _without_cut_line(raw: bytes) -> tuple[bytes, int | None]:
-    """The file without its last line when that line is not JSON (a writer killed mid-line)."""
-    end = len(raw)
-    while end and raw[end - 1] in b" \t\r\n":  # not rstrip(): that copies the whole file
-        end -= 1
-    start = raw.rfind(b"\n", 0, end) + 1
-    try:
-        json.loads(raw[start:end], parse_constant=str)
-    except (ValueError, UnicodeDecodeError):
-        return raw[:start], raw.count(b"\n", 0, start) + 1
-    return raw, None
 
 
 def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarray] | None:
@@ -127,7 +93,9 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
 
 
 class _Column:
-    """One parsed column, converted to numpy once and then cut into the rows of each kind."""
+    """One parsed column, converted to numpy once and then cut into the rows of each kind (a text
+    column only at the rows asked for: one string of it a Python object, and a column such as the
+    meta record's ``name`` is null in every other row)."""
 
     def __init__(self, column: Any) -> None:
         import pyarrow as pa
@@ -138,6 +106,8 @@ class _Column:
             self.values = _python_lists(column)
         elif pa.types.is_nested(self.type):
             self.values = None
+        elif pa.types.is_string(self.type):
+            self.values = column
         else:
             self.values = column.to_numpy(zero_copy_only=False)
 
@@ -147,7 +117,11 @@ class _Column:
 
         if self.values is None:
             return None
-        values, valid = self.values[rows], self.valid[rows]
+        if pa.types.is_string(self.type):
+            values = self.values.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+        else:
+            values = self.values[rows]
+        valid = self.valid[rows]
         if pa.types.is_floating(self.type):
             return _spelled(values.astype("float64", copy=False), valid)
         if pa.types.is_integer(self.type) or pa.types.is_boolean(self.type):

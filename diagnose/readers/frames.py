@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from diagnose.errors import InputError
+from diagnose.readers import arrow_lines
 from diagnose.run import Run
 from diagnose.runfile import schema
 
@@ -493,7 +494,7 @@ def read_bytes(path: Path) -> bytes:
     try:
         if path.exists() and not path.is_dir() and not path.is_file():
             raise InputError(f"{path}: {NOT_REGULAR}")
-        raw = path.read_bytes()
+        raw = arrow_lines.early_bytes(path) or path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

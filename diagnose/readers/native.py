@@ -469,6 +469,13 @@ def _segment_meta(
 
 def _next_positions(positions: np.ndarray, parts: dict[str, pd.DataFrame]) -> np.ndarray:
     """For each meta record, the file position of the first data record after it."""
-    data = np.sort(np.concatenate([frame["_pos"].to_numpy() for frame in parts.values() if not frame.empty]))
-    after = np.searchsorted(data, positions)
-    return np.where(after < len(data), data[np.minimum(after, len(data) - 1)], positions)
+    nearest = np.full(len(positions), np.iinfo("int64").max)
+    for frame in parts.values():
+        if frame.empty:
+            continue
+        data = frame["_pos"].to_numpy()
+        if not (np.diff(data) > 0).all():  # each kind's rows come in file order; anything else is sorted
+            data = np.sort(data)
+        after = np.searchsorted(data, positions)
+        nearest = np.where(after < len(data), np.minimum(nearest, data[np.minimum(after, len(data) - 1)]), nearest)
+    return np.where(nearest < np.iinfo("int64").max, nearest, positions)

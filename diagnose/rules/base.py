@@ -44,25 +44,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from diagnose.levels import Severity
 from diagnose.run import Run
-
-
-class Severity(str, enum.Enum):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        """Higher is worse."""
-        return {"error": 3, "warning": 2, "info": 1}[self.value]
-
-    @classmethod
-    def parse(cls, value: str | Severity) -> Severity:
-        try:
-            return cls(str(getattr(value, "value", value)).lower())
-        except ValueError:
-            raise ValueError(f"unknown severity {value!r} (expected error, warning or info)") from None
 
 
 class Category(str, enum.Enum):
