@@ -34,7 +34,7 @@ training thread. ``--clock process`` counts the CPU time of every thread of
 this process, the judgement's included: with ``--threads 1`` it is what the
 live findings cost in all, wherever they run.
 
-    python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 6] [--steps 50]
+    python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 8] [--steps 50]
 
 The C allocator's thresholds are pinned first (glibc's ``mallopt``; ``--malloc
 as-is`` leaves them): by default glibc moves them with the sizes it has seen
@@ -257,7 +257,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     parser.add_argument(

@@ -357,9 +357,7 @@ class RunSketch:
         self._records += len(records)
         if self._records // _SLACK > before // _SLACK:
             self.settle()
-        names = self._layer_inputs
-        keys = [names.get(key) or names.setdefault(key, "layers." + key) for key in dict.fromkeys(chain(*records))]
-        self.versions.update(dict.fromkeys(keys, self._records))
+        self._count_inputs(dict.fromkeys(chain(*records)), self._layer_inputs)
         pending, step, group = self.tables["layers"].pending, object(), 0
         for record in records:
             if record.get("step") != step:  # the watch gives one step's: one look-up
@@ -368,7 +366,7 @@ class RunSketch:
             pending.append((group, record))
 
     def _count_inputs(self, record: Record, names: dict[str, str] | None) -> None:
-        """Each field of ``record`` was brought now (a layer field under its ``layers.`` name, from ``names``)."""
+        """Each key of ``record`` was brought now (a layer field under its ``layers.`` name, from ``names``)."""
         if names is None:
             self.versions.update(dict.fromkeys(record, self._records))
             return
