@@ -104,6 +104,8 @@ def parse_csv(text: str, x_column: str | None = None) -> Series:
 def parse_history_json(text: str) -> Series:
     data = json.loads(text)
     found: Series = {}
+    if not isinstance(data, dict):  # a history saved as a JSON string or list holds no named series
+        return found
     for key, values in data.items():
         if isinstance(values, list):
             points = [(i, float(v)) for i, v in enumerate(values) if isinstance(v, (int, float))]
@@ -308,6 +310,12 @@ Every file under this folder is a verbatim copy of a training log that a public 
 commit given (taken through the search index's file reader, written byte for byte; only the file name changes).
 None of these repositories is in `shared/corpus-reserved.txt`. `labels.csv` is the machine-readable form of this
 table (labels separated by `;`).
+
+**How exact a copy is.** The index gives a file's text and its character count, not its bytes: every copy has
+that count. Line endings the text does not show (CR LF, CR CR LF) were restored from the count, and each such
+file's note says so. Some files, in the batches added since the corpus reached 318 files, were written out by a
+short script from the values read (same text, same count) rather than pasted; neither way can catch a swapped
+digit of the same length.
 
 **Labels come from the numbers, before diagnose reads the file.** The *shape* column is computed by
 `benchmarks/corpus_shapes.py` (standard library only, no diagnose code); the labels are my reading of that
