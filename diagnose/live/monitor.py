@@ -217,6 +217,10 @@ class LiveMonitor:
         if record.get("event") in (schema.EV_NONFINITE, schema.EV_NONFINITE_OP):
             self._urgent = True
 
+    def observe_layers(self, records: list[Record]) -> None:
+        """The layer records of one step the watch has just written, at once."""
+        self.sketch.add_layers(records)
+
     def step_finished(self, record: StepRecord) -> bool:
         """Called at each step boundary; True when the watch should flush (and so evaluate) now."""
         if self.sentinel.tripped(record):

@@ -88,11 +88,18 @@ def _numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         numbers = None
     if numbers is None or numbers.ndim != 1:
         numbers = np.array([_number(value) for value in values], dtype="float64")
-    missing = np.isnan(numbers)
-    if not missing.any():
+    # Only where no number came out can a NaN have been logged; most such places hold no value at all
+    # (a layer record without this field), which is told apart without reading it as a number.
+    logged = [
+        row
+        for row in np.flatnonzero(np.isnan(numbers)).tolist()
+        if values[row] is not None and _number(values[row]) is not None
+    ]
+    if not logged:
         return numbers, None
-    logged = missing & np.array([_number(value) is not None for value in values])
-    return numbers, (logged if logged.any() else None)
+    where = np.zeros(len(values), dtype=bool)
+    where[logged] = True
+    return numbers, where
 
 
 def _number(value: Any) -> float | None:
@@ -115,7 +122,9 @@ class _Chunk:
     def of(cls, pending: list[tuple[int, Record]], text: frozenset[str]) -> _Chunk:
         records = [record for _, record in pending]
         columns, logged_nan = {}, {}
-        for key in dict.fromkeys(key for record in records for key in record if key != "kind"):
+        keys = dict.fromkeys(chain.from_iterable(records))
+        keys.pop("kind", None)
+        for key in keys:
             values = [record.get(key) for record in records]
             if key in text:
                 columns[key] = _objects(values)
@@ -138,21 +147,21 @@ class _Table:
     def __init__(self, text: Iterable[str] = ()) -> None:
         self.text = frozenset(text)
         self.held = _Chunk({}, {}, np.zeros(0, dtype="int64"))
-        self._pending: list[tuple[int, Record]] = []
+        self.pending: list[tuple[int, Record]] = []  # (group, record) added since the last settle
         self._chunks: list[_Chunk] = []
         self._chunk_rows = 0
         self._kept_rows = 0
 
     def add(self, group: int, record: Record) -> None:
-        self._pending.append((group, record))
+        self.pending.append((group, record))
 
     def settle(self, kept: np.ndarray) -> None:
         """Turn the records added since the last call into a chunk; join the chunks once they hold as
         many rows as the columns (so that many small flushes cost no more than one large one)."""
-        if self._pending:
-            self._chunks.append(_Chunk.of(self._pending, self.text))
-            self._chunk_rows += len(self._pending)
-            self._pending = []
+        if self.pending:
+            self._chunks.append(_Chunk.of(self.pending, self.text))
+            self._chunk_rows += len(self.pending)
+            self.pending = []
         if self._chunk_rows > max(_SLACK, len(self.held.groups)):
             self._join(kept)
 
@@ -293,6 +302,7 @@ class RunSketch:
         self.latest_step: int | None = None
         self.latest_fields: Record = {}
         self._records = 0
+        self._layer_inputs: dict[str, str] = {}  # a layer record's key -> its name among the inputs
         self._start()
 
     def _start(self) -> None:
@@ -318,31 +328,56 @@ class RunSketch:
         self._records += 1
         if self._records % _SLACK == 0:  # bounded also where nothing flushes (a replay, a long judgement-free stretch)
             self.settle()
-        if kind in (schema.META, schema.EVENT):
-            record = json.loads(line if line is not None else json.dumps(schema.encode(record)))
-        if kind == schema.META:
-            self.meta = self.meta or record
-        elif kind == schema.EVENT:
-            self.events.add(record)
-            self.versions["events"] = self._records
-        else:
-            self._count_inputs(record, "layers." if kind == schema.LAYER else "")
-            if kind == schema.EVAL:
-                self.tables["evals"].add(self._eval_count, record)
-                self._eval_count += 1
-            else:
-                self._add_step_record(record)
-
-    def _count_inputs(self, record: Record, prefix: str) -> None:
-        versions, count = self.versions, self._records
-        for key in record:
-            versions[prefix + key] = count
-
-    def _add_step_record(self, record: Record) -> None:
-        step = record.get("step")
-        if record.get("kind") == schema.STEP:
-            self._note_step(step)
+        if kind == schema.LAYER:  # most records of a model of many modules: the shortest way
+            self._count_inputs(record, self._layer_inputs)
+            self._add_step_record(record, self.tables["layers"])
+        elif kind == schema.STEP:
+            self._count_inputs(record, None)
+            self._note_step(record.get("step"))
             self.latest_fields = record
+            self._add_step_record(record, self.tables["steps"])
+        elif kind == schema.EVAL:
+            self._count_inputs(record, None)
+            self.tables["evals"].add(self._eval_count, record)
+            self._eval_count += 1
+        else:
+            record = json.loads(line if line is not None else json.dumps(schema.encode(record)))
+            if kind == schema.META:
+                self.meta = self.meta or record
+            else:
+                self.events.add(record)
+                self.versions["events"] = self._records
+
+    def add_layers(self, records: list[Record]) -> None:
+        """The layer records of one step, kept as `add` keeps each of them, in one go (a model of many
+        modules writes hundreds at a sampled step)."""
+        if not records:
+            return
+        before = self._records
+        self._records += len(records)
+        if self._records // _SLACK > before // _SLACK:
+            self.settle()
+        self._count_inputs(dict.fromkeys(chain(*records)), self._layer_inputs)
+        pending, step, group = self.tables["layers"].pending, object(), 0
+        for record in records:
+            if record.get("step") != step:  # the watch gives one step's: one look-up
+                step = record.get("step")
+                group = self._group(step)
+            pending.append((group, record))
+
+    def _count_inputs(self, record: Record, names: dict[str, str] | None) -> None:
+        """Each key of ``record`` was brought now (a layer field under its ``layers.`` name, from ``names``)."""
+        if names is None:
+            self.versions.update(dict.fromkeys(record, self._records))
+            return
+        keys = [names.get(key) or names.setdefault(key, "layers." + key) for key in record]
+        self.versions.update(dict.fromkeys(keys, self._records))
+
+    def _add_step_record(self, record: Record, table: _Table) -> None:
+        table.add(self._group(record.get("step")), record)
+
+    def _group(self, step: Any) -> int:
+        """The group of a step or layer record of ``step``: that of the latest step when it is the same."""
         self.latest_step = step
         last = self.tail[-1] if self.tail else (self.head[-1] if self.head else None)
         if last is None or last.step != step:
@@ -354,7 +389,7 @@ class RunSketch:
                 self.tail.append(last)
                 if len(self.tail) > self.tail_size:
                     self._thin(self.tail.popleft())
-        self.tables["steps" if record.get("kind") == schema.STEP else "layers"].add(last.group, record)
+        return last.group
 
     def _note_step(self, step: Any) -> None:
         """A step that goes back to (or below) the first step, once the run got past it, begins another

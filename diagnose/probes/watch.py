@@ -495,16 +495,20 @@ class Watch:
         evals = record.private.get("evals")
         if evals:
             self._emit({"kind": schema.EVAL, "step": step, **evals})
-        for module, values in record.layers.items():
-            self._emit(
-                {
-                    "kind": schema.LAYER,
-                    "step": step,
-                    "module": module,
-                    "type": self._module_types.get(module, schema.OUTPUT_TYPE),
-                    **values,
-                }
-            )
+        layers = [
+            {
+                "kind": schema.LAYER,
+                "step": step,
+                "module": module,
+                "type": self._module_types.get(module, schema.OUTPUT_TYPE),
+                **values,
+            }
+            for module, values in record.layers.items()
+        ]
+        for line in layers:
+            self._writer.write(line)
+        if self._live is not None and layers:
+            self._live.observe_layers(layers)
         for event in record.events:
             self._emit({"kind": schema.EVENT, "step": step, **event})
 
