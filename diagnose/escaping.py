@@ -4,6 +4,9 @@ where it is printed. Every output path uses this one module.
 - `visible`: control characters (C0, DEL, C1, and the Unicode bidirectional overrides that reorder
   what a reader sees) become visible escapes such as ``\\x1b``, so an ANSI or OSC sequence in a run
   name cannot clear the screen or set the window title, and a newline cannot start a line.
+- `plain_in_figure`: matplotlib reads text between two ``$`` as TeX math (an unbalanced brace in a
+  run name would stop the figure from drawing at all); every ``$`` not already escaped gets its
+  backslash, and control characters become escapes as in `visible`.
 - `neutralise_workflow_command`: under GitHub Actions a printed line that starts with ``::`` is a
   workflow command (``::error::``, ``::add-mask::``); such a line gets a visible ``\\`` in front.
   `WorkflowSafeStream` does this to every line written through it, so that only the annotation
@@ -29,6 +32,14 @@ def _shown(match: re.Match[str]) -> str:
 def visible(text: object) -> str:
     """``text`` with every control character written out as an escape."""
     return _CONTROL.sub(_shown, str(text))
+
+
+_BARE_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def plain_in_figure(text: object) -> str:
+    """``text`` as matplotlib draws it literally: no math, no control characters. Idempotent."""
+    return _BARE_DOLLAR.sub(r"\\$", visible(text))
 
 
 def in_github_actions() -> bool:

@@ -10,10 +10,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from matplotlib.text import Text
 from typer.testing import CliRunner
 
+import diagnose
 from diagnose.cli.app import app
-from diagnose.escaping import neutralise_workflow_command, visible
+from diagnose.escaping import neutralise_workflow_command, plain_in_figure, visible
+from diagnose.report.plots import figure, image_bytes
 
 PAYLOADS = {
     "ansi": "\x1b[2J\x1b[Hcleared",
@@ -25,6 +28,7 @@ PAYLOADS = {
     "html": "<script>alert(1)</script><img src=x onerror=alert(2)>",
     "xml": "</testcase><testcase name='fake'/>&amp;",
     "markdown": "| a | b |\n# heading *bold* [link](http://x) `code`",
+    "tex-math": "loss $\\alpha_{x$ and $y$",
 }
 # What must never reach a terminal raw: C0 but newline, DEL, C1, bidirectional overrides.
 _RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -106,6 +110,21 @@ def test_markdown_html_and_json_hold_the_payload_as_text(tmp_path: Path, name: s
     assert payload in strings(document)  # JSON keeps the exact text; its own escaping makes it safe
 
 
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_a_figure_draws_the_payload_as_literal_text(
+    tmp_path: Path, name: str, recwarn: pytest.WarningsRecorder
+) -> None:
+    path = hostile_run(tmp_path, PAYLOADS[name])
+    plot = invoke("plot", path, "-o", tmp_path / "run.png")
+    assert plot.exit_code == 0, plot.output
+    assert (tmp_path / "run.png").read_bytes().startswith(b"\x89PNG")
+    drawn = figure([diagnose.analyze(diagnose.load(path))])
+    image_bytes(drawn)
+    texts = {text.get_text() for text in drawn.findobj(Text)}
+    assert plain_in_figure(PAYLOADS[name]) in texts  # the run's title, literally
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]
+
+
 def test_an_error_line_naming_a_hostile_path_stays_one_plain_line(tmp_path: Path) -> None:
     result = invoke("report", tmp_path / "\x1b]0;t\x07\n::error::x.jsonl", env={"GITHUB_ACTIONS": "true"})
     assert result.exit_code == 2
@@ -115,6 +134,11 @@ def test_an_error_line_naming_a_hostile_path_stays_one_plain_line(tmp_path: Path
 
 def test_the_escapes_themselves() -> None:
     assert visible("a\x1b[2Jb\x9b\u202e\n") == "a\\x1b[2Jb\\x9b\\u202e\\x0a"
+    assert (
+        plain_in_figure("a $x$ \\$y \x1b")
+        == "a \\$x\\$ \\$y \\x1b"
+        == plain_in_figure(plain_in_figure("a $x$ \\$y \x1b"))
+    )
     assert neutralise_workflow_command("  ::add-mask::x") == "\\  ::add-mask::x"
     assert neutralise_workflow_command("\x1b[1m::error::x") == "\\\x1b[1m::error::x"
     assert neutralise_workflow_command("run a: ::error::") == "run a: ::error::"

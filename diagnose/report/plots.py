@@ -20,8 +20,10 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import LogLocator, MaxNLocator
 
+from diagnose.escaping import plain_in_figure
 from diagnose.rules.base import Category, Finding, Severity
 from diagnose.rules.engine import Analysis
 from diagnose.run import Run
@@ -156,8 +158,9 @@ def _heat(column: str) -> Callable[[Axes, Run], None]:
 
 
 def module_labels(names: Sequence[str], most: int = MAX_LABEL_CHARS) -> list[str]:
-    """Axis labels for module names: long ones keep their last dotted parts, behind an ellipsis."""
-    return [_shorten(str(name), most) for name in names]
+    """Axis labels for module names: long ones keep their last dotted parts, behind an ellipsis.
+    Tick labels are drawn from these strings at draw time, so they are made literal here."""
+    return [plain_in_figure(_shorten(str(name), most)) for name in names]
 
 
 def _shorten(name: str, most: int) -> str:
@@ -475,6 +478,10 @@ def image_bytes(fig: Figure, format: str = "png") -> bytes:
 
 
 def _saved(fig: Figure, format: str) -> bytes:
+    # Titles, legends and labels quote run, metric and module names: drawn literally, never as math.
+    # Tick labels are written at draw time, after this, so a log axis keeps its formatted powers.
+    for text in fig.findobj(Text):
+        text.set_text(plain_in_figure(text.get_text()))
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)
     fig.savefig(buffer, format=format, dpi=90)
