@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from sample_files import scenario_file
 
 import diagnose
@@ -58,3 +59,10 @@ def test_cross_rank_rules_are_not_evaluated_on_one_process_and_junit_does_not_pa
     assert not {rule.code for rule in result.evaluated(analysis)} & set(distributed)
     xml = render_junit(result)
     assert "PLT001" in xml and not any(code in xml for code in distributed)
+
+
+def test_analyze_given_a_path_says_to_load_it_first() -> None:
+    path = scenario_file("chance_binary")
+    with pytest.raises(TypeError, match=r"diagnose\.load\(path\)"):
+        analyze(path)
+    assert analyze(diagnose.load(path)).run.name  # the same file, loaded, is analysed

@@ -61,6 +61,8 @@ class Analysis:
 
 def analyze(run: Run, config: RuleConfig | None = None) -> Analysis:
     """Apply every enabled rule to ``run``; findings come back worst first."""
+    if not isinstance(run, Run):  # a path, most often: say what to do instead of failing deep in a rule
+        raise TypeError(f"analyze() takes a Run, not {type(run).__name__}: read a file with diagnose.load(path) first")
     return arrange(apply_rules(run, config or RuleConfig()))
 
 
