@@ -177,16 +177,16 @@ def time_steps(
     with probes as w:
         for _ in range(steps):
             start = clock()
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-            if w is not None:
-                try:
+            try:  # stop_on ends the step at the next step boundary: the log call or the next forward
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                if w is not None:
                     w.log(loss=loss)
-                except diagnose.TrainingStopped:  # a live finding on the benchmark model: time what ran
-                    times.append(clock() - start)
-                    break
+            except diagnose.TrainingStopped:  # a live finding on the benchmark model: time what ran
+                times.append(clock() - start)
+                break
             times.append(clock() - start)
         closing = clock()
     return times[2:], clock() - closing  # the first steps of a round pay for hook installation and caches
