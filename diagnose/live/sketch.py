@@ -325,17 +325,17 @@ class RunSketch:
         kind = record.get("kind")
         if kind not in _KEPT:
             return
+        if kind == schema.LAYER:  # one way to keep layer records, whether they come one by one or a step's at once
+            self.add_layers([record])
+            return
         self._records += 1
         if self._records % _SLACK == 0:  # bounded also where nothing flushes (a replay, a long judgement-free stretch)
             self.settle()
-        if kind == schema.LAYER:  # most records of a model of many modules: the shortest way
-            self._count_inputs(record, self._layer_inputs)
-            self._add_step_record(record, self.tables["layers"])
-        elif kind == schema.STEP:
+        if kind == schema.STEP:
             self._count_inputs(record, None)
             self._note_step(record.get("step"))
             self.latest_fields = record
-            self._add_step_record(record, self.tables["steps"])
+            self.tables["steps"].add(self._group(record.get("step")), record)
         elif kind == schema.EVAL:
             self._count_inputs(record, None)
             self.tables["evals"].add(self._eval_count, record)
@@ -355,7 +355,7 @@ class RunSketch:
             return
         before = self._records
         self._records += len(records)
-        if self._records // _SLACK > before // _SLACK:
+        if self._records // _SLACK > before // _SLACK:  # as `add` settles at every _SLACK-th record
             self.settle()
         self._count_inputs(dict.fromkeys(chain(*records)), self._layer_inputs)
         pending, step, group = self.tables["layers"].pending, object(), 0
@@ -372,9 +372,6 @@ class RunSketch:
             return
         keys = [names.get(key) or names.setdefault(key, "layers." + key) for key in record]
         self.versions.update(dict.fromkeys(keys, self._records))
-
-    def _add_step_record(self, record: Record, table: _Table) -> None:
-        table.add(self._group(record.get("step")), record)
 
     def _group(self, step: Any) -> int:
         """The group of a step or layer record of ``step``: that of the latest step when it is the same."""
