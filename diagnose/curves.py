@@ -239,7 +239,7 @@ def to_log(series: pd.Series) -> pd.Series | None:
     """Natural log of a positive curve; None when any value is zero or negative."""
     if not is_positive(series):
         return None
-    return pd.Series(np.log(series.to_numpy()), index=series.index, name=series.name)
+    return pd.Series(np.log(series.to_numpy()), index=series.index, name=series.name, copy=False)  # a new array
 
 
 def comparable(series: pd.Series) -> pd.Series:

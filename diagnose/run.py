@@ -170,8 +170,10 @@ class Run:
             present |= np.isin(steps, self.nan_steps[column])
         if present.all():  # every column of a frame logged at every step: they share one index
             index = self.kept(("step index", kind), lambda: pd.Index(steps, name="step"))
-            return pd.Series(numbers, index=index, name=column)
-        return pd.Series(numbers[present], index=pd.Index(steps[present], name="step"), name=column)
+            # Within `reading` the series is only read, so it may share the frame's numbers (a
+            # million-step column copied for each series read is a good part of a long run's rules).
+            return pd.Series(numbers, index=index, name=column, copy=self._read_only is None)
+        return pd.Series(numbers[present], index=pd.Index(steps[present], name="step"), name=column, copy=False)
 
     def _kind_of(self, column: str) -> str | None:
         """``"steps"`` or ``"evals"``: the frame that holds ``column``."""

@@ -193,7 +193,10 @@ def _ordered(columns: dict[str, Any], first_seen: dict[str, int], records: dict[
         return row, keys.index(name) if name in keys else len(keys)
 
     order = sorted(first_seen, key=place)
-    return pd.DataFrame({name: columns[name] for name in [*order, "_pos"]}, index=pd.RangeIndex(len(columns["_pos"])))
+    # copy=False: each column stays its own array (they are this frame's alone), where a copy would
+    # stack a million-row run's columns into one block, a third of reading it.
+    columns = {name: columns[name] for name in [*order, "_pos"]}
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(columns["_pos"])), copy=False)
 
 
 def _records_at(raw: bytes, positions: set[int]) -> dict[int, dict]:

@@ -138,7 +138,8 @@ def numeric_frame(
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
     columns.setdefault("step", steps)
-    result = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)))
+    # copy=False: the columns are not stacked into one block (on a long run a copy of every number).
+    result = pd.DataFrame(columns, index=pd.RangeIndex(len(frame)), copy=False)
     if _in_order(steps):  # what our writer and most loggers write: no sort needed
         return result
     return result.sort_values("step", kind="stable").reset_index(drop=True)
