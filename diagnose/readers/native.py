@@ -369,10 +369,14 @@ def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
     """File positions where another run begins (the step counter restarts)."""
     if steps.empty:
         return np.zeros(0, dtype="int64")
-    order = np.argsort(steps[frames.POSITION].to_numpy(), kind="stable")
-    positions, numbers = steps[frames.POSITION].to_numpy()[order], frames.to_numbers(steps["step"])[0][order]
+    positions, numbers = steps[frames.POSITION].to_numpy(), frames.to_numbers(steps["step"])[0]
+    if not (np.diff(positions) > 0).all():  # mostly in file order already: a pass, where a sort is several
+        order = np.argsort(positions, kind="stable")
+        positions, numbers = positions[order], numbers[order]
     usable = ~np.isnan(numbers)
-    return positions[usable][frames.restart_positions(numbers[usable])]
+    if not usable.all():
+        positions, numbers = positions[usable], numbers[usable]
+    return positions[frames.restart_positions(numbers)]
 
 
 def _build_run(
