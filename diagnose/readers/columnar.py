@@ -93,9 +93,11 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
 
 
 class _Column:
-    """One parsed column, converted to numpy once and then cut into the rows of each kind (a text
-    column only at the rows asked for: one string of it a Python object, and a column such as the
-    meta record's ``name`` is null in every other row)."""
+    """One parsed column, cut into the rows of each kind. A column of numbers or text is cut by
+    pyarrow (its memory pool reuses what it frees, where a numpy array of a million values costs a
+    couple of thousand page faults: converting the whole column first, then cutting it, paid that
+    twice per column); a text value becomes a Python object only at the rows asked for (a column
+    such as the meta record's ``name`` is null in every other row)."""
 
     def __init__(self, column: Any) -> None:
         import pyarrow as pa
@@ -106,22 +108,20 @@ class _Column:
             self.values = _python_lists(column)
         elif pa.types.is_nested(self.type):
             self.values = None
-        elif pa.types.is_string(self.type):
-            self.values = column
         else:
-            self.values = column.to_numpy(zero_copy_only=False)
+            self.values = column
 
-    def rows(self, rows: np.ndarray) -> Any:
-        """The values at ``rows`` as the pure parse holds them; None for nested values."""
+    def rows(self, rows: Any, valid: np.ndarray) -> Any:
+        """The values at ``rows`` (a pyarrow array of row numbers, ``valid`` which of them hold a value)
+        as the pure parse holds them; None for nested values."""
         import pyarrow as pa
 
         if self.values is None:
             return None
-        if pa.types.is_string(self.type):
-            values = self.values.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+        if isinstance(self.values, np.ndarray):
+            values = self.values[rows.to_numpy()]
         else:
-            values = self.values[rows]
-        valid = self.valid[rows]
+            values = self.values.take(rows).to_numpy(zero_copy_only=False)
         if pa.types.is_floating(self.type):
             return _spelled(values.astype("float64", copy=False), valid)
         if pa.types.is_integer(self.type) or pa.types.is_boolean(self.type):
@@ -168,13 +168,16 @@ def _python_lists(column: Any) -> np.ndarray:
 def _part(columns: dict[str, _Column], rows: np.ndarray) -> tuple[dict[str, Any], dict[str, int]] | None:
     """The columns the records at ``rows`` have, with their file positions in ``_pos``, and the
     record each column first appears in. None when one of them holds nested values."""
+    import pyarrow as pa
+
     values: dict[str, Any] = {}
     first_seen: dict[str, int] = {}
+    taken = pa.array(rows)
     for name, column in columns.items():
         valid = column.valid[rows]
         if not valid.any():
             continue
-        held = column.rows(rows)
+        held = column.rows(taken, valid)
         if held is None:
             return None
         values[name] = held
