@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,25 @@ def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
 def test_recorded_runs_read_alike(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, pure = both_readers(path, monkeypatch)
     assert_same_runs(fast, pure)
+
+
+def test_a_wide_run_reads_into_frames_that_pandas_can_work_on_and_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 240 scalars, each step logged in two calls (merged into one row): a frame of one block per
+    # column made pandas warn that it is highly fragmented when merging the repeated steps.
+    lines = []
+    for step in range(1, 6):
+        for half in range(2):
+            values = ",".join(f'"m{half}_{i}":{step * 0.5 + i}' for i in range(120))
+            lines.append(f'{{"kind":"step","step":{step},{values}}}')
+    path = tmp_path / "wide.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast, pure = both_readers(path, monkeypatch)
+    assert_same_runs(fast, pure)
+    steps = fast[0].steps
+    assert steps.shape == (5, 241)
+    steps.loc[0, "m0_0"] = -1.0  # the run's frames own their numbers
+    assert steps.loc[0, "m0_0"] == -1.0

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diagnose.readers import arrow_lines
+from diagnose.readers import arrow_lines, frames
 from diagnose.runfile import schema
 
 MIN_BYTES = arrow_lines.MIN_BYTES
@@ -196,10 +196,7 @@ def _ordered(columns: dict[str, Any], first_seen: dict[str, int], records: dict[
         return row, keys.index(name) if name in keys else len(keys)
 
     order = sorted(first_seen, key=place)
-    # copy=False: each column stays its own array (they are this frame's alone), where a copy would
-    # stack a million-row run's columns into one block, a third of reading it.
-    columns = {name: columns[name] for name in [*order, "_pos"]}
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(columns["_pos"])), copy=False)
+    return frames.columns_frame({name: columns[name] for name in [*order, "_pos"]}, len(columns["_pos"]))
 
 
 def _records_at(raw: bytes, positions: set[int]) -> dict[int, dict]:

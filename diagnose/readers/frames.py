@@ -138,14 +138,26 @@ def numeric_frame(
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
     columns.setdefault("step", steps)
-    # Each column its own array (copy=False), not stacked into one block with the others: on a long
-    # run that copy was a third of reading it. A column still a view of ``frame`` (read-only) is
-    # copied, so that the run's frames own what they hold and can be changed in place.
-    owned = {name: values if values.flags.writeable else values.copy() for name, values in columns.items()}
-    result = pd.DataFrame(owned, index=pd.RangeIndex(len(frame)), copy=False)
+    result = columns_frame(columns, len(frame), own=True)
     if _in_order(steps):  # what our writer and most loggers write: no sort needed
         return result
     return result.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+# Up to this many columns a frame keeps each column its own array, built without a copy: stacking a
+# long run's columns into one block was a third of reading it. A wider frame (hundreds of scalars) is
+# stacked as before: pandas is slow on, and warns of, a frame of more than 100 separate blocks.
+SEPARATE_COLUMNS = 32
+
+
+def columns_frame(columns: dict[str, np.ndarray], length: int, *, own: bool = False) -> pd.DataFrame:
+    """A frame of ``columns`` (``length`` rows). With ``own``, a column that is a read-only view
+    (of another frame, or of pyarrow's memory) is copied, so that the frame can be changed in place."""
+    if len(columns) > SEPARATE_COLUMNS:
+        return pd.DataFrame(columns, index=pd.RangeIndex(length))
+    if own:
+        columns = {name: values if values.flags.writeable else values.copy() for name, values in columns.items()}
+    return pd.DataFrame(columns, index=pd.RangeIndex(length), copy=False)
 
 
 def _in_order(steps: np.ndarray) -> bool:
