@@ -370,7 +370,7 @@ def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
     if steps.empty:
         return np.zeros(0, dtype="int64")
     positions, numbers = steps[frames.POSITION].to_numpy(), frames.to_numbers(steps["step"])[0]
-    if not (np.diff(positions) > 0).all():  # mostly in file order already: a pass, where a sort is several
+    if not (np.diff(positions) > 0).all():  # rows mostly come in file order: checking is a pass, sorting several
         order = np.argsort(positions, kind="stable")
         positions, numbers = positions[order], numbers[order]
     usable = ~np.isnan(numbers)
@@ -406,8 +406,12 @@ def _build_run(
     if events.empty:
         events = pd.DataFrame({"step": np.zeros(0), "event": np.zeros(0, dtype=object)})
     else:
-        events = events.drop(columns=frames.POSITION).assign(
-            step=pd.to_numeric(events["step"], errors="coerce").astype("float64")
+        # A copy: the columnar reader's columns may be read-only views of pyarrow's memory, and the
+        # run's frames are the user's to change.
+        events = (
+            events.drop(columns=frames.POSITION)
+            .assign(step=pd.to_numeric(events["step"], errors="coerce").astype("float64"))
+            .copy()
         )
     if repeated:
         meta["repeated_steps"] = repeated
