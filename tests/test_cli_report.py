@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -155,3 +156,25 @@ def test_unknown_rule_patterns_are_refused(runs):
     assert result.stderr == (
         "diagnose: error: 'NOSUCH' matches no rule code, code prefix or name (`diagnose rules` lists them)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code"),
+    [
+        (["report", "{healthy}", "-f", "json"], 0),
+        (["check", "{healthy}", "--expect-final-loss-below", "-1"], 1),
+        (["report", "{healthy}", "--select", "NOSUCH"], 2),
+    ],
+)
+def test_the_process_ends_with_the_exit_code_and_all_the_output(runs, args, exit_code):
+    # report, check and plot end the process at once (no interpreter teardown) once they are done.
+    command = [sys.executable, "-m", "diagnose", *(a.format(**runs) for a in args)]
+    environment = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == exit_code
+    if exit_code == 0:
+        assert json.loads(result.stdout)["runs"]
+    elif exit_code == 1:
+        assert result.stdout.rstrip().endswith("1 of 1 expectations not met")
+    else:
+        assert result.stderr.startswith("diagnose: error: 'NOSUCH' matches no rule")
