@@ -20,10 +20,12 @@ tuned to by name (``--name-heldout`` names them too).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
 from real_corpus import corpus_folder  # noqa: E402
+from second_reading import REAL_RUNS_SECOND  # noqa: E402
 
 import diagnose  # noqa: E402
 from diagnose.errors import InputError  # noqa: E402
@@ -85,17 +88,43 @@ class Outcome:
     rule_errors: list[str] = field(default_factory=list)
 
 
-def corpus_items() -> Iterator[Labelled]:
-    for row in read_labels():
-        yield Labelled("corpus", row["file"], CORPUS / row["file"], set(row["labels"].split(";")), row["split"])
-    shared = corpus_folder()
-    if shared is None:
-        return
+def shared_first_labels(shared: Path) -> Iterator[tuple[str, set[str]]]:
+    """(file, labels) of the shared corpus, parsed from its SOURCES.md tables (the first reading)."""
     for line in (shared / "SOURCES.md").read_text(encoding="utf-8").splitlines():
         match = _SHARED_ROW.match(line)
         if match:
-            labels = {label.strip() for label in match[2].split(",")}
-            yield Labelled("real_runs", match[1], shared / match[1], labels, split_of(match[1]))
+            yield match[1], {label.strip() for label in match[2].split(",")}
+
+
+def labels_of(text: str) -> set[str]:
+    return set(text.split(";")) if text else set()
+
+
+def corpus_items(reading: str = "second") -> Iterator[Labelled]:
+    """Every labelled file; with reading="second" its second-reading labels where it has them."""
+    for row in read_labels():
+        labels = labels_of(row.get("second_labels", "")) if reading == "second" else set()
+        yield Labelled("corpus", row["file"], CORPUS / row["file"], labels or labels_of(row["labels"]), row["split"])
+    shared = corpus_folder()
+    if shared is None:
+        return
+    second = {}
+    if reading == "second" and REAL_RUNS_SECOND.is_file():
+        with REAL_RUNS_SECOND.open(encoding="utf-8", newline="") as handle:
+            second = {row["file"]: labels_of(row["second_labels"]) for row in csv.DictReader(handle)}
+    for name, labels in shared_first_labels(shared):
+        yield Labelled("real_runs", name, shared / name, second.get(name) or labels, split_of(name))
+
+
+def reading_changes(split: str) -> dict[str, int]:
+    """How many labels the second reading added ('+label') or removed ('-label') in one half."""
+    first = {(i.corpus, i.name): i.labels for i in corpus_items("first") if i.split == split}
+    counts: Counter = Counter()
+    for item in corpus_items("second"):
+        if item.split == split:
+            before = first[(item.corpus, item.name)]
+            counts.update([f"+{x}" for x in item.labels - before] + [f"-{x}" for x in before - item.labels])
+    return dict(sorted(counts.items()))
 
 
 def judge(item: Labelled) -> Outcome:
@@ -185,6 +214,11 @@ def render(split: str, result: dict) -> str:
         for entry in value if isinstance(value, list) else []:
             detail = entry.get("codes") or entry.get("error") or entry.get("errors") or ""
             lines.append(f"      {entry['file']}  {detail}")
+    changed = result.get("second_reading_changes", {})
+    lines.append(
+        "  labels changed by the second reading (sample_runs/corpus/SECOND_READING.md): "
+        + (", ".join(f"{k} {v}" for k, v in changed.items()) or "none")
+    )
     return "\n".join(lines)
 
 
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for split in splits
     }
+    for split in splits:
+        results[split]["second_reading_changes"] = reading_changes(split)
     results["mapping"] = {label: list(codes) for label, codes in FOUND_BY.items()}
     if args.json:
         print(json.dumps(results, indent=2))

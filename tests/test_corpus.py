@@ -25,7 +25,7 @@ from corpus_score import LABELS, SPLITS
 from corpus_shapes import CORPUS, read_labels, split_of
 
 ROWS = {row["file"]: row for row in read_labels()}
-BOOKKEEPING = {"labels.csv", "SOURCES.md"}
+BOOKKEEPING = {"labels.csv", "SOURCES.md", "SECOND_READING.md", "real_runs_second.csv"}
 
 
 def test_labels_list_exactly_the_files_on_disk():
@@ -40,6 +40,10 @@ def test_row_is_consistent(name):
     assert row["split"] in SPLITS and row["split"] == split_of(name)
     assert row["format"] == name.split("/", 1)[0]
     assert set(row["labels"].split(";")) <= LABELS
+    second = set(row["second_labels"].split(";")) if row["second_labels"] else set()
+    assert second <= LABELS
+    # the second reading is recorded with a reason wherever it differs from the first
+    assert bool(row["second_reason"]) == bool(second and second != set(row["labels"].split(";")))
     assert len(row["commit"]) == 40 and row["repository"].count("/") == 1 and row["path"]
 
 
