@@ -148,6 +148,12 @@ def spikes(train: Points) -> str | None:
     return f"{found} jump(s) that come back down" if found else ""
 
 
+def eval_series(series: dict[str, Points], train_key: str) -> str | None:
+    """The named validation loss with the most points (a one-point test_loss is no curve), else as the shapes."""
+    named = [k for k in EVAL_KEYS if k in series and k != train_key]
+    return max(named, key=lambda k: len(series[k])) if named else pick(series, EVAL_KEYS, exclude=train_key)
+
+
 def read_again(path: Path) -> dict[str, str | None] | str:
     """{label: evidence, "" when not met, None when too few points to judge}, or why the file was not re-read."""
     try:
@@ -158,7 +164,7 @@ def read_again(path: Path) -> dict[str, str | None] | str:
     if train_key is None:
         return "no train loss parsed"
     train = finite(series[train_key])
-    eval_key = pick(series, EVAL_KEYS, exclude=train_key)
+    eval_key = eval_series(series, train_key)
     evals = finite(series.get(eval_key, [])) if eval_key else []
     if len(train) < 2:
         return "no train loss parsed"
