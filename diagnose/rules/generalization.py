@@ -185,7 +185,7 @@ class Overfitting(Rule):
     assumes_falling_loss = True
     # A validation loss that rises for good while the training loss falls also widens the gap
     # between them: the widening-gap finding (OVF006) then says less than this one.
-    supersedes = ("OVF006",)
+    supersedes = ("OVF006", "OVF007")
     name = "overfitting"
     title = "Overfitting: validation loss rises while training loss falls"
     category = Category.GENERALIZATION
@@ -706,6 +706,274 @@ class WideningGap(Rule):
                 "use a smaller model",
             ],
         )
+
+
+class GapApart(Rule):
+    """
+    ## What it detects
+    A generalization gap read from the two curves together: by the end of
+    the run the validation loss stands well above the training loss, and
+    the distance between them has grown since the first half of the run,
+    while the training loss is still coming down.
+
+    ## Why it matters
+    The training loss overstates how good the model is, and more so with
+    every epoch: what the late steps learn is particular to the training
+    set. Unlike overfitting (OVF001) the validation loss need not rise; it
+    may still creep down, far more slowly than the training loss.
+
+    ## How it decides
+    Needs ``min_points`` or more positive evaluations and a positive
+    training loss. The smoothed training loss is read at each evaluation
+    and the gap is log(validation / training). The gap over the last
+    quarter of the evaluations (its median) must exceed ``min_apart``; it
+    must exceed the gap over the second quarter by ``min_growth``, and the
+    third quarter's gap must stand above the second's (the gap widens across
+    the second half, not in one late step); and the training loss must be
+    lower over the last quarter than at the middle of the run (it still
+    falls), while the validation loss followed less than ``max_share`` of
+    that fall (log units, second quarter to last: on a run that simply
+    converges, both fall together and the ratio of two small numbers grows
+    without a gap). In loss units the gap over the last quarter must
+    also reach ``min_units`` of the training loss's starting level: near
+    their floor two losses of 0.005 and 0.0005 are ten times apart and no
+    gap worth a warning. The two notes on the same shape (OVF005, OVF006) stay beside it:
+    they name a stalled validation loss, which this finding does not need. When the validation loss rises for good as
+    well, OVF001's overfitting finding says more and this one is set aside.
+
+    ## What to do
+    Keep the checkpoint with the best validation loss and stop earlier
+    (early stopping). Then: check that validation inputs are prepared as the
+    training inputs are and come from the same distribution; add data or
+    augmentation; regularise (weight decay 0.01-0.1, dropout 0.1-0.3); use a
+    smaller model.
+    """
+
+    code = "OVF007"
+    assumes_falling_loss = True
+    name = "gap-apart"
+    title = "Generalization gap: validation loss ends well above the training loss, and the gap widens"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 32
+    thresholds = (
+        Threshold(
+            "min_points",
+            8,
+            "fewest positive evaluations judged",
+            source="as OVF003: four quarters of two evaluations each; the shortest generalization_gap "
+            "file of the calibration half has 9",
+        ),
+        Threshold(
+            "min_apart",
+            0.65,
+            "median log(validation / training loss) over the last quarter (0.65 = validation 1.9x training)",
+            source="the recorded healthy runs (sample_runs/examples/healthy) end up to 1.84x apart with a "
+            "gap that grows (mlp 0.49, binary 0.61): a validation loss under about twice the training loss "
+            "is ordinary on small data. Calibration half (second reading): healthy files with 8 or more "
+            "evaluations end at most 0.34 apart; the generalization_gap files 0.22-4.0, 17 of them above "
+            "0.65",
+        ),
+        Threshold(
+            "min_growth",
+            0.15,
+            "growth of that median gap from the second quarter to the last (0.15 = 16%)",
+            source="OVF006's min_growth: a gap growing by a few percent is within the evaluation noise "
+            "of a small validation set; calibration half: generalization_gap files grow 0.12-2.2",
+        ),
+        Threshold(
+            "min_units",
+            0.025,
+            "the gap over the last quarter in loss units, as a share of the training loss's starting level",
+            source="the healthy twin of the bug suite's log_of_zero_nan (both losses near 0.001) is 0.015 "
+            "apart in these units; calibration half: generalization_gap files 0.018 (lost), 0.033-1.0",
+        ),
+        Threshold(
+            "max_share",
+            0.3,
+            "the validation loss's log fall from the second quarter to the last, as a share of the "
+            "training loss's over the same stretch",
+            source="about OVF006's max_share (0.25). The fixed runs of the bug suite (examples/BUG*/good: "
+            "both losses converge towards zero) follow 0.35-0.60 of it; calibration half: the "
+            "generalization_gap files that pass the other tests -0.67-0.28, five more 0.46-0.91",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        pair = _logs_at_evaluations(run, t["min_points"])
+        if pair is None:
+            return
+        column, val, train, log_val, log_train = pair
+        quarter = len(log_val) // 4
+        gap = log_val - log_train
+        apart, before = float(np.median(gap[-quarter:])), float(np.median(gap[quarter : 2 * quarter]))
+        third = float(np.median(gap[2 * quarter : 3 * quarter]))
+        middle = len(log_val) // 2
+        train_fell = np.median(log_train[-quarter:]) < np.median(log_train[middle - 1 : middle + 2])
+        widens = apart - before > t["min_growth"] and third > before
+        train_fall = float(np.median(log_train[quarter : 2 * quarter]) - np.median(log_train[-quarter:]))
+        val_fall = float(np.median(log_val[quarter : 2 * quarter]) - np.median(log_val[-quarter:]))
+        held = val_fall < t["max_share"] * train_fall  # the validation loss did not follow
+        units = np.median(np.exp(log_val[-quarter:])) - np.median(np.exp(log_train[-quarter:]))
+        sizable = units > t["min_units"] * curves.start_level(train)
+        if not (apart > t["min_apart"] and widens and train_fell and held and sizable):
+            return
+        since = float(val.index[quarter])
+        yield self.finding(
+            run,
+            message=(
+                f"{column} ends {np.exp(apart):.3g}x the training loss (median of the last {quarter} "
+                f"evaluations), up from {np.exp(before):.3g}x in the second quarter of the run, while the "
+                "training loss kept falling: the model learns what does not carry over to new data"
+            ),
+            onset=since,
+            steps=[since],
+            evidence={
+                "column": column,
+                "evaluations": len(log_val),
+                "ratio_end": float(np.exp(apart)),
+                "ratio_second_quarter": float(np.exp(before)),
+                "val_end": float(np.exp(np.median(log_val[-quarter:]))),
+                "train_end": float(np.exp(np.median(log_train[-quarter:]))),
+            },
+            causes=[
+                "the model memorises the training set: too little data for its capacity",
+                "validation data from another distribution, or prepared differently from the training data",
+                "too little regularisation",
+            ],
+            fixes=[
+                "keep the checkpoint with the best validation loss; stop earlier (early stopping)",
+                "check that validation inputs are preprocessed as the training inputs are",
+                "add data or augmentation; regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
+                "use a smaller model",
+            ],
+        )
+
+
+class ValidationAgainstTraining(Rule):
+    """
+    ## What it detects
+    The validation loss jumps up, again and again, at evaluations where the
+    training loss went down: several evaluations after the first quarter of
+    the run stand well above the validation curve's own local trend while
+    the training curve kept its downward trend.
+
+    ## Why it matters
+    Each such evaluation says the model got worse on new data while it got
+    better on the training data, and then it recovers: the weights move
+    too far between evaluations (a learning rate too high for this stage),
+    BatchNorm statistics do not match the evaluation data, or the
+    evaluation set is too small to measure on. The best checkpoint and
+    early stopping then rest on noise.
+
+    ## How it decides
+    Needs ``min_points`` or more positive evaluations and a positive
+    training loss, read (smoothed) at each evaluation. An evaluation counts
+    when it stands more than ``min_height`` (log units) above the median
+    of the five evaluations centred on it, more than ``min_share`` of the
+    validation loss's scale (its fall from the first evaluation to the best,
+    or its best level when larger) in loss units, and the training loss at
+    it is lower than at the evaluation before. It fires on ``min_count`` or
+    more such evaluations after the first quarter of the run.
+
+    ## What to do
+    Decay the learning rate (cosine, or ReduceLROnPlateau on the validation
+    loss); evaluate on a larger, stratified validation set; check BatchNorm
+    (batch sizes, momentum, or freeze its statistics); evaluate an
+    exponential moving average of the weights.
+    """
+
+    code = "OVF008"
+    assumes_falling_loss = True
+    name = "validation-against-training"
+    title = "Validation loss jumps up again and again while the training loss falls"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 41
+    thresholds = (
+        Threshold(
+            "min_points",
+            8,
+            "fewest positive evaluations judged",
+            source="OVF003's min_points: a median of five needs neighbours on both sides",
+        ),
+        Threshold(
+            "min_height",
+            0.18,
+            "log height of an evaluation over the median of the five centred on it (0.18 = 1.2x)",
+            source="a fifth above its neighbours, twice the 10% the corpus calls a rise (SOURCES.md); "
+            "calibration half: no healthy file has more than two such evaluations",
+        ),
+        Threshold(
+            "min_share",
+            0.02,
+            "the same height in loss units, as a share of the validation loss's scale",
+            source="near its floor a loss moves by large factors that are tiny amounts (OVF003's "
+            "scatter_share); tuned on the calibration half: 0.01 lets a short healthy history reach two "
+            "counted evaluations, 0.03 loses three unstable files",
+        ),
+        Threshold(
+            "min_count",
+            3,
+            "fewest such evaluations after the first quarter",
+            source="tuned on the calibration half: healthy files have at most 2 (one short history), "
+            "the unstable_val files it finds 3-8",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        pair = _logs_at_evaluations(run, t["min_points"])
+        if pair is None:
+            return
+        column, val, _, log_val, log_train = pair
+        values = val.to_numpy(dtype="float64")
+        local = np.array([np.median(log_val[max(0, i - 2) : i + 3]) for i in range(len(log_val))])
+        scale = max(values[0] - values.min(), values.min())
+        high = (log_val - local > t["min_height"]) & (values - np.exp(local) > t["min_share"] * scale)
+        train_fell = np.r_[False, log_train[1:] < log_train[:-1]]
+        counted = np.flatnonzero(high & train_fell)
+        counted = counted[counted >= len(log_val) // 4]
+        if len(counted) < t["min_count"]:
+            return
+        steps = [float(val.index[i]) for i in counted]
+        shown = ", ".join(f"{values[i]:.4g} at step {val.index[i]:.0f}" for i in counted[:4])
+        yield self.finding(
+            run,
+            message=(
+                f"{column} jumps above its own trend at {len(counted)} evaluations where the training loss "
+                f"fell ({shown}; up to {np.exp((log_val - local)[counted].max()):.2g}x the evaluations "
+                "around them)"
+            ),
+            onset=steps[0],
+            steps=steps,
+            evidence={"column": column, "jumps": len(counted), "jump_steps": steps[:20], "evaluations": len(val)},
+            causes=[
+                "the learning rate is too high for this stage: the weights jump between evaluations",
+                "BatchNorm running statistics that do not match the validation data",
+                "a validation set too small or unbalanced to measure on",
+            ],
+            fixes=[
+                "decay the learning rate (cosine, or ReduceLROnPlateau on the validation loss)",
+                "evaluate on a larger, stratified validation set",
+                "check BatchNorm: batch sizes, momentum, or freeze its statistics",
+                "evaluate an exponential moving average of the weights",
+            ],
+        )
+
+
+def _logs_at_evaluations(
+    run: Run, min_points: float
+) -> tuple[str, pd.Series, pd.Series, np.ndarray, np.ndarray] | None:
+    """(column, validation loss, training loss, log validation, log smoothed training at the evaluations),
+    or None with fewer than ``min_points`` evaluations or a loss that is not positive (no log to take)."""
+    column, val = validation_loss(run)
+    train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+    if len(val) < min_points or len(train) < 3 or not (curves.is_positive(val) and curves.is_positive(train)):
+        return None
+    log_train = np.log(curves.value_at(curves.smooth(train), val.index))
+    return column, val, train, np.log(val.to_numpy(dtype="float64")), log_train
 
 
 def _stall_start(val: pd.Series, z: float) -> int:

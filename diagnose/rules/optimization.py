@@ -1031,6 +1031,118 @@ class ShortRunLearnedNothing(Rule):
         )
 
 
+class SlowStart(Rule):
+    """
+    ## What it detects
+    The loss sits at its starting level for the first part of the run and
+    only then falls, far: the first steps bought nothing, and what the model
+    learned it learned late.
+
+    ## Why it matters
+    The steps at the start are wasted, and a run cut short would have
+    looked stuck. The usual causes are an initial learning rate far too low
+    (a long warm-up, or a schedule that starts near zero), an initialisation
+    that saturates units until the weights move out of it, or a model that
+    must first find a signal (a symmetric start, a gate that opens late).
+
+    ## How it decides
+    Needs ``min_points`` finite, positive points from the start of training.
+    The loss is cut into 20 equal bins and each is read by its median. The
+    run *leaves its start* at the first bin whose median is more than
+    ``band`` (log units) below the first bin's. It fires when that happens
+    only after ``min_flat`` of the run, and the loss then falls more than
+    ``min_fall`` (log units) below the first bin's median. A start at the
+    chance level of a class count the run declares (``num_classes``, or a
+    binary task) is left alone: a classifier that sits at ln(classes) while
+    it breaks the symmetry of its start, then learns, is how deep networks
+    often begin (the recorded healthy CNN and the fixed deep stack of
+    BUG025 do), and one that never leaves it is CH001's.
+
+    ## What to do
+    Shorten the warm-up or start it from a higher learning rate; check the
+    initialisation (the initial loss against ln(classes), saturated or dead
+    units in the first steps); if the run is meant to start slowly (a
+    curriculum, a frozen backbone), nothing to do.
+    """
+
+    code = "PLT003"
+    assumes_falling_loss = True
+    name = "slow-start"
+    title = "Slow start: the loss stays at its starting level before it falls"
+    category = Category.OPTIMIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 36
+    thresholds = (
+        Threshold("min_points", 20, "fewest finite points judged", source="one point per bin at least"),
+        Threshold(
+            "band",
+            0.05,
+            "log distance below the first bin's median that counts as leaving the start (0.05 = 5%)",
+            source="half the 10% the corpus calls a fall (sample_runs/corpus/SOURCES.md)",
+        ),
+        Threshold(
+            "min_flat",
+            0.1,
+            "share of the run spent at the start before it leaves (0.1 = two bins of 20)",
+            source="tuned on the calibration half: a single bin at the start is one noisy median; the "
+            "slow_start files leave after 2-5 bins",
+        ),
+        Threshold(
+            "min_fall",
+            1.5,
+            "log fall below the first bin's median after the start is left (1.5 = to under 22%)",
+            source="tuned on the calibration half: healthy runs that sit on their start for 10% of the run "
+            "or more fall at most 0.68 afterwards (a warm-up, then a modest fine-tune), the slow_start "
+            "files 2.3-6.9",
+        ),
+        Threshold(
+            "chance_band",
+            0.03,
+            "relative distance from ln(classes) within which a start counts as at the declared chance level",
+            source="the corpus's 'sits at ln K' (sample_runs/corpus/SOURCES.md: within 3%)",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = plain_loss(run, t["min_points"])
+        if loss is None or curves.starts_midway(loss) or not curves.is_positive(loss):
+            return
+        parts = np.array_split(loss.to_numpy(dtype="float64"), _LEVEL_BINS)
+        levels = np.log([np.median(part) for part in parts])
+        below = np.flatnonzero(levels < levels[0] - t["band"])
+        if not len(below) or below[0] < t["min_flat"] * _LEVEL_BINS:
+            return
+        leaves = int(below[0])
+        fall = float(levels[0] - levels[leaves:].min())
+        if fall <= t["min_fall"] or _starts_at_declared_chance(run, float(np.exp(levels[0])), t["chance_band"]):
+            return
+        step = float(loss.index[sum(len(part) for part in parts[:leaves])])
+        yield self.finding(
+            run,
+            message=(
+                f"loss stays near its starting level {np.exp(levels[0]):.4g} until about step {step:.0f} "
+                f"({leaves / _LEVEL_BINS:.0%} of the run), then falls to {np.exp(levels[leaves:].min()):.4g}"
+            ),
+            onset=float(loss.index[0]),
+            end=step,
+            evidence={"start_level": float(np.exp(levels[0])), "leaves_at": step, "share": leaves / _LEVEL_BINS},
+            causes=[
+                "an initial learning rate far too low: a long warm-up, or a schedule that starts near zero",
+                "an initialisation that saturates units until the weights move out of it",
+            ],
+            fixes=[
+                "shorten the warm-up, or start it from a higher learning rate",
+                "check the initial loss against ln(classes) and the first steps' activations",
+            ],
+        )
+
+
+def _starts_at_declared_chance(run: Run, start: float, band: float) -> bool:
+    classes = run.num_classes or (2 if run.task == "binary" else None)
+    return bool(classes and classes > 1 and abs(start - np.log(classes)) < band * np.log(classes))
+
+
 class LossSpikes(Rule):
     """
     ## What it detects
