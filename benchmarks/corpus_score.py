@@ -10,11 +10,13 @@ Printed per half: recall per problem label (a label counts as found when a
 file gets, at warning or error, one of the rule codes that ``FOUND_BY`` lists
 for it), false alarms (any warning or error on a file labelled healthy), read
 failures (a clear refusal and a crash are told apart), and files whose
-verdict is "healthy" although no training loss was read. Missed and alarmed
+verdict is "healthy" although no training loss was read. Labels are the second reading
+(``sample_runs/corpus/SECOND_READING.md``) where one is recorded, the first with ``--reading first``;
+each half also says how many labels the second reading changed. Missed and alarmed
 files are named for the calibration half only, so the held-out half is not
 tuned to by name (``--name-heldout`` names them too).
 
-    python benchmarks/corpus_score.py [--json] [--name-heldout] [--split calibration|heldout]
+    python benchmarks/corpus_score.py [--json] [--name-heldout] [--split calibration|heldout] [--reading first]
 """
 
 from __future__ import annotations
@@ -233,9 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", choices=SPLITS, help="judge only this half (tuning reads the calibration half alone)"
     )
+    parser.add_argument(
+        "--reading",
+        choices=("second", "first"),
+        default="second",
+        help="score against the second reading of the labels (default) or the first",
+    )
     args = parser.parse_args(argv)
     splits = (args.split,) if args.split else SPLITS
-    outcomes = [judge(item) for item in corpus_items() if item.split in splits]
+    outcomes = [judge(item) for item in corpus_items(args.reading) if item.split in splits]
     results = {
         split: score(
             [o for o in outcomes if o.item.split == split], name_files=split == "calibration" or args.name_heldout
