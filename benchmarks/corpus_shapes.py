@@ -337,8 +337,9 @@ plateau (fast early drop, then flat for most of the run); flat (no trend at all)
 (non-finite loss or eval metric); nonfinite_grad_norm; diverging; lr_too_high (only where the stored LR is
 extreme); zero_loss / train_to_zero; special (the loss is not a plain objective: GAN, RL, policy gradient);
 multi_run; short (<20 points); short_eval. Labels are heuristic readings, not the authors' ground truth.
-The doubtful labels were read a second time against a written criterion (`SECOND_READING.md`); that reading
-is the `second_labels` column of `labels.csv`, and the scores use it.
+The scores and tests use these labels (the first reading). The doubtful labels were also read a second time,
+mechanically, against a written criterion (`SECOND_READING.md`, the `second_labels` column of `labels.csv`): a
+check of label consistency, not scoring labels, because its criteria are close to some rules' statistics.
 
 Definitions used by the shape script: *first/last-quarter mean* of the finite points; *falls* = last quarter
 < 0.9x first, *rises* > 1.1x; *jump* = a point > 3x the median of the previous 10 and more than 10% of the
