@@ -3,13 +3,11 @@
 Every file loads and every rule runs on it; files labelled healthy get no
 warning or error; files whose label names one problem unambiguously get that
 problem as their primary finding. The labels are the corpus author's reading
-of the numbers, read twice (sample_runs/corpus/SECOND_READING.md); the tests
-assert what both readings agree on, so the mapping below covers only labels that name one rule.
+of the numbers, so the mapping below covers only labels that name one rule.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from functools import cache
 from pathlib import Path
@@ -41,10 +39,6 @@ PRIMARY_FOR_LABEL = {
 AMBIGUOUS = {"short_eval", "special", "multi_run", "flat"}
 
 
-# The second reading of the doubtful labels (sample_runs/corpus/SECOND_READING.md), where it is recorded.
-SECOND_READING = Path(__file__).resolve().parents[1] / "sample_runs" / "corpus" / "real_runs_second.csv"
-
-
 @cache
 def labels() -> dict[str, set[str]]:
     found = {}
@@ -53,22 +47,6 @@ def labels() -> dict[str, set[str]]:
         if match:
             found[match[1]] = {label.strip() for label in match[2].split(",")}
     return found
-
-
-@cache
-def second_reading() -> dict[str, set[str]]:
-    with SECOND_READING.open(encoding="utf-8", newline="") as handle:
-        second = {row["file"]: set(row["second_labels"].split(";")) for row in csv.DictReader(handle)}
-    return {name: second.get(name, first) for name, first in labels().items()}
-
-
-def healthy_in_both(name: str) -> bool:
-    return "healthy" in labels()[name] and "healthy" in second_reading()[name]
-
-
-def agreed_primary(name: str) -> set[str]:
-    """The rules one of which must come first by both readings (a test asserts only what they agree on)."""
-    return expected_primary(labels()[name]) & expected_primary(second_reading()[name])
 
 
 def corpus_files() -> list[str]:
@@ -102,14 +80,14 @@ def test_every_rule_runs_on_the_file(name):
         assert analysis.errors == []
 
 
-@pytest.mark.parametrize("name", [n for n in corpus_files() if healthy_in_both(n)])
+@pytest.mark.parametrize("name", [n for n in corpus_files() if "healthy" in labels()[n]])
 def test_healthy_run_gets_no_alarm(name):
     for analysis in analyses(name):
         assert alarms(analysis) == [], f"{analysis.run.name}: {[f.message for f in analysis.findings]}"
 
 
-@pytest.mark.parametrize("name", [n for n in corpus_files() if agreed_primary(n)])
+@pytest.mark.parametrize("name", [n for n in corpus_files() if expected_primary(labels()[n])])
 def test_labelled_problem_comes_first(name):
-    expected = agreed_primary(name)
+    expected = expected_primary(labels()[name])
     found = alarms(analyses(name)[0])
     assert found and found[0] in expected, f"{name}: expected one of {sorted(expected)} first, got {found}"
