@@ -54,12 +54,12 @@ from diagnose.report import summary  # noqa: E402
 FOUND_BY: dict[str, tuple[str, ...]] = {
     "overfitting": ("OVF001", "OVF002"),
     "eval_rising": ("OVF001", "OVF002", "OVF004"),
-    "generalization_gap": ("OVF001", "OVF002", "OVF006", "OVF007"),
+    "generalization_gap": ("OVF001", "OVF002", "OVF006"),
     "unstable_val": ("OVF001", "OVF003", "OVF008", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "PLT002", "LR003", "CH001"),
-    "slow_start": ("PLT001", "PLT003", "CH001", "INIT001"),
+    "slow_start": ("PLT001", "CH001", "INIT001"),
     "spikes": ("SPK001", "LR002", "OVF003"),  # OVF003: a spike of the validation loss
     "nan": ("NF001", "NF002", "NF003"),
     "nonfinite_grad_norm": ("NF001",),
