@@ -10,20 +10,27 @@ Printed per half: recall per problem label (a label counts as found when a
 file gets, at warning or error, one of the rule codes that ``FOUND_BY`` lists
 for it), false alarms (any warning or error on a file labelled healthy), read
 failures (a clear refusal and a crash are told apart), and files whose
-verdict is "healthy" although no training loss was read. Missed and alarmed
+verdict is "healthy" although no training loss was read. The scores use the first reading of
+the labels (``labels.csv``'s ``labels``, the shared SOURCES.md tables): it was decided from the
+numbers before any rule ran. The second reading (``sample_runs/corpus/SECOND_READING.md``) is a
+mechanical check of the doubtful labels' consistency whose criteria are close to some rules'
+statistics, so scoring rules against it would be circular; ``--reading second`` scores it anyway,
+and each half says how often the two readings agree. Missed and alarmed
 files are named for the calibration half only, so the held-out half is not
 tuned to by name (``--name-heldout`` names them too).
 
-    python benchmarks/corpus_score.py [--json] [--name-heldout] [--split calibration|heldout]
+    python benchmarks/corpus_score.py [--json] [--name-heldout] [--split calibration|heldout] [--reading second]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
 from real_corpus import corpus_folder  # noqa: E402
+from second_reading import REAL_RUNS_SECOND  # noqa: E402
 
 import diagnose  # noqa: E402
 from diagnose.errors import InputError  # noqa: E402
@@ -47,7 +55,7 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "overfitting": ("OVF001", "OVF002"),
     "eval_rising": ("OVF001", "OVF002", "OVF004"),
     "generalization_gap": ("OVF001", "OVF002", "OVF006"),
-    "unstable_val": ("OVF001", "OVF003", "SPK001", "LR002"),
+    "unstable_val": ("OVF001", "OVF003", "OVF008", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "PLT002", "LR003", "CH001"),
@@ -85,17 +93,54 @@ class Outcome:
     rule_errors: list[str] = field(default_factory=list)
 
 
-def corpus_items() -> Iterator[Labelled]:
-    for row in read_labels():
-        yield Labelled("corpus", row["file"], CORPUS / row["file"], set(row["labels"].split(";")), row["split"])
-    shared = corpus_folder()
-    if shared is None:
-        return
+def shared_first_labels(shared: Path) -> Iterator[tuple[str, set[str]]]:
+    """(file, labels) of the shared corpus, parsed from its SOURCES.md tables (the first reading)."""
     for line in (shared / "SOURCES.md").read_text(encoding="utf-8").splitlines():
         match = _SHARED_ROW.match(line)
         if match:
-            labels = {label.strip() for label in match[2].split(",")}
-            yield Labelled("real_runs", match[1], shared / match[1], labels, split_of(match[1]))
+            yield match[1], {label.strip() for label in match[2].split(",")}
+
+
+def labels_of(text: str) -> set[str]:
+    return set(text.split(";")) if text else set()
+
+
+def corpus_items(reading: str = "first") -> Iterator[Labelled]:
+    """Every labelled file; with reading="second" its second-reading labels where it has them."""
+    for row in read_labels():
+        labels = labels_of(row.get("second_labels", "")) if reading == "second" else set()
+        yield Labelled("corpus", row["file"], CORPUS / row["file"], labels or labels_of(row["labels"]), row["split"])
+    shared = corpus_folder()
+    if shared is None:
+        return
+    second = {}
+    if reading == "second" and REAL_RUNS_SECOND.is_file():
+        with REAL_RUNS_SECOND.open(encoding="utf-8", newline="") as handle:
+            second = {row["file"]: labels_of(row["second_labels"]) for row in csv.DictReader(handle)}
+    for name, labels in shared_first_labels(shared):
+        yield Labelled("real_runs", name, shared / name, second.get(name) or labels, split_of(name))
+
+
+def reading_agreement(split: str) -> dict:
+    """How far the two readings agree in one half: files with the same labels, files either reading
+    calls healthy and the other not, and each label the second reading added ('+label') or removed."""
+    first = {(i.corpus, i.name): i.labels for i in corpus_items("first") if i.split == split}
+    counts: Counter = Counter()
+    agree = to_problem = to_healthy = 0
+    for item in corpus_items("second"):
+        if item.split == split:
+            before = first[(item.corpus, item.name)]
+            agree += item.labels == before
+            to_problem += "healthy" in before and "healthy" not in item.labels
+            to_healthy += "healthy" in item.labels and "healthy" not in before
+            counts.update([f"+{x}" for x in item.labels - before] + [f"-{x}" for x in before - item.labels])
+    return {
+        "files": len(first),
+        "same_labels": agree,
+        "healthy_to_problem": to_problem,
+        "problem_to_healthy": to_healthy,
+        "label_changes": dict(sorted(counts.items())),
+    }
 
 
 def judge(item: Labelled) -> Outcome:
@@ -164,7 +209,8 @@ def count(value: list | int) -> int:
 def render(split: str, result: dict) -> str:
     pf = result["problem_files"]
     lines = [
-        f"== {split}: {result['files']} files; problem files found {pf['found']}/{pf['files']}"
+        f"== {split} ({result.get('reading', 'first')} reading of the labels): {result['files']} files;"
+        f" problem files found {pf['found']}/{pf['files']}"
         f" ({percent(pf['found'], pf['files'])})"
     ]
     for label, r in sorted(result["label_recall"].items()):
@@ -185,7 +231,18 @@ def render(split: str, result: dict) -> str:
         for entry in value if isinstance(value, list) else []:
             detail = entry.get("codes") or entry.get("error") or entry.get("errors") or ""
             lines.append(f"      {entry['file']}  {detail}")
+    lines += render_agreement(result["reading_agreement"])
     return "\n".join(lines)
+
+
+def render_agreement(agreement: dict) -> list[str]:
+    changes = ", ".join(f"{k} {v}" for k, v in agreement["label_changes"].items()) or "none"
+    return [
+        f"  readings agree (first vs second, SECOND_READING.md): {agreement['same_labels']}/{agreement['files']}"
+        f" files the same labels; healthy -> a problem {agreement['healthy_to_problem']},"
+        f" a problem -> healthy {agreement['problem_to_healthy']}",
+        f"      labels the second reading changed: {changes}",
+    ]
 
 
 def percent(a: int, b: int) -> str:
@@ -199,15 +256,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--split", choices=SPLITS, help="judge only this half (tuning reads the calibration half alone)"
     )
+    parser.add_argument(
+        "--reading",
+        choices=("first", "second"),
+        default="first",
+        help="score against the first reading of the labels (default, authoritative) or the second",
+    )
     args = parser.parse_args(argv)
     splits = (args.split,) if args.split else SPLITS
-    outcomes = [judge(item) for item in corpus_items() if item.split in splits]
+    outcomes = [judge(item) for item in corpus_items(args.reading) if item.split in splits]
     results = {
         split: score(
             [o for o in outcomes if o.item.split == split], name_files=split == "calibration" or args.name_heldout
         )
         for split in splits
     }
+    for split in splits:
+        results[split]["reading"] = args.reading
+        results[split]["reading_agreement"] = reading_agreement(split)
     results["mapping"] = {label: list(codes) for label, codes in FOUND_BY.items()}
     if args.json:
         print(json.dumps(results, indent=2))

@@ -27,7 +27,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "sample_runs" / "corpus"
 LABELS = CORPUS / "labels.csv"
-LABEL_COLUMNS = ["file", "repository", "path", "commit", "format", "labels", "split", "notes"]
+LABEL_COLUMNS = [
+    "file",
+    "repository",
+    "path",
+    "commit",
+    "format",
+    "labels",
+    "split",
+    "notes",
+    "second_labels",
+    "second_reason",
+]
 
 # Chance-level cross-entropy ln K for the class counts people train on most.
 CHANCE_CLASSES = (2, 3, 4, 5, 6, 7, 8, 10, 100, 1000)
@@ -326,6 +337,9 @@ plateau (fast early drop, then flat for most of the run); flat (no trend at all)
 (non-finite loss or eval metric); nonfinite_grad_norm; diverging; lr_too_high (only where the stored LR is
 extreme); zero_loss / train_to_zero; special (the loss is not a plain objective: GAN, RL, policy gradient);
 multi_run; short (<20 points); short_eval. Labels are heuristic readings, not the authors' ground truth.
+The scores and tests use these labels (the first reading). The doubtful labels were also read a second time,
+mechanically, against a written criterion (`SECOND_READING.md`, the `second_labels` column of `labels.csv`): a
+check of label consistency, not scoring labels, because its criteria are close to some rules' statistics.
 
 Definitions used by the shape script: *first/last-quarter mean* of the finite points; *falls* = last quarter
 < 0.9x first, *rises* > 1.1x; *jump* = a point > 3x the median of the previous 10 and more than 10% of the

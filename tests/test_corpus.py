@@ -10,6 +10,7 @@ report, not a pass/fail line.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from corpus_score import LABELS, SPLITS
 from corpus_shapes import CORPUS, read_labels, split_of
 
 ROWS = {row["file"]: row for row in read_labels()}
-BOOKKEEPING = {"labels.csv", "SOURCES.md"}
+BOOKKEEPING = {"labels.csv", "SOURCES.md", "SECOND_READING.md", "real_runs_second.csv"}
 
 
 def test_labels_list_exactly_the_files_on_disk():
@@ -40,6 +41,10 @@ def test_row_is_consistent(name):
     assert row["split"] in SPLITS and row["split"] == split_of(name)
     assert row["format"] == name.split("/", 1)[0]
     assert set(row["labels"].split(";")) <= LABELS
+    second = set(row["second_labels"].split(";")) if row["second_labels"] else set()
+    assert second <= LABELS
+    # the second reading is recorded with a reason wherever it differs from the first
+    assert bool(row["second_reason"]) == bool(second and second != set(row["labels"].split(";")))
     assert len(row["commit"]) == 40 and row["repository"].count("/") == 1 and row["path"]
 
 
@@ -54,6 +59,23 @@ def test_no_file_comes_from_a_reserved_repository():
         if line.strip() and not line.startswith("#")
     }
     assert {row["repository"].lower() for row in ROWS.values()} & reserved == set()
+
+
+def _content_key(path: Path) -> str:
+    """The file's bytes with CR LF as LF: a copy saved with other line endings is the same log."""
+    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+
+
+def test_no_log_is_in_the_corpora_twice():
+    # A copy under another name gets its own split by the path hash: one half would tune on what the other reports.
+    files = [CORPUS / name for name in ROWS]
+    shared = corpus_folder()
+    if shared is not None:
+        files += [p for p in shared.rglob("*") if p.is_file() and p.suffix != ".md"]
+    by_content: dict[str, list[str]] = {}
+    for path in files:
+        by_content.setdefault(_content_key(path), []).append(path.name)
+    assert [names for names in by_content.values() if len(names) > 1] == []
 
 
 def test_sources_table_names_every_file():

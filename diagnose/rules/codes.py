@@ -121,6 +121,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.ValidationRisesWithoutLearning,
     generalization.LossGap,
     generalization.WideningGap,
+    generalization.ValidationAgainstTraining,
     optimization.TrainingStalled,
     optimization.ShortRunLearnedNothing,
     preflight.PreflightExperimentFailed,

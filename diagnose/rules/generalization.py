@@ -708,6 +708,150 @@ class WideningGap(Rule):
         )
 
 
+class ValidationAgainstTraining(Rule):
+    """
+    ## What it detects
+    The validation loss jumps up, again and again, at evaluations where the
+    training loss went down: several evaluations after the first quarter of
+    the run stand well above the validation curve's own local trend while
+    the training curve kept its downward trend.
+
+    ## Why it matters
+    Each such evaluation says the model got worse on new data while it got
+    better on the training data, and then it recovers: the weights move
+    too far between evaluations (a learning rate too high for this stage),
+    BatchNorm statistics do not match the evaluation data, or the
+    evaluation set is too small to measure on. The best checkpoint and
+    early stopping then rest on noise.
+
+    ## How it decides
+    Needs ``min_points`` or more positive evaluations and a positive
+    training loss, read (smoothed) at each evaluation. An evaluation counts
+    when it stands more than ``min_height`` (log units) above the median
+    of the five evaluations centred on it, more than ``min_share`` of the
+    validation loss's scale (its fall from the first evaluation to the best,
+    or its best level when larger) in loss units, and the training loss at
+    it is lower than at the evaluation before. It fires on ``min_count`` or
+    more such evaluations after the first quarter of the run, of which at
+    least ``min_unrecovered`` are never followed by a validation loss below
+    the best one before them: a noisy validation loss that keeps reaching
+    new lows after each jump is a healthy run on a small validation set,
+    and its best checkpoint is still its last good one.
+
+    ## What to do
+    Decay the learning rate (cosine, or ReduceLROnPlateau on the validation
+    loss); evaluate on a larger, stratified validation set; check BatchNorm
+    (batch sizes, momentum, or freeze its statistics); evaluate an
+    exponential moving average of the weights.
+    """
+
+    code = "OVF008"
+    assumes_falling_loss = True
+    name = "validation-against-training"
+    title = "Validation loss jumps up again and again while the training loss falls"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 41
+    thresholds = (
+        Threshold(
+            "min_points",
+            8,
+            "fewest positive evaluations judged",
+            source="OVF003's min_points: a median of five needs neighbours on both sides",
+        ),
+        Threshold(
+            "min_height",
+            0.18,
+            "log height of an evaluation over the median of the five centred on it (0.18 = 1.2x)",
+            source="a fifth above its neighbours, twice the 10% the corpus calls a rise (SOURCES.md); "
+            "calibration half: no healthy file has more than two such evaluations",
+        ),
+        Threshold(
+            "min_share",
+            0.02,
+            "the same height in loss units, as a share of the validation loss's scale",
+            source="near its floor a loss moves by large factors that are tiny amounts (OVF003's "
+            "scatter_share); tuned on the calibration half: 0.01 lets a short healthy history reach two "
+            "counted evaluations, 0.03 loses three unstable files",
+        ),
+        Threshold(
+            "min_count",
+            3,
+            "fewest such evaluations after the first quarter",
+            source="tuned on the calibration half: healthy files have at most 2 (one short history), "
+            "the unstable_val files it finds 3-8",
+        ),
+        Threshold(
+            "min_unrecovered",
+            2,
+            "fewest of those evaluations after which the validation loss never gets below its best before them",
+            source="calibration half (first reading): the healthy files with three or more jumps (up to 8) "
+            "reach a new low after every one, no healthy file has more than one jump without it; the "
+            "unstable_val files it finds 2-4",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        pair = _logs_at_evaluations(run, t["min_points"])
+        if pair is None:
+            return
+        column, val, _, log_val, log_train = pair
+        values = val.to_numpy(dtype="float64")
+        local = np.array([np.median(log_val[max(0, i - 2) : i + 3]) for i in range(len(log_val))])
+        scale = max(values[0] - values.min(), values.min())
+        high = (log_val - local > t["min_height"]) & (values - np.exp(local) > t["min_share"] * scale)
+        train_fell = np.r_[False, log_train[1:] < log_train[:-1]]
+        counted = np.flatnonzero(high & train_fell)
+        counted = counted[counted >= len(log_val) // 4]
+        unrecovered = [i for i in counted if values[i + 1 :].min(initial=np.inf) >= values[:i].min()]
+        if len(counted) < t["min_count"] or len(unrecovered) < t["min_unrecovered"]:
+            return
+        steps = [float(val.index[i]) for i in counted]
+        shown = ", ".join(f"{values[i]:.4g} at step {val.index[i]:.0f}" for i in counted[:4])
+        yield self.finding(
+            run,
+            message=(
+                f"{column} jumps above its own trend at {len(counted)} evaluations where the training loss "
+                f"fell ({shown}; up to {np.exp((log_val - local)[counted].max()):.2g}x the evaluations "
+                f"around them); after {len(unrecovered)} of them it never got back below its best before"
+            ),
+            onset=steps[0],
+            steps=steps,
+            evidence={
+                "column": column,
+                "jumps": len(counted),
+                "unrecovered": len(unrecovered),
+                "jump_steps": steps[:20],
+                "evaluations": len(val),
+            },
+            causes=[
+                "the learning rate is too high for this stage: the weights jump between evaluations",
+                "BatchNorm running statistics that do not match the validation data",
+                "a validation set too small or unbalanced to measure on",
+            ],
+            fixes=[
+                "decay the learning rate (cosine, or ReduceLROnPlateau on the validation loss)",
+                "evaluate on a larger, stratified validation set",
+                "check BatchNorm: batch sizes, momentum, or freeze its statistics",
+                "evaluate an exponential moving average of the weights",
+            ],
+        )
+
+
+def _logs_at_evaluations(
+    run: Run, min_points: float
+) -> tuple[str, pd.Series, pd.Series, np.ndarray, np.ndarray] | None:
+    """(column, validation loss, training loss, log validation, log smoothed training at the evaluations),
+    or None with fewer than ``min_points`` evaluations or a loss that is not positive (no log to take)."""
+    column, val = validation_loss(run)
+    train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+    if len(val) < min_points or len(train) < 3 or not (curves.is_positive(val) and curves.is_positive(train)):
+        return None
+    log_train = np.log(curves.value_at(curves.smooth(train), val.index))
+    return column, val, train, np.log(val.to_numpy(dtype="float64")), log_train
+
+
 def _stall_start(val: pd.Series, z: float) -> int:
     """Index of the first evaluation whose level (median of it and its two neighbours) is within ``z``
     standard errors of the curve's own noise of the median of its last quarter: where the validation
