@@ -20,6 +20,13 @@ Per variant and round:
 * "close" (ms, not a ratio): the time the watch takes to close after the
   last step (the last flush, and with live findings the last judgement),
   paid once per run and in neither figure above.
+* "judged" (live only): how many judgements of the live rules a round made
+  and their CPU time, wherever they ran, as a share of the unprobed round.
+  A round is a run of ``--steps`` steps, so it holds the early checkpoints
+  (steps 8, 16, 32) that a long run pays once; with ``--clock process`` a
+  judgement on its own thread is counted in the steps it overlaps, and
+  spread over many of them it moves the median too: "live" minus "default"
+  is then about this share, what the rules cost, not the per-step sentinel.
 
 The noise is measured, not assumed: each round also trains an unprobed
 copy ("A/A"), whose ratio to the unprobed steps would be 1.000 on a quiet
@@ -167,8 +174,9 @@ def time_steps(
     variant: str,
     steps: int,
     folder: Path,
-) -> tuple[list[float], float]:
-    """The step times of one round of ``variant`` (the first two left out), and the time its watch took to close."""
+) -> tuple[list[float], float, list[float]]:
+    """The step times of one round of ``variant`` (the first two left out), the time its watch took to close,
+    and the CPU seconds of each live judgement it made (see `LiveMonitor.judged`)."""
     options = OPTIONS.get(variant, {"preset": variant, "live": False})
     probed = variant in PROBED
     gc.collect()  # the garbage of the rounds before is collected here, untimed (see the module docstring)
@@ -189,7 +197,10 @@ def time_steps(
                 break
             times.append(clock() - start)
         closing = clock()
-    return times[2:], clock() - closing  # the first steps of a round pay for hook installation and caches
+    closed = clock() - closing
+    live = getattr(w, "_live", None)
+    judged = [cpu for _, cpu in live.judged] if live is not None else []
+    return times[2:], closed, judged  # the first steps of a round pay for hook installation and caches
 
 
 def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str, dict[str, float]]:
@@ -204,20 +215,29 @@ def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str,
     ratios = {stat: {v: [] for v in VARIANTS[1:]} for stat in statistics_of}
     baselines = {stat: [] for stat in statistics_of}
     closes = {v: [] for v in VARIANTS[1:]}
+    judged: list[tuple[int, float, float]] = []  # per round: live judgements, their CPU, the unprobed round
     order = list(VARIANTS)
     for _ in range(rounds):
         random.shuffle(order)
         rounds_of = {v: time_steps(model, optimizer, x, y, loss_fn, v, steps, folder) for v in order}
-        times = {v: t for v, (t, _) in rounds_of.items()}
+        times = {v: t for v, (t, _, _) in rounds_of.items()}
         for variant in closes:
             closes[variant].append(rounds_of[variant][1] * 1e3)
+        judged.append((len(rounds_of["live"][2]), sum(rounds_of["live"][2]), sum(times["none"])))
         for stat, of in statistics_of.items():
             figures = {v: of(t) for v, t in times.items()}
             baselines[stat].append(figures["none"])
             for variant in ratios[stat]:
                 ratios[stat][variant].append(figures[variant] / figures["none"])
     summaries = {stat: _summary(ratios[stat], baselines[stat]) for stat in statistics_of}
-    return summaries | {"close": {v: statistics.median(c) for v, c in closes.items()}}
+    return summaries | {
+        "close": {v: statistics.median(c) for v, c in closes.items()},
+        "judged": {
+            "count": statistics.median(n for n, _, _ in judged),
+            "ms": statistics.median(cpu for _, cpu, _ in judged) * 1e3,
+            "share": statistics.median(cpu / base for _, cpu, base in judged),
+        },
+    }
 
 
 def _summary(ratios: dict[str, list[float]], baselines: list[float]) -> dict[str, float]:
@@ -303,6 +323,11 @@ def main() -> None:
                     + f"{result['noise']:>8.3f}"
                 )
             print(f"{'':<24}{'close':<7}{'(ms)':>10}" + "".join(f"{results['close'][v]:>10.1f}" for v in VARIANTS[1:]))
+            judged = results["judged"]
+            print(
+                f"{'':<24}{'judged':<7}live: {judged['count']:.0f} judgements a round, {judged['ms']:.1f} ms CPU "
+                f"({judged['share']:.1%} of the unprobed round)"
+            )
             result = results["median"]
             failed += [f"{name}/{v}" for v, limit in TARGETS.items() if result[v] > limit]
             if result["live"] - result["default"] > result["noise"]:

@@ -355,6 +355,34 @@ def test_judgements_run_off_the_training_thread_and_are_over_when_the_watch_clos
     assert not [t for t in threading.enumerate() if t.name == "diagnose-live"]
 
 
+def test_each_judgement_is_kept_with_its_step_and_cpu_time(tmp_path: Path, monkeypatch) -> None:
+    from diagnose.live import monitor
+
+    applied: list[int] = []
+    apply = monitor.apply_rules
+
+    def counting(run, config, rules):
+        applied.append(1)
+        return apply(run, config, rules)
+
+    monkeypatch.setattr(monitor, "apply_rules", counting)
+    torch.manual_seed(0)
+    model = BinaryNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 8), torch.rand(32, 1).round()
+    with diagnose.watch(model, optimizer, tmp_path / "run.jsonl") as w:
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss = nn.functional.binary_cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+    judged = w._live.judged
+    assert len(judged) == len(applied)  # every judgement that applied rules, wherever it ran
+    assert {8, 16} <= {step for step, _ in judged} and judged[-1][0] == 20  # the checkpoints, then the close
+    assert all(cpu > 0 for _, cpu in judged)
+
+
 def test_a_fork_waits_for_the_judgement_in_flight(monkeypatch) -> None:
     import multiprocessing
     import threading

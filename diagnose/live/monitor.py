@@ -95,8 +95,8 @@ class Sentinel:
         on_device = []
         for value in values:
             if isinstance(value, torch.Tensor):
-                if value.device.type == "cpu":
-                    found |= not math.isfinite(value.detach().sum().item())
+                if value.device.type == "cpu":  # one read, or a sum and a read: each op costs ~5-10 us here
+                    found |= not math.isfinite(value if value.dim() == 0 else value.sum())
                 elif value.device.type == "cuda":
                     on_device.append(value.detach().float().sum())
             elif value is not None and not isinstance(value, list):
@@ -142,7 +142,7 @@ class _Judgement:
         snapshot = sketch.snapshot()
         self.analysis: Analysis | None = None
         self.error: BaseException | None = None
-        self.cost = 0.0
+        self.cost = self.cpu = 0.0
         self._thread = threading.Thread(
             target=self._run, args=(snapshot, rules, config), name="diagnose-live", daemon=True
         )
@@ -150,13 +150,13 @@ class _Judgement:
         self._thread.start()
 
     def _run(self, snapshot: SketchSnapshot, rules: list[type[Rule]], config: RuleConfig) -> None:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             run = snapshot.run()
             self.analysis = apply_rules(run, config, rules) if run is not None else None
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which decides
             self.error = exc
-        self.cost = time.monotonic() - started
+        self.cost, self.cpu = time.monotonic() - started, time.thread_time() - cpu
 
     @property
     def done(self) -> bool:
@@ -208,6 +208,9 @@ class LiveMonitor:
         self._judged_step: int | None = None
         self._cost = 0.0
         self._last = time.monotonic()
+        # (step, CPU seconds) of each judgement that applied rules, wherever it ran: what live findings
+        # cost beyond the per-step sentinel (benchmarks/overhead.py prints it).
+        self.judged: list[tuple[int, float]] = []
 
     # -- fed by the watch ----------------------------------------------------------------
 
@@ -268,7 +271,7 @@ class LiveMonitor:
         return time.monotonic() - self._last >= self._cost / self.budget
 
     def _evaluate(self, on_this_thread: bool) -> None:
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         step = self.sketch.latest_step
         self._urgent = False
         self._judged_step = step
@@ -282,6 +285,7 @@ class LiveMonitor:
         run = self.sketch.run() if due else None
         if run is not None:
             self._conclude(step, due, dict(self.sketch.versions), apply_rules(run, self.config, rules))
+            self.judged.append((step, time.thread_time() - cpu))
         self._last = time.monotonic()
         self._cost = self._last - started
 
@@ -292,6 +296,7 @@ class LiveMonitor:
             raise judgement.error
         if judgement.analysis is not None:
             self._conclude(judgement.step, judgement.due, judgement.versions, judgement.analysis)
+            self.judged.append((judgement.step, judgement.cpu))
         self._last = time.monotonic()
         self._cost = judgement.cost
 

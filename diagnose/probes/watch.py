@@ -605,6 +605,8 @@ def _describe_error(exc: Exception) -> str:
 def _scalar(value: Any) -> Any:
     """A logged value as something the record can hold: a detached 0-d tensor or a float."""
     if isinstance(value, torch.Tensor):
+        if value.dim() == 0:  # the usual loss: no reshape, one op fewer at every step
+            return value.detach()
         return value.detach().float().mean() if value.numel() > 1 else value.detach().reshape(())
     return float(value)
 
