@@ -708,6 +708,20 @@ class WideningGap(Rule):
         )
 
 
+# What makes a validation loss jump, after the learning rate each rule words its own way, and what to
+# do about it: OVF003 and OVF008 read the same trouble from two angles.
+_UNSTABLE_VALIDATION_CAUSES = (
+    "BatchNorm running statistics that do not match the validation data",
+    "a validation set too small or unbalanced to measure on",
+)
+_UNSTABLE_VALIDATION_FIXES = (
+    "decay the learning rate (cosine, or ReduceLROnPlateau on the validation loss)",
+    "evaluate on a larger, stratified validation set",
+    "check BatchNorm: batch sizes, momentum, or freeze its statistics",
+    "evaluate an exponential moving average of the weights",
+)
+
+
 class ValidationAgainstTraining(Rule):
     """
     ## What it detects
@@ -827,15 +841,9 @@ class ValidationAgainstTraining(Rule):
             },
             causes=[
                 "the learning rate is too high for this stage: the weights jump between evaluations",
-                "BatchNorm running statistics that do not match the validation data",
-                "a validation set too small or unbalanced to measure on",
+                *_UNSTABLE_VALIDATION_CAUSES,
             ],
-            fixes=[
-                "decay the learning rate (cosine, or ReduceLROnPlateau on the validation loss)",
-                "evaluate on a larger, stratified validation set",
-                "check BatchNorm: batch sizes, momentum, or freeze its statistics",
-                "evaluate an exponential moving average of the weights",
-            ],
+            fixes=list(_UNSTABLE_VALIDATION_FIXES),
         )
 
 
@@ -1137,15 +1145,9 @@ class UnstableValidation(Rule):
             },
             causes=[
                 "the learning rate is too high late in training: the weights jump between evaluations",
-                "BatchNorm running statistics that do not match the validation data",
-                "a validation set too small or unbalanced to measure on",
+                *_UNSTABLE_VALIDATION_CAUSES,
             ],
-            fixes=[
-                "decay the learning rate (cosine, or ReduceLROnPlateau on the validation loss)",
-                "evaluate on a larger, stratified validation set",
-                "check BatchNorm: batch sizes, momentum, or freeze its statistics",
-                "evaluate an exponential moving average of the weights",
-            ],
+            fixes=list(_UNSTABLE_VALIDATION_FIXES),
         )
 
 
