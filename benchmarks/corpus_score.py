@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 import warnings
 from collections import Counter
@@ -40,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus_shapes import CORPUS, read_labels, split_of  # noqa: E402
+from corpus_shapes import CORPUS, read_labels, shared_first_labels, split_of  # noqa: E402
 from real_corpus import corpus_folder  # noqa: E402
-from second_reading import REAL_RUNS_SECOND  # noqa: E402
+from second_reading import REAL_RUNS_SECOND, label_changes  # noqa: E402
 
 import diagnose  # noqa: E402
 from diagnose.errors import InputError  # noqa: E402
@@ -71,7 +70,6 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
 DESCRIPTIVE = frozenset({"healthy", "short", "short_eval", "multi_run", "special", "train_to_zero"})
 LABELS = DESCRIPTIVE | set(FOUND_BY)
 SPLITS = ("calibration", "heldout")
-_SHARED_ROW = re.compile(r"^\| `([^`]+)` \|.*\| \d+ / \d+ \| ([^|]+) \|")
 
 
 @dataclass
@@ -91,14 +89,6 @@ class Outcome:
     crashed: bool = False
     healthy_without_loss: bool = False
     rule_errors: list[str] = field(default_factory=list)
-
-
-def shared_first_labels(shared: Path) -> Iterator[tuple[str, set[str]]]:
-    """(file, labels) of the shared corpus, parsed from its SOURCES.md tables (the first reading)."""
-    for line in (shared / "SOURCES.md").read_text(encoding="utf-8").splitlines():
-        match = _SHARED_ROW.match(line)
-        if match:
-            yield match[1], {label.strip() for label in match[2].split(",")}
 
 
 def labels_of(text: str) -> set[str]:
@@ -133,7 +123,7 @@ def reading_agreement(split: str) -> dict:
             agree += item.labels == before
             to_problem += "healthy" in before and "healthy" not in item.labels
             to_healthy += "healthy" in item.labels and "healthy" not in before
-            counts.update([f"+{x}" for x in item.labels - before] + [f"-{x}" for x in before - item.labels])
+            counts.update(label_changes(before, item.labels))
     return {
         "files": len(first),
         "same_labels": agree,

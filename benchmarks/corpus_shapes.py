@@ -22,6 +22,7 @@ import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,6 +299,18 @@ def shape(path: Path) -> tuple[str, str]:
     if len(train) < 20:
         parts.append("SHORT (<20 points)")
     return f"{len(train)} / {len(evals)}", "; ".join(parts)
+
+
+# A row of shared/real_runs/SOURCES.md's tables: the file, and after its point counts, its labels.
+_SHARED_ROW = re.compile(r"^\| `([^`]+)` \|.*\| \d+ / \d+ \| ([^|]+) \|")
+
+
+def shared_first_labels(shared: Path) -> Iterator[tuple[str, set[str]]]:
+    """(file, labels) of the shared corpus, parsed from its SOURCES.md tables (the first reading)."""
+    for line in (shared / "SOURCES.md").read_text(encoding="utf-8").splitlines():
+        match = _SHARED_ROW.match(line)
+        if match:
+            yield match[1], {label.strip() for label in match[2].split(",")}
 
 
 # -- SOURCES.md ---------------------------------------------------------------------

@@ -26,7 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from corpus_shapes import CORPUS, EVAL_KEYS, TRAIN_KEYS, parse, pick, read_labels, split_of, write_labels  # noqa: E402
+from corpus_shapes import (  # noqa: E402
+    CORPUS,
+    EVAL_KEYS,
+    TRAIN_KEYS,
+    parse,
+    pick,
+    read_labels,
+    shared_first_labels,
+    split_of,
+    write_labels,
+)
 from real_corpus import corpus_folder  # noqa: E402
 
 REREAD = ("generalization_gap", "unstable_val", "plateau", "slow_start", "spikes", "healthy")
@@ -201,9 +211,6 @@ def second(first: set[str], path: Path) -> tuple[set[str], str]:
 
 
 def real_runs_rows() -> list[dict[str, str]]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from corpus_score import shared_first_labels
-
     shared = corpus_folder()
     if shared is None:
         return []
@@ -221,11 +228,16 @@ def real_runs_rows() -> list[dict[str, str]]:
     return rows
 
 
+def label_changes(first: set[str], second: set[str]) -> list[str]:
+    """'+label' for each label the second reading added, '-label' for each it took away."""
+    return [f"+{x}" for x in sorted(second - first)] + [f"-{x}" for x in sorted(first - second)]
+
+
 def changes(rows: list[tuple[str, set[str], set[str]]]) -> dict[str, Counter]:
     """Per half: Counter of '+label' / '-label' changes of the second reading."""
     out: dict[str, Counter] = {"calibration": Counter(), "heldout": Counter()}
     for split, first, labels in rows:
-        out[split].update([f"+{x}" for x in labels - first] + [f"-{x}" for x in first - labels])
+        out[split].update(label_changes(first, labels))
     return out
 
 

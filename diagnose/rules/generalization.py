@@ -807,17 +807,17 @@ class ValidationAgainstTraining(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        pair = _logs_at_evaluations(run, t["min_points"])
+        pair = _train_at_evaluations(run, t["min_points"])
         if pair is None:
             return
-        column, val, _, log_val, log_train = pair
+        column, val, log_train = pair
         values = val.to_numpy(dtype="float64")
-        local = np.array([np.median(log_val[max(0, i - 2) : i + 3]) for i in range(len(log_val))])
+        height = curves.bounce(val, 5).to_numpy()  # log height over the median of the five centred on it
         scale = max(values[0] - values.min(), values.min())
-        high = (log_val - local > t["min_height"]) & (values - np.exp(local) > t["min_share"] * scale)
+        high = (height > t["min_height"]) & (values - values / np.exp(height) > t["min_share"] * scale)
         train_fell = np.r_[False, log_train[1:] < log_train[:-1]]
         counted = np.flatnonzero(high & train_fell)
-        counted = counted[counted >= len(log_val) // 4]
+        counted = counted[counted >= len(values) // 4]
         unrecovered = [i for i in counted if values[i + 1 :].min(initial=np.inf) >= values[:i].min()]
         if len(counted) < t["min_count"] or len(unrecovered) < t["min_unrecovered"]:
             return
@@ -827,7 +827,7 @@ class ValidationAgainstTraining(Rule):
             run,
             message=(
                 f"{column} jumps above its own trend at {len(counted)} evaluations where the training loss "
-                f"fell ({shown}; up to {np.exp((log_val - local)[counted].max()):.2g}x the evaluations "
+                f"fell ({shown}; up to {np.exp(height[counted].max()):.2g}x the evaluations "
                 f"around them); after {len(unrecovered)} of them it never got back below its best before"
             ),
             onset=steps[0],
@@ -847,17 +847,14 @@ class ValidationAgainstTraining(Rule):
         )
 
 
-def _logs_at_evaluations(
-    run: Run, min_points: float
-) -> tuple[str, pd.Series, pd.Series, np.ndarray, np.ndarray] | None:
-    """(column, validation loss, training loss, log validation, log smoothed training at the evaluations),
-    or None with fewer than ``min_points`` evaluations or a loss that is not positive (no log to take)."""
+def _train_at_evaluations(run: Run, min_points: float) -> tuple[str, pd.Series, np.ndarray] | None:
+    """(column, validation loss, log of the smoothed training loss at its evaluations), or None with fewer
+    than ``min_points`` evaluations or a loss that is not positive (no log to take)."""
     column, val = validation_loss(run)
     train = curves.before_nonfinite(run.series("loss", keep_nan=True))
     if len(val) < min_points or len(train) < 3 or not (curves.is_positive(val) and curves.is_positive(train)):
         return None
-    log_train = np.log(curves.value_at(curves.smooth(train), val.index))
-    return column, val, train, np.log(val.to_numpy(dtype="float64")), log_train
+    return column, val, np.log(curves.value_at(curves.smooth(train), val.index))
 
 
 def _stall_start(val: pd.Series, z: float) -> int:
