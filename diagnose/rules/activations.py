@@ -89,8 +89,10 @@ class DeadReLUs(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        relu_like = set(run.layer_series("act_zero_frac").columns)
         dead = _settled(run, "act_dead_frac", t["min_samples"])
+        if dead.empty:  # too few samples yet (a live judgement early in a run): the layer tables below cost more
+            return
+        relu_like = set(run.layer_series("act_zero_frac").columns)
         seen = run.layer_series("act_unit_samples").min()
         dead = dead[[m for m in dead.index if m in relu_like and not seen.get(m, math.inf) < t["min_unit_samples"]]]
         bad = dead[dead >= t["max_dead"]].sort_values(ascending=False)
