@@ -236,6 +236,22 @@ def test_trainer_printed_log_counts_logging_steps(tmp_path: Path) -> None:
     assert "printed log has no step" in run.meta["step_from"]
 
 
+def test_a_key_repeated_after_a_split_name_belongs_to_that_split(tmp_path: Path) -> None:
+    """'Train Loss: .. Acc: .. | Val Loss: .. Acc: ..': the second 'Acc' is the validation accuracy, and
+    the training accuracy is not overwritten by it."""
+    path = tmp_path / "train.log"
+    path.write_text(
+        "".join(
+            f"Epoch {e}/3 | Train Loss: {0.5 / e:.3f} Acc: {0.80 + e / 100:.2f} | Val Loss: {0.6 / e:.3f} Acc: 0.9{e}\n"
+            for e in (1, 2, 3)
+        )
+    )
+    run = load(path)
+    assert run.series("accuracy").tolist() == [0.81, 0.82, 0.83]
+    assert run.series("val_accuracy").tolist() == [0.91, 0.92, 0.93]
+    assert run.series("val_loss").tolist() == [0.6, 0.3, 0.2]
+
+
 def test_text_without_a_recognisable_pattern_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("Training went fine.\nThe model converged after a while.\n")

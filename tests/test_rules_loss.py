@@ -168,6 +168,17 @@ class TestPlateau:
         [finding] = findings(diagnose.load(EXAMPLES / "BUG018" / "bad.jsonl"), "PLT001")
         assert "val_accuracy" not in finding.evidence and "confidence" not in finding.message
 
+    @pytest.mark.parametrize(("level", "fires"), [(0.25, True), (0.15, False)])
+    def test_high_accuracy_spares_a_plateau_only_below_what_a_constant_guess_reaches(self, tmp_path, level, fires):
+        """95% validation accuracy is also what always guessing the class of a 95/5 data set gets, at a
+        loss of 0.199 (the entropy of 0.95): a plateau above that may be such a guess and still counts;
+        one below it is a converged model."""
+        rng = np.random.default_rng(3)
+        loss = np.concatenate([np.geomspace(2 * level, level, 20), np.full(180, level)])
+        rows = [{"step": i + 1, "loss": float(v * math.exp(rng.normal(0, 0.005)))} for i, v in enumerate(loss)]
+        rows += [{"step": s, "val_loss": level, "val_accuracy": 0.95} for s in range(20, 201, 20)]
+        assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "PLT001")) is fires
+
 
 class TestOthers:
     def test_bad_init_compares_the_first_loss_with_ln_c(self):

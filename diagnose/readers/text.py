@@ -38,6 +38,8 @@ _MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:
 _KEY = r"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){0,2})"
 _PAIR = re.compile(rf"{_KEY}\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])", re.IGNORECASE)
 _MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
+# First words of a key that name the data split it was measured on.
+_SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
 _LLMC_LINE = re.compile(rf"^\s*s:(\d+)((?:\s+[A-Za-z_]+:(?:{_NUM}))+)\s*$", re.IGNORECASE)
 _LLMC_PAIR = re.compile(rf"([A-Za-z_]+):({_NUM})", re.IGNORECASE)
 _LLMC_NAMES = {"trl": "loss", "tel": "val_loss", "eval": "val_hellaswag", "lr": "lr", "norm": "grad_norm"}
@@ -189,7 +191,7 @@ def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None)
     current: dict[str, str] = {}  # a marker on a line of its own ("Epoch 3/10" above Keras' progress line)
     for line in _final_lines(frames.read_text(path)):
         marker = _markers(line)
-        values = {key: value for key, value in _PAIR.findall(line) if schema.normalise_key(key) not in _MARKER_KEYS}
+        values = _line_values(line)
         if marker:
             rows.extend(dict(p, **marker) for p in pending)
             pending, current = [], ({} if values else marker)
@@ -204,6 +206,24 @@ def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None)
         return _unmarked_runs(pending, path, mapping)
     rows.extend(dict(p, step=rows[-1]["step"]) for p in pending)
     return _runs(rows, path, "text", mapping, frames.WarningLog(), frames.default_name)
+
+
+def _line_values(line: str) -> dict[str, str]:
+    """The key-value pairs of one line. A key that comes back after a split's key ("Train Loss: 0.2 Acc:
+    0.90 | Val Loss: 0.1 Acc: 0.97") belongs to that split: the second "Acc" is read as "Val Acc", not
+    as a second value of the first (which it would overwrite)."""
+    values: dict[str, str] = {}
+    split = ""
+    for key, value in _PAIR.findall(line):
+        if schema.normalise_key(key) in _MARKER_KEYS:
+            continue
+        first = key.split(" ", 1)[0]
+        if first.lower() in _SPLIT_WORDS:
+            split = first
+        elif key in values and split:
+            key = f"{split} {key}"
+        values[key] = value
+    return values
 
 
 def _unmarked_runs(entries: list[dict[str, Any]], path: Path, mapping: Mapping[str, str] | None) -> list[Run]:

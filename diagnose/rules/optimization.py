@@ -656,7 +656,12 @@ class TrainingStalled(Rule):
     unseen data is not stuck: label noise, dropout or augmentation hold the
     training loss up), and the learning rate during the stall (when logged)
     is above ``min_lr`` of its peak (a schedule that decayed to zero is
-    LR004's case).
+    LR004's case). A run whose validation accuracy during the stall is at
+    least ``capped_accuracy`` is converged, not stalled, when its plateau
+    is under the lowest loss a constant guess could reach at that accuracy
+    (the entropy of the commonest class's share: a model that only
+    predicted the class prior of a 95/5 data set would be 95% accurate at
+    a loss of 0.199, but no lower).
 
     A plateau that starts later than ``max_start`` still counts, up to
     ``capped_max_start``, when it is a cap on confidence rather than an
@@ -789,6 +794,8 @@ class TrainingStalled(Rule):
         if ends_at_start or late_in_noise:
             stall = float(loss.index[0])  # flat from its start, however noisy or slowly drifting on the way
         accuracy = _val_accuracy_during(run, stall)
+        if accuracy >= t["capped_accuracy"] and level < _constant_guess_loss(accuracy):
+            return  # converged: right on nearly every example, and no constant guess gets this low
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
         capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
         if curves.fraction_of_run(loss, stall) > (t["capped_max_start"] if capped else t["max_start"]):
@@ -891,6 +898,15 @@ def _val_accuracy_during(run: Run, since: float) -> float:
         return float("nan")
     median = float(accuracy.median())
     return median / 100 if 1.5 < float(accuracy.max()) <= 100 else median
+
+
+def _constant_guess_loss(accuracy: float) -> float:
+    """The lowest cross-entropy a model can reach by one constant guess, when the commonest class is a
+    share ``accuracy`` of the examples: the entropy of that share (more classes only raise it). A loss
+    under it proves the model tells examples apart, so a high accuracy is not the class prior's."""
+    if accuracy >= 1:
+        return 0.0
+    return float(-(accuracy * np.log(accuracy) + (1 - accuracy) * np.log(1 - accuracy)))
 
 
 def _val_far_below(run: Run, since: float, level: float, ratio: float) -> bool:
