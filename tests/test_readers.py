@@ -236,13 +236,20 @@ def test_trainer_printed_log_counts_logging_steps(tmp_path: Path) -> None:
     assert "printed log has no step" in run.meta["step_from"]
 
 
-def test_a_key_repeated_after_a_split_name_belongs_to_that_split(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "template",
+    [
+        "Epoch {e}/3 | Train Loss: {train:.3f} Acc: {acc:.2f} | Val Loss: {val:.3f} Acc: {val_acc:.2f}",
+        "epoch={e} trn_loss={train:.3f} acc={acc:.2f} dev_loss={val:.3f} acc={val_acc:.2f}",
+    ],
+)
+def test_a_key_repeated_after_a_split_name_belongs_to_that_split(tmp_path: Path, template: str) -> None:
     """'Train Loss: .. Acc: .. | Val Loss: .. Acc: ..': the second 'Acc' is the validation accuracy, and
-    the training accuracy is not overwritten by it."""
+    the training accuracy is not overwritten by it; the split prefixes are the key resolution's own."""
     path = tmp_path / "train.log"
     path.write_text(
         "".join(
-            f"Epoch {e}/3 | Train Loss: {0.5 / e:.3f} Acc: {0.80 + e / 100:.2f} | Val Loss: {0.6 / e:.3f} Acc: 0.9{e}\n"
+            template.format(e=e, train=0.5 / e, acc=0.80 + e / 100, val=0.6 / e, val_acc=0.9 + e / 100) + "\n"
             for e in (1, 2, 3)
         )
     )

@@ -38,8 +38,6 @@ _MARKER = re.compile(r"\b(step|iter|iteration|epoch)\b\s*[:=#]?\s*\[?\s*(\d+)(?:
 _KEY = r"(?<![\w.])([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*){0,2})"
 _PAIR = re.compile(rf"{_KEY}\s*(?:[:=]\s*|\s+)({_NUM})(?:%|[A-Za-z/]+)?(?![\w.])", re.IGNORECASE)
 _MARKER_KEYS = {"step", "iter", "iteration", "epoch"}
-# First words of a key that name the data split it was measured on.
-_SPLIT_WORDS = {"train", "training", "val", "valid", "validation", "eval", "test"}
 _LLMC_LINE = re.compile(rf"^\s*s:(\d+)((?:\s+[A-Za-z_]+:(?:{_NUM}))+)\s*$", re.IGNORECASE)
 _LLMC_PAIR = re.compile(rf"([A-Za-z_]+):({_NUM})", re.IGNORECASE)
 _LLMC_NAMES = {"trl": "loss", "tel": "val_loss", "eval": "val_hellaswag", "lr": "lr", "norm": "grad_norm"}
@@ -210,18 +208,17 @@ def read_text_log(path: str | Path, *, mapping: Mapping[str, str] | None = None)
 
 def _line_values(line: str) -> dict[str, str]:
     """The key-value pairs of one line. A key that comes back after a split's key ("Train Loss: 0.2 Acc:
-    0.90 | Val Loss: 0.1 Acc: 0.97") belongs to that split: the second "Acc" is read as "Val Acc", not
+    0.90 | Val Loss: 0.1 Acc: 0.97") belongs to that split: the second "Acc" is read as "val_Acc", not
     as a second value of the first (which it would overwrite)."""
     values: dict[str, str] = {}
-    split = ""
+    split = None
     for key, value in _PAIR.findall(line):
         if schema.normalise_key(key) in _MARKER_KEYS:
             continue
-        first = key.split(" ", 1)[0]
-        if first.lower() in _SPLIT_WORDS:
-            split = first
+        if prefix := schema.split_prefix(key):
+            split = prefix
         elif key in values and split:
-            key = f"{split} {key}"
+            key = split + key
         values[key] = value
     return values
 

@@ -754,7 +754,8 @@ class TrainingStalled(Rule):
         Threshold(
             "capped_accuracy",
             0.95,
-            "median validation accuracy during the stall from which the model is right on nearly every example",
+            "median validation accuracy during the stall from which the model is right on nearly every example "
+            "(converged under the loss of a constant guess at that accuracy, capped above capped_level)",
             source="a classifier right on 95% of examples reaches well under capped_level once it sharpens: "
             "the healthy twins of the bug suite at 0.95 or more end at 0.0002-0.49 (the highest, dropout "
             "holding the training loss up)",

@@ -598,6 +598,13 @@ def _metric_name(name: str) -> str:
     return "accuracy" if name in _ACCURACY_ALIASES else name
 
 
+def split_prefix(key: str) -> str | None:
+    """The data-split prefix a key starts with (``"Val Loss"`` -> ``"val_"``, ``"TrainLoss"`` ->
+    ``"train_"``), or None."""
+    norm = normalise_key(key)
+    return next((p for p in (*_EVAL_PREFIXES, *_TRAIN_PREFIXES) if norm.startswith(p) and norm != p), None)
+
+
 def is_eval_key(key: str) -> bool:
     norm = normalise_key(key)
     return norm in _VAL_LOSS_ALIASES or (norm.startswith(_EVAL_PREFIXES) and norm not in _EVAL_PREFIXES)
