@@ -497,7 +497,7 @@ def to_number(value: Any) -> float | None:
 # Keys are compared normalised (`normalise_key`): lower case, camelCase split,
 # every run of separators ("/", "-", ".", spaces) turned into one "_".
 #
-# How a key is resolved (documented in docs/run-format.md, "Key resolution"):
+# How a key is resolved (documented in README.md, "Key resolution"):
 # 1. an evaluation prefix (val_, eval_, valid_, validation_, dev_; test_ kept
 #    apart) makes it an evaluation key, any other key is a training key;
 # 2. a training prefix (train_, training_, trn_, tr_) is dropped;
