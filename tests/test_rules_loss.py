@@ -85,6 +85,12 @@ class TestLearningRate:
         assert finding.evidence["end_over_best"] > 1.2
         assert f"step {finding.onset:g}" in finding.fixes[-1]
 
+    def test_a_bounce_is_not_also_reported_as_a_plateau(self):
+        # The bounce's high stretch is flat once smoothed, so PLT001 sees a stall there too.
+        analysis = diagnose.analyze(sample("lr_too_high_late"))
+        assert ("PLT001", "LR002") in [(f.code, by) for f, by in analysis.superseded]
+        assert "PLT001" not in [f.code for f in analysis.findings]
+
     def test_negative_losses_are_not_judged(self, tmp_path):
         rng = np.random.default_rng(0)
         loss = np.linspace(-0.1, 0.5, 200) + rng.normal(0, 0.05, 200)

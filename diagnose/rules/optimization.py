@@ -290,6 +290,7 @@ class LateLearningRateTooHigh(Rule):
     severity = Severity.WARNING
     requires = ("loss",)
     priority = 25
+    supersedes = ("PLT001",)  # a loss that fell far and gave it back is a bounce; its flat stretch is no stall
     thresholds = (
         Threshold(
             "rebound",
