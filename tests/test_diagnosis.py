@@ -87,6 +87,7 @@ def test_explanations_that_go_round_in_a_circle_lose_no_finding() -> None:
         ("raise the learning rate 3-10x", {"learning_rate": 1}),
         ("try a learning rate 3-10x higher", {"learning_rate": 1}),
         ("a learning rate 10x lower", {"learning_rate": -1}),
+        ("decay the learning rate: cosine or step schedule down to 1-10% of the peak", {"learning_rate": -1}),
         ("raise the batch size 4-16x, or accumulate gradients over several batches", {"batch_size": 1}),
         ("halve the batch size and keep the effective batch with gradient accumulation", {"batch_size": -1}),
         ("regularise: weight decay 0.01-0.1, dropout 0.1-0.3", {"regularisation": 1}),

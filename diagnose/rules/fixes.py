@@ -19,7 +19,7 @@ KNOBS: dict[str, tuple[str, str]] = {
     "learning_rate": (
         r"\b(raise|increase|higher|larger)\b[^.;:]{0,20}\b(learning rate|lr)\b|\b(learning rate|lr)\b up\b"
         r"|\b(learning rate|lr)\b [\d.x-]*\s*(higher|larger)\b",
-        r"\b(lower|reduce|decrease|smaller|halve)\b[^.;:]{0,20}\b(learning rate|lr)\b"
+        r"\b(lower|reduce|decrease|smaller|halve|decay)\b[^.;:]{0,20}\b(learning rate|lr)\b"
         r"|\b(learning rate|lr)\b [\d.x-]*\s*(lower|smaller)\b",
     ),
     "batch_size": (
