@@ -34,7 +34,7 @@ def run(fixed: bool, out) -> None:
         model,
         optimizer,
         criterion,
-        sequences(seed=23, steps=12, n=1024),
+        sequences(seed=23, steps=16, n=1024),
         out,
         {"task": "multiclass", "num_classes": 4},
         step=step,
