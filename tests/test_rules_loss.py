@@ -155,6 +155,28 @@ class TestOverfitting:
         found = findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")
         assert bool(found) is train_falls
 
+    @pytest.mark.parametrize(
+        ("accuracy_later", "val_later", "fires"),
+        [
+            (0.997, 0.015, False),  # as accurate as at the best, under the entropy of 99.7% (0.0204)
+            (0.990, 0.015, True),  # fewer examples right than at the best (99.7%)
+            (0.997, 0.030, True),  # above the entropy of 99.7%: confident where it is wrong
+            (0.900, 0.015, True),  # under 95% accurate: not the near-perfect classifier spared
+        ],
+    )
+    def test_a_rise_at_near_perfect_accuracy_is_spared_only_while_accuracy_and_entropy_hold(
+        self, tmp_path, accuracy_later, val_later, fires
+    ):
+        """A validation loss that doubles from 0.007 while the classifier stays right on 99.7% of new
+        examples and its loss stays under the entropy of that accuracy moves its confidence on a few
+        examples; the same rise with the accuracy falling, or above that entropy, is overfitting."""
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(0.2, 0.002, 200))]
+        val = [0.12, 0.03, 0.015, 0.010, 0.008, 0.007] + [val_later * f for f in (0.9, 1.1, 0.95, 1.05) * 3]
+        for k, v in enumerate(val):
+            accuracy = 0.997 if k < 6 else accuracy_later
+            rows.append({"step": 10 * (k + 1), "val_loss": float(v), "val_accuracy": accuracy})
+        assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")) is fires
+
 
 class TestPlateau:
     def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):

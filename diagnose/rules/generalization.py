@@ -10,7 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import validation_loss
+from diagnose.rules.helpers import constant_guess_loss, validation_loss
 from diagnose.run import Run
 
 
@@ -108,6 +108,22 @@ class ValidationRise:
         )
 
 
+def _confidence_shift(run: Run, rise: ValidationRise, accurate: float) -> bool:
+    """The validation accuracy over the later half of the evaluations after the best is at least
+    ``accurate`` and no lower than at the best, and the validation loss there is under the entropy of
+    that accuracy (what a model right that often would score giving every answer that probability): the
+    model classifies new data as well as at its best and is not confident where it is wrong, so the
+    loss's rise is its confidence moving on a few examples, not a model getting worse."""
+    accuracy = _as_fraction(curves.finite(run.series("val_accuracy"))) if run.has("val_accuracy") else None
+    if accuracy is None or not len(accuracy):
+        return False
+    after = rise.val.iloc[rise.val.index.get_loc(rise.best_step) + 1 :]
+    later = after.iloc[len(after) // 2 :]
+    at_best = float(curves.value_at(accuracy, [rise.best_step])[0])
+    held = float(accuracy[accuracy.index >= later.index[0]].median())
+    return held >= max(accurate, at_best) and float(later.median()) < constant_guess_loss(held)
+
+
 def _error(points: int) -> float:
     """Standard error, in units of one point's noise, of a median of ``points`` evaluations minus a
     median of three: the median of k points scatters about 1.25 / sqrt(k) times as much as one point."""
@@ -168,6 +184,14 @@ class Overfitting(Rule):
     and both must stand above that level at all. A curve whose last
     evaluations are back within its noise of the best, with a training loss
     that hardly moved, has not drawn away.
+
+    A classifier is spared when its validation accuracy over those later
+    evaluations is at least ``accurate`` and no lower than at the best,
+    and its validation loss there is under the entropy of that accuracy
+    (the loss of a model right that often that gave every answer that
+    probability): it classifies new data as well as at its best and is not
+    confident where it is wrong, so the rise is its confidence moving on a
+    few examples (a loss of 0.007 -> 0.015 at 99.7% accuracy).
 
     A run with exactly three evaluations (a three-epoch fine-tune) has no
     noise to read: it fires when the middle one is the best, the last
@@ -231,6 +255,16 @@ class Overfitting(Rule):
             "On the calibration half no healthy three-evaluation run has its best in the middle",
         ),
         _NOISE_Z,
+        Threshold(
+            "accurate",
+            0.95,
+            "median validation accuracy after the best from which a rise under the entropy of that accuracy "
+            "is spared when the accuracy has not fallen",
+            source="PLT001's capped_accuracy: a classifier right on 95% of examples or more. Calibration "
+            "half: the healthy brain-tumour classifier at 99.7% whose validation loss moves 0.0067 -> 0.015 "
+            "(under 0.0196) is spared; the one overfitting file at 95%+ (97.4%, its loss 0.118 under 0.122) "
+            "fell from 99.1% at its best and is not",
+        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -241,6 +275,8 @@ class Overfitting(Rule):
         if rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
             return
         if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
+            return
+        if _confidence_shift(run, rise, t["accurate"]):
             return
         yield self._overfitting(
             run, rise.column, rise.val, rise.best_step, float(np.exp(rise.rise)), rise.train_at_best, rise.train_end

@@ -152,3 +152,13 @@ def validation_loss(run: Run) -> tuple[str, pd.Series]:
         if run.has(column):
             return column, curves.finite(run.series(column))
     return "val_loss", pd.Series(dtype="float64")
+
+
+def constant_guess_loss(accuracy: float) -> float:
+    """The entropy of a share ``accuracy``: the lowest cross-entropy one constant guess reaches when the
+    commonest class is that share of the examples, and the loss of a model right on that share of them
+    that gives its answer that same probability every time (more classes only raise both). A loss under
+    it proves the model tells examples apart, and that it is not confident where it is wrong."""
+    if accuracy >= 1:
+        return 0.0
+    return float(-(accuracy * np.log(accuracy) + (1 - accuracy) * np.log(1 - accuracy)))

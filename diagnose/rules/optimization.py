@@ -10,7 +10,7 @@ import pandas as pd
 
 from diagnose import curves
 from diagnose.rules.base import Category, Finding, Rule, Severity, Threshold
-from diagnose.rules.helpers import later_samples, layer_table, validation_loss
+from diagnose.rules.helpers import constant_guess_loss, later_samples, layer_table, validation_loss
 from diagnose.run import Run
 
 
@@ -796,7 +796,7 @@ class TrainingStalled(Rule):
         if ends_at_start or late_in_noise:
             stall = float(loss.index[0])  # flat from its start, however noisy or slowly drifting on the way
         accuracy = _val_accuracy_during(run, stall)
-        if accuracy >= t["capped_accuracy"] and level < _constant_guess_loss(accuracy):
+        if accuracy >= t["capped_accuracy"] and level < constant_guess_loss(accuracy):
             return  # converged: right on nearly every example, and no constant guess gets this low
         steady = tolerance == t["tolerance"]  # per-step noise does not widen it: a smooth floor
         capped = steady and accuracy >= t["capped_accuracy"] and level > t["capped_level"]
@@ -900,15 +900,6 @@ def _val_accuracy_during(run: Run, since: float) -> float:
         return float("nan")
     median = float(accuracy.median())
     return median / 100 if 1.5 < float(accuracy.max()) <= 100 else median
-
-
-def _constant_guess_loss(accuracy: float) -> float:
-    """The lowest cross-entropy a model can reach by one constant guess, when the commonest class is a
-    share ``accuracy`` of the examples: the entropy of that share (more classes only raise it). A loss
-    under it proves the model tells examples apart, so a high accuracy is not the class prior's."""
-    if accuracy >= 1:
-        return 0.0
-    return float(-(accuracy * np.log(accuracy) + (1 - accuracy) * np.log(1 - accuracy)))
 
 
 def _val_far_below(run: Run, since: float, level: float, ratio: float) -> bool:
