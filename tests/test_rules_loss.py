@@ -178,6 +178,27 @@ class TestOverfitting:
         assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")) is fires
 
 
+class TestValidationAgainstTraining:
+    @staticmethod
+    def run_with(tmp_path, val):
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(1.0, 0.05, 400))]
+        rows += [{"step": 20 * (k + 1), "val_loss": float(v)} for k, v in enumerate(val)]
+        return diagnose.load(write_log(tmp_path, rows))
+
+    def test_two_jumps_never_followed_by_a_new_best_are_enough(self, tmp_path):
+        """The validation loss has settled at 0.47-0.49 and jumps 1.6x twice while the training loss
+        falls; after neither does it beat 0.47 again: two jumps, both unrecovered, fire."""
+        val = [1.0, 0.8, 0.65, 0.55, 0.5, 0.48, 0.47, 0.47, 0.75, 0.48]
+        val += [0.49, 0.48, 0.49, 0.48, 0.77, 0.49, 0.48, 0.49, 0.48, 0.49]
+        [finding] = findings(self.run_with(tmp_path, val), "OVF008")
+        assert finding.evidence["jumps"] == 2 and finding.evidence["unrecovered"] == 2
+
+    def test_jumps_each_followed_by_a_new_low_are_a_noisy_healthy_run(self, tmp_path):
+        val = np.geomspace(1.0, 0.2, 20)
+        val[[6, 9, 12, 15]] *= 1.6
+        assert findings(self.run_with(tmp_path, val), "OVF008") == []
+
+
 class TestPlateau:
     def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):
         """Softmax fed into CrossEntropyLoss (recorded by the bug script): the loss falls for over a third
