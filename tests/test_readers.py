@@ -513,3 +513,37 @@ def test_the_command_line_names_every_reader_and_only_them() -> None:
     from diagnose.readers import formats
 
     assert formats.FORMATS == FORMATS
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("history.json", json.dumps(str({"loss": [1.0, 0.8, 0.6], "val_loss": [1.1, 0.9, 0.95]}))),
+        ("history.txt", str({"loss": [1.0, 0.8, 0.6], "val_loss": [1.1, 0.9, 0.95]})),
+    ],
+    ids=["repr-in-a-json-string", "bare-repr"],
+)
+def test_a_history_saved_as_its_python_repr_is_read(tmp_path: Path, name: str, text: str) -> None:
+    # json.dump(str(history.history), f) and f.write(str(history.history)) are both common.
+    path = tmp_path / name
+    path.write_text(text)
+    assert detect(path) == "keras"
+    run = load(path)
+    assert run.series("loss").tolist() == [1.0, 0.8, 0.6]
+    assert run.series("val_loss").tolist() == [1.1, 0.9, 0.95]
+
+
+def test_a_python_repr_history_keeps_its_non_finite_values(tmp_path: Path) -> None:
+    path = tmp_path / "history.txt"
+    path.write_text(str({"loss": [1.0, float("nan"), float("inf")], "nan_rate": [0.0, 1.0, -float("inf")]}))
+    run = load(path)
+    assert run.series("loss", keep_nan=True).isna().tolist() == [False, True, False]
+    assert math.isinf(run.series("loss", keep_nan=True).iloc[2])
+    assert run.series("nan_rate", keep_nan=True).tolist()[:2] == [0.0, 1.0]
+
+
+def test_a_damaged_python_repr_history_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.txt"
+    path.write_text("{'loss': [1.0, 0.8, __import__('os')]}")
+    with pytest.raises(InputError, match="not a readable Python dict of metric lists"):
+        load(path)

@@ -36,7 +36,8 @@ _NOT_RECOGNISED = (
 
 
 def _read_keras(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
-    reader = tables.read_keras_history if frames.read_bytes(Path(path)).lstrip()[:1] == b"{" else tables.read_keras_csv
+    first = frames.read_bytes(Path(path)).lstrip()[:1]
+    reader = tables.read_keras_history if first in (b"{", b'"') else tables.read_keras_csv
     return reader(path, mapping=mapping)
 
 
@@ -276,6 +277,8 @@ def detect(path: str | Path, *, strict: bool = False) -> str | None:
     lines = sample.splitlines()[:-1] if len(head) == _SNIFF_BYTES else sample.splitlines()
     if path.name == "trainer_state.json":
         return "huggingface"
+    if tables.PYTHON_HISTORY.match(sample):
+        return "keras"
     found = _detect_json(sample, lines) if sample.lstrip()[:1] in ("{", "[") else _detect_table(lines)
     if found is not None:
         return found

@@ -7,8 +7,11 @@ rest is `frames.build_runs`.
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -19,6 +22,11 @@ from diagnose.errors import InputError
 from diagnose.readers import frames
 from diagnose.run import Run
 from diagnose.runfile import schema
+
+# Python's repr of a history dict, bare or inside a JSON string: {'loss': [...
+PYTHON_HISTORY = re.compile(r"""^\s*"?\{\s*'[^']+'\s*:\s*\[""")
+# repr writes a non-finite float as a bare name, which literal_eval refuses; as a string it is read as NaN/Inf.
+_NON_FINITE_NAME = re.compile(r"(?<![\w'])(-?(?:nan|inf))\b")
 
 
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
@@ -134,7 +142,7 @@ def read_generic_csv(path: str | Path, *, mapping: Mapping[str, str] | None = No
 def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """``{"loss": [...], "val_loss": [...], ...}``: one value per epoch, epochs counted from 0."""
     path = Path(path)
-    doc = frames.read_json_document(path, 'a Keras history.json ({"loss": [...], "val_loss": [...]})')
+    doc = _history_document(path)
     series = history_series(doc) if isinstance(doc, dict) else {}
     if not series:
         raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
@@ -147,6 +155,21 @@ def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = 
     if frames.find_step_column(list(raw.columns), mapping) is None:
         raw.insert(0, "epoch", np.arange(len(raw)))
     return table_runs(raw, path, format="keras", mapping=mapping, warnings=warnings)
+
+
+def _history_document(path: Path) -> object:
+    """The history as a dict. ``json.dump(str(history.history))`` saves Python's repr of it inside a
+    JSON string, and ``f.write(str(history.history))`` saves the repr bare: both are read as the
+    Python literal they hold (``ast.literal_eval`` evaluates literals only, never code)."""
+    expected = 'a Keras history.json ({"loss": [...], "val_loss": [...]})'
+    text = frames.read_text(path)
+    if not PYTHON_HISTORY.match(text):
+        return frames.read_json_document(path, expected)
+    try:
+        literal = json.loads(text) if text.lstrip().startswith('"') else text
+        return ast.literal_eval(_NON_FINITE_NAME.sub(r"'\1'", literal))
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+        raise InputError(f"{path}: not a readable Python dict of metric lists; expected {expected}") from None
 
 
 def history_series(doc: dict) -> dict[str, list]:
