@@ -29,6 +29,67 @@ def _empty_frame(*columns: str) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
 
 
+# Up to this many columns a frame keeps each column its own array, built without a copy: stacking a
+# long run's columns into one block was a third of reading it. A wider frame (hundreds of scalars) is
+# stacked as before: pandas is slow on, and warns of, a frame of more than 100 separate blocks.
+SEPARATE_COLUMNS = 32
+
+
+class Columns:
+    """A table as a reader hands it to a `Run`: equal-length numpy arrays by name, in order.
+
+    The rules read a run's step and evaluation columns as arrays (`Run.column`), so the frame
+    ``run.steps`` is built of them only when something asks for it. The arrays may be read-only
+    views (of pyarrow's memory, of the reader's own frames); the frame copies those, so that it is
+    the user's to change in place, and only then pays for the copy (a million-step run: 8 MB a column).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], length: int) -> None:
+        self.arrays = arrays
+        self.length = length
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Columns:
+        """The columns of ``frame`` (read-only views of its numpy arrays under copy-on-write)."""
+        return cls({name: frame[name].to_numpy() for name in frame.columns}, len(frame))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.arrays)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def frame(self, *, own: bool = False) -> pd.DataFrame:
+        """The columns as a frame; with ``own``, a column that is a read-only view is copied, so that
+        the frame can be changed in place."""
+        if len(self.arrays) > SEPARATE_COLUMNS:
+            return pd.DataFrame(self.arrays, index=pd.RangeIndex(self.length))
+        arrays = self.arrays
+        if own:
+            arrays = {name: values if values.flags.writeable else values.copy() for name, values in arrays.items()}
+        return pd.DataFrame(arrays, index=pd.RangeIndex(self.length), copy=False)
+
+
+class _Table:
+    """A `Run` field (``steps``, ``evals``) given as a frame or as the `Columns` of one: read as a
+    frame, built from the columns on first use and kept from then on (the run's table thereafter)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, run: Run | None, owner: type | None = None) -> Any:
+        if run is None:  # the field's default, which dataclasses asks the class for: no rows
+            return Columns({"step": np.zeros(0)}, 0)
+        table = run.__dict__[self.slot]
+        if isinstance(table, Columns):
+            table = run.__dict__[self.slot] = table.frame(own=True)
+        return table
+
+    def __set__(self, run: Run, table: pd.DataFrame | Columns) -> None:
+        run.__dict__[self.slot] = table
+
+
 @contextmanager
 def reading(runs: Iterable[Run]) -> Iterator[None]:
     """`Run.reading` for each of ``runs`` at once (a report reads every run several times)."""
@@ -58,8 +119,8 @@ class Run:
     source: str = ""
     format: str = "diagnose"
     meta: dict[str, Any] = field(default_factory=dict)
-    steps: pd.DataFrame = field(default_factory=lambda: _empty_frame("step"))
-    evals: pd.DataFrame = field(default_factory=lambda: _empty_frame("step"))
+    steps: pd.DataFrame = _Table()  # given as a frame or its `Columns`
+    evals: pd.DataFrame = _Table()
     layers: pd.DataFrame = field(default_factory=lambda: _empty_frame("step", "module"))
     events: pd.DataFrame = field(default_factory=lambda: _empty_frame("step", "event"))
     nan_steps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -125,7 +186,7 @@ class Run:
 
     def _objective(self) -> str:
         task = (self.task or "").strip().lower().replace("-", "_").replace(" ", "_")
-        names = [c for c in self.steps.columns if c != "step" and self.has(c)]
+        names = [c for c in self.columns("steps") if c != "step" and self.has(c)]
         losses = [c for c in names if "loss" in c]
         if task in ADVERSARIAL_TASKS or (
             any(_GENERATOR.search(c) for c in losses) and any(_DISCRIMINATOR.search(c) for c in losses)
@@ -147,10 +208,9 @@ class Run:
             return False
         if len(self.nan_steps.get(column, ())) > 0:
             return True
-        values = getattr(self, kind)[column]
-        if values.dtype == "float64":  # the common case, without pandas' general missing-value test
+        if self.dtype(kind, column) == "float64":  # the common case, without pandas' general missing-value test
             return not np.isnan(self._numbers(kind, column)).all()
-        return bool(values.notna().any())
+        return bool(getattr(self, kind)[column].notna().any())
 
     def series(self, column: str, *, keep_nan: bool = False) -> pd.Series:
         """Values of a step or eval column indexed by step, unlogged points dropped.
@@ -184,16 +244,37 @@ class Run:
         for a name in both). Rules ask for some thirty names, most of which a run does not log."""
         kinds = {}
         for kind in ("evals", "steps"):
-            kinds.update(dict.fromkeys(getattr(self, kind).columns, kind))
+            kinds.update(dict.fromkeys(self.columns(kind), kind))
         kinds.pop("step", None)
         return kinds
 
     def _numbers(self, kind: str, column: str) -> np.ndarray:
         """A column of ``steps`` or ``evals`` as float64, taken out of its frame once within `reading`."""
-        return self.kept(("numbers", kind, column), lambda: getattr(self, kind)[column].to_numpy(dtype="float64"))
+        return self.kept(("numbers", kind, column), lambda: self.column(kind, column, dtype="float64"))
 
     def _steps_of(self, kind: str) -> np.ndarray:
-        return self.kept(("steps of", kind), lambda: getattr(self, kind)["step"].to_numpy())
+        return self.kept(("steps of", kind), lambda: self.column(kind, "step"))
+
+    def columns(self, kind: str) -> list[str]:
+        """The column names of ``steps`` or ``evals`` (``kind``), without building the frame."""
+        return list(self._table(kind).columns)
+
+    def column(self, kind: str, name: str, *, dtype: str | None = None) -> np.ndarray:
+        """A column of ``steps`` or ``evals`` (``kind``) as an array, without building the frame; it
+        may be the table's own memory, so it is read, never changed in place."""
+        table = self._table(kind)
+        if isinstance(table, Columns):
+            return np.asarray(table.arrays[name], dtype=dtype)
+        return table[name].to_numpy(dtype=dtype)
+
+    def dtype(self, kind: str, name: str) -> Any:
+        """The dtype of a column of ``steps`` or ``evals`` (``kind``), without building the frame."""
+        table = self._table(kind)
+        return table.arrays[name].dtype if isinstance(table, Columns) else table[name].dtype
+
+    def _table(self, kind: str) -> pd.DataFrame | Columns:
+        """``steps`` or ``evals`` as held: a frame, or the `Columns` it is not yet built of."""
+        return self.__dict__[f"_{kind}"]
 
     def rank_frame(self, kind: str) -> pd.DataFrame:
         """``steps``, ``evals``, ``layers`` or ``events`` of every rank in one frame with a ``rank`` column."""
@@ -202,16 +283,16 @@ class Run:
 
     @property
     def n_steps(self) -> int:
-        if not len(self.steps):
+        if not len(self._table("steps")):
             return 0
-        steps = self.steps["step"].to_numpy(dtype="float64")
+        steps = self.column("steps", "step", dtype="float64")
         if len(steps) > 1 and not np.isnan(steps).any() and (np.diff(steps) >= 0).all():
             return int(np.count_nonzero(np.diff(steps))) + 1  # sorted (as readers leave it): one pass
         return int(self.steps["step"].nunique())
 
     @property
     def last_step(self) -> int | None:
-        candidates = [f["step"].max() for f in (self.steps, self.evals) if len(f)]
+        candidates = [np.nanmax(self.column(kind, "step")) for kind in ("steps", "evals") if len(self._table(kind))]
         return int(max(candidates)) if candidates else None
 
     def layer_series(self, column: str) -> pd.DataFrame:

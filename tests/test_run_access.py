@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from diagnose.run import Run
+from diagnose.run import Columns, Run
 
 
 def make_run() -> Run:
@@ -34,3 +34,25 @@ def test_a_column_added_outside_a_reading_block_is_found() -> None:
     assert not run.has("grad_norm")
     run.steps["grad_norm"] = np.ones(3)
     assert run.has("grad_norm")
+
+
+def test_a_run_given_its_columns_reads_them_as_one_given_frames_does_and_builds_the_frame_only_when_asked() -> None:
+    framed = make_run()
+    read_only = {}
+    for kind in ("steps", "evals"):
+        arrays = {name: getattr(framed, kind)[name].to_numpy(copy=True) for name in getattr(framed, kind).columns}
+        for values in arrays.values():
+            values.flags.writeable = False  # as pyarrow's memory is
+        read_only[kind] = Columns(arrays, len(getattr(framed, kind)))
+    run = Run(name="r", steps=read_only["steps"], evals=read_only["evals"])
+    with run.reading():
+        found = [(c, run.has(c), run.series(c).to_dict()) for c in ("loss", "val_loss", "acc", "step", "none")]
+        facts = (run.n_steps, run.last_step, run.objective, run.columns("evals"), run.dtype("steps", "loss"))
+    assert found == [
+        (c, framed.has(c), framed.series(c).to_dict()) for c in ("loss", "val_loss", "acc", "step", "none")
+    ]
+    assert facts == (3, 3, "supervised", ["step", "val_loss", "acc"], np.dtype("float64"))
+    assert isinstance(run.__dict__["_steps"], Columns)  # nothing above needed the frame
+    pd.testing.assert_frame_equal(run.steps, framed.steps)
+    run.steps.loc[0, "loss"] = 9.0  # the frame owns copies of the read-only columns: the user may change it
+    assert run.series("loss").iloc[0] == 9.0 and read_only["steps"].arrays["loss"][0] == 3.0

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diagnose.readers import arrow_lines, frames
+from diagnose.readers import arrow_lines
+from diagnose.run import Columns
 from diagnose.runfile import schema
 
 MIN_BYTES = arrow_lines.MIN_BYTES
@@ -74,9 +75,10 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    everything = np.arange(table.num_rows)
+    none = np.zeros(0, dtype=np.intp)
     if "kind" not in table.column_names:
-        return {kind: everything if kind is None else everything[:0] for kind in (None, schema.META, *data_kinds)}
+        everything = np.arange(table.num_rows)
+        return {kind: everything if kind is None else none for kind in (None, schema.META, *data_kinds)}
     column = table.column("kind")
     if not pa.types.is_string(column.type):
         return None
@@ -88,7 +90,7 @@ def _rows_by_kind(table: Any, data_kinds: tuple[str, ...]) -> dict[Any, np.ndarr
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     rows = {None: np.flatnonzero(codes == -1)}
     for kind in (schema.META, *data_kinds):
-        rows[kind] = np.flatnonzero(codes == names.index(kind)) if kind in names else everything[:0]
+        rows[kind] = np.flatnonzero(codes == names.index(kind)) if kind in names else none
     return rows
 
 
@@ -196,7 +198,7 @@ def _ordered(columns: dict[str, Any], first_seen: dict[str, int], records: dict[
         return row, keys.index(name) if name in keys else len(keys)
 
     order = sorted(first_seen, key=place)
-    return frames.columns_frame({name: columns[name] for name in [*order, "_pos"]}, len(columns["_pos"]))
+    return Columns({name: columns[name] for name in [*order, "_pos"]}, len(columns["_pos"])).frame()
 
 
 def _records_at(raw: bytes, positions: set[int]) -> dict[int, dict]:

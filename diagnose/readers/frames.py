@@ -22,7 +22,7 @@ import pandas as pd
 
 from diagnose.errors import InputError
 from diagnose.readers import arrow_lines
-from diagnose.run import Run
+from diagnose.run import Columns, Run
 from diagnose.runfile import schema
 
 MAX_WARNINGS_PER_KIND = 3
@@ -107,11 +107,14 @@ def numeric_frame(
     warnings: WarningLog,
     nan_steps: dict[str, np.ndarray] | None = None,
     text_columns: Iterable[str] = (),
+    *,
+    own: bool = True,
 ) -> pd.DataFrame:
     """Every column but ``text_columns`` as float64; columns with no number at all are dropped.
 
     Steps where a column was logged as NaN go into ``nan_steps`` when given.
-    The frame comes back sorted by step.
+    The frame comes back sorted by step. Without ``own`` it may hold read-only views of
+    ``frame``'s columns: for a run given its `Columns`, whose frame copies them when it is built.
     """
     keep_text = set(text_columns)
     columns: dict[str, Any] = {}
@@ -138,26 +141,10 @@ def numeric_frame(
             nan_steps[column] = np.sort(steps[logged_nan])
         columns[column] = numbers
     columns.setdefault("step", steps)
-    result = columns_frame(columns, len(frame), own=True)
+    result = Columns(columns, len(frame)).frame(own=own)
     if _in_order(steps):  # what our writer and most loggers write: no sort needed
         return result
     return result.sort_values("step", kind="stable").reset_index(drop=True)
-
-
-# Up to this many columns a frame keeps each column its own array, built without a copy: stacking a
-# long run's columns into one block was a third of reading it. A wider frame (hundreds of scalars) is
-# stacked as before: pandas is slow on, and warns of, a frame of more than 100 separate blocks.
-SEPARATE_COLUMNS = 32
-
-
-def columns_frame(columns: dict[str, np.ndarray], length: int, *, own: bool = False) -> pd.DataFrame:
-    """A frame of ``columns`` (``length`` rows). With ``own``, a column that is a read-only view
-    (of another frame, or of pyarrow's memory) is copied, so that the frame can be changed in place."""
-    if len(columns) > SEPARATE_COLUMNS:
-        return pd.DataFrame(columns, index=pd.RangeIndex(length))
-    if own:
-        columns = {name: values if values.flags.writeable else values.copy() for name, values in columns.items()}
-    return pd.DataFrame(columns, index=pd.RangeIndex(length), copy=False)
 
 
 def _in_order(steps: np.ndarray) -> bool:
@@ -477,7 +464,7 @@ def repeated_warning(repeated: dict[str, int]) -> list[str]:
 
 
 def _holds_values(run: Run) -> bool:
-    measured = [c for frame in (run.steps, run.evals) for c in frame.columns if c not in BOOKKEEPING]
+    measured = [c for kind in ("steps", "evals") for c in run.columns(kind) if c not in BOOKKEEPING]
     return bool(measured or run.nan_steps or len(run.layers) or len(run.events))
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from diagnose.errors import InputError
 from diagnose.readers import columnar, frames
-from diagnose.run import Run
+from diagnose.run import Columns, Run
 from diagnose.runfile import schema
 
 _BATCH = 20_000
@@ -400,8 +400,10 @@ def _build_run(
         if key == "layers":
             chosen[key] = frames.numeric_frame(frame, "layer", local, text_columns=TEXT_COLUMNS)
             continue
-        frame = frames.numeric_frame(frame, key[:-1], local, nan_steps)
-        chosen[key] = frames.merge_duplicate_steps(frame, repeated)
+        # Handed over as columns, not copied into a frame here: the rules read the arrays, and the
+        # frame (with copies of pyarrow's read-only memory, the user's to change) is built if asked for.
+        frame = frames.numeric_frame(frame, key[:-1], local, nan_steps, own=False)
+        chosen[key] = Columns.of(frames.merge_duplicate_steps(frame, repeated))
     events = chosen["events"]
     if events.empty:
         events = pd.DataFrame({"step": np.zeros(0), "event": np.zeros(0, dtype=object)})

@@ -164,8 +164,8 @@ def settle_report_facts(run: Run) -> None:
 
 
 def _coverage(run: Run) -> Coverage:
-    keys = tuple(c for frame in (run.steps, run.evals) for c in frame.columns if c != "step" and run.has(c))
-    validation = tuple(c for c in run.evals.columns if c.startswith("val_") and run.has(c))
+    keys = tuple(c for kind in ("steps", "evals") for c in run.columns(kind) if c != "step" and run.has(c))
+    validation = tuple(c for c in run.columns("evals") if c.startswith("val_") and run.has(c))
     probes = [word for column, word in _PROBE_FIELDS if run.has(column)]
     if not run.layers.empty:
         probes.append("per-layer statistics")

@@ -1275,7 +1275,7 @@ class LossAtZero(Rule):
             return
         empty = [
             c
-            for c in run.steps.columns
+            for c in run.columns("steps")
             if curves.is_positive(loss)
             and "loss" in c
             and c not in _ZERO_BY_DESIGN

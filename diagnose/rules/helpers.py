@@ -147,7 +147,7 @@ def functional_activations(run: Run, min_share: float) -> list[tuple[str, str, d
 
 def validation_loss(run: Run) -> tuple[str, pd.Series]:
     """``val_loss``, or else the first validation column that is a loss (``val_g0_loss``, ...)."""
-    columns = ["val_loss"] + sorted(c for c in run.evals.columns if c.startswith("val_") and c.endswith("loss"))
+    columns = ["val_loss"] + sorted(c for c in run.columns("evals") if c.startswith("val_") and c.endswith("loss"))
     for column in columns:
         if run.has(column):
             return column, curves.finite(run.series(column))

@@ -282,9 +282,13 @@ class _Broken:
 def nonfinite_series(run: Run) -> list[_Broken]:
     """Every logged series but the training loss and gradient norm that holds a NaN or Inf, earliest first."""
     found = []
-    for frame in (run.steps, run.evals):
-        for column in frame.columns:
-            if column in _NOT_METRICS or column.startswith(_CROSS_RANK_PREFIX) or frame[column].dtype.kind not in "fc":
+    for kind in ("steps", "evals"):
+        for column in run.columns(kind):
+            if (
+                column in _NOT_METRICS
+                or column.startswith(_CROSS_RANK_PREFIX)
+                or run.dtype(kind, column).kind not in "fc"
+            ):
                 continue
             values = run.series(column, keep_nan=True)
             bad = ~np.isfinite(values.to_numpy(dtype="float64"))
@@ -428,7 +432,7 @@ class FinalEvaluationBlowUp(Rule):
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
-        for column in [c for c in run.evals.columns if is_validation_loss(c)]:
+        for column in [c for c in run.columns("evals") if is_validation_loss(c)]:
             values = curves.finite(run.series(column))
             if len(values) < t["min_evals"] or not (values > 0).all():
                 continue
