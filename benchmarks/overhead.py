@@ -83,6 +83,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -165,6 +166,18 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time, "process": time.pr
 clock = time.perf_counter
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable, watch: Any
+) -> None:
+    """One step of the benchmarks' training loop, its loss logged to ``watch`` when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    if watch is not None:
+        watch.log(loss=loss)
+
+
 def time_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -186,12 +199,7 @@ def time_steps(
         for _ in range(steps):
             start = clock()
             try:  # stop_on ends the step at the next step boundary: the log call or the next forward
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                if w is not None:
-                    w.log(loss=loss)
+                train_step(model, optimizer, x, y, loss_fn, w)
             except diagnose.TrainingStopped:  # a live finding on the benchmark model: time what ran
                 times.append(clock() - start)
                 break
