@@ -534,9 +534,10 @@ def read_text(path: Path) -> str:
     return read_bytes(path).decode("utf-8-sig", errors="replace")
 
 
-def read_json_document(path: Path, expected: str) -> Any:
-    """A whole-file JSON document; NaN/Infinity tokens are kept as strings (see `to_numbers`)."""
+def read_json_document(path: Path, expected: str, text: str | None = None) -> Any:
+    """A whole-file JSON document (``text``, when the caller has read the file already); NaN/Infinity
+    tokens are kept as strings (see `to_numbers`)."""
     try:
-        return json.loads(read_text(path), parse_constant=str)
+        return json.loads(read_text(path) if text is None else text, parse_constant=str)
     except (ValueError, RecursionError):
         raise InputError(f"{path}: not valid JSON (cut off or damaged?); expected {expected}") from None

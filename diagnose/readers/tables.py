@@ -164,7 +164,7 @@ def _history_document(path: Path) -> object:
     expected = 'a Keras history.json ({"loss": [...], "val_loss": [...]})'
     text = frames.read_text(path)
     if not PYTHON_HISTORY.match(text):
-        return frames.read_json_document(path, expected)
+        return frames.read_json_document(path, expected, text)
     try:
         literal = json.loads(text) if text.lstrip().startswith('"') else text
         return ast.literal_eval(_NON_FINITE_NAME.sub(r"'\1'", literal))
