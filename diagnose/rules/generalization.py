@@ -54,6 +54,11 @@ class ValidationRise:
     def evaluations_after(self) -> int:
         return len(self.val) - 1 - self.val.index.get_loc(self.best_step)
 
+    @property
+    def later_half(self) -> pd.Series:
+        """The later half of the evaluations after the best, over which the rise is measured."""
+        return _later_half(self.val, self.val.index.get_loc(self.best_step))
+
     def beyond_noise(self, t: Mapping[str, float], widened: float = 0.0) -> bool:
         """The rise from the level, and the median of the last three evaluations, stand more than
         ``noise_z`` standard errors of the curve's own noise above the level at the best: a curve
@@ -86,7 +91,7 @@ class ValidationRise:
             return None
         best, best_step = float(val.iloc[best_at]), float(val.index[best_at])
         level = float(_levels(val)[best_at])
-        later_half = after.iloc[len(after) // 2 :]
+        later_half = _later_half(val, best_at)
         later = float(later_half.median())
         train_at_best, train_end = curves.value_at(curves.smooth(train), [best_step, float(val.index[-1])])
         train_trend = curves.trend(curves.comparable(train[train.index >= best_step]))
@@ -108,6 +113,11 @@ class ValidationRise:
         )
 
 
+def _later_half(val: pd.Series, best_at: int) -> pd.Series:
+    after = val.iloc[best_at + 1 :]
+    return after.iloc[len(after) // 2 :]
+
+
 def _confidence_shift(run: Run, rise: ValidationRise, accurate: float) -> bool:
     """The validation accuracy over the later half of the evaluations after the best is at least
     ``accurate`` and no lower than at the best, and the validation loss there is under the entropy of
@@ -117,8 +127,7 @@ def _confidence_shift(run: Run, rise: ValidationRise, accurate: float) -> bool:
     accuracy = _as_fraction(curves.finite(run.series("val_accuracy"))) if run.has("val_accuracy") else None
     if accuracy is None or not len(accuracy):
         return False
-    after = rise.val.iloc[rise.val.index.get_loc(rise.best_step) + 1 :]
-    later = after.iloc[len(after) // 2 :]
+    later = rise.later_half
     at_best = float(curves.value_at(accuracy, [rise.best_step])[0])
     held = float(accuracy[accuracy.index >= later.index[0]].median())
     return held >= max(accurate, at_best) and float(later.median()) < constant_guess_loss(held)
