@@ -12,6 +12,7 @@ import pytest
 from diagnose.errors import InputError
 from diagnose.readers import load, load_all
 from diagnose.readers.registry import FORMATS, detect
+from diagnose.readers.tables import read_keras_history
 
 FIXTURES = Path(__file__).parent / "fixtures" / "readers"
 
@@ -547,3 +548,22 @@ def test_a_damaged_python_repr_history_is_one_line(tmp_path: Path) -> None:
     path.write_text("{'loss': [1.0, 0.8, __import__('os')]}")
     with pytest.raises(InputError, match="not a readable Python dict of metric lists"):
         load(path)
+
+
+def test_a_cut_off_json_history_keeps_the_series_written_whole(tmp_path: Path) -> None:
+    # A job killed while json.dump wrote its history leaves the first series whole and the next cut.
+    path = tmp_path / "history.json"
+    path.write_text('{"loss": [0.9, 0.6, NaN], "val_loss" : [1.0, 0.7], "acc": [0.5, 0.')
+    run = load(path)
+    assert run.series("loss", keep_nan=True).isna().tolist() == [False, False, True]
+    assert run.series("val_loss").tolist() == [1.0, 0.7]
+    assert any("cut off or damaged after the key(s) loss, val_loss" in w for w in run.warnings)
+    assert path.read_text().endswith("0.")
+
+
+@pytest.mark.parametrize("text", ['{"loss": [0.9, 0.', '{"loss" 1', "{", '{"epoch": 3, "lo'])
+def test_a_json_history_cut_before_any_whole_series_is_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "history.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_keras_history(path)

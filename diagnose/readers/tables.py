@@ -27,6 +27,7 @@ from diagnose.runfile import schema
 PYTHON_HISTORY = re.compile(r"""^\s*"?\{\s*'[^']+'\s*:\s*\[""")
 # repr writes a non-finite float as a bare name, which literal_eval refuses; as a string it is read as NaN/Inf.
 _NON_FINITE_NAME = re.compile(r"(?<![\w'])(-?(?:nan|inf))\b")
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
@@ -142,34 +143,68 @@ def read_generic_csv(path: str | Path, *, mapping: Mapping[str, str] | None = No
 def read_keras_history(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """``{"loss": [...], "val_loss": [...], ...}``: one value per epoch, epochs counted from 0."""
     path = Path(path)
-    doc = _history_document(path)
+    warnings = frames.WarningLog()
+    doc = _history_document(path, warnings)
     series = history_series(doc) if isinstance(doc, dict) else {}
     if not series:
         raise InputError(f'{path}: no metric lists; expected a Keras history.json ({{"loss": [...], ...}})')
-    warnings = frames.WarningLog()
     others = [str(k) for k in doc if k not in series and not nested_series(doc[k])]
     if others:
-        shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
-        warnings.add("not-series", f"{len(others)} key(s) that are not per-epoch series ignored: {shown}")
+        warnings.add("not-series", f"{len(others)} key(s) that are not per-epoch series ignored: {_listed(others)}")
     raw = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in series.items()})
     if frames.find_step_column(list(raw.columns), mapping) is None:
         raw.insert(0, "epoch", np.arange(len(raw)))
     return table_runs(raw, path, format="keras", mapping=mapping, warnings=warnings)
 
 
-def _history_document(path: Path) -> object:
+def _listed(names: list[str], most: int = 8) -> str:
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
+def _history_document(path: Path, warnings: frames.WarningLog) -> object:
     """The history as a dict. ``json.dump(str(history.history))`` saves Python's repr of it inside a
     JSON string, and ``f.write(str(history.history))`` saves the repr bare: both are read as the
-    Python literal they hold (``ast.literal_eval`` evaluates literals only, never code)."""
+    Python literal they hold (``ast.literal_eval`` evaluates literals only, never code). A JSON
+    history cut off part way (a job killed while writing it) keeps the series written whole."""
     expected = 'a Keras history.json ({"loss": [...], "val_loss": [...]})'
     text = frames.read_text(path)
     if not PYTHON_HISTORY.match(text):
-        return frames.read_json_document(path, expected, text)
+        try:
+            return frames.read_json_document(path, expected, text)
+        except InputError:
+            whole = _whole_pairs(text)
+            if not history_series(whole):
+                raise
+            warnings.add("cut-off", f"cut off or damaged after the key(s) {_listed(list(whole))}: the rest is ignored")
+            return whole
     try:
         literal = json.loads(text) if text.lstrip().startswith('"') else text
         return ast.literal_eval(_NON_FINITE_NAME.sub(r"'\1'", literal))
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise InputError(f"{path}: not a readable Python dict of metric lists; expected {expected}") from None
+
+
+def _whole_pairs(text: str) -> dict[str, object]:
+    """The key/value pairs at the top of a JSON object that are complete, up to where the text
+    stops parsing."""
+    decoder = json.JSONDecoder(parse_constant=str)
+    pairs: dict[str, object] = {}
+    position = _JSON_SPACE.match(text).end()
+    if not text.startswith("{", position):
+        return pairs
+    separator = "{"
+    while text.startswith(separator, position):
+        try:
+            key, position = decoder.raw_decode(text, _JSON_SPACE.match(text, position + 1).end())
+            position = _JSON_SPACE.match(text, position).end()
+            if not isinstance(key, str) or not text.startswith(":", position):
+                break
+            value, position = decoder.raw_decode(text, _JSON_SPACE.match(text, position + 1).end())
+        except ValueError:
+            break
+        pairs[key] = value
+        position, separator = _JSON_SPACE.match(text, position).end(), ","
+    return pairs
 
 
 def history_series(doc: dict) -> dict[str, list]:
