@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
+from diagnose import ordering
+
 # 1.4826 * MAD estimates the standard deviation of normally distributed data.
 MAD_TO_STD = 1.4826
 # Theil-Sen is O(n^2) in memory and time; above this many points the curve is
@@ -124,7 +126,9 @@ def _finite(series: pd.Series) -> pd.Series:
     # Steps compared in place, not through np.diff: a long curve's 8 MB temporary costs more in page faults.
     if usable.all() and (steps[1:] > steps[:-1]).all():  # the common case: nothing to drop or sort
         same = series.index.dtype == "float64" and series.index.name == "step"  # a run's series: its index is kept
-        return pd.Series(numbers, index=series.index if same else pd.Index(steps, name="step"))
+        # Within `shared_views` curves are only read: the view may share the curve's numbers.
+        shared = getattr(_local, "views", None) is not None
+        return pd.Series(numbers, index=series.index if same else pd.Index(steps, name="step"), copy=not shared)
     values = pd.Series(numbers, index=steps)[usable]
     if values.index.has_duplicates:
         values = values.groupby(level=0).mean()
@@ -192,7 +196,7 @@ def _bin_medians(series: pd.Series, max_points: int) -> pd.Series:
         medians = pd.Series(values, index=bins).groupby(level=0).median().to_numpy()
     else:
         medians = _equal_bin_medians(values, starts)
-    in_order = bool((np.diff(steps) >= 0).all())
+    in_order = ordering.never_falls(steps)
     middles = _bin_middles(steps, starts) if in_order else _equal_bin_medians(steps, starts)
     reduced = pd.Series(medians, index=middles, name=series.name)
     reduced.index.name = "step"

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnose import ordering
+
 # What kind of objective the training loss is. Adversarial (GAN) and
 # reinforcement-learning losses are not meant to fall, so the rules that read
 # "the loss must fall" do not judge them. Recognised from the metadata task,
@@ -286,8 +288,8 @@ class Run:
         if not len(self._table("steps")):
             return 0
         steps = self.column("steps", "step", dtype="float64")
-        if len(steps) > 1 and not np.isnan(steps).any() and (np.diff(steps) >= 0).all():
-            return int(np.count_nonzero(np.diff(steps))) + 1  # sorted (as readers leave it): one pass
+        if len(steps) > 1 and ordering.never_falls(steps):
+            return ordering.distinct(steps)  # sorted (as readers leave it): one pass
         return int(self.steps["step"].nunique())
 
     @property

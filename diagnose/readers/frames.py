@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnose import ordering
 from diagnose.errors import InputError
 from diagnose.readers import arrow_lines
 from diagnose.run import Columns, Run
@@ -149,7 +150,7 @@ def numeric_frame(
 
 def _in_order(steps: np.ndarray) -> bool:
     """True when the steps are numbers that never go down."""
-    return not np.isnan(steps).any() and bool((np.diff(steps) >= 0).all())
+    return ordering.never_falls(steps)
 
 
 def _is_known_field(column: str) -> bool:
@@ -167,7 +168,7 @@ def merge_duplicate_steps(frame: pd.DataFrame, repeated: dict[str, int] | None =
     if frame.empty:
         return frame
     steps = to_numbers(frame["step"])[0]
-    repeats = (np.diff(steps) == 0).any() if _in_order(steps) else frame["step"].duplicated().any()
+    repeats = ordering.repeats(steps) if _in_order(steps) else frame["step"].duplicated().any()
     if not repeats:
         return frame
     numeric = frame.select_dtypes(include="number")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diagnose import ordering
 from diagnose.errors import InputError
 from diagnose.readers import columnar, frames
 from diagnose.run import Columns, Run
@@ -150,7 +151,7 @@ def _plain_frame(records: list[dict], canonical: Callable[[str], bool]) -> pd.Da
         if not logged.any() or not np.isfinite(numbers[logged]).all() or (key == "step" and not logged.all()):
             return None
         columns[key] = numbers
-    if not (np.diff(columns["step"]) > 0).all():
+    if not ordering.rises(columns["step"]):
         return None
     # The frame's one block of float64 columns, stacked here: the same frame as from the dict of
     # columns, without pandas' per-column checks.
@@ -370,7 +371,7 @@ def _run_boundaries(steps: pd.DataFrame) -> np.ndarray:
     if steps.empty:
         return np.zeros(0, dtype="int64")
     positions, numbers = steps[frames.POSITION].to_numpy(), frames.to_numbers(steps["step"])[0]
-    if not (np.diff(positions) > 0).all():  # rows mostly come in file order: checking is a pass, sorting several
+    if not ordering.rises(positions):  # rows mostly come in file order: checking is a pass, sorting several
         order = np.argsort(positions, kind="stable")
         positions, numbers = positions[order], numbers[order]
     usable = ~np.isnan(numbers)
@@ -484,7 +485,7 @@ def _next_positions(positions: np.ndarray, parts: dict[str, pd.DataFrame]) -> np
         if frame.empty:
             continue
         data = frame["_pos"].to_numpy()
-        if not (np.diff(data) > 0).all():  # each kind's rows come in file order; anything else is sorted
+        if not ordering.rises(data):  # each kind's rows come in file order; anything else is sorted
             data = np.sort(data)
         after = np.searchsorted(data, positions)
         nearest = np.where(after < len(data), np.minimum(nearest, data[np.minimum(after, len(data) - 1)]), nearest)
