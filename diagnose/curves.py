@@ -212,12 +212,14 @@ def _bin_middles(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 def _equal_bin_medians(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Median of each bin of consecutive values (bins of at most two sizes, each starting at one of
     ``starts``), without a group-by: the bins of each size are stacked as rows and reduced at once,
-    by sorting them (numpy sorts short rows several times faster than it selects their middle)."""
+    by sorting them (numpy sorts short rows several times faster than it selects their middle). The
+    rows are taken from a strided view of every window of that size: a million values are gathered
+    without a million indices (8 MB more of fresh memory) to gather them by."""
     sizes = np.diff(np.r_[starts, len(values)])
     medians = np.empty(len(starts))
     for size in np.unique(sizes):
         rows = np.flatnonzero(sizes == size)
-        medians[rows] = _row_medians(values[starts[rows, None] + np.arange(size)])
+        medians[rows] = _row_medians(np.lib.stride_tricks.sliding_window_view(values, size)[starts[rows]])
     return medians
 
 
