@@ -246,15 +246,3 @@ class TestOthers:
 
     def test_healthy_per_step_noise_is_not_too_noisy(self):
         assert findings(sample("healthy_regression"), "NOI001") == []
-
-
-def test_a_widening_gap_warns_only_where_the_curves_end_well_apart():
-    # OVF006/bad.csv: a weld-defect classifier whose validation loss ends about twice the training loss;
-    # bad_slow.csv: a regression whose validation loss ends only 1.2x the training loss, still a note.
-    def severity(name: str):
-        found = [f for f in analyze(diagnose.load(EXAMPLES / "OVF006" / name)) if f.code == "OVF006"]
-        return found[0].severity if found else None
-
-    assert severity("bad.csv") is Severity.WARNING
-    assert severity("bad_slow.csv") is Severity.INFO
-    assert severity("good_apart.csv") is None  # healthy: validation loss 2.9x the training loss, still falling

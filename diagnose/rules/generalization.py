@@ -614,10 +614,7 @@ class WideningGap(Rule):
     stall, and the
     median gap over the stall must exceed ``min_apart`` (the validation
     loss above the training loss: a validation loss below it, as dropout
-    or augmentation make it, is no gap). It is a note, and a warning when
-    the curves also end well apart: over the last quarter of the
-    evaluations the median gap exceeds ``warn_apart`` (the validation loss
-    at least 1.5x the training loss). When the validation loss also
+    or augmentation make it, is no gap). When the validation loss also
     rises for good, OVF001's overfitting finding says more and this one is
     set aside.
 
@@ -641,7 +638,6 @@ class WideningGap(Rule):
     # (training loss falling, gap growing, validation loss not falling, 10% above the training loss at
     # every evaluation, its best not the last) found six more calibration gap files and warned on no
     # healthy calibration file, but warned on a healthy held-out file too and was dropped (2026-12-02).
-    # It is a warning only where the curves end well apart (warn_apart), the label's own "apart".
     severity = Severity.INFO
     requires = ("loss",)
     priority = 33
@@ -695,15 +691,6 @@ class WideningGap(Rule):
             "that passes every other test (a near-zero validation loss, below the training loss for "
             "most of the stall) -0.32",
         ),
-        Threshold(
-            "warn_apart",
-            0.405,
-            "median of log(validation / training loss) over the last quarter of the evaluations above which "
-            "the widening gap is a warning (0.405 = validation 1.5x training)",
-            source="the 'well apart' of the generalization_gap label (sample_runs/corpus/SECOND_READING.md: "
-            "eval >= 1.5x train over the last quarter). Calibration half: no healthy file passes the other "
-            "tests at all; the gap files that do end 1.21x and 1.38x (notes) and 1.68x-56x (warnings)",
-        ),
     )
 
     def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
@@ -734,19 +721,16 @@ class WideningGap(Rule):
             return
         since = float(val.index[stall])
         level = float(np.exp(np.median(log_val[stall:])))
-        end_apart = float(np.median(gap.iloc[-max(2, len(val) // 4) :]))
         train_then, train_end = float(np.exp(log_train[stall])), float(np.exp(log_train[-1]))
         yield self.finding(
             run,
             message=(
                 f"{column} has stayed near {level:.4g} since step {since:.0f} ({len(gap)} of {len(val)} "
                 f"evaluations) while the training loss fell from {train_then:.4g} to {train_end:.4g}: "
-                f"the gap between them grew {np.exp(growth):.3g}x over that stretch and is still growing; "
-                f"over the last quarter the validation loss is {np.exp(end_apart):.3g}x the training loss"
+                f"the gap between them grew {np.exp(growth):.3g}x over that stretch and is still growing"
             ),
             onset=since,
             steps=[since],
-            severity=Severity.WARNING if end_apart > t["warn_apart"] else Severity.INFO,
             evidence={
                 "column": column,
                 "stall_step": since,
@@ -757,7 +741,6 @@ class WideningGap(Rule):
                 "train_end": train_end,
                 "gap_growth": float(np.exp(growth)),
                 "median_gap": float(np.exp(apart)),
-                "end_gap": float(np.exp(end_apart)),
             },
             causes=[
                 "the model memorises the training set: too little data for its capacity",
