@@ -305,6 +305,9 @@ class NonFiniteProbe(Probe):
         norms, present = record.grad_norms, record.grad_index
         if norms is None or "nf_forward_index" not in record.private:
             return None
+        total = record.fields.get("grad_norm", record.fields.get("grad_norm_shard"))
+        if total is not None and math.isfinite(total):  # a finite sum of squares has no non-finite term
+            return None
         norms = norms if isinstance(norms, list) else [norms]
         owners = [self.host.params[i][0] for i in present]
         poisoned = {owner for owner, norm in zip(owners, norms, strict=True) if not math.isfinite(norm)}
