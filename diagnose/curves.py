@@ -126,9 +126,14 @@ def _finite(series: pd.Series) -> pd.Series:
     # Steps compared in place, not through np.diff: a long curve's 8 MB temporary costs more in page faults.
     if usable.all() and (steps[1:] > steps[:-1]).all():  # the common case: nothing to drop or sort
         same = series.index.dtype == "float64" and series.index.name == "step"  # a run's series: its index is kept
-        # Within `shared_views` curves are only read: the view may share the curve's numbers.
-        shared = getattr(_local, "views", None) is not None
-        return pd.Series(numbers, index=series.index if same else pd.Index(steps, name="step"), copy=not shared)
+        index = series.index if same else pd.Index(steps, name="step")
+        if getattr(_local, "views", None) is None:
+            return pd.Series(numbers, index=index)
+        # Within `shared_views` curves are only read: the view shares the curve's numbers, read-only, so
+        # a rule that wrote into it would fail there rather than change the run and other rules' views.
+        numbers = numbers.view()
+        numbers.flags.writeable = False
+        return pd.Series(numbers, index=index, copy=False)
     values = pd.Series(numbers, index=steps)[usable]
     if values.index.has_duplicates:
         values = values.groupby(level=0).mean()

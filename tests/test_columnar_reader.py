@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from pathlib import Path
@@ -181,3 +182,20 @@ def test_the_frames_of_a_run_read_in_columns_are_its_own_to_change(
                 frame.loc[frame.index[0], column] = frame[column].iloc[-1]
                 changed.add(kind)
     assert changed == {"steps", "evals", "layers", "events"}
+
+
+def test_a_record_longer_than_a_block_is_parsed_in_larger_blocks() -> None:
+    meta = {"kind": "meta", "schema": "diagnose.run/1", "name": "wide", "note": "x" * (10 << 20)}
+    raw = (json.dumps(meta) + "\n" + '{"kind":"step","step":1,"loss":2.0}\n').encode()
+    parsed = arrow_lines.parse(raw)
+    assert parsed is not None and parsed.table.num_rows == 2
+
+
+def test_a_line_pyarrow_cannot_read_is_parsed_once_and_left_to_the_pure_reader(monkeypatch) -> None:
+    import pyarrow.json as pj
+
+    calls = []
+    read_json = pj.read_json
+    monkeypatch.setattr(pj, "read_json", lambda *args, **kwargs: calls.append(1) or read_json(*args, **kwargs))
+    raw = b'{"kind":"step","step":1,"loss":2.0}\n{"kind":"step","step":2,"loss":nope}\n{"kind":"step","step":3}\n'
+    assert arrow_lines.parse(raw) is None and len(calls) == 1

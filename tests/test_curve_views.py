@@ -131,3 +131,16 @@ def test_a_long_curve_too_noisy_for_the_sparse_test_is_judged_at_every_point(mon
     found = curves.find_spikes(series)
     full_resolution(monkeypatch)
     assert found == curves.find_spikes(series)
+
+
+def test_within_shared_views_the_finite_curve_is_read_only_and_outside_it_is_the_callers() -> None:
+    # Integer values: the finite curve is a new float array, which other rules asking for it then share.
+    curve = pd.Series(np.arange(50, 0, -1), index=pd.Index(np.arange(1.0, 51.0), name="step"))
+    with curves.shared_views():
+        shared = curves.finite(curve)
+        with pytest.raises(ValueError, match="read-only"):
+            shared.iloc[0] = -1.0
+        assert curves.finite(curve.copy()).iloc[0] == 50.0
+    own = curves.finite(curve)
+    own.iloc[0] = -1.0
+    assert curve.iloc[0] == 50 and own.iloc[0] == -1.0

@@ -305,7 +305,8 @@ class NonFiniteProbe(Probe):
         norms, present = record.grad_norms, record.grad_index
         if norms is None or "nf_forward_index" not in record.private:
             return None
-        total = record.fields.get("grad_norm", record.fields.get("grad_norm_shard"))
+        # The gradient probe's own total: under sharding a "grad_norm" may be one the user logged.
+        total = record.fields.get("grad_norm_shard", record.fields.get("grad_norm"))
         if total is not None and math.isfinite(total):  # a finite sum of squares has no non-finite term
             return None
         norms = norms if isinstance(norms, list) else [norms]

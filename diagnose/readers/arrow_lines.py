@@ -36,6 +36,9 @@ MIN_BYTES = 4 << 20
 # 16 MB on 80 MB). A record longer than a block makes pyarrow fail; the parse is then tried again
 # in blocks of 16 MB, which hold the meta record of a model of tens of thousands of modules.
 _BLOCK_BYTES = (4 << 20, 16 << 20)
+# What pyarrow's error says of a record longer than the block (as pyarrow 26 words it); other wording
+# sends the file to the pure reader, which reads it whole.
+_STRADDLES = "straddles two block boundaries"
 # Our writer spells non-finite floats as strings (strict JSON has no NaN);
 # pyarrow reads the bare tokens as floats, so the strings are unquoted first.
 # A string that only looks like one of them then fails to parse and the pure
@@ -147,8 +150,10 @@ def _parse_now(raw: bytes) -> Parsed | None:
             # A BufferReader hands pyarrow the bytes themselves; a BytesIO would copy each block into a
             # new bytes object first (on 80 MB, 20,000 page faults and a tenth of a second of system time).
             table = pj.read_json(pa.BufferReader(body), read_options=pj.ReadOptions(block_size=block_size))
-        except pa.ArrowInvalid:  # a record longer than the block, or a line pyarrow cannot read
-            continue
+        except pa.ArrowInvalid as exc:
+            if _STRADDLES in str(exc):  # a record longer than the block: larger blocks may hold it
+                continue
+            return None  # a line pyarrow cannot read: parsing it again would fail again
         except pa.ArrowNotImplementedError:
             return None
         return Parsed(table, cut_line)
