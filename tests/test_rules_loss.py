@@ -177,6 +177,42 @@ class TestOverfitting:
             rows.append({"step": 10 * (k + 1), "val_loss": float(v), "val_accuracy": accuracy})
         assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")) is fires
 
+    @pytest.mark.parametrize(
+        ("val", "fires"),
+        [
+            ([3.29, 3.236, 3.261, 3.294, 3.323], True),  # best, then up at each of the last three (2.6%)
+            ([3.29, 3.236, 3.261, 3.250, 3.323], False),  # one evaluation back down: not unbroken
+            ([3.29, 3.236, 3.261, 3.294], False),  # only two rises after the best
+            ([3.29, 3.236, 3.237, 3.238, 3.239], False),  # three rises of 0.1%: a flat curve
+            ([3.20, 3.30, 3.236, 3.261, 3.294, 3.323], False),  # the rise starts above the lowest evaluation
+        ],
+    )
+    def test_a_short_rise_counts_only_unbroken_from_the_best(self, tmp_path, val, fires):
+        """Five evaluations whose rise is too small for the noise test of the later half (2.6% against
+        min_rise's 8.3%): overfitting only when each of the last three stands above the one before,
+        from the lowest evaluation of the run, by more than 2% in all, the training loss falling."""
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(3.1, 2.8, 50))]
+        rows += [{"step": 10 * (k + 1), "val_loss": v} for k, v in enumerate(val)]
+        found = findings(diagnose.load(write_log(tmp_path, rows)), "OVF001")
+        assert bool(found) is fires
+        if fires:
+            assert found[0].onset == 20
+
+    def test_an_unbroken_rise_needs_a_falling_training_loss(self, tmp_path):
+        rows = [{"step": i + 1, "loss": 2.9} for i in range(50)]
+        rows += [{"step": 10 * (k + 1), "val_loss": v} for k, v in enumerate([3.29, 3.236, 3.261, 3.294, 3.323])]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
+
+    def test_an_unbroken_rise_from_a_lucky_low_of_a_noisy_curve_is_not_enough(self, tmp_path):
+        """A validation loss that scatters 20% from one evaluation to the next, whose last four happen to
+        come in rising order from its lowest: a rise of 16% is within two errors of that noise."""
+        rng = np.random.default_rng(7)
+        val = list(0.5 * np.exp(rng.normal(0, 0.2, 30)))
+        val += [min(val) * 0.99, min(val) * 1.05, min(val) * 1.1, min(val) * 1.16]
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(0.6, 0.2, 340))]
+        rows += [{"step": 10 * (k + 1), "val_loss": float(v)} for k, v in enumerate(val)]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
+
 
 class TestValidationAgainstTraining:
     @staticmethod

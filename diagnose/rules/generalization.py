@@ -202,6 +202,14 @@ class Overfitting(Rule):
     confident where it is wrong, so the rise is its confidence moving on a
     few examples (a loss of 0.007 -> 0.015 at 99.7% accuracy).
 
+    A rise too small or too short for that test still counts when it is
+    unbroken: each of the last ``min_rises`` or more evaluations stands above
+    the one before, the first of them is the lowest of the run, the last
+    stands more than ``steady_rise`` and ``noise_z`` standard errors of the
+    difference of two evaluations above it, and the smoothed training loss
+    fell more than ``train_fall`` meanwhile (Prechelt's *UP* stopping
+    criterion: the validation error rose at several evaluations in a row).
+
     A run with exactly three evaluations (a three-epoch fine-tune) has no
     noise to read: it fires when the middle one is the best, the last
     stands more than ``short_rise`` above it, and the training loss fell
@@ -265,6 +273,21 @@ class Overfitting(Rule):
         ),
         _NOISE_Z,
         Threshold(
+            "min_rises",
+            3,
+            "fewest evaluations in a row, up to the last, each above the one before, from the lowest of the run",
+            source="Prechelt (1998), 'Early stopping - but when?': the UP criterion stops when the validation "
+            "error has risen in s successive strips; four values of pure noise come in rising order with "
+            "probability 1/4! = 4%. Calibration half: no healthy file ends in three rises from its best",
+        ),
+        Threshold(
+            "steady_rise",
+            0.02,
+            "log rise over those evaluations (0.02 = 2%)",
+            source="train_fall's measure of a curve that moved at all; on the calibration half the flat files "
+            "that end in three or more rises rise 0.02%-0.2%",
+        ),
+        Threshold(
             "accurate",
             0.95,
             "median validation accuracy after the best from which a rise under the entropy of that accuracy "
@@ -281,15 +304,44 @@ class Overfitting(Rule):
         if rise is None:
             yield from self._three_evaluations(run, t)
             return
-        if rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
-            return
-        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
-            return
-        if _confidence_shift(run, rise, t["accurate"]):
+        if not self._drawn_away(run, rise, t):
+            yield from self._rising_at_every_evaluation(run, t)
             return
         yield self._overfitting(
             run, rise.column, rise.val, rise.best_step, float(np.exp(rise.rise)), rise.train_at_best, rise.train_end
         )
+
+    @staticmethod
+    def _drawn_away(run: Run, rise: ValidationRise, t: Mapping[str, float]) -> bool:
+        """The rise since the best, judged against the curve's noise with the training loss's fall."""
+        if rise.train_fall <= t["train_fall"] or rise.rise <= t["min_rise"]:
+            return False
+        if not (rise.trending(rise.rise, t) and rise.beyond_noise(t, widened=rise.gap_widening)):
+            return False
+        return not _confidence_shift(run, rise, t["accurate"])
+
+    def _rising_at_every_evaluation(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        """The last ``min_rises`` or more evaluations each stand above the one before, from the lowest of
+        the run, by more than ``steady_rise`` and ``noise_z`` standard errors of the curve's noise in all,
+        while the training loss fell more than ``train_fall``: a rise too small or too short for the
+        noise test of the later half, but one that no evaluation has interrupted."""
+        column, val = validation_loss(run)
+        train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if not (curves.is_positive(val) and curves.is_positive(train)):
+            return
+        values = val.to_numpy()
+        falls = np.flatnonzero(np.diff(values) <= 0)
+        start = int(falls[-1]) + 1 if len(falls) else 0  # the evaluation the unbroken rise starts from
+        if len(values) - 1 - start < t["min_rises"] or values[start] > values.min():
+            return
+        best_step = float(val.index[start])
+        train_at_best, train_end = (float(v) for v in curves.value_at(curves.smooth(train), [best_step, val.index[-1]]))
+        rise = curves.log_ratio(float(values[-1]), float(values[start]))
+        # Two single evaluations differ by sqrt(2) times one point's noise: a lucky low of a noisy
+        # curve followed by three ordinary evaluations has not risen beyond it.
+        beyond_noise = rise > t["noise_z"] * np.sqrt(2) * curves.difference_noise(val)
+        if rise > t["steady_rise"] and beyond_noise and curves.log_ratio(train_at_best, train_end) > t["train_fall"]:
+            yield self._overfitting(run, column, val, best_step, float(np.exp(rise)), train_at_best, train_end)
 
     def _three_evaluations(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
         """Three evaluations (a three-epoch fine-tune): too few to read the curve's noise, so the last
