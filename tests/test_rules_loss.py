@@ -214,6 +214,51 @@ class TestOverfitting:
         assert findings(diagnose.load(write_log(tmp_path, rows)), "OVF001") == []
 
 
+class TestGapConfirmedByAMetric:
+    """A validation loss that stalls while the training loss falls (OVF006), or an accuracy gap that grows
+    (OVF002), is a warning when the validation metric has stopped improving while its training value keeps
+    improving; while the validation metric still improves it stays a note."""
+
+    @staticmethod
+    def run_with(tmp_path, val_accuracy, *, with_loss: bool = True):
+        rng = np.random.default_rng(11)
+        rows = [
+            {"step": i + 1, "loss": float(v), "accuracy": float(a)}
+            for i, (v, a) in enumerate(zip(np.geomspace(1.0, 0.2, 300), np.linspace(0.6, 0.97, 300), strict=True))
+        ]
+        val_loss = 0.9 * np.exp(rng.normal(0, 0.01, len(val_accuracy)))
+        val_loss[:2] = [1.2, 1.0]
+        for k, (v, a) in enumerate(zip(val_loss, val_accuracy, strict=True)):
+            loss = {"val_loss": float(v)} if with_loss else {}
+            rows.append({"step": 10 * (k + 1), "val_accuracy": float(a), **loss})
+        return diagnose.load(write_log(tmp_path, rows))
+
+    @staticmethod
+    def flat(rng_seed: int = 12) -> np.ndarray:
+        rng = np.random.default_rng(rng_seed)
+        return np.r_[0.62, 0.68, np.full(28, 0.72)] + rng.normal(0, 0.004, 30)
+
+    @pytest.mark.parametrize(("stops", "severity"), [(True, Severity.WARNING), (False, Severity.INFO)])
+    def test_a_stalled_validation_loss_is_a_warning_when_accuracy_stops_too(self, tmp_path, stops, severity):
+        val_accuracy = self.flat() if stops else np.linspace(0.6, 0.8, 30)
+        [finding] = findings(self.run_with(tmp_path, val_accuracy), "OVF006")
+        assert finding.severity == severity
+        assert finding.evidence["stalled_metrics"] == (["val_accuracy"] if stops else [])
+
+    def test_without_a_metric_the_stalled_validation_loss_stays_a_note(self, tmp_path):
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(1.0, 0.2, 300))]
+        rows += [{"step": 10 * (k + 1), "val_loss": 0.9 + 0.005 * (-1) ** k} for k in range(30)]
+        [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "OVF006")
+        assert finding.severity == Severity.INFO
+
+    @pytest.mark.parametrize(("stops", "severity"), [(True, Severity.WARNING), (False, Severity.INFO)])
+    def test_a_growing_accuracy_gap_is_a_warning_once_validation_accuracy_stops(self, tmp_path, stops, severity):
+        val_accuracy = self.flat() if stops else np.linspace(0.6, 0.7, 30)
+        [finding] = findings(self.run_with(tmp_path, val_accuracy, with_loss=False), "OVF002")
+        assert finding.severity == severity
+        assert ("stopped improving" in finding.message) is stops
+
+
 class TestValidationAgainstTraining:
     @staticmethod
     def run_with(tmp_path, val):

@@ -670,6 +670,16 @@ class WideningGap(Rule):
     rises for good, OVF001's overfitting finding says more and this one is
     set aside.
 
+    It is a note, and a warning when a second view confirms it: a metric
+    logged both for training and for validation (``accuracy`` and
+    ``val_accuracy``, ``mae`` and ``val_mae``) whose training value a robust
+    line shows improving over the stall (its 95% interval clear of zero; the
+    direction it improves in tells whether higher or lower is better) while
+    no robust line shows the validation value improving the same way. A
+    validation accuracy that keeps rising under a flat validation loss is a
+    model that still gets better on new data (its confidence is what moves),
+    and the note stays a note.
+
     ## What to do
     Keep the checkpoint from where the validation loss reached its level
     and stop there (early stopping). Then, in order: check that validation
@@ -689,7 +699,9 @@ class WideningGap(Rule):
     # as a gap. Its thresholds were not tuned to that file. A warning read off the second half of the run
     # (training loss falling, gap growing, validation loss not falling, 10% above the training loss at
     # every evaluation, its best not the last) found six more calibration gap files and warned on no
-    # healthy calibration file, but warned on a healthy held-out file too and was dropped (2026-12-02).
+    # healthy calibration file, but warned on a healthy held-out file too and was dropped (2026-12-02);
+    # so was a warning when the validation loss ends 1.5x the training loss or more. A finding is raised
+    # to a warning only by a logged metric that stalled as well (check), a second view of the run.
     severity = Severity.INFO
     requires = ("loss",)
     priority = 33
@@ -774,16 +786,20 @@ class WideningGap(Rule):
         since = float(val.index[stall])
         level = float(np.exp(np.median(log_val[stall:])))
         train_then, train_end = float(np.exp(log_train[stall])), float(np.exp(log_train[-1]))
+        stalled = [name for name, metric, own in _metric_pairs(run) if _stopped_improving(metric, own, since)]
+        also = "".join(f"; {name} stopped improving too while {name[4:]} kept improving" for name in stalled)
         yield self.finding(
             run,
             message=(
                 f"{column} has stayed near {level:.4g} since step {since:.0f} ({len(gap)} of {len(val)} "
                 f"evaluations) while the training loss fell from {train_then:.4g} to {train_end:.4g}: "
-                f"the gap between them grew {np.exp(growth):.3g}x over that stretch and is still growing"
+                f"the gap between them grew {np.exp(growth):.3g}x over that stretch and is still growing{also}"
             ),
             onset=since,
             steps=[since],
+            severity=Severity.WARNING if stalled else Severity.INFO,
             evidence={
+                "stalled_metrics": stalled,
                 "column": column,
                 "stall_step": since,
                 "stall_evaluations": len(gap),
@@ -965,6 +981,29 @@ def _stall_start(val: pd.Series, z: float) -> int:
     return int(reached[0]) if len(reached) else len(values) - 1
 
 
+def _metric_pairs(run: Run) -> Iterator[tuple[str, pd.Series, pd.Series]]:
+    """(name, validation values, training values) of each metric other than the loss logged both for
+    validation (``val_<name>``) and for training (``<name>``): accuracy, MAE, F1."""
+    for name in run.columns("evals"):
+        own = name.removeprefix("val_")
+        if own != name and "loss" not in name and run.has(own):
+            yield name, curves.finite(run.series(name)), curves.finite(run.series(own))
+
+
+def _stopped_improving(metric: pd.Series, own: pd.Series, since: float) -> bool:
+    """From step ``since`` on, a robust line shows the training metric improving (its 95% interval clear
+    of zero; which way is better is read from it: up for accuracy, down for an error) and none shows
+    the validation metric improving the same way. False when either has too few points for a line."""
+    later = metric[metric.index >= since]
+    train_trend = curves.trend(pd.Series(curves.value_at(curves.smooth(own), later.index), index=later.index))
+    val_trend = curves.trend(later)
+    if train_trend is None or val_trend is None:
+        return False
+    if train_trend.rising:
+        return not val_trend.rising
+    return train_trend.falling and not val_trend.falling
+
+
 def _lr_note(run: Run) -> str:
     lr = curves.finite(run.series("lr")) if run.has("lr") else pd.Series(dtype="float64")
     return f"; learning rate up to {lr.max():.3g}" if len(lr) else ""
@@ -975,8 +1014,9 @@ class AccuracyGap(Rule):
     ## What it detects
     Training accuracy keeps climbing away from validation accuracy: the gap
     between them is wide at the end and has grown over the run. A warning
-    when validation accuracy has also fallen from its best; a note when it
-    has only stopped improving.
+    when validation accuracy has also fallen from its best, or has stopped
+    improving over the later half while training accuracy kept rising; a
+    note when validation accuracy still rises.
 
     ## Why it matters
     A growing gap is the accuracy view of overfitting; it often shows before
@@ -991,8 +1031,12 @@ class AccuracyGap(Rule):
     evaluation minus validation accuracy) must end above ``min_gap`` and
     have grown by more than ``min_growth`` since the first third of the run.
     Validation accuracy below its best by more than ``max_val_drop`` at the
-    end makes it a warning; a gap that grows while validation accuracy holds
-    is a note.
+    end makes it a warning, and so does a validation accuracy that has
+    stopped improving: over the later half of the evaluations a robust line
+    (Theil-Sen, 95% interval) shows the training accuracy rising and none
+    shows the validation accuracy rising. A gap that grows while validation
+    accuracy still rises, or holds without the training accuracy rising, is
+    a note.
 
     ## What to do
     As for overfitting: keep the checkpoint with the best validation
@@ -1045,15 +1089,17 @@ class AccuracyGap(Rule):
         best_val = float(val.max())
         val_end = curves.end_level(val, 1 / 3, min_points=2)
         falling = best_val - val_end > t["max_val_drop"]
+        stopped = _stopped_improving(val, train, float(val.index[len(val) // 2]))
+        state = "fell to" if falling else "has stopped improving at" if stopped else "stays at"
         yield self.finding(
             run,
             message=(
                 f"training accuracy leads validation accuracy by {late:.3f} at the end (was {early:.3f}); "
-                f"validation accuracy {'fell to' if falling else 'stays at'} {val_end:.3f} "
-                f"against its best {best_val:.3f} at step {val.idxmax():.0f}"
+                f"validation accuracy {state} {val_end:.3f} against its best {best_val:.3f} at step "
+                f"{val.idxmax():.0f}" + (" while training accuracy kept rising" if stopped and not falling else "")
             ),
             onset=float(val.idxmax()),
-            severity=Severity.WARNING if falling else Severity.INFO,
+            severity=Severity.WARNING if falling or stopped else Severity.INFO,
             evidence={
                 "gap_end": late,
                 "gap_start": early,
