@@ -245,11 +245,20 @@ class TestGapConfirmedByAMetric:
         assert finding.severity == severity
         assert finding.evidence["stalled_metrics"] == (["val_accuracy"] if stops else [])
 
-    def test_without_a_metric_the_stalled_validation_loss_stays_a_note(self, tmp_path):
-        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(1.0, 0.2, 300))]
-        rows += [{"step": 10 * (k + 1), "val_loss": 0.9 + 0.005 * (-1) ** k} for k in range(30)]
+    @pytest.mark.parametrize("metric", [None, "samples_per_second"])
+    def test_without_a_quality_metric_the_stalled_validation_loss_stays_a_note(self, tmp_path, metric):
+        """No metric, or one that measures no quality (throughput rising in training, flat in evaluation)."""
+        extra = (lambda key, v: {key: v}) if metric else (lambda key, v: {})
+        rows = [
+            {"step": i + 1, "loss": float(v), **extra(metric, 100.0 + i)}
+            for i, v in enumerate(np.geomspace(1, 0.2, 300))
+        ]
+        rows += [
+            {"step": 10 * (k + 1), "val_loss": 0.9 + 0.005 * (-1) ** k, **extra(f"val_{metric}", 50.0)}
+            for k in range(30)
+        ]
         [finding] = findings(diagnose.load(write_log(tmp_path, rows)), "OVF006")
-        assert finding.severity == Severity.INFO
+        assert finding.severity == Severity.INFO and finding.evidence["stalled_metrics"] == []
 
     @pytest.mark.parametrize(("stops", "severity"), [(True, Severity.WARNING), (False, Severity.INFO)])
     def test_a_growing_accuracy_gap_is_a_warning_once_validation_accuracy_stops(self, tmp_path, stops, severity):

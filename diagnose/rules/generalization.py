@@ -981,12 +981,36 @@ def _stall_start(val: pd.Series, z: float) -> int:
     return int(reached[0]) if len(reached) else len(values) - 1
 
 
+# Words that name a measure of how well a model does (accuracy, AUC, precision, recall, sensitivity,
+# specificity, F1, Dice, IoU, Jaccard, MAE, mAP, word and character error rates). A logged column
+# without one (runtime, samples per second, token counts, entropy) says nothing about generalisation;
+# MSE and perplexity are left out as the loss itself again, in other units.
+_QUALITY_WORDS = (
+    "acc",
+    "auc",
+    "prec",
+    "rec",
+    "sens",
+    "spec",
+    "f1",
+    "dice",
+    "iou",
+    "jaccard",
+    "mae",
+    "map",
+    "wer",
+    "cer",
+)
+
+
 def _metric_pairs(run: Run) -> Iterator[tuple[str, pd.Series, pd.Series]]:
-    """(name, validation values, training values) of each metric other than the loss logged both for
-    validation (``val_<name>``) and for training (``<name>``): accuracy, MAE, F1."""
+    """(name, validation values, training values) of each quality metric logged both for validation
+    (``val_<name>``) and for training (``<name>``): accuracy, MAE, F1."""
     for name in run.columns("evals"):
         own = name.removeprefix("val_")
-        if own != name and "loss" not in name and run.has(own):
+        words = own.lower().split("_")
+        quality = any(word.startswith(_QUALITY_WORDS) for word in words) or "io_u" in own.lower()
+        if own != name and quality and "loss" not in name and run.has(own):
             yield name, curves.finite(run.series(name)), curves.finite(run.series(own))
 
 
