@@ -186,6 +186,39 @@ def test_yolo_loss_is_the_sum_of_its_parts_which_are_kept(tmp_path: Path) -> Non
     assert "train/box_loss" in run.meta["loss_from"]
 
 
+def _load_results(tmp_path: Path, *lines: str):
+    path = tmp_path / "results.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return load(path)
+
+
+def test_yolo_classification_results_are_read_as_yolo(tmp_path: Path) -> None:
+    """Classification has no box loss: ``train/loss`` whole, top-1 accuracy under ``metrics/``."""
+    run = _load_results(
+        tmp_path,
+        "epoch,time,train/loss,metrics/accuracy_top1,metrics/accuracy_top5,val/loss,lr/pg0",
+        "1,42.0,2.43,0.34,0.77,2.39,0.0033",
+        "2,75.8,2.27,0.31,0.77,2.36,0.0066",
+    )
+    assert run.format == "yolo"
+    assert run.series("val_accuracy_top1").tolist() == [0.34, 0.31]  # measured on validation, not training
+    assert run.series("loss").tolist() == [2.43, 2.27]
+    assert run.series("val_loss").tolist() == [2.39, 2.36]
+
+
+def test_yolov10_loss_is_the_sum_of_both_heads_parts(tmp_path: Path) -> None:
+    run = _load_results(
+        tmp_path,
+        "epoch,train/box_om,train/cls_om,train/box_oo,train/cls_oo,metrics/mAP50(B),val/box_om,val/box_oo,lr/pg0",
+        "1,1.5,4.5,1.25,12.5,0.2,0.5,0.25,3e-05",
+        "2,1.0,3.5,0.75,11.5,0.4,0.25,0.5,7e-05",
+    )
+    assert run.format == "yolo"
+    assert run.series("loss").tolist() == [19.75, 16.75]
+    assert run.series("val_loss").tolist() == [0.75, 0.75]
+    assert "train/box_oo" in run.meta["loss_from"]
+
+
 # -- text logs ------------------------------------------------------------------------------------
 
 

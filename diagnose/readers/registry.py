@@ -348,6 +348,14 @@ def _epoch_repeats(lines: list[str], column: int) -> bool:
     return False
 
 
+def _is_ultralytics(header: list[str]) -> bool:
+    """Ultralytics' column groups: ``train/box_loss`` (detection) or ``train/loss`` beside
+    ``metrics/accuracy_top1`` (classification)."""
+    lowered = [h.lower() for h in header]
+    groups = {h.partition("/")[0] for h in lowered if "/" in h}
+    return any(h.endswith("/box_loss") for h in lowered) or {"train", "metrics"} <= groups
+
+
 def _detect_table(lines: list[str]) -> str | None:
     """A CSV whose first data row is mostly numbers, and which has a step or a loss column."""
     rows = [line for line in lines if line.strip()][:2]
@@ -362,7 +370,7 @@ def _detect_table(lines: list[str]) -> str | None:
         return None
     norms = [schema.normalise_key(h) for h in header]
     has_loss = any("loss" in n for n in norms)
-    if "epoch" in norms and any(h.lower().endswith("/box_loss") for h in header):
+    if "epoch" in norms and _is_ultralytics(header):
         return "yolo"
     if "step" in norms and "epoch" in norms:
         return "lightning"

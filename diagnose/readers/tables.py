@@ -255,19 +255,25 @@ def yolo_name(raw: str) -> str:
     return frames.default_name(raw)
 
 
+_LOSS_PART_ENDINGS = ("_loss", "_om", "_oo")
+
+
 def read_yolo_results(path: str | Path, *, mapping: Mapping[str, str] | None = None) -> list[Run]:
     """Ultralytics ``results.csv``, one row per epoch.
 
     YOLO logs its loss in parts (box, cls, dfl, obj). The run's ``loss`` is
     their sum, ``val_loss`` likewise; the parts are kept as ``box_loss``,
-    ``val_box_loss``, ...
+    ``val_box_loss``, ... YOLOv10 names its parts by head instead (``box_om``
+    for the one-to-many head, ``box_oo`` for the one-to-one head); it trains on
+    the sum of both heads' parts, which is the run's ``loss`` here too.
+    Ultralytics' classification logs ``train/loss`` whole.
     """
     path = Path(path)
     warnings = frames.WarningLog()
     raw = read_csv_table(path, warnings)
     meta: dict = {}
     for prefix, target in (("train/", "loss"), ("val/", "val_loss")):
-        parts = [c for c in raw.columns if c.lower().startswith(prefix) and c.lower().endswith("_loss")]
+        parts = [c for c in raw.columns if c.lower().startswith(prefix) and c.lower().endswith(_LOSS_PART_ENDINGS)]
         if parts and not (mapping and target in mapping):
             raw[f"{prefix}loss"] = _sum_of_parts(raw, parts)
             meta[f"{target}_from"] = "sum of " + ", ".join(parts)
