@@ -128,6 +128,60 @@ class TestChance:
         assert findings(sample("lr_too_low"), "CH001") == []
 
 
+def sit_then_fall(wait: int, fall: int, level: float = math.log(2), seed: int = 2) -> list[float]:
+    """A loss at ``level`` for ``wait`` points, then falling to 0.4x of it over ``fall`` points."""
+    rng = np.random.default_rng(seed)
+    curve = np.r_[np.full(wait, level), level * np.geomspace(1.0, 0.4, fall)]
+    return list(curve * np.exp(rng.normal(0, 0.005, len(curve))))
+
+
+class TestSlowStart:
+    def run_of(self, tmp_path, loss, meta=None):
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(loss)]
+        return diagnose.load(write_log(tmp_path, rows, meta=meta))
+
+    def test_half_the_run_at_chance_before_the_fall_is_a_slow_start(self, tmp_path):
+        [finding] = findings(self.run_of(tmp_path, sit_then_fall(50, 50)), "CH004")
+        assert finding.severity == Severity.WARNING and finding.onset == 1
+        assert finding.evidence["share_at_chance"] == pytest.approx(0.5, abs=0.06)
+        assert "started at it" in finding.evidence["why_this_level"]
+
+    def test_a_short_wait_is_an_ordinary_start(self, tmp_path):
+        assert findings(self.run_of(tmp_path, sit_then_fall(20, 80)), "CH004") == []
+
+    def test_a_loss_falling_steadily_through_chance_did_not_sit_there(self, tmp_path):
+        loss = math.log(2) * np.geomspace(1.035, 0.85, 100)  # in the band for its first 38%, at one speed
+        assert findings(self.run_of(tmp_path, loss), "CH004") == []
+
+    def test_the_loss_must_end_min_fall_below_chance(self, tmp_path):
+        rule = get_rule("CH004")
+        run = self.run_of(tmp_path, sit_then_fall(50, 50))  # ends 0.92 below ln 2 in log units
+        assert list(rule().check(run, {**rule.threshold_defaults(), "min_fall": 0.8}))
+        assert not list(rule().check(run, {**rule.threshold_defaults(), "min_fall": 1.0}))
+
+    def test_a_wait_of_few_logged_points_is_not_judged(self, tmp_path):
+        assert findings(self.run_of(tmp_path, sit_then_fall(4, 10)), "CH004") == []  # 5 points, 36% of 14
+        assert findings(self.run_of(tmp_path, sit_then_fall(10, 12)), "CH004")
+
+    def test_a_stay_at_chance_that_begins_late_is_a_plateau_not_a_slow_start(self, tmp_path):
+        loss = [*np.geomspace(3.0, 0.72, 35), *sit_then_fall(45, 20)]
+        assert findings(self.run_of(tmp_path, loss, meta={"num_classes": 2}), "CH004") == []
+
+    def test_a_loss_that_never_leaves_chance_is_ch001s(self, tmp_path):
+        run = self.run_of(tmp_path, sit_then_fall(90, 10)[:92])
+        assert findings(run, "CH004") == [] and findings(run, "CH001")
+
+    def test_a_level_without_evidence_is_not_chance(self, tmp_path):
+        # Sits at ln 2 after falling from 3.0, with no accuracy or metadata to say 0.693 means chance.
+        loss = [*np.geomspace(3.0, 0.72, 10), *sit_then_fall(50, 40)]
+        assert findings(self.run_of(tmp_path, loss), "CH004") == []
+        assert findings(self.run_of(tmp_path, loss, meta={"num_classes": 2}), "CH004")
+
+    def test_a_resumed_run_is_not_judged(self, tmp_path):
+        rows = [{"step": 5000 + i, "loss": float(v)} for i, v in enumerate(sit_then_fall(50, 50))]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "CH004") == []
+
+
 class TestOverfitting:
     def test_reports_the_best_validation_step(self):
         run = sample("overfitting")
