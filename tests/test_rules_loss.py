@@ -127,6 +127,29 @@ class TestChance:
     def test_slowly_falling_loss_near_chance_is_not_stuck(self):
         assert findings(sample("lr_too_low"), "CH001") == []
 
+    @staticmethod
+    def unbalanced(tmp_path, first_accuracies: list[float]) -> diagnose.Run:
+        """Training and validation loss at ln 2 for 30 epochs; accuracy 0.62 at the end, after the given start."""
+        rng = np.random.default_rng(4)
+        accuracy = first_accuracies + [0.62] * (30 - len(first_accuracies))
+        at_chance = math.log(2) * np.exp(rng.normal(0, 0.003, (30, 2)))
+        rows = [
+            {"step": i + 1, "loss": train, "val_loss": val, "val_accuracy": a}
+            for i, ((train, val), a) in enumerate(zip(at_chance.tolist(), accuracy, strict=True))
+        ]
+        return diagnose.load(write_log(tmp_path, rows))
+
+    def test_accuracy_is_judged_against_a_constant_prediction_on_unbalanced_classes(self, tmp_path):
+        # The first five evaluations score 0.553 to every digit: one class predicted, its share 55%.
+        [finding] = findings(self.unbalanced(tmp_path, [0.553] * 5), "CH001")
+        assert finding.evidence["chance_level"] == pytest.approx(math.log(2)) and finding.evidence["accuracy"] > 0.6
+
+    def test_accuracy_ten_points_above_half_rules_out_chance_without_that_reading(self, tmp_path):
+        assert findings(self.unbalanced(tmp_path, [0.553] * 4 + [0.56]), "CH001") == []
+
+    def test_a_model_right_from_the_first_evaluation_is_no_constant_prediction(self, tmp_path):
+        assert findings(self.unbalanced(tmp_path, [0.995] * 5), "CH001") == []
+
 
 def sit_then_fall(wait: int, fall: int, level: float = math.log(2), seed: int = 2) -> list[float]:
     """A loss at ``level`` for ``wait`` points, then falling to 0.4x of it over ``fall`` points."""
@@ -281,6 +304,12 @@ class TestPlateau:
         rows = [{"step": i + 1, "loss": float(v * math.exp(rng.normal(0, 0.005)))} for i, v in enumerate(loss)]
         rows += [{"step": s, "val_loss": level, "val_accuracy": 0.95} for s in range(20, 201, 20)]
         assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "PLT001")) is fires
+
+    def test_a_noisy_run_that_ends_where_it_started_is_flat_from_its_first_step(self):
+        """A real binary classifier wandering 0.63-0.71 around ln 2 (now CH001's example, which sets
+        PLT001 aside in a report): within three standard errors of its start, so flat from step 0."""
+        [finding] = findings(diagnose.load(EXAMPLES / "CH001" / "bad_unbalanced.csv"), "PLT001")
+        assert finding.evidence["stall_step"] == 0
 
 
 class TestOthers:

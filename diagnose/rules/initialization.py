@@ -32,6 +32,8 @@ _ACCURACY_COLUMNS = ("val_accuracy", "accuracy")
 # the MSE pinned at 0.25 by a constant prediction sits there from a tenth of
 # the run on).
 _PINNED = 0.005
+# Evaluations in a row at one validation accuracy that show a model predicting one class (CH003's min_evals).
+_CONSTANT_EVALS = 5
 # Accuracy this close to 1/C names C as the class count: random-label runs in the
 # held-out checks score within 3 points of 1/C (CH002's max_accuracy_gain); a
 # 3-class run on a plateau at 40% accuracy (the real-log corpus) is 6.4 points off.
@@ -138,15 +140,31 @@ def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
     return float(series.index[0])
 
 
+def _constant_prediction_accuracy(run: Run) -> float | None:
+    """The validation accuracy of a model that began by predicting one class: the same value, to every
+    digit logged, at its first `_CONSTANT_EVALS` evaluations or more (CH003's reading), which is the
+    share of that class; None otherwise, or for a value from which the model is right on nearly every
+    example (CH003's ``max_accuracy``)."""
+    if not run.has("val_accuracy"):
+        return None
+    values = curves.finite(run.series("val_accuracy")).to_numpy()
+    if len(values) < _CONSTANT_EVALS or not (values[:_CONSTANT_EVALS] == values[0]).all():
+        return None
+    share = _as_fraction(float(values[0]))
+    return share if share < 0.99 else None
+
+
 def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
     """The loss (or validation loss) sitting flat at a chance level at the end of the run."""
     accuracy = _accuracy_at_end(run)
+    constant = _constant_prediction_accuracy(run)
     for column in ("loss", "val_loss"):
         series = curves.before_nonfinite(run.series(column, keep_nan=True))
         if len(series) < t["min_points"] or not curves.is_positive(series):
             continue
         for level in candidate_chance_levels(run):
-            if accuracy is not None and level.classes and accuracy > 1 / level.classes + 0.1:
+            chance_accuracy = max(1 / level.classes, constant or 0.0) if level.classes else 0.0
+            if accuracy is not None and level.classes and _as_fraction(accuracy) > chance_accuracy + 0.1:
                 continue  # the model predicts better than chance, whatever its loss looks like
             evidence = chance_evidence(series, level, accuracy, t["tolerance"])
             onset = _sits_at(series, level.value, t["tolerance"]) if evidence else None
@@ -179,8 +197,11 @@ class ChancePlateau(Rule):
     The median of the last third of the loss (or of the validation loss)
     lies within ``tolerance`` of a chance level the evidence supports, and
     a robust line through that third moves less than the same tolerance. An
-    accuracy more than 10 points above 1/C rules it out. The onset is where
-    the smoothed loss entered the band for good.
+    accuracy more than 10 points above what a constant prediction scores
+    rules it out: 1/C, or on unbalanced classes the share of one class,
+    read where the validation accuracy is the same value at the first 5
+    evaluations (a model that began by predicting that class; CH003's
+    reading). The onset is where the smoothed loss entered the band for good.
 
     ## What to do
     First check the data: that labels match their inputs after shuffling and
