@@ -665,9 +665,10 @@ class SlowStartAtChance(Rule):
     ``min_points`` logged points and ``min_share`` of the run; it then
     leaves the band downwards, falls at least ``min_speedup`` times faster
     than it did inside the band (robust slopes of the log loss per logged
-    point), and ends at least ``min_fall`` below the level. The level needs evidence, as CH001's: declared in the
-    metadata, the run's first loss at it, or an accuracy within 5 points of
-    1/C during the stretch. A loss that never leaves chance is CH001's.
+    point), and ends at least ``min_fall`` below the level. The level needs
+    evidence, as CH001's does: declared in the metadata, the run's first
+    loss at it, or an accuracy within 5 points of 1/C during the stretch. A
+    loss that never leaves chance is CH001's.
 
     ## What to do
     Raise the learning rate 3-10x for the first epochs, or shorten the
