@@ -579,9 +579,10 @@ class ChanceStretch:
     evidence: str
 
 
-def _first_stretch(smoothed: np.ndarray, level: float, tolerance: float) -> tuple[int, int] | None:
-    """(first, stop) positions of the first run of points within ``tolerance`` (log units) of ``level``."""
-    inside = np.abs(np.log(np.maximum(smoothed, 1e-12) / level)) <= tolerance
+def _first_stretch(logged: np.ndarray, level: float, tolerance: float) -> tuple[int, int] | None:
+    """(first, stop) positions of the first run of points of a log curve within ``tolerance`` of
+    ``level``'s log."""
+    inside = np.abs(logged - np.log(level)) <= tolerance
     if not inside.any():
         return None
     first = int(np.argmax(inside))
@@ -615,9 +616,9 @@ def _stretch_evidence(run: Run, loss: pd.Series, level: ChanceLevel, stretch: tu
 def find_slow_start(run: Run, loss: pd.Series, t: Mapping[str, float]) -> ChanceStretch | None:
     """The first long stretch of the smoothed loss at a chance level, entered early and followed by a
     faster fall."""
-    smoothed = curves.smooth(loss).to_numpy()
+    logged = np.log(np.maximum(curves.smooth(loss).to_numpy(), 1e-12))
     for level in candidate_chance_levels(run):
-        stretch = _first_stretch(smoothed, level.value, t["tolerance"])
+        stretch = _first_stretch(logged, level.value, t["tolerance"])
         if stretch is None or stretch[0] > t["max_entry"] * len(loss) or stretch[1] >= len(loss):
             continue
         length = stretch[1] - stretch[0]
