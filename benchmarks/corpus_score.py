@@ -58,7 +58,7 @@ FOUND_BY: dict[str, tuple[str, ...]] = {
     "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),
     "flat": ("PLT001", "PLT002", "LR003", "CH001"),
-    "slow_start": ("PLT001", "CH001", "INIT001"),
+    "slow_start": ("PLT001", "CH001", "CH004", "INIT001"),
     "spikes": ("SPK001", "LR002", "OVF003"),  # OVF003: a spike of the validation loss
     "nan": ("NF001", "NF002", "NF003"),
     "nonfinite_grad_norm": ("NF001",),

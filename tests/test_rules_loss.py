@@ -127,6 +127,83 @@ class TestChance:
     def test_slowly_falling_loss_near_chance_is_not_stuck(self):
         assert findings(sample("lr_too_low"), "CH001") == []
 
+    @staticmethod
+    def unbalanced(tmp_path, first_accuracies: list[float]) -> diagnose.Run:
+        """Training and validation loss at ln 2 for 30 epochs; accuracy 0.62 at the end, after the given start."""
+        rng = np.random.default_rng(4)
+        accuracy = first_accuracies + [0.62] * (30 - len(first_accuracies))
+        at_chance = math.log(2) * np.exp(rng.normal(0, 0.003, (30, 2)))
+        rows = [
+            {"step": i + 1, "loss": train, "val_loss": val, "val_accuracy": a}
+            for i, ((train, val), a) in enumerate(zip(at_chance.tolist(), accuracy, strict=True))
+        ]
+        return diagnose.load(write_log(tmp_path, rows))
+
+    def test_accuracy_is_judged_against_a_constant_prediction_on_unbalanced_classes(self, tmp_path):
+        # The first five evaluations score 0.553 to every digit: one class predicted, its share 55%.
+        [finding] = findings(self.unbalanced(tmp_path, [0.553] * 5), "CH001")
+        assert finding.evidence["chance_level"] == pytest.approx(math.log(2)) and finding.evidence["accuracy"] > 0.6
+
+    def test_accuracy_ten_points_above_half_rules_out_chance_without_that_reading(self, tmp_path):
+        assert findings(self.unbalanced(tmp_path, [0.553] * 4 + [0.56]), "CH001") == []
+
+    def test_a_model_right_from_the_first_evaluation_is_no_constant_prediction(self, tmp_path):
+        assert findings(self.unbalanced(tmp_path, [0.995] * 5), "CH001") == []
+
+
+def sit_then_fall(wait: int, fall: int, level: float = math.log(2), seed: int = 2) -> list[float]:
+    """A loss at ``level`` for ``wait`` points, then falling to 0.4x of it over ``fall`` points."""
+    rng = np.random.default_rng(seed)
+    curve = np.r_[np.full(wait, level), level * np.geomspace(1.0, 0.4, fall)]
+    return list(curve * np.exp(rng.normal(0, 0.005, len(curve))))
+
+
+class TestSlowStart:
+    def run_of(self, tmp_path, loss, meta=None):
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(loss)]
+        return diagnose.load(write_log(tmp_path, rows, meta=meta))
+
+    def test_half_the_run_at_chance_before_the_fall_is_a_slow_start(self, tmp_path):
+        [finding] = findings(self.run_of(tmp_path, sit_then_fall(50, 50)), "CH004")
+        assert finding.severity == Severity.WARNING and finding.onset == 1
+        assert finding.evidence["share_at_chance"] == pytest.approx(0.5, abs=0.06)
+        assert "started at it" in finding.evidence["why_this_level"]
+
+    def test_a_short_wait_is_an_ordinary_start(self, tmp_path):
+        assert findings(self.run_of(tmp_path, sit_then_fall(20, 80)), "CH004") == []
+
+    def test_a_loss_falling_steadily_through_chance_did_not_sit_there(self, tmp_path):
+        loss = math.log(2) * np.geomspace(1.035, 0.85, 100)  # in the band for its first 38%, at one speed
+        assert findings(self.run_of(tmp_path, loss), "CH004") == []
+
+    def test_the_loss_must_end_min_fall_below_chance(self, tmp_path):
+        rule = get_rule("CH004")
+        run = self.run_of(tmp_path, sit_then_fall(50, 50))  # ends 0.92 below ln 2 in log units
+        assert list(rule().check(run, {**rule.threshold_defaults(), "min_fall": 0.8}))
+        assert not list(rule().check(run, {**rule.threshold_defaults(), "min_fall": 1.0}))
+
+    def test_a_wait_of_few_logged_points_is_not_judged(self, tmp_path):
+        assert findings(self.run_of(tmp_path, sit_then_fall(4, 10)), "CH004") == []  # 5 points, 36% of 14
+        assert findings(self.run_of(tmp_path, sit_then_fall(10, 12)), "CH004")
+
+    def test_a_stay_at_chance_that_begins_late_is_a_plateau_not_a_slow_start(self, tmp_path):
+        loss = [*np.geomspace(3.0, 0.72, 35), *sit_then_fall(45, 20)]
+        assert findings(self.run_of(tmp_path, loss, meta={"num_classes": 2}), "CH004") == []
+
+    def test_a_loss_that_never_leaves_chance_is_ch001s(self, tmp_path):
+        run = self.run_of(tmp_path, sit_then_fall(90, 10)[:92])
+        assert findings(run, "CH004") == [] and findings(run, "CH001")
+
+    def test_a_level_without_evidence_is_not_chance(self, tmp_path):
+        # Sits at ln 2 after falling from 3.0, with no accuracy or metadata to say 0.693 means chance.
+        loss = [*np.geomspace(3.0, 0.72, 10), *sit_then_fall(50, 40)]
+        assert findings(self.run_of(tmp_path, loss), "CH004") == []
+        assert findings(self.run_of(tmp_path, loss, meta={"num_classes": 2}), "CH004")
+
+    def test_a_resumed_run_is_not_judged(self, tmp_path):
+        rows = [{"step": 5000 + i, "loss": float(v)} for i, v in enumerate(sit_then_fall(50, 50))]
+        assert findings(diagnose.load(write_log(tmp_path, rows)), "CH004") == []
+
 
 class TestOverfitting:
     def test_reports_the_best_validation_step(self):
@@ -317,6 +394,12 @@ class TestPlateau:
         rows = [{"step": i + 1, "loss": float(v * math.exp(rng.normal(0, 0.005)))} for i, v in enumerate(loss)]
         rows += [{"step": s, "val_loss": level, "val_accuracy": 0.95} for s in range(20, 201, 20)]
         assert bool(findings(diagnose.load(write_log(tmp_path, rows)), "PLT001")) is fires
+
+    def test_a_noisy_run_that_ends_where_it_started_is_flat_from_its_first_step(self):
+        """A real binary classifier wandering 0.63-0.71 around ln 2 (now CH001's example, which sets
+        PLT001 aside in a report): within three standard errors of its start, so flat from step 0."""
+        [finding] = findings(diagnose.load(EXAMPLES / "CH001" / "bad_unbalanced.csv"), "PLT001")
+        assert finding.evidence["stall_step"] == 0
 
 
 class TestOthers:

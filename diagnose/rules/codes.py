@@ -95,6 +95,7 @@ RULES: tuple[type[Rule], ...] = (
     initialization.ChancePlateau,
     initialization.ValidationNeverBeatsChance,
     initialization.ValidationAccuracyNeverChanges,
+    initialization.SlowStartAtChance,
     distributed.RankOutlier,
     distributed.NonFiniteOnOneRank,
     distributed.StragglerRank,

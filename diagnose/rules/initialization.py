@@ -32,6 +32,8 @@ _ACCURACY_COLUMNS = ("val_accuracy", "accuracy")
 # the MSE pinned at 0.25 by a constant prediction sits there from a tenth of
 # the run on).
 _PINNED = 0.005
+# Evaluations in a row at one validation accuracy that show a model predicting one class (CH003's min_evals).
+_CONSTANT_EVALS = 5
 # Accuracy this close to 1/C names C as the class count: random-label runs in the
 # held-out checks score within 3 points of 1/C (CH002's max_accuracy_gain); a
 # 3-class run on a plateau at 40% accuracy (the real-log corpus) is 6.4 points off.
@@ -138,15 +140,31 @@ def _sits_at(series: pd.Series, level: float, tolerance: float) -> float | None:
     return float(series.index[0])
 
 
+def _constant_prediction_accuracy(run: Run) -> float | None:
+    """The validation accuracy of a model that began by predicting one class: the same value, to every
+    digit logged, at its first `_CONSTANT_EVALS` evaluations or more (CH003's reading), which is the
+    share of that class; None otherwise, or for a value from which the model is right on nearly every
+    example (CH003's ``max_accuracy``)."""
+    if not run.has("val_accuracy"):
+        return None
+    values = curves.finite(run.series("val_accuracy")).to_numpy()
+    if len(values) < _CONSTANT_EVALS or not (values[:_CONSTANT_EVALS] == values[0]).all():
+        return None
+    share = _as_fraction(float(values[0]))
+    return share if share < 0.99 else None
+
+
 def find_chance_stall(run: Run, t: Mapping[str, float]) -> ChanceStall | None:
     """The loss (or validation loss) sitting flat at a chance level at the end of the run."""
     accuracy = _accuracy_at_end(run)
+    constant = _constant_prediction_accuracy(run)
     for column in ("loss", "val_loss"):
         series = curves.before_nonfinite(run.series(column, keep_nan=True))
         if len(series) < t["min_points"] or not curves.is_positive(series):
             continue
         for level in candidate_chance_levels(run):
-            if accuracy is not None and level.classes and accuracy > 1 / level.classes + 0.1:
+            chance_accuracy = max(1 / level.classes, constant or 0.0) if level.classes else 0.0
+            if accuracy is not None and level.classes and _as_fraction(accuracy) > chance_accuracy + 0.1:
                 continue  # the model predicts better than chance, whatever its loss looks like
             evidence = chance_evidence(series, level, accuracy, t["tolerance"])
             onset = _sits_at(series, level.value, t["tolerance"]) if evidence else None
@@ -179,8 +197,11 @@ class ChancePlateau(Rule):
     The median of the last third of the loss (or of the validation loss)
     lies within ``tolerance`` of a chance level the evidence supports, and
     a robust line through that third moves less than the same tolerance. An
-    accuracy more than 10 points above 1/C rules it out. The onset is where
-    the smoothed loss entered the band for good.
+    accuracy more than 10 points above what a constant prediction scores
+    rules it out: 1/C, or on unbalanced classes the share of one class,
+    read where the validation accuracy is the same value at the first 5
+    evaluations (a model that began by predicting that class; CH003's
+    reading). The onset is where the smoothed loss entered the band for good.
 
     ## What to do
     First check the data: that labels match their inputs after shuffling and
@@ -546,5 +567,210 @@ class BadInitialLoss(Rule):
                 "initialise the last layer with zeros or std=0.01 (nn.init.normal_(layer.weight, std=0.01))",
                 "set the last bias to log(class prior) for unbalanced classes",
                 "look for anything multiplying the logits before the loss",
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class ChanceStretch:
+    level: ChanceLevel
+    first: int  # position of the first point of the stretch
+    stop: int  # position just after its last point
+    evidence: str
+
+
+def _first_stretch(logged: np.ndarray, level: float, tolerance: float) -> tuple[int, int] | None:
+    """(first, stop) positions of the first run of points of a log curve within ``tolerance`` of
+    ``level``'s log."""
+    inside = np.abs(logged - np.log(level)) <= tolerance
+    if not inside.any():
+        return None
+    first = int(np.argmax(inside))
+    outside = np.flatnonzero(~inside[first:])
+    return first, first + int(outside[0]) if len(outside) else len(inside)
+
+
+def _accuracy_between(run: Run, start: float, stop: float) -> float | None:
+    """The median accuracy (training, else validation) logged between two steps, as a fraction."""
+    for column in ("accuracy", "val_accuracy"):
+        if run.has(column):
+            values = curves.finite(run.series(column))
+            values = values[(values.index >= start) & (values.index <= stop)]
+            if len(values):
+                return _as_fraction(float(values.median()))
+    return None
+
+
+def _stretch_evidence(run: Run, loss: pd.Series, level: ChanceLevel, stretch: tuple[int, int], tol: float) -> str:
+    """Why the stretch's level is chance: declared, the run's first loss at it, or an accuracy at 1/C meanwhile."""
+    if level.declared:
+        return "declared in the run's metadata"
+    if abs(curves.log_ratio(float(loss.iloc[0]), level.value)) <= tol:
+        return f"the loss started at it ({float(loss.iloc[0]):.4g})"
+    accuracy = _accuracy_between(run, float(loss.index[stretch[0]]), float(loss.index[stretch[1] - 1]))
+    if accuracy is not None and level.classes and abs(accuracy - 1 / level.classes) <= _ACCURACY_AT_CHANCE:
+        return f"accuracy {accuracy:.3f} near 1/{level.classes} meanwhile"
+    return ""
+
+
+def find_slow_start(run: Run, loss: pd.Series, t: Mapping[str, float]) -> ChanceStretch | None:
+    """The first long stretch of the smoothed loss at a chance level, entered early and followed by a
+    faster fall."""
+    logged = np.log(np.maximum(curves.smooth(loss).to_numpy(), 1e-12))
+    for level in candidate_chance_levels(run):
+        stretch = _first_stretch(logged, level.value, t["tolerance"])
+        if stretch is None or stretch[0] > t["max_entry"] * len(loss) or stretch[1] >= len(loss):
+            continue
+        length = stretch[1] - stretch[0]
+        if length < t["min_points"] or length < t["min_share"] * len(loss):
+            continue
+        if _speedup(loss, stretch) < t["min_speedup"]:
+            continue  # a loss falling steadily through chance, not one that sat there first
+        evidence = _stretch_evidence(run, loss, level, stretch, t["tolerance"])
+        if evidence:
+            return ChanceStretch(level, *stretch, evidence)
+    return None
+
+
+def _speedup(loss: pd.Series, stretch: tuple[int, int]) -> float:
+    """How many times faster the log loss falls per logged point after the stretch than during it
+    (robust slopes); 0 when it does not fall after it."""
+    logged = pd.Series(np.log(loss.to_numpy()), index=np.arange(len(loss), dtype="float64"))
+    during, after = curves.trend(logged.iloc[stretch[0] : stretch[1]]), curves.trend(logged.iloc[stretch[1] :])
+    if during is None or after is None or after.slope >= 0:
+        return 0.0
+    return -after.slope / max(-during.slope, 1e-12)
+
+
+class SlowStartAtChance(Rule):
+    """
+    ## What it detects
+    A training loss that sits at chance level (ln 2 for a binary
+    classifier, ln C for C classes, as CH001 reads them) for a long stretch
+    from the start of the run, and only then starts to fall well below it.
+    The run learns in the end, but spent much of its budget predicting the
+    label frequencies.
+
+    ## Why it matters
+    Each step at chance is a step the model did not learn from. A long
+    wait before the first drop is the mark of a learning rate too low for
+    the start (or a warm-up too long), of an initialisation whose signal
+    vanishes through the layers (saturated tanh or sigmoid, weights too
+    small), or of an optimizer that only slowly escapes a saddle around the
+    constant prediction. The same model usually learns from the first epoch
+    once that is fixed, and reaches a lower loss in the same budget.
+
+    ## How it decides
+    The smoothed loss enters a band of ``tolerance`` around a chance level
+    within the first ``max_entry`` of the run and stays in it for at least
+    ``min_points`` logged points and ``min_share`` of the run; it then
+    leaves the band downwards, falls at least ``min_speedup`` times faster
+    than it did inside the band (robust slopes of the log loss per logged
+    point), and ends at least ``min_fall`` below the level. The level needs
+    evidence, as CH001's does: declared in the metadata, the run's first
+    loss at it, or an accuracy within 5 points of 1/C during the stretch. A
+    loss that never leaves chance is CH001's.
+
+    ## What to do
+    Raise the learning rate 3-10x for the first epochs, or shorten the
+    warm-up; check the initialisation (Kaiming for ReLU, Xavier for tanh,
+    no saturated activations) and normalise the inputs; with Adam, try a
+    learning-rate finder to pick the starting rate.
+    """
+
+    code = "CH004"
+    assumes_falling_loss = True
+    name = "slow-start-at-chance"
+    title = "Loss sat at chance level for a long time before it started to fall"
+    category = Category.INITIALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 12
+    thresholds = (
+        Threshold(
+            "tolerance",
+            0.04,
+            "log distance from the chance level that counts as 'at chance' (0.04 = 4%)",
+            source="CH001's tolerance: stuck runs sit within 3.7% of ln C, healthy runs passing through "
+            "ln 2 or ln 10 leave it by more than 8%",
+        ),
+        Threshold(
+            "min_share",
+            1 / 3,
+            "share of the run the loss must stay at chance",
+            source="the calibration half's slow start stays 50% of its run; healthy calibration files whose "
+            "smoothed loss stays at chance for 6 points or more stay at most 4%, and the recorded healthy "
+            "CNN of the examples (4 classes) waits 28% of its run at ln 4 before its fall",
+        ),
+        Threshold(
+            "min_points",
+            6,
+            "fewest logged points of the stay at chance",
+            source="smoothing spreads one point over 5 (the default window on a short log): healthy runs of "
+            "8-11 epochs pass through ln 7 in 4 smoothed points",
+        ),
+        Threshold(
+            "max_entry",
+            0.25,
+            "latest share of the run at which the stay at chance may begin",
+            source="a slow start begins at the start: the calibration slow start enters chance 7% into its "
+            "run, falling from an over-confident first loss; a later stay at chance is a plateau (PLT001)",
+        ),
+        Threshold(
+            "min_speedup",
+            3.0,
+            "how many times faster the loss must fall after the stay than during it",
+            source="the calibration slow start falls 9.8x faster after its stay; losses that fall steadily "
+            "through chance 0.8-1.2x: the recorded too-low learning rate and skipped-AMP-steps runs, and "
+            "a calibration fine-tune labelled slow_start whose loss falls alike before and after (1.0x)",
+        ),
+        Threshold(
+            "min_fall",
+            0.1,
+            "log distance below the chance level the loss must end (0.1 = 10%)",
+            source="above CH001's 8% margin of healthy runs passing through chance; the calibration slow "
+            "start ends 26% below ln 2",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        loss = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if len(loss) < 2 * t["min_points"] or not curves.is_positive(loss) or curves.starts_midway(loss):
+            return
+        stretch = find_slow_start(run, loss, t)
+        if stretch is None:
+            return
+        end = curves.end_level(loss)
+        if curves.log_ratio(end, stretch.level.value) > -t["min_fall"]:
+            return
+        since, until = float(loss.index[stretch.first]), float(loss.index[stretch.stop - 1])
+        share = (stretch.stop - stretch.first) / len(loss)
+        yield self.finding(
+            run,
+            message=(
+                f"the training loss sat at chance level {stretch.level.value:.4g} ({stretch.level.meaning}; "
+                f"evidence: {stretch.evidence}) from step {since:.0f} to {until:.0f}, {share:.0%} of the run, "
+                f"before it started to fall; it ends at {end:.4g}"
+            ),
+            onset=since,
+            end=until,
+            evidence={
+                "chance_level": stretch.level.value,
+                "classes": stretch.level.classes,
+                "share_at_chance": share,
+                "points_at_chance": stretch.stop - stretch.first,
+                "end_level": end,
+                "why_this_level": stretch.evidence,
+            },
+            confidence=1.0 if stretch.level.declared else 0.8,
+            causes=[
+                "a learning rate too low for the first epochs, or a warm-up too long",
+                "an initialisation whose signal vanishes through the layers (saturated tanh/sigmoid, tiny weights)",
+                "inputs not normalised, so the first updates barely move the output",
+            ],
+            fixes=[
+                "raise the learning rate 3-10x for the first epochs, or shorten the warm-up",
+                "use Kaiming (ReLU) or Xavier (tanh) initialisation and normalise the inputs",
+                "run a learning-rate finder and start from its suggestion",
             ],
         )
