@@ -57,3 +57,16 @@ def test_a_json_report_of_a_native_run_does_not_import_pandas(tmp_path: Path) ->
     run = tmp_path / "plain.jsonl"
     run.write_text("\n".join(lines) + "\n")
     assert _report_in_a_fresh_process(run, "'pandas' in sys.modules") == ["0", "True", "False"]
+
+
+@pytest.mark.parametrize("ends_at_once", [True, False])
+def test_the_rules_are_imported_with_the_collector_paused_only_where_the_process_ends_at_once(
+    ends_at_once: bool,
+) -> None:
+    code = (
+        "import gc; from diagnose.cli import common; "
+        f"common.freeze_imports = {ends_at_once}; common.rule_config(); "
+        "print(gc.isenabled(), gc.get_freeze_count() > 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", str(ends_at_once)]

@@ -155,6 +155,10 @@ _ENDS_AT_ONCE = ("report", "check", "plot")
 
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command in _ENDS_AT_ONCE:
+        from diagnose.cli import common
+
+        common.freeze_imports = True
     try:
         app()
     except SystemExit as exc:
