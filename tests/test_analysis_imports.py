@@ -57,3 +57,31 @@ def test_a_json_report_of_a_native_run_does_not_import_pandas(tmp_path: Path) ->
     run = tmp_path / "plain.jsonl"
     run.write_text("\n".join(lines) + "\n")
     assert _report_in_a_fresh_process(run, "'pandas' in sys.modules") == ["0", "True", "False"]
+
+
+@pytest.mark.parametrize("ends_at_once", [True, False])
+def test_the_rules_are_imported_with_the_collector_paused_only_where_the_process_ends_at_once(
+    ends_at_once: bool,
+) -> None:
+    code = (
+        "import gc; from diagnose.cli import common; "
+        f"common.freeze_imports = {ends_at_once}; common.rule_config(); "
+        "print(gc.isenabled(), gc.get_freeze_count() > 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", str(ends_at_once)]
+
+
+def test_a_report_begins_to_parse_a_long_run_before_its_arguments_are_converted(tmp_path: Path) -> None:
+    run = tmp_path / "long.jsonl"
+    run.write_text("\n".join(f'{{"kind":"step","step":{step},"loss":{1 / step:.6g}}}' for step in range(1, 200)))
+    code = (
+        "import sys; from diagnose.readers import arrow_lines; arrow_lines.MIN_BYTES = 100; "
+        "parse = arrow_lines._read_all; "
+        "arrow_lines._read_all = lambda entries: (print('pydantic' in sys.modules, flush=True), parse(entries)); "
+        "from diagnose.cli.app import main; main()"
+    )
+    command = [sys.executable, "-c", code, "report", "--format", "json", "-o", str(tmp_path / "out.json"), str(run)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False"]  # typer converts them with pydantic: the parse began before
+    assert json.loads((tmp_path / "out.json").read_text())["runs"]

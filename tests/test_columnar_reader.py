@@ -124,6 +124,7 @@ def test_only_long_json_lines_files_are_read_ahead(tmp_path: Path, monkeypatch: 
         '{"kind":"step","step":2,"loss":true}',
         "[1, 2]",
         '{"kind":"event","step":2,"event":"finding","module":null}',  # a key whose only value is null
+        '{"kind":"event","step":2,"event":"finding","module": null}',
     ],
 )
 def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
@@ -133,6 +134,19 @@ def test_what_the_columnar_parse_cannot_match_goes_to_the_line_by_line_parse(
     path.write_text("\n".join(['{"kind":"step","step":1,"loss":1.0}', line, '{"kind":"step","step":3,"loss":0.5}']))
     fast, pure = both_readers(path, monkeypatch)
     assert_same_runs(fast, pure)
+
+
+@pytest.mark.parametrize(
+    ("body", "parsed"),
+    [
+        (b'{"kind":"step","step":1,"loss":1.0}\n{"kind":"event","step":1,"module":null}\n', False),
+        (b'{"kind":"step","step":1,"loss":1.0}\n{"kind":"event","step":1,"module": null}\n', False),
+        # "ull" without a null (what is looked for first): pyarrow parses the file
+        (b'{"kind":"meta","name":"full null run"}\n{"kind":"step","step":1,"loss":1.0,"lr_null":2}\n', True),
+    ],
+)
+def test_a_file_with_a_key_set_to_null_is_left_to_the_pure_reader(body: bytes, parsed: bool) -> None:
+    assert (arrow_lines._parse_now(body) is not None) is parsed
 
 
 @pytest.mark.parametrize("path", SAMPLES + CORPUS_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -49,6 +49,9 @@ _NONFINITE_SPELLINGS = ((b'"-Infinity"', b"-Infinity"), (b'"Infinity"', b"Infini
 # some 5 ms on 80 MB; an alternation of them takes 0.13 s), the spellings then checked in Python
 # only in a file that may hold one.
 _NULL = r": ?null"
+# What every null holds, looked for first: RE2 finds a literal by the first byte of it, and a ':' or
+# an 'n' is in almost every record (the pattern above took 40 ms on 80 MB), a 'u' in few (8 ms).
+_NULL_HINT = "ull"
 _SPELLING_ENDS = ('NaN"', 'Infinity"')
 _SUFFIXES = (".jsonl", ".ndjson")
 
@@ -135,7 +138,7 @@ def _parse_now(raw: bytes) -> Parsed | None:
 
     body, cut_line = _without_cut_line(raw)
     whole = _one_value(body)
-    if _holds(whole, _NULL):
+    if _holds(whole, _NULL_HINT) and _holds(whole, _NULL):
         # Arrow reads a key set to null as an absent one: a kind whose only values of a key are null
         # (a live finding event without a module) would lose that column, which the pure parse keeps.
         return None
