@@ -201,7 +201,8 @@ def test_yolo_classification_results_are_read_as_yolo(tmp_path: Path) -> None:
         "2,75.8,2.27,0.31,0.77,2.36,0.0066",
     )
     assert run.format == "yolo"
-    assert run.series("val_accuracy_top1").tolist() == [0.34, 0.31]  # measured on validation, not training
+    assert run.series("val_accuracy").tolist() == [0.34, 0.31]  # top-1, measured on validation, not training
+    assert run.series("val_accuracy_top5").tolist() == [0.77, 0.77]
     assert run.series("loss").tolist() == [2.43, 2.27]
     assert run.series("val_loss").tolist() == [2.39, 2.36]
 

@@ -118,6 +118,8 @@ def test_writer_appends_and_repairs_a_cut_last_line(tmp_path: Path) -> None:
         ("train/learning_rate", "lr"),
         ("grad_norm", "grad_norm"),
         ("train/acc", "accuracy"),
+        ("train/acc1", "accuracy"),
+        ("accuracy_top5", "accuracy_top5"),
     ],
 )
 def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
@@ -136,6 +138,8 @@ def test_step_keys_take_their_canonical_names(key: str, canonical: str) -> None:
         ("test_loss", "val_test_loss"),
         ("test/acc", "val_test_accuracy"),
         ("val_acc", "val_accuracy"),
+        ("val/accuracy_top1", "val_accuracy"),
+        ("eval_top1", "val_accuracy"),
     ],
 )
 def test_eval_keys_take_their_canonical_names_and_test_scores_stay_apart(key: str, canonical: str) -> None:

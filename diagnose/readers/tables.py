@@ -244,12 +244,12 @@ def read_json_records(path: str | Path, *, mapping: Mapping[str, str] | None = N
 
 def yolo_name(raw: str) -> str:
     """``train/box_loss`` -> ``box_loss``, ``val/box_loss`` -> ``val_box_loss``,
-    ``metrics/mAP50(B)`` -> ``val_map50(b)`` (measured on the validation set),
-    ``lr/pg0`` or ``x/lr0`` -> ``lr``."""
+    ``metrics/mAP50(B)`` -> ``val_map50(b)`` and ``metrics/accuracy_top1`` -> ``val_accuracy``
+    (measured on the validation set), ``lr/pg0`` or ``x/lr0`` -> ``lr``."""
     group, _, leaf = raw.partition("/")
     group = group.lower()
     if group == "metrics":
-        return "val_" + schema.normalise_key(leaf)
+        return schema.canonical_eval_key(leaf)
     if group in ("lr", "x") and leaf.lower() in ("pg0", "lr0"):
         return "lr"
     return frames.default_name(raw)

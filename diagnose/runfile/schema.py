@@ -67,7 +67,7 @@ META_FIELDS = {
 STEP_FIELDS = {
     "step": "optimizer step number (1-based by default)",
     "loss": "training loss (mean over micro-batches when accumulating)",
-    "accuracy": "training accuracy, when the user logs it (acc and accuracy are read as this)",
+    "accuracy": "training accuracy, when the user logs it (acc, accuracy, and top-1 names: accuracy_top1, acc1)",
     "lr": "learning rate of the first parameter group",
     "lrs": "learning rates of all parameter groups, when there is more than one",
     "grad_norm": "global L2 norm of all gradients (as clip_grad_norm_ reports it)",
@@ -523,7 +523,8 @@ _LOSS_QUALIFIERS = ("loss_", "mean_", "avg_", "average_", "total_")
 _VAL_LOSS_ALIASES = {"val_loss_epoch"}
 _LR_ALIASES = {"lr", "learning_rate", "lr_abs"}
 _GRAD_NORM_ALIASES = {"grad_norm", "gradient_norm", "norm", "grad_norm_total", "total_grad_norm"}
-_ACCURACY_ALIASES = {"acc", "accuracy"}
+# Top-1 is what "accuracy" means for a classifier; top-5 keeps its own name.
+_ACCURACY_ALIASES = {"acc", "accuracy", "accuracy_top1", "top1_accuracy", "top1_acc", "acc_top1", "top1", "acc1"}
 _EVAL_PREFIXES = ("val_", "eval_", "valid_", "validation_", "test_", "dev_")
 _TRAIN_PREFIXES = ("train_", "training_", "trn_", "tr_")
 _POSITION_KEYS = {"step", "epoch", "_step", "iteration", "iter", "it", "global_step"}
