@@ -13,7 +13,10 @@ class LearningRateProbe(Probe):
     def before_step(self, record: StepRecord) -> None:
         # float() also covers a tensor lr (capturable optimizers); that is rare
         # enough that its synchronisation does not matter.
-        lrs = [float(group["lr"]) for group in self.host.optimizer.param_groups]
+        groups = self.host.optimizer.param_groups
+        if len(groups) == 1:  # the usual optimizer: no list
+            record.fields["lr"] = float(groups[0]["lr"])
+            return
+        lrs = [float(group["lr"]) for group in groups]
         record.fields["lr"] = lrs[0]
-        if len(lrs) > 1:
-            record.fields["lrs"] = lrs
+        record.fields["lrs"] = lrs

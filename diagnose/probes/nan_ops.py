@@ -191,7 +191,7 @@ class NonFiniteOperationProbe(Probe):
     def _on_backward(self, tensor: torch.Tensor) -> None:
         if self._done or not self.host.training_pass or tensor.grad_fn is None or tensor.device.type != "cpu":
             return
-        if tensor.numel() != 1 or math.isfinite(float(tensor.detach())):
+        if tensor.numel() != 1 or math.isfinite(tensor.item()):  # item(): no detached copy to make
             return
         self._done = True  # the first one only: later ones are its consequences
         self.host.record.private["nonfinite_op"] = first_nonfinite_operation(tensor)

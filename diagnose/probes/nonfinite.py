@@ -162,10 +162,12 @@ def _finite_on_host(output: Any) -> bool | None:
     """Whether every floating-point tensor of a model output is finite, when they are all on the CPU
     (one sum each: a NaN or Inf anywhere makes it non-finite, and an overflowing sum only asks for a
     closer look); None when one is elsewhere, where reading it would synchronise the device."""
+    if type(output) is torch.Tensor and output.is_floating_point():  # the usual output: no list to build
+        return math.isfinite(output.detach().sum().item()) if output.device.type == "cpu" else None
     tensors = _float_tensors(output)
     if not tensors or any(t.device.type != "cpu" for t in tensors):
         return None
-    return all(math.isfinite(t.detach().sum()) for t in tensors)
+    return all(math.isfinite(t.detach().sum().item()) for t in tensors)
 
 
 def _float_tensors(output: Any) -> list[torch.Tensor]:
