@@ -43,6 +43,13 @@ live findings cost in all, wherever they run.
 
     python benchmarks/overhead.py --threads 1 --clock cpu [--rounds 8] [--steps 50]
 
+On a GPU, ``--device cuda`` trains the same workloads there and ends every
+timed step with ``torch.cuda.synchronize()``, unprobed steps too, so that a
+step's time is the work it queued and not only the launches; it takes the
+wall clock, since the CPU time of a waiting thread says nothing about the
+device. The probes' values stay on the device until a flush, so what shows
+is their launch cost and the flush's transfer spread over the steps.
+
 The C allocator's thresholds are pinned first (glibc's ``mallopt``; ``--malloc
 as-is`` leaves them): by default glibc moves them with the sizes it has seen
 and gives the top of its heap back to the system whenever enough of it is
@@ -164,6 +171,14 @@ WORKLOADS = {
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time, "process": time.process_time}
 clock = time.perf_counter
+device = torch.device("cpu")
+
+
+def tick() -> float:
+    """The clock, once the device has finished what the step queued (no wait on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return clock()
 
 
 def train_step(
@@ -197,15 +212,15 @@ def time_steps(
     times = []
     with probes as w:
         for _ in range(steps):
-            start = clock()
+            start = tick()
             try:  # stop_on ends the step at the next step boundary: the log call or the next forward
                 train_step(model, optimizer, x, y, loss_fn, w)
             except diagnose.TrainingStopped:  # a live finding on the benchmark model: time what ran
-                times.append(clock() - start)
+                times.append(tick() - start)
                 break
-            times.append(clock() - start)
-        closing = clock()
-    closed = clock() - closing
+            times.append(tick() - start)
+        closing = tick()
+    closed = tick() - closing
     live = getattr(w, "_live", None)
     judged = [cpu for _, cpu in live.judged] if live is not None else []
     return times[2:], closed, judged  # the first steps of a round pay for hook installation and caches
@@ -217,6 +232,7 @@ def measure(build: Callable, rounds: int, steps: int, folder: Path) -> dict[str,
     under "close", each variant's median time to close its watch (ms), a cost paid once per run."""
     torch.manual_seed(0)
     model, x, y, loss_fn = build()
+    model, x, y = model.to(device), x.to(device), y.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     time_steps(model, optimizer, x, y, loss_fn, "none", steps, folder)  # warm-up
     statistics_of = {"median": statistics.median, "mean": statistics.mean}
@@ -279,6 +295,10 @@ def pin_allocator() -> str:
     return "allocator thresholds pinned" if pinned else "allocator as is (mallopt refused)"
 
 
+def _device_name() -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -296,6 +316,7 @@ def main() -> None:
         "cannot inflate (use with --threads 1, where that thread does all the work); process: CPU time "
         "of all this process's threads (a live judgement's thread too)",
     )
+    parser.add_argument("--device", default="cpu", help="where to train: cpu, or cuda (wall clock only)")
     parser.add_argument("--only", choices=WORKLOADS, action="append", help="this workload only (repeatable)")
     parser.add_argument(
         "--malloc",
@@ -306,13 +327,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     allocator = pin_allocator() if args.malloc == "pinned" else "allocator as is"
-    global clock
+    global clock, device
     clock = CLOCKS[args.clock]
+    device = torch.device(args.device)
+    if device.type == "cuda" and args.clock != "wall":
+        parser.error("--device cuda measures the wall clock: a thread waiting on the GPU burns no CPU time")
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock, "
+        f"torch {torch.__version__}, {_device_name()}, {torch.get_num_threads()} threads, {args.clock} clock, "
         f"{args.rounds} rounds x {args.steps} steps, {allocator}; {load()}"
     )
     header = f"{'workload':<24}{'':<7}{'step (ms)':>10}" + "".join(f"{v:>10}" for v in VARIANTS[1:]) + f"{'noise':>8}"

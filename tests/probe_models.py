@@ -42,12 +42,14 @@ def train(
     perturb: Callable | None = None,
     loss_fn: Callable = nn.functional.cross_entropy,
     clip: float | None = None,
+    device: str = "cpu",
     **options,
 ) -> list[float]:
     """Train with the probes attached; returns what clip_grad_norm_ reported at each step."""
     torch.manual_seed(0)
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    x, y = data()
+    x, y = (tensor.to(device) for tensor in data())
     reported = []
     with diagnose.watch(model, optimizer, path, **options) as w:
         for step in range(1, steps + 1):
