@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,5 +61,29 @@ def train(
             if clip is not None:
                 reported.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
             optimizer.step()
+            w.log(loss=loss)
+    return reported
+
+
+def train_amp(path: Path, *, device: str = "cpu", overflow_step: int = 3, steps: int = 6, **options) -> list[float]:
+    """Mixed precision with a GradScaler whose scaled loss overflows (Inf) at ``overflow_step``, as fp16
+    would; autocast to float16 on a GPU. Returns the unscaled norms clip_grad_norm_ reported, Inf included."""
+    torch.manual_seed(0)
+    model = mlp().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
+    x, y = (tensor.to(device) for tensor in data())
+    precision = torch.autocast(device, dtype=torch.float16, enabled=device != "cpu")
+    reported = []
+    with diagnose.watch(model, optimizer, path, scaler=scaler, **options) as w:
+        for step in range(1, steps + 1):
+            optimizer.zero_grad()
+            with precision:
+                loss = nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss * (math.inf if step == overflow_step else 1.0)).backward()
+            scaler.unscale_(optimizer)
+            reported.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)))
+            scaler.step(optimizer)
+            scaler.update()
             w.log(loss=loss)
     return reported
