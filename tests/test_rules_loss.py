@@ -396,6 +396,12 @@ class TestValidationMetricFalls:
         recall = np.r_[1.0, np.full(19, 0.8)]
         assert findings(self.run_with(tmp_path, {"val_recall": recall}), "OVF009") == []
 
+    def test_one_example_of_a_small_validation_set_is_no_fall(self, tmp_path):
+        """Accuracy on 20 examples moves in steps of 0.05: one example lost for good is within one step,
+        although its second differences are mostly zero."""
+        accuracy = np.r_[0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9, 0.9, np.full(12, 0.85)]
+        assert findings(self.run_with(tmp_path, {"val_accuracy": accuracy}), "OVF009") == []
+
     def test_a_validation_loss_still_improving_says_otherwise(self, tmp_path):
         improving = np.geomspace(1.0, 0.5, 20)
         assert findings(self.run_with(tmp_path, {"val_accuracy": self.peaked()}, improving), "OVF009") == []

@@ -1068,7 +1068,7 @@ class ScoreFall:
     level: float  # the median of the best evaluation and its two neighbours (the best itself at the end)
     later: float  # median of the later half of the evaluations after the best
     last: float  # median of the last three evaluations
-    noise: float  # one evaluation's noise, in the metric's own units (second differences)
+    noise: float  # one evaluation's noise in the metric's units (second differences; at least one step)
     later_points: int
 
     @property
@@ -1105,9 +1105,17 @@ class ScoreFall:
             float(np.median(values.to_numpy()[best_at - 1 : best_at + 2])),
             float(later.median()),
             float(values.iloc[-3:].median()),
-            curves.difference_noise(values, raw=True),
+            max(curves.difference_noise(values, raw=True), _resolution(values)),
             len(later),
         )
+
+
+def _resolution(values: pd.Series) -> float:
+    """The smallest step between two distinct logged values: an accuracy on n examples moves in steps of
+    1/n, so a small validation set that repeats the same few values has a noise of at least one step,
+    even where its second differences are mostly zero."""
+    steps = np.diff(np.unique(np.round(values.to_numpy(dtype="float64"), 9)))
+    return float(steps.min()) if len(steps) else 0.0
 
 
 class ValidationMetricFalls(Rule):
@@ -1138,8 +1146,9 @@ class ValidationMetricFalls(Rule):
     three must stand below that level by more than ``min_drop`` and by more
     than ``noise_z`` standard errors of the metric's own point-to-point
     noise (read from second differences, in the metric's units, which a
-    steady trend does not inflate): one bad evaluation, or a fall that came
-    back, is not enough. With several such metrics, the bar in standard
+    steady trend does not inflate; never less than the smallest step between
+    its logged values, one example's worth on a small validation set): one
+    bad evaluation, or a fall that came back, is not enough. With several such metrics, the bar in standard
     errors is raised for their number (Bonferroni), so a run logging a
     hundred per-class scores is held to the same 5% chance of a false call
     as a run logging one.
