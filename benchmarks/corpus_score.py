@@ -51,9 +51,9 @@ from diagnose.report import summary  # noqa: E402
 # absent here is descriptive (healthy, short, multi_run, special, ...) and is
 # not scored for recall. Rules added later join the lists of the labels they find.
 FOUND_BY: dict[str, tuple[str, ...]] = {
-    "overfitting": ("OVF001", "OVF002"),
+    "overfitting": ("OVF001", "OVF002", "OVF009"),
     "eval_rising": ("OVF001", "OVF002", "OVF004"),
-    "generalization_gap": ("OVF001", "OVF002", "OVF006"),
+    "generalization_gap": ("OVF001", "OVF002", "OVF006", "OVF009"),
     "unstable_val": ("OVF001", "OVF003", "OVF008", "SPK001", "LR002"),
     "stuck_at_chance": ("CH001", "CH002", "CH003"),
     "plateau": ("PLT001", "LR003"),

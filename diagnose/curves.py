@@ -460,18 +460,19 @@ def noise(series: pd.Series, window: int | None = None) -> float:
     return float(np.median(np.abs(residual)) * MAD_TO_STD)
 
 
-def difference_noise(series: pd.Series) -> float:
+def difference_noise(series: pd.Series, *, raw: bool = False) -> float:
     """Standard deviation of one point's noise, on the comparable scale, from second differences.
 
     For a few noisy evaluations, where a rolling median follows the points
     themselves (and `noise` reads too little), the second difference
     ``x[i-1] - 2 x[i] + x[i+1]`` of independent noise has 6 times its variance,
     and a steady trend adds nothing to it; its scaled median absolute value
-    ignores a bend or a jump or two. NaN under 4 points.
+    ignores a bend or a jump or two. NaN under 4 points. ``raw``: in the curve's own units instead (an
+    accuracy's points, where a log scale would weigh the same miss differently at 0.3 and at 0.9).
     """
     if len(series) < 4:
         return float("nan")
-    values = comparable(series).to_numpy(dtype="float64")
+    values = (series if raw else comparable(series)).to_numpy(dtype="float64")
     second = values[:-2] - 2 * values[1:-1] + values[2:]
     return float(np.median(np.abs(second)) * MAD_TO_STD / np.sqrt(6))
 

@@ -366,6 +366,61 @@ class TestValidationAgainstTraining:
         assert findings(self.run_with(tmp_path, val), "OVF008") == []
 
 
+class TestValidationMetricFalls:
+    """OVF009: a validation quality metric that falls for good from its best while the training loss falls."""
+
+    @staticmethod
+    def run_with(tmp_path, metrics: dict[str, np.ndarray], val_loss: np.ndarray | None = None):
+        rows = [{"step": i + 1, "loss": float(v)} for i, v in enumerate(np.geomspace(2.0, 0.05, 400))]
+        for k in range(len(next(iter(metrics.values())))):
+            row = {"step": 20 * (k + 1), **{name: float(v[k]) for name, v in metrics.items()}}
+            rows.append(row | ({"val_loss": float(val_loss[k])} if val_loss is not None else {}))
+        return diagnose.load(write_log(tmp_path, rows))
+
+    @staticmethod
+    def peaked(seed: int = 3, end: float = 0.6) -> np.ndarray:
+        """Up to 0.7 by the fifth of 20 evaluations, then down to ``end``, with one point of noise."""
+        rng = np.random.default_rng(seed)
+        return np.r_[np.linspace(0.4, 0.7, 5), np.linspace(0.69, end, 15)] + rng.normal(0, 0.01, 20)
+
+    def test_a_fall_of_ten_points_while_training_improves_fires(self, tmp_path):
+        [finding] = findings(self.run_with(tmp_path, {"val_accuracy": self.peaked()}), "OVF009")
+        assert finding.evidence["column"] == "val_accuracy" and finding.onset is not None
+        assert finding.evidence["level"] - finding.evidence["last"] > 0.05
+
+    def test_a_fall_within_two_points_is_left_alone(self, tmp_path):
+        assert findings(self.run_with(tmp_path, {"val_accuracy": self.peaked(end=0.69)}), "OVF009") == []
+
+    def test_a_best_at_the_first_evaluation_is_not_judged(self, tmp_path):
+        """Recall 1.0 at the first evaluation is a model predicting one class, not a best to fall from."""
+        recall = np.r_[1.0, np.full(19, 0.8)]
+        assert findings(self.run_with(tmp_path, {"val_recall": recall}), "OVF009") == []
+
+    def test_one_example_of_a_small_validation_set_is_no_fall(self, tmp_path):
+        """Accuracy on 20 examples moves in steps of 0.05: one example lost for good is within one step,
+        although its second differences are mostly zero."""
+        accuracy = np.r_[0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9, 0.9, np.full(12, 0.85)]
+        assert findings(self.run_with(tmp_path, {"val_accuracy": accuracy}), "OVF009") == []
+
+    def test_a_validation_loss_still_improving_says_otherwise(self, tmp_path):
+        improving = np.geomspace(1.0, 0.5, 20)
+        assert findings(self.run_with(tmp_path, {"val_accuracy": self.peaked()}, improving), "OVF009") == []
+
+    def test_an_error_metric_falling_is_no_fall(self, tmp_path):
+        wer = 1 - self.peaked()
+        assert findings(self.run_with(tmp_path, {"val_wer": wer}), "OVF009") == []
+
+    def test_many_metrics_raise_the_bar(self, tmp_path):
+        """A fall of about three standard errors passes alone, not among a hundred per-class scores."""
+        rng = np.random.default_rng(5)
+        level = np.r_[np.linspace(0.5, 0.8, 5), np.full(15, 0.8)]
+        fallen = level - np.r_[np.zeros(10), np.full(10, 0.04)] + rng.normal(0, 0.02, 20)
+        alone = self.run_with(tmp_path, {"val_f1": fallen})
+        assert findings(alone, "OVF009") != []
+        many = {f"val_c{k:03d}_f1": level + rng.normal(0, 0.02, 20) for k in range(100)} | {"val_f1": fallen}
+        assert findings(self.run_with(tmp_path, many), "OVF009") == []
+
+
 class TestPlateau:
     def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):
         """Softmax fed into CrossEntropyLoss (recorded by the bug script): the loss falls for over a third

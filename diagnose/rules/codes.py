@@ -123,6 +123,7 @@ RULES: tuple[type[Rule], ...] = (
     generalization.LossGap,
     generalization.WideningGap,
     generalization.ValidationAgainstTraining,
+    generalization.ValidationMetricFalls,
     optimization.TrainingStalled,
     optimization.ShortRunLearnedNothing,
     preflight.PreflightExperimentFailed,

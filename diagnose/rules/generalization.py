@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -225,8 +226,9 @@ class Overfitting(Rule):
     code = "OVF001"
     assumes_falling_loss = True
     # A validation loss that rises for good while the training loss falls also widens the gap
-    # between them: the widening-gap finding (OVF006) then says less than this one.
-    supersedes = ("OVF006",)
+    # between them, and most often takes the validation accuracy down with it: the widening-gap
+    # finding (OVF006) and the falling-metric finding (OVF009) then say less than this one.
+    supersedes = ("OVF006", "OVF009")
     name = "overfitting"
     title = "Overfitting: validation loss rises while training loss falls"
     category = Category.GENERALIZATION
@@ -1003,15 +1005,38 @@ _QUALITY_WORDS = (
 )
 
 
+# Of those, the ones that fall as the model gets better: mean absolute error, word and character error rates.
+_ERROR_WORDS = ("mae", "wer", "cer")
+
+
+def _quality_words(name: str) -> list[str] | None:
+    """The words of a validation column (``val_<name>``) that names a quality metric (not a loss), or
+    None for any other column."""
+    own = name.removeprefix("val_")
+    words = own.lower().split("_")
+    quality = any(word.startswith(_QUALITY_WORDS) for word in words) or "io_u" in own.lower()
+    return words if own != name and quality and "loss" not in name else None
+
+
 def _metric_pairs(run: Run) -> Iterator[tuple[str, pd.Series, pd.Series]]:
     """(name, validation values, training values) of each quality metric logged both for validation
     (``val_<name>``) and for training (``<name>``): accuracy, MAE, F1."""
     for name in run.columns("evals"):
         own = name.removeprefix("val_")
-        words = own.lower().split("_")
-        quality = any(word.startswith(_QUALITY_WORDS) for word in words) or "io_u" in own.lower()
-        if own != name and quality and "loss" not in name and run.has(own):
+        if _quality_words(name) is not None and run.has(own):
             yield name, curves.finite(run.series(name)), curves.finite(run.series(own))
+
+
+def _validation_scores(run: Run) -> Iterator[tuple[str, pd.Series]]:
+    """(name, values as fractions) of each validation quality metric that rises as the model gets
+    better and lies between 0 and 1 (or 0 and 100, read as percent): accuracy, F1, AUC, Dice, mAP."""
+    for name in run.columns("evals"):
+        words = _quality_words(name)
+        if words is None or any(word.startswith(_ERROR_WORDS) for word in words):
+            continue
+        values = _as_fraction(curves.finite(run.series(name)))
+        if len(values) and float(values.min()) >= 0 and float(values.max()) <= 1:
+            yield name, values
 
 
 def _stopped_improving(metric: pd.Series, own: pd.Series, since: float) -> bool:
@@ -1031,6 +1056,231 @@ def _stopped_improving(metric: pd.Series, own: pd.Series, since: float) -> bool:
 def _lr_note(run: Run) -> str:
     lr = curves.finite(run.series("lr")) if run.has("lr") else pd.Series(dtype="float64")
     return f"; learning rate up to {lr.max():.3g}" if len(lr) else ""
+
+
+@dataclass(frozen=True)
+class ScoreFall:
+    """How far one validation quality metric (a fraction, higher is better) has fallen since its best."""
+
+    column: str
+    best_step: float
+    best: float
+    level: float  # the median of the best evaluation and its two neighbours (the best itself at the end)
+    later: float  # median of the later half of the evaluations after the best
+    last: float  # median of the last three evaluations
+    noise: float  # one evaluation's noise in the metric's units (second differences; at least one step)
+    later_points: int
+
+    @property
+    def fall(self) -> float:
+        """The smaller of the two falls from the level at the best: the later half's, the last three's."""
+        return min(self.level - self.later, self.level - self.last)
+
+    def beyond(self, z: float, min_drop: float) -> bool:
+        """Both falls exceed ``min_drop`` and ``z`` standard errors of the metric's own noise."""
+        return self.level - self.later > max(min_drop, z * self.noise * _error(self.later_points)) and (
+            self.level - self.last > max(min_drop, z * self.noise * _error(3))
+        )
+
+    def described(self) -> str:
+        return (
+            f"{self.column} was best at step {self.best_step:.0f} ({self.best:.4g}, level {self.level:.4g}) "
+            f"and has fallen since, to {self.later:.4g} over the later evaluations and {self.last:.4g} over "
+            f"the last three (one evaluation scatters about {self.noise:.2g})"
+        )
+
+    @classmethod
+    def of(cls, column: str, values: pd.Series, min_after: float) -> ScoreFall | None:
+        """None when the best is the first evaluation (a first model that scores best is most often a
+        degenerate one: recall 1.0 from predicting one class) or fewer than ``min_after`` follow it."""
+        best_at = int(np.argmax(values.to_numpy()))
+        after = values.iloc[best_at + 1 :]
+        if best_at == 0 or len(after) < min_after:
+            return None
+        later = after.iloc[len(after) // 2 :]
+        return cls(
+            column,
+            float(values.index[best_at]),
+            float(values.iloc[best_at]),
+            float(np.median(values.to_numpy()[best_at - 1 : best_at + 2])),
+            float(later.median()),
+            float(values.iloc[-3:].median()),
+            max(curves.difference_noise(values, raw=True), _resolution(values)),
+            len(later),
+        )
+
+
+def _resolution(values: pd.Series) -> float:
+    """The smallest step between two distinct logged values: an accuracy on n examples moves in steps of
+    1/n, so a small validation set that repeats the same few values has a noise of at least one step,
+    even where its second differences are mostly zero."""
+    steps = np.diff(np.unique(np.round(values.to_numpy(dtype="float64"), 9)))
+    return float(steps.min()) if len(steps) else 0.0
+
+
+class ValidationMetricFalls(Rule):
+    """
+    ## What it detects
+    A validation quality metric (accuracy, F1, AUC, Dice, IoU, mAP, ...)
+    reached its best and has fallen well below it for good, while the
+    training loss kept falling: the model gets better on its training data
+    and worse on new data, seen in the measure the user cares about rather
+    than in the validation loss.
+
+    ## Why it matters
+    This is overfitting read off the metric that decides which checkpoint
+    is deployed. The validation loss may hide it: it can barely move while
+    the accuracy sinks (the model grows confident on what it still gets
+    right), and it is often not logged at all for a detector or a
+    classifier trained with a framework's defaults.
+
+    ## How it decides
+    Each validation metric whose name says it measures quality and that
+    rises as the model improves (not an error such as MAE or WER), with
+    values between 0 and 1 (or 0 and 100, read as percent), and at least
+    ``min_points`` finite evaluations. Its best evaluation must not be the
+    first, and at least ``min_after`` evaluations follow it. The level at
+    the best is the median of the best evaluation and its two neighbours
+    (a lucky high of a noisy curve is not the bar). Both the median of the
+    later half of the evaluations after the best and the median of the last
+    three must stand below that level by more than ``min_drop`` and by more
+    than ``noise_z`` standard errors of the metric's own point-to-point
+    noise (read from second differences, in the metric's units, which a
+    steady trend does not inflate; never less than the smallest step between
+    its logged values, one example's worth on a small validation set): one
+    bad evaluation, or a fall that came back, is not enough. With several such metrics, the bar in standard
+    errors is raised for their number (Bonferroni), so a run logging a
+    hundred per-class scores is held to the same 5% chance of a false call
+    as a run logging one.
+
+    A second view must agree: a robust line (Theil-Sen) through the
+    training loss since the best must fall (its 95% interval below zero)
+    and the smoothed training loss must have fallen more than
+    ``train_fall`` over the same stretch; and a validation loss, when one
+    is logged, must not have improved since the metric's best (the median
+    of its last three evaluations no lower than its value there). When the
+    validation loss itself shows overfitting, OVF001 says so and this
+    finding is set aside.
+
+    ## What to do
+    Restore the checkpoint with the best validation metric and stop there
+    (early stopping on that metric, patience of a few evaluations). Then,
+    in order: more or augmented data; regularisation (weight decay
+    0.01-0.1, dropout 0.1-0.3); a smaller model or fewer epochs.
+    """
+
+    code = "OVF009"
+    assumes_falling_loss = True
+    name = "validation-metric-falls"
+    title = "A validation metric falls from its best while the training loss keeps falling"
+    category = Category.GENERALIZATION
+    severity = Severity.WARNING
+    requires = ("loss",)
+    priority = 31
+    thresholds = (
+        Threshold(
+            "min_points",
+            10,
+            "fewest finite evaluations of the metric judged",
+            source="the corpus's short evaluations (sample_runs/corpus/SOURCES.md) end near ten; on the "
+            "calibration half a healthy 8-evaluation pneumonia classifier scores its best accuracy at "
+            "its first evaluation and ends 9 points below it",
+        ),
+        Threshold(
+            "min_after",
+            4,
+            "fewest evaluations after the best",
+            source="as OVF001's stepped-up test: a later half of two and a median of the last three",
+        ),
+        Threshold(
+            "min_drop",
+            0.02,
+            "fall below the level at the best, in the metric's units as a fraction (0.02 = two points)",
+            source="OVF002's max_val_drop: two points, beyond the evaluation noise of a few thousand "
+            "examples. Calibration half: the healthy files whose metric ends below its best beyond its "
+            "noise fall at most 0.011 (a BraTS segmentation's mean IoU at 0.82, and a detector's mAP at "
+            "0.96 by 0.004); the overfitting ones 0.023-0.21",
+        ),
+        Threshold(
+            "noise_z",
+            2.0,
+            "standard errors of the metric's own noise by which both falls must exceed the level at the "
+            "best, for one metric (raised by Bonferroni for several)",
+            source="OVF001's noise_z: about the two-sided 95% band of normal noise",
+        ),
+        Threshold(
+            "train_fall",
+            0.02,
+            "log fall of the smoothed training loss since the metric's best (0.02 = 2%)",
+            source="OVF001's train_fall: anything less is a flat training loss, noise, not learning",
+        ),
+    )
+
+    def check(self, run: Run, t: Mapping[str, float]) -> Iterator[Finding]:
+        train = curves.before_nonfinite(run.series("loss", keep_nan=True))
+        if len(train) < 3 or not curves.is_positive(train):
+            return
+        judged = [
+            fall
+            for column, values in _validation_scores(run)
+            if len(values) >= t["min_points"] and (fall := ScoreFall.of(column, values, t["min_after"]))
+        ]
+        if not judged:
+            return
+        # The chance that pure noise passes one metric's bar, shared out over all the metrics judged.
+        tail = 1 - NormalDist().cdf(t["noise_z"])
+        z = NormalDist().inv_cdf(1 - tail / len(judged))
+        fallen = [
+            fall
+            for fall in judged
+            if fall.beyond(z, t["min_drop"]) and _training_improves(run, train, fall.best_step, t["train_fall"])
+        ]
+        fallen.sort(key=lambda fall: -fall.fall)
+        if not fallen:
+            return
+        worst = fallen[0]
+        train_at_best, train_end = (
+            float(v) for v in curves.value_at(curves.smooth(train), [worst.best_step, float(train.index[-1])])
+        )
+        others = f"; {len(fallen) - 1} more validation metric(s) fell the same way" if len(fallen) > 1 else ""
+        yield self.finding(
+            run,
+            message=f"{worst.described()}, while the training loss fell from {train_at_best:.4g} to "
+            f"{train_end:.4g}{others}",
+            onset=worst.best_step,
+            steps=[worst.best_step],
+            evidence=asdict(worst)
+            | {"fallen_metrics": [fall.column for fall in fallen], "metrics_judged": len(judged)}
+            | {"train_at_best": train_at_best, "train_end": train_end},
+            causes=[
+                "the model memorises the training set: too little data for its capacity",
+                "too many epochs without early stopping",
+                "too little regularisation",
+            ],
+            fixes=[
+                f"restore the checkpoint from step {worst.best_step:.0f} (best {worst.column}) and stop early on it",
+                "add data or augmentation",
+                "regularise: weight decay 0.01-0.1, dropout 0.1-0.3",
+                "use a smaller model or fewer epochs",
+            ],
+        )
+
+
+def _training_improves(run: Run, train: pd.Series, since: float, train_fall: float) -> bool:
+    """From step ``since`` on, a robust line through the training loss falls (its 95% interval below
+    zero) and its smoothed value fell more than ``train_fall`` (log units); and a logged validation
+    loss has not improved meanwhile (the median of its last three no lower than its value at ``since``)."""
+    later = train[train.index >= since]
+    line = curves.trend(curves.comparable(later))
+    if line is None or not line.falling:
+        return False
+    at_since, at_end = curves.value_at(curves.smooth(train), [since, float(train.index[-1])])
+    if not curves.log_ratio(float(at_since), float(at_end)) > train_fall:
+        return False
+    _, val = validation_loss(run)
+    if len(val) < 3:
+        return True
+    return float(val.iloc[-3:].median()) >= float(curves.value_at(val, [since])[0])
 
 
 class AccuracyGap(Rule):
