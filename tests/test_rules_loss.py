@@ -420,6 +420,13 @@ class TestValidationMetricFalls:
         many = {f"val_c{k:03d}_f1": level + rng.normal(0, 0.02, 20) for k in range(100)} | {"val_f1": fallen}
         assert findings(self.run_with(tmp_path, many), "OVF009") == []
 
+    def test_a_summary_metric_leads_a_larger_fall_of_one_class(self, tmp_path):
+        """A rare tag's F1 falling from 0.7 to 0.3 says less than the overall accuracy falling ten points."""
+        metrics = {"val_f1_person": 2 * self.peaked(seed=4) - 0.7, "val_accuracy": self.peaked()}
+        [finding] = findings(self.run_with(tmp_path, metrics), "OVF009")
+        assert finding.evidence["column"] == "val_accuracy"
+        assert finding.evidence["fallen_metrics"] == ["val_accuracy", "val_f1_person"]
+
 
 class TestPlateau:
     def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):

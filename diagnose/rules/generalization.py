@@ -1007,6 +1007,8 @@ _QUALITY_WORDS = (
 
 # Of those, the ones that fall as the model gets better: mean absolute error, word and character error rates.
 _ERROR_WORDS = ("mae", "wer", "cer")
+# Words that say a quality metric sums up the whole validation set rather than one class or tag.
+_SUMMARY_WORDS = ("macro", "micro", "weighted", "overall", "mean", "avg", "average", "top1", "top", "score", "b")
 
 
 def _quality_words(name: str) -> list[str] | None:
@@ -1016,6 +1018,15 @@ def _quality_words(name: str) -> list[str] | None:
     words = own.lower().split("_")
     quality = any(word.startswith(_QUALITY_WORDS) for word in words) or "io_u" in own.lower()
     return words if own != name and quality and "loss" not in name else None
+
+
+def _is_summary_metric(name: str) -> bool:
+    """True for a metric over the whole validation set (``val_accuracy``, ``val_f1_macro``,
+    ``val_map50_95``), False for one that names a class or tag as well (``val_f1_person``)."""
+    words = [word for word in (_quality_words(name) or []) if word]
+    return bool(words) and all(
+        word.startswith(_QUALITY_WORDS) or word in _SUMMARY_WORDS or word.isdigit() for word in words
+    )
 
 
 def _metric_pairs(run: Run) -> Iterator[tuple[str, pd.Series, pd.Series]]:
@@ -1235,7 +1246,8 @@ class ValidationMetricFalls(Rule):
             for fall in judged
             if fall.beyond(z, t["min_drop"]) and _training_improves(run, train, fall.best_step, t["train_fall"])
         ]
-        fallen.sort(key=lambda fall: -fall.fall)
+        # A summary metric leads: the fall of a rare class's F1 can be larger and matter less.
+        fallen.sort(key=lambda fall: (not _is_summary_metric(fall.column), -fall.fall))
         if not fallen:
             return
         worst = fallen[0]
