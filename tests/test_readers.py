@@ -355,6 +355,17 @@ def test_csv_with_a_byte_order_mark_and_a_cut_last_row(tmp_path: Path) -> None:
     assert run.series("val_loss").to_dict() == {0: 1.1, 1: 0.9}
 
 
+def test_csv_with_comment_lines_before_the_header_reads_with_a_note(tmp_path: Path) -> None:
+    """A trainer written in C puts its configuration above the header (Rhymes-Like-Dimes/neural-network-c)."""
+    path = tmp_path / "training_metrics.csv"
+    preamble = "# Layer Sizes: 784-128-10\n# Base Learning Rate: 0.01\n\n"
+    path.write_text(preamble + "Epoch,Accuracy,Loss\n1,93.4,0.21\n2,96.7,0.10\n")
+    run = load(path)
+    assert run.format == "keras"
+    assert run.series("loss").to_dict() == {1: 0.21, 2: 0.10}
+    assert any("3 comment or blank line(s) before the header skipped" in note for note in run.warnings)
+
+
 # -- folders --------------------------------------------------------------------------------
 
 

@@ -30,9 +30,25 @@ _NON_FINITE_NAME = re.compile(r"(?<![\w'])(-?(?:nan|inf))\b")
 _JSON_SPACE = re.compile(r"[ \t\r\n]*")
 
 
+def preamble_lines(lines: list[str]) -> int:
+    """How many lines before a CSV's header are comments (``# Learning Rate: 0.01``, as C and shell
+    trainers write their configuration) or blank."""
+    count = 0
+    for line in lines:
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        count += 1
+    return count
+
+
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
-    """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped."""
-    text = frames.read_text(path)
+    """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped; comment lines
+    before the header are skipped with a note."""
+    lines = frames.read_text(path).splitlines()
+    skipped = preamble_lines(lines)
+    if skipped and any(line.strip() for line in lines[:skipped]):
+        warnings.add("preamble", f"{skipped} comment or blank line(s) before the header skipped")
+    text = "\n".join(lines[skipped:])
     try:
         table = pd.read_csv(
             io.StringIO(text),
