@@ -427,6 +427,12 @@ class TestValidationMetricFalls:
         assert finding.evidence["column"] == "val_accuracy"
         assert finding.evidence["fallen_metrics"] == ["val_accuracy", "val_f1_person"]
 
+    @pytest.mark.parametrize("summary", ["val_f1_macro", "val_map50_95(b)", "val_accuracy_top5"])
+    def test_aggregate_and_detector_metrics_count_as_summaries(self, tmp_path, summary):
+        metrics = {"val_precision_class_3": 2 * self.peaked(seed=4) - 0.7, summary: self.peaked()}
+        [finding] = findings(self.run_with(tmp_path, metrics), "OVF009")
+        assert finding.evidence["column"] == summary
+
 
 class TestPlateau:
     def test_a_smooth_floor_at_full_accuracy_is_a_plateau_even_when_it_starts_late(self):

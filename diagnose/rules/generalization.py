@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
@@ -1008,7 +1009,10 @@ _QUALITY_WORDS = (
 # Of those, the ones that fall as the model gets better: mean absolute error, word and character error rates.
 _ERROR_WORDS = ("mae", "wer", "cer")
 # Words that say a quality metric sums up the whole validation set rather than one class or tag.
-_SUMMARY_WORDS = ("macro", "micro", "weighted", "overall", "mean", "avg", "average", "top1", "top", "score", "b")
+_SUMMARY_WORDS = ("macro", "micro", "weighted", "overall", "mean", "avg", "average", "score")
+_TOP_K_OR_NUMBER = re.compile(r"(?:top)?\d+")  # top1, top5; the 50 and 95 of mAP50-95
+# Ultralytics' box and mask suffixes: metrics/mAP50-95(B) is read as val_map50_95(b).
+_YOLO_SUFFIX = re.compile(r"\((?:b|m)\)$")
 
 
 def _quality_words(name: str) -> list[str] | None:
@@ -1023,9 +1027,9 @@ def _quality_words(name: str) -> list[str] | None:
 def _is_summary_metric(name: str) -> bool:
     """True for a metric over the whole validation set (``val_accuracy``, ``val_f1_macro``,
     ``val_map50_95``), False for one that names a class or tag as well (``val_f1_person``)."""
-    words = [word for word in (_quality_words(name) or []) if word]
+    words = [_YOLO_SUFFIX.sub("", word) for word in (_quality_words(name) or []) if word]
     return bool(words) and all(
-        word.startswith(_QUALITY_WORDS) or word in _SUMMARY_WORDS or word.isdigit() for word in words
+        word.startswith(_QUALITY_WORDS) or word in _SUMMARY_WORDS or _TOP_K_OR_NUMBER.fullmatch(word) for word in words
     )
 
 
