@@ -231,3 +231,62 @@ def test_key_resolution_prefixes_and_loss_names_are_the_readers() -> None:
     assert set(qualifiers) == set(schema._LOSS_QUALIFIERS)
     for name in _backticked(names):
         assert schema.is_loss_name(name) and all(schema.is_loss_name(q + name) for q in qualifiers), name
+
+
+# -- the format documents, table by table -------------------------------------------------------
+
+
+def _table_rows(body: str) -> list[list[str]]:
+    """The cells of each row of the tables in ``body`` that names something (`...`), headers left out."""
+    lines = body.splitlines()
+    headers = {i - 1 for i, line in enumerate(lines) if re.match(r"^\|\s*-+", line)}
+    return [line.split(" | ") for i, line in enumerate(lines) if line.startswith("| `") and i not in headers]
+
+
+def doc_tables(text: str) -> dict[str, dict[str, list[str]]]:
+    """Each heading's table: every backticked name of a row's first cell, with that row's other cells."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    for heading, body in re.findall(r"^#+ (.+?)\n(.*?)(?=^#+ |\Z)", text, flags=re.MULTILINE | re.DOTALL):
+        tables[heading] = {name: row[1:] for row in _table_rows(body) for name in re.findall(r"`([^`]+)`", row[0])}
+    return tables
+
+
+def _documented_once(text: str, heading: str) -> set[str]:
+    """The names the table under ``heading`` documents, each in one row only."""
+    body = re.split(r"^#+ ", text.split(f"\n{heading}\n", 1)[1], flags=re.MULTILINE)[0]
+    names = [name for row in _table_rows(body) for name in re.findall(r"`([^`]+)`", row[0])]
+    assert len(names) == len(set(names)), f"{heading}: a name documented twice"
+    return set(names)
+
+
+def test_run_format_tables_document_each_declared_key_of_their_kind_once() -> None:
+    from diagnose.runfile import schema
+
+    doc = DOCS["run-format.md"]
+    assert _documented_once(doc, "### `meta`: the first record of a session") == set(schema.META_FIELDS) - {"kind"}
+    assert _documented_once(doc, "### `step`: one per optimizer step") == set(schema.STEP_FIELDS)
+    assert _documented_once(doc, "### `layer`: one per module per sampled step") == set(schema.LAYER_FIELDS)
+    events = doc_tables(doc)["`event`: something happened"]
+    assert set(events) == set(schema.EVENTS) | set(schema.PREFLIGHT_EXPERIMENTS)
+    for name, event in schema.EVENTS.items():
+        keys = set(re.findall(r"`([^`]+)`", events[name][0]))
+        if name != schema.EV_PREFLIGHT:  # its measurements have a table of their own, per experiment
+            assert set(event.fields) <= keys, name
+
+
+def test_report_schema_tables_are_the_json_schema_objects() -> None:
+    from diagnose.report.schema import JSON_SCHEMA
+
+    doc = DOCS["report-schema.md"]
+    run = JSON_SCHEMA["properties"]["runs"]["items"]["properties"]
+    objects = {
+        "## Top level": JSON_SCHEMA,
+        "## verdict": JSON_SCHEMA["properties"]["verdict"],
+        "## run": JSON_SCHEMA["properties"]["runs"]["items"],
+        "## summary": run["summary"],
+        "## read": run["read"],
+        "## finding": run["findings"]["items"],
+        "## root cause": run["root_causes"]["items"],
+    }
+    for heading, schema in objects.items():
+        assert _documented_once(doc, heading) == set(schema["properties"]), heading
