@@ -135,10 +135,15 @@ def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -
         fail_on = table.get("fail-on") or table.get("fail_on")
         select, ignore = split_patterns(table.get("select") or ()), split_patterns(table.get("ignore") or ())
         _validate_patterns((*select, *ignore))
+        severity = {code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()}
+        known = {rule.code for rule in all_rules()}
+        unknown = sorted(set(severity) - known)
+        if unknown:  # a misspelt code would change nothing, and say nothing
+            raise ConfigError(f"{origin}: unknown rule code(s) {', '.join(unknown)} in [tool.diagnose.severity]")
         return RuleConfig(
             select=tuple(select),
             ignore=tuple(ignore),
-            severity={code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()},
+            severity=severity,
             thresholds=thresholds,
             fail_on=Severity.parse(fail_on) if fail_on else None,
         )
