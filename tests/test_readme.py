@@ -290,3 +290,103 @@ def test_report_schema_tables_are_the_json_schema_objects() -> None:
     }
     for heading, schema in objects.items():
         assert _documented_once(doc, heading) == set(schema["properties"]), heading
+
+
+# -- the Python a reader copies, run on a tiny classifier ----------------------------------------
+
+
+def python_block(starting: str) -> str:
+    (body,) = [body for language, body in code_blocks(README) if language == "python" and body.startswith(starting)]
+    return body
+
+
+def _tiny_classifier():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    return nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10)), x, y
+
+
+def test_the_quick_start_records_a_run_that_reads_back(tmp_path, monkeypatch) -> None:
+    import torch
+    from torch import nn
+
+    import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    model, x, y = _tiny_classifier()
+    criterion = nn.CrossEntropyLoss()
+    names = {
+        "model": model,
+        "optimizer": torch.optim.Adam(model.parameters(), lr=1e-3),
+        "criterion": criterion,
+        "epochs": 2,
+        "loader": [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)],
+        "evaluate": lambda m: criterion(m(x), y).item(),
+        "acc": 0.1,
+    }
+    exec(python_block("import diagnose\n\nwith diagnose.watch("), names)
+    analysis = diagnose.analyze(diagnose.load("runs/exp1.jsonl"))
+    assert analysis.run.series("loss").size == 8 and analysis.run.series("val_loss").size == 2
+    assert isinstance(analysis.root_causes, list)
+
+
+def test_the_live_policy_options_are_accepted(tmp_path, monkeypatch) -> None:
+    import torch
+
+    import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    model, _, _ = _tiny_classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    exec(
+        python_block('with diagnose.watch(model, optimizer, "run.jsonl",'),
+        {"model": model, "optimizer": optimizer, "send": print, "diagnose": diagnose},
+    )
+    assert (tmp_path / "run.jsonl").is_file()
+
+
+def test_the_sinks_send_a_finding(tmp_path, monkeypatch) -> None:
+    import sys
+    import types
+    import urllib.request
+
+    import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    sent = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: sent.append(request.full_url))
+    levels = types.SimpleNamespace(ERROR="error", WARN="warn")
+    monkeypatch.setitem(
+        sys.modules, "wandb", types.SimpleNamespace(alert=lambda **k: sent.append(k), AlertLevel=levels)
+    )
+    names = {"WEBHOOK_URL": "http://chat.invalid/hook"}
+    exec(python_block("import json, urllib.request"), names)
+    (finding, *_) = diagnose.analyze(diagnose.load(ROOT / "sample_runs" / "examples" / "NF001" / "bad.jsonl"))
+    for sink in ("to_chat", "to_wandb", "to_tensorboard"):
+        names[sink](finding)
+    names["tb"].close()  # its writer thread would write into "tb" after the test has left the folder
+    assert sent[0] == "http://chat.invalid/hook" and sent[1]["level"] == "error"
+
+
+def test_the_preflight_call_returns_an_analysis_of_its_run_file(tmp_path, monkeypatch) -> None:
+    import torch
+    from torch import nn
+
+    import diagnose
+
+    monkeypatch.chdir(tmp_path)
+    model, x, y = _tiny_classifier()
+    names = {
+        "diagnose": diagnose,
+        "torch": torch,
+        "model": model,
+        "loss_fn": nn.CrossEntropyLoss(),
+        "x": x,
+        "y": y,
+    }
+    exec(python_block("analysis = diagnose.preflight("), names)
+    assert names["analysis"].run.meta["preflight"] is True
+    assert (tmp_path / "diagnose-preflight.jsonl").is_file()
