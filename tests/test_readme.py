@@ -390,3 +390,26 @@ def test_the_preflight_call_returns_an_analysis_of_its_run_file(tmp_path, monkey
     exec(python_block("analysis = diagnose.preflight("), names)
     assert names["analysis"].run.meta["preflight"] is True
     assert (tmp_path / "diagnose-preflight.jsonl").is_file()
+
+
+def test_every_file_and_python_name_the_readme_and_docs_point_to_exists() -> None:
+    import importlib
+
+    text = README + "".join(DOCS.values())
+    paths = set(re.findall(r"`((?:diagnose|tests|benchmarks|sample_runs|docs)/[^`\s]*)`", text))
+    assert paths
+    assert [p for p in sorted(paths) if not re.search(r"[<*]", p) and not (ROOT / p).exists()] == []
+    missing = []
+    for name in sorted(set(re.findall(r"`(diagnose(?:\.\w+)+)`", text)) - {"diagnose.xml"}):  # the JUnit file
+        parts = name.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:split]))
+                for attribute in parts[split:]:
+                    found = getattr(found, attribute)
+                break
+            except (ImportError, AttributeError):
+                continue
+        else:
+            missing.append(name)
+    assert missing == []
