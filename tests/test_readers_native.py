@@ -147,3 +147,11 @@ def test_load_reads_a_plain_file_without_the_general_path(tmp_path, monkeypatch)
     monkeypatch.setattr(native, "_runs_read_in_full", lambda *args: pytest.fail("read by the general path"))
     run = load(path)
     assert run.name == "x" and run.rank == 1 and list(run.evals.columns) == ["step", "val_loss", "val_accuracy"]
+
+
+def test_two_minimal_form_keys_for_the_loss_in_the_same_rows_get_a_reading_note(tmp_path: Path) -> None:
+    # The README's key resolution: the first is the loss, the other keeps its name, and the report says so.
+    records = [{"step": s, "train_loss": 1.0 / s, "train/mean_nll": 2.0} for s in (1, 2)]
+    run = load(write_lines(tmp_path / "two.jsonl", records))
+    assert run.steps["loss"].tolist() == [1.0, 0.5] and run.steps["train_mean_nll"].tolist() == [2.0, 2.0]
+    assert any("loss read from 'train_loss'; 'train/mean_nll' also names one" in w for w in run.warnings), run.warnings

@@ -44,6 +44,8 @@ def test_command_line_adds_to_the_file() -> None:
         '[tool.diagnose.thresholds]\n"OVF001.no_such_threshold" = 1\n',
         '[tool.diagnose.thresholds]\n"ZZZ999.x" = 1\n',
         '[tool.diagnose.severity]\nLR001 = "fatal"\n',
+        '[tool.diagnose.severity]\nLR01 = "info"\n',  # a typo would otherwise change nothing, silently
+        '[tool.diagnose]\nslect = ["LR"]\n',
         "[tool.diagnose\n",
     ],
 )

@@ -1,10 +1,12 @@
 """The ``diagnose`` command: one module per subcommand, assembled here.
 
 Exit codes, as linters use them: 0 success, 1 findings at or above
-``--fail-on`` (``check`` only), 2 a usage, input or configuration error, shown
-as one line ``diagnose: error: ...``. ``run`` passes on the script's own exit
-code (1 when it raised, 130 after Ctrl-C) and exits 3 when ``--stop-on``
-stopped training.
+``--fail-on`` or an unmet expectation (``check`` and ``preflight``), 2 a usage,
+input or configuration error, shown as one line ``diagnose: error: ...``, 3 a
+run ``check`` could not judge. ``run`` passes on the script's own exit code (1
+when it raised, 130 after Ctrl-C) and exits 3 when ``--stop-on`` stopped
+training. README.md's table lists them all (tests/test_readme.py holds it to
+the code).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def runs_from_bytes(
 def _runs_read_in_full(raw: bytes, path: Path, mapping: Mapping[str, str] | None) -> list[Run]:
     warnings = frames.WarningLog()
     tables, metas = _tables(raw, warnings)
-    parts = _parts(tables, mapping, path)
+    parts = _parts(tables, mapping, path, warnings)
     if all(part.empty for part in parts.values()):
         raise InputError(
             f'{path}: no step, evaluation or event records found (expected JSON lines like {{"step": 1, "loss": 0.5}})'
@@ -299,9 +299,11 @@ def _reject(record: Any, position: int, warnings: frames.WarningLog) -> None:
 # -- records -> ordered frames ---------------------------------------------------------
 
 
-def _parts(tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, path: Path) -> dict[str, pd.DataFrame]:
+def _parts(
+    tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, path: Path, warnings: frames.WarningLog
+) -> dict[str, pd.DataFrame]:
     """Frames of step, evaluation, layer and event rows, each with its file position in ``_pos``."""
-    minimal_train, minimal_eval = _minimal(tables[None], mapping, path)
+    minimal_train, minimal_eval = _minimal(tables[None], mapping, path, warnings)
     steps, evals, layers, events = (_with_step(tables[kind]) for kind in _DATA_KINDS)
     if "lrs" in steps.columns:
         first_lr = steps["lrs"].map(lambda v: v[0] if isinstance(v, list) and v else None)
@@ -324,7 +326,9 @@ def _with_step(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if "step" in frame.columns or frame.empty else frame.assign(step=np.nan)
 
 
-def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _minimal(
+    raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path, warnings: frames.WarningLog
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Minimal-form records split by their keys into training and evaluation rows.
 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
@@ -332,6 +336,9 @@ def _minimal(raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path) -
     if raw.empty:  # a file our writer wrote has none: no naming to do
         return _no_rows(), _no_rows()
     frame = frames.name_table(raw.drop(columns="_pos"), path, mapping=mapping, meta={})
+    # Two keys read as the loss: say which one was taken, as the table readers do.
+    for note in frame.attrs.get("reading_notes", ()):
+        warnings.add("loss-choice", note)
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]
     eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]

@@ -125,7 +125,16 @@ def load_config(pyproject: Path | None = None) -> RuleConfig:
     return config_from_table(table, origin=str(path))
 
 
+# The keys [tool.diagnose] reads; fail_on is accepted for fail-on.
+TABLE_KEYS = ("select", "ignore", "fail-on", "fail_on", "severity", "thresholds")
+
+
 def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -> RuleConfig:
+    unknown_keys = sorted(set(table) - set(TABLE_KEYS))
+    if unknown_keys:  # a misspelt key would be ignored without a word
+        expected = ", ".join(key for key in TABLE_KEYS if key != "fail_on")
+        keys = ", ".join(unknown_keys)
+        raise ConfigError(f"{origin}: unknown key(s) {keys} in [tool.diagnose] (expected {expected})")
     try:
         thresholds: dict[str, dict[str, float]] = {}
         for key, value in (table.get("thresholds") or {}).items():
@@ -135,10 +144,15 @@ def config_from_table(table: Mapping[str, Any], origin: str = "configuration") -
         fail_on = table.get("fail-on") or table.get("fail_on")
         select, ignore = split_patterns(table.get("select") or ()), split_patterns(table.get("ignore") or ())
         _validate_patterns((*select, *ignore))
+        severity = {code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()}
+        known = {rule.code for rule in all_rules()}
+        unknown = sorted(set(severity) - known)
+        if unknown:  # a misspelt code would change nothing, and say nothing
+            raise ConfigError(f"{origin}: unknown rule code(s) {', '.join(unknown)} in [tool.diagnose.severity]")
         return RuleConfig(
             select=tuple(select),
             ignore=tuple(ignore),
-            severity={code.upper(): Severity.parse(v) for code, v in (table.get("severity") or {}).items()},
+            severity=severity,
             thresholds=thresholds,
             fail_on=Severity.parse(fail_on) if fail_on else None,
         )
