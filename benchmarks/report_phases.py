@@ -62,7 +62,7 @@ class Meter:
 
 def phases(path: Path) -> None:
     meter = Meter()
-    from diagnose.cli import app, common  # noqa: F401 - the command line, as `diagnose report` imports it
+    from diagnose.cli import common, group  # noqa: F401 - the command line, as `diagnose report` imports it
 
     meter.phase("import command line")
     common.freeze_imports = True  # as `diagnose report` runs
