@@ -45,10 +45,11 @@ def main() -> None:
         from diagnose.cli import common
 
         common.freeze_imports = True
-    from diagnose.cli.group import app
-
+        group = common.imported("diagnose.cli.group")  # numpy, typer and click, the collector paused
+    else:
+        from diagnose.cli import group
     try:
-        app()
+        group.app()
     except SystemExit as exc:
         if command not in _ENDS_AT_ONCE:
             raise
