@@ -90,3 +90,10 @@ def test_a_report_begins_to_parse_a_long_run_before_it_imports_the_command_line(
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False"] * len(HEAVY)  # the parse began before any of them
     assert json.loads((tmp_path / "out.json").read_text())["runs"]
+
+
+def test_the_command_group_leaves_click_unimported_where_typer_carries_its_own() -> None:
+    code = "import sys; import diagnose.cli.group; print('typer._click' in sys.modules, 'click' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    vendored, click_imported = result.stdout.split()
+    assert vendored == "False" or click_imported == "False"  # typer >= 0.25: its copy of click is all it runs on

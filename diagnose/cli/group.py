@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import numpy as np
 import typer
 import typer.main
@@ -25,9 +24,13 @@ from diagnose import __version__
 from diagnose.errors import DiagnoseError
 from diagnose.escaping import neutralise_workflow_command, visible
 
+if TYPE_CHECKING:
+    import click
+
 USAGE_ERROR = 2
-# click's UsageError, and the copy of it that typer raises where it vendors click (typer >= 0.25).
-_USAGE_ERRORS = tuple({click.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")})
+# The UsageError of the click that typer runs on: its own copy where it vendors click (typer >= 0.25),
+# click's before. Found through typer's BadParameter, so that click itself is not imported for it (0.02 s).
+_USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 # Each command, in the order --help lists them: its module in diagnose.cli (the function of its name)
@@ -46,7 +49,7 @@ _COMMANDS: dict[str, dict[str, Any]] = {
 }
 
 
-class _CommandTable(MutableMapping[str, click.Command]):
+class _CommandTable(MutableMapping[str, "click.Command"]):
     """The commands by name; each built from its module the first time it is looked up."""
 
     def __init__(self, build: Callable[[str], click.Command]) -> None:
