@@ -247,8 +247,9 @@ def _equal_bin_medians(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 def _row_medians(rows: np.ndarray) -> np.ndarray:
     """``np.median(rows, axis=1)``, the same numbers, from sorted rows (rows holding NaN: by np.median).
-    The rows are sorted in place: the caller's gathered copy, of no further use. A sorted copy cost
-    five times as much (0.04 s against 0.008 s for the 50,000 bins of a million-point curve)."""
+    The rows are sorted in place: the caller's gathered copy, of no further use. A sorted copy of
+    the 50,000 bins of a million-point curve took twice as long (0.008 s against 0.004 s, and 0.04 s
+    when its 8 MB were fresh memory)."""
     if np.isnan(rows).any():
         return np.median(rows, axis=1)
     rows.sort(axis=1)
