@@ -2,11 +2,12 @@
 
 Writes the run of ``benchmarks/analysis_speed.py`` (``--steps`` steps) unless a
 file is given, then, in a new process run from compiled bytecode, goes through
-the phases of a report one after another: importing the command line, importing
-the rules (pandas with them), reading the file and pyarrow's parse of it,
-building the `Run` of the parse, the rules, the JSON render. The real command parses while
-it imports (see ``diagnose.readers.arrow_lines``); here nothing overlaps, so
-that each phase shows its own cost. For each phase: wall seconds, CPU seconds
+the phases of a report one after another: importing the command line, pydantic
+(typer converts the arguments with it), importing the rules (pandas with them),
+reading the file and pyarrow's parse of it, building the `Run` of the parse, the
+rules, the JSON render. The real command parses while it imports (see
+``diagnose.readers.arrow_lines``); here nothing overlaps, so that each phase
+shows its own cost. For each phase: wall seconds, CPU seconds
 of the process (user and system: the parse runs on pyarrow's threads), minor
 page faults (first touches of fresh memory) and the CPU the cyclic garbage
 collector took.
@@ -62,9 +63,12 @@ class Meter:
 
 def phases(path: Path) -> None:
     meter = Meter()
-    from diagnose.cli import app, common  # noqa: F401 - the command line, as `diagnose report` imports it
+    from diagnose.cli import common, group  # noqa: F401 - the command line, as `diagnose report` imports it
 
     meter.phase("import command line")
+    from pydantic import TypeAdapter  # noqa: F401 - typer (0.29) converts each argument with these
+
+    meter.phase("import pydantic")
     common.freeze_imports = True  # as `diagnose report` runs
     config = common.rule_config()
     from diagnose.readers import arrow_lines, native

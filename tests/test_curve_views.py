@@ -144,3 +144,17 @@ def test_within_shared_views_the_finite_curve_is_read_only_and_outside_it_is_the
     own = curves.finite(curve)
     own.iloc[0] = -1.0
     assert curve.iloc[0] == 50 and own.iloc[0] == -1.0
+
+
+def test_curves_sharing_their_numbers_are_checksummed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    summed = []
+    monkeypatch.setattr(curves.zlib, "crc32", lambda data: summed.append(len(data)) or 0)
+    series = noisy_loss()
+    with curves.shared_views():
+        curves.finite(series)  # the finite curve shares the series' numbers and steps
+        assert curves.is_positive(curves.finite(series))
+        curves.rolling_median(pd.Series(series.to_numpy(), index=series.index, name="again", copy=False), 50)
+    assert summed == [LONG, LONG]  # the numbers once, the steps once
+    with curves.shared_views():  # a new block knows nothing of the last
+        curves.finite(series)
+    assert len(summed) == 4

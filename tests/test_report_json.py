@@ -135,3 +135,11 @@ def test_a_superseded_finding_is_listed_with_what_superseded_it():
     chance = next(r for r in run["root_causes"] if r["code"] == "CH001")
     assert chance["supersedes"].startswith("PLT001 ")
     assert "PLT001" not in [f["code"] for f in run["findings"]]
+
+
+@pytest.mark.parametrize("losses", [(2.0, 0.5, 1.0, 0.5, 0.7), (2.0, float("inf"), 0.5, 1.0, 0.5, float("nan"))])
+def test_the_best_loss_is_the_first_of_the_lowest_finite_values(losses: tuple[float, ...]) -> None:
+    from diagnose.report.summary import summarize
+
+    summary = summarize(make_run(losses=losses))
+    assert (summary.best_loss, summary.best_loss_step) == (0.5, 2 if math.isfinite(losses[1]) else 3)

@@ -487,3 +487,12 @@ class TestOthers:
 
     def test_healthy_per_step_noise_is_not_too_noisy(self):
         assert findings(sample("healthy_regression"), "NOI001") == []
+
+
+def test_the_first_stretch_at_a_level_ends_at_the_first_point_outside_or_at_the_end() -> None:
+    from diagnose.rules.initialization import _first_stretch
+
+    logged = np.log([5.0, 2.3, 2.31, 2.29, 1.0, 2.3, 2.3])
+    assert _first_stretch(logged, 2.3, 0.01) == (1, 4)
+    assert _first_stretch(logged[:4], 2.3, 0.01) == (1, 4)  # inside to the last point
+    assert _first_stretch(logged, 7.0, 0.01) is None

@@ -82,7 +82,7 @@ def rule_config(
     fail_on: str | None = None,
 ) -> RuleConfig:
     """``[tool.diagnose]`` from pyproject.toml with the command-line options on top."""
-    load_config = _imported("diagnose.rules.config").load_config  # the rules, and pandas with them
+    load_config = imported("diagnose.rules.config").load_config  # the rules, and pandas with them
 
     return load_config().merged(select=select or (), ignore=ignore or (), settings=settings or (), fail_on=fail_on)
 
@@ -92,7 +92,7 @@ def rule_config(
 freeze_imports = False
 
 
-def _imported(name: str) -> ModuleType:
+def imported(name: str) -> ModuleType:
     """The module ``name``; under `freeze_imports`, imported the first time with the cyclic garbage
     collector off, and what it tracks by then frozen (never walked again). An import makes modules,
     classes and functions that live as long as the process, which the collector walked a couple of

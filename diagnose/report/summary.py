@@ -65,10 +65,14 @@ def _last_and_best(run: Run, column: str) -> tuple[float | None, float | None, i
         return None, None, None
     numbers = values.to_numpy(dtype="float64")
     last = float(numbers[-1])
-    finite = np.flatnonzero(np.isfinite(numbers))
-    if not len(finite):
-        return last, None, None
-    best_at = finite[np.argmin(numbers[finite])]  # the first of equal lowest values, as idxmin takes it
+    finite = np.isfinite(numbers)
+    if finite.all():  # the common case: the lowest of them all, without gathering the finite ones first
+        best_at = int(np.argmin(numbers))  # the first of equal lowest values, as idxmin takes it
+    else:
+        positions = np.flatnonzero(finite)
+        if not len(positions):
+            return last, None, None
+        best_at = positions[np.argmin(numbers[positions])]
     return last, float(numbers[best_at]), int(values.index[best_at])
 
 

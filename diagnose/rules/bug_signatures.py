@@ -44,6 +44,13 @@ def carried_gradients(carried: Sequence[float], grad_norm: Sequence[float], min_
     }
 
 
+def _finite(values: np.ndarray) -> np.ndarray:
+    """The finite values, read only: the array itself when all are (a long curve's million values
+    are then not copied by a mask that keeps every one)."""
+    keep = np.isfinite(values)
+    return values if keep.all() else values[keep]
+
+
 def gradient_growth(grad_norm: Sequence[float]) -> float:
     """Last over first gradient norm (medians of the first and last fifth): how much they piled up."""
     values = np.asarray(grad_norm, float)
@@ -56,7 +63,7 @@ def gradient_growth(grad_norm: Sequence[float]) -> float:
 
 def exactly_zero_gradients(grad_norm: Sequence[float], min_share: float) -> dict | None:
     values = np.asarray(grad_norm, float)
-    values = values[np.isfinite(values)]
+    values = _finite(values)
     if len(values) < 3:
         return None
     share = float((values == 0).mean())
@@ -213,7 +220,7 @@ def identical_units(events: Sequence[Mapping[str, Any]]) -> list[dict]:
 def falls_below_zero_without_bound(loss: Sequence[float], min_orders: float) -> dict | None:
     """A loss that crosses zero and keeps falling by orders of magnitude (log-likelihoods of raw scores)."""
     values = np.asarray(loss, float)
-    values = values[np.isfinite(values)]
+    values = _finite(values)
     if len(values) < 10 or values[-1] >= 0:
         return None
     scale = max(float(np.median(np.abs(values[: max(len(values) // 10, 1)]))), 1e-12)
@@ -231,7 +238,7 @@ def loss_below_label_bound(loss: Sequence[float], num_classes: int | None) -> di
     below zero than that is no likelihood of the labels at all.
     """
     values = np.asarray(loss, float)
-    values = values[np.isfinite(values)]
+    values = _finite(values)
     if len(values) < 10:
         return None
     bound = -math.log(max(int(num_classes or 2), 2))
@@ -369,7 +376,7 @@ def gave_progress_back(loss: Sequence[float], min_rise: float) -> dict | None:
     """A positive loss whose end (median of the last tenth) is more than ``min_rise`` (log) above
     its best smoothed level (the lowest of 20 bin medians, as LR002 measures it)."""
     values = np.asarray(loss, float)
-    values = values[np.isfinite(values)]
+    values = _finite(values)
     if len(values) < 20 or (values <= 0).any():
         return None
     best = float(min(np.median(chunk) for chunk in np.array_split(values, 20)))
@@ -390,7 +397,7 @@ def loss_at_label_entropy(
     or sorted labels would make the bound trivial.
     """
     values = np.asarray(loss, float)
-    values = values[np.isfinite(values)]
+    values = _finite(values)
     if len(values) < 20 or num_classes < 2 or not label_entropy >= 0.5 * math.log(num_classes):
         return None
     late = float(np.median(values[-max(len(values) // 10, 1) :]))

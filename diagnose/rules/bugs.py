@@ -566,8 +566,10 @@ class SoftmaxCrossEntropyFloor(Rule):
         if len(loss) < 20:
             return
         floor = sig.softmax_ce_floor(classes)
+        if float(loss.min()) < floor * (1 - t["tolerance"]):  # below the floor: most runs, judged without the decile
+            return
         low = float(np.quantile(loss.to_numpy(), 0.1))
-        if not (floor * (1 - t["tolerance"]) <= float(loss.min()) and low <= floor * (1 + t["tolerance"])):
+        if not low <= floor * (1 + t["tolerance"]):
             return
         yield self.finding(
             run,

@@ -586,8 +586,10 @@ def _first_stretch(logged: np.ndarray, level: float, tolerance: float) -> tuple[
     if not inside.any():
         return None
     first = int(np.argmax(inside))
-    outside = np.flatnonzero(~inside[first:])
-    return first, first + int(outside[0]) if len(outside) else len(inside)
+    # The first point outside after it, by argmin (the first False): listing every point outside
+    # took an array of most of the curve's positions (8 MB on a million points) for its first one.
+    rest = inside[first:]
+    return first, len(inside) if rest.all() else first + int(np.argmin(rest))
 
 
 def _accuracy_between(run: Run, start: float, stop: float) -> float | None:
