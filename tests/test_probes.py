@@ -220,6 +220,31 @@ def test_eval_metrics_and_explicit_steps(tmp_path: Path) -> None:
     assert run.series("val_accuracy").tolist() == [0.4, 0.4]
 
 
+@pytest.mark.parametrize("careful", [True, False], ids=["eval-no-grad", "train-mode-with-grad"])
+def test_an_evaluation_after_an_epoch_is_recorded_at_its_last_step(tmp_path: Path, careful: bool) -> None:
+    """The README's loop; an evaluation that forgets eval() and no_grad() runs a forward the watch takes
+    for the next step's, and must still land on the step whose weights it measured."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    path = tmp_path / "run.jsonl"
+    x, y = data()
+    with diagnose.watch(model, optimizer, path) as w:
+        for _ in range(4):
+            for batch in (slice(0, 16), slice(16, 32)):
+                optimizer.zero_grad()
+                loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+                loss.backward()
+                optimizer.step()
+                w.log(loss=loss)
+            model.train(not careful)
+            with torch.set_grad_enabled(not careful):
+                w.log(val_loss=nn.functional.cross_entropy(model(x), y))
+            model.train()
+    run = diagnose.load(path)
+    assert run.series("val_loss").index.tolist() == [2, 4, 6, 8]
+    assert run.n_steps == 8 and run.series("loss").index.tolist() == list(range(1, 9))
+
+
 def test_reopening_a_run_file_appends(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     train(path, mlp(), steps=5)

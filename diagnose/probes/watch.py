@@ -432,10 +432,22 @@ class Watch:
             if self.optimizer is None and any(canonical == "loss" for canonical, _ in train):
                 self.end_step()
         if evals:
-            target = self._record if step is None or int(step) == self._record.step else StepRecord(int(step))
+            target = self._eval_record(step)
             target.private.setdefault("evals", {}).update(evals)
             if target is not self._record:
                 self._pending.append(target)
+
+    def _eval_record(self, step: int | None) -> StepRecord:
+        """Where logged evaluation values go: the step named, else the step in progress, else, when the
+        record in progress has seen no training yet (an evaluation whose forward ran in train mode with
+        gradients on opened it), the last step: the weights evaluated are the ones that step left."""
+        record = self._record
+        if step is not None and int(step) != record.step:
+            return StepRecord(int(step))
+        untrained = not (self._step_done or self._user_logged or record.losses or record.grad_norms is not None)
+        if step is None and untrained and record.step > self.first_step:
+            return StepRecord(record.step - 1)
+        return record
 
     def _name_key(self, key: str) -> tuple[bool, str]:
         """Whether a logged key is an evaluation value, and its canonical name; kept, since a loop
