@@ -23,8 +23,10 @@ from diagnose.rules.helpers import modules as labelled
 from diagnose.run import Run
 from diagnose.runfile import schema
 
-# Curve-level symptoms a broken training loop produces; each bug rule explains a subset.
-_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024")
+# Curve-level symptoms a broken training loop produces; each bug rule explains a subset. A loss the
+# bug sends off also sends the validation loss off: its rise (OVF004) and blow-up (NF003) are the same
+# symptom, seen on the evaluations.
+_LOSS_SHAPE = ("LR001", "LR002", "LR003", "PLT001", "CH001", "SPK001", "NOI001", "BUG024", "OVF004", "NF003")
 _STALL = ("PLT001", "PLT002", "CH001", "CH003", "LR003", "GRD003", "BUG024")
 
 
