@@ -155,3 +155,13 @@ def test_two_minimal_form_keys_for_the_loss_in_the_same_rows_get_a_reading_note(
     run = load(write_lines(tmp_path / "two.jsonl", records))
     assert run.steps["loss"].tolist() == [1.0, 0.5] and run.steps["train_mean_nll"].tolist() == [2.0, 2.0]
     assert any("loss read from 'train_loss'; 'train/mean_nll' also names one" in w for w in run.warnings), run.warnings
+
+
+def test_a_minimal_form_file_without_a_plain_loss_reads_its_first_loss_with_a_note(tmp_path: Path) -> None:
+    # As the table readers do: a VAE's recon_loss and kl_loss, no "loss"; the first stands in, said in a note.
+    records = [{"step": s, "recon_loss": 1.0 / s, "kl_loss": 0.1 * s} for s in (1, 2, 3)]
+    records.append({"step": 3, "val_recon_loss": 0.9})
+    run = load(write_lines(tmp_path / "vae.jsonl", records))
+    assert run.series("loss").tolist() == [1.0, 0.5, 1 / 3] and run.series("kl_loss").size == 3
+    assert run.series("val_loss").tolist() == [0.9]
+    assert any("loss read from recon_loss (first of 2 losses" in note for note in run.warnings), run.warnings

@@ -339,6 +339,8 @@ def _minimal(
     # Two keys read as the loss: say which one was taken, as the table readers do.
     for note in frame.attrs.get("reading_notes", ()):
         warnings.add("loss-choice", note)
+    # No plain loss but other losses (recon_loss, g_loss): the first stands in, with a note, as in a table.
+    frame = frames.add_primary_losses(frame, {}, warnings)
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]
     eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]
