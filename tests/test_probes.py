@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -113,6 +114,34 @@ def test_hooks_are_gone_after_close_and_close_twice_is_safe(tmp_path: Path) -> N
         assert not module._backward_hooks
         assert "forward" not in vars(module)  # the non-finite probe's wrapped forwards are put back
     assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
+
+
+def test_the_probes_reading_the_output_gradient_share_one_hook_on_the_output(tmp_path: Path) -> None:
+    # The gradient norms and the loss-gradient signal both start from the model output's gradient; a
+    # tensor hook costs a registration and a call from the autograd engine at every step, so the watch
+    # puts one on the output for both.
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    outputs = []
+    x, y = data()
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:  # sqrt(0) of a term: 0 * inf = NaN in its backward only
+        return nn.functional.cross_entropy(out, y) + torch.sqrt((out[:, :1] - out[:, :1].detach()) ** 2).mean()
+
+    with diagnose.watch(model, optimizer, tmp_path / "run.jsonl", live=False) as w:
+        model.register_forward_hook(lambda module, args, output: outputs.append(output))  # after the watch's
+        for _ in range(6):
+            optimizer.zero_grad()
+            loss = loss_fn(model(x))
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+    # Steps 5 and 6 sample nothing: the early steps' signatures hook the output of their own.
+    assert [len(output._backward_hooks) for output in outputs[4:]] == [1, 1]
+    steps = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    steps = [line for line in steps if line["kind"] == "step"]
+    assert all("grad_norm" in line for line in steps) and len(steps) == 6  # NaN from step 1 on, but read
+    assert diagnose.load(tmp_path / "run.jsonl").series("loss_grad_nonfinite").index.min() == 1
 
 
 def test_killed_writer_leaves_a_readable_file(tmp_path: Path) -> None:

@@ -128,6 +128,11 @@ class Probe:
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
         """The model's training forward pass returned ``output``."""
 
+    def on_output_grad(self, record: StepRecord, grad: torch.Tensor) -> None:
+        """Backward has reached the model's training output, whose gradient is ``grad`` (read it, never
+        change it). The watch puts one hook on the output for all the probes that implement this: each
+        tensor hook costs a registration and a call from the autograd engine, every step."""
+
     def on_gradients_ready(self, record: StepRecord) -> None:
         """The caller says gradients are final and not yet clipped (see `Watch.gradients_ready`)."""
 

@@ -78,12 +78,13 @@ class GradientProbe(Probe):
         self._backward_ended = host.guard(self, self._capture)
 
     def on_forward_end(self, record: StepRecord, output: Any) -> None:
+        # An output with a gradient: the watch's hook on it calls on_output_grad.
         tensor = first_float_tensor(output)
-        if tensor is not None and tensor.requires_grad:
-            # A hook on a tensor dies with the tensor; no handle to keep.
-            tensor.register_hook(self._backward_started)
-        elif not self._handles:
+        if (tensor is None or not tensor.requires_grad) and not self._handles:
             self._hook_parameters()
+
+    def on_output_grad(self, record: StepRecord, grad: torch.Tensor) -> None:
+        self._on_backward_start(grad)
 
     def _hook_parameters(self) -> None:
         """For outputs the tensor hook cannot reach (None, an object holding the loss): notice the

@@ -199,16 +199,7 @@ class LossGradientProbe(Probe):
         super().__init__()
         self._norms: list[torch.Tensor] = []
 
-    def attach(self, host: Any) -> None:
-        super().attach(host)
-        self._output_grad = host.guard(self, self._on_output_grad)  # guarded once, registered every step
-
-    def on_forward_end(self, record: StepRecord, output: Any) -> None:
-        tensor = first_float_tensor(output)
-        if tensor is not None and tensor.requires_grad:
-            tensor.register_hook(self._output_grad)
-
-    def _on_output_grad(self, grad: torch.Tensor) -> None:
+    def on_output_grad(self, record: StepRecord, grad: torch.Tensor) -> None:
         self._norms.append(
             torch.linalg.vector_norm(
                 grad.detach(), dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32

@@ -30,7 +30,14 @@ from diagnose.live.policy import TrainingStopped
 from diagnose.live.status import status_board
 from diagnose.probes.activations import ActivationProbe
 from diagnose.probes.amp import GradScalerProbe
-from diagnose.probes.base import Hook, Probe, clear_compiled_mark, dependency_order, ran_compiled
+from diagnose.probes.base import (
+    Hook,
+    Probe,
+    clear_compiled_mark,
+    dependency_order,
+    first_float_tensor,
+    ran_compiled,
+)
 from diagnose.probes.distributed import DistributedOptions, RankSetup
 from diagnose.probes.gradients import GradientProbe, UpdateRatioProbe
 from diagnose.probes.learning_rate import LearningRateProbe
@@ -57,6 +64,7 @@ from diagnose.runfile import RunWriter, schema
 _CALLBACKS = (
     "on_forward_start",
     "on_forward_end",
+    "on_output_grad",
     "on_gradients_ready",
     "before_step",
     "after_step",
@@ -320,6 +328,7 @@ class Watch:
         self._index_callbacks()
 
     def _install_hooks(self) -> None:
+        self._output_grad_hook = self._safe(self._on_output_grad)  # made once: registered at every step
         self._handles.append(self.model.register_forward_pre_hook(self._safe(self._on_forward_start)))
         self._handles.append(self.model.register_forward_hook(self._safe(self._on_forward_end)))
         if self.optimizer is not None:
@@ -348,8 +357,17 @@ class Watch:
         self._each("on_forward_start", self._record)
 
     def _on_forward_end(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self.training_pass:
-            self._each("on_forward_end", self._record, output)
+        if not self.training_pass:
+            return
+        self._each("on_forward_end", self._record, output)
+        if "on_output_grad" in self._implementers:
+            tensor = first_float_tensor(output)
+            if tensor is not None and tensor.requires_grad:
+                # A hook on a tensor dies with the tensor; no handle to keep.
+                tensor.register_hook(self._output_grad_hook)
+
+    def _on_output_grad(self, grad: torch.Tensor) -> None:
+        self._each("on_output_grad", self._record, grad)
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._step_done:  # a loop whose forward never goes through the watched module
@@ -403,9 +421,11 @@ class Watch:
     def _index_callbacks(self) -> None:
         """Which probes implement each callback, with the method bound once: the others are not called at
         all, and the callers spare an attribute look-up per probe and callback, every step."""
-        self._implementers = {
+        implementers = {
             name: tuple((p, getattr(p, name)) for p in self._probes if _implements(p, name)) for name in _CALLBACKS
         }
+        # A callback no probe implements is left out, so that the watch can skip what only serves it.
+        self._implementers = {name: pairs for name, pairs in implementers.items() if pairs}
 
     # -- logging ---------------------------------------------------------------
 
