@@ -339,7 +339,9 @@ table (labels separated by `;`).
 that count. Line endings the text does not show (CR LF, CR CR LF) were restored from the count, and each such
 file's note says so. Some files, in the batches added since the corpus reached 318 files, were written out by a
 short script from the values read (same text, same count) rather than pasted; neither way can catch a swapped
-digit of the same length.
+digit of the same length. The 19 files added when the corpus went from 411 to 430 files were written from a
+snapshot of their repository at the recorded commit (`git show <commit>:<path>`, the file's own bytes) and kept
+only where their character count equals the index's.
 
 **Labels come from the numbers, before diagnose reads the file.** The *shape* column is computed by
 `benchmarks/corpus_shapes.py` (standard library only, no diagnose code); the labels are my reading of that
