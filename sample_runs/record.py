@@ -839,7 +839,7 @@ _register_declared()
 # code -> (kind of sample_runs/bugs/, the finding that rightly comes first on the buggy run when not the code)
 # BUG004, BUG007, BUG014 and BUG015 have scenarios of their own above.
 BUG_KINDS: dict[str, tuple[str, str | None]] = {
-    "BUG001": ("no_zero_grad", "NF003"),
+    "BUG001": ("no_zero_grad", None),
     "BUG002": ("partial_optimizer", None),
     "BUG003": ("step_before_backward", "BUG016"),
     "BUG005": ("dropout_off_eval", None),
