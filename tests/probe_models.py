@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -87,3 +88,28 @@ def train_amp(path: Path, *, device: str = "cpu", overflow_step: int = 3, steps:
             scaler.update()
             w.log(loss=loss)
     return reported
+
+
+def assert_amp_recorded(path: Path, reported: list[float], rel: float) -> None:
+    """What `train_amp` must leave in the run file: the finite unscaled norms, the overflow as a skipped step."""
+    run = diagnose.load(path)
+    finite = [r for r in reported if math.isfinite(r)]
+    assert len(finite) == len(reported) - 1
+    assert run.series("grad_norm").to_numpy() == pytest.approx(finite, rel=rel)
+    assert run.events["event"].tolist() == ["skipped_step"]
+
+
+def train_then_fail(path: Path, fail: Callable[[], None], *, device: str = "cpu") -> None:
+    """Four steps watched, ``fail()`` called after the third: whatever it raises leaves the watch's block."""
+    model = mlp().to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = (tensor.to(device) for tensor in data())
+    with diagnose.watch(model, optimizer, path) as w:
+        for step in range(1, 5):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            w.log(loss=loss)
+            if step == 3:
+                fail()

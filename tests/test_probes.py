@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from probe_models import Log, VectorNorm, data, mlp, train, train_amp
+from probe_models import Log, VectorNorm, assert_amp_recorded, data, mlp, train, train_amp, train_then_fail
 from torch import nn
 
 import diagnose
@@ -348,12 +348,7 @@ def test_closure_steps_record_the_gradients_of_their_own_step(tmp_path: Path) ->
 
 def test_amp_gradient_norm_is_unscaled_and_an_overflow_skip_is_not_a_nan(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    reported = train_amp(path)
-    run = diagnose.load(path)
-    finite = [r for r in reported if math.isfinite(r)]
-    assert len(finite) == len(reported) - 1
-    assert run.series("grad_norm").to_numpy() == pytest.approx(finite, rel=1e-5)
-    assert run.events["event"].tolist() == ["skipped_step"]
+    assert_amp_recorded(path, train_amp(path), rel=1e-5)
 
 
 def test_a_loop_that_bypasses_the_watched_module_still_splits_steps(tmp_path: Path) -> None:
@@ -390,18 +385,12 @@ def test_a_loop_that_bypasses_the_watched_module_still_splits_steps(tmp_path: Pa
 )
 def test_an_exception_in_the_loop_is_recorded_and_still_raised(tmp_path: Path, error, event) -> None:
     path = tmp_path / "run.jsonl"
-    model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    x, y = data()
-    with pytest.raises(type(error)), diagnose.watch(model, optimizer, path) as w:
-        for step in range(1, 5):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            w.log(loss=loss)
-            if step == 3:
-                raise error
+
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        train_then_fail(path, fail)
     run = diagnose.load(path)
     assert run.events["event"].tolist() == [event]
     assert run.series("loss").size == 3

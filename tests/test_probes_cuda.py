@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from probe_models import Log, VectorNorm, data, mlp, train, train_amp
+from probe_models import Log, VectorNorm, assert_amp_recorded, data, mlp, train, train_amp, train_then_fail
 from test_preflight import META, clusters
 from test_preflight import mlp as separable_mlp
 from torch import nn
@@ -172,28 +172,13 @@ def test_the_live_sentinel_stops_on_a_nan_loss_within_two_steps(tmp_path: Path) 
 
 def test_amp_on_the_device_records_unscaled_norms_and_the_skipped_step(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    reported = train_amp(path, device=CUDA, steps=8)
-    run = diagnose.load(path)
-    finite = [r for r in reported if math.isfinite(r)]
-    assert len(finite) == len(reported) - 1
-    assert run.series("grad_norm").to_numpy() == pytest.approx(finite, rel=1e-3)
-    assert run.events["event"].tolist() == ["skipped_step"]
+    assert_amp_recorded(path, train_amp(path, device=CUDA, steps=8), rel=1e-3)
 
 
 def test_an_out_of_memory_error_is_recorded_with_the_allocator_state_and_raised(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    model = mlp().to(CUDA)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    x, y = (tensor.to(CUDA) for tensor in data())
-    with pytest.raises(torch.cuda.OutOfMemoryError), diagnose.watch(model, optimizer, path) as w:
-        for step in range(1, 5):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            w.log(loss=loss)
-            if step == 3:
-                torch.empty(1 << 50, dtype=torch.uint8, device=CUDA)  # a petabyte
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train_then_fail(path, lambda: torch.empty(1 << 50, dtype=torch.uint8, device=CUDA), device=CUDA)  # 1 PB
     events = diagnose.load(path).events
     assert events["event"].tolist() == ["out_of_memory"]
     assert events["cuda_allocated"].iloc[0] > 0
