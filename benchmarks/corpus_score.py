@@ -20,6 +20,7 @@ files are named for the calibration half only, so the held-out half is not
 tuned to by name (``--name-heldout`` names them too).
 
     python benchmarks/corpus_score.py [--json] [--name-heldout] [--split calibration|heldout] [--reading second]
+                                      [--as-of COMMIT]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import subprocess
 import sys
 import warnings
 from collections import Counter
@@ -239,6 +241,17 @@ def percent(a: int, b: int) -> str:
     return f"{100 * a / b:.0f}%" if b else "n/a"
 
 
+def files_at(commit: str) -> set[str]:
+    """The paths, relative to sample_runs/corpus, of the corpus files in the repository at ``commit``."""
+    listing = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", commit, "--", "sample_runs/corpus"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.removeprefix("sample_runs/corpus/") for line in listing.splitlines()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Score the rules on the labelled real-log corpora.")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -252,9 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         default="first",
         help="score against the first reading of the labels (default, authoritative) or the second",
     )
+    parser.add_argument(
+        "--as-of",
+        metavar="COMMIT",
+        help="score only the sample_runs/corpus files that existed at COMMIT (the shared corpus does not change): "
+        "the same file set as an earlier note's figures, as the corpus grows",
+    )
     args = parser.parse_args(argv)
     splits = (args.split,) if args.split else SPLITS
-    outcomes = [judge(item) for item in corpus_items(args.reading) if item.split in splits]
+    kept = files_at(args.as_of) if args.as_of else None
+    outcomes = [
+        judge(item)
+        for item in corpus_items(args.reading)
+        if item.split in splits and (kept is None or item.corpus != "corpus" or item.name in kept)
+    ]
     results = {
         split: score(
             [o for o in outcomes if o.item.split == split], name_files=split == "calibration" or args.name_heldout

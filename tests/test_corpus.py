@@ -11,6 +11,7 @@ report, not a pass/fail line.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ import diagnose
 from diagnose.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from corpus_score import LABELS, SPLITS
+from corpus_score import LABELS, SPLITS, files_at
 from corpus_shapes import CORPUS, read_labels, split_of
 
 ROWS = {row["file"]: row for row in read_labels()}
@@ -100,3 +101,13 @@ def test_file_reads_and_every_rule_runs(name):
     assert runs
     for run in runs:
         assert diagnose.analyze(run).errors == []
+
+
+def test_the_file_set_of_a_commit_is_the_corpus_then():
+    """corpus_score --as-of: an earlier note's figures are compared on the files it scored."""
+    try:
+        now = files_at("HEAD")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    on_disk = {str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*") if p.is_file()}
+    assert {row["file"] for row in read_labels()} <= now <= on_disk
