@@ -115,8 +115,9 @@ def test_watching_changes_neither_the_weights_nor_the_random_stream(tmp_path: Pa
     assert all(torch.equal(a, b) for a, b in zip(plain, watched, strict=True))
 
 
-def _synchronisations(path: Path | None, steps: int = 30) -> int:
-    """How many synchronising CUDA calls a training loop makes (torch's sync debug mode), close left out."""
+def _synchronisations(path: Path | None, steps: int = 30, *, read_loss: bool = False) -> int:
+    """How many synchronising CUDA calls a training loop makes (torch's sync debug mode), close left out;
+    ``read_loss``: the loop reads its loss with item() at every step, as a loop printing it would."""
     torch.manual_seed(0)
     model = mlp().to(CUDA)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -135,6 +136,8 @@ def _synchronisations(path: Path | None, steps: int = 30) -> int:
                 optimizer.step()
                 if watch is not None:
                     watch.log(loss=loss)
+                if read_loss:
+                    loss.item()
     finally:
         torch.cuda.set_sync_debug_mode("default")
     if watch is not None:
@@ -143,6 +146,8 @@ def _synchronisations(path: Path | None, steps: int = 30) -> int:
 
 
 def test_the_probes_add_no_synchronisation_between_flushes(tmp_path: Path) -> None:
+    # The debug mode is a prototype that does not see every synchronisation: it must see a read at least.
+    assert _synchronisations(None, read_loss=True) >= 30 + _synchronisations(None)
     assert _synchronisations(tmp_path / "run.jsonl") == _synchronisations(None)
     assert diagnose.load(tmp_path / "run.jsonl").series("loss").size == 30  # the loop was really watched
 

@@ -358,7 +358,8 @@ def _is_ultralytics(header: list[str]) -> bool:
 
 def _detect_table(lines: list[str]) -> str | None:
     """A CSV whose first data row is mostly numbers, and which has a step or a loss column."""
-    rows = [line for line in lines[tables.preamble_lines(lines) :] if line.strip()][:2]
+    lines = lines[tables.preamble_lines(lines) :]  # a trainer's '# configuration' lines above the header
+    rows = [line for line in lines if line.strip()][:2]
     if len(rows) < 2:
         return None
     header = [h.strip() for h in rows[0].split(",")]

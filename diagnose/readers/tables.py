@@ -44,11 +44,13 @@ def preamble_lines(lines: list[str]) -> int:
 def read_csv_table(path: Path, warnings: frames.WarningLog) -> pd.DataFrame:
     """A CSV file as strings (empty cells missing, ``nan`` kept as text), headers stripped; comment lines
     before the header are skipped with a note."""
-    lines = frames.read_text(path).splitlines()
+    text = frames.read_text(path)
+    lines = text.splitlines()
     skipped = preamble_lines(lines)
-    if skipped and any(line.strip() for line in lines[:skipped]):
-        warnings.add("preamble", f"{skipped} comment or blank line(s) before the header skipped")
-    text = "\n".join(lines[skipped:])
+    if skipped:
+        if any(line.strip() for line in lines[:skipped]):
+            warnings.add("preamble", f"{skipped} comment or blank line(s) before the header skipped")
+        text = "\n".join(lines[skipped:])
     try:
         table = pd.read_csv(
             io.StringIO(text),

@@ -1080,7 +1080,7 @@ class ScoreFall:
     column: str
     best_step: float
     best: float
-    level: float  # the median of the best evaluation and its two neighbours (the best itself at the end)
+    level: float  # `_levels` at the best: the median of the best evaluation and its two neighbours
     later: float  # median of the later half of the evaluations after the best
     last: float  # median of the last three evaluations
     noise: float  # one evaluation's noise in the metric's units (second differences; at least one step)
@@ -1109,15 +1109,14 @@ class ScoreFall:
         """None when the best is the first evaluation (a first model that scores best is most often a
         degenerate one: recall 1.0 from predicting one class) or fewer than ``min_after`` follow it."""
         best_at = int(np.argmax(values.to_numpy()))
-        after = values.iloc[best_at + 1 :]
-        if best_at == 0 or len(after) < min_after:
+        if best_at == 0 or len(values) - 1 - best_at < min_after:
             return None
-        later = after.iloc[len(after) // 2 :]
+        later = _later_half(values, best_at)
         return cls(
             column,
             float(values.index[best_at]),
             float(values.iloc[best_at]),
-            float(np.median(values.to_numpy()[best_at - 1 : best_at + 2])),
+            float(_levels(values)[best_at]),
             float(later.median()),
             float(values.iloc[-3:].median()),
             max(curves.difference_noise(values, raw=True), _resolution(values)),
