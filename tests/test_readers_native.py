@@ -165,3 +165,4 @@ def test_a_minimal_form_file_without_a_plain_loss_reads_its_first_loss_with_a_no
     assert run.series("loss").tolist() == [1.0, 0.5, 1 / 3] and run.series("kl_loss").size == 3
     assert run.series("val_loss").tolist() == [0.9]
     assert any("loss read from recon_loss (first of 2 losses" in note for note in run.warnings), run.warnings
+    assert "recon_loss" in run.meta["loss_from"] and "val_recon_loss" in run.meta["val_loss_from"]

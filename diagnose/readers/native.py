@@ -69,13 +69,14 @@ def runs_from_bytes(
 def _runs_read_in_full(raw: bytes, path: Path, mapping: Mapping[str, str] | None) -> list[Run]:
     warnings = frames.WarningLog()
     tables, metas = _tables(raw, warnings)
-    parts = _parts(tables, mapping, path, warnings)
+    read: dict[str, Any] = {}  # what reading the minimal form chose (a stand-in loss), for each run's meta
+    parts = _parts(tables, mapping, path, warnings, read)
     if all(part.empty for part in parts.values()):
         raise InputError(
             f'{path}: no step, evaluation or event records found (expected JSON lines like {{"step": 1, "loss": 0.5}})'
         )
     boundaries = _run_boundaries(parts["steps"])
-    return [_build_run(parts, metas, boundaries, index, path, warnings) for index in range(len(boundaries) + 1)]
+    return [_build_run(parts, metas, boundaries, index, path, warnings, read) for index in range(len(boundaries) + 1)]
 
 
 # -- a plain file: one run of numbers --------------------------------------------------
@@ -300,10 +301,14 @@ def _reject(record: Any, position: int, warnings: frames.WarningLog) -> None:
 
 
 def _parts(
-    tables: dict[Any, pd.DataFrame], mapping: Mapping[str, str] | None, path: Path, warnings: frames.WarningLog
+    tables: dict[Any, pd.DataFrame],
+    mapping: Mapping[str, str] | None,
+    path: Path,
+    warnings: frames.WarningLog,
+    read: dict[str, Any],
 ) -> dict[str, pd.DataFrame]:
     """Frames of step, evaluation, layer and event rows, each with its file position in ``_pos``."""
-    minimal_train, minimal_eval = _minimal(tables[None], mapping, path, warnings)
+    minimal_train, minimal_eval = _minimal(tables[None], mapping, path, warnings, read)
     steps, evals, layers, events = (_with_step(tables[kind]) for kind in _DATA_KINDS)
     if "lrs" in steps.columns:
         first_lr = steps["lrs"].map(lambda v: v[0] if isinstance(v, list) and v else None)
@@ -327,9 +332,14 @@ def _with_step(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _minimal(
-    raw: pd.DataFrame, mapping: Mapping[str, str] | None, path: Path, warnings: frames.WarningLog
+    raw: pd.DataFrame,
+    mapping: Mapping[str, str] | None,
+    path: Path,
+    warnings: frames.WarningLog,
+    read: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Minimal-form records split by their keys into training and evaluation rows.
+    """Minimal-form records split by their keys into training and evaluation rows; a stand-in loss
+    chosen for them is said in ``read`` (``loss_from``), as the table readers say it in a run's meta.
 
     The step is ``step`` or another usual name for it (``iteration``, ``global_step``, ...).
     """
@@ -340,7 +350,7 @@ def _minimal(
     for note in frame.attrs.get("reading_notes", ()):
         warnings.add("loss-choice", note)
     # No plain loss but other losses (recon_loss, g_loss): the first stands in, with a note, as in a table.
-    frame = frames.add_primary_losses(frame, {}, warnings)
+    frame = frames.add_primary_losses(frame, read, warnings)
     frame["step"] = _fill_steps(pd.to_numeric(frame["step"], errors="coerce"))
     frame["_pos"] = raw["_pos"]
     eval_cols = [c for c in frame.columns if frames.is_eval_column(c)]
@@ -396,9 +406,10 @@ def _build_run(
     index: int,
     path: Path,
     warnings: frames.WarningLog,
+    read: Mapping[str, Any],
 ) -> Run:
     chosen = {key: _segment(frame, boundaries, index) for key, frame in parts.items()}
-    meta = _segment_meta(metas, parts, boundaries, index)
+    meta = _segment_meta(metas, parts, boundaries, index) | read
     nan_steps: dict[str, np.ndarray] = {}
     repeated: dict[str, int] = {}
     local = frames.WarningLog()
